@@ -1,0 +1,43 @@
+# The two commands a user needs are `make demo` and `make test`; both set everything up first
+# (virtualenv, Python packages, Kafka broker jars from Maven Central).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup jars demo test test-fast bench-ingress bench-dispatch bench-sink clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+setup: $(STAMP)
+
+jars: setup
+	$(VENV)/bin/wapipe stack jars
+
+demo: jars
+	$(VENV)/bin/wapipe demo
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: jars
+	$(PY) -m pytest -q -ra --durations=15 -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench-ingress: jars
+	$(PY) bench/ingress.py
+
+bench-dispatch: jars
+	$(PY) bench/dispatch.py
+
+bench-sink: jars
+	$(PY) bench/sink.py
+
+clean:
+	$(VENV)/bin/wapipe stack down || true
+	rm -rf .wapipe

@@ -1,0 +1,1 @@
+"""wapipe: ERP -> Kafka -> WhatsApp Cloud API pipeline."""

@@ -1,0 +1,3 @@
+from wapipe.cli import main
+
+main()

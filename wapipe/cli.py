@@ -1,0 +1,165 @@
+"""``wapipe``: the one entry point. Each area adds its command group in ``_register()``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wapipe import log
+from wapipe.config import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="wapipe: ERP -> Kafka -> WhatsApp Cloud API")
+stack_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (or the one KAFKA_BOOTSTRAP_SERVERS names).")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics, declared in wapipe/topics.py.")
+db_app = typer.Typer(no_args_is_help=True, help="ClickHouse: migrations.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[red]error:[/] {msg}")
+    raise typer.Exit(1)
+
+
+@app.callback()
+def _main(log_level: str = typer.Option("WARNING", envvar="WAPIPE_LOG_LEVEL", help="log level")) -> None:
+    log.configure(level=log_level.upper())
+
+
+# --- stack --------------------------------------------------------------------------------
+@stack_app.command("jars")
+def stack_jars() -> None:
+    """Fetch the Kafka broker jars from Maven Central (cached; no-op when present)."""
+    from wapipe.stack.jvm import BrokerError, ensure_jars
+
+    s = Settings()
+    try:
+        libs = ensure_jars(s.jars_dir, s.kafka_version)
+    except BrokerError as exc:
+        _fail(str(exc))
+    console.print(f"kafka {s.kafka_version} jars: {libs}")
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start (or find) Kafka, apply the topics, migrate ClickHouse."""
+    from wapipe.clickhouse import clickhouse_client, migrate
+    from wapipe.stack.local import KafkaProvider, stack_status, state_file
+    from wapipe.topics import admin_client, apply_topics
+
+    s = Settings()
+    st, status = stack_status(s)
+    if status == "up":
+        bootstrap = st.bootstrap
+        console.print(f"kafka already up: {bootstrap} ({st.source})")
+    else:
+        if st is not None:
+            state_file(s).unlink(missing_ok=True)
+        provider = KafkaProvider(s)
+        try:
+            bootstrap = provider.start(detach=True)
+        except Exception as exc:
+            _fail(f"kafka did not start: {exc}")
+        provider.state().save(state_file(s))
+        console.print(f"kafka up: {bootstrap} ({provider.source}{', pid %s' % provider.pid if provider.pid else ''})")
+    report = apply_topics(admin_client(bootstrap), s)
+    console.print(f"topics: {len(report.created)} created, {len(report.altered)} altered")
+    applied = migrate(clickhouse_client(s.clickhouse_dsn))
+    console.print(f"clickhouse ({s.clickhouse_dsn}): {len(applied)} migrations applied")
+    console.print(f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+
+
+@stack_app.command("down")
+def stack_down_cmd() -> None:
+    """Stop the broker `stack up` started."""
+    from wapipe.stack.local import stack_down
+
+    console.print(stack_down(Settings()))
+
+
+@stack_app.command("status")
+def stack_status_cmd() -> None:
+    """Is the broker up and answering metadata requests?"""
+    from wapipe.stack.local import stack_status
+
+    st, status = stack_status(Settings())
+    console.print(f"kafka: {status}" + (f" ({st.source} {st.bootstrap}, pid {st.pid})" if st else ""))
+    if status != "up":
+        raise typer.Exit(1)
+
+
+# --- topics / db --------------------------------------------------------------------------
+@topics_app.command("apply")
+def topics_apply() -> None:
+    """Create missing topics and apply changed settings."""
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.topics import admin_client, apply_topics
+
+    s = Settings()
+    try:
+        bootstrap = resolve_bootstrap(s)
+    except NoKafka as exc:
+        _fail(str(exc))
+    r = apply_topics(admin_client(bootstrap), s)
+    for name in r.created:
+        console.print(f"created {name}")
+    for name, diff in r.altered.items():
+        console.print(f"altered {name}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()))
+    for name, (a, b) in r.partitions_raised.items():
+        console.print(f"partitions {name}: {a} -> {b}")
+    for p in r.problems:
+        err.print(f"[yellow]warning:[/] {p}")
+    if not r.changed:
+        console.print("topics up to date")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """The declared topics."""
+    from wapipe.topics import TOPICS, desired_configs
+
+    s = Settings()
+    t = Table("topic", "key", "value", "partitions", "config")
+    for spec in TOPICS:
+        cfg = desired_configs(spec, s)
+        t.add_row(spec.name, spec.key, spec.value, str(spec.partitions or s.topic_partitions),
+                  ", ".join(f"{k}={v}" for k, v in cfg.items()))
+    console.print(t)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending ClickHouse migrations (each once, in order)."""
+    from wapipe.clickhouse import MigrationError, clickhouse_client, migrate
+
+    s = Settings()
+    try:
+        applied = migrate(clickhouse_client(s.clickhouse_dsn))
+    except MigrationError as exc:
+        _fail(str(exc))
+    console.print("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "nothing to apply")
+
+
+def _register() -> None:
+    """Command groups of the other areas. One line each; keep imports lazy inside them."""
+    from wapipe import demo
+
+    app.command("demo")(demo.demo_command)
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="wapipe")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

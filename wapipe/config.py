@@ -1,0 +1,74 @@
+"""The one settings object. Every value comes from an environment variable (or its default).
+
+Names follow the tools' own conventions where one exists (``KAFKA_BOOTSTRAP_SERVERS``,
+``CLICKHOUSE_URL``, ``SCHEMA_REGISTRY_URL``); everything else is ``WAPIPE_<FIELD>``.
+Construct it once in an entry point (``Settings()``) and pass it down; nothing reads the
+environment behind the caller's back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the conventional name and the WAPIPE_-prefixed one."""
+    return AliasChoices(name, f"WAPIPE_{name}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WAPIPE_", extra="ignore", populate_by_name=True)
+
+    # --- where state lives -------------------------------------------------------------
+    state_dir: Path = Field(default=REPO_ROOT / ".wapipe", description="local state: jars, broker data, chDB folder, logs")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(default=None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_version: str = "4.1.1"
+    jars_dir: Path = Field(default=REPO_ROOT / ".wapipe" / "jars", description="Maven-fetched broker jars (shared by runs)")
+    kafka_heap: str = "512m"
+    topic_partitions: int = Field(default=4, ge=1, description="partitions of the keyed data topics")
+    replication_factor: int = Field(default=1, ge=1)
+    # Retention of the delete-policy topics (ms). Raw webhooks carry personal data: keep them short.
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    raw_webhook_retention_ms: int = 24 * 3600 * 1000
+    # Compacted topics: erasure deadline. A tombstone makes a subject unreadable once the cleaner
+    # has run; max.compaction.lag.ms bounds how long that can take.
+    erasure_deadline_ms: int = 6 * 3600 * 1000
+    compacted_segment_ms: int = 3600 * 1000
+    tombstone_retention_ms: int = 24 * 3600 * 1000
+    min_cleanable_dirty_ratio: float = 0.1
+
+    # --- Avro --------------------------------------------------------------------------
+    schema_registry_url: str | None = Field(default=None, validation_alias=_env("SCHEMA_REGISTRY_URL"))
+
+    # --- ClickHouse --------------------------------------------------------------------
+    clickhouse_url: str | None = Field(default=None, validation_alias=_env("CLICKHOUSE_URL"))
+
+    # --- secrets -----------------------------------------------------------------------
+    # Key-encryption key (32 bytes, base64) for per-subject data keys and tenant tokens.
+    kek: SecretStr | None = Field(default=None, validation_alias=_env("KEK"))
+    kek_file: Path | None = None
+    # Pepper for pseudonymous subject ids (HMAC key). Must be stable for a deployment.
+    subject_pepper: SecretStr | None = None
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.state_dir / "kafka"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.state_dir / "chdb"
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{self.chdb_path}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"

@@ -1,0 +1,51 @@
+"""confluent-kafka client configs in one place: the delivery guarantees are set here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from wapipe.config import Settings
+from wapipe.stack.local import StackState, state_file
+
+
+class NoKafka(RuntimeError):
+    pass
+
+
+def resolve_bootstrap(settings: Settings) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started."""
+    if settings.kafka_bootstrap_servers:
+        return settings.kafka_bootstrap_servers
+    st = StackState.load(state_file(settings))
+    if st is None:
+        raise NoKafka("no Kafka: run `wapipe stack up` or set KAFKA_BOOTSTRAP_SERVERS")
+    return st.bootstrap
+
+
+def producer(bootstrap: str, **overrides: Any) -> Producer:
+    """Idempotent, acks=all: a write acknowledged is on every in-sync replica, once."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.timeout.ms": 30000,
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
+    """Manual commits only: offsets move after the work is done, never before."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    conf.update(overrides)
+    return Consumer(conf)

@@ -1,0 +1,83 @@
+"""pytest fixtures shared by every test module (loaded from tests/conftest.py as a plugin).
+
+* ``kafka`` (session): a real broker — KAFKA_BOOTSTRAP_SERVERS, else testcontainers when a Docker
+  engine answers, else the JVM broker from Maven Central jars. Stopped at the end of the session
+  even when tests fail; the JVM also dies with the test process (PR_SET_PDEATHSIG).
+* ``settings``: a Settings object whose state lives in the test's tmp dir (jars stay shared).
+* ``topics`` (session): every declared topic applied on the broker.
+* ``clickhouse``: an embedded ClickHouse (chDB) on a fresh folder, migrated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wapipe.config import Settings
+
+# Broker settings that make compaction and retention observable within a test.
+FAST_CLEANER = {
+    "log.cleaner.backoff.ms": "250",
+    "log.retention.check.interval.ms": "1000",
+    "log.initial.task.delay.ms": "0",
+}
+
+
+def make_settings(state_dir: Path, **overrides) -> Settings:
+    """Settings from the environment, with state under ``state_dir`` (jars stay shared)."""
+    base = Settings()
+    fields = {"state_dir": state_dir, "jars_dir": base.jars_dir, "kafka_bootstrap_servers": base.kafka_bootstrap_servers}
+    fields.update(overrides)
+    return base.model_copy(update=fields)
+
+
+@pytest.fixture(scope="session")
+def kafka_provider(tmp_path_factory):
+    from wapipe.stack.local import KafkaProvider
+
+    state = tmp_path_factory.mktemp("stack")
+    provider = KafkaProvider(make_settings(state), broker_overrides=FAST_CLEANER, data_dir=state / "kafka-data")
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(kafka_provider) -> str:
+    """Bootstrap servers of the session's real broker."""
+    return kafka_provider.bootstrap
+
+
+@pytest.fixture
+def settings(tmp_path, kafka) -> Settings:
+    return make_settings(tmp_path / "state", kafka_bootstrap_servers=kafka)
+
+
+@pytest.fixture(scope="session")
+def topics(kafka, tmp_path_factory) -> str:
+    from wapipe.topics import admin_client, apply_topics
+
+    s = make_settings(tmp_path_factory.mktemp("topics"), kafka_bootstrap_servers=kafka)
+    apply_topics(admin_client(kafka), s)
+    return kafka
+
+
+@pytest.fixture
+def clickhouse(tmp_path) -> Iterator:
+    from wapipe.clickhouse import clickhouse_client, migrate
+
+    client = clickhouse_client(f"chdb://{tmp_path / 'chdb'}")
+    migrate(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short id for names that must not collide between tests sharing the broker."""
+    return uuid.uuid4().hex[:10]

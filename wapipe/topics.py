@@ -1,0 +1,174 @@
+"""Every Kafka topic, declared once, and applied idempotently through the admin client.
+
+``apply_topics`` creates what is missing, raises partition counts that are too low, and
+brings every declared config to its declared value (``incremental_alter_configs``): a changed
+setting is applied, not ignored. It never deletes a topic or lowers a partition count (Kafka
+cannot), and says so in its report instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
+
+from wapipe.config import Settings
+
+# Topic names: import these, never spell a topic name twice.
+WEBHOOK_RAW = "wa.webhook.raw"
+WEBHOOK_DEAD = "wa.webhook.dead"
+SEND_REQUESTED = "wa.send.requested"
+SEND_ACCEPTED = "wa.send.accepted"
+SEND_RESULTS = "wa.send.results"
+SEND_RETRY = "wa.send.retry"
+SEND_DEAD = "wa.send.dead"
+STATUS_EVENTS = "wa.status.events"
+INBOUND_MESSAGES = "wa.inbound.messages"
+ACCOUNT_EVENTS = "wa.account.events"
+AUDIT = "wa.audit"
+SINK_DEAD = "wa.sink.dead"
+CAMPAIGN_CONTROL = "wa.campaign.control"
+SUBJECT_KEYS = "wa.subject.keys"
+TENANTS = "wa.tenants"
+PRIVACY_REQUESTS = "wa.privacy.requests"
+
+Cleanup = Literal["delete", "compact"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str  # what the record key is, for the reader of this file and the docs
+    value: str  # Avro record name of the value
+    cleanup: Cleanup = "delete"
+    partitions: int | None = None  # None: settings.topic_partitions
+    # Delete topics: the Settings field that holds this topic's retention.ms.
+    retention_from: str = "retention_ms"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+# The declaration. Keys carry the design: every per-number limit lives in one partition
+# because wa.send.accepted is keyed by phone_number_id.
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(WEBHOOK_RAW, "phone_number_id (or WABA id)", "RawWebhook", retention_from="raw_webhook_retention_ms"),
+    TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter"),
+    TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
+    TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
+    TopicSpec(SEND_RESULTS, "tenant_id", "SendResult"),
+    TopicSpec(SEND_RETRY, "phone_number_id", "SendCommand"),
+    TopicSpec(SEND_DEAD, "tenant_id", "DeadLetter"),
+    TopicSpec(STATUS_EVENTS, "wamid", "StatusEvent"),
+    TopicSpec(INBOUND_MESSAGES, "phone_number_id", "InboundMessage"),
+    TopicSpec(ACCOUNT_EVENTS, "WABA id", "AccountEvent"),
+    TopicSpec(AUDIT, "tenant_id", "AuditEvent"),
+    TopicSpec(SINK_DEAD, "source topic", "DeadLetter"),
+    TopicSpec(CAMPAIGN_CONTROL, "campaign_id", "CampaignControl", cleanup="compact", partitions=1),
+    TopicSpec(SUBJECT_KEYS, "subject_id/key_id", "SubjectKey", cleanup="compact"),
+    TopicSpec(TENANTS, "tenant_id", "TenantSettings", cleanup="compact", partitions=1),
+    TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),
+)
+
+
+def spec(name: str) -> TopicSpec:
+    for t in TOPICS:
+        if t.name == name:
+            return t
+    raise KeyError(name)
+
+
+def desired_configs(t: TopicSpec, s: Settings) -> dict[str, str]:
+    if t.cleanup == "compact":
+        cfg = {
+            "cleanup.policy": "compact",
+            # Erasure deadline: a tombstoned key is compacted away within this bound...
+            "max.compaction.lag.ms": str(s.erasure_deadline_ms),
+            # ...which needs segments to roll at least that often (the active one is never cleaned).
+            "segment.ms": str(min(s.compacted_segment_ms, s.erasure_deadline_ms)),
+            "min.cleanable.dirty.ratio": str(s.min_cleanable_dirty_ratio),
+            "delete.retention.ms": str(s.tombstone_retention_ms),
+        }
+    else:
+        cfg = {"cleanup.policy": "delete", "retention.ms": str(getattr(s, t.retention_from))}
+    cfg.update(t.extra)
+    return cfg
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    altered: dict[str, dict[str, tuple[str | None, str]]] = field(default_factory=dict)
+    partitions_raised: dict[str, tuple[int, int]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.altered or self.partitions_raised)
+
+
+def apply_topics(admin: AdminClient, settings: Settings, topics: tuple[TopicSpec, ...] = TOPICS,
+                 timeout: float = 30.0) -> ApplyReport:
+    report = ApplyReport()
+    existing = admin.list_topics(timeout=timeout).topics
+
+    missing = [t for t in topics if t.name not in existing]
+    if missing:
+        futures = admin.create_topics([
+            NewTopic(t.name, num_partitions=t.partitions or settings.topic_partitions,
+                     replication_factor=settings.replication_factor, config=desired_configs(t, settings))
+            for t in missing
+        ], operation_timeout=timeout)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                report.created.append(name)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):  # a concurrent creator won the race
+                    raise
+
+    present = [t for t in topics if t.name in existing]
+    # Partition counts: only ever raised.
+    raise_to = []
+    for t in present:
+        want = t.partitions or settings.topic_partitions
+        have = len(existing[t.name].partitions)
+        if have < want:
+            raise_to.append(NewPartitions(t.name, want))
+            report.partitions_raised[t.name] = (have, want)
+        elif have > want:
+            report.problems.append(f"{t.name} has {have} partitions, declared {want}: Kafka cannot lower it")
+    if raise_to:
+        for fut in admin.create_partitions(raise_to, operation_timeout=timeout).values():
+            fut.result()
+
+    # Configs: compare the declared keys with the broker's values, alter the differing ones.
+    if present:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, t.name) for t in present]
+        described = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
+        to_alter = []
+        for t in present:
+            want = desired_configs(t, settings)
+            have = {k: v.value for k, v in described[t.name].items()}
+            diff = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+            if diff:
+                report.altered[t.name] = diff
+                to_alter.append(ConfigResource(
+                    ConfigResource.Type.TOPIC, t.name,
+                    incremental_configs=[ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                                         for k, (_, v) in diff.items()],
+                ))
+        if to_alter:
+            for fut in admin.incremental_alter_configs(to_alter).values():
+                fut.result()
+    return report
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})

@@ -39,6 +39,7 @@ CAMPAIGN_CONTROL = "wa.campaign.control"
 SUBJECT_KEYS = "wa.subject.keys"
 TENANTS = "wa.tenants"
 PRIVACY_REQUESTS = "wa.privacy.requests"
+TEMPLATES = "wa.templates"
 
 Cleanup = Literal["delete", "compact"]
 
@@ -74,6 +75,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SUBJECT_KEYS, "subject_id/key_id", "SubjectKey", cleanup="compact"),
     TopicSpec(TENANTS, "tenant_id", "TenantSettings", cleanup="compact", partitions=1),
     TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),
+    TopicSpec(TEMPLATES, "waba_id/name/language", "TemplateInfo", cleanup="compact", partitions=1),
 )
 
 

@@ -40,7 +40,7 @@ def test_stack_up_status_down(tmp_path):
     try:
         up = run_cli(env, "stack", "up")
         assert "kafka up: 127.0.0.1:" in up.stdout and "migrations applied" in up.stdout
-        assert "topics: 16 created" in up.stdout
+        assert "topics: 17 created" in up.stdout
         status = run_cli(env, "stack", "status")
         assert "kafka: up" in status.stdout
         assert java_pids_with(str(tmp_path))

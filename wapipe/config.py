@@ -56,6 +56,31 @@ class Settings(BaseSettings):
     kek_file: Path | None = None
     # Pepper for pseudonymous subject ids (HMAC key). Must be stable for a deployment.
     subject_pepper: SecretStr | None = None
+    subject_pepper_file: Path | None = None
+    # WAPIPE_ENV=production: refuse to run without a configured KEK and pepper (no generated
+    # local defaults), and never accept cleartext (empty key_id) Sealed fields.
+    env: str = Field(default="development", description="development | test | production")
+
+    @property
+    def production(self) -> bool:
+        return self.env.lower() == "production"
+
+    # --- webhook ingress (`wapipe ingress`) --------------------------------------------------
+    # Meta apps whose webhooks we accept: JSON {"<app id>": "<app secret>"} (WAPIPE_META_APPS).
+    meta_apps: dict[str, SecretStr] = Field(default_factory=dict)
+    # hub.verify_token of the GET subscription handshake (WAPIPE_VERIFY_TOKEN).
+    verify_token: SecretStr | None = None
+    # Base URL Meta and people reach us at (deletion-status links); else taken from the request.
+    public_base_url: str | None = None
+    # Meta sends up to 3 MB per POST; a margin for envelopes and encodings.
+    ingress_max_body_bytes: int = Field(default=3 * 1024 * 1024 + 256 * 1024, ge=1024)
+    # Bounded wait for the broker's ack: librdkafka's message.timeout.ms, and an overall deadline
+    # above it (well under Meta's 1 s) after which the ingress answers 503 so Meta retries.
+    ingress_publish_timeout_ms: int = Field(default=600, ge=50)
+    ingress_deadline_ms: int = Field(default=850, ge=100)
+    ingress_linger_ms: int = Field(default=2, ge=0)
+    # Signed requests (data-deletion, deauthorize) older than this are refused as expired.
+    signed_request_max_age_s: int = 24 * 3600
 
     @property
     def kafka_dir(self) -> Path:

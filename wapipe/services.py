@@ -1,0 +1,212 @@
+"""A supervisor for wapipe's service processes (``wapipe demo``, ``wapipe up``).
+
+Each service is a long-running ``wapipe <command>`` that prints one line ``READY <url-or-name>``
+on stdout when it is ready (docs/interfaces.md §7) and stops cleanly on SIGTERM. The supervisor
+starts them as subprocesses, waits for READY with a timeout, copies each one's output to
+``<state_dir>/logs/<name>.log``, and stops them all in reverse order: SIGTERM to the service's
+process group, SIGKILL after a timeout (faust workers sometimes ignore SIGTERM). Children also
+die with the supervisor (PR_SET_PDEATHSIG), so a crashed demo leaves no strays.
+
+PR_SET_PDEATHSIG fires when the *thread* that forked the child exits: start services from the
+thread that lives as long as they should (the main thread in the CLI).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer.main
+
+from wapipe.log import get_logger
+
+log = get_logger(__name__)
+
+READY_PREFIX = "READY"
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started, or died."""
+
+
+class CommandMissing(ServiceError):
+    """The ``wapipe`` command a service needs is not registered (its area has not landed yet)."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service: a name for logs and messages, and the ``wapipe`` sub-command that runs it."""
+
+    name: str
+    command: tuple[str, ...]  # e.g. ("tenants", "follow")
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout: float = 90.0
+    stop_timeout: float = 15.0
+    # A program other than wapipe (full argv); then ``command`` is only a label.
+    program: tuple[str, ...] | None = None
+
+    def argv(self) -> list[str]:
+        if self.program is not None:
+            return [*self.program, *self.args]
+        return [sys.executable, "-m", "wapipe", *self.command, *self.args]
+
+
+def command_exists(command: Iterable[str]) -> bool:
+    """Is ``wapipe <command...>`` registered? Walks the click tree of the CLI, in-process."""
+    from wapipe.cli import app
+
+    node = typer.main.get_command(app)
+    for part in command:
+        children = getattr(node, "commands", None)  # a group (typer vendors its own click)
+        if not isinstance(children, dict) or part not in children:
+            return False
+        node = children[part]
+    return True
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class RunningService:
+    spec: ServiceSpec
+    proc: subprocess.Popen
+    log_path: Path
+    ready_value: str = ""
+    started_at: float = field(default_factory=time.monotonic)
+    ready_after_s: float = 0.0
+    _ready: threading.Event = field(default_factory=threading.Event, repr=False)
+    _tail: deque = field(default_factory=lambda: deque(maxlen=40), repr=False)
+    _reader: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self) -> str:
+        return "".join(self._tail)
+
+    def _pump(self) -> None:
+        """Copy the child's output to its log file line by line; notice READY."""
+        assert self.proc.stdout is not None
+        with open(self.log_path, "ab", buffering=0) as out:
+            for raw in iter(self.proc.stdout.readline, b""):
+                out.write(raw)
+                line = raw.decode(errors="replace")
+                self._tail.append(line)
+                if not self._ready.is_set() and line.startswith(READY_PREFIX):
+                    self.ready_value = line[len(READY_PREFIX):].strip()
+                    self.ready_after_s = time.monotonic() - self.started_at
+                    self._ready.set()
+        self.proc.stdout.close()
+
+
+class Supervisor:
+    """Starts services, waits for READY, stops them all (reverse order) on exit."""
+
+    def __init__(self, log_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.env = dict(os.environ if env is None else env)
+        self.services: list[RunningService] = []
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+    def get(self, name: str) -> RunningService | None:
+        return next((s for s in self.services if s.spec.name == name), None)
+
+    def start(self, spec: ServiceSpec) -> RunningService:
+        """Start one service and wait for its READY line. Raises ``CommandMissing`` when its
+        command is not registered, ``ServiceError`` when it exits or times out first."""
+        if spec.program is None and not command_exists(spec.command):
+            raise CommandMissing(f"`wapipe {' '.join(spec.command)}` does not exist yet ({spec.name} not available)")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{spec.name}.log"
+        env = {**self.env, **spec.env, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as f:
+            f.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(spec.argv())}\n".encode())
+        proc = subprocess.Popen(
+            spec.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        svc = RunningService(spec=spec, proc=proc, log_path=log_path)
+        self.services.append(svc)
+        svc._reader = threading.Thread(target=svc._pump, name=f"log-{spec.name}", daemon=True)
+        svc._reader.start()
+        deadline = time.monotonic() + spec.ready_timeout
+        while not svc._ready.wait(0.1):
+            if not svc.alive():
+                svc._reader.join(2)
+                raise ServiceError(f"{spec.name} exited with code {proc.returncode} before READY "
+                                   f"(log {log_path}):\n{svc.tail()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{spec.name} did not print READY within {spec.ready_timeout:.0f}s "
+                                   f"(log {log_path}):\n{svc.tail()[-3000:]}")
+        log.info("service ready", service=spec.name, pid=proc.pid, ready=svc.ready_value,
+                 seconds=round(svc.ready_after_s, 2))
+        return svc
+
+    def dead(self) -> list[RunningService]:
+        """Services that have exited since they were started."""
+        return [s for s in self.services if not s.alive()]
+
+    def check(self) -> None:
+        """Raise ``ServiceError`` naming the first service that died."""
+        for s in self.dead():
+            raise ServiceError(f"{s.spec.name} exited with code {s.proc.returncode} "
+                               f"(log {s.log_path}):\n{s.tail()[-2000:]}")
+
+    def stop(self, svc: RunningService) -> int | None:
+        """SIGTERM the service's process group, SIGKILL after its stop timeout. Returns the exit code."""
+        if svc.alive():
+            _signal_group(svc.proc, signal.SIGTERM)
+            try:
+                svc.proc.wait(svc.spec.stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("service ignored SIGTERM, killing", service=svc.spec.name, pid=svc.pid)
+                _signal_group(svc.proc, signal.SIGKILL)
+                svc.proc.wait(10)
+        # Anything the service itself left in its group (it runs in its own session).
+        _signal_group(svc.proc, signal.SIGKILL)
+        if svc._reader is not None:
+            svc._reader.join(5)
+        return svc.proc.returncode
+
+    def stop_all(self) -> dict[str, int | None]:
+        codes = {}
+        for svc in reversed(self.services):
+            try:
+                codes[svc.spec.name] = self.stop(svc)
+            except Exception as exc:  # keep stopping the others
+                log.error("stopping a service failed", service=svc.spec.name, error=str(exc))
+                codes[svc.spec.name] = None
+        self.services.clear()
+        return codes
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     def production(self) -> bool:
         return self.env.lower() == "production"
 
+    # --- Graph API client (connectors/meta) ---------------------------------------------------
+    # Base URL and version of Meta's Graph API (the sandbox's URL in tests and the demo).
+    meta_graph_url: str = "https://graph.facebook.com"
+    meta_graph_version: str = "v23.0"
+    meta_http_timeout: float = Field(default=30.0, gt=0, description="per-call timeout, seconds")
+    meta_max_connections: int = Field(default=100, ge=1, description="pooled connections to Graph")
+
     # --- webhook ingress (`wapipe ingress`) --------------------------------------------------
     # Meta apps whose webhooks we accept: JSON {"<app id>": "<app secret>"} (WAPIPE_META_APPS).
     meta_apps: dict[str, SecretStr] = Field(default_factory=dict)

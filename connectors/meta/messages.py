@@ -1,0 +1,439 @@
+"""Outbound message objects for ``POST /{version}/{phone_number_id}/messages``.
+
+Each model validates Meta's limits when it is built (a clear ``pydantic.ValidationError``, a
+``ValueError``) and ``to_request()`` returns the exact JSON body Meta expects::
+
+    TextMessage(to="+4915112345678", body="Hello").to_request()
+    == {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "4915112345678",
+        "type": "text", "text": {"body": "Hello", "preview_url": False}}
+
+Common fields: ``to`` (digits with country code, a leading ``+`` allowed and dropped),
+``biz_opaque_callback_data`` (our own id; Meta echoes it on every status webhook) and
+``reply_to`` (an inbound wamid, sent as ``context.message_id``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AudioMessage",
+    "Button",
+    "ButtonComponent",
+    "ButtonsMessage",
+    "CurrencyParameter",
+    "DateTimeParameter",
+    "DocumentMessage",
+    "HeaderComponent",
+    "BodyComponent",
+    "ImageMessage",
+    "ListMessage",
+    "ListRow",
+    "ListSection",
+    "MediaParameter",
+    "OutboundMessage",
+    "PayloadParameter",
+    "ReactionMessage",
+    "ReadReceipt",
+    "TemplateMessage",
+    "TextMessage",
+    "TextParameter",
+    "VideoMessage",
+    "url_button",
+    "quick_reply_button",
+    "MAX_TEXT",
+    "MAX_CAPTION",
+]
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_BUTTONS = 3
+MAX_BUTTON_TITLE = 20
+MAX_LIST_ROWS = 10
+MAX_LIST_SECTIONS = 10
+MAX_OPAQUE = 512
+MAX_HEADER_TEXT = 60
+MAX_FOOTER = 60
+MAX_INTERACTIVE_BODY = 1024
+
+_PHONE = re.compile(r"^\+?[0-9]{6,15}$")
+_WS_RUN = re.compile(r" {5,}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- common envelope ------------------------------------------------------------------------
+class OutboundMessage(_Model):
+    """Fields shared by every message; subclasses add their object and ``_content()``."""
+
+    type: ClassVar[str]
+
+    to: str
+    biz_opaque_callback_data: Annotated[str, Field(max_length=MAX_OPAQUE)] | None = None
+    reply_to: str | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _check_to(cls, value: str) -> str:
+        cleaned = value.strip().replace(" ", "").replace("-", "")
+        if not _PHONE.match(cleaned):
+            raise ValueError(f"'to' must be a phone number in international format (digits, optional +), got {value!r}")
+        return cleaned.lstrip("+")
+
+    def _content(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_request(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": self.to,
+            "type": self.type,
+            self.type: self._content(),
+        }
+        if self.reply_to:
+            body["context"] = {"message_id": self.reply_to}
+        if self.biz_opaque_callback_data is not None:
+            body["biz_opaque_callback_data"] = self.biz_opaque_callback_data
+        return body
+
+
+# --- text -----------------------------------------------------------------------------------
+class TextMessage(OutboundMessage):
+    type: ClassVar[str] = "text"
+    body: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    preview_url: bool = False
+
+    def _content(self) -> dict[str, Any]:
+        return {"body": self.body, "preview_url": self.preview_url}
+
+
+# --- media ----------------------------------------------------------------------------------
+class _Media(OutboundMessage):
+    """By uploaded media ``id`` or public https ``link`` — exactly one of them."""
+
+    id: str | None = None
+    link: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.id is None) == (self.link is None):
+            raise ValueError(f"{self.type} needs exactly one of 'id' (uploaded media) or 'link' (URL)")
+        if self.link is not None and not self.link.lower().startswith(("https://", "http://")):
+            raise ValueError(f"{self.type} link must be an http(s) URL")
+        return self
+
+    def _content(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"id": self.id} if self.id is not None else {"link": self.link}
+        for key in ("caption", "filename"):
+            value = getattr(self, key, None)
+            if value is not None:
+                content[key] = value
+        return content
+
+
+Caption = Annotated[str, Field(min_length=1, max_length=MAX_CAPTION)]
+
+
+class ImageMessage(_Media):
+    type: ClassVar[str] = "image"
+    caption: Caption | None = None
+
+
+class VideoMessage(_Media):
+    type: ClassVar[str] = "video"
+    caption: Caption | None = None
+
+
+class DocumentMessage(_Media):
+    type: ClassVar[str] = "document"
+    caption: Caption | None = None
+    filename: Annotated[str, Field(min_length=1, max_length=240)] | None = None
+
+
+class AudioMessage(_Media):
+    """Audio takes no caption (Meta rejects one)."""
+
+    type: ClassVar[str] = "audio"
+
+
+# --- interactive ----------------------------------------------------------------------------
+class Button(_Model):
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    title: Annotated[str, Field(min_length=1, max_length=MAX_BUTTON_TITLE)]
+
+
+class _Interactive(OutboundMessage):
+    type: ClassVar[str] = "interactive"
+    body: Annotated[str, Field(min_length=1, max_length=MAX_INTERACTIVE_BODY)]
+    header: Annotated[str, Field(min_length=1, max_length=MAX_HEADER_TEXT)] | None = None
+    footer: Annotated[str, Field(min_length=1, max_length=MAX_FOOTER)] | None = None
+
+    def _frame(self, kind: str, action: dict[str, Any]) -> dict[str, Any]:
+        content: dict[str, Any] = {"type": kind}
+        if self.header is not None:
+            content["header"] = {"type": "text", "text": self.header}
+        content["body"] = {"text": self.body}
+        if self.footer is not None:
+            content["footer"] = {"text": self.footer}
+        content["action"] = action
+        return content
+
+
+class ButtonsMessage(_Interactive):
+    """Interactive reply buttons: 1 to 3, titles ≤ 20 chars, ids and titles unique."""
+
+    buttons: Annotated[list[Button], Field(min_length=1, max_length=MAX_BUTTONS)]
+
+    @model_validator(mode="after")
+    def _unique(self):
+        ids = [b.id for b in self.buttons]
+        titles = [b.title for b in self.buttons]
+        if len(set(ids)) != len(ids) or len(set(titles)) != len(titles):
+            raise ValueError("reply button ids and titles must be unique")
+        return self
+
+    def _content(self) -> dict[str, Any]:
+        return self._frame(
+            "button",
+            {"buttons": [{"type": "reply", "reply": {"id": b.id, "title": b.title}} for b in self.buttons]},
+        )
+
+
+class ListRow(_Model):
+    id: Annotated[str, Field(min_length=1, max_length=200)]
+    title: Annotated[str, Field(min_length=1, max_length=24)]
+    description: Annotated[str, Field(max_length=72)] | None = None
+
+
+class ListSection(_Model):
+    title: Annotated[str, Field(min_length=1, max_length=24)] | None = None
+    rows: Annotated[list[ListRow], Field(min_length=1)]
+
+
+class ListMessage(_Interactive):
+    """Interactive list: ≤ 10 sections and ≤ 10 rows in total; a title on every section when
+    there are several; row ids unique; the menu button label ≤ 20 chars."""
+
+    body: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    button: Annotated[str, Field(min_length=1, max_length=MAX_BUTTON_TITLE)]
+    sections: Annotated[list[ListSection], Field(min_length=1, max_length=MAX_LIST_SECTIONS)]
+
+    @model_validator(mode="after")
+    def _limits(self):
+        rows = [row for section in self.sections for row in section.rows]
+        if len(rows) > MAX_LIST_ROWS:
+            raise ValueError(f"a list message has at most {MAX_LIST_ROWS} rows in total, got {len(rows)}")
+        if len({r.id for r in rows}) != len(rows):
+            raise ValueError("list row ids must be unique")
+        if len(self.sections) > 1 and any(s.title is None for s in self.sections):
+            raise ValueError("every section needs a title when a list has several sections")
+        return self
+
+    def _content(self) -> dict[str, Any]:
+        sections = [
+            {
+                **({"title": s.title} if s.title is not None else {}),
+                "rows": [r.model_dump(exclude_none=True) for r in s.rows],
+            }
+            for s in self.sections
+        ]
+        return self._frame("list", {"button": self.button, "sections": sections})
+
+
+# --- reaction and read receipt -----------------------------------------------------------------
+class ReactionMessage(OutboundMessage):
+    """React to ``message_id`` with ``emoji``; an empty emoji removes the reaction."""
+
+    type: ClassVar[str] = "reaction"
+    message_id: Annotated[str, Field(min_length=1)]
+    emoji: str
+
+    def _content(self) -> dict[str, Any]:
+        return {"message_id": self.message_id, "emoji": self.emoji}
+
+
+class ReadReceipt(_Model):
+    """Marks an inbound message read (optionally showing a typing indicator). Not a message:
+    it has no recipient, and Meta answers ``{"success": true}``."""
+
+    message_id: Annotated[str, Field(min_length=1)]
+    typing_indicator: bool = False
+
+    def to_request(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": self.message_id}
+        if self.typing_indicator:
+            body["typing_indicator"] = {"type": "text"}
+        return body
+
+
+# --- templates ------------------------------------------------------------------------------
+class _Parameter(_Model):
+    """Named parameters (``parameter_name``) are for templates created with named variables;
+    a component uses either named or positional parameters, never both."""
+
+    parameter_name: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")] | None = None
+
+    def to_json(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _named(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.parameter_name is not None:
+            body["parameter_name"] = self.parameter_name
+        return body
+
+
+class TextParameter(_Parameter):
+    text: Annotated[str, Field(min_length=1, max_length=32768)]
+
+    def to_json(self) -> dict[str, Any]:
+        return self._named({"type": "text", "text": self.text})
+
+
+class CurrencyParameter(_Parameter):
+    fallback_value: str
+    code: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    amount_1000: int
+
+    def to_json(self) -> dict[str, Any]:
+        return self._named(
+            {"type": "currency", "currency": {"fallback_value": self.fallback_value, "code": self.code, "amount_1000": self.amount_1000}}
+        )
+
+
+class DateTimeParameter(_Parameter):
+    fallback_value: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self._named({"type": "date_time", "date_time": {"fallback_value": self.fallback_value}})
+
+
+class MediaParameter(_Parameter):
+    """A header image, video or document, by id or link."""
+
+    kind: Literal["image", "video", "document"]
+    id: str | None = None
+    link: str | None = None
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.id is None) == (self.link is None):
+            raise ValueError(f"{self.kind} parameter needs exactly one of 'id' or 'link'")
+        if self.filename is not None and self.kind != "document":
+            raise ValueError("only a document parameter takes a filename")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        media: dict[str, Any] = {"id": self.id} if self.id is not None else {"link": self.link}
+        if self.filename is not None:
+            media["filename"] = self.filename
+        return self._named({"type": self.kind, self.kind: media})
+
+
+class PayloadParameter(_Parameter):
+    """The payload a quick-reply button returns in the inbound ``button`` message."""
+
+    payload: Annotated[str, Field(min_length=1, max_length=1000)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "payload", "payload": self.payload}
+
+
+Parameter = TextParameter | CurrencyParameter | DateTimeParameter | MediaParameter | PayloadParameter
+
+
+def _check_naming(parameters: list[_Parameter]) -> None:
+    named = [p.parameter_name is not None for p in parameters if not isinstance(p, PayloadParameter)]
+    if any(named) and not all(named):
+        raise ValueError("mix of named and positional parameters in one component")
+    names = [p.parameter_name for p in parameters if p.parameter_name is not None]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate parameter_name in one component")
+
+
+class HeaderComponent(_Model):
+    parameters: Annotated[list[TextParameter | MediaParameter], Field(min_length=1, max_length=1)]
+
+    @model_validator(mode="after")
+    def _limits(self):
+        param = self.parameters[0]
+        if isinstance(param, TextParameter) and len(param.text) > MAX_HEADER_TEXT:
+            raise ValueError(f"a header text parameter has at most {MAX_HEADER_TEXT} chars")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "header", "parameters": [p.to_json() for p in self.parameters]}
+
+
+class BodyComponent(_Model):
+    parameters: Annotated[list[TextParameter | CurrencyParameter | DateTimeParameter], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _limits(self):
+        _check_naming(self.parameters)
+        for p in self.parameters:
+            if isinstance(p, TextParameter) and ("\n" in p.text or "\t" in p.text or _WS_RUN.search(p.text)):
+                # Meta answers 132018 for these; fail here with the reason instead.
+                raise ValueError("a body text parameter cannot contain newlines, tabs or more than 4 consecutive spaces")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "body", "parameters": [p.to_json() for p in self.parameters]}
+
+
+class ButtonComponent(_Model):
+    sub_type: Literal["url", "quick_reply", "copy_code", "flow", "catalog"]
+    index: Annotated[int, Field(ge=0, le=9)]
+    parameters: list[TextParameter | PayloadParameter] = Field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "button",
+            "sub_type": self.sub_type,
+            "index": str(self.index),
+            "parameters": [p.to_json() for p in self.parameters],
+        }
+
+
+def url_button(index: int, suffix: str) -> ButtonComponent:
+    """A dynamic URL button: ``suffix`` fills the template URL's ``{{1}}``, percent-encoded."""
+    return ButtonComponent(sub_type="url", index=index, parameters=[TextParameter(text=quote(suffix, safe="-._~"))])
+
+
+def quick_reply_button(index: int, payload: str) -> ButtonComponent:
+    return ButtonComponent(sub_type="quick_reply", index=index, parameters=[PayloadParameter(payload=payload)])
+
+
+Component = HeaderComponent | BodyComponent | ButtonComponent
+
+
+class TemplateMessage(OutboundMessage):
+    """An approved template by ``name`` and ``language`` (e.g. ``en_US``) with its parameters."""
+
+    type: ClassVar[str] = "template"
+    name: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")]
+    language: Annotated[str, Field(min_length=2, max_length=15)]
+    components: list[Component] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _structure(self):
+        kinds = [type(c) for c in self.components]
+        if kinds.count(HeaderComponent) > 1 or kinds.count(BodyComponent) > 1:
+            raise ValueError("a template has at most one header and one body component")
+        indexes = [c.index for c in self.components if isinstance(c, ButtonComponent)]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError("two button components with the same index")
+        return self
+
+    def _content(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"name": self.name, "language": {"code": self.language}}
+        if self.components:
+            content["components"] = [c.to_json() for c in self.components]
+        return content

@@ -49,6 +49,25 @@ class Settings(BaseSettings):
 
     # --- ClickHouse --------------------------------------------------------------------
     clickhouse_url: str | None = Field(default=None, validation_alias=_env("CLICKHOUSE_URL"))
+    # Default retention (days) per data type when a tenant's settings name none
+    # (keys: content, metadata, raw_webhooks, audit). WAPIPE_RETENTION_DEFAULTS='{"content": 7}'.
+    retention_defaults: dict[str, int] = Field(default_factory=lambda: {
+        "content": 30, "metadata": 365, "raw_webhooks": 1, "audit": 730})
+
+    # --- sink (`wapipe sink`) and normaliser (`wapipe normalise`) ------------------------
+    sink_group: str = "wapipe-sink"
+    sink_batch_rows: int = Field(default=50_000, ge=1, description="flush a batch at this many rows")
+    sink_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="...or this many bytes of values")
+    sink_batch_ms: int = Field(default=500, ge=1, description="...or when the batch is this old (empty ones too)")
+    sink_retry_max_s: float = Field(default=10.0, gt=0, description="cap of the insert retry backoff")
+    # Dead-letter limit: stop the sink when more than this share of the last `window` records
+    # could not be converted (at least `min` of them): a bad deploy must not dead-letter everything.
+    sink_dlq_max_ratio: float = Field(default=0.5, ge=0, le=1)
+    sink_dlq_window: int = Field(default=1000, ge=1)
+    sink_dlq_min: int = Field(default=50, ge=1)
+    sink_read_port: int = Field(default=0, ge=0, description="port of the local read endpoint (0: any free one)")
+    normalise_app_id: str = "wapipe-normalise"
+    normalise_dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1, description="Meta retries for up to 7 days")
 
     # --- secrets -----------------------------------------------------------------------
     # Key-encryption key (32 bytes, base64) for per-subject data keys and tenant tokens.

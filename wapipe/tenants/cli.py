@@ -1,0 +1,163 @@
+"""``wapipe tenants ...``: operator commands. Tokens are read from files (or stdin) and never printed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, help="Tenants: create, onboard, update, templates, disconnect.")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[red]error:[/] {msg}")
+    raise typer.Exit(1)
+
+
+def _read_secret(path: Path | None, what: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        raw = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        _fail(f"{what}: cannot read {path}: {exc.strerror}")
+    value = raw.strip()
+    if not value:
+        _fail(f"{what}: {path} is empty")
+    return value
+
+
+def _service(actor: str = "operator:cli"):
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.tenants.service import TenantError, TenantService
+
+    s = Settings()
+    try:
+        return TenantService(s, resolve_bootstrap(s), actor=actor)
+    except (NoKafka, TenantError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+def _run(fn):
+    """Run ``fn(service)``; refused actions become a clear CLI error."""
+    from wapipe.tenants.service import TenantError
+
+    svc = _service()
+    try:
+        return fn(svc)
+    except TenantError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # MetaError, PublishError, ...: say what, never a traceback with secrets
+        _fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        svc.close()
+
+
+def tenant_view(t) -> dict:
+    """What operators see: everything but the token (only whether there is one)."""
+    d = t.model_dump(mode="json", exclude={"token", "api_key_sha256"})
+    d["token"] = f"sealed ({t.token.key_id})" if t.token else None
+    d["api_key"] = "set" if t.api_key_sha256 else None
+    return d
+
+
+def _print_tenant(t, as_json: bool) -> None:
+    view = tenant_view(t)
+    if as_json:
+        console.print_json(json.dumps(view))
+        return
+    table = Table("field", "value", show_header=False)
+    for k, v in view.items():
+        if k == "numbers":
+            v = "\n".join(f"{n['phone_number_id']} {n['display_phone_number']} {n['throughput_mps']}/s "
+                          f"quality={n['quality_rating']} tier={n['messaging_limit_tier']} {n['status']}" for n in v)
+        table.add_row(k, "" if v is None else str(v))
+    console.print(table)
+
+
+@app.command("create")
+def create(
+    tenant_id: str = typer.Option(..., "--tenant-id", help="our id for the tenant"),
+    waba_id: Optional[str] = typer.Option(None, "--waba-id", help="WhatsApp Business Account id"),
+    number: list[str] = typer.Option([], "--number", help="PHONE_NUMBER_ID:DISPLAY:MPS (repeatable)"),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="file holding the Graph API token ('-' = stdin)"),
+    messaging_limit: int = typer.Option(250, "--messaging-limit", min=0, help="unique recipients per 24 h"),
+    retention: list[str] = typer.Option([], "--retention", help="KIND=DAYS (content, metadata, raw_webhooks, audit)"),
+    display_name: str = typer.Option("", "--display-name"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a tenant directly (operators, tests, the demo): no Meta call."""
+    from wapipe.tenants.service import TenantError, parse_number, parse_pairs
+
+    token = _read_secret(token_file, "--token-file")
+    try:
+        numbers = [parse_number(n) for n in number]
+        ret = parse_pairs(retention, "--retention")
+    except TenantError as exc:
+        _fail(str(exc))
+    t = _run(lambda svc: svc.create(tenant_id, waba_id=waba_id, numbers=numbers, token=token,
+                                    messaging_limit=messaging_limit, retention=ret, display_name=display_name))
+    if as_json:
+        _print_tenant(t, True)
+    else:
+        console.print(f"created tenant {t.tenant_id} ({t.status}, {len(t.numbers)} number(s))")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every tenant on wa.tenants."""
+    tenants = _run(lambda svc: svc.registry.tenants())
+    if as_json:
+        console.print_json(json.dumps([tenant_view(t) for t in tenants]))
+        return
+    table = Table("tenant", "status", "waba", "numbers", "limit/24h", "token", "updated")
+    for t in tenants:
+        table.add_row(t.tenant_id, str(t.status), t.waba_id or "", ",".join(n.phone_number_id for n in t.numbers),
+                      str(t.messaging_limit), "sealed" if t.token else "-", t.updated_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+@app.command("show")
+def show(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """One tenant (the token is never shown, only whether one is stored)."""
+    t = _run(lambda svc: svc.get(tenant_id))
+    _print_tenant(t, as_json)
+
+
+@app.command("update")
+def update(
+    tenant_id: str = typer.Argument(...),
+    retention: list[str] = typer.Option([], "--retention", help="KIND=DAYS (content, metadata, raw_webhooks, audit)"),
+    throughput: list[str] = typer.Option([], "--throughput", help="PHONE_NUMBER_ID=MSG_PER_S"),
+    status: Optional[str] = typer.Option(None, "--status", help="ACTIVE or SUSPENDED"),
+    messaging_limit: Optional[int] = typer.Option(None, "--messaging-limit", min=0),
+    display_name: Optional[str] = typer.Option(None, "--display-name"),
+    number: list[str] = typer.Option([], "--number", help="add/replace PHONE_NUMBER_ID:DISPLAY:MPS"),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="replace the token ('-' = stdin)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change retention per data type, throughput, limits, status, numbers or the token."""
+    from wapipe.tenants.service import TenantError, parse_number, parse_pairs
+
+    token = _read_secret(token_file, "--token-file")
+    try:
+        ret = parse_pairs(retention, "--retention")
+        thr = parse_pairs(throughput, "--throughput")
+        numbers = [parse_number(n) for n in number]
+    except TenantError as exc:
+        _fail(str(exc))
+    t = _run(lambda svc: svc.update(tenant_id, retention=ret, throughput=thr, status=status,
+                                    messaging_limit=messaging_limit, display_name=display_name,
+                                    add_numbers=numbers, token=token))
+    if as_json:
+        _print_tenant(t, True)
+    else:
+        console.print(f"updated tenant {t.tenant_id} (version {t.version}, {t.status})")

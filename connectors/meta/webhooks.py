@@ -1,0 +1,558 @@
+"""Models of the webhooks Meta POSTs for a WhatsApp Business Account.
+
+``parse_webhook(raw)`` turns the raw body (already signature-checked) into a ``WebhookEnvelope``::
+
+    {"object": "whatsapp_business_account",
+     "entry": [{"id": <WABA id>, "changes": [{"field": …, "value": {…}}]}]}
+
+Meta adds fields and event names often, so every model keeps what it does not know
+(``extra="allow"``; read it from ``model_extra``), an unknown ``field`` parses into
+``OtherChange`` and an unknown message type into ``OtherMessage`` — never an error. Only the
+few fields without which an update means nothing are required (a status's ``id`` and
+``status``, a message's ``id``, ``from`` and ``type``, the messages value's ``metadata``).
+Ids are strings even when Meta sends numbers (template ids); timestamps are ints (Meta sends
+unix seconds as strings).
+
+Iterate with ``iter_statuses``, ``iter_messages`` (each with its sender's contact),
+``iter_errors`` and ``iter_other_changes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+__all__ = [
+    "AccountUpdate",
+    "AccountUpdateChange",
+    "ButtonMessage",
+    "Contact",
+    "ContactsMessage",
+    "Conversation",
+    "InboundMessage",
+    "InteractiveMessage",
+    "InvalidWebhook",
+    "LocationMessage",
+    "MediaMessage",
+    "MessageItem",
+    "MessagesChange",
+    "MessagesValue",
+    "Metadata",
+    "OrderMessage",
+    "OtherChange",
+    "OtherItem",
+    "OtherMessage",
+    "Pricing",
+    "QualityUpdate",
+    "QualityUpdateChange",
+    "ReactionMessage",
+    "Status",
+    "StatusItem",
+    "SystemMessage",
+    "TemplateStatusChange",
+    "TemplateStatusUpdate",
+    "TextMessage",
+    "UnsupportedMessage",
+    "WebhookEnvelope",
+    "WebhookError",
+    "ErrorItem",
+    "iter_errors",
+    "iter_messages",
+    "iter_other_changes",
+    "iter_statuses",
+    "parse_webhook",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+
+
+class InvalidWebhook(ValueError):
+    """The body is not JSON or not a WhatsApp webhook envelope; ``reason`` is short and
+    free of payload content (fit for a dead-letter record)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+class Metadata(_Model):
+    phone_number_id: str
+    display_phone_number: str | None = None
+
+
+class Profile(_Model):
+    name: str | None = None
+
+
+class Contact(_Model):
+    wa_id: str | None = None
+    profile: Profile | None = None
+
+
+class ErrorData(_Model):
+    details: str | None = None
+
+
+class WebhookError(_Model):
+    """An error in ``statuses[].errors``, ``messages[].errors`` or ``value.errors``."""
+
+    code: int
+    title: str | None = None
+    message: str | None = None
+    error_data: ErrorData | None = None
+    href: str | None = None
+
+    @property
+    def details(self) -> str | None:
+        return self.error_data.details if self.error_data else None
+
+
+# --- statuses -----------------------------------------------------------------------------------
+class ConversationOrigin(_Model):
+    type: str | None = None  # marketing, utility, authentication, service, referral_conversion …
+
+
+class Conversation(_Model):
+    """Mostly omitted from v24 on; present in v23 and earlier."""
+
+    id: str | None = None
+    origin: ConversationOrigin | None = None
+    expiration_timestamp: int | None = None
+
+
+class Pricing(_Model):
+    billable: bool | None = None
+    pricing_model: str | None = None  # CBP (conversation-based) or PMP (per-message, mid-2025)
+    category: str | None = None  # marketing, utility, authentication, service, …
+    type: str | None = None  # PMP: regular, free_customer_service, free_entry_point
+
+
+class Status(_Model):
+    """One status of an outbound message: sent, delivered, read, failed, played (Meta may add
+    more; the value is kept as a string). ``delivered`` can be skipped and order is not kept."""
+
+    id: str
+    status: str
+    timestamp: int | None = None
+    recipient_id: str | None = None
+    recipient_type: str | None = None
+    biz_opaque_callback_data: str | None = None
+    conversation: Conversation | None = None
+    pricing: Pricing | None = None
+    errors: list[WebhookError] = Field(default_factory=list)
+
+
+# --- inbound messages ----------------------------------------------------------------------------
+class Context(_Model):
+    """Set when the user replied to (or tapped a button of) one of our messages."""
+
+    from_: str | None = Field(default=None, alias="from")
+    id: str | None = None
+    forwarded: bool | None = None
+    frequently_forwarded: bool | None = None
+
+
+class _Message(_Model):
+    from_: str = Field(alias="from")
+    id: str
+    timestamp: int | None = None
+    type: str
+    context: Context | None = None
+    errors: list[WebhookError] = Field(default_factory=list)
+    referral: dict[str, Any] | None = None
+
+
+class Text(_Model):
+    body: str = ""
+
+
+class TextMessage(_Message):
+    type: Literal["text"]
+    text: Text
+
+
+class Media(_Model):
+    id: str | None = None
+    mime_type: str | None = None
+    sha256: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool | None = None
+    animated: bool | None = None
+    url: str | None = None
+
+
+class MediaMessage(_Message):
+    """image, audio, video, document or sticker: the object sits under the type's name."""
+
+    type: Literal["image", "audio", "video", "document", "sticker"]
+    image: Media | None = None
+    audio: Media | None = None
+    video: Media | None = None
+    document: Media | None = None
+    sticker: Media | None = None
+
+    @property
+    def media(self) -> Media | None:
+        return getattr(self, self.type)
+
+
+class Location(_Model):
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    address: str | None = None
+    url: str | None = None
+
+
+class LocationMessage(_Message):
+    type: Literal["location"]
+    location: Location
+
+
+class SharedContact(_Model):
+    name: dict[str, Any] | None = None
+    phones: list[dict[str, Any]] = Field(default_factory=list)
+    emails: list[dict[str, Any]] = Field(default_factory=list)
+    addresses: list[dict[str, Any]] = Field(default_factory=list)
+    org: dict[str, Any] | None = None
+    urls: list[dict[str, Any]] = Field(default_factory=list)
+    birthday: str | None = None
+
+
+class ContactsMessage(_Message):
+    type: Literal["contacts"]
+    contacts: list[SharedContact] = Field(default_factory=list)
+
+
+class Reply(_Model):
+    id: str
+    title: str | None = None
+    description: str | None = None
+
+
+class Interactive(_Model):
+    type: str  # button_reply, list_reply, nfm_reply (flows), …
+    button_reply: Reply | None = None
+    list_reply: Reply | None = None
+    nfm_reply: dict[str, Any] | None = None
+
+    @property
+    def reply(self) -> Reply | None:
+        return self.button_reply or self.list_reply
+
+
+class InteractiveMessage(_Message):
+    type: Literal["interactive"]
+    interactive: Interactive
+
+
+class QuickReply(_Model):
+    text: str | None = None
+    payload: str | None = None
+
+
+class ButtonMessage(_Message):
+    """A tap on a template's quick-reply button."""
+
+    type: Literal["button"]
+    button: QuickReply
+
+
+class Reaction(_Model):
+    message_id: str | None = None
+    emoji: str | None = None  # absent or empty when the user removed the reaction
+
+
+class ReactionMessage(_Message):
+    type: Literal["reaction"]
+    reaction: Reaction
+
+
+class ProductItem(_Model):
+    product_retailer_id: str | None = None
+    quantity: int | None = None
+    item_price: float | None = None
+    currency: str | None = None
+
+
+class Order(_Model):
+    catalog_id: str | None = None
+    text: str | None = None
+    product_items: list[ProductItem] = Field(default_factory=list)
+
+
+class OrderMessage(_Message):
+    type: Literal["order"]
+    order: Order
+
+
+class System(_Model):
+    body: str | None = None
+    type: str | None = None  # user_changed_number, customer_identity_changed, …
+    new_wa_id: str | None = None
+    wa_id: str | None = None
+    identity: str | None = None
+    customer: str | None = None
+
+
+class SystemMessage(_Message):
+    type: Literal["system"]
+    system: System
+
+
+class UnsupportedMessage(_Message):
+    """A type the Cloud API does not support (``errors`` carries 131051); ``unknown`` in older
+    payloads."""
+
+    type: Literal["unsupported", "unknown"]
+    unsupported: dict[str, Any] | None = None
+
+
+class OtherMessage(_Message):
+    """A type this model does not know yet; everything is kept in ``model_extra``."""
+
+
+_MESSAGE_TAGS = {
+    "text": "text",
+    "image": "media",
+    "audio": "media",
+    "video": "media",
+    "document": "media",
+    "sticker": "media",
+    "location": "location",
+    "contacts": "contacts",
+    "interactive": "interactive",
+    "button": "button",
+    "reaction": "reaction",
+    "order": "order",
+    "system": "system",
+    "unsupported": "unsupported",
+    "unknown": "unsupported",
+}
+
+
+def _message_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return _MESSAGE_TAGS.get(kind, "other")
+
+
+InboundMessage = Annotated[
+    Annotated[TextMessage, Tag("text")]
+    | Annotated[MediaMessage, Tag("media")]
+    | Annotated[LocationMessage, Tag("location")]
+    | Annotated[ContactsMessage, Tag("contacts")]
+    | Annotated[InteractiveMessage, Tag("interactive")]
+    | Annotated[ButtonMessage, Tag("button")]
+    | Annotated[ReactionMessage, Tag("reaction")]
+    | Annotated[OrderMessage, Tag("order")]
+    | Annotated[SystemMessage, Tag("system")]
+    | Annotated[UnsupportedMessage, Tag("unsupported")]
+    | Annotated[OtherMessage, Tag("other")],
+    Discriminator(_message_tag),
+]
+
+
+# --- change values ------------------------------------------------------------------------------
+class MessagesValue(_Model):
+    """``field: messages``: inbound messages with their senders' contacts, statuses of our
+    messages, and errors not tied to one message."""
+
+    messaging_product: str | None = None
+    metadata: Metadata
+    contacts: list[Contact] = Field(default_factory=list)
+    messages: list[InboundMessage] = Field(default_factory=list)
+    statuses: list[Status] = Field(default_factory=list)
+    errors: list[WebhookError] = Field(default_factory=list)
+
+
+class TemplateStatusUpdate(_Model):
+    """``field: message_template_status_update``. ``event``: APPROVED, REJECTED, PENDING, PAUSED,
+    DISABLED, FLAGGED, REINSTATED, PENDING_DELETION, … (kept as a string)."""
+
+    event: str
+    message_template_id: str | None = None
+    message_template_name: str | None = None
+    message_template_language: str | None = None
+    reason: str | None = None
+    other_info: dict[str, Any] | None = None
+
+
+class QualityUpdate(_Model):
+    """``field: phone_number_quality_update``. ``event``: ONBOARDING, THROUGHPUT_UPGRADE, FLAGGED,
+    UNFLAGGED, UPGRADE, DOWNGRADE, …; limits are tiers such as TIER_250 … TIER_UNLIMITED."""
+
+    event: str
+    display_phone_number: str | None = None
+    current_limit: str | None = None
+    old_limit: str | None = None
+    max_daily_conversations_per_business: str | None = None
+
+    @property
+    def limit(self) -> str | None:
+        return self.max_daily_conversations_per_business or self.current_limit
+
+
+class WabaInfo(_Model):
+    waba_id: str | None = None
+    owner_business_id: str | None = None
+    partner_app_id: str | None = None
+
+
+class AccountUpdate(_Model):
+    """``field: account_update``. ``event``: PARTNER_ADDED, PARTNER_REMOVED, APP_UNINSTALLED,
+    ACCOUNT_VIOLATION, ACCOUNT_RESTRICTION, DISABLED_UPDATE, VERIFIED_ACCOUNT, …"""
+
+    event: str
+    phone_number: str | None = None
+    waba_info: WabaInfo | None = None
+    violation_info: dict[str, Any] | None = None
+    restriction_info: list[dict[str, Any]] | None = None
+    ban_info: dict[str, Any] | None = None
+
+
+class GenericValue(_Model):
+    """The value of a field this model does not know; all of it in ``model_extra``."""
+
+
+class MessagesChange(_Model):
+    field: Literal["messages"]
+    value: MessagesValue
+
+
+class TemplateStatusChange(_Model):
+    field: Literal["message_template_status_update"]
+    value: TemplateStatusUpdate
+
+
+class QualityUpdateChange(_Model):
+    field: Literal["phone_number_quality_update"]
+    value: QualityUpdate
+
+
+class AccountUpdateChange(_Model):
+    field: Literal["account_update"]
+    value: AccountUpdate
+
+
+class OtherChange(_Model):
+    field: str
+    value: GenericValue | list[Any] | str | int | float | bool | None = None
+
+
+_CHANGE_TAGS = {
+    "messages": "messages",
+    "message_template_status_update": "template",
+    "phone_number_quality_update": "quality",
+    "account_update": "account",
+}
+
+
+def _change_tag(value: Any) -> str:
+    field = value.get("field") if isinstance(value, dict) else getattr(value, "field", None)
+    return _CHANGE_TAGS.get(field, "other")
+
+
+Change = Annotated[
+    Annotated[MessagesChange, Tag("messages")]
+    | Annotated[TemplateStatusChange, Tag("template")]
+    | Annotated[QualityUpdateChange, Tag("quality")]
+    | Annotated[AccountUpdateChange, Tag("account")]
+    | Annotated[OtherChange, Tag("other")],
+    Discriminator(_change_tag),
+]
+
+
+class Entry(_Model):
+    id: str  # the WABA id
+    time: int | None = None
+    changes: list[Change] = Field(default_factory=list)
+
+
+class WebhookEnvelope(_Model):
+    object: str
+    entry: list[Entry] = Field(default_factory=list)
+
+
+def parse_webhook(raw: bytes | str) -> WebhookEnvelope:
+    """Parse a webhook body. Raises ``InvalidWebhook`` (a ``ValueError``) with a short reason
+    when it is not JSON or not an envelope; unknown fields and types never raise."""
+    try:
+        return WebhookEnvelope.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "json_invalid":
+            raise InvalidWebhook("body is not valid JSON") from None
+        raise InvalidWebhook(f"not a webhook envelope: {where}: {first['msg']}") from None
+
+
+# --- iteration ----------------------------------------------------------------------------------
+class StatusItem(NamedTuple):
+    waba_id: str
+    metadata: Metadata
+    status: Status
+
+
+class MessageItem(NamedTuple):
+    waba_id: str
+    metadata: Metadata
+    message: _Message
+    contact: Contact | None
+
+
+class ErrorItem(NamedTuple):
+    waba_id: str
+    metadata: Metadata
+    error: WebhookError
+
+
+class OtherItem(NamedTuple):
+    """A change that is not ``messages``: ``value`` is a ``TemplateStatusUpdate``,
+    ``QualityUpdate``, ``AccountUpdate`` or ``GenericValue``."""
+
+    waba_id: str
+    field: str
+    value: Any
+
+
+def _messages_values(env: WebhookEnvelope) -> Iterator[tuple[str, MessagesValue]]:
+    for entry in env.entry:
+        for change in entry.changes:
+            if isinstance(change, MessagesChange):
+                yield entry.id, change.value
+
+
+def iter_statuses(env: WebhookEnvelope) -> Iterator[StatusItem]:
+    for waba_id, value in _messages_values(env):
+        for status in value.statuses:
+            yield StatusItem(waba_id, value.metadata, status)
+
+
+def iter_messages(env: WebhookEnvelope) -> Iterator[MessageItem]:
+    """Inbound messages, each with the contact whose ``wa_id`` is its sender (or the only
+    contact of the value when Meta left ``wa_id`` out)."""
+    for waba_id, value in _messages_values(env):
+        by_wa_id = {c.wa_id: c for c in value.contacts if c.wa_id}
+        only = value.contacts[0] if len(value.contacts) == 1 else None
+        for message in value.messages:
+            yield MessageItem(waba_id, value.metadata, message, by_wa_id.get(message.from_, only))
+
+
+def iter_errors(env: WebhookEnvelope) -> Iterator[ErrorItem]:
+    """Errors of a messages value that are not tied to one status or message."""
+    for waba_id, value in _messages_values(env):
+        for error in value.errors:
+            yield ErrorItem(waba_id, value.metadata, error)
+
+
+def iter_other_changes(env: WebhookEnvelope) -> Iterator[OtherItem]:
+    for entry in env.entry:
+        for change in entry.changes:
+            if not isinstance(change, MessagesChange):
+                yield OtherItem(entry.id, change.field, change.value)

@@ -1,0 +1,1 @@
+"""``wapipe normalise``: raw Meta webhooks → typed status, inbound and account events."""

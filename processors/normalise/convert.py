@@ -1,0 +1,225 @@
+"""One raw webhook → many typed events. Pure: no Kafka here, so every variant is testable alone.
+
+* statuses → ``StatusEvent`` on ``wa.status.events`` (key: wamid)
+* inbound messages → ``InboundMessage`` on ``wa.inbound.messages`` (key: phone_number_id)
+* every other change (template status, number quality, account updates, fields Meta adds later,
+  and ``value.errors`` not tied to one message) → ``AccountEvent`` on ``wa.account.events``
+  (key: WABA id), its value kept whole as JSON.
+
+Each event has a deterministic ``event_id`` (a hash of what identifies it), so the same webhook
+delivered twice yields the same ids and the dedup table drops the second copy. Personal data
+(recipient and sender numbers, profile names, message content) only ever leaves here inside a
+``Sealed`` record made by the caller's ``seal``; records otherwise carry the pseudonymous
+``subject_id``. Fields this schema does not name are kept in ``extra`` (statuses) or inside the
+sealed message object (inbound, since unknown message fields may be content).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connectors.meta.webhooks import (
+    InvalidWebhook,
+    WebhookEnvelope,
+    iter_errors,
+    iter_messages,
+    iter_other_changes,
+    iter_statuses,
+    parse_webhook,
+)
+from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS
+
+# Scope of subjects whose number no tenant claims (yet): they are still pseudonymised.
+UNASSIGNED_TENANT = "_unassigned"
+
+_STATUS_NAMED = {"id", "status", "timestamp", "recipient_id", "biz_opaque_callback_data", "conversation",
+                 "pricing", "errors"}
+
+
+class Unreadable(ValueError):
+    """The raw webhook cannot be normalised; ``reason`` goes to the dead-letter record."""
+
+    def __init__(self, reason: str, error_type: str = "Unreadable") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+class Tenants(Protocol):
+    def tenant_for_number(self, phone_number_id: str) -> Any: ...
+    def tenant_for_waba(self, waba_id: str) -> Any: ...
+
+
+Seal = Callable[[str, str, dict], dict]
+SubjectOf = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
+class Event:
+    topic: str
+    key: str
+    record_name: str
+    record: dict
+
+    @property
+    def event_id(self) -> str:
+        return self.record["event_id"]
+
+
+def event_id(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
+
+
+def _ms(ts: int | None) -> dt.datetime | None:
+    return None if ts is None else dt.datetime.fromtimestamp(int(ts), dt.timezone.utc)
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _dump(model: Any) -> Any:
+    if hasattr(model, "model_dump"):
+        return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return model
+
+
+@dataclass
+class Normaliser:
+    tenants: Tenants
+    seal: Seal
+    subject_of: SubjectOf  # (tenant scope, wa_id) -> subject_id
+
+    def convert(self, raw: dict) -> list[Event]:
+        """``raw`` is a decoded ``RawWebhook``. Raises ``Unreadable``."""
+        if not raw.get("signature_verified", False):
+            raise Unreadable("signature not verified by the ingress", "Unverified")
+        try:
+            env = parse_webhook(raw["body"])
+        except InvalidWebhook as exc:
+            raise Unreadable(exc.reason, "InvalidWebhook") from None
+        if env.object != "whatsapp_business_account":
+            raise Unreadable(f"object {env.object!r} is not whatsapp_business_account", "InvalidWebhook")
+        received = raw["received_at"]
+        return [*self._statuses(env, received), *self._messages(env, received), *self._others(env, received)]
+
+    # --- tenants and subjects -------------------------------------------------------------
+    def _tenant(self, phone_number_id: str | None, waba_id: str) -> str | None:
+        t = self.tenants.tenant_for_number(phone_number_id) if phone_number_id else None
+        if t is None and waba_id:
+            t = self.tenants.tenant_for_waba(waba_id)
+        return t.tenant_id if t is not None else None
+
+    # --- statuses ---------------------------------------------------------------------------
+    def _statuses(self, env: WebhookEnvelope, received: dt.datetime) -> list[Event]:
+        out = []
+        for waba_id, md, st in iter_statuses(env):
+            pnid = md.phone_number_id
+            tenant = self._tenant(pnid, waba_id)
+            scope = tenant or UNASSIGNED_TENANT
+            subject, pii = None, None
+            if st.recipient_id:
+                subject = self.subject_of(scope, st.recipient_id)
+                pii = self.seal(scope, subject, {"recipient_id": st.recipient_id})
+            extra = {k: v for k, v in _dump(st).items() if k not in _STATUS_NAMED}
+            conv, pricing = st.conversation, st.pricing
+            if conv is not None and conv.model_extra:
+                extra["conversation"] = conv.model_extra
+            if pricing is not None and pricing.model_extra:
+                extra["pricing"] = pricing.model_extra
+            rec = {
+                "event_id": event_id("status", pnid, st.id, st.status),
+                "tenant_id": tenant,
+                "waba_id": waba_id,
+                "phone_number_id": pnid,
+                "wamid": st.id,
+                "status": st.status,
+                "timestamp": _ms(st.timestamp) or received,
+                "subject_id": subject,
+                "pii": pii,
+                "biz_opaque_callback_data": st.biz_opaque_callback_data,
+                "conversation_id": conv.id if conv else None,
+                "conversation_origin": conv.origin.type if conv and conv.origin else None,
+                "conversation_expires_at": _ms(conv.expiration_timestamp) if conv else None,
+                "pricing_billable": pricing.billable if pricing else None,
+                "pricing_model": pricing.pricing_model if pricing else None,
+                "pricing_category": pricing.category if pricing else None,
+                "pricing_type": pricing.type if pricing else None,
+                "errors": [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
+                           for e in st.errors],
+                "received_at": received,
+                "extra": _canonical(extra),
+            }
+            out.append(Event(STATUS_EVENTS, st.id, "StatusEvent", rec))
+        return out
+
+    # --- inbound messages -----------------------------------------------------------------
+    def _messages(self, env: WebhookEnvelope, received: dt.datetime) -> list[Event]:
+        out = []
+        for waba_id, md, msg, contact in iter_messages(env):
+            pnid = md.phone_number_id
+            tenant = self._tenant(pnid, waba_id)
+            scope = tenant or UNASSIGNED_TENANT
+            subject = self.subject_of(scope, msg.from_)
+            message = _dump(msg)
+            profile = contact.profile.name if contact and contact.profile else None
+            pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
+            extra: dict[str, Any] = {}
+            if msg.errors:
+                extra["errors"] = [{"code": e.code, "title": e.title} for e in msg.errors]
+            if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):
+                extra["forwarded"] = True
+            rec = {
+                "event_id": event_id("inbound", pnid, msg.id),
+                "tenant_id": tenant,
+                "waba_id": waba_id,
+                "phone_number_id": pnid,
+                "message_id": msg.id,
+                "type": msg.type,
+                "timestamp": _ms(msg.timestamp) or received,
+                "subject_id": subject,
+                "pii": pii,
+                "context_message_id": msg.context.id if msg.context else None,
+                "received_at": received,
+                "extra": _canonical(extra),
+            }
+            out.append(Event(INBOUND_MESSAGES, pnid, "InboundMessage", rec))
+        return out
+
+    # --- everything else --------------------------------------------------------------------
+    def _others(self, env: WebhookEnvelope, received: dt.datetime) -> list[Event]:
+        out = []
+        times = {e.id: e.time for e in env.entry}
+        for waba_id, field_name, value in iter_other_changes(env):
+            body = _dump(value)
+            event = body.get("event") if isinstance(body, dict) else None
+            pnid = None
+            if isinstance(body, dict):
+                pnid = body.get("phone_number_id") or (body.get("metadata") or {}).get("phone_number_id")
+            out.append(self._account(waba_id, pnid, field_name, event, body, times.get(waba_id), received))
+        for waba_id, md, err in iter_errors(env):
+            body = _dump(err)
+            out.append(self._account(waba_id, md.phone_number_id, "messages.errors", str(err.code), body,
+                                     times.get(waba_id), received))
+        return out
+
+    def _account(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
+                 entry_time: int | None, received: dt.datetime) -> Event:
+        value = _canonical(body)
+        rec = {
+            "event_id": event_id("account", waba_id, field_name, entry_time, value),
+            "tenant_id": self._tenant(str(pnid) if pnid else None, waba_id),
+            "waba_id": waba_id,
+            "phone_number_id": str(pnid) if pnid else None,
+            "field": field_name,
+            "event": None if event is None else str(event),
+            "value": value,
+            "timestamp": _ms(entry_time),
+            "received_at": received,
+        }
+        return Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec)

@@ -81,3 +81,16 @@ def clickhouse(tmp_path) -> Iterator:
 def unique() -> str:
     """A short id for names that must not collide between tests sharing the broker."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def meta_sandbox() -> Iterator:
+    """A real Meta sandbox HTTP server on 127.0.0.1:<free port> (connectors/meta/sandbox), seeded with
+    a small standard world; yields ``MetaSandbox`` (``.url``, ``.control``, ids). Stopped even on failure."""
+    from connectors.meta.sandbox.fixture import start_meta_sandbox
+
+    sb = start_meta_sandbox()
+    try:
+        yield sb
+    finally:
+        sb.stop()

@@ -1,0 +1,199 @@
+"""The control API under ``/_sandbox``: what a test, benchmark or demo uses to shape the simulated
+Meta (seed, config, faults), to make things happen (inbound messages, template and number changes,
+signup codes) and to read what happened (counters, accepted messages, pending webhooks).
+
+Bad input answers 422 with the validation errors; an unknown id answers 404.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from connectors.meta.sandbox.engine import Sandbox, dumps
+from connectors.meta.sandbox.models import (AppSeed, BusinessChange, Faults, InboundRequest, NumberChange, Seed,
+                                            SignupCodeRequest, TemplateStatusChange)
+
+
+def _ok(obj: object, status: int = 200) -> Response:
+    return Response(dumps(obj), status_code=status, media_type="application/json")
+
+
+def _problem(status: int, detail: object) -> Response:
+    return _ok({"error": detail}, status)
+
+
+class WebhookTarget(BaseModel):
+    url: str | None
+    app_id: str | None = None
+    app_secret: str | None = None
+
+
+class ControlApi:
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    def routes(self) -> list[Route]:
+        r = Route
+        return [
+            r("/_sandbox/health", self.health, methods=["GET"]),
+            r("/_sandbox/seed", self.seed, methods=["POST"]),
+            r("/_sandbox/state", self.state, methods=["GET"]),
+            r("/_sandbox/config", self.config, methods=["GET", "PATCH"]),
+            r("/_sandbox/webhook", self.webhook, methods=["PUT"]),
+            r("/_sandbox/faults", self.faults, methods=["GET", "PUT", "DELETE"]),
+            r("/_sandbox/inbound", self.inbound, methods=["POST"]),
+            r("/_sandbox/templates/{waba_id}/{name}/{language}/status", self.template_status, methods=["POST"]),
+            r("/_sandbox/numbers/{number_id}", self.number, methods=["PATCH"]),
+            r("/_sandbox/businesses/{business_id}", self.business, methods=["PATCH"]),
+            r("/_sandbox/invalid_recipients", self.invalid_recipients, methods=["POST", "DELETE"]),
+            r("/_sandbox/tokens/{token}/revoke", self.revoke, methods=["POST"]),
+            r("/_sandbox/signup_codes", self.signup_code, methods=["POST"]),
+            r("/_sandbox/counters", self.counters, methods=["GET"]),
+            r("/_sandbox/counters/reset", self.reset_counters, methods=["POST"]),
+            r("/_sandbox/messages", self.messages, methods=["GET"]),
+            r("/_sandbox/webhooks/pending", self.pending, methods=["GET"]),
+        ]
+
+    async def _call(self, request: Request, model: type[BaseModel] | None, fn) -> Response:
+        try:
+            payload = None
+            if model is not None:
+                raw = await request.body()
+                payload = model.model_validate_json(raw or b"{}")
+            return _ok(fn(payload))
+        except ValidationError as e:
+            return _problem(422, json.loads(e.json(include_url=False)))
+        except KeyError as e:
+            return _problem(404, str(e.args[0]) if e.args else "not found")
+        except ValueError as e:
+            return _problem(422, str(e))
+
+    async def health(self, request: Request) -> Response:
+        return _ok({"ok": True})
+
+    async def seed(self, request: Request) -> Response:
+        def go(seed: Seed) -> dict:
+            self.sb.load(seed)
+            return self.sb.world.snapshot()
+        return await self._call(request, Seed, go)
+
+    async def state(self, request: Request) -> Response:
+        return _ok(self.sb.world.snapshot())
+
+    async def config(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _ok(self.sb.config.model_dump())
+        try:
+            patch = json.loads(await request.body() or b"{}")
+            if not isinstance(patch, dict):
+                raise ValueError("the config patch must be a JSON object")
+            return _ok(self.sb.patch_config(patch).model_dump())
+        except ValidationError as e:
+            return _problem(422, json.loads(e.json(include_url=False)))
+        except ValueError as e:
+            return _problem(422, str(e))
+
+    async def webhook(self, request: Request) -> Response:
+        def go(t: WebhookTarget) -> dict:
+            apps = self.sb.world.apps
+            app_id = t.app_id or (next(iter(apps)) if apps else "sandbox-app")
+            app = apps.get(app_id)
+            if app is None:
+                if not t.app_secret:
+                    raise ValueError(f"app {app_id} is new: app_secret is required")
+                self.sb.world.apply(Seed(apps=[AppSeed(id=app_id, secret=t.app_secret, webhook_url=t.url)]), 1.0)
+            else:
+                app.webhook_url = t.url
+                if t.app_secret:
+                    app.secret = t.app_secret
+            return {"app_id": app_id, "url": t.url}
+        return await self._call(request, WebhookTarget, go)
+
+    async def faults(self, request: Request) -> Response:
+        if request.method == "GET":
+            return _ok(self.sb.faults.model_dump())
+        if request.method == "DELETE":
+            self.sb.set_faults(Faults())
+            return _ok(self.sb.faults.model_dump())
+
+        def go(f: Faults) -> dict:
+            self.sb.set_faults(f)
+            return f.model_dump()
+        return await self._call(request, Faults, go)
+
+    async def inbound(self, request: Request) -> Response:
+        return await self._call(request, InboundRequest, lambda r: {"wamid": self.sb.inbound(r)})
+
+    async def template_status(self, request: Request) -> Response:
+        p = request.path_params
+
+        def go(c: TemplateStatusChange) -> dict:
+            t = self.sb.change_template(p["waba_id"], p["name"], p["language"], c)
+            return t.as_graph()
+        return await self._call(request, TemplateStatusChange, go)
+
+    async def number(self, request: Request) -> Response:
+        def go(c: NumberChange) -> dict:
+            n = self.sb.change_number(request.path_params["number_id"], c)
+            return self.sb.number_fields(n, "quality_rating,throughput,whatsapp_business_manager_messaging_limit")
+        return await self._call(request, NumberChange, go)
+
+    async def business(self, request: Request) -> Response:
+        def go(c: BusinessChange) -> dict:
+            self.sb.change_business(request.path_params["business_id"], c)
+            return {"id": request.path_params["business_id"], "tier": c.tier}
+        return await self._call(request, BusinessChange, go)
+
+    async def invalid_recipients(self, request: Request) -> Response:
+        class Body(BaseModel):
+            wa_ids: list[str]
+
+        def go(b: Body) -> dict:
+            s = self.sb.world.invalid_recipients
+            if request.method == "POST":
+                s.update(b.wa_ids)
+            else:
+                s.difference_update(b.wa_ids)
+            return {"invalid_recipients": sorted(s)}
+        return await self._call(request, Body, go)
+
+    async def revoke(self, request: Request) -> Response:
+        def go(_: None) -> dict:
+            t = self.sb.world.tokens[request.path_params["token"]]
+            t.valid = False
+            return {"revoked": True}
+        return await self._call(request, None, go)
+
+    async def signup_code(self, request: Request) -> Response:
+        def go(r: SignupCodeRequest) -> dict:
+            c = self.sb.new_code(r)
+            return {"code": c.code, "expires_in": self.sb.config.limits.signup_code_ttl_s}
+        return await self._call(request, SignupCodeRequest, go)
+
+    async def counters(self, request: Request) -> Response:
+        snap = self.sb.counters.snapshot()
+        snap["webhooks"]["pending"] = self.sb.dispatcher.pending
+        return _ok(snap)
+
+    async def reset_counters(self, request: Request) -> Response:
+        from connectors.meta.sandbox.state import Counters
+
+        self.sb.counters = Counters()
+        self.sb.dispatcher.counters = self.sb.counters
+        return _ok({"reset": True})
+
+    async def messages(self, request: Request) -> Response:
+        q = request.query_params
+        msgs = self.sb.counters.messages
+        if q.get("phone_number_id"):
+            msgs = [m for m in msgs if m["phone_number_id"] == q["phone_number_id"]]
+        offset, limit = int(q.get("offset", 0)), int(q.get("limit", 100_000))
+        return _ok({"total": len(msgs), "messages": msgs[offset:offset + limit]})
+
+    async def pending(self, request: Request) -> Response:
+        return _ok({"pending": self.sb.dispatcher.pending})

@@ -1,0 +1,233 @@
+"""The Graph API surface of the sandbox: ``/{version}/...`` routes answering like Meta.
+
+Every Graph call waits the configured latency (``asyncio.sleep``: it never blocks the loop) after
+its decision. Sends additionally pass through fault injection: an injected 5xx is answered before
+anything is sent; an injected timeout or connection reset happens *after* the send was decided,
+so the message counts as sent — the client sees an unknown outcome, as it would with Meta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from connectors.meta.sandbox.engine import Sandbox, dumps, version_major
+from connectors.meta.sandbox.graph_errors import GraphError, unknown_object
+
+RAW_SEND = "sandbox.raw_send"
+_JSON = "application/json"
+
+
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.query_params.get("access_token")
+
+
+def _ok(obj: object, status: int = 200) -> Response:
+    return Response(dumps(obj), status_code=status, media_type=_JSON)
+
+
+def _err(e: GraphError) -> Response:
+    return Response(e.encode(), status_code=e.status(), media_type=_JSON,
+                    headers={"WWW-Authenticate": 'OAuth "Facebook Platform" "invalid_token"'} if e.code == 190 else None)
+
+
+async def _json(request: Request) -> dict:
+    raw = await request.body()
+    if not raw:
+        return {}
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("application/x-www-form-urlencoded"):
+        form = await request.form()
+        return {k: v for k, v in form.items()}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise GraphError(100, message="(#100) The request body could not be parsed as JSON.", details=str(e)) from e
+    if not isinstance(body, dict):
+        raise GraphError(100, message="(#100) The request body must be a JSON object.")
+    return body
+
+
+def _reset(request: Request) -> None:
+    """Abort the client's connection with a TCP RST (SO_LINGER 0), like a dropped connection."""
+    send = request.scope.get(RAW_SEND)
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
+class GraphApi:
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/oauth/access_token", self.access_token, methods=["GET", "POST"]),
+            Route("/{version}/oauth/access_token", self.access_token, methods=["GET", "POST"]),
+            Route("/{version}/debug_token", self.debug_token, methods=["GET"]),
+            Route("/{version}/{node}/messages", self.messages, methods=["POST"]),
+            Route("/{version}/{node}/register", self.register, methods=["POST"]),
+            Route("/{version}/{node}/phone_numbers", self.phone_numbers, methods=["GET"]),
+            Route("/{version}/{node}/message_templates", self.templates, methods=["GET", "POST", "DELETE"]),
+            Route("/{version}/{node}/subscribed_apps", self.subscribed_apps, methods=["GET", "POST", "DELETE"]),
+            Route("/{version}/{node}", self.node, methods=["GET"]),
+            Route("/{path:path}", self.unknown, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
+        ]
+
+    async def _latency(self) -> None:
+        d = self.sb.config.latency
+        if d.a > 0 or d.b > 0:
+            await asyncio.sleep(d.sample_s(self.sb.rng))
+
+    # --- messages: the hot path ----------------------------------------------------------------
+    async def messages(self, request: Request) -> Response:
+        sb = self.sb
+        fault: str | None = None
+        try:
+            major = version_major(request.path_params["version"])
+            token = sb.auth(_token(request))
+            number = sb.number_for(token, request.path_params["node"])
+            raw = await request.body()
+            fault = sb.pick_fault(number.id)
+            if fault == "error":
+                err = sb.fault_error()
+                sb.counters.number(number.id).rejected[err.code] += 1
+                raise err
+            try:
+                body = json.loads(raw)
+            except ValueError as e:
+                raise GraphError(100, message="(#100) The request body could not be parsed as JSON.") from e
+            if isinstance(body, dict) and body.get("status") == "read":
+                sb.mark_read(number, body)
+                resp = _ok({"success": True})
+            else:
+                acc = sb.send(number, body, raw, major)
+                resp = _ok({"messaging_product": "whatsapp", "contacts": [{"input": acc.to, "wa_id": acc.wa_id}],
+                            "messages": [{"id": acc.wamid, "message_status": "accepted"}]})
+        except GraphError as e:
+            resp = _err(e)
+        await self._latency()
+        if fault == "timeout":
+            await asyncio.sleep(sb.faults.timeout_hold_s)
+        elif fault == "reset":
+            _reset(request)
+            await asyncio.sleep(0)
+        return resp
+
+    # --- management -----------------------------------------------------------------------------
+    async def _answer(self, fn) -> Response:
+        try:
+            result = await fn()
+            resp = _ok(result)
+        except GraphError as e:
+            resp = _err(e)
+        await self._latency()
+        return resp
+
+    async def register(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            number = self.sb.number_for(self.sb.auth(_token(request)), request.path_params["node"])
+            self.sb.register(number, await _json(request))
+            return {"success": True}
+        return await self._answer(go)
+
+    async def phone_numbers(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            waba = self.sb.waba_for(self.sb.auth(_token(request)), request.path_params["node"])
+            fields = request.query_params.get("fields")
+            data = [self.sb.number_fields(n, fields) for n in self.sb.world.numbers.values() if n.waba_id == waba.id]
+            return {"data": data, "paging": {"cursors": {"before": "QVFIUk", "after": "QVFIUl"}}}
+        return await self._answer(go)
+
+    async def node(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            token = self.sb.auth(_token(request))
+            node = request.path_params["node"]
+            if node in self.sb.world.numbers:
+                return self.sb.number_fields(self.sb.number_for(token, node), request.query_params.get("fields"))
+            waba = self.sb.waba_for(token, node)
+            biz = self.sb.world.businesses[waba.business_id]
+            return {"id": waba.id, "name": waba.name, "owner_business_info": {"id": biz.id, "name": biz.name},
+                    "currency": "USD", "timezone_id": "1", "message_template_namespace": "sandbox_" + waba.id}
+        return await self._answer(go)
+
+    async def templates(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            waba = self.sb.waba_for(self.sb.auth(_token(request)), request.path_params["node"])
+            q = request.query_params
+            if request.method == "GET":
+                data = [t.as_graph() for t in self.sb.world.templates.values() if t.waba_id == waba.id
+                        and (not q.get("name") or t.name == q["name"])
+                        and (not q.get("status") or t.status == q["status"])]
+                limit = int(q.get("limit", "1000"))
+                return {"data": data[:limit], "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZD"}}}
+            if request.method == "POST":
+                t = self.sb.create_template(waba, await _json(request))
+                return {"id": t.id, "status": t.status, "category": t.category}
+            self.sb.delete_template(waba, q.get("name"), q.get("hsm_id"))
+            return {"success": True}
+        return await self._answer(go)
+
+    async def subscribed_apps(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            token = self.sb.auth(_token(request))
+            waba = self.sb.waba_for(token, request.path_params["node"])
+            world = self.sb.world
+            if request.method == "GET":
+                ids = waba.subscribed_apps if waba.subscribed_apps is not None else list(world.apps)
+                return {"data": [{"whatsapp_business_api_data": {"id": i, "name": world.apps[i].name,
+                                                                  "link": f"https://www.facebook.com/games/?app_id={i}"}}
+                                 for i in ids if i in world.apps]}
+            if token.app_id is None:
+                raise GraphError(100, message="(#100) An app is required to subscribe to this WABA.")
+            current = list(waba.subscribed_apps if waba.subscribed_apps is not None else world.apps)
+            if request.method == "POST":
+                if token.app_id not in current:
+                    current.append(token.app_id)
+            else:
+                current = [i for i in current if i != token.app_id]
+            waba.subscribed_apps = current
+            return {"success": True}
+        return await self._answer(go)
+
+    async def access_token(self, request: Request) -> Response:
+        async def go():
+            q = dict(request.query_params)
+            if request.method == "POST":
+                q.update(await _json(request))
+            token = self.sb.exchange(q.get("client_id"), q.get("client_secret"), q.get("code"))
+            return {"access_token": token, "token_type": "bearer"}
+        return await self._answer(go)
+
+    async def debug_token(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            app_id = self.sb.app_from_token(_token(request))
+            return self.sb.debug(app_id, request.query_params.get("input_token"))
+        return await self._answer(go)
+
+    async def unknown(self, request: Request) -> Response:
+        path = "/" + request.path_params["path"]
+        return _err(GraphError(100, message=f"Unknown path components: {path}") if path.count("/") > 3
+                    else unknown_object(path.rsplit("/", 1)[-1]))

@@ -1,0 +1,140 @@
+"""Request validation of ``POST /{phone_number_id}/messages`` bodies, as Meta answers it.
+
+Returns what the send engine needs (type, recipient, template reference, body parameter count) or
+raises a Meta-shaped ``GraphError``: 100 for a malformed or oversized parameter, 131008 for a
+missing required one, 131009 for a value out of range.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from connectors.meta.sandbox.graph_errors import GraphError, invalid, missing
+
+MEDIA = frozenset({"image", "audio", "video", "document", "sticker"})
+SESSION_TYPES = MEDIA | {"text", "interactive", "reaction", "location", "contacts"}
+_DIGITS = re.compile(r"^\+?[0-9][0-9 ()\-]{6,20}$")
+
+
+@dataclass(slots=True)
+class SendRequest:
+    type: str
+    to: str  # as given
+    wa_id: str  # digits only
+    template: tuple[str, str] | None = None  # (name, language code)
+    body_params: int = 0
+
+
+def _required(obj: dict, key: str, where: str) -> object:
+    v = obj.get(key)
+    if v is None or v == "":
+        raise GraphError(131008, details=f"The parameter {where}['{key}'] is required.")
+    return v
+
+
+def parse_send(body: object) -> SendRequest:
+    if not isinstance(body, dict):
+        raise GraphError(100, details="The request body must be a JSON object.")
+    if body.get("messaging_product") != "whatsapp":
+        raise missing("messaging_product") if "messaging_product" not in body else invalid(
+            "messaging_product", "must be one of {WHATSAPP}")
+    to = body.get("to")
+    if not to:
+        raise missing("to")
+    if not isinstance(to, str) or not _DIGITS.match(to):
+        raise GraphError(100, details=f"Invalid parameter: to. '{to}' is not a valid WhatsApp phone number.",
+                         message="(#100) Invalid parameter")
+    wa_id = re.sub(r"\D", "", to)
+    if not 8 <= len(wa_id) <= 15:
+        raise GraphError(100, details=f"Invalid parameter: to. '{to}' is not a valid WhatsApp phone number.",
+                         message="(#100) Invalid parameter")
+    rt = body.get("recipient_type", "individual")
+    if rt not in ("individual", "group"):
+        raise invalid("recipient_type", "must be one of {individual, group}")
+    kind = body.get("type", "text")
+    if kind == "template":
+        return _template(body, to, wa_id)
+    if kind not in SESSION_TYPES:
+        raise invalid("type", f"must be one of {{template, {', '.join(sorted(SESSION_TYPES))}}}")
+    obj = body.get(kind)
+    if not isinstance(obj, dict):
+        raise GraphError(131008, details=f"The parameter {kind} is required.")
+    if kind == "text":
+        text = _required(obj, "body", "text")
+        if not isinstance(text, str):
+            raise invalid("text['body']", "must be a string")
+        if len(text) > 4096:
+            raise GraphError(100, message="(#100) Param text['body'] must be at most 4096 characters long.",
+                             details="Param text['body'] must be at most 4096 characters long.")
+    elif kind in MEDIA:
+        if not obj.get("id") and not obj.get("link"):
+            raise GraphError(131008, details=f"The parameter {kind}['id'] or {kind}['link'] is required.")
+        caption = obj.get("caption")
+        if caption is not None:
+            if kind in ("audio", "sticker"):
+                raise invalid(f"{kind}['caption']", "is not supported for this media type")
+            if len(caption) > 1024:
+                raise GraphError(100, message=f"(#100) Param {kind}['caption'] must be at most 1024 characters long.",
+                                 details="caption too long")
+    elif kind == "interactive":
+        _interactive(obj)
+    elif kind == "reaction":
+        _required(obj, "message_id", "reaction")
+        if "emoji" not in obj:
+            raise GraphError(131008, details="The parameter reaction['emoji'] is required.")
+    elif kind == "location":
+        _required(obj, "latitude", "location")
+        _required(obj, "longitude", "location")
+    elif kind == "contacts" and not obj:
+        raise GraphError(131008, details="The parameter contacts is required.")
+    return SendRequest(kind, to, wa_id)
+
+
+def _template(body: dict, to: str, wa_id: str) -> SendRequest:
+    tpl = body.get("template")
+    if not isinstance(tpl, dict):
+        raise GraphError(131008, details="The parameter template is required.")
+    name = _required(tpl, "name", "template")
+    lang = tpl.get("language")
+    if not isinstance(lang, dict) or not lang.get("code"):
+        raise GraphError(131008, details="The parameter template['language']['code'] is required.")
+    n = 0
+    comps = tpl.get("components") or []
+    if not isinstance(comps, list):
+        raise invalid("template['components']", "must be an array")
+    for c in comps:
+        if not isinstance(c, dict) or "type" not in c:
+            raise GraphError(131008, details="The parameter template['components'][]['type'] is required.")
+        if str(c["type"]).lower() == "body":
+            params = c.get("parameters") or []
+            for p in params:
+                if not isinstance(p, dict) or "type" not in p:
+                    raise GraphError(131008, details="Parameter 'type' is required for each template parameter.")
+            n += len(params)
+    return SendRequest("template", to, wa_id, (str(name), str(lang["code"])), n)
+
+
+def _interactive(obj: dict) -> None:
+    kind = _required(obj, "type", "interactive")
+    body = obj.get("body")
+    if kind in ("button", "list") and (not isinstance(body, dict) or not body.get("text")):
+        raise GraphError(131008, details="The parameter interactive['body']['text'] is required.")
+    action = obj.get("action")
+    if not isinstance(action, dict):
+        raise GraphError(131008, details="The parameter interactive['action'] is required.")
+    if kind == "button":
+        buttons = action.get("buttons") or []
+        if not 1 <= len(buttons) <= 3:
+            raise GraphError(131009, details="Interactive reply buttons must be between 1 and 3.")
+        for b in buttons:
+            title = ((b or {}).get("reply") or {}).get("title", "")
+            if not title or len(title) > 20:
+                raise GraphError(131009, details="Button title length must be between 1 and 20 characters.")
+    elif kind == "list":
+        sections = action.get("sections") or []
+        rows = sum(len((s or {}).get("rows") or []) for s in sections)
+        if not action.get("button") or not sections:
+            raise GraphError(131008, details="The parameters interactive['action']['button'] and sections are required.")
+        if not 1 <= rows <= 10:
+            raise GraphError(131009, details="The total number of rows across sections must be between 1 and 10.")

@@ -69,6 +69,21 @@ class Settings(BaseSettings):
     normalise_app_id: str = "wapipe-normalise"
     normalise_dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1, description="Meta retries for up to 7 days")
 
+    # --- send pipeline (`wapipe worker`, processors/send) --------------------------------
+    send_app_id: str = "wapipe-send"
+    send_dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1, description="idempotency-key memory")
+    send_default_mps: int = Field(default=80, ge=1, le=1000, description="throughput of a number Meta said nothing about")
+    send_rate_safety: float = Field(default=0.985, gt=0.5, le=1.0, description="pace at this share of a number's limit")
+    send_max_in_flight: int = Field(default=512, ge=1, description="Graph calls in flight, all numbers together")
+    send_max_attempts: int = Field(default=5, ge=1, description="Graph calls per command before wa.send.dead")
+    send_retry_base_s: float = Field(default=1.0, gt=0)
+    send_retry_max_s: float = Field(default=300.0, gt=0)
+    send_pair_interval_s: float = Field(default=6.0, ge=0, description="one message per this many s to one recipient")
+    send_pair_burst: int = Field(default=45, ge=1, description="pair-rate burst Meta lets a number borrow")
+    send_buffer_per_partition: int = Field(default=4000, ge=10, description="commands held in memory per partition")
+    send_session_window_s: int = Field(default=24 * 3600, ge=1, description="customer-service window")
+    send_graph_timeout_s: float = Field(default=15.0, gt=0)
+
     # --- secrets -----------------------------------------------------------------------
     # Key-encryption key (32 bytes, base64) for per-subject data keys and tenant tokens.
     kek: SecretStr | None = Field(default=None, validation_alias=_env("KEK"))

@@ -27,6 +27,10 @@ WEBHOOK_RAW = "wa.webhook.raw"
 WEBHOOK_DEAD = "wa.webhook.dead"
 SEND_REQUESTED = "wa.send.requested"
 SEND_ACCEPTED = "wa.send.accepted"
+# The transactional lane's own topic: an OTP never waits behind a campaign's backlog.
+SEND_ACCEPTED_TX = "wa.send.accepted.transactional"
+# The dispatcher's durable memory: "dispatching <key>" before each Graph call, the outcome after.
+SEND_LEDGER = "wa.send.ledger"
 SEND_RESULTS = "wa.send.results"
 SEND_RETRY = "wa.send.retry"
 SEND_DEAD = "wa.send.dead"
@@ -63,6 +67,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter"),
     TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
+    TopicSpec(SEND_ACCEPTED_TX, "phone_number_id", "SendCommand"),
+    # Written to the partition number of the command's wa.send.accepted partition (explicitly), so
+    # the worker owning a number's partition reloads exactly that number's ledger.
+    TopicSpec(SEND_LEDGER, "tenant_id/idempotency_key", "DispatchEntry", cleanup="compact"),
     TopicSpec(SEND_RESULTS, "tenant_id", "SendResult"),
     TopicSpec(SEND_RETRY, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_DEAD, "tenant_id", "DeadLetter"),

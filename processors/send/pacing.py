@@ -1,0 +1,186 @@
+"""Meta's send limits, kept on our side so Meta never has to refuse us.
+
+* ``NumberPacer`` — one per phone number: even spacing at ``safety`` × the number's limit
+  (no bursts), plus a hard cap on the count in any sliding 1 s window, and an adaptive factor
+  that a throttle error lowers and quiet time restores.
+* ``PairLimiter`` — one message per ``interval`` to the same recipient with a borrowed burst
+  (a token bucket per recipient), and Meta's 4^X backoff after a 131056.
+* ``TierBudget`` — unique recipients of business-initiated messages per moving 24 h
+  (the portfolio's messaging tier). Meta has no error for it: we budget it ourselves.
+
+Why not aiolimiter here: the scheduler must know *when* a limit frees up (to pick another
+recipient, to sleep exactly) and must never burst; aiolimiter's leaky bucket admits a whole
+bucket at once and only answers "now or wait". The logic below is a few lines of arithmetic,
+unit-tested against a simulated clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NumberPacer:
+    limit: float  # messages per second Meta allows this number
+    safety: float = 0.985  # pace at this share of the limit
+    max_lag: float = 0.02  # after a stall, catch up at most this much (s) — never a burst
+    min_factor: float = 0.1
+    factor: float = 1.0  # adaptive: lowered by throttles, restored over quiet time
+    _next: float = 0.0
+    _paused_until: float = 0.0
+    _last_throttle: float = -1e9
+    _last_recover: float = 0.0
+    _sent: deque = field(default_factory=deque)
+
+    @property
+    def rate(self) -> float:
+        return max(0.2, self.limit * self.safety * self.factor)
+
+    @property
+    def cap(self) -> int:
+        """Most sends allowed in any sliding 1 s window: halfway between the pace and the limit."""
+        top = max(1, math.floor(self.limit * self.factor))
+        return min(top, max(math.ceil(self.rate), math.floor(self.limit * self.factor * (1 + self.safety) / 2)))
+
+    def set_limit(self, limit: float) -> None:
+        self.limit = float(max(1.0, limit))
+
+    def _prune(self, now: float) -> None:
+        sent = self._sent
+        while sent and sent[0] <= now - 1.0:
+            sent.popleft()
+
+    def _recover(self, now: float) -> None:
+        # +5 % of the limit per quiet second, from 2 s after the last throttle.
+        if self.factor < 1.0 and now - self._last_throttle > 2.0:
+            self.factor = min(1.0, self.factor + 0.05 * max(0.0, now - max(self._last_recover, self._last_throttle + 2.0)))
+        self._last_recover = now
+
+    def ready_at(self, now: float) -> float:
+        """Earliest instant a send may start (``<= now``: right away)."""
+        self._recover(now)
+        self._prune(now)
+        t = max(self._next, self._paused_until)
+        if len(self._sent) >= self.cap:
+            t = max(t, self._sent[len(self._sent) - self.cap] + 1.0)
+        return t
+
+    def try_take(self, now: float) -> bool:
+        """Take a slot if one is due now; record the send."""
+        if self.ready_at(now) > now:
+            return False
+        # Slots are spaced 1/rate apart; a late caller does not get the missed slots back
+        # beyond ``max_lag`` (that would be a burst).
+        self._next = max(self._next, now - self.max_lag) + 1.0 / self.rate
+        self._sent.append(now)
+        return True
+
+    def on_throttled(self, now: float, pause: float = 1.0) -> None:
+        """Meta said "too fast" for this number: halve the pace and pause the number briefly."""
+        self.factor = max(self.min_factor, self.factor * 0.5)
+        self._last_throttle = now
+        self._paused_until = max(self._paused_until, now + pause)
+
+    def sent_in_last_second(self, now: float) -> int:
+        self._prune(now)
+        return len(self._sent)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+    hits: int = 0  # recent 131056s
+    last_hit: float = -1e9
+    blocked_until: float = 0.0
+
+
+class PairLimiter:
+    """Per-recipient token bucket for one number: ``burst`` tokens, refilled one per ``interval``."""
+
+    def __init__(self, interval: float = 6.0, burst: int = 45, max_entries: int = 200_000) -> None:
+        self.interval = interval
+        self.burst = burst
+        self.max_entries = max_entries
+        self._b: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def _bucket(self, subject: str, now: float) -> _Bucket:
+        b = self._b.get(subject)
+        if b is None:
+            b = self._b[subject] = _Bucket(float(self.burst), now)
+            if len(self._b) > self.max_entries:
+                self._evict(now)
+        elif self.interval > 0:
+            b.tokens = min(float(self.burst), b.tokens + (now - b.at) / self.interval)
+            b.at = now
+        else:
+            b.tokens = float(self.burst)
+        return b
+
+    def _evict(self, now: float) -> None:
+        # A full bucket without a block carries no information: forget the oldest such.
+        for subject in list(self._b)[: len(self._b) // 4]:
+            b = self._b[subject]
+            full = self.interval <= 0 or b.tokens + (now - b.at) / self.interval >= self.burst
+            if full and b.blocked_until <= now:
+                del self._b[subject]
+
+    def ready_at(self, subject: str, now: float) -> float:
+        b = self._bucket(subject, now)
+        t = b.blocked_until
+        if b.tokens < 1.0:
+            t = max(t, now + (1.0 - b.tokens) * self.interval)
+        return t
+
+    def take(self, subject: str, now: float) -> None:
+        b = self._bucket(subject, now)
+        b.tokens -= 1.0
+
+    def on_pair_limited(self, subject: str, now: float) -> float:
+        """A 131056 for this recipient: wait 4^X s (X = recent hits); returns the wait."""
+        b = self._bucket(subject, now)
+        if now - b.last_hit > 600:
+            b.hits = 0
+        b.hits += 1
+        b.last_hit = now
+        b.tokens = min(b.tokens, 0.0)
+        wait = float(4 ** min(b.hits, 6))
+        b.blocked_until = now + wait
+        return wait
+
+
+class TierBudget:
+    """Unique recipients of business-initiated messages per moving 24 h, per tenant (portfolio)."""
+
+    def __init__(self, period_s: float = 24 * 3600) -> None:
+        self.period = period_s
+        self._seen: dict[str, OrderedDict[str, float]] = {}
+
+    def _recent(self, tenant: str, now: float) -> OrderedDict[str, float]:
+        seen = self._seen.setdefault(tenant, OrderedDict())
+        while seen:
+            subject, t = next(iter(seen.items()))
+            if t > now - self.period:
+                break
+            del seen[subject]
+        return seen
+
+    def admit_at(self, tenant: str, subject: str, limit: int, now: float) -> float:
+        """When a message to ``subject`` fits the tier (``<= now``: now). ``limit <= 0`` = unlimited."""
+        seen = self._recent(tenant, now)
+        if limit <= 0 or subject in seen or len(seen) < limit:
+            return now
+        # Wait until enough of the oldest recipients age out.
+        oldest = list(seen.values())[len(seen) - limit]
+        return oldest + self.period
+
+    def record(self, tenant: str, subject: str, at: float) -> None:
+        seen = self._seen.setdefault(tenant, OrderedDict())
+        if subject in seen:
+            seen.move_to_end(subject)
+        seen[subject] = max(at, seen.get(subject, at))
+
+    def used(self, tenant: str, now: float) -> int:
+        return len(self._recent(tenant, now))

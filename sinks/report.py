@@ -1,0 +1,228 @@
+"""``wapipe report``: the delivery report, in the terminal (rich) and as one self-contained HTML
+file (plotly, its JavaScript inlined, so it opens offline in any browser).
+
+The numbers come from ``sinks.analytics.collect`` (ClickHouse views); this module only renders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sinks.analytics import FUNNEL_COLUMNS, FunnelRow, Latency, ReportData, Scope, collect, open_reader
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{100.0 * n / d:.1f}%" if d else "-"
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}s"
+
+
+# --- terminal -----------------------------------------------------------------------------
+def funnel_table(data: ReportData, title: str = "Delivery funnel") -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in ("tenant", "campaign", "number", "template"):
+        t.add_column(c)
+    for c in FUNNEL_COLUMNS:
+        t.add_column(c, justify="right")
+    t.add_column("delivered %", justify="right")
+    t.add_column("read %", justify="right")
+    rows = [*data.funnel, data.totals]
+    for i, r in enumerate(rows):
+        last = i == len(rows) - 1
+        t.add_row(r.tenant_id, r.campaign_id or "(transactional)" if not last else "", r.phone_number_id,
+                  r.template_name, *(str(getattr(r, c)) for c in FUNNEL_COLUMNS),
+                  _pct(r.delivered, r.accepted), _pct(r.read, r.accepted),
+                  style="bold" if last else None, end_section=i == len(rows) - 2)
+    return t
+
+
+def latency_table(data: ReportData) -> Table:
+    t = Table("measure", "messages", "p50", "p90", "p99", "max", title="Latency since Meta accepted", title_justify="left")
+    for name, lat in (("time to deliver", data.time_to_deliver), ("time to read", data.time_to_read)):
+        t.add_row(name, str(lat.count), _s(lat.p50), _s(lat.p90), _s(lat.p99), _s(lat.max))
+    return t
+
+
+def failures_table(data: ReportData) -> Table:
+    t = Table("code", "reason", "messages", title="Failures and rejections by Meta error code / outcome",
+              title_justify="left")
+    for code, reason, n in data.failures:
+        t.add_row(code, reason or "", str(n))
+    return t
+
+
+def throughput_table(data: ReportData) -> Table:
+    t = Table("number", "accepted", "mean msg/s", "max in 1 s", title="Throughput achieved per number",
+              title_justify="left")
+    totals: dict[str, int] = {}
+    for number, _t, n in data.throughput:
+        totals[number] = totals.get(number, 0) + n
+    for number, (mean, peak) in sorted(data.throughput_peak.items()):
+        t.add_row(number, str(totals[number]), f"{mean:.1f}", str(peak))
+    return t
+
+
+def pricing_table(data: ReportData) -> Table:
+    t = Table("tenant", "pricing category", "messages", "billable", title="Pricing (from status webhooks)",
+              title_justify="left")
+    for tenant, cat, n, b in data.pricing:
+        t.add_row(tenant, cat, str(n), str(b))
+    return t
+
+
+def print_report(data: ReportData, console: Console) -> None:
+    console.print(f"[bold]wapipe delivery report[/] — {data.scope.describe()} — "
+                  f"{data.generated_at:%Y-%m-%d %H:%M:%S} UTC")
+    if data.empty:
+        console.print("no send commands in ClickHouse for this scope")
+        return
+    console.print(funnel_table(data))
+    console.print(latency_table(data))
+    console.print(throughput_table(data))
+    if data.failures:
+        console.print(failures_table(data))
+    if data.pricing:
+        console.print(pricing_table(data))
+
+
+# --- HTML ---------------------------------------------------------------------------------
+def _funnel_fig(r: FunnelRow) -> go.Figure:
+    stages = ["requested", "accepted", "sent", "delivered", "read"]
+    fig = go.Figure(go.Funnel(y=stages, x=[getattr(r, s) for s in stages], textinfo="value+percent initial"))
+    fig.update_layout(title="Delivery funnel (all messages in scope)", height=380, margin=dict(l=120, r=20, t=50, b=20))
+    return fig
+
+
+def _latency_fig(deliver: Latency, read: Latency) -> go.Figure:
+    fig = go.Figure()
+    for name, lat in (("time to deliver", deliver), ("time to read", read)):
+        if lat.samples:
+            fig.add_trace(go.Histogram(x=lat.samples, name=f"{name} (n={lat.count})", opacity=0.7, nbinsx=60))
+    fig.update_layout(title="Latency since Meta accepted (seconds)", barmode="overlay", height=380,
+                      xaxis_title="seconds", yaxis_title="messages (sample)")
+    return fig
+
+
+def _failures_fig(rows: list[tuple[dt.datetime, str, int]]) -> go.Figure:
+    fig = go.Figure()
+    codes = sorted({c for _t, c, _n in rows})
+    for code in codes:
+        pts = [(t, n) for t, c, n in rows if c == code]
+        fig.add_trace(go.Bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=code))
+    fig.update_layout(title="Failures over time by Meta error code", barmode="stack", height=360,
+                      xaxis_title="time (UTC)", yaxis_title="messages")
+    return fig
+
+
+def _throughput_fig(rows: list[tuple[str, dt.datetime, int]]) -> go.Figure:
+    fig = go.Figure()
+    for number in sorted({p for p, _t, _n in rows}):
+        pts = [(t, n) for p, t, n in rows if p == number]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=number))
+    fig.update_layout(title="Throughput per number (messages Meta accepted per second)", height=380,
+                      xaxis_title="time (UTC)", yaxis_title="msg/s")
+    return fig
+
+
+def _html_table(headers: list[str], rows: list[list[object]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#222}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+tr.total td{font-weight:bold}
+.meta{color:#666}
+"""
+
+
+def render_html(data: ReportData) -> str:
+    funnel_rows = [[r.tenant_id, r.campaign_id or "(transactional)", r.phone_number_id, r.template_name,
+                    *(getattr(r, c) for c in FUNNEL_COLUMNS), _pct(r.delivered, r.accepted), _pct(r.read, r.accepted)]
+                   for r in [*data.funnel, data.totals]]
+    headers = ["tenant", "campaign", "number", "template", *FUNNEL_COLUMNS, "delivered %", "read %"]
+    lat_rows = [[name, lat.count, _s(lat.p50), _s(lat.p90), _s(lat.p99), _s(lat.max)]
+                for name, lat in (("time to deliver", data.time_to_deliver), ("time to read", data.time_to_read))]
+    tp_totals: dict[str, int] = {}
+    for number, _t, n in data.throughput:
+        tp_totals[number] = tp_totals.get(number, 0) + n
+    tp_rows = [[n, tp_totals[n], f"{mean:.1f}", peak] for n, (mean, peak) in sorted(data.throughput_peak.items())]
+
+    figs = [_funnel_fig(data.totals), _latency_fig(data.time_to_deliver, data.time_to_read),
+            _failures_fig(data.failures_over_time), _throughput_fig(data.throughput)]
+    # The first figure carries plotly.js inline; the others reuse it. No network needed to view.
+    plots = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+             for i, f in enumerate(figs)]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>wapipe delivery report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>wapipe delivery report</h1>",
+        f"<p class='meta'>scope: {html.escape(data.scope.describe())} · generated "
+        f"{data.generated_at:%Y-%m-%d %H:%M:%S} UTC · read from ClickHouse</p>",
+        "<h2>Delivery funnel</h2>", _html_table(headers, funnel_rows, "funnel"), plots[0],
+        "<h2>Outcomes of the send commands</h2>",
+        _html_table(["outcome", "commands"], [[k, v] for k, v in data.outcomes.items()], "outcomes"),
+        "<h2>Latency</h2>", _html_table(["measure", "messages", "p50", "p90", "p99", "max"], lat_rows, "latency"),
+        plots[1],
+        "<h2>Failures</h2>",
+        _html_table(["code", "reason", "messages"], [list(f) for f in data.failures], "failures"), plots[2],
+        "<h2>Throughput per number</h2>",
+        _html_table(["number", "accepted", "mean msg/s", "max in 1 s"], tp_rows, "throughput"), plots[3],
+        "<h2>Pricing</h2>",
+        _html_table(["tenant", "pricing category", "messages", "billable"], [list(p) for p in data.pricing], "pricing"),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_html(data: ReportData, reports_dir: Path) -> Path:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / f"report-{data.generated_at:%Y%m%dT%H%M%S}-{data.generated_at.microsecond // 1000:03d}.html"
+    path.write_text(render_html(data), encoding="utf-8")
+    return path
+
+
+# --- the command --------------------------------------------------------------------------
+def report_command(
+    tenant: list[str] = typer.Option([], "--tenant", "-t", help="only these tenants (repeatable)"),
+    campaign: list[str] = typer.Option([], "--campaign", "-c", help="only these campaigns (repeatable)"),
+    since_minutes: float | None = typer.Option(None, "--since-minutes", help="only commands requested in the last N minutes"),
+    html_report: bool = typer.Option(True, "--html/--no-html", help="write the HTML report"),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="where to write it (default: Settings.reports_dir)"),
+) -> None:
+    """The delivery report from ClickHouse: key tables here, plots in a self-contained HTML file."""
+    from wapipe.config import Settings
+
+    s = Settings()
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=since_minutes) if since_minutes else None
+    scope = Scope(tenants=tuple(tenant), campaigns=tuple(campaign), since=since)
+    console = Console()
+    reader = open_reader(s)
+    try:
+        data = collect(reader, scope)
+    except Exception as exc:
+        Console(stderr=True).print(f"[red]error:[/] reading ClickHouse ({s.clickhouse_dsn}) failed: {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        close = getattr(reader, "close", None)
+        if close:
+            close()
+    print_report(data, console)
+    if html_report:
+        path = write_html(data, out_dir or s.reports_dir)
+        console.print(f"HTML report: {path}")

@@ -1,0 +1,124 @@
+"""The pacing arithmetic against a simulated clock: utilisation and the 1 s windows."""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+import pytest
+
+from processors.send.lanes import CAMPAIGN, TRANSACTIONAL, Job, NumberQueue
+from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
+
+
+def max_in_any_window(times: list[float], width: float = 1.0) -> int:
+    times = sorted(times)
+    return max((bisect.bisect_right(times, t + width - 1e-9) - i for i, t in enumerate(times)), default=0)
+
+
+def run(pacer: NumberPacer, seconds: float, *, step: float = 0.0005, stalls: bool = False, seed: int = 1) -> list[float]:
+    rnd = random.Random(seed)
+    now, sent = 0.0, []
+    while now < seconds:
+        while pacer.try_take(now):
+            sent.append(now)
+        now += step
+        if stalls and rnd.random() < 0.002:
+            now += rnd.uniform(0.005, 0.08)  # the event loop was busy
+    return sent
+
+
+@pytest.mark.parametrize("limit", [20, 80, 1000])
+def test_even_pace_uses_the_limit_and_never_exceeds_it(limit):
+    sent = run(NumberPacer(limit), 10.0)
+    assert max_in_any_window(sent) <= limit
+    assert len(sent) / 10.0 >= 0.97 * limit
+
+
+@pytest.mark.parametrize("limit", [80, 1000])
+def test_stalls_do_not_turn_into_bursts(limit):
+    sent = run(NumberPacer(limit), 10.0, stalls=True)
+    assert max_in_any_window(sent) <= limit
+    # no more than max_lag worth of catch-up at one instant
+    assert max(sent.count(t) for t in set(sent)) <= max(2, int(limit * 0.02) + 1)
+
+
+def test_throttle_slows_then_recovers():
+    p = NumberPacer(100)
+    p.on_throttled(0.0, pause=1.0)
+    assert p.ready_at(0.5) >= 1.0
+    assert p.rate < 60
+    sent = run(p, 30.0)
+    late = [t for t in sent if t > 25]
+    assert len(late) / 5 > 95  # back to full pace after quiet time
+
+
+def test_limit_change_applies_live():
+    p = NumberPacer(80)
+    first = run(p, 2.0)
+    p.set_limit(400)
+    now, more = 2.0, []
+    while now < 4.0:
+        while p.try_take(now):
+            more.append(now)
+        now += 0.0005
+    assert 0.97 * 400 <= len([t for t in more if t >= 3.0]) <= 400
+    assert len(first) <= 160
+
+
+def test_pair_limiter_burst_then_interval_and_131056_backoff():
+    pl = PairLimiter(interval=6.0, burst=3)
+    for _ in range(3):
+        assert pl.ready_at("a", 0.0) <= 0.0
+        pl.take("a", 0.0)
+    assert pl.ready_at("a", 0.0) == pytest.approx(6.0)
+    assert pl.ready_at("b", 0.0) <= 0.0  # other recipients are unaffected
+    assert pl.on_pair_limited("b", 10.0) == 4.0
+    assert pl.on_pair_limited("b", 15.0) == 16.0
+    assert pl.ready_at("b", 15.0) == pytest.approx(31.0)
+
+
+def test_tier_budget_counts_unique_recipients_per_24h():
+    tb = TierBudget()
+    for i in range(3):
+        assert tb.admit_at("t", f"s{i}", 3, 100.0 + i) <= 100.0 + i
+        tb.record("t", f"s{i}", 100.0 + i)
+    assert tb.admit_at("t", "s1", 3, 200.0) <= 200.0  # already counted: free
+    assert tb.admit_at("t", "s9", 3, 200.0) == pytest.approx(100.0 + 24 * 3600)
+    assert tb.admit_at("t", "s9", 0, 200.0) <= 200.0  # unlimited tier
+    assert tb.admit_at("t", "s9", 3, 100.5 + 24 * 3600) <= 100.5 + 24 * 3600
+
+
+def _job(i, lane=CAMPAIGN, campaign="c1"):
+    return Job(key=f"t/{i}", cmd={"campaign_id": campaign if lane == CAMPAIGN else None, "subject_id": f"s{i}"},
+               partition=0, lane=lane)
+
+
+def test_transactional_lane_first_and_campaigns_round_robin_and_pause():
+    q = NumberQueue()
+    for i in range(5):
+        q.push(_job(i, campaign="big"))
+    q.push(_job(100, campaign="small"))
+    q.push(_job(200, lane=TRANSACTIONAL))
+    order = [q.pop(0.0).key for _ in range(3)]
+    assert order[0] == "t/200"
+    assert "t/100" in order[1:]  # the small campaign is served within one round
+    paused = {"big"}
+    assert q.pop(0.0, paused=lambda c: c in paused) is None
+    assert q.size == 4
+    paused.clear()
+    assert q.pop(0.0).key.startswith("t/")
+
+
+def test_deferred_jobs_rejoin_when_due_and_drain():
+    q = NumberQueue()
+    q.push(_job(1))
+    j = q.pop(0.0)
+    q.size += 1
+    q.defer(j, 5.0)
+    assert q.pop(1.0) is None and q.next_due() == 5.0
+    assert q.pop(5.0) is j
+    q.push(_job(2, campaign="x"))
+    q.push(_job(3, campaign="y"))
+    gone = q.drain(lambda job: job.campaign == "x")
+    assert [g.key for g in gone] == ["t/2"] and q.size == 1

@@ -138,3 +138,6 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    # --- reports and the demo (`wapipe report`, `wapipe demo`) ---------------------------
+    reports_dir: Path = Field(default=REPO_ROOT / "reports", description="where `wapipe report` writes HTML reports")

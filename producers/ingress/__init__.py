@@ -1,0 +1,8 @@
+"""The webhook ingress (``wapipe ingress``): Meta → verified → ``wa.webhook.raw``, acked before 200.
+
+Modules: ``app`` (the ASGI app, :class:`IngressApp`, ``WEBHOOK_PATH``), ``server`` (uvicorn + the
+READY line), ``webhook`` (the hot path), ``callbacks`` (Meta's signed_request callbacks and the
+deletion-status page), ``publisher`` (awaitable Kafka acks), ``envelope`` (partition key),
+``signed_request`` (parse/verify, ``encode`` for tests and the sandbox), ``privacy_status``,
+``metrics``. Nothing is imported here so ``wapipe --help`` stays fast.
+"""

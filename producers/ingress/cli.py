@@ -1,0 +1,25 @@
+"""``wapipe ingress``: serve Meta's webhooks and callbacks, writing them to Kafka."""
+
+from __future__ import annotations
+
+import typer
+
+from wapipe.config import Settings
+
+
+def ingress_command(
+    host: str = typer.Option("127.0.0.1", help="address to bind"),
+    port: int = typer.Option(8080, help="port to bind (0: any free port; the READY line names it)"),
+    workers: int = typer.Option(1, min=1, help="worker processes sharing the socket (about one per core)"),
+) -> None:
+    """Webhook ingress: verify, write to wa.webhook.raw, answer 200 only after Kafka acked."""
+    from producers.ingress.server import serve
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+
+    settings = Settings()
+    try:
+        bootstrap = resolve_bootstrap(settings)
+    except NoKafka as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(serve(settings, bootstrap, host=host, port=port, workers=workers))

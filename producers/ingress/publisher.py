@@ -1,0 +1,161 @@
+"""Kafka writes an HTTP handler can await: the answer waits for the broker's acknowledgement.
+
+One idempotent acks=all producer per process, shared by every request, so concurrent requests
+fill the same batches (``linger.ms``). A background thread polls the producer; the delivery
+callbacks it runs are collected and handed to the event loop in ONE ``call_soon_threadsafe`` per
+poll (not one wake-up per message), where they resolve the requests' futures.
+
+Every wait is bounded twice: librdkafka fails a message after ``message.timeout.ms``, and
+``publish`` gives up at an overall deadline above it. A request that did not get an ack is
+answered 5xx, so Meta retries; it is never answered 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from confluent_kafka import KafkaError, KafkaException
+
+from wapipe import kafka
+from wapipe.log import get_logger
+
+log = get_logger(__name__)
+
+
+class PublishFailed(RuntimeError):
+    """The broker did not acknowledge the write in time (or refused it)."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+_Done = tuple[asyncio.Future, KafkaError | None, object]
+
+
+class KafkaPublisher:
+    def __init__(self, bootstrap: str, *, message_timeout_ms: int = 600, deadline_ms: int = 850,
+                 linger_ms: int = 2, **overrides: object) -> None:
+        conf: dict[str, object] = {
+            "message.timeout.ms": message_timeout_ms,
+            "linger.ms": linger_ms,
+            # A bounded local queue: when it is full the request is answered 503 at once.
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "batch.num.messages": 10_000,
+            "socket.connection.setup.timeout.ms": 1000,
+            "reconnect.backoff.max.ms": 500,
+            "error_cb": self._on_error,
+        }
+        conf.update(overrides)
+        self._producer = kafka.producer(bootstrap, **conf)
+        self._deadline = deadline_ms / 1000.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: list[_Done] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.brokers_down = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._poll_forever, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Stop the poll thread, then flush what is still queued (waiting for acks). Called after
+        the server drained its requests, so nobody awaits these futures any more. Returns how many
+        messages were still unacknowledged at the end."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        return self._producer.flush(timeout)
+
+    # --- the write ------------------------------------------------------------------------
+    async def publish(self, topic: str, value: bytes, key: bytes | str | None = None,
+                      headers: list[tuple[str, bytes]] | None = None) -> Delivered:
+        assert self._loop is not None, "start() first"
+        fut = self._loop.create_future()
+        try:
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=partial(self._collect, fut))
+        except BufferError as exc:
+            raise PublishFailed("producer queue full") from exc
+        except KafkaException as exc:
+            raise PublishFailed(str(exc)) from exc
+        timer = self._loop.call_later(self._deadline, _expire, fut)
+        err, msg = await fut
+        timer.cancel()
+        if err is _TIMED_OUT:
+            raise PublishFailed(f"no broker ack within {self._deadline:.3f}s")
+        if err is not None:
+            raise PublishFailed(err.str())
+        return Delivered(msg.topic(), msg.partition(), msg.offset())
+
+    def metadata_ok(self, topics: tuple[str, ...], timeout: float = 2.0) -> tuple[bool, str]:
+        """A real metadata request: every topic exists and each partition has a leader."""
+        try:
+            md = self._producer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            return False, f"metadata: {exc}"
+        if not md.brokers:
+            return False, "no brokers"
+        for t in topics:
+            tm = md.topics.get(t)
+            if tm is None or tm.error is not None:
+                return False, f"topic {t} missing"
+            if any(p.leader < 0 for p in tm.partitions.values()):
+                return False, f"topic {t} has a partition without a leader"
+        return True, "ok"
+
+    # --- the poll thread --------------------------------------------------------------------
+    def _collect(self, fut: asyncio.Future, err: KafkaError | None, msg: object) -> None:
+        self._done.append((fut, err, msg))  # runs in the poll thread, inside poll()
+
+    def _poll_forever(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+            if self._done:
+                batch, self._done = self._done, []
+                try:
+                    loop.call_soon_threadsafe(self._resolve, batch)
+                except RuntimeError:  # loop closed during shutdown
+                    return
+
+    def _resolve(self, batch: list[_Done]) -> None:
+        """In the event loop: answer the waiting requests."""
+        for fut, err, msg in batch:
+            if err is None:
+                self.brokers_down = False
+            if not fut.done():  # already expired: the handler answered 503
+                fut.set_result((err, msg))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self.brokers_down:
+                log.warning("all brokers down")
+            self.brokers_down = True
+        elif err.fatal():
+            log.error("fatal producer error", error=err.str())
+        else:
+            log.info("producer error", error=err.str())
+
+
+_TIMED_OUT = object()
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result((_TIMED_OUT, None))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -486,7 +486,18 @@ class GraphClient:
         """Embedded signup: trade the browser flow's ``code`` (valid ~30 s) for a business
         integration system-user token. Meta takes the secret in the query string; httpx's
         request log is redacted for it."""
-        reply = await self._call(
+        try:
+            reply = await self._exchange(client_id, client_secret, code, timeout)
+        except errors.Transient as exc:
+            # Meta refuses a bad client secret with code 1 ("Error validating client secret") and
+            # a 4xx: not a temporary failure — the exchange was refused.
+            if exc.http_status is not None and exc.http_status < 500:
+                raise exc.retype(errors.AuthError) from None
+            raise
+        return TokenExchange.model_validate(reply)
+
+    async def _exchange(self, client_id: str, client_secret: str, code: str, timeout: float | None) -> Any:
+        return await self._call(
             "GET",
             "oauth/access_token",
             "/oauth/access_token",
@@ -495,7 +506,6 @@ class GraphClient:
             timeout=timeout,
             idempotent=False,  # the code is single-use: a lost answer is a lost exchange
         )
-        return TokenExchange.model_validate(reply)
 
     async def debug_token(self, input_token: str, *, app_token: str, timeout: float | None = None) -> TokenInfo:
         """Inspect ``input_token`` with an app token (``app_id|app_secret``) or a system-user token."""

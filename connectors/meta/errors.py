@@ -98,6 +98,13 @@ class MetaError(Exception):
             f"http_status={self.http_status!r}, fbtrace_id={self.fbtrace_id!r}, retryable={self.retryable})"
         )
 
+    def retype(self, cls: type[MetaError]) -> MetaError:
+        """The same error as another class (an endpoint-specific reading of a generic code)."""
+        return cls(
+            self.message, code=self.code, subcode=self.subcode, fbtrace_id=self.fbtrace_id, http_status=self.http_status,
+            type=self.type, details=self.details, retry_after=self.retry_after, endpoint=self.endpoint,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain fields for a SendResult / dead-letter record."""
         return {

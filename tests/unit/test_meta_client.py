@@ -407,3 +407,13 @@ async def test_token_never_in_logs_errors_or_tracebacks(caplog):
     assert "HTTP Request" in logged  # httpx did log the requests...
     for secret in (TOKEN, "app-secret-xyz", "one-time-code", "EAAfresh"):
         assert secret not in logged  # ...without any secret
+
+
+@pytest.mark.parametrize(("status", "cls"), [(400, E.AuthError), (500, E.Transient)])
+async def test_exchange_refused_secret_is_auth_error_but_a_5xx_stays_transient(status, cls):
+    body = meta_error(1, "Error validating client secret.")
+    rec = Recorder({("GET", "/v23.0/oauth/access_token"): httpx.Response(status, json=body)})
+    async with client_for(rec) as graph:
+        with pytest.raises(E.MetaError) as info:
+            await graph.exchange_code("42", "wrong", "code")
+    assert type(info.value) is cls and info.value.code == 1 and info.value.fbtrace_id == "Az8or2yhqkZ"

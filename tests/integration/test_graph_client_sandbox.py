@@ -197,3 +197,75 @@ async def test_latency_hook_over_http(meta_sandbox):
         await graph.phone_number(meta_sandbox.number_id, token=meta_sandbox.token)
     assert [t.endpoint for t in timings] == ["POST /{phone_number_id}/messages", "GET /{phone_number_id}"]
     assert all(t.seconds >= 0.03 and t.outcome == "ok" and t.status == 200 for t in timings)
+
+
+# --- the sandbox's webhooks parse with the connector's models ------------------------------------------
+class WebhookReceiver:
+    """A minimal HTTP/1.1 endpoint on 127.0.0.1 that keeps every POST body and answers 200."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self._tasks: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> WebhookReceiver:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/webhook"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.posts.append((headers, body))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+
+async def test_sandbox_webhooks_parse_and_verify(meta_sandbox, graph):
+    from connectors.meta.signature import verify
+    from connectors.meta.webhooks import MessagesChange, TextMessage as InboundText, iter_messages, iter_other_changes, iter_statuses, parse_webhook
+
+    async with WebhookReceiver() as receiver:
+        meta_sandbox.control.set_webhook(receiver.url, app_id=meta_sandbox.app_id)
+        meta_sandbox.control.configure(habits={"duplicate": 1.0, "skip_delivered": 0.0, "read": 1.0})
+        accepted = await graph.send_message(meta_sandbox.number_id, hello("cmd-wh"), token=meta_sandbox.token)
+        inbound = meta_sandbox.control.inbound(meta_sandbox.number_id, USER, "where is my order?")
+        meta_sandbox.control.set_template_status(meta_sandbox.waba_id, "promo", "en_US", "PAUSED", reason="LOW_QUALITY")
+        await asyncio.to_thread(meta_sandbox.control.wait_webhooks_idle, 10.0)
+
+    assert receiver.posts
+    statuses, messages, others = [], [], []
+    for headers, body in receiver.posts:
+        assert verify(meta_sandbox.app_secret.encode(), body, headers.get("x-hub-signature-256"))
+        env = parse_webhook(body)
+        statuses += [item.status for item in iter_statuses(env)]
+        messages += list(iter_messages(env))
+        others += list(iter_other_changes(env))
+        assert all(isinstance(c, MessagesChange) or c.field != "messages" for e in env.entry for c in e.changes)
+    mine = [s for s in statuses if s.id == accepted.wamid]
+    assert {s.status for s in mine} == {"sent", "delivered", "read"}
+    assert len(mine) > 3  # duplicates arrived and parsed like any other status
+    assert all(s.biz_opaque_callback_data == "cmd-wh" and s.recipient_id == USER for s in mine)
+    sent = next(s for s in mine if s.status == "sent")
+    assert sent.pricing.category == "utility" and sent.conversation is not None  # v23: conversation present
+    [msg] = [m for m in messages if m.message.id == inbound]
+    assert isinstance(msg.message, InboundText) and msg.message.text.body == "where is my order?"
+    assert msg.contact is not None and msg.contact.wa_id == USER
+    [paused] = [o for o in others if o.field == "message_template_status_update"]
+    assert paused.value.event == "PAUSED" and paused.value.message_template_name == "promo"

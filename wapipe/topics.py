@@ -44,6 +44,7 @@ SUBJECT_KEYS = "wa.subject.keys"
 TENANTS = "wa.tenants"
 PRIVACY_REQUESTS = "wa.privacy.requests"
 TEMPLATES = "wa.templates"
+TENANTS_DEAD = "wa.tenants.dead"  # account events `wapipe tenants follow` could not read
 
 Cleanup = Literal["delete", "compact"]
 
@@ -84,6 +85,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TENANTS, "tenant_id", "TenantSettings", cleanup="compact", partitions=1),
     TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),
     TopicSpec(TEMPLATES, "waba_id/name/language", "TemplateInfo", cleanup="compact", partitions=1),
+    TopicSpec(TENANTS_DEAD, "source topic", "DeadLetter", partitions=1),
 )
 
 

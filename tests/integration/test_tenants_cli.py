@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import json
 
 import pytest
@@ -16,8 +19,17 @@ from wapipe.topics import AUDIT, TENANTS
 pytestmark = pytest.mark.integration
 
 
+def quiet_configure(level="INFO", json=None, _real=__import__("wapipe.log", fromlist=["configure"]).configure):
+    """The CLI's log set-up, onto the process's real stderr rather than CliRunner's (closed after invoke)."""
+    with contextlib.redirect_stderr(sys.__stderr__):
+        _real(level=level, json=True)
+
+
 @pytest.fixture
 def cli(settings, topics, monkeypatch):
+    # the CLI callback configures structlog onto CliRunner's stderr, which closes after invoke;
+    # cached loggers would then write to a closed file in later tests
+    monkeypatch.setattr("wapipe.log.configure", quiet_configure)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", topics)
     monkeypatch.setenv("WAPIPE_STATE_DIR", str(settings.state_dir))
     runner = CliRunner()

@@ -161,3 +161,161 @@ def update(
         _print_tenant(t, True)
     else:
         console.print(f"updated tenant {t.tenant_id} (version {t.version}, {t.status})")
+
+
+# --- commands that call Meta ------------------------------------------------------------------
+def _graph(settings):
+    from connectors.meta.client import GraphClient
+
+    return GraphClient.from_settings(settings)
+
+
+def _apps(settings) -> dict[str, str]:
+    return {k: v.get_secret_value() for k, v in settings.meta_apps.items()}
+
+
+def _run_async(make):
+    """``make(service, graph)`` -> coroutine, run with one GraphClient, closed after."""
+    import asyncio
+
+    async def main(svc):
+        graph = _graph(svc.settings)
+        try:
+            return await make(svc, graph)
+        finally:
+            await graph.aclose()
+
+    return _run(lambda svc: asyncio.run(main(svc)))
+
+
+@app.command("onboard")
+def onboard(
+    tenant_id: Optional[str] = typer.Option(None, "--tenant-id", help="our id for the new tenant"),
+    code: Optional[str] = typer.Option(None, "--code", help="the embedded-signup code (expires in 30 s)"),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="TENANT", help="continue a failed onboarding"),
+    app_id: Optional[str] = typer.Option(None, "--app-id", help="Meta app (default: the only one in WAPIPE_META_APPS)"),
+    waba_id: Optional[str] = typer.Option(None, "--waba-id", help="pick the WABA when the token grants several"),
+    pin: Optional[str] = typer.Option(None, "--pin", help="6-digit two-step PIN for registering numbers"),
+    display_name: str = typer.Option("", "--display-name"),
+) -> None:
+    """Embedded signup: exchange the code, discover WABA and numbers, subscribe, register, sync templates."""
+    from wapipe.tenants.onboarding import Onboarder
+
+    if resume:
+        t = _run_async(lambda svc, g: Onboarder(svc, g, _apps(svc.settings)).resume(
+            resume, code=code, waba_id=waba_id, pin=pin))
+    else:
+        if not tenant_id or not code:
+            _fail("give --tenant-id and --code (or --resume TENANT)")
+        t = _run_async(lambda svc, g: Onboarder(svc, g, _apps(svc.settings)).onboard(
+            tenant_id, code=code, app_id=app_id, waba_id=waba_id, pin=pin, display_name=display_name))
+    console.print(f"tenant {t.tenant_id} {t.status}: WABA {t.waba_id}, numbers "
+                  f"{', '.join(n.phone_number_id for n in t.numbers)}, limit {t.messaging_limit}/24h")
+
+
+@app.command("disconnect")
+def disconnect_cmd(tenant_id: str = typer.Argument(...),
+                   reason: str = typer.Option("operator request", "--reason")) -> None:
+    """Unsubscribe the app from the WABA, delete the stored token, stop dispatch (audit kept)."""
+    from wapipe.tenants.lifecycle import disconnect
+
+    t = _run_async(lambda svc, g: disconnect(svc, g, tenant_id, reason=reason))
+    console.print(f"tenant {t.tenant_id} {t.status}: token deleted")
+
+
+@app.command("refresh")
+def refresh_cmd(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Quality rating, throughput and messaging-limit tier of the tenant's numbers, from Meta."""
+    from wapipe.tenants.lifecycle import refresh
+
+    t = _run_async(lambda svc, g: refresh(svc, g, tenant_id))
+    _print_tenant(t, as_json)
+
+
+@app.command("follow")
+def follow_cmd() -> None:
+    """Long-running: apply template/number/account webhooks (wa.account.events) to tenants and templates."""
+    import signal
+    import threading
+
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.tenants.follow import follow
+
+    s = Settings()
+    try:
+        bootstrap = resolve_bootstrap(s)
+    except NoKafka as exc:
+        _fail(str(exc))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    follow(s, bootstrap, stop, on_ready=lambda: print("READY tenants-follow", flush=True))
+
+
+templates_app = typer.Typer(no_args_is_help=True, help="A tenant's message templates.")
+app.add_typer(templates_app, name="templates")
+
+
+@templates_app.command("list")
+def templates_list(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """The catalogue (wa.templates) of a tenant."""
+    def go(svc):
+        svc.get(tenant_id)
+        return svc.registry.templates(tenant_id)
+
+    tpls = _run(go)
+    if as_json:
+        console.print_json(json.dumps([t.model_dump(mode="json") for t in tpls]))
+        return
+    table = Table("name", "language", "status", "category", "params", "reason")
+    for t in tpls:
+        table.add_row(t.name, t.language, t.status, t.category, str(t.body_parameter_count), t.reason or "")
+    console.print(table)
+
+
+@templates_app.command("sync")
+def templates_sync(tenant_id: str = typer.Argument(...)) -> None:
+    """Make the catalogue match Meta's (GET /{waba}/message_templates)."""
+    from wapipe.tenants.templates import sync_templates
+
+    r = _run_async(lambda svc, g: sync_templates(svc, g, svc.get(tenant_id)))
+    console.print(f"{len(r.added)} added, {len(r.changed)} changed, {len(r.removed)} removed, {r.unchanged} unchanged")
+
+
+@templates_app.command("create")
+def templates_create(
+    tenant_id: str = typer.Argument(...),
+    name: str = typer.Option(..., "--name"),
+    language: str = typer.Option("en_US", "--language"),
+    category: str = typer.Option("UTILITY", "--category"),
+    body: Optional[str] = typer.Option(None, "--body", help="BODY text, e.g. 'Invoice {{1}} is due'"),
+    components_file: Optional[Path] = typer.Option(None, "--components-file", help="Meta's components JSON"),
+) -> None:
+    """Submit a template to Meta for review; stored as Meta answers (usually PENDING)."""
+    from wapipe.tenants.templates import create_template
+
+    if components_file is not None:
+        try:
+            components = json.loads(components_file.read_text())
+        except (OSError, ValueError) as exc:
+            _fail(f"--components-file: {exc}")
+        if not isinstance(components, list):
+            _fail("--components-file: expected a JSON list of components")
+    elif body:
+        components = [{"type": "BODY", "text": body}]
+    else:
+        _fail("give --body or --components-file")
+    t = _run_async(lambda svc, g: create_template(svc, g, svc.get(tenant_id), name=name, language=language,
+                                                  category=category, components=components))
+    console.print(f"template {t.name} ({t.language}) {t.status}, id {t.template_id}")
+
+
+@templates_app.command("delete")
+def templates_delete(tenant_id: str = typer.Argument(...), name: str = typer.Option(..., "--name"),
+                     language: Optional[str] = typer.Option(None, "--language", help="one language (default: all)")) -> None:
+    """Delete a template on Meta and from the catalogue."""
+    from wapipe.tenants.templates import delete_template
+
+    removed = _run_async(lambda svc, g: delete_template(svc, g, svc.get(tenant_id), name=name, language=language))
+    console.print(f"deleted {name}: {len(removed)} language(s) removed from the catalogue")

@@ -148,7 +148,7 @@ class TenantService:
         try:
             t = Tenant(tenant_id=tenant_id, waba_id=waba_id, numbers=tuple(numbers), messaging_limit=messaging_limit,
                        display_name=display_name, business_id=business_id, app_id=app_id,
-                       retention_days={**DEFAULT_RETENTION_DAYS, **(retention or {})})
+                       retention_days={**self.settings.retention_defaults, **(retention or {})})
         except ValueError as exc:
             raise TenantError(str(exc)) from None
         if token:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.meta import errors
 from connectors.meta.messages import OutboundMessage, ReadReceipt
+from wapipe.log import get_logger
 
 __all__ = [
     "CallTiming",
@@ -52,6 +53,8 @@ __all__ = [
     "GranularScope",
     "PHONE_NUMBER_FIELDS",
 ]
+
+_log = get_logger(__name__)
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v23.0"
@@ -311,7 +314,10 @@ class GraphClient:
                 raise errors.Transient(f"HTTP {status} with a body that is not JSON", http_status=status, endpoint=endpoint) from None
         finally:
             if self.on_call is not None:
-                self.on_call(CallTiming(endpoint, method, status, time.perf_counter() - started, outcome))
+                try:
+                    self.on_call(CallTiming(endpoint, method, status, time.perf_counter() - started, outcome))
+                except Exception:  # a broken metrics hook must never change a call's result
+                    _log.warning("graph_on_call_hook_failed", endpoint=endpoint, exc_info=True)
 
     @staticmethod
     def _success(body: Any) -> bool:

@@ -34,11 +34,13 @@ __all__ = [
     "ListMessage",
     "ListRow",
     "ListSection",
+    "LocationMessage",
     "MediaParameter",
     "OutboundMessage",
     "PayloadParameter",
     "ReactionMessage",
     "ReadReceipt",
+    "StickerMessage",
     "TemplateMessage",
     "TextMessage",
     "TextParameter",
@@ -161,6 +163,28 @@ class AudioMessage(_Media):
     """Audio takes no caption (Meta rejects one)."""
 
     type: ClassVar[str] = "audio"
+
+
+class StickerMessage(_Media):
+    """A sticker (webp) by id or link; no caption."""
+
+    type: ClassVar[str] = "sticker"
+
+
+class LocationMessage(OutboundMessage):
+    type: ClassVar[str] = "location"
+    latitude: Annotated[float, Field(ge=-90, le=90)]
+    longitude: Annotated[float, Field(ge=-180, le=180)]
+    name: Annotated[str, Field(max_length=1000)] | None = None
+    address: Annotated[str, Field(max_length=1000)] | None = None
+
+    def _content(self) -> dict[str, Any]:
+        content: dict[str, Any] = {"latitude": self.latitude, "longitude": self.longitude}
+        if self.name is not None:
+            content["name"] = self.name
+        if self.address is not None:
+            content["address"] = self.address
+        return content
 
 
 # --- interactive ----------------------------------------------------------------------------

@@ -417,3 +417,13 @@ async def test_exchange_refused_secret_is_auth_error_but_a_5xx_stays_transient(s
         with pytest.raises(E.MetaError) as info:
             await graph.exchange_code("42", "wrong", "code")
     assert type(info.value) is cls and info.value.code == 1 and info.value.fbtrace_id == "Az8or2yhqkZ"
+
+
+async def test_a_failing_latency_hook_does_not_change_the_result():
+    def broken(timing):
+        raise RuntimeError("metrics backend down")
+
+    rec = Recorder({("POST", f"/v23.0/{PNID}/messages"): httpx.Response(200, json=SEND_OK)})
+    async with client_for(rec, on_call=broken) as graph:
+        accepted = await graph.send_message(PNID, MSG, token=TOKEN)
+    assert accepted.wamid == SEND_OK["messages"][0]["id"]

@@ -224,3 +224,13 @@ def test_models_are_frozen():
     msg = M.TextMessage(to=TO, body="x")
     with pytest.raises(ValidationError):
         msg.body = "changed"  # type: ignore[misc]
+
+
+def test_sticker_and_location():
+    assert M.StickerMessage(to=TO, id="77").to_request()["sticker"] == {"id": "77"}
+    with pytest.raises(ValidationError):
+        M.StickerMessage(to=TO, id="77", caption="no")
+    loc = M.LocationMessage(to=TO, latitude=52.52, longitude=13.405, name="Depot", address="Alexanderplatz 1").to_request()
+    assert loc["type"] == "location" and loc["location"] == {"latitude": 52.52, "longitude": 13.405, "name": "Depot", "address": "Alexanderplatz 1"}
+    with pytest.raises(ValidationError):
+        M.LocationMessage(to=TO, latitude=91, longitude=0)

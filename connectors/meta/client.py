@@ -244,14 +244,10 @@ class GraphClient:
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> GraphClient:
         """Built from ``Settings`` (meta_graph_url, meta_graph_version, meta_http_timeout,
-        meta_max_connections)."""
-        return cls(
-            settings.meta_graph_url,
-            settings.meta_graph_version,
-            timeout=settings.meta_http_timeout,
-            max_connections=settings.meta_max_connections,
-            **kwargs,
-        )
+        meta_max_connections); keyword arguments override those and add the others."""
+        options: dict[str, Any] = {"timeout": settings.meta_http_timeout, "max_connections": settings.meta_max_connections}
+        options.update(kwargs)
+        return cls(settings.meta_graph_url, settings.meta_graph_version, **options)
 
     def __repr__(self) -> str:
         return f"GraphClient(base_url={self.base_url!r}, version={self.version!r})"

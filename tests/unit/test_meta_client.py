@@ -427,3 +427,16 @@ async def test_a_failing_latency_hook_does_not_change_the_result():
     async with client_for(rec, on_call=broken) as graph:
         accepted = await graph.send_message(PNID, MSG, token=TOKEN)
     assert accepted.wamid == SEND_OK["messages"][0]["id"]
+
+
+async def test_from_settings_with_overrides():
+    from wapipe.config import Settings
+
+    settings = Settings(meta_graph_url="http://127.0.0.1:9", meta_graph_version="v24.0", meta_http_timeout=7.0)
+    graph = GraphClient.from_settings(settings, max_connections=3, max_keepalive_connections=3)
+    try:
+        assert (graph.base_url, graph.version, graph.timeout) == ("http://127.0.0.1:9", "v24.0", 7.0)
+        pool = graph._http._transport._pool
+        assert pool._max_connections == 3 and pool._max_keepalive_connections == 3
+    finally:
+        await graph.aclose()

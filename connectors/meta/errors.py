@@ -21,12 +21,16 @@ Codes not in the table fall back on the HTTP status: 429 → Throttled, 5xx → 
 401/403 → AuthError, other 4xx → Permanent.
 
 Errors never carry the request (its Authorization header holds the tenant's token) — only
-Meta's own error fields, the HTTP status and the endpoint label.
+Meta's own error fields, the HTTP status and the endpoint label. Meta's ``message`` and
+``details`` can quote the recipient's phone number ("'+4915…' is not a valid WhatsApp phone
+number"): ``str(error)`` and ``to_dict()`` mask long digit runs, so either is safe to put in a
+log line or an unsealed record; the raw text stays on ``.message`` / ``.details``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, ClassVar
 
 import httpx
@@ -49,6 +53,15 @@ __all__ = [
     "from_response",
     "from_transport_error",
 ]
+
+
+# Phone-number-like runs (7+ digits, optional +, spaces, dashes, dots, brackets inside).
+_LONG_DIGITS = re.compile(r"\+?\d[\d \-().]{5,}\d")
+
+
+def mask_numbers(text: str | None) -> str | None:
+    """``text`` with every phone-number-like digit run replaced by ``<number>``."""
+    return _LONG_DIGITS.sub("<number>", text) if text else text
 
 
 class MetaError(Exception):
@@ -83,9 +96,9 @@ class MetaError(Exception):
         self.endpoint = endpoint
 
     def __str__(self) -> str:
-        parts = [f"({self.code})" if self.code is not None else None, self.message or self.meaning]
+        parts = [f"({self.code})" if self.code is not None else None, mask_numbers(self.message) or self.meaning]
         if self.details:
-            parts.append(f"- {self.details}")
+            parts.append(f"- {mask_numbers(self.details)}")
         if self.endpoint:
             parts.append(f"[{self.endpoint}]")
         if self.fbtrace_id:
@@ -94,7 +107,7 @@ class MetaError(Exception):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(code={self.code!r}, subcode={self.subcode!r}, message={self.message!r}, "
+            f"{type(self).__name__}(code={self.code!r}, subcode={self.subcode!r}, message={mask_numbers(self.message)!r}, "
             f"http_status={self.http_status!r}, fbtrace_id={self.fbtrace_id!r}, retryable={self.retryable})"
         )
 
@@ -106,13 +119,13 @@ class MetaError(Exception):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain fields for a SendResult / dead-letter record."""
+        """Plain fields for a SendResult / dead-letter record (numbers masked)."""
         return {
             "error_class": type(self).__name__,
             "code": self.code,
             "subcode": self.subcode,
-            "message": self.message,
-            "details": self.details,
+            "message": mask_numbers(self.message),
+            "details": mask_numbers(self.details),
             "http_status": self.http_status,
             "fbtrace_id": self.fbtrace_id,
             "retryable": self.retryable,

@@ -166,3 +166,15 @@ def test_pair_rate_backoff_is_four_to_the_x():
 def test_transport_errors(exc, idempotent, cls):
     err = E.from_transport_error(exc, idempotent=idempotent, endpoint="POST /{phone_number_id}/messages")
     assert type(err) is cls and err.code is None
+
+
+def test_phone_numbers_in_meta_text_are_masked_in_str_repr_and_dict():
+    body = _meta_error(100, "(#100) Invalid parameter", details="Invalid parameter: to. '+49 151-1234 5678' is not a valid WhatsApp phone number.")
+    err = E.from_response(_response(400, body))
+    for text in (str(err), repr(err), json.dumps(err.to_dict())):
+        assert "+49" not in text and "1234 5678" not in text
+    assert "<number>" in json.dumps(err.to_dict())
+    assert "(100)" in str(err) and "<number>" in str(err)
+    assert "+49 151-1234 5678" in err.details  # the raw text is still there for who needs it
+    assert E.mask_numbers("(#131047) Re-engagement message") == "(#131047) Re-engagement message"
+    assert E.mask_numbers("to 4915112345678 failed") == "to <number> failed"

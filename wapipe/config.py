@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     # Signed requests (data-deletion, deauthorize) older than this are refused as expired.
     signed_request_max_age_s: int = 24 * 3600
 
+    # --- admin HTTP API (`wapipe tenants serve`) ---------------------------------------------
+    # The operator key (WAPIPE_OPERATOR_API_KEY): every admin route. Tenants use their own key
+    # (issued by `wapipe tenants api-key`), valid only for their own tenant's routes.
+    operator_api_key: SecretStr | None = None
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=0, ge=0, description="0: a free port, printed on the READY line")
+
     @property
     def kafka_dir(self) -> Path:
         return self.state_dir / "kafka"

@@ -260,3 +260,10 @@ def test_reason_never_quotes_payload_content():
     with pytest.raises(W.InvalidWebhook) as info:
         W.parse_webhook(raw)
     assert "secret text" not in info.value.reason and "16505551234" not in info.value.reason
+
+
+def test_window_closed_failure_and_account_ban():
+    s = next(W.iter_statuses(load("status_failed_window_closed"))).status
+    assert s.status == "failed" and s.errors[0].code == 131047 and "24 hours" in s.errors[0].details
+    ban = _only_other("account_disabled").value
+    assert ban.event == "DISABLED_UPDATE" and ban.ban_info["waba_ban_state"] == ["DISABLE"]

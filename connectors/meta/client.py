@@ -294,7 +294,7 @@ class GraphClient:
                 response = await self._http.request(
                     method, f"/{self.version}/{path.lstrip('/')}", params=params, json=json, headers=headers, timeout=call_timeout
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # transport errors, and e.g. an undecodable answer
                 error = errors.from_transport_error(exc, idempotent=idempotent, endpoint=endpoint)
                 outcome = type(error).__name__
                 raise error from None

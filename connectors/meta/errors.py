@@ -376,13 +376,14 @@ def from_response(response: httpx.Response, *, endpoint: str | None = None) -> M
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
-def from_transport_error(exc: httpx.TransportError, *, idempotent: bool, endpoint: str | None = None) -> MetaError:
+def from_transport_error(exc: httpx.RequestError, *, idempotent: bool, endpoint: str | None = None) -> MetaError:
     """Classify a failure without an answer.
 
     * connect errors, connect and pool timeouts: the request never left → ``Transient``;
     * anything after the connection was up (read/write timeout, read/write error, the server
       closing the connection, protocol errors): Meta may have acted → ``UnknownOutcome`` —
-      unless the call is ``idempotent`` (a GET), when a retry is harmless → ``Transient``.
+      unless the call is ``idempotent`` (a GET), when a retry is harmless → ``Transient``;
+    * an answer that arrived but could not be decoded (``DecodingError``): Meta acted → the same.
 
     A write timeout is treated as *unknown* too: part of the body may be in flight and we
     prefer a held message to a double send.

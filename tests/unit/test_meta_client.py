@@ -440,3 +440,13 @@ async def test_from_settings_with_overrides():
         assert pool._max_connections == 3 and pool._max_keepalive_connections == 3
     finally:
         await graph.aclose()
+
+
+async def test_undecodable_answer_to_a_send_is_unknown_outcome():
+    def handler(request):  # a gzip header over a body that is not gzip: the answer cannot be decoded
+        return httpx.Response(200, headers={"content-encoding": "gzip", "content-type": "application/json"}, content=b"not gzip")
+
+    async with client_for(handler) as graph:
+        with pytest.raises(E.UnknownOutcome) as info:
+            await graph.send_message(PNID, MSG, token=TOKEN)
+    assert "DecodingError" in str(info.value)

@@ -319,3 +319,39 @@ def templates_delete(tenant_id: str = typer.Argument(...), name: str = typer.Opt
 
     removed = _run_async(lambda svc, g: delete_template(svc, g, svc.get(tenant_id), name=name, language=language))
     console.print(f"deleted {name}: {len(removed)} language(s) removed from the catalogue")
+
+
+@app.command("api-key")
+def api_key_cmd(tenant_id: str = typer.Argument(...)) -> None:
+    """Issue a new admin API key for the tenant (printed once; only its hash is stored)."""
+    from wapipe.tenants.auth import new_api_key
+
+    key = new_api_key()
+    _run(lambda svc: svc.save(svc.get(tenant_id).with_api_key(key), "tenant.api_key.issued"))
+    console.print(key)
+
+
+@app.command("serve")
+def serve_cmd() -> None:
+    """Long-running: the admin HTTP API (WAPIPE_ADMIN_HOST/PORT; operator key WAPIPE_OPERATOR_API_KEY)."""
+    import uvicorn
+
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.net import free_port
+    from wapipe.tenants.api import create_app
+
+    s = Settings()
+    try:
+        bootstrap = resolve_bootstrap(s)
+    except NoKafka as exc:
+        _fail(str(exc))
+    port = s.admin_port or free_port()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            print(f"READY http://{s.admin_host}:{port}", flush=True)
+
+    Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
+                          access_log=False)).run()

@@ -9,6 +9,7 @@ number fields and limits).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterable
 
@@ -80,6 +81,13 @@ class TenantService:
 
             self._kek = load_kek(self.settings)
         return self._kek
+
+    def as_actor(self, actor: str) -> "TenantService":
+        """The same service (registry, producer, KEK) whose audit events name ``actor``."""
+        view = copy.copy(self)
+        view.actor = actor
+        view._own_registry = False
+        return view
 
     def close(self) -> None:
         self.producer.flush(10)

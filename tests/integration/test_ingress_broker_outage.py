@@ -1,0 +1,92 @@
+"""Broker down → the ingress answers 503 quickly (Meta retries), never 200 for an unwritten event;
+after the broker is back, every webhook that got a 200 is on the topic exactly once.
+
+Uses a DEDICATED broker (its own JVM, ports and data folder) so stopping it leaves the session's
+broker alone; it is restarted on the same ports and data folder, as an operator's broker would be.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from connectors.meta.signature import sign
+from producers.ingress.process import IngressProcess, wait_until
+from tests.integration.kafka_helpers import read_all
+from wapipe.avro import AvroSerde
+from wapipe.testing import make_settings
+from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SECRET = "outage-secret"
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    from wapipe.stack.local import KafkaProvider
+
+    s = make_settings(tmp_path / "state", kafka_bootstrap_servers=None, topic_partitions=2)
+    provider = KafkaProvider(s, prefer="jvm", data_dir=tmp_path / "kafka-data")
+    provider.start()
+    try:
+        apply_topics(admin_client(provider.bootstrap), s)
+        yield provider
+    finally:
+        provider.stop()
+
+
+def body_for(n: int, tag: str) -> bytes:
+    return json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
+        "field": "messages", "value": {"messaging_product": "whatsapp",
+                                       "metadata": {"display_phone_number": "1555", "phone_number_id": f"PN{n % 3}"},
+                                       "statuses": [{"id": f"wamid.{tag}.{n}", "status": "sent",
+                                                     "timestamp": "1750000000", "recipient_id": "4915100000"}]}}]}]}
+    ).encode()
+
+
+def test_broker_outage_gives_503_fast_and_no_acked_event_is_lost_or_doubled(own_broker, tmp_path):
+    env = {"KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap, "WAPIPE_META_APPS": json.dumps({"app": SECRET}),
+           "WAPIPE_LOG_LEVEL": "INFO"}
+    acked: list[str] = []
+    refused: list[str] = []
+    with IngressProcess(env, log_path=tmp_path / "ingress.log") as ing, \
+            httpx.Client(base_url=ing.url, timeout=10) as http:
+
+        def send(n: int, tag: str) -> tuple[int, float]:
+            body = body_for(n, tag)
+            t = time.monotonic()
+            r = http.post("/webhook", content=body, headers={"x-hub-signature-256": sign(SECRET.encode(), body)})
+            (acked if r.status_code == 200 else refused).append(f"wamid.{tag}.{n}")
+            return r.status_code, time.monotonic() - t
+
+        assert wait_until(lambda: http.get("/readyz").status_code == 200, 20)
+        assert [send(n, "before")[0] for n in range(20)] == [200] * 20
+
+        own_broker._jvm.stop()  # the dedicated broker only; ports and data folder are kept
+        during = [send(n, "during") for n in range(5)]
+        assert [code for code, _ in during] == [503] * 5
+        assert max(elapsed for _, elapsed in during) < 1.0, during  # well under Meta's timeout
+        assert http.get("/readyz").status_code == 503
+
+        own_broker._jvm.start(timeout=60)  # same ports, same data folder
+        assert wait_until(lambda: http.get("/readyz").status_code == 200, 30)
+        # Meta retries what it did not get a 200 for; the producer recovers without a restart.
+        codes = [send(n, "after")[0] for n in range(20)]
+        assert codes.count(200) == 20, codes
+        metrics = http.get("/metrics").text
+        assert 'outcome="unavailable"} 5.0' in metrics
+
+    serde = AvroSerde()
+    on_topic = Counter()
+    for m in read_all(own_broker.bootstrap, WEBHOOK_RAW, timeout=30):
+        status = json.loads(serde.decode(m.value(), "RawWebhook")["body"])["entry"][0]["changes"][0]["value"]["statuses"][0]
+        on_topic[status["id"]] += 1
+    assert len(acked) == 40
+    missing = [w for w in acked if on_topic[w] == 0]
+    doubled = [w for w in acked if on_topic[w] > 1]
+    assert missing == [] and doubled == [], (missing, doubled)

@@ -213,3 +213,23 @@ async def test_disconnect(service, tenant, world, meta_sandbox, dispatcher_view,
         assert not leaks, f"token in clear on {spec.name}"
     out, err = capfd.readouterr()
     assert world["token"] not in out + err
+
+
+def test_follower_dead_letters_unreadable_events_and_honours_app_removal(tenant, world, follower, dispatcher_view,
+                                                                          topics, unique):
+    from wapipe.topics import TENANTS_DEAD
+
+    p = producer(topics)
+    p.produce(ACCOUNT_EVENTS, key=world["waba"].encode(), value=f"garbage-{unique}".encode())
+    assert p.flush(10) == 0
+    # the business removed our app on Meta's side: the tenant is disconnected, its token deleted
+    publish_account_event(topics, dispatcher_view, world["waba"], "account_update",
+                          {"event": "PARTNER_REMOVED", "waba_info": {"waba_id": world["waba"]}})
+    t = eventually(lambda: (x := dispatcher_view.tenant(tenant.tenant_id)) and x.status == TenantStatus.DISCONNECTED
+                   and x)
+    assert t.token is None
+    assert refusal(dispatcher_view, tenant.tenant_id, world["pn"]).reason == "tenant disconnected"
+    serde = AvroSerde()
+    dead = [serde.decode(m.value(), "DeadLetter") for m in read_all(topics, TENANTS_DEAD)]
+    mine = [d for d in dead if d["value"] == f"garbage-{unique}".encode()]
+    assert len(mine) == 1 and mine[0]["source_topic"] == ACCOUNT_EVENTS and "not an Avro record" in mine[0]["reason"]

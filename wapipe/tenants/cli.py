@@ -334,6 +334,9 @@ def api_key_cmd(tenant_id: str = typer.Argument(...)) -> None:
 @app.command("serve")
 def serve_cmd() -> None:
     """Long-running: the admin HTTP API (WAPIPE_ADMIN_HOST/PORT; operator key WAPIPE_OPERATOR_API_KEY)."""
+    import contextlib
+    import signal
+
     import uvicorn
 
     from wapipe.config import Settings
@@ -352,6 +355,16 @@ def serve_cmd() -> None:
         async def startup(self, sockets=None):
             await super().startup(sockets)
             print(f"READY http://{s.admin_host}:{port}", flush=True)
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # SIGTERM/SIGINT: graceful stop and exit 0 (uvicorn would re-raise)
+            prev = {sig: signal.signal(sig, lambda *_: setattr(self, "should_exit", True))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for sig, handler in prev.items():
+                    signal.signal(sig, handler)
 
     Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
                           access_log=False)).run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,10 @@ def serve_forever(sandbox: Sandbox, host: str, port: int, on_ready=print) -> Non
     sock = bind(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
     server = _Server(_uvicorn_config(create_app(sandbox)), on_started=lambda: on_ready(f"READY {url}"))
+    # uvicorn re-raises the captured signal after its graceful shutdown, restoring the previous
+    # handler first: make that one a no-op so a SIGTERM'd sandbox exits 0 after a clean stop.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
 
 

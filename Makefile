@@ -30,7 +30,8 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench-ingress: jars
-	$(PY) bench/ingress.py
+	@$(PY) -c "import fastapi" 2>/dev/null || $(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) bench/ingress.py $(BENCH_ARGS)
 
 bench-dispatch: jars
 	$(PY) bench/dispatch.py

@@ -28,6 +28,7 @@ def default_seed() -> Seed:
                          "duplicate_after": {"kind": "uniform", "a": 10, "b": 50},
                          "batch_interval_s": 0.01, "retry_initial_s": 0.05, "retry_max_interval_s": 0.5,
                          "retry_max_age_s": 30.0},
+            "limits": {"throttle_429_ratio": 0.0},  # deterministic: throttling answered 400 unless a test asks
             "template_review_s": 0.05,
         },
         "apps": [{"id": APP_ID, "secret": APP_SECRET}],

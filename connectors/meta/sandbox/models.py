@@ -83,7 +83,7 @@ class Limits(_Model):
     window_mode: Literal["async_fail", "reject"] = "async_fail"
     register_window_s: float = 72 * 3600.0
     register_max: int = 10
-    throttle_429_ratio: float = Field(0.0, ge=0, le=1, description="share of throttling errors answered 429 instead of 400")
+    throttle_429_ratio: float = Field(0.25, ge=0, le=1, description="share of throttling errors answered 429 instead of 400")
 
 
 class SandboxConfig(_Model):

@@ -11,6 +11,7 @@ def ingress_command(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
     port: int = typer.Option(8080, help="port to bind (0: any free port; the READY line names it)"),
     workers: int = typer.Option(1, min=1, help="worker processes sharing the socket (about one per core)"),
+    server: str = typer.Option("granian", help="HTTP server: granian (faster) or uvicorn"),
 ) -> None:
     """Webhook ingress: verify, write to wa.webhook.raw, answer 200 only after Kafka acked."""
     from producers.ingress.server import serve
@@ -22,4 +23,7 @@ def ingress_command(
     except NoKafka as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    raise typer.Exit(serve(settings, bootstrap, host=host, port=port, workers=workers))
+    if server not in ("granian", "uvicorn"):
+        typer.echo(f"error: unknown server {server!r} (granian or uvicorn)", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(serve(settings, bootstrap, host=host, port=port, workers=workers, server=server))

@@ -19,10 +19,11 @@ from pathlib import Path
 
 
 class IngressProcess:
-    def __init__(self, env: Mapping[str, str], *, workers: int = 1, host: str = "127.0.0.1",
+    def __init__(self, env: Mapping[str, str], *, workers: int = 1, server: str = "granian", host: str = "127.0.0.1",
                  log_path: Path | None = None, startup_timeout: float = 30.0) -> None:
         self._env = {**os.environ, **env}
         self._workers = workers
+        self._server = server
         self._host = host
         self._log_path = log_path
         self._timeout = startup_timeout
@@ -32,7 +33,7 @@ class IngressProcess:
 
     def start(self) -> "IngressProcess":
         cmd = [sys.executable, "-m", "wapipe", "ingress", "--host", self._host, "--port", "0",
-               "--workers", str(self._workers)]
+               "--workers", str(self._workers), "--server", self._server]
         stderr = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(cmd, env=self._env, stdout=subprocess.PIPE, stderr=stderr,
                                      stdin=subprocess.DEVNULL, text=True)

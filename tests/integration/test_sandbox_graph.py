@@ -245,3 +245,9 @@ def test_control_api_rejects_bad_input(meta_sandbox):
     with pytest.raises(httpx.HTTPStatusError) as e:
         c.configure(limits={"pair_burst": 0})
     assert e.value.response.status_code == 422
+    with pytest.raises(httpx.HTTPStatusError) as e:
+        c.set_webhook("not-a-url")
+    assert e.value.response.status_code == 422
+    with pytest.raises(httpx.HTTPStatusError) as e:
+        c.inbound("no-such-number", "491700000001")
+    assert e.value.response.status_code == 404

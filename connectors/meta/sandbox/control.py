@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors.meta.sandbox.engine import Sandbox, dumps
-from connectors.meta.sandbox.models import (AppSeed, BusinessChange, Faults, InboundRequest, NumberChange, Seed,
+from connectors.meta.sandbox.models import (AppSeed, _http_url, BusinessChange, Faults, InboundRequest, NumberChange, Seed,
                                             SignupCodeRequest, TemplateStatusChange)
 
 
@@ -31,6 +31,8 @@ class WebhookTarget(BaseModel):
     url: str | None
     app_id: str | None = None
     app_secret: str | None = None
+
+    _check_url = field_validator("url")(_http_url)
 
 
 class ControlApi:

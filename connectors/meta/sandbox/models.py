@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TIERS = {"TIER_250": 250, "TIER_2K": 2_000, "TIER_10K": 10_000, "TIER_100K": 100_000, "TIER_UNLIMITED": None}
 DEFAULT_THROUGHPUT = 80
@@ -140,11 +140,19 @@ class TokenSeed(_Model):
     valid: bool = True
 
 
+def _http_url(v: str | None) -> str | None:
+    if v is not None and not (v.startswith("http://") or v.startswith("https://")):
+        raise ValueError(f"webhook_url must be an http(s) URL, not {v!r}")
+    return v
+
+
 class AppSeed(_Model):
     id: str
-    secret: str
+    secret: str = Field(min_length=1)
     webhook_url: str | None = None
     name: str = "wapipe"
+
+    _check_url = field_validator("webhook_url")(_http_url)
 
 
 class Seed(_Model):

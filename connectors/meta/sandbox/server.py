@@ -42,7 +42,9 @@ def load_seed(path: Path | None) -> Seed | None:
 
 def _uvicorn_config(app, loop: str = "auto") -> uvicorn.Config:
     return uvicorn.Config(app, loop=loop, http="httptools", lifespan="on", log_level="warning", access_log=False,
-                          backlog=2048, timeout_keep_alive=30, limit_concurrency=None)
+                          backlog=2048, timeout_keep_alive=30, limit_concurrency=None,
+                          # a request held by an injected timeout must not hold up a stop
+                          timeout_graceful_shutdown=2)
 
 
 class _Server(uvicorn.Server):
@@ -78,7 +80,7 @@ class SandboxThread:
         self.sandbox = Sandbox(seed)
         self._sock = bind(host, 0)
         self.url = f"http://{host}:{self._sock.getsockname()[1]}"
-        self._server = uvicorn.Server(_uvicorn_config(create_app(self.sandbox), loop="asyncio"))
+        self._server = uvicorn.Server(_uvicorn_config(create_app(self.sandbox)))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="meta-sandbox", daemon=True)
 

@@ -23,6 +23,9 @@ import httpx
 from connectors.meta.sandbox.models import SandboxConfig
 from connectors.meta.sandbox.state import Counters, World
 from connectors.meta.signature import sign
+from wapipe.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(slots=True, order=True)
@@ -82,10 +85,13 @@ class WebhookDispatcher:
             while heap and heap[0].due <= now:
                 d = heapq.heappop(heap)
                 groups.setdefault((d.waba_id, d.field, d.number_id), []).append(d.item)
+            max_batch = self.config().webhooks.max_batch
             for (waba_id, fld, number_id), items in groups.items():
-                max_batch = self.config().webhooks.max_batch
                 for i in range(0, len(items), max_batch):
-                    self._post_all(waba_id, fld, number_id, items[i:i + max_batch])
+                    try:
+                        self._post_all(waba_id, fld, number_id, items[i:i + max_batch])
+                    except Exception:  # one bad batch must not stop every later webhook
+                        log.exception("webhook batch not sent", waba_id=waba_id, field=fld)
 
     def _post_all(self, waba_id: str, fld: str, number_id: str | None, items: list[dict]) -> None:
         apps = self.world.apps_for(waba_id)
@@ -135,8 +141,8 @@ class WebhookDispatcher:
                     async with self._sem:
                         resp = await self._client.post(url, content=body, headers=headers)
                     ok = 200 <= resp.status_code < 300
-                except httpx.HTTPError:
-                    ok = False
+                except (httpx.HTTPError, httpx.InvalidURL, OSError):
+                    ok = False  # refused, reset, timed out, bad URL: all a failed delivery to Meta
                 if ok:
                     w.posts_delivered += 1
                     w.updates_delivered += n_updates

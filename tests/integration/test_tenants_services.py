@@ -4,9 +4,11 @@ print READY, work, and stop cleanly on SIGTERM."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,21 +20,29 @@ pytestmark = pytest.mark.integration
 WAPIPE = str(Path(sys.executable).with_name("wapipe"))
 
 
-def start(args, env):
-    p = subprocess.Popen([WAPIPE, "tenants", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+def start(args, env, *, group=("tenants",), timeout=90.0):
+    """Run ``wapipe <group> <args>`` in its own session; return (process, what its READY line names).
+    A reader thread keeps draining its output, so a chatty service never blocks on a full pipe."""
+    p = subprocess.Popen([WAPIPE, *group, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=env, start_new_session=True)
-    deadline = time.monotonic() + 60
-    lines = []
+    lines: queue.Queue = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in p.stdout] + [lines.put(None)], daemon=True).start()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
             break
-        lines.append(line)
+        if line is None:
+            break
+        seen.append(line)
         if line.startswith("READY"):
             return p, line.split(None, 1)[1].strip()
     p.kill()
     p.wait()
-    raise AssertionError("no READY line:\n" + "".join(lines))
+    raise AssertionError(f"wapipe {' '.join([*group, *args])}: no READY line within {timeout:.0f}s:\n"
+                         + "".join(seen[-40:]))
 
 
 def stop(p):

@@ -282,3 +282,22 @@ def test_webhooks_only_go_to_subscribed_apps(meta_sandbox, graph, receiver):
         assert other.statuses() and other.bad_signatures == 0  # signed with that app's own secret
     finally:
         other.stop()
+
+
+def test_signup_sends_partner_added_and_account_updates_reach_the_waba_apps(meta_sandbox, receiver):
+    c = meta_sandbox.control
+    c.add_waba("2000000003", meta_sandbox.business_id, subscribed_apps=[])
+    code = c.signup_code(meta_sandbox.app_id, ["2000000003"])
+    r = httpx.get(f"{meta_sandbox.url}/v23.0/oauth/access_token", params={
+        "client_id": meta_sandbox.app_id, "client_secret": meta_sandbox.app_secret, "code": code})
+    assert r.status_code == 200
+    c.wait_webhooks_idle()
+    (added,) = [p for p in receiver.posts if p["entry"][0]["changes"][0]["field"] == "account_update"]
+    assert added["entry"][0]["id"] == meta_sandbox.business_id
+    assert added["entry"][0]["changes"][0]["value"] == {
+        "event": "PARTNER_ADDED", "waba_info": {"waba_id": "2000000003", "owner_business_id": meta_sandbox.business_id}}
+    c.account_update(meta_sandbox.waba_id, "ACCOUNT_VIOLATION", violation_info={"violation_type": "SPAM"})
+    c.account_update("2000000003", "PARTNER_REMOVED")  # nobody subscribed to this WABA: nothing sent
+    c.wait_webhooks_idle()
+    values = [ch["value"] for ch in receiver.changes("account_update")]
+    assert values[1:] == [{"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SPAM"}}]

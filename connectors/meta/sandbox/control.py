@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors.meta.sandbox.engine import Sandbox, dumps
-from connectors.meta.sandbox.models import (AppSeed, _http_url, BusinessChange, Faults, InboundRequest, NumberChange, Seed,
+from connectors.meta.sandbox.models import (AccountUpdate, AppSeed, _http_url, BusinessChange, Faults, InboundRequest, NumberChange, Seed,
                                             SignupCodeRequest, TemplateStatusChange)
 
 
@@ -52,6 +52,7 @@ class ControlApi:
             r("/_sandbox/templates/{waba_id}/{name}/{language}/status", self.template_status, methods=["POST"]),
             r("/_sandbox/numbers/{number_id}", self.number, methods=["PATCH"]),
             r("/_sandbox/businesses/{business_id}", self.business, methods=["PATCH"]),
+            r("/_sandbox/account_update", self.account_update, methods=["POST"]),
             r("/_sandbox/invalid_recipients", self.invalid_recipients, methods=["POST", "DELETE"]),
             r("/_sandbox/tokens/{token}/revoke", self.revoke, methods=["POST"]),
             r("/_sandbox/signup_codes", self.signup_code, methods=["POST"]),
@@ -150,6 +151,12 @@ class ControlApi:
             self.sb.change_business(request.path_params["business_id"], c)
             return {"id": request.path_params["business_id"], "tier": c.tier}
         return await self._call(request, BusinessChange, go)
+
+    async def account_update(self, request: Request) -> Response:
+        def go(a: AccountUpdate) -> dict:
+            self.sb.account_update(a.waba_id, a.event, a.details)
+            return {"scheduled": True}
+        return await self._call(request, AccountUpdate, go)
 
     async def invalid_recipients(self, request: Request) -> Response:
         class Body(BaseModel):

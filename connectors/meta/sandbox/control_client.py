@@ -97,6 +97,10 @@ class SandboxControl:
     def set_tier(self, business_id: str, tier: str) -> dict:
         return self._do("PATCH", f"/businesses/{business_id}", {"tier": tier})
 
+    def account_update(self, waba_id: str, event: str, **details: Any) -> dict:
+        """An ``account_update`` webhook (PARTNER_REMOVED, ACCOUNT_VIOLATION, …) to the WABA's apps."""
+        return self._do("POST", "/account_update", {"waba_id": waba_id, "event": event, "details": details or None})
+
     def signup_code(self, app_id: str, waba_ids: list[str], token: str | None = None) -> str:
         return self._do("POST", "/signup_codes", {"app_id": app_id, "waba_ids": waba_ids, "token": token})["code"]
 

@@ -28,7 +28,6 @@ from connectors.meta.sandbox.webhooks import WebhookDispatcher
 _VERSION = re.compile(r"^v(\d+)\.\d+$")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
-_SEND_ORDER = {"sent": 0, "delivered": 1, "read": 2}
 
 
 def version_major(version: str) -> int:
@@ -464,7 +463,18 @@ class Sandbox:
             raise GraphError(100, subcode=36007, message="This authorization code has expired.")
         c.used = True
         self.world.tokens[c.token] = Token(c.token, app.id, list(c.waba_ids))
+        for waba_id in c.waba_ids:  # the partner app learns of the new customer WABA
+            owner = self.world.wabas[waba_id].business_id
+            self.dispatcher.schedule(0.0, waba_id, "account_update", {
+                "event": "PARTNER_ADDED", "waba_info": {"waba_id": waba_id, "owner_business_id": owner}},
+                app_id=app.id, entry_id=owner)
         return c.token
+
+    def account_update(self, waba_id: str, event: str, details: dict | None = None) -> None:
+        """An ``account_update`` webhook about a WABA (ACCOUNT_VIOLATION, PARTNER_REMOVED, …)."""
+        if waba_id not in self.world.wabas:
+            raise KeyError(f"unknown WABA {waba_id}")
+        self.dispatcher.schedule(0.0, waba_id, "account_update", {"event": event, **(details or {})})
 
     def app_from_token(self, token: str | None) -> str:
         """The app id of an app access token (``app_id|app_secret``) or of an app-bound user token."""

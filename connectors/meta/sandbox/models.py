@@ -212,3 +212,9 @@ class SignupCodeRequest(_Model):
     app_id: str
     waba_ids: list[str]
     token: str | None = Field(None, description="the token the exchange returns; generated when omitted")
+
+
+class AccountUpdate(_Model):
+    waba_id: str
+    event: str = Field(description="PARTNER_REMOVED, ACCOUNT_VIOLATION, ACCOUNT_RESTRICTION, … (any name: Meta adds them)")
+    details: dict | None = Field(None, description="extra value fields, e.g. {'violation_info': {...}}")

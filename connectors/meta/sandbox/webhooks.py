@@ -36,6 +36,8 @@ class _Due:
     field: str
     number_id: str | None
     item: dict
+    app_id: str | None = None  # only this app (e.g. the one that completed a signup), else the WABA's apps
+    entry_id: str | None = None  # entry.id when it is not the WABA id
 
 
 class WebhookDispatcher:
@@ -52,8 +54,10 @@ class WebhookDispatcher:
         self._sem: asyncio.Semaphore | None = None
 
     # --- scheduling (called from request handlers) -----------------------------------------
-    def schedule(self, delay: float, waba_id: str, field: str, item: dict, number_id: str | None = None) -> None:
-        heapq.heappush(self._heap, _Due(time.monotonic() + delay, next(self._seq), waba_id, field, number_id, item))
+    def schedule(self, delay: float, waba_id: str, field: str, item: dict, number_id: str | None = None, *,
+                 app_id: str | None = None, entry_id: str | None = None) -> None:
+        heapq.heappush(self._heap, _Due(time.monotonic() + delay, next(self._seq), waba_id, field, number_id, item,
+                                        app_id, entry_id))
 
     @property
     def pending(self) -> int:
@@ -80,24 +84,32 @@ class WebhookDispatcher:
         while True:
             await asyncio.sleep(self.config().webhooks.batch_interval_s)
             now = time.monotonic()
-            groups: dict[tuple[str, str, str | None], list[dict]] = {}
+            groups: dict[tuple[str, str, str | None, str | None, str | None], list[dict]] = {}
             heap = self._heap
             while heap and heap[0].due <= now:
                 d = heapq.heappop(heap)
-                groups.setdefault((d.waba_id, d.field, d.number_id), []).append(d.item)
+                groups.setdefault((d.waba_id, d.field, d.number_id, d.app_id, d.entry_id), []).append(d.item)
             max_batch = self.config().webhooks.max_batch
-            for (waba_id, fld, number_id), items in groups.items():
+            for (waba_id, fld, number_id, app_id, entry_id), items in groups.items():
                 for i in range(0, len(items), max_batch):
                     try:
-                        self._post_all(waba_id, fld, number_id, items[i:i + max_batch])
+                        self._post_all(waba_id, fld, number_id, items[i:i + max_batch], app_id, entry_id)
                     except Exception:  # one bad batch must not stop every later webhook
                         log.exception("webhook batch not sent", waba_id=waba_id, field=fld)
 
-    def _post_all(self, waba_id: str, fld: str, number_id: str | None, items: list[dict]) -> None:
-        apps = self.world.apps_for(waba_id)
+    def _post_all(self, waba_id: str, fld: str, number_id: str | None, items: list[dict], app_id: str | None = None,
+                  entry_id: str | None = None) -> None:
+        if app_id is not None:
+            app = self.world.apps.get(app_id)
+            apps = [app] if app is not None and app.webhook_url else []
+        else:
+            apps = self.world.apps_for(waba_id)
         if not apps:
             return
-        body = json.dumps(self._envelope(waba_id, fld, number_id, items), separators=(",", ":")).encode()
+        envelope = self._envelope(waba_id, fld, number_id, items)
+        if entry_id is not None:
+            envelope["entry"][0]["id"] = entry_id
+        body = json.dumps(envelope, separators=(",", ":")).encode()
         for app in apps:
             self._inflight += len(items)
             t = asyncio.create_task(self._deliver(app.webhook_url, app.secret.encode(), body, len(items)))

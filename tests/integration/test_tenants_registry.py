@@ -110,3 +110,19 @@ def test_unreadable_record_is_skipped_not_fatal(settings, topics, registry, uniq
     publish_tenant(p, good)
     eventually(lambda: registry.tenant(good.tenant_id))
     assert registry.tenant(f"bad-{unique}") is None
+
+
+def test_a_disconnected_former_owner_yields_its_number_and_waba(settings, topics, registry, unique):
+    p = producer(topics)
+    pn, waba = f"pn{unique}", f"w{unique}"
+    old = Tenant(tenant_id=f"a-old-{unique}", status=TenantStatus.DISCONNECTED, waba_id=waba,
+                 numbers=(PhoneNumber(phone_number_id=pn),))
+    new = Tenant(tenant_id=f"z-new-{unique}", status=TenantStatus.ACTIVE, waba_id=waba,
+                 numbers=(PhoneNumber(phone_number_id=pn),))
+    publish_tenant(p, new)
+    publish_tenant(p, old)  # written last, still loses to the connected owner
+    eventually(lambda: registry.tenant(old.tenant_id))
+    assert registry.tenant_for_number(pn).tenant_id == new.tenant_id
+    assert registry.tenant_for_waba(waba).tenant_id == new.tenant_id
+    publish_tenant(p, new.evolve(numbers=()))  # the new owner drops the number: the old one is all there is
+    eventually(lambda: registry.tenant_for_number(pn).tenant_id == old.tenant_id)

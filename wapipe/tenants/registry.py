@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.log import get_logger
-from wapipe.tenants.models import TEMPLATE_RECORD, TENANT_RECORD, Template, Tenant, template_key
+from wapipe.tenants.models import TEMPLATE_RECORD, TENANT_RECORD, Template, Tenant, TenantStatus, template_key
 from wapipe.topics import TEMPLATES, TENANTS
 
 log = get_logger(__name__)
@@ -60,6 +60,14 @@ _LEADERLESS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILA
                KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT)
 
 
+def _unindex(index: dict[str, set[str]], value: str, tenant_id: str) -> None:
+    owners = index.get(value)
+    if owners is not None:
+        owners.discard(tenant_id)
+        if not owners:
+            del index[value]
+
+
 class TenantRegistry:
     def __init__(self, settings: Settings, bootstrap: str, *, poll_timeout: float = 0.2) -> None:
         self._settings = settings
@@ -68,7 +76,9 @@ class TenantRegistry:
         self._poll_timeout = poll_timeout
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
-        self._by_number: dict[str, str] = {}  # phone_number_id -> tenant_id
+        # phone_number_id / waba_id -> tenant ids; a disconnected former owner may linger beside the new one
+        self._by_number: dict[str, set[str]] = {}
+        self._by_waba: dict[str, set[str]] = {}
         self._templates: dict[str, Template] = {}
         self._listeners: list[Listener] = []
         self._ready = threading.Event()
@@ -136,16 +146,20 @@ class TenantRegistry:
             return sorted(self._tenants.values(), key=lambda t: t.tenant_id)
 
     def tenant_for_number(self, phone_number_id: str) -> Tenant | None:
+        """The tenant of a number; a connected one wins over a disconnected former owner."""
         with self._lock:
-            tid = self._by_number.get(phone_number_id)
-            return self._tenants.get(tid) if tid else None
+            return self._best(self._by_number.get(phone_number_id))
 
     def tenant_for_waba(self, waba_id: str) -> Tenant | None:
+        """The tenant of a WABA; a connected one wins over a disconnected former owner."""
         with self._lock:
-            for t in self._tenants.values():
-                if t.waba_id == waba_id:
-                    return t
+            return self._best(self._by_waba.get(waba_id))
+
+    def _best(self, tenant_ids: set[str] | None) -> Tenant | None:
+        found = [self._tenants[tid] for tid in tenant_ids or ()]
+        if not found:
             return None
+        return min(found, key=lambda t: (t.status == TenantStatus.DISCONNECTED, t.tenant_id))
 
     def number(self, phone_number_id: str):
         t = self.tenant_for_number(phone_number_id)
@@ -220,12 +234,15 @@ class TenantRegistry:
             old = self._tenants.pop(key, None)
             if old is not None:
                 for n in old.numbers:
-                    if self._by_number.get(n.phone_number_id) == key:
-                        del self._by_number[n.phone_number_id]
+                    _unindex(self._by_number, n.phone_number_id, key)
+                if old.waba_id:
+                    _unindex(self._by_waba, old.waba_id, key)
             if new is not None:
                 self._tenants[key] = new
                 for n in new.numbers:
-                    self._by_number[n.phone_number_id] = key
+                    self._by_number.setdefault(n.phone_number_id, set()).add(key)
+                if new.waba_id:
+                    self._by_waba.setdefault(new.waba_id, set()).add(key)
         return Change("tenant", key, old, new)
 
     def _put_template(self, key: str, new: Template | None) -> Change:

@@ -141,7 +141,7 @@ class TenantService:
     def _check_numbers_free(self, tenant_id: str, numbers: Iterable[PhoneNumber]) -> None:
         for n in numbers:
             owner = self.registry.tenant_for_number(n.phone_number_id)
-            if owner is not None and owner.tenant_id != tenant_id:
+            if owner is not None and owner.tenant_id != tenant_id and owner.status != TenantStatus.DISCONNECTED:
                 raise TenantError(f"phone number {n.phone_number_id} already belongs to tenant {owner.tenant_id}")
 
     def create(self, tenant_id: str, *, waba_id: str | None, numbers: list[PhoneNumber], token: str | None,

@@ -8,6 +8,7 @@ tenant resumes with a fresh code.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 
 import asyncio
@@ -73,8 +74,9 @@ def audit_trail(bootstrap, tenant_id):
 
 
 async def test_onboarding_fails_midway_and_resumes(service, tsettings, topics, meta_sandbox, world, unique,
-                                                   monkeypatch):
+                                                   monkeypatch, caplog, capfd):
     sb = meta_sandbox
+    caplog.set_level(logging.DEBUG)  # httpx logs every request URL at INFO: the code exchange must be redacted
     tid = f"shop-{unique}"
     token = f"EAAGsignup{unique}TOKEN"
     code = sb.control.signup_code(sb.app_id, [world["waba"]], token=token)
@@ -101,7 +103,8 @@ async def test_onboarding_fails_midway_and_resumes(service, tsettings, topics, m
     monkeypatch.setenv("WAPIPE_STATE_DIR", str(tsettings.state_dir))
     monkeypatch.setenv("WAPIPE_META_GRAPH_URL", sb.url)
     monkeypatch.setenv("WAPIPE_META_APPS", f'{{"{sb.app_id}": "{sb.app_secret}"}}')
-    r = await asyncio.to_thread(CliRunner().invoke, app, ["tenants", "onboard", "--resume", tid, "--pin", "123456"])
+    r = await asyncio.to_thread(CliRunner().invoke, app, ["--log-level", "DEBUG", "tenants", "onboard", "--resume", tid,
+                                                          "--pin", "123456"])
     assert r.exit_code == 0, r.output
     assert "ACTIVE" in r.output and token not in r.output
 
@@ -123,9 +126,15 @@ async def test_onboarding_fails_midway_and_resumes(service, tsettings, topics, m
     assert ("tenant.onboarding.registered", "failed") in trail and ("tenant.onboarding.resumed", "ok") in trail
     assert trail.index(("tenant.onboarding.registered", "failed")) < trail.index(("tenant.onboarding.resumed", "ok"))
 
-    # the token is nowhere in clear: not on wa.tenants, not on wa.audit
+    # the token is nowhere in clear: not on wa.tenants, not on wa.audit, not in any log line;
+    # nor the app secret or the signup code
     for topic in (TENANTS, AUDIT):
         assert not [m for m in read_all(topics, topic) if token.encode() in (m.value() or b"")]
+    out, err = capfd.readouterr()
+    logs = caplog.text + out + err + r.output
+    assert "client_secret=***" in caplog.text  # the exchange was logged (redacted), so the check means something
+    for secret in (token, sb.app_secret, code):
+        assert secret not in logs
 
 
 async def test_used_code_fails_at_the_token_step_and_resumes_with_a_new_code(service, meta_sandbox, world, unique):

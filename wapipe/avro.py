@@ -120,8 +120,8 @@ def parse_version(name: str, version: int, raw: dict) -> SchemaVersion:
 class SchemaRegistryClient:
     """The two calls of the Confluent Schema Registry REST API we need, cached."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(self, url: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, Any] = {}
 

@@ -25,7 +25,7 @@ import re
 import threading
 from typing import Any
 
-from wapipe.avro import AvroSerde, SerdeError
+from wapipe.avro import SerdeError
 from wapipe.config import Settings
 from wapipe.kafka import consumer as make_consumer
 from wapipe.log import get_logger
@@ -33,7 +33,6 @@ from wapipe.tenants.limits import limit_for_tier, mps_for_level
 from wapipe.tenants.models import Template, Tenant, TenantStatus, utcnow
 from wapipe.tenants.service import TenantService
 from wapipe.tenants.store import PublishError, _produce
-from wapipe.tenants.store import delete_template as tombstone_template
 from wapipe.topics import ACCOUNT_EVENTS, TENANTS_DEAD
 
 log = get_logger(__name__)
@@ -88,7 +87,7 @@ class Follower:
         details = {"event": event, "reason": reason, "template_id": v.get("message_template_id")}
         if event == "DELETED":
             if have is not None:
-                tombstone_template(self.service.producer, waba_id, name, lang)
+                self.service.remove_template(waba_id, name, lang)
             self.service.audit("tenant.template.status", tenant.tenant_id, target=f"{name}/{lang}", details=details)
             return f"template {name}/{lang} deleted"
         if event == "FLAGGED":

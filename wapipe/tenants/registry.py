@@ -86,6 +86,7 @@ class TenantRegistry:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._pending: set[tuple[str, int]] = set()  # partitions not yet read to their start-time end
+        self._applied: dict[tuple[str, int], int] = {}  # (topic, partition) -> last applied offset
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> "TenantRegistry":
@@ -174,6 +175,12 @@ class TenantRegistry:
             return sorted((t for t in self._templates.values() if t.tenant_id == tenant_id),
                           key=lambda t: (t.name, t.language))
 
+    def has_read(self, topic: str, partition: int, offset: int) -> bool:
+        """True once the record at ``offset`` (or a later one) of that partition was applied:
+        read-your-writes for a writer that knows where its record landed."""
+        with self._lock:
+            return self._applied.get((topic, partition), -1) >= offset
+
     def on_change(self, callback: Listener) -> None:
         with self._lock:
             self._listeners.append(callback)
@@ -195,6 +202,8 @@ class TenantRegistry:
                         log.warning("tenant_registry.kafka_error", error=err.str())
                     continue
                 self._apply(msg.topic(), msg.key(), msg.value(), msg.offset())
+                with self._lock:
+                    self._applied[(msg.topic(), msg.partition())] = msg.offset()
         except BaseException as exc:  # surfaced by wait_ready
             self._error = exc
             log.error("tenant_registry.failed", error=str(exc))

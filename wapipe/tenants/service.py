@@ -18,9 +18,10 @@ from wapipe.config import Settings
 from wapipe.kafka import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.tenants.audit import publish_audit
-from wapipe.tenants.models import DEFAULT_RETENTION_DAYS, PhoneNumber, Template, Tenant, TenantStatus
+from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
-from wapipe.tenants.store import publish_template, publish_tenant
+from wapipe.tenants.store import delete_template, write_template, write_tenant
+from wapipe.topics import TEMPLATES, TENANTS
 
 log = get_logger(__name__)
 
@@ -111,19 +112,23 @@ class TenantService:
     def save(self, tenant: Tenant, action: str, *, outcome: str = "ok", details: dict | None = None,
              wait: float = 15.0) -> Tenant:
         """Publish ``tenant``, audit ``action``, and wait until the registry has it."""
-        publish_tenant(self.producer, tenant, serde=self.serde)
+        partition, offset = write_tenant(self.producer, tenant, serde=self.serde)
         publish_audit(self.producer, actor=self.actor, action=action, tenant_id=tenant.tenant_id,
                       target=tenant.waba_id, outcome=outcome, details=details, serde=self.serde)
-        self._await(lambda: self.registry.tenant(tenant.tenant_id) == tenant, wait)
+        self._await(lambda: self.registry.has_read(TENANTS, partition, offset), wait)
         log.info("tenant.saved", tenant_id=tenant.tenant_id, action=action, status=str(tenant.status),
                  version=tenant.version)
         return tenant
 
     def save_template(self, template: Template, *, wait: float = 15.0) -> Template:
-        publish_template(self.producer, template, serde=self.serde)
-        self._await(lambda: self.registry.template(template.waba_id, template.name, template.language) == template,
-                    wait)
+        partition, offset = write_template(self.producer, template, serde=self.serde)
+        self._await(lambda: self.registry.has_read(TEMPLATES, partition, offset), wait)
         return template
+
+    def remove_template(self, waba_id: str, name: str, language: str, *, wait: float = 15.0) -> None:
+        """Tombstone a template and wait until the registry dropped it."""
+        partition, offset = delete_template(self.producer, waba_id, name, language)
+        self._await(lambda: self.registry.has_read(TEMPLATES, partition, offset), wait)
 
     def audit(self, action: str, tenant_id: str | None, *, target: str | None = None, outcome: str = "ok",
               details: dict | None = None) -> None:

@@ -18,12 +18,16 @@ class PublishError(RuntimeError):
     pass
 
 
-def _produce(producer: Producer, topic: str, key: str, value: bytes | None, timeout: float) -> None:
+def _produce(producer: Producer, topic: str, key: str, value: bytes | None, timeout: float) -> tuple[int, int]:
+    """Write one record and wait for its ack; returns its (partition, offset)."""
     errors: list[KafkaError] = []
+    where: list[tuple[int, int]] = []
 
-    def on_delivery(err, _msg) -> None:
+    def on_delivery(err, msg) -> None:
         if err is not None:
             errors.append(err)
+        else:
+            where.append((msg.partition(), msg.offset()))
 
     producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
     left = producer.flush(timeout)
@@ -31,28 +35,42 @@ def _produce(producer: Producer, topic: str, key: str, value: bytes | None, time
         raise PublishError(f"{topic}/{key}: not acknowledged within {timeout:.0f}s")
     if errors:
         raise PublishError(f"{topic}/{key}: {errors[0].str()}")
+    return where[0]
+
+
+def write_tenant(producer: Producer, tenant: Tenant, *, serde: AvroSerde | None = None,
+                 timeout: float = 30.0) -> tuple[int, int]:
+    """``publish_tenant``, returning where the record landed (partition, offset)."""
+    serde = serde or AvroSerde()
+    return _produce(producer, TENANTS, tenant.tenant_id,
+                    serde.encode(TENANT_RECORD, tenant.to_avro(), topic=TENANTS), timeout)
+
+
+def write_template(producer: Producer, template: Template, *, serde: AvroSerde | None = None,
+                   timeout: float = 30.0) -> tuple[int, int]:
+    serde = serde or AvroSerde()
+    return _produce(producer, TEMPLATES, template.key,
+                    serde.encode(TEMPLATE_RECORD, template.to_avro(), topic=TEMPLATES), timeout)
 
 
 def publish_tenant(producer: Producer, tenant: Tenant, *, serde: AvroSerde | None = None,
                    timeout: float = 30.0) -> Tenant:
     """Write ``tenant`` to ``wa.tenants`` (keyed by tenant_id) and wait for the ack."""
-    serde = serde or AvroSerde()
-    _produce(producer, TENANTS, tenant.tenant_id, serde.encode(TENANT_RECORD, tenant.to_avro(), topic=TENANTS), timeout)
+    write_tenant(producer, tenant, serde=serde, timeout=timeout)
     return tenant
 
 
 def publish_template(producer: Producer, template: Template, *, serde: AvroSerde | None = None,
                      timeout: float = 30.0) -> Template:
     """Write ``template`` to ``wa.templates`` (keyed waba_id/name/language) and wait for the ack."""
-    serde = serde or AvroSerde()
-    _produce(producer, TEMPLATES, template.key,
-             serde.encode(TEMPLATE_RECORD, template.to_avro(), topic=TEMPLATES), timeout)
+    write_template(producer, template, serde=serde, timeout=timeout)
     return template
 
 
-def delete_template(producer: Producer, waba_id: str, name: str, language: str, *, timeout: float = 30.0) -> None:
+def delete_template(producer: Producer, waba_id: str, name: str, language: str, *,
+                    timeout: float = 30.0) -> tuple[int, int]:
     """Tombstone: the template leaves every registry."""
-    _produce(producer, TEMPLATES, template_key(waba_id, name, language), None, timeout)
+    return _produce(producer, TEMPLATES, template_key(waba_id, name, language), None, timeout)
 
 
 def delete_tenant(producer: Producer, tenant_id: str, *, timeout: float = 30.0) -> None:

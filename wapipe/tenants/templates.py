@@ -14,7 +14,6 @@ from typing import Any
 
 from wapipe.tenants.models import Template, Tenant, body_parameter_count
 from wapipe.tenants.service import TenantError, TenantService
-from wapipe.tenants.store import delete_template as tombstone_template
 
 
 @dataclass
@@ -53,7 +52,7 @@ async def sync_templates(service: TenantService, graph: Any, tenant: Tenant) -> 
         (report.changed if have else report.added).append(tpl.key)
     for have in service.registry.templates(tenant.tenant_id):
         if have.waba_id == waba and have.key not in seen:
-            await asyncio.to_thread(tombstone_template, service.producer, have.waba_id, have.name, have.language)
+            await asyncio.to_thread(service.remove_template, have.waba_id, have.name, have.language)
             report.removed.append(have.key)
     service.audit("tenant.templates.synced", tenant.tenant_id, target=waba,
                   details={"added": len(report.added), "changed": len(report.changed),
@@ -91,7 +90,7 @@ async def delete_template(service: TenantService, graph: Any, tenant: Tenant, *,
     await graph.delete_template(waba, name, hsm_id=hsm_id, token=tenant.open_token(service.kek))
     removed = []
     for t in ours:
-        await asyncio.to_thread(tombstone_template, service.producer, t.waba_id, t.name, t.language)
+        await asyncio.to_thread(service.remove_template, t.waba_id, t.name, t.language)
         removed.append(t.key)
     service.audit("tenant.template.deleted", tenant.tenant_id, target=name,
                   details={"language": language or "*", "removed": len(removed)})

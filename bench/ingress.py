@@ -259,9 +259,10 @@ def count_lost(result: dict, values: list[bytes], tag: str) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=20, help="measured seconds per server")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=5, help="seconds of load before each measurement")
     ap.add_argument("--connections", type=int, default=64, help="concurrent keep-alive connections")
     ap.add_argument("--workers", type=int, default=2, help="server worker processes (ingress and baseline)")
+    ap.add_argument("--server", choices=["granian", "uvicorn"], default="granian", help="the ingress's HTTP server")
     ap.add_argument("--pool", type=int, default=2000, help="distinct signed bodies cycled by wrk")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--generator-procs", type=int, default=2)
@@ -303,9 +304,10 @@ def main() -> int:
             return run_python_load(url, seconds, args.connections, args.generator_procs, tag)
 
         # --- the ingress ------------------------------------------------------------------
-        print(f"ingress: {args.workers} worker(s), {args.connections} connections, {gen_name}, "
+        print(f"ingress: {args.server}, {args.workers} worker(s), {args.connections} connections, {gen_name}, "
               f"{args.seconds}s (+{args.warmup}s warm-up)", flush=True)
-        ing = stack.enter_context(IngressProcess(env, workers=args.workers, log_path=workdir / "ingress.log"))
+        ing = stack.enter_context(IngressProcess(env, workers=args.workers, server=args.server,
+                                                 log_path=workdir / "ingress.log"))
         import httpx
 
         assert wait_until(lambda: httpx.get(ing.url + "/readyz").status_code == 200, 30), "ingress not ready"
@@ -322,7 +324,7 @@ def main() -> int:
         wait_for_port("127.0.0.1", port, timeout=30)
         burl = f"http://127.0.0.1:{port}"
         assert wait_until(lambda: httpx.get(burl + "/healthz").status_code == 200, 30)
-        print(f"baseline: FastAPI inline handler, {args.workers} worker(s)", flush=True)
+        print(f"baseline: FastAPI inline handler on uvicorn, {args.workers} worker(s)", flush=True)
         load(burl, f"bw{run_id}", args.warmup)
         bres = load(burl, f"b{run_id}", args.seconds)
         base_proc.terminate()
@@ -343,7 +345,7 @@ def main() -> int:
     print(json.dumps({"webhooks_per_s": round(res["rps"], 1), "p50_ms": round(res["p50_ms"], 2),
                       "p99_ms": round(res["p99_ms"], 2), "baseline_webhooks_per_s": round(bres["rps"], 1),
                       "lost": lost, "ratio": round(ratio, 3), "acked": res["acked"],
-                      "non_2xx": res["non_2xx"], "errors": res["errors"], "workers": args.workers,
+                      "non_2xx": res["non_2xx"], "errors": res["errors"], "workers": args.workers, "server": args.server,
                       "connections": args.connections, "generator": "wrk" if wrk else "python"}))
     return 0
 

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     # above it (well under Meta's 1 s) after which the ingress answers 503 so Meta retries.
     ingress_publish_timeout_ms: int = Field(default=600, ge=50)
     ingress_deadline_ms: int = Field(default=850, ge=100)
-    ingress_linger_ms: int = Field(default=2, ge=0)
+    ingress_linger_ms: int = Field(default=1, ge=0)
     # Signed requests (data-deletion, deauthorize) older than this are refused as expired.
     signed_request_max_age_s: int = 24 * 3600
 

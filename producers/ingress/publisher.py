@@ -42,7 +42,7 @@ _Done = tuple[asyncio.Future, KafkaError | None, object]
 
 class KafkaPublisher:
     def __init__(self, bootstrap: str, *, message_timeout_ms: int = 600, deadline_ms: int = 850,
-                 linger_ms: int = 2, **overrides: object) -> None:
+                 linger_ms: int = 1, **overrides: object) -> None:
         conf: dict[str, object] = {
             "message.timeout.ms": message_timeout_ms,
             "linger.ms": linger_ms,

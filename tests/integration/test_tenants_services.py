@@ -29,16 +29,21 @@ def start(args, env, *, group=("tenants",), timeout=90.0):
     seen: list[str] = []
     threading.Thread(target=lambda: [lines.put(line) for line in p.stdout] + [lines.put(None)], daemon=True).start()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            break
-        if line is None:
-            break
-        seen.append(line)
-        if line.startswith("READY"):
-            return p, line.split(None, 1)[1].strip()
+    try:
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            seen.append(line)
+            if line.startswith("READY"):
+                return p, line.split(None, 1)[1].strip()
+    except BaseException:  # interrupted (e.g. pytest-timeout): never leave the service running
+        p.kill()
+        p.wait()
+        raise
     p.kill()
     p.wait()
     raise AssertionError(f"wapipe {' '.join([*group, *args])}: no READY line within {timeout:.0f}s:\n"

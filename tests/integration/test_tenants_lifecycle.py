@@ -233,3 +233,35 @@ def test_follower_dead_letters_unreadable_events_and_honours_app_removal(tenant,
     dead = [serde.decode(m.value(), "DeadLetter") for m in read_all(topics, TENANTS_DEAD)]
     mine = [d for d in dead if d["value"] == f"garbage-{unique}".encode()]
     assert len(mine) == 1 and mine[0]["source_topic"] == ACCOUNT_EVENTS and "not an Avro record" in mine[0]["reason"]
+
+
+def test_follower_template_edge_events_and_capability_update(tenant, world, follower, dispatcher_view, topics):
+    tid, waba, pn = tenant.tenant_id, world["waba"], world["pn"]
+
+    def tpl_event(name, event, reason="NONE", tid_=7):
+        publish_account_event(topics, dispatcher_view, waba, "message_template_status_update", {
+            "event": event, "message_template_id": tid_, "message_template_name": name,
+            "message_template_language": "en_US", "reason": reason})
+
+    # a template created on Meta's side (not by us) arrives by webhook: it enters the catalogue
+    tpl_event("surprise", "APPROVED")
+    eventually(lambda: refusal(dispatcher_view, tid, pn, ("surprise", "en_US")) is None)
+    assert dispatcher_view.template(waba, "surprise", "en_US").tenant_id == tid
+    # FLAGGED: still sendable, the flag is noted
+    tpl_event("surprise", "FLAGGED", reason="LOW_QUALITY")
+    eventually(lambda: (dispatcher_view.template(waba, "surprise", "en_US").reason or "").startswith("FLAGGED"))
+    assert refusal(dispatcher_view, tid, pn, ("surprise", "en_US")) is None
+    # REJECTED keeps Meta's reason for the operator; an unknown event is kept (and not sendable)
+    tpl_event("surprise", "REJECTED", reason="INVALID_FORMAT")
+    r = eventually(lambda: refusal(dispatcher_view, tid, pn, ("surprise", "en_US")))
+    assert r.reason == "template rejected: INVALID_FORMAT"
+    tpl_event("surprise", "SOME_NEW_META_STATE")
+    eventually(lambda: dispatcher_view.template(waba, "surprise", "en_US").status == "SOME_NEW_META_STATE")
+    # DELETED removes it
+    tpl_event("surprise", "DELETED")
+    eventually(lambda: dispatcher_view.template(waba, "surprise", "en_US") is None)
+
+    publish_account_event(topics, dispatcher_view, waba, "business_capability_update", {
+        "max_daily_conversation_per_phone": 10000, "max_phone_numbers_per_business": 2,
+        "max_daily_conversations_per_business": "TIER_10K"})
+    eventually(lambda: dispatcher_view.tenant(tid).messaging_limit == 10_000)

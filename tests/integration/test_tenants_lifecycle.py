@@ -101,15 +101,15 @@ def dispatcher_view(settings, topics):
         reg.close()
 
 
-def webhook(waba_id: str, field: str, value: dict) -> None:
+def webhook(waba_id: str, field: str, value: dict, at: float | None = None) -> dict:
     return {"signature_verified": True, "received_at": dt.datetime.now(dt.timezone.utc),
             "body": json.dumps({"object": "whatsapp_business_account", "entry": [
-                {"id": waba_id, "time": int(time.time()), "changes": [{"field": field, "value": value}]}]}).encode()}
+                {"id": waba_id, "time": int(at or time.time()), "changes": [{"field": field, "value": value}]}]}).encode()}
 
 
-def publish_account_event(bootstrap, registry, waba_id, field, value):
+def publish_account_event(bootstrap, registry, waba_id, field, value, at: float | None = None):
     """What the normaliser writes for this webhook change, on wa.account.events."""
-    events = Normaliser(tenants=registry, seal=None, subject_of=None).convert(webhook(waba_id, field, value))
+    events = Normaliser(tenants=registry, seal=None, subject_of=None).convert(webhook(waba_id, field, value, at))
     assert [e.topic for e in events] == [ACCOUNT_EVENTS]
     p, serde = producer(bootstrap), AvroSerde()
     for e in events:
@@ -238,16 +238,18 @@ def test_follower_dead_letters_unreadable_events_and_honours_app_removal(tenant,
 def test_follower_template_edge_events_and_capability_update(tenant, world, follower, dispatcher_view, topics):
     tid, waba, pn = tenant.tenant_id, world["waba"], world["pn"]
 
-    def tpl_event(name, event, reason="NONE", tid_=7):
+    def tpl_event(name, event, reason="NONE", tid_=7, at=None):
         publish_account_event(topics, dispatcher_view, waba, "message_template_status_update", {
             "event": event, "message_template_id": tid_, "message_template_name": name,
-            "message_template_language": "en_US", "reason": reason})
+            "message_template_language": "en_US", "reason": reason}, at=at)
 
     # a template created on Meta's side (not by us) arrives by webhook: it enters the catalogue
     tpl_event("surprise", "APPROVED")
     eventually(lambda: refusal(dispatcher_view, tid, pn, ("surprise", "en_US")) is None)
     assert dispatcher_view.template(waba, "surprise", "en_US").tenant_id == tid
-    # FLAGGED: still sendable, the flag is noted
+    # an older PAUSED delivered late (Meta retries for days) never overrides the newer APPROVED...
+    tpl_event("surprise", "PAUSED", at=time.time() - 3600)
+    # ...FLAGGED (same WABA key, so the same partition: applied after it): still sendable, the flag noted
     tpl_event("surprise", "FLAGGED", reason="LOW_QUALITY")
     eventually(lambda: (dispatcher_view.template(waba, "surprise", "en_US").reason or "").startswith("FLAGGED"))
     assert refusal(dispatcher_view, tid, pn, ("surprise", "en_US")) is None

@@ -118,3 +118,15 @@ def test_onboarding_steps_order():
     assert STEPS[-1] == "done"
     with pytest.raises(TenantError, match="complete"):
         next_step("done")
+
+
+def test_template_staleness_and_v1_records(serde):
+    import datetime as dt
+
+    at = dt.datetime(2026, 11, 25, 10, 0, 5, 700000, tzinfo=dt.timezone.utc)
+    tpl = Template(tenant_id="t", waba_id="w", name="n", language="en", status="APPROVED", status_at=at)
+    assert tpl.is_stale(at - dt.timedelta(seconds=1))
+    assert not tpl.is_stale(at.replace(microsecond=0))  # Meta's times are whole seconds: same second applies
+    assert not tpl.is_stale(None) and not tpl.model_copy(update={"status_at": None}).is_stale(at)
+    v1 = serde.encode("TemplateInfo", {k: v for k, v in tpl.to_avro().items() if k != "status_at"}, version=1)
+    assert Template.from_avro(serde.decode(v1, "TemplateInfo")).status_at is None

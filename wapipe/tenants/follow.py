@@ -68,7 +68,7 @@ class Follower:
             return "ignored: no tenant for WABA"
         field = ev["field"]
         if field == "message_template_status_update":
-            return self._template(tenant, ev["waba_id"], value)
+            return self._template(tenant, ev["waba_id"], value, ev.get("timestamp"))
         if field == "phone_number_quality_update":
             return self._quality(tenant, ev.get("phone_number_id"), value)
         if field == "business_capability_update":
@@ -77,7 +77,7 @@ class Follower:
             return self._account(tenant, value)
         return "ignored: field not about tenants"
 
-    def _template(self, tenant: Tenant, waba_id: str, v: dict) -> str:
+    def _template(self, tenant: Tenant, waba_id: str, v: dict, at=None) -> str:
         name, lang = v.get("message_template_name"), v.get("message_template_language")
         event = str(v.get("event") or "").upper()
         if not name or not lang or not event:
@@ -85,6 +85,11 @@ class Follower:
         reason = v.get("reason") if v.get("reason") not in (None, "", "NONE") else None
         have = self.service.registry.template(waba_id, name, lang)
         details = {"event": event, "reason": reason, "template_id": v.get("message_template_id")}
+        if have is not None and have.is_stale(at):
+            # e.g. Meta retried an older delivery after a newer status arrived: keep the newer one
+            self.service.audit("tenant.template.status", tenant.tenant_id, target=f"{name}/{lang}",
+                               outcome="ignored", details={**details, "why": "older than the status held"})
+            return f"template {name}/{lang}: stale {event} ignored"
         if event == "DELETED":
             if have is not None:
                 self.service.remove_template(waba_id, name, lang)
@@ -98,9 +103,9 @@ class Follower:
         if have is None:
             tpl = Template(tenant_id=tenant.tenant_id, waba_id=waba_id, name=name, language=lang, status=status,
                            template_id=str(v["message_template_id"]) if v.get("message_template_id") else None,
-                           reason=reason)
+                           reason=reason, status_at=at)
         else:
-            tpl = have.evolve(status=status, reason=reason)
+            tpl = have.evolve(status=status, reason=reason, status_at=at or have.status_at)
         self.service.save_template(tpl)
         self.service.audit("tenant.template.status", tenant.tenant_id, target=f"{name}/{lang}",
                            details={**details, "status": status})

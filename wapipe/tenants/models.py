@@ -208,12 +208,20 @@ class Template(BaseModel):
     body_parameter_count: int = 0
     components: str = "[]"
     reason: str | None = None
+    status_at: dt.datetime | None = None  # when Meta set the status (webhook time, or the sync that saw it)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
-    @field_validator("updated_at")
+    @field_validator("updated_at", "status_at")
     @classmethod
-    def _millis(cls, v: dt.datetime) -> dt.datetime:
-        return _ms(v)
+    def _millis(cls, v: dt.datetime | None) -> dt.datetime | None:
+        return None if v is None else _ms(v)
+
+    def is_stale(self, event_time: dt.datetime | None) -> bool:
+        """Is a status change from ``event_time`` older than the status we hold? Meta's webhook times
+        have second resolution, so only an event from an earlier second is stale."""
+        if event_time is None or self.status_at is None:
+            return False
+        return _ms(event_time) < self.status_at.replace(microsecond=0)
 
     @property
     def key(self) -> str:
@@ -247,6 +255,7 @@ class Template(BaseModel):
             status=str(obj.get("status") or "PENDING").upper(), category=str(obj.get("category") or "UTILITY").upper(),
             body_parameter_count=body_parameter_count(components), components=json.dumps(components),
             reason=obj.get("rejected_reason") if obj.get("rejected_reason") not in (None, "NONE") else None,
+            status_at=utcnow(),
         )
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from wapipe.tenants.models import Template, Tenant, body_parameter_count
+from wapipe.tenants.models import Template, Tenant, body_parameter_count, utcnow
 from wapipe.tenants.service import TenantError, TenantService
 
 
@@ -25,7 +25,7 @@ class SyncReport:
 
 
 def _same(a: Template, b: Template) -> bool:
-    return a.model_dump(exclude={"updated_at"}) == b.model_dump(exclude={"updated_at"})
+    return a.model_dump(exclude={"updated_at", "status_at"}) == b.model_dump(exclude={"updated_at", "status_at"})
 
 
 def _require_waba(tenant: Tenant) -> str:
@@ -71,7 +71,8 @@ async def create_template(service: TenantService, graph: Any, tenant: Tenant, *,
                                           components=components, token=tenant.open_token(service.kek))
     tpl = Template(tenant_id=tenant.tenant_id, waba_id=waba, template_id=created.id, name=name, language=language,
                    status=(created.status or "PENDING").upper(), category=(created.category or category).upper(),
-                   body_parameter_count=body_parameter_count(components), components=json.dumps(components))
+                   body_parameter_count=body_parameter_count(components), components=json.dumps(components),
+                   status_at=utcnow())
     await asyncio.to_thread(service.save_template, tpl)
     service.audit("tenant.template.created", tenant.tenant_id, target=f"{name}/{language}",
                   details={"template_id": created.id, "status": tpl.status})

@@ -99,3 +99,7 @@ def test_create_show_update_list(cli, settings, topics, tmp_path, unique):
             assert token.encode() not in (m.value() or b"")
     actions = [m.value() for m in read_all(topics, AUDIT) if m.key() == tid.encode()]
     assert len(actions) == 2  # created, updated
+    trail = json.loads(cli("audit", tid, "--json").output)
+    assert [(e["action"], e["actor"]) for e in trail] == [("tenant.created", "operator:cli"),
+                                                          ("tenant.updated", "operator:cli")]
+    assert trail[1]["details"]["status"] == "ACTIVE->SUSPENDED" and token not in str(trail)

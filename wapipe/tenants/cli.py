@@ -368,3 +368,25 @@ def serve_cmd() -> None:
 
     Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
                           access_log=False)).run()
+
+
+@app.command("audit")
+def audit_cmd(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """The tenant's audit trail on wa.audit (onboarding steps, changes, webhooks applied, disconnect)."""
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.tenants.audit import read_audit
+
+    s = Settings()
+    try:
+        events = read_audit(resolve_bootstrap(s), tenant_id)
+    except (NoKafka, TimeoutError) as exc:
+        _fail(str(exc))
+    if as_json:
+        console.print_json(json.dumps(events, default=str))
+        return
+    table = Table("when", "actor", "action", "outcome", "details")
+    for e in events:
+        table.add_row(e["occurred_at"].isoformat(timespec="seconds"), e["actor"], e["action"], e["outcome"],
+                      ", ".join(f"{k}={v}" for k, v in sorted(e["details"].items())))
+    console.print(table)

@@ -163,3 +163,15 @@ def test_sandbox_process_helper(tmp_path):
     with SandboxProcess(default_seed(), workdir=tmp_path) as p:
         assert SandboxControl(p.url).state()["numbers"][0]["id"] == "3000000001"
     assert p.proc.returncode == 0
+
+
+def test_injected_errors_count_as_requests_and_held_for_quality(meta_sandbox, graph):
+    meta_sandbox.control.set_faults(error_count=1)
+    graph.post(url(meta_sandbox), json=tpl_body())
+    n = meta_sandbox.control.counters()["numbers"][meta_sandbox.number_id]
+    assert (n["requests"], n["accepted"], n["rejected"]) == (1, 0, {"131000": 1})
+    meta_sandbox.control.configure(habits={"held_for_quality": 1.0})
+    promo = {**tpl_body("491740000005"), "template": {"name": "promo", "language": {"code": "en_US"}}}
+    assert graph.post(url(meta_sandbox), json=promo).json()["messages"][0]["message_status"] == "held_for_quality_assessment"
+    # utility templates are never held
+    assert graph.post(url(meta_sandbox), json=tpl_body("491740000006")).json()["messages"][0]["message_status"] == "accepted"

@@ -201,7 +201,10 @@ class ControlApi:
         msgs = self.sb.counters.messages
         if q.get("phone_number_id"):
             msgs = [m for m in msgs if m["phone_number_id"] == q["phone_number_id"]]
-        offset, limit = int(q.get("offset", 0)), int(q.get("limit", 100_000))
+        try:
+            offset, limit = int(q.get("offset", 0)), int(q.get("limit", 100_000))
+        except ValueError:
+            return _problem(422, "offset and limit must be integers")
         return _ok({"total": len(msgs), "messages": msgs[offset:offset + limit]})
 
     async def pending(self, request: Request) -> Response:

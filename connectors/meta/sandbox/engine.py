@@ -49,6 +49,7 @@ class Accepted:
     wamid: str
     wa_id: str
     to: str
+    message_status: str = "accepted"
 
 
 class Sandbox:
@@ -144,6 +145,14 @@ class Sandbox:
         return GraphError(code, details="Injected by the sandbox" if code == 131000 else None)
 
     # --- sending -----------------------------------------------------------------------------
+    def count_rejected(self, number: Number, err: GraphError) -> GraphError:
+        """A send refused before it reached the send logic (an injected 5xx): still a request."""
+        nc = self.counters.number(number.id)
+        nc.requests += 1
+        nc.requests_window.add(time.monotonic())
+        nc.rejected[err.code] += 1
+        return err
+
     def send(self, number: Number, body: object, raw: bytes, version: int) -> Accepted:
         now = time.monotonic()
         nc = self.counters.number(number.id)
@@ -219,6 +228,9 @@ class Sandbox:
         if self.world.apps_for(number.waba_id):
             category = template.category.lower() if template is not None else "service"
             self._schedule_statuses(number, wamid, req.wa_id, cb, category, fail, version)
+        held = self.config.habits.held_for_quality
+        if held and template is not None and template.category == "MARKETING" and self.rng.random() < held:
+            return Accepted(wamid, req.wa_id, req.to, "held_for_quality_assessment")
         return Accepted(wamid, req.wa_id, req.to)
 
     def _schedule_statuses(self, number: Number, wamid: str, wa_id: str, cb: str | None, category: str,

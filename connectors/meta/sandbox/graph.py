@@ -59,6 +59,13 @@ async def _json(request: Request) -> dict:
     return body
 
 
+def _int_param(q, name: str, default: int) -> int:
+    try:
+        return int(q.get(name, default))
+    except ValueError as e:
+        raise GraphError(100, message=f"(#100) Param {name} must be an integer") from e
+
+
 def _reset(send) -> None:
     """Abort the client's connection with a TCP RST (SO_LINGER 0), like a dropped connection.
     ``send`` is the server's own ASGI send (uvicorn's, bound to the connection's transport)."""
@@ -107,9 +114,7 @@ class GraphApi:
             number = sb.number_for(sb.auth(token), node)
             fault = sb.pick_fault(number.id)
             if fault == "error":
-                err = sb.fault_error()
-                sb.counters.number(number.id).rejected[err.code] += 1
-                raise err
+                raise sb.count_rejected(number, sb.fault_error())
             try:
                 body = json.loads(raw)
             except ValueError as e:
@@ -121,7 +126,7 @@ class GraphApi:
                 acc = sb.send(number, body, raw, major)
                 status, out = 200, dumps({
                     "messaging_product": "whatsapp", "contacts": [{"input": acc.to, "wa_id": acc.wa_id}],
-                    "messages": [{"id": acc.wamid, "message_status": "accepted"}]})
+                    "messages": [{"id": acc.wamid, "message_status": acc.message_status}]})
         except GraphError as e:
             status, out = e.status(), e.encode()
             if e.code == 190:
@@ -183,7 +188,7 @@ class GraphApi:
                 data = [t.as_graph() for t in self.sb.world.templates.values() if t.waba_id == waba.id
                         and (not q.get("name") or t.name == q["name"])
                         and (not q.get("status") or t.status == q["status"])]
-                limit = int(q.get("limit", "1000"))
+                limit = _int_param(q, "limit", 1000)
                 return {"data": data[:limit], "paging": {"cursors": {"before": "MAZDZD", "after": "MjQZD"}}}
             if request.method == "POST":
                 t = self.sb.create_template(waba, await _json(request))

@@ -50,6 +50,8 @@ class Habits(_Model):
     out_of_order: float = Field(0.0, ge=0, le=1, description="a later status (delivered/read) arrives before an earlier one")
     skip_delivered: float = Field(0.0, ge=0, le=1, description="`read` arrives without `delivered`")
     read: float = Field(1.0, ge=0, le=1, description="probability the recipient reads the message at all")
+    held_for_quality: float = Field(0.0, ge=0, le=1, description=(
+        "a marketing template is answered message_status held_for_quality_assessment (still sent)"))
 
 
 class WebhookPolicy(_Model):

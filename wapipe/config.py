@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     ingress_publish_timeout_ms: int = Field(default=600, ge=50)
     ingress_deadline_ms: int = Field(default=850, ge=100)
     ingress_linger_ms: int = Field(default=1, ge=0)
+    # Who polls the producer for delivery reports: "loop" (the event loop, default) or "thread".
+    ingress_poll_mode: str = Field(default="loop", pattern="^(loop|thread)$")
     # Signed requests (data-deletion, deauthorize) older than this are refused as expired.
     signed_request_max_age_s: int = 24 * 3600
 

@@ -65,6 +65,7 @@ class IngressApp:
         self.publisher = KafkaPublisher(
             bootstrap, message_timeout_ms=settings.ingress_publish_timeout_ms,
             deadline_ms=settings.ingress_deadline_ms, linger_ms=settings.ingress_linger_ms,
+            poll_mode=settings.ingress_poll_mode,
         )
         self.view = PrivacyStatusView(bootstrap, self.serde)
         secrets = app_secrets(settings)

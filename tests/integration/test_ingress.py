@@ -306,14 +306,15 @@ def test_health_and_readiness(http):
     assert r.status_code == 200 and r.json()["kafka"] == "ok"
 
 
-@pytest.mark.parametrize("server", ["granian", "uvicorn"])
-async def test_sigterm_mid_load_drains_every_acked_webhook_to_the_topic(topics, tmp_path, unique, server):
+@pytest.mark.parametrize("server, poll_mode", [("granian", "loop"), ("uvicorn", "thread")])
+async def test_sigterm_mid_load_drains_every_acked_webhook_to_the_topic(topics, tmp_path, unique, server, poll_mode):
     """SIGTERM while requests are in flight: each one that got its 200 is on the topic (in-flight
     requests finish and the producer is flushed), and the process exits cleanly."""
     import asyncio
     import signal
 
-    env = {"KAFKA_BOOTSTRAP_SERVERS": topics, "WAPIPE_META_APPS": json.dumps(APPS)}
+    env = {"KAFKA_BOOTSTRAP_SERVERS": topics, "WAPIPE_META_APPS": json.dumps(APPS),
+           "WAPIPE_INGRESS_POLL_MODE": poll_mode}
     ing = IngressProcess(env, log_path=tmp_path / "ingress.log", server=server).start()
     results: dict[str, int | str] = {}
     try:

@@ -140,3 +140,12 @@ def test_service_window(meta_sandbox):
         c.inbound(n, to)
         r = g.post(f"/v23.0/{meta_sandbox.number_ids[1]}/messages", json=body(to, type="text", text={"body": "x"}))
         assert r.json()["error"]["code"] == 131047
+
+
+async def test_inbound_messages_use_throughput_too(meta_sandbox):
+    c, n = meta_sandbox.control, meta_sandbox.number_id
+    c.update_number(n, throughput=5)
+    for i in range(3):
+        c.inbound(n, f"4917000000{i:02d}")
+    statuses, _ = await burst(meta_sandbox, n, 3)
+    assert sorted(statuses) == [200, 200, 400]

@@ -312,7 +312,10 @@ class Sandbox:
         if req.context_id:
             msg["context"] = {"from": number.display_phone_number, "id": req.context_id}
         self.world.inbound_ids.add(wamid)
-        self.windows.open(number.id, wa_id, time.monotonic())
+        now = time.monotonic()
+        self.windows.open(number.id, wa_id, now)
+        if self.config.limits.inbound_counts:
+            number.admitted.add(now)
         item = {"contact": {"profile": {"name": req.name}, "wa_id": wa_id}, "message": msg}
         self.dispatcher.schedule(0.0, number.waba_id, "messages", item, number.id)
         return wamid

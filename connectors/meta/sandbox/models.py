@@ -71,6 +71,7 @@ class WebhookPolicy(_Model):
 
 class Limits(_Model):
     throughput_window_s: float = 1.0
+    inbound_counts: bool = Field(True, description="inbound messages use the number's throughput too, as at Meta")
     pair_interval_s: float = Field(6.0, gt=0, description="one message per this many seconds per (number, recipient)")
     pair_burst: int = Field(45, ge=1, description="messages a pair may borrow from later")
     tier_window_s: float = 24 * 3600.0

@@ -1,0 +1,1 @@
+"""Stream processors (Faust apps). ``processors.send``: the send pipeline (``wapipe worker``)."""

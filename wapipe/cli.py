@@ -156,6 +156,8 @@ def _register() -> None:
     app.command("ingress")(__import__("producers.ingress.cli", fromlist=["ingress_command"]).ingress_command)
     app.add_typer(__import__("wapipe.tenants.cli", fromlist=["app"]).app, name="tenants")
     app.command("sandbox")(__import__("connectors.meta.sandbox.cli", fromlist=["sandbox_command"]).sandbox_command)
+    app.command("worker")(__import__("processors.send.cli", fromlist=["worker_command"]).worker_command)
+    app.add_typer(__import__("processors.send.cli", fromlist=["campaign_app"]).campaign_app, name="campaign")
     app.command("normalise")(__import__("processors.normalise.cli", fromlist=["normalise_command"]).normalise_command)
 
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     send_buffer_per_partition: int = Field(default=4000, ge=10, description="commands held in memory per partition")
     send_session_window_s: int = Field(default=24 * 3600, ge=1, description="customer-service window")
     send_graph_timeout_s: float = Field(default=15.0, gt=0)
+    # Where a new consumer group starts: "earliest" never skips a command; "latest" is for tests
+    # and benchmarks that share a broker with earlier runs.
+    send_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
 
     # --- secrets -----------------------------------------------------------------------
     # Key-encryption key (32 bytes, base64) for per-subject data keys and tenant tokens.

@@ -31,6 +31,8 @@ class Job:
     ack: Callable[[], Any] | None = None  # acks the source record (after the outcome is durable)
     enqueued: float = 0.0  # monotonic, for latency figures
     source: str = ""
+    raw: bytes = b""  # the command as read, for wa.send.retry / wa.send.dead
+    held: bool = False  # counted against its partition's buffer
 
     @property
     def campaign(self) -> str:

@@ -1,0 +1,78 @@
+"""``wapipe worker`` and ``wapipe campaign pause|resume|stop|progress``."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+from wapipe.config import Settings
+
+console = Console()
+err = Console(stderr=True)
+campaign_app = typer.Typer(no_args_is_help=True, help="Pause, resume, stop a campaign; show its progress.")
+
+
+def _bootstrap(s: Settings) -> str:
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+
+    try:
+        return resolve_bootstrap(s)
+    except NoKafka as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def worker_command(
+    loglevel: str = typer.Option("WARNING", "--loglevel", help="faust/mode log level"),
+) -> None:
+    """The send pipeline: validate, dedup, pace and dispatch to the Graph API (prints READY worker)."""
+    from processors.send.app import run_worker
+
+    s = Settings()
+    run_worker(s, _bootstrap(s), loglevel=loglevel)
+
+
+def _control(campaign_id: str, state: str, tenant: str) -> None:
+    from processors.send.campaigns import publish_control
+
+    s = Settings()
+    try:
+        publish_control(_bootstrap(s), campaign_id, state, tenant_id=tenant)
+    except (RuntimeError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"campaign {campaign_id}: {state}")
+
+
+@campaign_app.command("pause")
+def pause(campaign_id: str = typer.Argument(...), tenant: str = typer.Option("", help="tenant id (for the audit)")) -> None:
+    """Hold the campaign's remaining commands (within a second); resume continues them."""
+    _control(campaign_id, "PAUSED", tenant)
+
+
+@campaign_app.command("resume")
+def resume(campaign_id: str = typer.Argument(...), tenant: str = typer.Option("")) -> None:
+    """Continue a paused campaign."""
+    _control(campaign_id, "RUNNING", tenant)
+
+
+@campaign_app.command("stop")
+def stop(campaign_id: str = typer.Argument(...), tenant: str = typer.Option("")) -> None:
+    """Stop for good: the remaining commands get CANCELLED results."""
+    _control(campaign_id, "STOPPED", tenant)
+
+
+@campaign_app.command("progress")
+def progress_cmd(campaign_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Queued, sent, failed, remaining (read from the topics)."""
+    from processors.send.campaigns import progress
+
+    s = Settings()
+    p = progress(_bootstrap(s), campaign_id)
+    if as_json:
+        console.print_json(json.dumps(p.as_dict()))
+    else:
+        console.print(f"campaign {p.campaign_id} ({p.state}): queued {p.queued}, sent {p.sent}, failed {p.failed}, "
+                      f"unknown {p.unknown}, cancelled {p.cancelled}, remaining {p.remaining}")

@@ -1,0 +1,408 @@
+"""Pace and dispatch: from admitted commands to Graph API calls and their outcomes.
+
+One ``NumberQueue`` + ``NumberPacer`` + ``PairLimiter`` per phone number, one loop task per
+number, one bounded pool of in-flight Graph calls for all numbers. Every command's life goes
+through the ledger (``processors.send.ledger``): nothing is sent that the ledger does not say
+"DISPATCHING" for, and no source record is acked before its outcome is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.meta import errors as meta_errors
+from processors.send import records as R
+from processors.send.lanes import TRANSACTIONAL, Job, NumberQueue
+from processors.send.ledger import DISPATCHING, DONE, RETRY, Ledger
+from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
+from processors.send.validate import validate
+from wapipe import log
+
+logger = log.get_logger(__name__)
+
+Send = Callable[..., Awaitable[None]]  # (topic, key, value, *, partition=None, headers=None) -> acked
+
+
+@dataclass
+class Topics:
+    results: str
+    retry: str
+    dead: str
+
+
+@dataclass
+class Stats:
+    accepted: int = 0
+    outcomes: dict = field(default_factory=lambda: defaultdict(int))
+    graph_calls: int = 0
+    throttled: int = 0
+
+
+class Dispatcher:
+    def __init__(self, settings: Any, *, ledger: Ledger, send: Send, serde: Any, topics: Topics, graph: Any,
+                 registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
+                 is_restricted: Callable[[str], bool] | None = None) -> None:
+        self.s = settings
+        self.ledger = ledger
+        self._send = send
+        self.serde = serde
+        self.topics = topics
+        self.graph = graph
+        self.registry = registry
+        self.kek = kek
+        self.keyring = keyring
+        self.windows = windows
+        self.campaigns = campaigns
+        self.is_restricted = is_restricted
+        self.stats = Stats()
+        self.queues: dict[str, NumberQueue] = {}
+        self.pacers: dict[str, NumberPacer] = {}
+        self.pairs: dict[str, PairLimiter] = {}
+        self.tier = TierBudget()
+        self._wake: dict[str, asyncio.Event] = {}
+        self._loops: dict[str, asyncio.Task] = {}
+        self._active: dict[str, Job] = {}  # key -> job queued or in flight in this process
+        self._inflight_by_partition: dict[int, set[asyncio.Task]] = defaultdict(set)
+        self._held: dict[int, int] = defaultdict(int)  # campaign-lane jobs held per partition
+        self._room = asyncio.Condition()
+        self._sem = asyncio.Semaphore(settings.send_max_in_flight)
+        self._revoked: set[int] = set()
+        self._tokens: dict[tuple[str, int], str] = {}
+        self._closing = False
+
+    # --- admission -------------------------------------------------------------------------
+    async def admit(self, cmd: dict, *, raw: bytes, partition: int, source: str, ack: Callable[[], Awaitable[Any]],
+                    backpressure: bool = True) -> None:
+        """A command read from wa.send.accepted(.transactional) or wa.send.retry."""
+        self._revoked.discard(partition)
+        await self.ledger.ensure_loaded(partition)
+        key = R.command_key(cmd)
+        active = self._active.get(key)
+        if active is not None:
+            if active.cmd["command_id"] != cmd["command_id"]:
+                await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome="QUEUED",
+                                 reason="a command with this idempotency key is already queued")
+            await ack()
+            return
+        entry = self.ledger.get(key)
+        job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.get("lane") or TRANSACTIONAL, ack=ack,
+                  enqueued=time.monotonic(), source=source, raw=raw)
+        if entry is not None:
+            if entry.state == DONE:
+                if entry.command_id != cmd["command_id"]:
+                    await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome=entry.outcome, wamid=entry.wamid,
+                                     reason="idempotency key already dispatched")
+                await ack()  # a replay of a command already decided: nothing to do
+                return
+            if entry.state == DISPATCHING:
+                # Written before a Graph call that no process is making now: the worker died
+                # mid-call. Meta may have the message; never resend it.
+                await self._finish(job, R.Outcome.UNKNOWN, attempts=entry.attempts,
+                                   reason="worker stopped during the Graph call; reconciled from status webhooks")
+                return
+            if entry.state == RETRY:
+                job.attempt = entry.attempts
+                job.not_before = (entry.not_before_ms or 0) / 1000
+        if backpressure and job.lane != TRANSACTIONAL:
+            async with self._room:
+                await self._room.wait_for(lambda: self._held[partition] < self.s.send_buffer_per_partition
+                                          or partition in self._revoked)
+        if partition in self._revoked:
+            return  # the partition went away while we waited; its next owner reads it again
+        self._enqueue(job)
+
+    def _enqueue(self, job: Job, *, front: bool = False) -> None:
+        pnid = job.cmd["phone_number_id"]
+        self._active[job.key] = job
+        if job.lane != TRANSACTIONAL and not job.held:
+            job.held = True
+            self._held[job.partition] += 1
+        q = self._queue(pnid)
+        delay = job.not_before - time.time()
+        if delay > 0:
+            q.size += 1
+            q.defer(job, time.monotonic() + delay)
+        else:
+            q.push(job, front=front)
+        self._wake[pnid].set()
+
+    def _queue(self, pnid: str) -> NumberQueue:
+        q = self.queues.get(pnid)
+        if q is None:
+            q = self.queues[pnid] = NumberQueue()
+            self.pacers[pnid] = NumberPacer(self._limit(pnid), safety=self.s.send_rate_safety)
+            self.pairs[pnid] = PairLimiter(self.s.send_pair_interval_s, self.s.send_pair_burst)
+            self._wake[pnid] = asyncio.Event()
+            self._loops[pnid] = asyncio.ensure_future(self._run_number(pnid))
+        return q
+
+    def _limit(self, pnid: str) -> int:
+        number = self.registry.number(pnid)
+        mps = getattr(number, "throughput_mps", None) or self.s.send_default_mps
+        return max(1, min(1000, int(mps)))
+
+    async def _released(self, job: Job) -> None:
+        if self._active.get(job.key) is job:
+            del self._active[job.key]
+        if job.held:
+            job.held = False
+            self._held[job.partition] -= 1
+            async with self._room:
+                self._room.notify_all()
+
+    # --- the per-number loop ---------------------------------------------------------------
+    async def _run_number(self, pnid: str) -> None:
+        q, pacer, pairs, wake = self.queues[pnid], self.pacers[pnid], self.pairs[pnid], self._wake[pnid]
+        paused = self.campaigns.paused
+        last_refresh = 0.0
+        while not self._closing:
+            try:
+                now = time.monotonic()
+                if now - last_refresh > 0.25:
+                    last_refresh = now
+                    pacer.set_limit(self._limit(pnid))
+                    await self._cancel_stopped(q)
+                if not q.has_ready(now, paused=paused):
+                    due = q.next_due()
+                    wake.clear()
+                    timeout = 0.25 if due is None else min(0.25, max(0.0, due - now))
+                    try:
+                        await asyncio.wait_for(wake.wait(), timeout)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                t = pacer.ready_at(now)
+                if t > now:
+                    await asyncio.sleep(t - now)
+                    continue
+                await self._sem.acquire()
+                now = time.monotonic()
+                job = q.pop(now, paused=paused)
+                if job is None:
+                    self._sem.release()
+                    continue
+                ready = pairs.ready_at(job.subject, now)
+                if ready > now:  # this recipient must wait; others go on
+                    q.size += 1
+                    q.defer(job, ready)
+                    self._sem.release()
+                    continue
+                early = self._precheck(job)
+                if early is not None:  # decided without a Graph call: no slot used
+                    self._spawn(job, self._settle(job, *early))
+                    continue
+                if not pacer.try_take(now):
+                    q.push(job, front=True)
+                    self._sem.release()
+                    continue
+                pairs.take(job.subject, now)
+                self._spawn(job, self._dispatch(job))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop a number forever
+                logger.exception("dispatcher.loop_error", phone_number_id=pnid)
+                await asyncio.sleep(0.5)
+
+    def _spawn(self, job: Job, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        tasks = self._inflight_by_partition[job.partition]
+        tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            self._sem.release()
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("dispatcher.task_failed", key=job.key, error=repr(t.exception()))
+
+        task.add_done_callback(done)
+
+    async def _cancel_stopped(self, q: NumberQueue) -> None:
+        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.campaign))
+        for job in stopped:
+            await self._finish(job, R.Outcome.CANCELLED, attempts=job.attempt, reason="campaign stopped")
+
+    def _precheck(self, job: Job) -> tuple | None:
+        """Decisions that need no Graph call: (outcome, reason) or ("defer", seconds)."""
+        cmd = job.cmd
+        if self.campaigns.stopped(job.campaign or None):
+            return (R.Outcome.CANCELLED, "campaign stopped")
+        now_ms = int(time.time() * 1000)
+        refusal = validate(cmd, self.registry, now_ms=now_ms, last_inbound=self.windows.last_inbound,
+                           window_s=self.s.send_session_window_s, is_restricted=self.is_restricted)
+        if refusal is not None:
+            return (refusal.outcome, refusal.reason)
+        if R.is_template(cmd):
+            tenant = self.registry.tenant(cmd["tenant_id"])
+            limit = int(getattr(tenant, "messaging_limit", 0) or 0)
+            last = self.windows.last_inbound(cmd["phone_number_id"], job.subject)
+            in_window = last is not None and now_ms - last <= self.s.send_session_window_s * 1000
+            if not in_window:
+                at = self.tier.admit_at(cmd["tenant_id"], job.subject, limit, now_ms / 1000)
+                if at > now_ms / 1000:
+                    return ("defer", at - now_ms / 1000, f"messaging tier of {limit} unique recipients per 24 h reached")
+        return None
+
+    async def _settle(self, job: Job, what: Any, arg: Any, reason: str | None = None) -> None:
+        if what == "defer":
+            await self._retry_later(job, float(arg), attempts=job.attempt, reason=reason, via_topic=True)
+        else:
+            await self._finish(job, what, attempts=job.attempt, reason=arg)
+
+    # --- one Graph call --------------------------------------------------------------------
+    def _token(self, tenant: Any) -> str:
+        k = (tenant.tenant_id, tenant.version)
+        tok = self._tokens.get(k)
+        if tok is None:
+            tok = self._tokens[k] = tenant.open_token(self.kek)
+        return tok
+
+    async def _dispatch(self, job: Job) -> None:
+        cmd = job.cmd
+        attempt = job.attempt + 1
+        try:
+            tenant = self.registry.tenant(cmd["tenant_id"])
+            token = self._token(tenant)
+            pii = await asyncio.to_thread(self.keyring.unseal, cmd["pii"])
+            body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
+                    "to": pii["to"], "biz_opaque_callback_data": job.key}
+        except Exception as exc:  # erased subject, unreadable seal, no token: refused before any call
+            await self._finish(job, R.Outcome.FAILED, attempts=job.attempt,
+                               reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300])
+            return
+        await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
+        self.stats.graph_calls += 1
+        try:
+            accepted = await self.graph.send_message(cmd["phone_number_id"], body, token=token,
+                                                     timeout=self.s.send_graph_timeout_s)
+        except meta_errors.MetaError as exc:
+            await self._on_error(job, exc, attempt)
+            return
+        except Exception as exc:  # not classified: it may have left, so it is unknown
+            logger.exception("dispatcher.graph_unexpected", key=job.key)
+            await self._finish(job, R.Outcome.UNKNOWN, attempts=attempt, reason=f"unexpected {type(exc).__name__}")
+            return
+        if R.is_template(cmd):
+            self.tier.record(cmd["tenant_id"], job.subject, time.time())
+        await self._finish(job, R.Outcome.ACCEPTED, attempts=attempt, wamid=accepted.wamid,
+                           message_status=accepted.message_status)
+
+    async def _on_error(self, job: Job, exc: meta_errors.MetaError, attempt: int) -> None:
+        now = time.monotonic()
+        pnid = job.cmd["phone_number_id"]
+        code = dict(error_code=exc.code, error_subcode=exc.subcode)
+        if isinstance(exc, meta_errors.UnknownOutcome):
+            await self._finish(job, R.Outcome.UNKNOWN, attempts=attempt, reason=str(exc)[:300], **code)
+        elif isinstance(exc, meta_errors.PairRateLimited):
+            wait = self.pairs[pnid].on_pair_limited(job.subject, now)
+            await self._retry_later(job, wait, attempts=attempt, reason="pair rate limit (131056)", via_topic=False)
+        elif isinstance(exc, meta_errors.SpamLimited):
+            self.pacers[pnid].on_throttled(now, pause=exc.retry_after or 600.0)
+            self.stats.throttled += 1
+            await self._retry_later(job, exc.retry_after or 600.0, attempts=attempt, reason=str(exc)[:300],
+                                    via_topic=True, **code)
+        elif isinstance(exc, meta_errors.Throttled):
+            pause = min(exc.retry_after or 1.0, 60.0)
+            self.pacers[pnid].on_throttled(now, pause=pause)
+            self.stats.throttled += 1
+            await self._retry_later(job, pause, attempts=attempt, reason=str(exc)[:300], via_topic=False, **code)
+        elif isinstance(exc, meta_errors.Transient):
+            if attempt >= self.s.send_max_attempts:
+                await self._dead(job, exc, attempt)
+            else:
+                backoff = min(self.s.send_retry_max_s, self.s.send_retry_base_s * 2 ** (attempt - 1))
+                backoff *= random.uniform(0.5, 1.5)
+                await self._retry_later(job, backoff, attempts=attempt, reason=str(exc)[:300], via_topic=True,
+                                        result=True, **code)
+        else:  # Permanent, NumberBlocked, AuthError, MetaError without a class
+            await self._finish(job, R.Outcome.FAILED, attempts=attempt, reason=str(exc)[:300], **code)
+
+    # --- outcomes --------------------------------------------------------------------------
+    async def _emit(self, cmd: dict, outcome: R.Outcome, **kw: Any) -> None:
+        self.stats.outcomes[str(outcome)] += 1
+        value = self.serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=self.topics.results)
+        await self._send(self.topics.results, cmd["tenant_id"].encode(), value)
+
+    async def _finish(self, job: Job, outcome: R.Outcome, *, attempts: int, **kw: Any) -> None:
+        """Final outcome: ledger DONE and the SendResult, both acknowledged, then the source ack."""
+        entry = R.ledger_entry(job.cmd, DONE, attempts=attempts, outcome=str(outcome), wamid=kw.get("wamid"))
+        await asyncio.gather(self.ledger.record(job.key, job.partition, entry),
+                             self._emit(job.cmd, outcome, attempts=attempts, **kw))
+        await self._released(job)
+        if job.ack is not None and job.partition not in self._revoked:
+            await job.ack()
+
+    async def _retry_later(self, job: Job, delay: float, *, attempts: int, reason: str | None, via_topic: bool,
+                           result: bool = False, **kw: Any) -> None:
+        not_before = time.time() + delay
+        nb_ms = int(not_before * 1000)
+        await self.ledger.record(job.key, job.partition,
+                                 R.ledger_entry(job.cmd, RETRY, attempts=attempts, not_before_ms=nb_ms))
+        if result:
+            await self._emit(job.cmd, R.Outcome.RETRYING, attempts=attempts, reason=reason, **kw)
+        if not via_topic:  # short wait: keep it here, still unacked (a crash replays it as RETRY)
+            job.attempt = attempts
+            job.not_before = not_before
+            await self._released(job)
+            self._enqueue(job, front=True)
+            return
+        # Long wait: park it on wa.send.retry and let the source offset move on.
+        await self._released(job)
+        await self._send(self.topics.retry, job.cmd["phone_number_id"].encode(), job.raw,
+                         partition=job.partition,
+                         headers=[("attempt", str(attempts).encode()), ("not_before", str(nb_ms).encode())])
+        if job.ack is not None and job.partition not in self._revoked:
+            await job.ack()
+
+    async def _dead(self, job: Job, exc: meta_errors.MetaError, attempts: int) -> None:
+        dl = R.dead_letter(source_topic=job.source, partition=job.partition, offset=-1,
+                           key=job.cmd["phone_number_id"].encode(), value=job.raw,
+                           reason=f"gave up after {attempts} attempts: {exc}"[:500], error_type=type(exc).__name__,
+                           tenant_id=job.cmd["tenant_id"], subject_id=job.cmd.get("subject_id"),
+                           headers={"idempotency_key": job.cmd["idempotency_key"]})
+        await self._send(self.topics.dead, job.cmd["tenant_id"].encode(),
+                         self.serde.encode(R.DEAD_LETTER, dl, topic=self.topics.dead))
+        await self._finish(job, R.Outcome.DEAD, attempts=attempts, reason=f"gave up after {attempts} attempts: {exc}"[:300],
+                           error_code=exc.code, error_subcode=exc.subcode)
+
+    # --- rebalancing -----------------------------------------------------------------------
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Stop working on ``partitions``: drop what is queued (its next owner replays it) and
+        wait for the Graph calls under way, so their outcomes are in the ledger before the
+        next owner reads it."""
+        if not partitions:
+            return
+        self._revoked |= partitions
+        for q in self.queues.values():
+            for job in q.drain(lambda j: j.partition in partitions):
+                await self._released(job)
+        pending = [t for p in partitions for t in self._inflight_by_partition.get(p, ())]
+        if pending:
+            await asyncio.wait(pending, timeout=self.s.send_graph_timeout_s + 5)
+        for p in partitions:
+            self.ledger.unload(p)
+        async with self._room:
+            self._room.notify_all()
+
+    def rebuild_tier(self, partition: int, entry: dict) -> None:
+        """Ledger load hook: accepted business-initiated sends of the last 24 h use the tier."""
+        if entry.get("state") == DONE and entry.get("outcome") == "ACCEPTED" and entry.get("template"):
+            at = entry["at"].timestamp()
+            if at > time.time() - 24 * 3600:
+                self.tier.record(entry["tenant_id"], entry.get("subject_id") or "", at)
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in self._loops.values():
+            t.cancel()
+        tasks = [t for ts in self._inflight_by_partition.values() for t in ts]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.s.send_graph_timeout_s + 5)
+
+    def backlog(self) -> int:
+        return sum(q.size for q in self.queues.values())

@@ -1,0 +1,15 @@
+"""The ERP producer SDK: typed SendCommands in, SendResults out.
+
+    from producers.erp import ErpProducer, ResultReader, Routing, Lane, template
+
+    with ErpProducer.from_settings(settings, bootstrap) as erp:
+        cmd = erp.send(template("+4915112345678", "order_update", "en_US", body=["A-17", "shipped"]),
+                       Routing(tenant_id="acme", phone_number_id="3000000001", idempotency_key="inv-17"))
+
+Other languages: see docs/erp-producer.md (the Avro schema and the wire format are the contract).
+"""
+
+from producers.erp.client import ErpProducer, PublishError, ResultReader
+from producers.erp.commands import Lane, Routing, build_command, template, text
+
+__all__ = ["ErpProducer", "Lane", "PublishError", "ResultReader", "Routing", "build_command", "template", "text"]

@@ -1,0 +1,171 @@
+"""Publishing SendCommands and reading SendResults, for the ERP.
+
+``ErpProducer.send(message, routing)`` returns only once the broker acknowledged the command
+(idempotent producer, acks=all): a command the ERP was told is sent is on ``wa.send.requested``.
+Records are keyed by tenant with Kafka's Java (murmur2) partitioner, the one every other writer
+of the pipeline uses, so a tenant's commands and results share a partition number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from connectors.meta.messages import OutboundMessage
+from producers.erp.commands import Routing, Sealer, build_command
+from wapipe import topics as T
+from wapipe.avro import AvroSerde
+from wapipe.kafka import producer as make_producer
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def wait_ready(component: Any, timeout: float) -> bool:
+    """``component.wait_ready(timeout)`` bounded by ``timeout`` even if the call itself hangs
+    (it runs in a daemon thread). Returns whether it finished."""
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            component.wait_ready(timeout)
+            box["ok"] = True
+        except Exception as exc:  # surfaced below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="wait-ready", daemon=True)
+    t.start()
+    t.join(timeout + 1)
+    if "error" in box:
+        raise box["error"]
+    return bool(box.get("ok"))
+
+
+class ErpProducer:
+    def __init__(self, bootstrap: str, *, sealer: Sealer, pepper: bytes, serde: AvroSerde | None = None,
+                 timeout: float = 30.0) -> None:
+        self.serde = serde or AvroSerde()
+        self.sealer = sealer
+        self.pepper = pepper
+        self.timeout = timeout
+        self._producer = make_producer(bootstrap, partitioner="murmur2_random", **{"linger.ms": 5})
+
+    @classmethod
+    def from_settings(cls, settings: Any, bootstrap: str) -> "ErpProducer":
+        """With the pipeline's own KeyRing (started) and pepper."""
+        from wapipe.privacy.kek import load_kek
+        from wapipe.privacy.keyring import KeyRing
+        from wapipe.privacy.subjects import pepper_from
+
+        ring = KeyRing(settings, bootstrap, load_kek(settings)).start()
+        wait_ready(ring, 30)
+        p = cls(bootstrap, sealer=ring, pepper=pepper_from(settings), serde=AvroSerde.from_settings(settings))
+        p._ring = ring  # closed with the producer
+        return p
+
+    def command(self, message: OutboundMessage, routing: Routing, **kw: Any) -> dict:
+        return build_command(message, routing, sealer=self.sealer, pepper=self.pepper, **kw)
+
+    def publish(self, commands: Iterable[dict]) -> int:
+        """Publish built commands; returns how many, once all are acknowledged."""
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        n = 0
+        for cmd in commands:
+            value = self.serde.encode("SendCommand", cmd, topic=T.SEND_REQUESTED)
+            while True:
+                try:
+                    self._producer.produce(T.SEND_REQUESTED, key=cmd["tenant_id"].encode(), value=value,
+                                           on_delivery=delivered)
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    self._producer.poll(0.05)
+            n += 1
+            if n % 1000 == 0:
+                self._producer.poll(0)
+        left = self._producer.flush(self.timeout)
+        if left:
+            raise PublishError(f"{left} command(s) not acknowledged within {self.timeout:.0f}s")
+        if errors:
+            raise PublishError(f"{len(errors)} command(s) failed: {errors[0]}")
+        return n
+
+    def send(self, message: OutboundMessage, routing: Routing, **kw: Any) -> dict:
+        """Build, publish and wait for the ack; returns the command (its ``command_id``)."""
+        cmd = self.command(message, routing, **kw)
+        self.publish([cmd])
+        return cmd
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout)
+        ring = getattr(self, "_ring", None)
+        if ring is not None:
+            ring.close()
+
+    def __enter__(self) -> "ErpProducer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResultReader:
+    """Reads ``wa.send.results`` from the beginning (or from now) — for the ERP's bookkeeping."""
+
+    def __init__(self, bootstrap: str, *, serde: AvroSerde | None = None, from_beginning: bool = True) -> None:
+        self.serde = serde or AvroSerde()
+        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"erp-results-{time.monotonic_ns()}",
+                            "enable.auto.commit": False, "auto.offset.reset": "earliest" if from_beginning else "latest"})
+        md = self._c.list_topics(T.SEND_RESULTS, timeout=10).topics[T.SEND_RESULTS]
+        start = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
+        self._c.assign([TopicPartition(T.SEND_RESULTS, p, start) for p in md.partitions])
+
+    def poll(self, timeout: float = 0.5) -> list[dict]:
+        out = []
+        for m in self._c.consume(1000, timeout=timeout):
+            if m.error() is None and m.value():
+                out.append(self.serde.decode(m.value(), "SendResult"))
+        return out
+
+    def iter(self, *, tenant_id: str | None = None, timeout: float = 10.0) -> Iterator[dict]:
+        """Results as they come, until ``timeout`` seconds pass without one."""
+        last = time.monotonic()
+        while time.monotonic() - last < timeout:
+            batch = self.poll(0.5)
+            if batch:
+                last = time.monotonic()
+            for r in batch:
+                if tenant_id is None or r["tenant_id"] == tenant_id:
+                    yield r
+
+    def wait_final(self, keys: Iterable[tuple[str, str]], *, timeout: float = 60.0) -> dict[tuple[str, str], dict]:
+        """The final result per (tenant_id, idempotency_key) — RETRYING and DUPLICATE are not final
+        — for every key, or as many as arrived within ``timeout``. Later results win."""
+        want = set(keys)
+        got: dict[tuple[str, str], dict] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not want.issubset(got):
+            for r in self.poll(0.5):
+                k = (r["tenant_id"], r["idempotency_key"])
+                if k in want and r["outcome"] not in ("RETRYING", "DUPLICATE"):
+                    got[k] = r
+        return got
+
+    def close(self) -> None:
+        self._c.close()
+
+    def __enter__(self) -> "ResultReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -36,7 +36,9 @@ class Receiver:
         self._lock = threading.Lock()
         self._sock = bind("127.0.0.1", port)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/webhook"
-        app = Starlette(routes=[Route("/webhook", self._post, methods=["POST"])])
+        self.verify_token = "verify-me"
+        app = Starlette(routes=[Route("/webhook", self._post, methods=["POST"]),
+                                Route("/webhook", self._handshake, methods=["GET"])])
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop="asyncio", lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
@@ -54,6 +56,12 @@ class Receiver:
             self.posts.append(json.loads(raw))
             self.answers[200] += 1
         return Response("ok")
+
+    async def _handshake(self, request: Request) -> Response:
+        q = request.query_params
+        if q.get("hub.mode") == "subscribe" and q.get("hub.verify_token") == self.verify_token:
+            return Response(q.get("hub.challenge", ""), media_type="text/plain")
+        return Response(status_code=403)
 
     def start(self) -> "Receiver":
         self._thread.start()
@@ -168,7 +176,9 @@ def test_duplicates(meta_sandbox, graph, receiver):
 
 
 def test_out_of_order(meta_sandbox, graph, receiver):
-    meta_sandbox.control.configure(habits={"out_of_order": 1.0}, webhooks={"batch_interval_s": 0.005})
+    # statuses 100 ms apart, so the order of arrival is the sandbox's doing, not POSTs racing
+    meta_sandbox.control.configure(habits={"out_of_order": 1.0}, webhooks={
+        "sent_after": {"a": 10}, "delivered_after": {"a": 100}, "read_after": {"a": 100}})
     wamids = send_templates(meta_sandbox, graph, 5)
     meta_sandbox.control.wait_webhooks_idle()
     seq = by_message(receiver.statuses())
@@ -301,3 +311,20 @@ def test_signup_sends_partner_added_and_account_updates_reach_the_waba_apps(meta
     c.wait_webhooks_idle()
     values = [ch["value"] for ch in receiver.changes("account_update")]
     assert values[1:] == [{"event": "ACCOUNT_VIOLATION", "violation_info": {"violation_type": "SPAM"}}]
+
+
+def test_callback_url_handshake_like_the_app_dashboard(meta_sandbox):
+    r = Receiver(meta_sandbox.app_secret).start()
+    try:
+        assert meta_sandbox.control.set_webhook(r.url, verify_token="verify-me")["verified"] is True
+        with pytest.raises(httpx.HTTPStatusError) as e:
+            meta_sandbox.control.set_webhook(r.url + "?x=1", verify_token="wrong")
+        assert e.value.response.status_code == 422 and "HTTP 403" in e.value.response.text
+    finally:
+        r.stop()
+    from wapipe.net import free_port
+
+    with pytest.raises(httpx.HTTPStatusError) as e:
+        meta_sandbox.control.set_webhook(f"http://127.0.0.1:{free_port()}/webhook", verify_token="verify-me")
+    assert e.value.response.status_code == 422 and "ConnectError" in e.value.response.text
+    assert meta_sandbox.control.state()["apps"][0]["webhook_url"] == r.url  # failed attempts changed nothing

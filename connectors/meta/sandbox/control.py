@@ -8,7 +8,9 @@ Bad input answers 422 with the validation errors; an unknown id answers 404.
 from __future__ import annotations
 
 import json
+import secrets
 
+import httpx
 from pydantic import BaseModel, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,8 +33,25 @@ class WebhookTarget(BaseModel):
     url: str | None
     app_id: str | None = None
     app_secret: str | None = None
+    verify_token: str | None = None
 
     _check_url = field_validator("url")(_http_url)
+
+
+async def _verify_callback(url: str, verify_token: str) -> str | None:
+    """None when the endpoint echoed the challenge, else what went wrong."""
+    challenge = secrets.token_hex(8)
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            r = await client.get(url, params={"hub.mode": "subscribe", "hub.verify_token": verify_token,
+                                              "hub.challenge": challenge})
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
+        return f"{type(e).__name__}: {e}"
+    if r.status_code != 200:
+        return f"HTTP {r.status_code}"
+    if r.text.strip() != challenge:
+        return "the response did not match the challenge"
+    return None
 
 
 class ControlApi:
@@ -102,7 +121,18 @@ class ControlApi:
             return _problem(422, str(e))
 
     async def webhook(self, request: Request) -> Response:
-        def go(t: WebhookTarget) -> dict:
+        """Set an app's callback URL. With ``verify_token``, first do what Meta's dashboard does: a
+        ``GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`` that must echo the challenge."""
+        try:
+            t = WebhookTarget.model_validate_json(await request.body() or b"{}")
+        except ValidationError as e:
+            return _problem(422, json.loads(e.json(include_url=False)))
+        if t.url and t.verify_token is not None:
+            failure = await _verify_callback(t.url, t.verify_token)
+            if failure:
+                return _problem(422, f"callback URL could not be validated: {failure}")
+
+        def go(_: None) -> dict:
             apps = self.sb.world.apps
             app_id = t.app_id or (next(iter(apps)) if apps else "sandbox-app")
             app = apps.get(app_id)
@@ -114,8 +144,8 @@ class ControlApi:
                 app.webhook_url = t.url
                 if t.app_secret:
                     app.secret = t.app_secret
-            return {"app_id": app_id, "url": t.url}
-        return await self._call(request, WebhookTarget, go)
+            return {"app_id": app_id, "url": t.url, "verified": t.verify_token is not None and bool(t.url)}
+        return await self._call(request, None, go)
 
     async def faults(self, request: Request) -> Response:
         if request.method == "GET":

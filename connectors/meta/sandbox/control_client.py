@@ -55,8 +55,12 @@ class SandboxControl:
     def revoke_token(self, token: str) -> dict:
         return self._do("POST", f"/tokens/{token}/revoke")
 
-    def set_webhook(self, url: str | None, app_id: str | None = None, app_secret: str | None = None) -> dict:
-        return self._do("PUT", "/webhook", {"url": url, "app_id": app_id, "app_secret": app_secret})
+    def set_webhook(self, url: str | None, app_id: str | None = None, app_secret: str | None = None,
+                    verify_token: str | None = None) -> dict:
+        """Point an app's webhooks at ``url``; with ``verify_token`` the sandbox first runs Meta's
+        GET handshake against it (422 when the challenge is not echoed)."""
+        return self._do("PUT", "/webhook", {"url": url, "app_id": app_id, "app_secret": app_secret,
+                                            "verify_token": verify_token})
 
     def set_invalid_recipients(self, wa_ids: list[str]) -> dict:
         return self._do("POST", "/invalid_recipients", {"wa_ids": wa_ids})

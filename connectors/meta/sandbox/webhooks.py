@@ -28,10 +28,8 @@ from wapipe.log import get_logger
 log = get_logger(__name__)
 
 
-@dataclass(slots=True, order=True)
+@dataclass(slots=True)
 class _Due:
-    due: float
-    seq: int
     waba_id: str
     field: str
     number_id: str | None
@@ -45,7 +43,7 @@ class WebhookDispatcher:
         self.world = world
         self.config = config
         self.counters = counters
-        self._heap: list[_Due] = []
+        self._heap: list[tuple[float, int, _Due]] = []  # (due, seq, update): cheap comparisons
         self._seq = itertools.count()
         self._inflight = 0
         self._task: asyncio.Task | None = None
@@ -56,8 +54,8 @@ class WebhookDispatcher:
     # --- scheduling (called from request handlers) -----------------------------------------
     def schedule(self, delay: float, waba_id: str, field: str, item: dict, number_id: str | None = None, *,
                  app_id: str | None = None, entry_id: str | None = None) -> None:
-        heapq.heappush(self._heap, _Due(time.monotonic() + delay, next(self._seq), waba_id, field, number_id, item,
-                                        app_id, entry_id))
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq),
+                                    _Due(waba_id, field, number_id, item, app_id, entry_id)))
 
     @property
     def pending(self) -> int:
@@ -86,8 +84,8 @@ class WebhookDispatcher:
             now = time.monotonic()
             groups: dict[tuple[str, str, str | None, str | None, str | None], list[dict]] = {}
             heap = self._heap
-            while heap and heap[0].due <= now:
-                d = heapq.heappop(heap)
+            while heap and heap[0][0] <= now:
+                d = heapq.heappop(heap)[2]
                 groups.setdefault((d.waba_id, d.field, d.number_id, d.app_id, d.entry_id), []).append(d.item)
             max_batch = self.config().webhooks.max_batch
             for (waba_id, fld, number_id, app_id, entry_id), items in groups.items():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 class IngressProcess:
     def __init__(self, env: Mapping[str, str], *, workers: int = 1, server: str = "granian", host: str = "127.0.0.1",
-                 log_path: Path | None = None, startup_timeout: float = 30.0) -> None:
+                 log_path: Path | None = None, startup_timeout: float = 60.0) -> None:
         self._env = {**os.environ, **env}
         self._workers = workers
         self._server = server

@@ -154,13 +154,24 @@ def test_bad_or_missing_signature_is_401_and_nothing_is_published(http, topics, 
     assert [rec["body"] for _, rec in recs] == [status_webhook(f"PN{unique}ctl", [f"wamid.{unique}ctl"])]
 
 
-def test_metrics_count_outcomes_and_publish_latency(http):
-    text = http.get("/metrics").text
-    assert 'wapipe_ingress_requests_total{endpoint="webhook",outcome="published"}' in text
-    assert "wapipe_ingress_publish_seconds_bucket" in text
-    published = float(text.split('wapipe_ingress_requests_total{endpoint="webhook",outcome="published"} ')[1].split()[0])
-    rejects = text.split("wapipe_ingress_signature_rejects_total")
-    assert published >= 1 and len(rejects) > 1
+def _metric(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_outcomes_and_publish_latency(http, unique):
+    published = 'wapipe_ingress_requests_total{endpoint="webhook",outcome="published"}'
+    rejected = 'wapipe_ingress_signature_rejects_total{endpoint="webhook",reason="missing"}'
+    latency = 'wapipe_ingress_publish_seconds_count{topic="raw"}'
+    before = http.get("/metrics").text
+    assert post(http, status_webhook(f"PN{unique}", [f"wamid.{unique}"])).status_code == 200
+    assert post(http, b"{}", secret=None).status_code == 401
+    after = http.get("/metrics").text
+    assert _metric(after, published) == _metric(before, published) + 1
+    assert _metric(after, rejected) == _metric(before, rejected) + 1
+    assert _metric(after, latency) == _metric(before, latency) + 1
 
 
 # --- size limit ----------------------------------------------------------------------------

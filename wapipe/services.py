@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,9 @@ from wapipe.log import get_logger
 log = get_logger(__name__)
 
 READY_PREFIX = "READY"
+# ``READY <what>`` at the start of a line; also after a log prefix ending in "] ", because faust
+# workers redirect stdout into their logger ("[2026-...] [pid] [WARNING] READY normalise").
+_READY_RE = re.compile(r"(?:^|\] )READY(?: (.*))?$")
 
 
 class ServiceError(RuntimeError):
@@ -112,8 +116,9 @@ class RunningService:
                 out.write(raw)
                 line = raw.decode(errors="replace")
                 self._tail.append(line)
-                if not self._ready.is_set() and line.startswith(READY_PREFIX):
-                    self.ready_value = line[len(READY_PREFIX):].strip()
+                m = None if self._ready.is_set() else _READY_RE.search(line)
+                if m:
+                    self.ready_value = (m.group(1) or "").strip()
                     self.ready_after_s = time.monotonic() - self.started_at
                     self._ready.set()
         self.proc.stdout.close()
@@ -210,3 +215,28 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+# --- the catalogue: which services make up wapipe, in start order -----------------------------
+@dataclass(frozen=True)
+class Catalogued:
+    spec: ServiceSpec
+    required: bool  # without it the pipeline cannot do its job
+    role: str  # one line for people
+
+
+def pipeline_services(*, ingress_port: int = 0, ready_timeout: float = 120.0) -> list[Catalogued]:
+    """wapipe's own services (everything but the sandbox), in start order: consumers of a topic
+    start before the producers that feed them would matter, and stop after them (reverse order)."""
+
+    def spec(name: str, *command: str, args: tuple[str, ...] = ()) -> ServiceSpec:
+        return ServiceSpec(name, command, args=args, ready_timeout=ready_timeout, stop_timeout=20.0)
+
+    return [
+        Catalogued(spec("sink", "sink"), True, "Kafka → ClickHouse (owns the embedded engine, answers reads)"),
+        Catalogued(spec("tenants-follow", "tenants", "follow"), False, "number/template/account webhooks → tenant settings"),
+        Catalogued(spec("privacy", "privacy", "run"), False, "privacy requests, erasure, retention"),
+        Catalogued(spec("normalise", "normalise"), True, "raw webhooks → status/inbound/account events"),
+        Catalogued(spec("worker", "worker"), True, "send commands → validate, dedup, pace, Graph API"),
+        Catalogued(spec("ingress", "ingress", args=("--port", str(ingress_port))), True, "Meta webhooks → Kafka"),
+    ]

@@ -1,0 +1,345 @@
+"""Per-subject data keys on the compacted topic ``wa.subject.keys`` (crypto-shredding).
+
+Every process that seals or opens personal data holds a ``KeyRing``: a background thread reads
+``wa.subject.keys`` from the beginning and keeps the unwrapped data keys in memory. Sealing for a
+subject without a key creates one (32 random bytes), wraps it with the KEK (AES-256-GCM, AAD = the
+topic key) and publishes it with acks before the first ciphertext can exist.
+
+* Topic key (= ``Sealed.key_id``): ``<subject_id>/<key_id>``. Two processes creating a key for the
+  same new subject at once publish two different topic keys: neither clobbers the other, and both
+  keys stay valid until the subject is erased.
+* Payload: AES-256-GCM over the UTF-8 JSON of the personal fields, AAD = key_id, so a ciphertext
+  cannot be re-labelled as another subject's.
+* Erasure: a tombstone for every key of the subject (the ring keeps an index subject -> keys).
+  Every ring drops the key when it reads the tombstone; once the cleaner has compacted the topic
+  (bounded by ``max.compaction.lag.ms``) no copy of the key exists anywhere, so no copy of the
+  subject's data on any topic can be opened again.
+
+Thread-safe and synchronous: call it from threads or wrap calls in ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from wapipe.avro import AvroSerde, SerdeError
+from wapipe.config import Settings
+from wapipe.kafka import producer as make_producer
+from wapipe.log import get_logger
+from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
+from wapipe.privacy.kek import KEK_PREFIX, KEY_BYTES, NONCE_BYTES, Kek
+from wapipe.topics import SUBJECT_KEYS
+
+log = get_logger(__name__)
+
+
+def topic_key(subject_id: str, key_id: str) -> str:
+    return f"{subject_id}/{key_id}"
+
+
+def split_key(key: str) -> tuple[str, str] | None:
+    subject, sep, kid = key.partition("/")
+    return (subject, kid) if sep and subject and kid else None
+
+
+def _json(data: dict) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
+class KeyRing:
+    def __init__(self, settings: Settings, bootstrap: str, kek: Kek, *, serde: AvroSerde | None = None,
+                 topic: str = SUBJECT_KEYS, catch_up_timeout: float = 10.0) -> None:
+        self._settings = settings
+        self._bootstrap = bootstrap
+        self._kek = kek
+        self._serde = serde or AvroSerde.from_settings(settings)
+        self._topic = topic
+        self._catch_up_timeout = catch_up_timeout
+        self._cond = threading.Condition()
+        self._create_lock = threading.Lock()
+        self._keys: dict[str, bytes] = {}  # topic key -> data key
+        self._by_subject: dict[str, set[str]] = {}  # subject -> live topic keys
+        self._dead: set[str] = set()  # topic keys seen tombstoned
+        self._pos: dict[int, int] = {}  # partition -> next offset the thread will read
+        self._partitions: list[int] = []
+        self._on_erase: list[Callable[[str], None]] = []
+        self._consumer: Consumer | None = None
+        # A second client for watermark queries: confluent-kafka's Consumer must not be called
+        # from two threads at once (a watermark query blocks behind the thread's consume()).
+        self._probe: Consumer | None = None
+        self._probe_lock = threading.Lock()
+        self._producer = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failure: BaseException | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "KeyRing":
+        if self._thread is not None:
+            return self
+        self._consumer = Consumer({
+            "bootstrap.servers": self._bootstrap,
+            "group.id": f"wapipe-keyring-{uuid.uuid4().hex}",  # never committed: always from the beginning
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        })
+        md = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
+        if md.error is not None:
+            raise PrivacyError(f"{self._topic}: {md.error}")
+        self._partitions = sorted(md.partitions)
+        self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in self._partitions])
+        self._probe = Consumer({"bootstrap.servers": self._bootstrap, "group.id": f"wapipe-keyring-probe-{uuid.uuid4().hex}",
+                                "enable.auto.commit": False})
+        self._producer = make_producer(self._bootstrap)
+        self._thread = threading.Thread(target=self._run, name="keyring", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until every key published before this call has been read."""
+        self._catch_up(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._probe is not None:
+            with self._probe_lock:
+                self._probe.close()
+                self._probe = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+        self._thread = None
+
+    def __enter__(self) -> "KeyRing":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def on_erase(self, callback: Callable[[str], None]) -> None:
+        """``callback(subject_id)`` whenever a tombstone drops the last key of a subject."""
+        self._on_erase.append(callback)
+
+    # --- the consumer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        assert self._consumer is not None
+        while not self._stop.is_set():
+            try:
+                msgs = self._consumer.consume(500, timeout=0.2)
+            except Exception as exc:  # pragma: no cover - broker gone; surfaced to callers
+                self._failure = exc
+                log.error("keyring.consume_failed", error=str(exc))
+                time.sleep(1)
+                continue
+            if not msgs:
+                continue
+            erased: list[str] = []
+            with self._cond:
+                for m in msgs:
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            self._pos[m.partition()] = max(self._pos.get(m.partition(), 0), m.offset())
+                        else:
+                            log.warning("keyring.kafka_error", error=str(err))
+                        continue
+                    gone = self._apply(m.key(), m.value())
+                    if gone:
+                        erased.append(gone)
+                    self._pos[m.partition()] = m.offset() + 1
+                self._cond.notify_all()
+            for subject in erased:
+                for cb in self._on_erase:
+                    try:
+                        cb(subject)
+                    except Exception as exc:  # a listener's bug must not stop key updates
+                        log.error("keyring.on_erase_failed", error=str(exc))
+
+    def _apply(self, raw_key: bytes | None, value: bytes | None) -> str | None:
+        """Apply one record (lock held). Returns a subject id whose last key just went."""
+        if not raw_key:
+            return None
+        key = raw_key.decode("utf-8", "replace")
+        parts = split_key(key)
+        if parts is None:  # segment-roll no-ops and anything else that is not a data key
+            return None
+        subject, _ = parts
+        if value is None:
+            self._keys.pop(key, None)
+            self._dead.add(key)
+            live = self._by_subject.get(subject)
+            if live is not None:
+                live.discard(key)
+                if not live:
+                    del self._by_subject[subject]
+                    return subject
+            return None
+        try:
+            rec = self._serde.decode(value, "SubjectKey")
+            data_key = self._kek.unwrap(bytes(rec["nonce"]), bytes(rec["wrapped_key"]), key)
+        except (SerdeError, UnsealError) as exc:
+            log.error("keyring.unreadable_key", key=key, error=str(exc))
+            return None
+        self._keys[key] = data_key
+        self._dead.discard(key)
+        self._by_subject.setdefault(subject, set()).add(key)
+        return None
+
+    def _high_watermark(self, partition: int, deadline: float) -> int:
+        while True:
+            try:
+                with self._probe_lock:
+                    assert self._probe is not None
+                    left = max(deadline - time.monotonic(), 0.5)
+                    return self._probe.get_watermark_offsets(TopicPartition(self._topic, partition),
+                                                             timeout=min(left, 5.0), cached=False)[1]
+            except KafkaException as exc:  # leader election on a young topic, a broker restart
+                if time.monotonic() >= deadline:
+                    raise PrivacyError(f"{self._topic}[{partition}]: no watermark: {exc}") from exc
+                time.sleep(0.2)
+
+    def _catch_up(self, timeout: float) -> None:
+        if self._probe is None:
+            raise PrivacyError("KeyRing not started")
+        deadline = time.monotonic() + timeout
+        targets = {}
+        for p in self._partitions:
+            targets[p] = self._high_watermark(p, deadline)
+        with self._cond:
+            while not all(self._pos.get(p, 0) >= t for p, t in targets.items()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    behind = {p: (self._pos.get(p, 0), t) for p, t in targets.items() if self._pos.get(p, 0) < t}
+                    raise PrivacyError(f"{self._topic} not caught up within {timeout}s: {behind}"
+                                       + (f" ({self._failure})" if self._failure else ""))
+                self._cond.wait(min(left, 0.5))
+
+    # --- keys --------------------------------------------------------------------------------
+    def keys_of(self, subject_id: str) -> list[str]:
+        with self._cond:
+            return sorted(self._by_subject.get(subject_id, ()))
+
+    def _live_key(self, subject_id: str) -> tuple[str, bytes] | None:
+        with self._cond:
+            live = self._by_subject.get(subject_id)
+            if not live:
+                return None
+            k = min(live)
+            return k, self._keys[k]
+
+    def _publish(self, key: str, value: bytes | None) -> None:
+        assert self._producer is not None, "KeyRing not started"
+        result: dict = {}
+        done = threading.Event()
+
+        def delivered(err, msg) -> None:
+            result["err"] = err
+            done.set()
+
+        self._producer.produce(self._topic, key=key.encode(), value=value, on_delivery=delivered)
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            self._producer.poll(0.1)
+        if not done.is_set():
+            raise PrivacyError(f"{self._topic}: no ack for {key} within 30 s")
+        if result["err"] is not None:
+            raise PrivacyError(f"{self._topic}: publishing {key} failed: {result['err']}")
+
+    def _create_key(self, tenant_id: str, subject_id: str) -> tuple[str, bytes]:
+        with self._create_lock:
+            existing = self._live_key(subject_id)  # another thread may have created it meanwhile
+            if existing:
+                return existing
+            data_key = os.urandom(KEY_BYTES)
+            key = topic_key(subject_id, uuid.uuid4().hex[:16])
+            nonce, wrapped = self._kek.wrap(data_key, key)
+            record = {
+                "subject_id": subject_id, "key_id": key, "tenant_id": tenant_id, "kek_id": self._kek.kek_id,
+                "nonce": nonce, "wrapped_key": wrapped, "created_at": dt.datetime.now(dt.timezone.utc),
+            }
+            self._publish(key, self._serde.encode("SubjectKey", record, topic=self._topic))
+            with self._cond:
+                self._keys[key] = data_key
+                self._dead.discard(key)
+                self._by_subject.setdefault(subject_id, set()).add(key)
+            log.info("keyring.key_created", subject_id=subject_id, key_id=key)
+            return key, data_key
+
+    # --- sealing -----------------------------------------------------------------------------
+    def seal(self, tenant_id: str, subject_id: str, data: dict) -> dict:
+        """A ``Sealed`` Avro dict holding ``data`` (JSON-serialisable) for this subject."""
+        if not subject_id or "/" in subject_id:
+            raise ValueError(f"bad subject id {subject_id!r}")
+        key, data_key = self._live_key(subject_id) or self._create_key(tenant_id, subject_id)
+        nonce = os.urandom(NONCE_BYTES)
+        return {"key_id": key, "nonce": nonce, "ciphertext": AESGCM(data_key).encrypt(nonce, _json(data), key.encode())}
+
+    def unseal(self, sealed: dict) -> dict:
+        key = sealed.get("key_id") or ""
+        if not key:
+            if self._settings.production:
+                raise UnsealError("cleartext Sealed value (empty key_id) refused in production")
+            return json.loads(bytes(sealed["ciphertext"]))
+        if key.startswith(KEK_PREFIX):
+            raise UnsealError("a KEK-sealed value: open it with Kek.unseal")
+        data_key = self._data_key(key)
+        try:
+            plain = AESGCM(data_key).decrypt(bytes(sealed["nonce"]), bytes(sealed["ciphertext"]), key.encode())
+        except InvalidTag:
+            raise UnsealError(f"{key}: sealed value does not authenticate (tampered or relabelled)") from None
+        return json.loads(plain)
+
+    def _data_key(self, key: str) -> bytes:
+        with self._cond:
+            if key in self._dead:
+                raise SubjectErased(key)
+            found = self._keys.get(key)
+        if found is not None:
+            return found
+        # Not seen yet: the key is published (with acks) before any ciphertext, so reading up
+        # to the current end of the topic either finds it or proves it is gone.
+        self._catch_up(self._catch_up_timeout)
+        with self._cond:
+            found = self._keys.get(key)
+        if found is None:
+            raise SubjectErased(key)
+        return found
+
+    def is_erased(self, sealed_or_key: dict | str) -> bool:
+        key = sealed_or_key if isinstance(sealed_or_key, str) else (sealed_or_key.get("key_id") or "")
+        try:
+            self._data_key(key)
+            return False
+        except SubjectErased:
+            return True
+
+    # --- erasure -----------------------------------------------------------------------------
+    def erase(self, subject_id: str) -> int:
+        """Tombstone every key of the subject. Returns how many keys were tombstoned."""
+        self._catch_up(self._catch_up_timeout)
+        keys = self.keys_of(subject_id)
+        for key in keys:
+            self._publish(key, None)
+        with self._cond:
+            for key in keys:
+                self._keys.pop(key, None)
+                self._dead.add(key)
+            self._by_subject.pop(subject_id, None)
+        log.info("keyring.subject_erased", subject_id=subject_id, keys=len(keys))
+        return len(keys)

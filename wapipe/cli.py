@@ -152,6 +152,7 @@ def _register() -> None:
     from wapipe import demo
 
     app.command("demo")(demo.demo_command)
+    app.command("up")(demo.up_command)
     app.command("report")(__import__("sinks.report", fromlist=["report_command"]).report_command)
     app.command("ingress")(__import__("producers.ingress.cli", fromlist=["ingress_command"]).ingress_command)
     app.add_typer(__import__("wapipe.tenants.cli", fromlist=["app"]).app, name="tenants")

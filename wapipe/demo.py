@@ -168,6 +168,7 @@ class DemoRun:
         self.app_secret = secrets.token_hex(16)
         self.sup: Supervisor | None = None
         self.running: set[str] = set()
+        self.pids: dict[str, int] = {}
         self.failing: list[str] = []
         self.summary: dict = {}
 
@@ -215,6 +216,7 @@ class DemoRun:
             return False
         self.stage(f"{spec.name}: {role}", "ok", f"{svc.ready_value} (pid {svc.pid}, ready in {time.monotonic() - t0:.1f}s)")
         self.running.add(spec.name)
+        self.pids[spec.name] = svc.pid
         return True
 
     # -- the whole job ---------------------------------------------------------------------
@@ -242,9 +244,15 @@ class DemoRun:
                 self.console.print(f"[red]demo failed:[/] {exc}")
                 code = 1
         self.summary["duration_s"] = round(time.monotonic() - t0, 1)
+        self.summary.update(run_id=self.run_id, exit_code=code,
+                            stages=[{"name": st.name, "status": st.status, "detail": st.detail} for st in self.stages],
+                            pids={sv: p for sv, p in self.pids.items()})
+        summary_path = self.s.state_dir / "demo" / f"summary-{self.run_id}.json"
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        summary_path.write_text(json.dumps(self.summary, indent=1, default=str))
         self.print_stages()
         self.console.print(f"demo finished in {self.summary['duration_s']:.0f}s with exit code {code}; "
-                           f"service logs in {self.s.log_dir}")
+                           f"service logs in {self.s.log_dir}; summary {summary_path}")
         return code
 
     def start_kafka(self, stack: ExitStack) -> None:
@@ -260,6 +268,8 @@ class DemoRun:
         self.bootstrap = provider.start()
         stack.callback(provider.stop)
         stack.callback(lambda: self.console.print("stopping Kafka ..."))
+        if provider.pid:
+            self.pids["kafka"] = provider.pid
         self.stage("kafka", "ok", f"{provider.source} broker at {self.bootstrap}, up in {time.monotonic() - t0:.1f}s")
 
     def prepare_state(self) -> None:
@@ -810,5 +820,73 @@ def finish(run: "DemoRun", tracker: Tracker, groups: Groups, deadline: float) ->
         "failed": t.failed, "rejected": t.rejected, "duplicates": t.duplicate, "dead_letters": tracker.dead_letters,
         "checks_ok": ok_all,
     })
+    run.summary["sandbox"] = {"accepted": counters["accepted"], "statuses": dict(scheduled),
+                              "failed_async": counters["failed_async"],
+                              "numbers": {k: {"accepted": v.get("accepted"), "max_accepted_1s": v.get("max_accepted_1s"),
+                                              "rejected": v.get("rejected")} for k, v in counters["numbers"].items()}}
+    run.summary["report_totals"] = {c: getattr(t, c) for c in ("requested", "accepted", "sent", "delivered", "read",
+                                                                "failed", "rejected", "duplicate", "pending")}
+    run.summary["checks"] = [{"check": n, "report": g, "expected": e} for n, g, e, _src in checks]
     run.console.print(f"HTML report: {path}")
     return 0 if ok_all else 1
+
+
+# --- wapipe up ----------------------------------------------------------------------------
+def up_command(
+    ingress_port: int = typer.Option(8080, help="port of the webhook ingress (0: any free one)"),
+) -> None:
+    """Run wapipe's services for real: Meta's Graph API with the configured apps, your Kafka and
+    ClickHouse (KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or the local stack). No sandbox, no workload.
+    Stops everything on Ctrl-C / SIGTERM, or when a service dies."""
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.topics import admin_client, apply_topics
+
+    s = Settings()
+    err = Console(stderr=True)
+    if not s.meta_apps:
+        err.print("[red]error:[/] no Meta app configured: set WAPIPE_META_APPS='{\"<app id>\": \"<app secret>\"}'")
+        raise typer.Exit(1)
+    try:
+        bootstrap = resolve_bootstrap(s)
+    except NoKafka as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    apply_topics(admin_client(bootstrap), s)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_STATE_DIR": str(s.state_dir)}
+    mig = subprocess.run([sys.executable, "-m", "wapipe", "db", "migrate"], env=env, capture_output=True, text=True)
+    if mig.returncode != 0:
+        err.print(f"[red]error:[/] ClickHouse migrations failed:\n{mig.stdout}{mig.stderr}")
+        raise typer.Exit(1)
+    console.print(f"Kafka {bootstrap} · ClickHouse {s.clickhouse_dsn} · Graph API {s.meta_graph_url}/{s.meta_graph_version}")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
+    try:
+        with Supervisor(s.log_dir, env=env) as sup:
+            for c in pipeline_services(ingress_port=ingress_port):
+                if stop.is_set():
+                    break
+                try:
+                    svc = sup.start(c.spec)
+                    console.print(f"[green]up[/] {c.spec.name}: {svc.ready_value} (pid {svc.pid}) — {c.role}")
+                except CommandMissing as exc:
+                    if c.required:
+                        err.print(f"[red]error:[/] {exc}")
+                        raise typer.Exit(1) from None
+                    console.print(f"[yellow]not available[/] {c.spec.name}: {exc}")
+            console.print(f"wapipe is up; logs in {s.log_dir}. Ctrl-C stops it.")
+            while not stop.wait(1.0):
+                dead = sup.dead()
+                if dead:
+                    d = dead[0]
+                    err.print(f"[red]{d.spec.name} exited with code {d.proc.returncode}[/] (log {d.log_path}); stopping")
+                    code = 1
+                    break
+            console.print("stopping ...")
+    except ServiceError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        code = 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    raise typer.Exit(code)

@@ -89,6 +89,7 @@ class SandboxThread:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError("the Meta sandbox did not start")
             time.sleep(0.005)
         return self

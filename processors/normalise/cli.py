@@ -1,0 +1,51 @@
+"""``wapipe normalise``: run the normaliser (a Faust worker) until SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+
+def normalise_command(
+    log_level: str = typer.Option("WARNING", help="Faust worker log level"),
+) -> None:
+    """Raw Meta webhooks → status, inbound and account events (deduplicated). Prints `READY normalise`."""
+    from processors.normalise.app import build_app
+    from processors.normalise.convert import Normaliser
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.privacy.kek import load_kek
+    from wapipe.privacy.keyring import KeyRing
+    from wapipe.privacy.subjects import pepper_from, subject_id
+    from wapipe.tenants.registry import TenantRegistry
+
+    import faust
+
+    settings = Settings()
+    try:
+        bootstrap = resolve_bootstrap(settings)
+    except NoKafka as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    pepper = pepper_from(settings)
+    keyring = KeyRing(settings, bootstrap, load_kek(settings)).start()
+    registry = TenantRegistry(settings, bootstrap).start()
+    try:
+        # Sealing needs no catch-up of the key ring: a subject whose key is not loaded yet gets a
+        # fresh key, and both stay valid (keyring.py). Not calling KeyRing.wait_ready also avoids
+        # its watermark query racing the ring's own consume() thread.
+        registry.wait_ready(60)
+        normaliser = Normaliser(registry, keyring.seal, lambda scope, wa: subject_id(pepper, scope, wa))
+
+        def ready() -> None:
+            os.write(1, b"READY normalise\n")  # fd 1 itself: faust wraps sys.stdout
+
+        app = build_app(settings, bootstrap, normaliser, on_ready=ready)
+        worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
+                              stdout=sys.stderr)  # stdout carries only the READY line
+        worker.execute_from_commandline()
+    finally:
+        registry.close()
+        keyring.close()

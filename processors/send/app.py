@@ -289,7 +289,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         await rt.started()
         if not ready["printed"]:
             ready["printed"] = True
-            print("READY worker", flush=True)
+            print("\nREADY worker", flush=True)  # own line: faust may have left a cursor escape
 
     @app.timer(interval=5.0)
     async def report() -> None:

@@ -129,12 +129,14 @@ class ResultReader:
         md = self._c.list_topics(T.SEND_RESULTS, timeout=10).topics[T.SEND_RESULTS]
         start = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
         self._c.assign([TopicPartition(T.SEND_RESULTS, p, start) for p in md.partitions])
+        self.seen: list[dict] = []  # every result read so far, in order
 
     def poll(self, timeout: float = 0.5) -> list[dict]:
         out = []
         for m in self._c.consume(1000, timeout=timeout):
             if m.error() is None and m.value():
                 out.append(self.serde.decode(m.value(), "SendResult"))
+        self.seen.extend(out)
         return out
 
     def iter(self, *, tenant_id: str | None = None, timeout: float = 10.0) -> Iterator[dict]:
@@ -153,12 +155,17 @@ class ResultReader:
         — for every key, or as many as arrived within ``timeout``. Later results win."""
         want = set(keys)
         got: dict[tuple[str, str], dict] = {}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not want.issubset(got):
-            for r in self.poll(0.5):
+
+        def take(results: list[dict]) -> None:
+            for r in results:
                 k = (r["tenant_id"], r["idempotency_key"])
                 if k in want and r["outcome"] not in ("RETRYING", "DUPLICATE"):
                     got[k] = r
+
+        take(self.seen)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not want.issubset(got):
+            take(self.poll(0.5))
         return got
 
     def close(self) -> None:

@@ -101,7 +101,10 @@ class SendWorld:
         return {k[1]: v for k, v in got.items()}
 
     def results(self, timeout: float = 3.0) -> list[dict]:
-        return [r for r in self.reader.iter(tenant_id=self.tenant_id, timeout=timeout)]
+        """Every result of this tenant read so far, after ``timeout`` s without a new one."""
+        for _ in self.reader.iter(timeout=timeout):
+            pass
+        return [r for r in self.reader.seen if r["tenant_id"] == self.tenant_id]
 
     def sent_by_key(self) -> Counter:
         """What the sandbox accepted, per biz_opaque_callback_data (= tenant/idempotency key)."""
@@ -186,3 +189,112 @@ def test_template_and_session_messages_are_sent_once(send_world):
     assert {k: r["outcome"] for k, r in final.items()} == {"k1": "ACCEPTED", "k2": "ACCEPTED", "k3": "ACCEPTED"}, final
     assert final["k1"]["wamid"].startswith("wamid.")
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/k{i}": 1 for i in (1, 2, 3)})
+
+
+def _publish_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    from wapipe.kafka import producer as make_producer
+
+    p = make_producer(bootstrap, partitioner="murmur2_random")
+    p.produce(topic, key=key, value=value)
+    assert p.flush(10) == 0
+
+
+def _dead_letters(bootstrap: str) -> list[dict]:
+    from tests.integration.kafka_helpers import read_all
+    from wapipe.avro import AvroSerde
+    from wapipe.topics import SEND_DEAD
+
+    serde = AvroSerde()
+    return [serde.decode(m.value(), "DeadLetter") for m in read_all(bootstrap, SEND_DEAD)]
+
+
+def test_every_validation_failure_is_a_clear_result_and_nothing_is_sent(send_world):
+    from wapipe.kafka import producer as make_producer
+    from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
+    from wapipe.tenants.store import publish_tenant
+    from wapipe.topics import SEND_REQUESTED
+
+    w = send_world
+    suspended = Tenant(tenant_id=w.tenant_id + "s", status=TenantStatus.SUSPENDED, waba_id=w.sandbox.waba_id,
+                       numbers=(PhoneNumber(phone_number_id="39" + _digits(8)),))
+    publish_tenant(make_producer(w.bootstrap), suspended)
+    w.start_worker()
+    w.inbound(w.recipient(7), hours_ago=25)  # a window that closed an hour ago
+    time.sleep(0.5)
+    r = w.recipient
+    soon_past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    cases = {
+        "unknown-tpl": (template(r(1), "no_such_template"), {}),
+        "paused-tpl": (template(r(1), "paused_one"), {}),
+        "param-count": (template(r(1), "order_update", body=["only one"]), {}),
+        "no-window": (text(r(2), "hello"), {}),
+        "closed-window": (text(r(7), "hello"), {}),
+        "expired": (template(r(1), "hello_world"), {"valid_until": soon_past}),
+    }
+    for key, (msg, kw) in cases.items():
+        w.send(msg, w.routing(key, **kw))
+    w.send(template(r(1), "hello_world"), Routing(tenant_id="nobody-" + w.tenant_id, phone_number_id=w.numbers[0],
+                                                   idempotency_key="unknown-tenant"))
+    w.send(template(r(1), "hello_world"), Routing(tenant_id=w.tenant_id, phone_number_id="3911111111",
+                                                   idempotency_key="foreign-number"))
+    w.send(template(r(1), "hello_world"), Routing(tenant_id=suspended.tenant_id,
+                                                   phone_number_id=suspended.numbers[0].phone_number_id,
+                                                   idempotency_key="suspended"))
+    garbage = b"not an avro record " + uuid.uuid4().hex.encode()
+    _publish_raw(w.bootstrap, SEND_REQUESTED, w.tenant_id.encode(), garbage)
+
+    final = w.final(cases)
+    reasons = {k: (v["outcome"], v["reason"]) for k, v in final.items()}
+    assert reasons["unknown-tpl"][0] == "REJECTED" and "not known" in reasons["unknown-tpl"][1]
+    assert reasons["paused-tpl"][0] == "REJECTED" and "PAUSED" in reasons["paused-tpl"][1]
+    assert reasons["param-count"][0] == "REJECTED" and "takes 2 body parameter" in reasons["param-count"][1]
+    assert reasons["no-window"][0] == "REJECTED" and "window" in reasons["no-window"][1]
+    assert reasons["closed-window"][0] == "REJECTED" and "outside the 24 h" in reasons["closed-window"][1]
+    assert reasons["expired"][0] == "EXPIRED"
+    others = w.reader.wait_final([("nobody-" + w.tenant_id, "unknown-tenant"), (w.tenant_id, "foreign-number"),
+                                  (suspended.tenant_id, "suspended")], timeout=30)
+    by_key = {k[1]: (v["outcome"], v["reason"]) for k, v in others.items()}
+    assert by_key["unknown-tenant"][0] == "REJECTED" and "unknown tenant" in by_key["unknown-tenant"][1]
+    assert by_key["foreign-number"][0] == "REJECTED" and "does not belong" in by_key["foreign-number"][1]
+    assert by_key["suspended"][0] == "REJECTED" and "SUSPENDED" in by_key["suspended"][1]
+    deadline = time.monotonic() + 20
+    while not any(d["value"] == garbage for d in _dead_letters(w.bootstrap)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    dead = [d for d in _dead_letters(w.bootstrap) if d["value"] == garbage]
+    assert dead and "not an Avro record" in dead[0]["reason"] and dead[0]["error_type"] == "SerdeError"
+    assert w.sent_by_key() == Counter()  # Meta saw none of them
+    assert w.worker.alive()
+
+
+def test_duplicates_get_the_original_result_and_are_sent_once(send_world):
+    w = send_world
+    w.start_worker()
+    first = w.send(template(w.recipient(1), "hello_world"), w.routing("dup-1"))
+    assert w.final(["dup-1"])["dup-1"]["outcome"] == "ACCEPTED"
+    # the ERP sends the same key again later (new command id) ...
+    w.send(template(w.recipient(1), "hello_world"), w.routing("dup-1"))
+    # ... two commands with one key at once, and one record delivered twice (same command id)
+    w.publish([(template(w.recipient(2), "hello_world"), w.routing("dup-2")),
+               (template(w.recipient(2), "hello_world"), w.routing("dup-2"))])
+    again = w.erp.command(template(w.recipient(3), "hello_world"), w.routing("dup-3"))
+    w.erp.publish([again, again])
+    assert {k: v["outcome"] for k, v in w.final(["dup-2", "dup-3"]).items()} == {"dup-2": "ACCEPTED", "dup-3": "ACCEPTED"}
+    results = _by_key(w.results(timeout=4))
+    dup1 = [r for r in results["dup-1"] if r["command_id"] != first["command_id"]]
+    assert [(r["outcome"], r["original_outcome"]) for r in dup1] == [("DUPLICATE", "ACCEPTED")]
+    assert dup1[0]["wamid"] == [r for r in results["dup-1"] if r["outcome"] == "ACCEPTED"][0]["wamid"]
+    assert sorted(r["outcome"] for r in results["dup-2"]) == ["ACCEPTED", "DUPLICATE"]
+    assert [r["outcome"] for r in results["dup-3"]] == ["ACCEPTED"]  # a redelivery is not a new command
+    assert w.sent_by_key() == Counter({f"{w.tenant_id}/dup-{i}": 1 for i in (1, 2, 3)})
+
+
+def test_permanent_failures_are_failed_without_retry(send_world):
+    w = send_world
+    w.sandbox.control.set_template_status(w.sandbox.waba_id, "promo", "en_US", "PAUSED")  # Meta knows, we do not yet
+    w.start_worker()
+    w.send(template(w.recipient(1), "promo"), w.routing("perm-1"))
+    res = w.final(["perm-1"])["perm-1"]
+    assert (res["outcome"], res["error_code"], res["attempts"]) == ("FAILED", 132015, 1)
+    assert "paused" in res["reason"].lower()
+    snap = w.sandbox.control.counters()["numbers"][w.numbers[0]]
+    assert snap["requests"] == 1 and snap["rejected"] == {"132015": 1}

@@ -265,3 +265,19 @@ def test_empty_scope_says_so(clickhouse):
     print_report(data, console)
     assert "no send commands" in console.export_text()
     assert "<html>" in render_html(data)
+
+
+def test_every_sql_example_in_the_docs_runs(loaded):
+    """docs/analytics.md is pasted by analysts: each example must run on the real schema."""
+    from wapipe.config import REPO_ROOT
+
+    client, _cmds = loaded
+    blocks = re.findall(r"```sql\n(.*?)```", (REPO_ROOT / "docs" / "analytics.md").read_text(), re.S)
+    assert len(blocks) >= 8
+    nonempty = 0
+    for sql in blocks:
+        # Pin "today"/"now" to the scenario's time so the examples also return rows.
+        sql = sql.strip().rstrip(";").replace("today()", "toDate('2026-11-25')").replace(
+            "now()", "toDateTime('2026-11-25 09:30:00', 'UTC')")
+        nonempty += bool(client.query(sql).result_rows)
+    assert nonempty >= 6

@@ -212,8 +212,28 @@ def run_python_load(url: str, seconds: int, connections: int, procs: int, tag: s
 
 
 # --- reading back --------------------------------------------------------------------------
-def records_with_tags(bootstrap: str, tags: list[str], timeout: float = 60.0) -> dict[str, list[bytes]]:
-    """Values on wa.webhook.raw that carry each tag (the raw body is inside the Avro bytes)."""
+def end_offsets(bootstrap: str) -> dict[int, int]:
+    """wa.webhook.raw's end offset per partition: where this run's records will start."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from wapipe.topics import WEBHOOK_RAW
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    try:
+        md = c.list_topics(WEBHOOK_RAW, timeout=10).topics[WEBHOOK_RAW]
+        return {p: c.get_watermark_offsets(TopicPartition(WEBHOOK_RAW, p), timeout=10)[1] for p in md.partitions}
+    finally:
+        c.close()
+
+
+class ReadBackIncomplete(RuntimeError):
+    pass
+
+
+def records_with_tags(bootstrap: str, tags: list[str], since: dict[int, int],
+                      timeout: float = 90.0) -> dict[str, list[bytes]]:
+    """Values on wa.webhook.raw written since ``since`` that carry each tag (the raw body is
+    inside the Avro bytes, so no decoding is needed to find it)."""
     from confluent_kafka import Consumer, TopicPartition
 
     from wapipe.topics import WEBHOOK_RAW
@@ -223,16 +243,13 @@ def records_with_tags(bootstrap: str, tags: list[str], timeout: float = 60.0) ->
     found: dict[str, list[bytes]] = {t: [] for t in tags}
     needles = [(t, t.encode()) for t in tags]
     try:
-        md = c.list_topics(WEBHOOK_RAW, timeout=10).topics[WEBHOOK_RAW]
-        ends = {}
-        for p in md.partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(WEBHOOK_RAW, p), timeout=10)
-            if hi > lo:
-                ends[p] = hi
-        c.assign([TopicPartition(WEBHOOK_RAW, p, -2) for p in ends])
+        ends = {p: end for p, end in end_offsets(bootstrap).items() if end > since.get(p, 0)}
+        c.assign([TopicPartition(WEBHOOK_RAW, p, since.get(p, 0)) for p in ends])
         done: set[int] = set()
         deadline = time.monotonic() + timeout
-        while len(done) < len(ends) and time.monotonic() < deadline:
+        while len(done) < len(ends):
+            if time.monotonic() > deadline:
+                raise ReadBackIncomplete(f"read back only {sorted(done)} of partitions {sorted(ends)} in {timeout}s")
             for m in c.consume(5000, timeout=0.5):
                 if m.error():
                     continue
@@ -294,6 +311,7 @@ def main() -> int:
             stack.callback(provider.stop)
             print(f"broker: {bootstrap} (started here, {provider.source})", flush=True)
         apply_topics(admin_client(bootstrap), settings)
+        since = end_offsets(bootstrap)
 
         env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_META_APPS": json.dumps({APP_ID: SECRET}),
                "WAPIPE_LOG_LEVEL": "WARNING"}
@@ -331,7 +349,7 @@ def main() -> int:
         base_proc.wait(20)
 
         # --- lost? ------------------------------------------------------------------------
-        found = records_with_tags(bootstrap, [warm_tag, tag])
+        found = records_with_tags(bootstrap, [warm_tag, tag], since)
         lost = count_lost(res, found[tag], tag) + count_lost(warm, found[warm_tag], warm_tag)
 
     ratio = res["rps"] / bres["rps"] if bres["rps"] else float("nan")

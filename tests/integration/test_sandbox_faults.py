@@ -123,6 +123,9 @@ def test_counters_and_message_list(meta_sandbox, graph):
     assert [m["idempotency_key"] for m in msgs] == ["key-0", "key-1", "key-2", "key-0"]
     assert len({m["wamid"] for m in msgs}) == 4
     assert meta_sandbox.control.messages(phone_number_id=meta_sandbox.number_ids[1]) == []
+    series = meta_sandbox.control.counters(series=True)["numbers"][meta_sandbox.number_id]
+    assert sum(series["accepted_per_second"].values()) == 4
+    assert series["first_accepted_at"] <= series["last_accepted_at"] <= time.time()
     meta_sandbox.control.reset_counters()
     assert meta_sandbox.control.counters()["requests"] == 0
 

@@ -215,7 +215,7 @@ class ControlApi:
         return await self._call(request, SignupCodeRequest, go)
 
     async def counters(self, request: Request) -> Response:
-        snap = self.sb.counters.snapshot()
+        snap = self.sb.counters.snapshot(series=request.query_params.get("series") in ("1", "true"))
         snap["webhooks"]["pending"] = self.sb.dispatcher.pending
         return _ok(snap)
 

@@ -109,8 +109,9 @@ class SandboxControl:
         return self._do("POST", "/signup_codes", {"app_id": app_id, "waba_ids": waba_ids, "token": token})["code"]
 
     # --- reading -----------------------------------------------------------------------------------
-    def counters(self) -> dict:
-        return self._do("GET", "/counters")
+    def counters(self, series: bool = False) -> dict:
+        """``series=True`` adds each number's ``accepted_per_second`` {unix second: sends}."""
+        return self._do("GET", "/counters", params={"series": "1"} if series else None)
 
     def reset_counters(self) -> dict:
         return self._do("POST", "/counters/reset")

@@ -211,9 +211,7 @@ class Sandbox:
             fail = 131026
 
         number.admitted.add(now)
-        nc = self.counters.numbers[number.id]
-        nc.accepted += 1
-        nc.accepted_window.add(now)
+        self.counters.numbers[number.id].accept(now, time.time())
         wamid = new_wamid(req.wa_id)
         if cb is not None:
             self.counters.by_callback[cb] += 1

@@ -173,12 +173,27 @@ class NumberCounters:
     rejected: Counter = field(default_factory=Counter)
     requests_window: SlidingWindow = field(default_factory=SlidingWindow)
     accepted_window: SlidingWindow = field(default_factory=SlidingWindow)
+    first_accepted_at: float | None = None  # wall clock
+    last_accepted_at: float | None = None
+    per_second: Counter = field(default_factory=Counter)  # int(wall second) -> accepted sends
 
-    def as_dict(self) -> dict:
-        return {"requests": self.requests, "accepted": self.accepted,
-                "rejected": {str(k): v for k, v in self.rejected.items()},
-                "max_requests_1s": self.requests_window.max_seen,
-                "max_accepted_1s": self.accepted_window.max_seen}
+    def accept(self, mono: float, wall: float) -> None:
+        self.accepted += 1
+        self.accepted_window.add(mono)
+        if self.first_accepted_at is None:
+            self.first_accepted_at = wall
+        self.last_accepted_at = wall
+        self.per_second[int(wall)] += 1
+
+    def as_dict(self, series: bool = False) -> dict:
+        d = {"requests": self.requests, "accepted": self.accepted,
+             "rejected": {str(k): v for k, v in self.rejected.items()},
+             "max_requests_1s": self.requests_window.max_seen,
+             "max_accepted_1s": self.accepted_window.max_seen,
+             "first_accepted_at": self.first_accepted_at, "last_accepted_at": self.last_accepted_at}
+        if series:
+            d["accepted_per_second"] = {str(k): v for k, v in sorted(self.per_second.items())}
+        return d
 
 
 @dataclass(slots=True)
@@ -208,10 +223,10 @@ class Counters:
             c = self.numbers[number_id] = NumberCounters()
         return c
 
-    def snapshot(self) -> dict:
+    def snapshot(self, series: bool = False) -> dict:
         w = self.webhooks
         return {
-            "numbers": {k: v.as_dict() for k, v in self.numbers.items()},
+            "numbers": {k: v.as_dict(series) for k, v in self.numbers.items()},
             "requests": sum(c.requests for c in self.numbers.values()),
             "accepted": sum(c.accepted for c in self.numbers.values()),
             "unique_callbacks": len(self.by_callback),

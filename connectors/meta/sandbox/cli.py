@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from connectors.meta.sandbox.models import Dist, Seed
+from connectors.meta.sandbox.models import Dist
 
 
 def sandbox_command(
@@ -34,4 +34,4 @@ def main() -> None:
     typer.run(sandbox_command)
 
 
-__all__ = ["sandbox_command", "main", "Seed"]
+__all__ = ["sandbox_command", "main"]

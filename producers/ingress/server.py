@@ -142,8 +142,12 @@ def _supervise(settings: Settings, bootstrap: str, sock: socket.socket, workers:
 def create_app():
     """Granian's app factory, run in each worker process: configuration from the environment."""
     from producers.ingress.app import IngressApp
+    from wapipe import log as wlog
     from wapipe.kafka import resolve_bootstrap
 
+    # A spawned (not forked) worker has not run the CLI's logging setup: logs go to stderr, never
+    # to stdout where the READY line is.
+    wlog.configure(level=os.environ.get("WAPIPE_LOG_LEVEL", "WARNING").upper())
     settings = Settings()
     return IngressApp(settings, resolve_bootstrap(settings))
 

@@ -251,3 +251,15 @@ def test_control_api_rejects_bad_input(meta_sandbox):
     with pytest.raises(httpx.HTTPStatusError) as e:
         c.inbound("no-such-number", "491700000001")
     assert e.value.response.status_code == 404
+
+
+def test_management_api_rate_limit(meta_sandbox, graph):
+    meta_sandbox.control.configure(limits={"management_calls_per_hour": 3, "management_window_s": 0.5})
+    w = meta_sandbox.waba_id
+    codes = [graph.get(f"/v23.0/{w}/message_templates").status_code for _ in range(3)]
+    assert codes == [200, 200, 200]
+    assert_meta_error(graph.get(f"/v23.0/{w}/phone_numbers"), 80007, 400)
+    # sends are not management calls
+    assert send(graph, meta_sandbox.number_id, **template()).status_code == 200
+    time.sleep(0.55)
+    assert graph.get(f"/v23.0/{meta_sandbox.number_id}").status_code == 200

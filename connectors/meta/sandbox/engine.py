@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from connectors.meta.sandbox.graph_errors import THROTTLING, GraphError, status_error, unknown_object
-from connectors.meta.sandbox.limits import PairBuckets, ServiceWindows, TierBudget
+from connectors.meta.sandbox.limits import PairBuckets, ServiceWindows, SlidingWindow, TierBudget
 from connectors.meta.sandbox.models import (TIERS, BusinessChange, Faults, InboundRequest, NumberChange,
                                             SandboxConfig, Seed, SignupCodeRequest, TemplateStatusChange)
 from connectors.meta.sandbox.state import Counters, Number, SignupCode, Template, Token, Waba, World
@@ -65,7 +65,7 @@ class Sandbox:
         self.windows = ServiceWindows(lim.service_window_s)
         self.dispatcher = WebhookDispatcher(self.world, lambda: self.config, self.counters)
         self._conversations: dict[tuple[str, str, str], tuple[str, int]] = {}
-        self._templates_by_id: dict[str, tuple[str, str, str]] = {}
+        self._management: dict[tuple[str, str], SlidingWindow] = {}
         if seed is not None:
             self.load(seed)
 
@@ -102,17 +102,37 @@ class Sandbox:
                              message="Error validating access token: Session has expired or the token was revoked.")
         return t
 
-    def number_for(self, token: Token, number_id: str) -> Number:
+    def number_for(self, token: Token, number_id: str, manage: bool = False) -> Number:
         n = self.world.numbers.get(number_id)
         if n is None or not token.may_use(n.waba_id):
             raise unknown_object(number_id)
+        if manage:
+            self._management_call(token, n.waba_id)
         return n
 
-    def waba_for(self, token: Token, waba_id: str) -> Waba:
+    def waba_for(self, token: Token, waba_id: str, manage: bool = False) -> Waba:
         w = self.world.wabas.get(waba_id)
         if w is None or not token.may_use(waba_id):
             raise unknown_object(waba_id)
+        if manage:
+            self._management_call(token, waba_id)
         return w
+
+    def _management_call(self, token: Token, waba_id: str) -> None:
+        """Business Management API rate limit per (app, WABA) → 80007 (off unless configured)."""
+        lim = self.config.limits
+        if lim.management_calls_per_hour is None:
+            return
+        key = (token.app_id or token.token, waba_id)
+        w = self._management.get(key)
+        if w is None:
+            w = self._management[key] = SlidingWindow(lim.management_window_s)
+        w.window = lim.management_window_s
+        now = time.monotonic()
+        if w.count(now) >= lim.management_calls_per_hour:
+            raise self.throttle(GraphError(80007, details=(
+                "There have been too many calls to this WhatsApp Business account. Wait a bit and try again.")))
+        w.add(now)
 
     def throttle(self, err: GraphError) -> GraphError:
         """Meta answers throttling with 400 or 429, inconsistently."""

@@ -152,7 +152,7 @@ class GraphApi:
     async def register(self, request: Request) -> Response:
         async def go():
             version_major(request.path_params["version"])
-            number = self.sb.number_for(self.sb.auth(_token(request)), request.path_params["node"])
+            number = self.sb.number_for(self.sb.auth(_token(request)), request.path_params["node"], manage=True)
             self.sb.register(number, await _json(request))
             return {"success": True}
         return await self._answer(go)
@@ -160,7 +160,7 @@ class GraphApi:
     async def phone_numbers(self, request: Request) -> Response:
         async def go():
             version_major(request.path_params["version"])
-            waba = self.sb.waba_for(self.sb.auth(_token(request)), request.path_params["node"])
+            waba = self.sb.waba_for(self.sb.auth(_token(request)), request.path_params["node"], manage=True)
             fields = request.query_params.get("fields")
             data = [self.sb.number_fields(n, fields) for n in self.sb.world.numbers.values() if n.waba_id == waba.id]
             return {"data": data, "paging": {"cursors": {"before": "QVFIUk", "after": "QVFIUl"}}}
@@ -172,8 +172,9 @@ class GraphApi:
             token = self.sb.auth(_token(request))
             node = request.path_params["node"]
             if node in self.sb.world.numbers:
-                return self.sb.number_fields(self.sb.number_for(token, node), request.query_params.get("fields"))
-            waba = self.sb.waba_for(token, node)
+                return self.sb.number_fields(self.sb.number_for(token, node, manage=True),
+                                             request.query_params.get("fields"))
+            waba = self.sb.waba_for(token, node, manage=True)
             biz = self.sb.world.businesses[waba.business_id]
             return {"id": waba.id, "name": waba.name, "owner_business_info": {"id": biz.id, "name": biz.name},
                     "currency": "USD", "timezone_id": "1", "message_template_namespace": "sandbox_" + waba.id}
@@ -182,7 +183,7 @@ class GraphApi:
     async def templates(self, request: Request) -> Response:
         async def go():
             version_major(request.path_params["version"])
-            waba = self.sb.waba_for(self.sb.auth(_token(request)), request.path_params["node"])
+            waba = self.sb.waba_for(self.sb.auth(_token(request)), request.path_params["node"], manage=True)
             q = request.query_params
             if request.method == "GET":
                 data = [t.as_graph() for t in self.sb.world.templates.values() if t.waba_id == waba.id
@@ -201,7 +202,7 @@ class GraphApi:
         async def go():
             version_major(request.path_params["version"])
             token = self.sb.auth(_token(request))
-            waba = self.sb.waba_for(token, request.path_params["node"])
+            waba = self.sb.waba_for(token, request.path_params["node"], manage=True)
             world = self.sb.world
             if request.method == "GET":
                 ids = waba.subscribed_apps if waba.subscribed_apps is not None else list(world.apps)

@@ -18,6 +18,7 @@ _CATALOGUE: dict[int, tuple[str, int, str]] = {
     4: ("Application request limit reached", 400, "OAuthException"),
     10: ("Permission denied", 403, "OAuthException"),
     100: ("Invalid parameter", 400, "OAuthException"),
+    80007: ("Rate limit issues", 400, "OAuthException"),
     190: ("Invalid OAuth access token - Cannot parse access token", 401, "OAuthException"),
     200: ("Permissions error", 403, "OAuthException"),
     130429: ("Rate limit hit", 400, "OAuthException"),

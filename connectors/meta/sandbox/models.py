@@ -84,6 +84,9 @@ class Limits(_Model):
     # Meta's Cloud API accepts a session message outside the window and then reports 131047 in a
     # failed status; "reject" answers 131047 synchronously instead.
     window_mode: Literal["async_fail", "reject"] = "async_fail"
+    management_calls_per_hour: int | None = Field(None, ge=1, description=(
+        "Business Management API calls per (app, WABA) per management_window_s before 80007; None: unlimited"))
+    management_window_s: float = 3600.0
     register_window_s: float = 72 * 3600.0
     register_max: int = 10
     throttle_429_ratio: float = Field(0.25, ge=0, le=1, description="share of throttling errors answered 429 instead of 400")

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     # Retention of the delete-policy topics (ms). Raw webhooks carry personal data: keep them short.
     retention_ms: int = 7 * 24 * 3600 * 1000
     raw_webhook_retention_ms: int = 24 * 3600 * 1000
+    raw_webhook_segment_ms: int = 3600 * 1000
     # Compacted topics: erasure deadline. A tombstone makes a subject unreadable once the cleaner
     # has run; max.compaction.lag.ms bounds how long that can take.
     erasure_deadline_ms: int = 6 * 3600 * 1000
@@ -97,6 +98,12 @@ class Settings(BaseSettings):
     # WAPIPE_ENV=production: refuse to run without a configured KEK and pepper (no generated
     # local defaults), and never accept cleartext (empty key_id) Sealed fields.
     env: str = Field(default="development", description="development | test | production")
+    # `wapipe privacy run`: how often open requests are re-checked (compaction, expiry, ClickHouse).
+    privacy_check_interval_s: float = Field(default=5.0, gt=0)
+    # `wapipe privacy serve`: the operator's admin API key (tenants use their own key).
+    privacy_operator_key: SecretStr | None = None
+    # sinks/erasure.py: no new ClickHouse deletes while this many mutations are running.
+    erasure_max_running_mutations: int = Field(default=8, ge=1)
 
     @property
     def production(self) -> bool:

@@ -65,7 +65,8 @@ class TopicSpec:
 # because wa.send.accepted is keyed by phone_number_id.
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(WEBHOOK_RAW, "phone_number_id (or WABA id)", "RawWebhook", retention_from="raw_webhook_retention_ms"),
-    TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter"),
+    # Dead raw webhooks carry the same cleartext as wa.webhook.raw: same short retention (docs/privacy.md).
+    TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter", retention_from="raw_webhook_retention_ms"),
     TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED_TX, "phone_number_id", "SendCommand"),
@@ -109,6 +110,9 @@ def desired_configs(t: TopicSpec, s: Settings) -> dict[str, str]:
         }
     else:
         cfg = {"cleanup.policy": "delete", "retention.ms": str(getattr(s, t.retention_from))}
+        if t.retention_from == "raw_webhook_retention_ms":
+            # Retention deletes whole segments: roll often enough that cleartext expires on time.
+            cfg["segment.ms"] = str(min(s.raw_webhook_segment_ms, s.raw_webhook_retention_ms))
     cfg.update(t.extra)
     return cfg
 

@@ -1,0 +1,92 @@
+"""``wapipe sink``: Kafka → ClickHouse until SIGTERM; serves read-only queries meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+
+import typer
+
+
+def sink_command(
+    port: int = typer.Option(None, help="port of the read endpoint (default: WAPIPE_SINK_READ_PORT, else any free one)"),
+) -> None:
+    """Load status, send, inbound, account and audit events into ClickHouse. Prints `READY sink <read-url>`."""
+    from sinks.reader import DirectReader, endpoint_file
+    from sinks.retention import RetentionDays
+    from sinks.server import ReadEndpoint, build_app
+    from sinks.worker import DeadLetterLimit, SinkWorker
+    from wapipe.clickhouse import MigrationError, clickhouse_client, migrate
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.log import get_logger
+    from wapipe.net import free_port
+
+    log = get_logger("sinks.cli")
+    settings = Settings()
+    try:
+        bootstrap = resolve_bootstrap(settings)
+    except NoKafka as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    client = clickhouse_client(settings.clickhouse_dsn)
+    try:
+        migrate(client)
+    except MigrationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+
+    registry = None
+    try:
+        from wapipe.tenants.registry import TenantRegistry
+
+        registry = TenantRegistry(settings, bootstrap).start()
+        registry.wait_ready(60)
+    except Exception as exc:  # retention falls back to Settings defaults; say so
+        log.warning("sink.no_tenant_registry", error=str(exc))
+    erasure = None
+    try:
+        from sinks.erasure import ErasureWorker  # PRIVACY's; optional until it lands
+    except ImportError:
+        ErasureWorker = None  # noqa: N806
+    if ErasureWorker is not None:
+        erasure = ErasureWorker(settings, bootstrap)
+
+    worker = SinkWorker(settings, bootstrap, client, retention=RetentionDays(settings, registry), erasure=erasure)
+
+    def health() -> dict:
+        st = worker.stats
+        return {"consumed": st.consumed, "rows": st.rows, "dead": st.dead, "batches": st.batches,
+                "insert_failures": st.insert_failures, "last_flush_at": st.last_flush_at}
+
+    endpoint = ReadEndpoint(build_app(DirectReader(client, owned=False), health),
+                            port or settings.sink_read_port or free_port()).start()
+    ep_file = endpoint_file(settings)
+    ep_file.parent.mkdir(parents=True, exist_ok=True)
+    ep_file.write_text(json.dumps({"url": endpoint.url, "pid": os.getpid()}))
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    code = 0
+    try:
+        worker.run(stop, ready=lambda: os.write(1, f"READY sink {endpoint.url}\n".encode()))
+    except DeadLetterLimit as exc:
+        sys.stderr.write(f"error: dead-letter limit reached: {exc}\n")
+        code = 3
+    finally:
+        endpoint.stop()
+        with contextlib.suppress(OSError):
+            ep_file.unlink()
+        if registry is not None:
+            registry.close()
+        if erasure is not None and hasattr(erasure, "close"):
+            with contextlib.suppress(Exception):
+                erasure.close()
+        client.close()
+    if code:
+        raise typer.Exit(code)

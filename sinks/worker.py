@@ -1,0 +1,292 @@
+"""The sink loop: Kafka topics → ClickHouse tables, batched; insert, then commit.
+
+Modelled on snuba's consumers and arroyo's strategies:
+
+* **Batches** close by rows, bytes or age; an empty batch (every record dead-lettered, or none
+  at all) still closes, so offsets advance.
+* **Insert, then commit.** Each table's slice of a batch is inserted with an
+  ``insert_deduplication_token`` derived from the batch's offset ranges. A failed insert is
+  retried with the *identical* rows and token, so an insert that reached ClickHouse before the
+  failure (a lost response) is a no-op the second time. Offsets are committed only after every
+  table of the batch is in and every dead letter is acked. A crash before the commit replays the
+  batch; the tables' ReplacingMergeTree keys absorb a replay cut at different boundaries.
+* **Backpressure.** While ClickHouse is slow or down the consumer's partitions are paused (the
+  consumer keeps polling, so it stays in the group) and the insert is retried with capped
+  exponential backoff, for as long as it takes: nothing lost, nothing doubled, the process lives.
+* **Dead letters.** A record that cannot be decoded or converted goes to ``wa.sink.dead`` with
+  its reason. When more than ``sink_dlq_max_ratio`` of the last ``sink_dlq_window`` records were
+  dead (and at least ``sink_dlq_min``), the sink stops with ``DeadLetterLimit`` rather than
+  dead-letter everything after a bad deploy; that batch is not committed.
+* Between batches it runs the ClickHouse side of erasure (``sinks.erasure.ErasureWorker``,
+  PRIVACY's) with its own client, when that module exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from sinks.rows import CONVERTERS, SINK_TOPICS, Retention, Unconvertible, convert
+from wapipe.avro import AvroSerde, SerdeError
+from wapipe.config import Settings
+from wapipe.kafka import consumer as make_consumer
+from wapipe.kafka import producer as make_producer
+from wapipe.log import get_logger
+from wapipe.topics import SINK_DEAD
+
+log = get_logger(__name__)
+
+
+class DeadLetterLimit(RuntimeError):
+    """Too many records could not be converted: the sink stops instead of dead-lettering all."""
+
+
+@dataclass
+class Batch:
+    rows: dict[str, list[list]] = field(default_factory=dict)  # table -> rows
+    offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (topic, partition) -> [first, last]
+    nbytes: int = 0
+    count: int = 0
+    dead: int = 0
+    started: float = field(default_factory=time.monotonic)
+    inserted: set[str] = field(default_factory=set)  # tables already in (a retry skips them; tokens make it safe anyway)
+
+    def track(self, topic: str, partition: int, offset: int, size: int) -> None:
+        span = self.offsets.get((topic, partition))
+        if span is None:
+            self.offsets[(topic, partition)] = [offset, offset]
+        else:
+            span[1] = offset
+        self.nbytes += size
+        self.count += 1
+
+    def token(self, table: str) -> str:
+        """Same batch → same token, so a retried insert is deduplicated by ClickHouse."""
+        spans = ",".join(f"{t}/{p}/{a}-{b}" for (t, p), (a, b) in sorted(self.offsets.items()))
+        return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p, last + 1) for (t, p), (_, last) in sorted(self.offsets.items())]
+
+
+@dataclass
+class SinkStats:
+    consumed: int = 0
+    rows: int = 0
+    dead: int = 0
+    batches: int = 0
+    insert_failures: int = 0
+    commits: int = 0
+    last_flush_at: float = 0.0
+
+
+InsertClient = Any  # a clickhouse-connect Client (or anything with .insert/.query/.command)
+
+
+class SinkWorker:
+    def __init__(self, settings: Settings, bootstrap: str, client: InsertClient, *, retention: Retention,
+                 serde: AvroSerde | None = None, topics: tuple[str, ...] = SINK_TOPICS, group: str | None = None,
+                 erasure: Any = None, client_lock: threading.Lock | None = None,
+                 on_flush: Callable[[Batch], None] | None = None) -> None:
+        self.s = settings
+        self.client = client
+        self.retention = retention
+        self.serde = serde or AvroSerde.from_settings(settings)
+        self.topics = topics
+        self.erasure = erasure
+        self.lock = client_lock or threading.Lock()
+        self.on_flush = on_flush
+        self.stats = SinkStats()
+        self.consumer = make_consumer(bootstrap, group or settings.sink_group, **{
+            "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 262144, "max.poll.interval.ms": 600000,
+        })
+        self.producer = make_producer(bootstrap)
+        self.batch = Batch()
+        self._recent: deque[int] = deque(maxlen=settings.sink_dlq_window)
+        self._dlq_errors: list[str] = []
+        self._paused: list[TopicPartition] = []
+        self._last_reason = ""
+        self._held: list = []
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
+        self.consumer.subscribe(list(self.topics), on_revoke=self._on_revoke)
+        if ready is not None:
+            ready()
+        try:
+            while not stop.is_set():
+                self.step()
+                if self._due():
+                    self.flush(stop)
+            self.flush(stop)  # a clean stop writes what it holds (gives up, uncommitted, if ClickHouse is down)
+        finally:
+            self.close()
+
+    def step(self, timeout: float = 0.1) -> int:
+        msgs = self.consumer.consume(10_000, timeout=timeout)
+        for m in msgs:
+            self._add(m)
+        return len(msgs)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.producer.flush(10)
+        with contextlib.suppress(Exception):
+            self.consumer.close()
+
+    def _due(self) -> bool:
+        b = self.batch
+        return (b.count >= self.s.sink_batch_rows or b.nbytes >= self.s.sink_batch_bytes
+                or (time.monotonic() - b.started) * 1000 >= self.s.sink_batch_ms)
+
+    # --- one record --------------------------------------------------------------------------
+    def _add(self, m) -> None:
+        err = m.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("sink.kafka_error", error=str(err))
+            return
+        value = m.value()
+        self.batch.track(m.topic(), m.partition(), m.offset(), len(value or b""))
+        self.stats.consumed += 1
+        conv = CONVERTERS.get(m.topic())
+        try:
+            if conv is None:
+                raise Unconvertible(f"no converter for topic {m.topic()}")
+            record = self.serde.decode(value, conv.record)
+            row = convert(conv, record, self.retention)
+        except (SerdeError, Unconvertible) as exc:
+            self._dead_letter(m, str(exc), type(exc).__name__)
+            return
+        self.batch.rows.setdefault(conv.table, []).append(row)
+        self._recent.append(0)
+
+    def _dead_letter(self, m, reason: str, error_type: str) -> None:
+        self.batch.dead += 1
+        self.stats.dead += 1
+        self._recent.append(1)
+        self._last_reason = reason
+        rec = {"source_topic": m.topic(), "partition": m.partition(), "offset": m.offset(), "key": m.key(),
+               "value": m.value(), "reason": reason, "error_type": error_type, "tenant_id": None,
+               "subject_id": None, "headers": {}, "failed_at": dt.datetime.now(dt.timezone.utc)}
+
+        def acked(err, _msg) -> None:
+            if err is not None:
+                self._dlq_errors.append(str(err))
+
+        self.producer.produce(SINK_DEAD, key=m.topic().encode(), value=self.serde.encode("DeadLetter", rec, topic=SINK_DEAD),
+                              on_delivery=acked)
+        self.producer.poll(0)
+        bad = sum(self._recent)
+        if bad >= self.s.sink_dlq_min and bad / len(self._recent) > self.s.sink_dlq_max_ratio:
+            raise DeadLetterLimit(
+                f"{bad} of the last {len(self._recent)} records could not be converted "
+                f"(limit {self.s.sink_dlq_max_ratio:.0%}); stopping instead of dead-lettering everything. "
+                f"Last reason: {reason}")
+
+    # --- insert, then commit ------------------------------------------------------------------
+    def flush(self, stop: threading.Event | None = None) -> bool:
+        """Write the batch and commit its offsets. Returns False when asked to stop before it
+        could (the batch is then left uncommitted: Kafka replays it)."""
+        b = self.batch
+        attempt = 0
+        while True:
+            try:
+                self._insert(b)
+                self._ack_dead_letters()
+                break
+            except Exception as exc:  # ClickHouse down/slow, or a dead letter not acked
+                self.stats.insert_failures += 1
+                attempt += 1
+                self._pause()
+                delay = min(self.s.sink_retry_max_s, 0.05 * 2 ** min(attempt, 12))
+                log.warning("sink.insert_failed", attempt=attempt, retry_in_s=round(delay, 2),
+                            error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                if not self._wait(delay, stop):
+                    log.warning("sink.stopped_before_flush", rows=sum(map(len, b.rows.values())))
+                    return False
+        if b.offsets:
+            self.consumer.commit(offsets=b.commit_offsets(), asynchronous=False)
+            self.stats.commits += 1
+        self._resume()
+        self.stats.batches += 1
+        self.stats.rows += sum(len(r) for r in b.rows.values())
+        self.stats.last_flush_at = time.time()
+        if self.on_flush is not None:
+            self.on_flush(b)
+        self.batch = Batch()
+        held, self._held = self._held, []
+        for m in held:
+            self._add(m)
+        self._erasure()
+        return True
+
+    def _insert(self, b: Batch) -> None:
+        for table, rows in b.rows.items():
+            if table in b.inserted or not rows:
+                continue
+            conv = next(c for c in CONVERTERS.values() if c.table == table)
+            with self.lock:
+                self.client.insert(table, rows, column_names=list(conv.columns),
+                                   settings={"insert_deduplication_token": b.token(table)})
+            b.inserted.add(table)
+
+    def _ack_dead_letters(self) -> None:
+        left = self.producer.flush(30)
+        if left or self._dlq_errors:
+            errs, self._dlq_errors = self._dlq_errors, []
+            raise RuntimeError(f"dead letters not acked ({left} in flight): {errs[:3]}")
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._paused = list(self.consumer.assignment())
+            if self._paused:
+                self.consumer.pause(self._paused)
+                log.warning("sink.paused", partitions=len(self._paused))
+
+    def _resume(self) -> None:
+        if self._paused:
+            with contextlib.suppress(Exception):
+                self.consumer.resume(self._paused)
+            log.info("sink.resumed", partitions=len(self._paused))
+            self._paused = []
+
+    def _wait(self, delay: float, stop: threading.Event | None) -> bool:
+        """Back off while staying in the group: poll the paused consumer (no records come)."""
+        end = time.monotonic() + delay
+        while time.monotonic() < end:
+            if stop is not None and stop.is_set():
+                return False
+            # Records fetched before the pause are held for the next batch: the batch being
+            # retried must stay identical (same rows, same token).
+            self._held.extend(self.consumer.consume(100, timeout=min(0.1, max(0.0, end - time.monotonic()))))
+        return True
+
+    def _erasure(self) -> None:
+        if self.erasure is None:
+            return
+        try:
+            with self.lock:
+                n = self.erasure.poll_once(self.client)
+            if n:
+                log.info("sink.erasure", applied=n)
+        except Exception as exc:  # erasure retries on its own schedule; the sink keeps loading
+            log.warning("sink.erasure_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        if self.batch.count:
+            try:
+                self.flush(threading.Event())
+            except Exception as exc:  # the new owner replays it; ReplacingMergeTree keys absorb it
+                log.warning("sink.flush_on_revoke_failed", error=str(exc))
+                self.batch = Batch()

@@ -197,7 +197,7 @@ class Dispatcher:
                 if early is not None:  # decided without a Graph call: no slot used
                     self._spawn(job, self._settle(job, *early))
                     continue
-                if not pacer.try_take(now):
+                if not pacer.reserve(now):
                     q.push(job, front=True)
                     self._sem.release()
                     continue
@@ -276,6 +276,12 @@ class Dispatcher:
                                reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300])
             return
         await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
+        # The window cap is checked at the instant the request leaves, not when its slot was
+        # reserved: the ledger write in between takes a variable few milliseconds.
+        pacer = self.pacers[cmd["phone_number_id"]]
+        while (wait := pacer.window_wait(time.monotonic())) > 0:
+            await asyncio.sleep(wait)
+        pacer.record(time.monotonic())
         self.stats.graph_calls += 1
         try:
             accepted = await self.graph.send_message(cmd["phone_number_id"], body, token=token,

@@ -35,14 +35,17 @@ class NumberPacer:
     _sent: deque = field(default_factory=deque)
 
     @property
-    def rate(self) -> float:
-        return max(0.2, self.limit * self.safety * self.factor)
+    def cap(self) -> int:
+        """Most sends allowed in any sliding 1 s window: the limit less a margin of at least one
+        message (network jitter can move one send into a neighbour's window)."""
+        top = max(1, math.floor(self.limit * self.factor))
+        margin = max(1, math.ceil(top * (1 - self.safety) / 2))
+        return max(1, top - margin)
 
     @property
-    def cap(self) -> int:
-        """Most sends allowed in any sliding 1 s window: halfway between the pace and the limit."""
-        top = max(1, math.floor(self.limit * self.factor))
-        return min(top, max(math.ceil(self.rate), math.floor(self.limit * self.factor * (1 + self.safety) / 2)))
+    def rate(self) -> float:
+        """The even pace: ``safety`` × the limit, and always a little under the window cap."""
+        return max(0.2, min(self.limit * self.safety * self.factor, self.cap - 0.5))
 
     def set_limit(self, limit: float) -> None:
         self.limit = float(max(1.0, limit))
@@ -58,23 +61,37 @@ class NumberPacer:
             self.factor = min(1.0, self.factor + 0.05 * max(0.0, now - max(self._last_recover, self._last_throttle + 2.0)))
         self._last_recover = now
 
-    def ready_at(self, now: float) -> float:
-        """Earliest instant a send may start (``<= now``: right away)."""
-        self._recover(now)
+    def window_wait(self, now: float) -> float:
+        """Seconds until the sliding window has room for one more send (0: now)."""
         self._prune(now)
-        t = max(self._next, self._paused_until)
-        if len(self._sent) >= self.cap:
-            t = max(t, self._sent[len(self._sent) - self.cap] + 1.0)
-        return t
+        if len(self._sent) < self.cap:
+            return 0.0
+        return max(0.0, self._sent[len(self._sent) - self.cap] + 1.0 - now)
 
-    def try_take(self, now: float) -> bool:
-        """Take a slot if one is due now; record the send."""
+    def ready_at(self, now: float) -> float:
+        """Earliest instant the next slot starts (``<= now``: right away)."""
+        self._recover(now)
+        return max(self._next, self._paused_until, now + self.window_wait(now))
+
+    def reserve(self, now: float) -> bool:
+        """Take the next even-paced slot if it is due. The send itself is ``record``ed later, at
+        the instant the request leaves (after the ledger write), and checked against the window
+        cap again then (``window_wait``)."""
         if self.ready_at(now) > now:
             return False
         # Slots are spaced 1/rate apart; a late caller does not get the missed slots back
         # beyond ``max_lag`` (that would be a burst).
         self._next = max(self._next, now - self.max_lag) + 1.0 / self.rate
+        return True
+
+    def record(self, now: float) -> None:
         self._sent.append(now)
+
+    def try_take(self, now: float) -> bool:
+        """``reserve`` and ``record`` at once (a send that leaves immediately)."""
+        if not self.reserve(now):
+            return False
+        self.record(now)
         return True
 
     def on_throttled(self, now: float, pause: float = 1.0) -> None:

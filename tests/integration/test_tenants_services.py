@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -38,8 +39,9 @@ def start(args, env, *, group=("tenants",), timeout=90.0):
             if line is None:
                 break
             seen.append(line)
-            if line.startswith("READY"):
-                return p, line.split(None, 1)[1].strip()
+            m = re.search(r"READY (\S+)", line)  # a service may put terminal escapes before it
+            if m:
+                return p, m.group(1)
     except BaseException:  # interrupted (e.g. pytest-timeout): never leave the service running
         p.kill()
         p.wait()

@@ -1,0 +1,118 @@
+"""Every privacy request, followed from ``wa.privacy.requests`` (compacted by request id).
+
+Answers what other processes must consult:
+
+* ``is_restricted(subject_id)`` — the subject's latest RESTRICTION / UNRESTRICTION request (by
+  ``requested_at``) is a restriction: sends are refused, inbound content is not stored.
+* ``erased_at(subject_id)`` — when an erasure of the subject was requested. Replays and
+  dead-letter backfills drop a record of the subject that is older than this, so an erased
+  subject is never brought back (``is_erased_record``).
+* ``by_code(code)`` / ``get(request_id)`` — request status for the CLI and the API.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka import Message
+
+from wapipe.avro import AvroSerde, SerdeError
+from wapipe.config import Settings
+from wapipe.log import get_logger
+from wapipe.privacy.follow import TopicFollower
+from wapipe.privacy.records import ms
+from wapipe.topics import PRIVACY_REQUESTS
+
+log = get_logger(__name__)
+
+
+class PrivacyRegistry:
+    def __init__(self, settings: Settings, bootstrap: str, *, serde: AvroSerde | None = None) -> None:
+        self._serde = serde or AvroSerde.from_settings(settings)
+        self._lock = threading.Lock()
+        self._requests: dict[str, dict] = {}
+        self._by_code: dict[str, str] = {}
+        self._restriction: dict[str, tuple[int, bool]] = {}  # subject -> (requested_at, restricted)
+        self._erased: dict[str, int] = {}  # subject -> earliest erasure requested_at (ms)
+        self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._apply, name="privacy-registry")
+
+    def start(self) -> "PrivacyRegistry":
+        self._follower.start()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        self._follower.catch_up(timeout)
+        return True
+
+    def close(self) -> None:
+        self._follower.close()
+
+    def __enter__(self) -> "PrivacyRegistry":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _apply(self, m: Message) -> None:
+        key = (m.key() or b"").decode()
+        if m.value() is None:
+            with self._lock:
+                self._requests.pop(key, None)
+            return
+        try:
+            rec = self._serde.decode(m.value(), "PrivacyRequest")
+        except SerdeError as exc:
+            log.error("privacy_registry.unreadable", offset=m.offset(), error=str(exc))
+            return
+        self.remember(rec)
+
+    def remember(self, rec: dict) -> None:
+        """Apply a request record (from the topic, or one this process just wrote)."""
+        subject, kind, status = rec.get("subject_id"), rec["kind"], rec["status"]
+        at = ms(rec["requested_at"])
+        with self._lock:
+            self._requests[rec["request_id"]] = rec
+            self._by_code[rec["confirmation_code"]] = rec["request_id"]
+            if not subject or status in ("REJECTED", "FAILED"):
+                return
+            if kind in ("RESTRICTION", "UNRESTRICTION"):
+                prev = self._restriction.get(subject)
+                if prev is None or prev[0] <= at:
+                    self._restriction[subject] = (at, kind == "RESTRICTION")
+            elif kind == "ERASURE":
+                self._erased[subject] = min(at, self._erased.get(subject, at))
+
+    # --- questions ---------------------------------------------------------------------------
+    def is_restricted(self, *ids: str) -> bool:
+        """``is_restricted(subject_id)`` or ``is_restricted(tenant_id, subject_id)``."""
+        if not ids:
+            raise TypeError("is_restricted needs a subject id")
+        with self._lock:
+            entry = self._restriction.get(ids[-1])
+        return bool(entry and entry[1])
+
+    def erased_at(self, subject_id: str) -> int | None:
+        with self._lock:
+            return self._erased.get(subject_id)
+
+    def is_erased_record(self, subject_id: str | None, record_time_ms: int) -> bool:
+        """A record about ``subject_id`` made before its erasure request: never replay it."""
+        if not subject_id:
+            return False
+        at = self.erased_at(subject_id)
+        return at is not None and record_time_ms <= at
+
+    def get(self, request_id: str) -> dict | None:
+        with self._lock:
+            r = self._requests.get(request_id)
+            return dict(r) if r else None
+
+    def by_code(self, code: str) -> dict | None:
+        with self._lock:
+            rid = self._by_code.get(code)
+            r = self._requests.get(rid) if rid else None
+            return dict(r) if r else None
+
+    def requests(self) -> list[dict]:
+        with self._lock:
+            return [dict(r) for r in self._requests.values()]

@@ -29,7 +29,7 @@ from wapipe.avro import SerdeError
 from wapipe.config import Settings
 from wapipe.kafka import consumer as make_consumer
 from wapipe.log import get_logger
-from wapipe.tenants.limits import limit_for_tier, mps_for_level
+from wapipe.tenants.limits import UNLIMITED, limit_for_tier, mps_for_level
 from wapipe.tenants.models import Template, Tenant, TenantStatus, utcnow
 from wapipe.tenants.service import TenantService
 from wapipe.tenants.store import PublishError, _produce
@@ -146,8 +146,8 @@ class Follower:
 
     def _limit(self, tenant: Tenant, tier: Any, field: str, v: dict) -> str:
         limit = limit_for_tier(str(tier)) if tier is not None else None
-        if limit is None and isinstance(tier, int):
-            limit = tier
+        if limit is None and str(tier).isdigit():  # some payloads give the number itself
+            limit = min(int(str(tier)), UNLIMITED)
         if limit is None or limit == tenant.messaging_limit:
             return "no change"
         self.service.save(tenant.evolve(messaging_limit=limit), "tenant.messaging_limit",

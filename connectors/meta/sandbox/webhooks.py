@@ -149,7 +149,8 @@ class WebhookDispatcher:
                 try:
                     assert self._sem is not None and self._client is not None
                     async with self._sem:
-                        resp = await self._client.post(url, content=body, headers=headers)
+                        resp = await self._client.post(url, content=body, headers=headers,
+                                                       timeout=self.config().webhooks.timeout_s)
                     ok = 200 <= resp.status_code < 300
                 except (httpx.HTTPError, httpx.InvalidURL, OSError):
                     ok = False  # refused, reset, timed out, bad URL: all a failed delivery to Meta

@@ -354,3 +354,75 @@ def test_throttling_and_pair_rate_recover_without_duplicates(send_world):
     assert rejected.get("130429", 0) > 0 and rejected.get("131056", 0) > 0, rejected
     assert _numbers(w)[w.numbers[0]]["max_accepted_1s"] <= 20
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/{k}": 1 for k in keys + pair})
+
+
+@pytest.mark.send_world(env={"WAPIPE_SEND_MAX_ATTEMPTS": "3"})
+def test_transient_errors_retry_then_dead_letter_and_unknown_outcomes_are_not_resent(send_world):
+    from connectors.meta.sandbox.models import Faults
+
+    w = send_world
+    w.start_worker()
+    ctl = w.sandbox.control
+    # two transient errors, then success
+    ctl.set_faults(Faults(error_count=2, error_code=131000, phone_number_id=w.numbers[0]))
+    w.send(template(w.recipient(1), "hello_world"), w.routing("tr-ok"))
+    assert w.final(["tr-ok"])["tr-ok"]["outcome"] == "ACCEPTED"
+    # always failing: retried, then dead-lettered
+    ctl.set_faults(Faults(error_p=1.0, error_code=2, phone_number_id=w.numbers[0]))
+    w.send(template(w.recipient(2), "hello_world"), w.routing("tr-dead"))
+    dead = w.final(["tr-dead"])["tr-dead"]
+    assert (dead["outcome"], dead["attempts"], dead["error_code"]) == ("DEAD", 3, 2)
+    # the request reaches Meta, the answer never comes back: unknown, never resent
+    ctl.set_faults(Faults(timeout_count=1, timeout_hold_s=5.0, phone_number_id=w.numbers[0]))
+    w.send(template(w.recipient(3), "hello_world"), w.routing("tr-unknown"))
+    unknown = w.final(["tr-unknown"])["tr-unknown"]
+    assert unknown["outcome"] == "UNKNOWN" and unknown["attempts"] == 1
+    time.sleep(6)  # past the sandbox's hold: it accepted the message
+    ctl.clear_faults()
+
+    results = _by_key(w.results(timeout=3))
+    assert [r["outcome"] for r in results["tr-ok"]] == ["RETRYING", "RETRYING", "ACCEPTED"]
+    assert [r["outcome"] for r in results["tr-dead"]] == ["RETRYING", "RETRYING", "DEAD"]
+    assert [r["outcome"] for r in results["tr-unknown"]] == ["UNKNOWN"]
+    letters = [d for d in _dead_letters(w.bootstrap) if d["headers"].get("idempotency_key") == "tr-dead"
+               and d["tenant_id"] == w.tenant_id]
+    assert len(letters) == 1 and "3 attempts" in letters[0]["reason"] and letters[0]["value"]
+    snap = _numbers(w)[w.numbers[0]]
+    assert snap["requests"] == 3 + 3 + 1  # every Graph call, none repeated for the unknown one
+    sent = w.sent_by_key()
+    assert sent[f"{w.tenant_id}/tr-ok"] == 1 and sent[f"{w.tenant_id}/tr-dead"] == 0
+    assert sent[f"{w.tenant_id}/tr-unknown"] <= 1
+
+
+@pytest.mark.send_world(rates=[(60, 60)])
+def test_campaign_pause_resume_stop_and_progress(send_world):
+    from processors.send.campaigns import progress, publish_control
+
+    w = send_world
+    w.start_worker()
+    a = [(template(w.recipient(i), "hello_world"), w.routing(f"a-{i}", lane=Lane.CAMPAIGN, campaign=f"A{w.tenant_id}"))
+         for i in range(300)]
+    b = [(template(w.recipient(400 + i), "hello_world"), w.routing(f"b-{i}", lane=Lane.CAMPAIGN, campaign=f"B{w.tenant_id}"))
+         for i in range(300)]
+    w.publish(a + b)
+    time.sleep(0.5)
+    publish_control(w.bootstrap, f"A{w.tenant_id}", "PAUSED", tenant_id=w.tenant_id)
+    time.sleep(1.5)  # honoured within a second
+    before = w.sandbox.control.counters()["numbers"][w.numbers[0]]["accepted"]
+    time.sleep(1.0)
+    sent_a = sum(1 for k in w.sent_by_key() if "/a-" in k)
+    assert w.sandbox.control.counters()["numbers"][w.numbers[0]]["accepted"] > before  # B goes on
+    time.sleep(0.5)
+    assert sum(1 for k in w.sent_by_key() if "/a-" in k) == sent_a  # A holds
+    publish_control(w.bootstrap, f"B{w.tenant_id}", "STOPPED", tenant_id=w.tenant_id)
+    publish_control(w.bootstrap, f"A{w.tenant_id}", "RUNNING", tenant_id=w.tenant_id)
+    final = w.final([f"a-{i}" for i in range(300)] + [f"b-{i}" for i in range(300)], timeout=60)
+    assert {final[f"a-{i}"]["outcome"] for i in range(300)} == {"ACCEPTED"}
+    outcomes_b = Counter(final[f"b-{i}"]["outcome"] for i in range(300))
+    assert set(outcomes_b) <= {"ACCEPTED", "CANCELLED"} and outcomes_b["CANCELLED"] > 0
+    pa = progress(w.bootstrap, f"A{w.tenant_id}")
+    assert (pa.queued, pa.sent, pa.failed, pa.remaining, pa.state) == (300, 300, 0, 0, "RUNNING")
+    pb = progress(w.bootstrap, f"B{w.tenant_id}")
+    assert (pb.queued, pb.sent, pb.cancelled, pb.remaining, pb.state) == (300, outcomes_b["ACCEPTED"],
+                                                                            outcomes_b["CANCELLED"], 0, "STOPPED")
+    assert sum(1 for k in w.sent_by_key() if "/b-" in k) == outcomes_b["ACCEPTED"]

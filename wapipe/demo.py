@@ -210,7 +210,7 @@ class DemoRun:
             self.stage(f"{spec.name}: {role}", "missing", str(exc))
             return False
         except ServiceError as exc:
-            self.stage(f"{spec.name}: {role}", "failed", str(exc).splitlines()[0] + f" (log {self.s.log_dir / (spec.name + '.log')})")
+            self.stage(f"{spec.name}: {role}", "failed", str(exc).splitlines()[0].rstrip(":"))
             if required:
                 raise
             return False
@@ -507,6 +507,8 @@ class Publisher(threading.Thread):
         self.groups = groups
         self.chunk = chunk
         self.published = 0
+        self.built = 0
+        self.to_build = 0
         self.total = 0
         self.error: BaseException | None = None
         self._halt = threading.Event()
@@ -581,51 +583,70 @@ class Publisher(threading.Thread):
                                           Routing(tenant_id=t.tenant_id, phone_number_id=t.phone_number_id,
                                                   idempotency_key=key))
 
+        # Phase 1: build (and seal) everything first. New recipients need a data key each, written
+        # to wa.subject.keys with acks; on a re-run they exist and this takes a second.
+        self.total = plan.messages + plan.transactional + plan.invalid + plan.duplicates
+        self.to_build = plan.messages + plan.transactional + plan.invalid
+        chunks: list[list[dict]] = []
         gens = {t.tenant_id: campaign_cmds(t, n) for t, n in zip(tenants, sizes)}
         for t in tenants:
             self.groups.campaign[t.tenant_id] = set()
-        self.total = plan.messages + plan.transactional + plan.invalid + plan.duplicates
-        rounds = max(1, -(-max(sizes) // self.chunk))
-        tx_per_round = -(-plan.transactional // rounds) if plan.transactional else 0
-        tx_sent = inv_sent = dup_sent = 0
-        sent_campaign: list[dict] = []
-        for rnd in range(rounds + 1):
-            if self._halt.is_set():
-                return
-            batch: list[dict] = []
+        while True:
+            round_ = []
             for t in tenants:
                 for cmd in _take(gens[t.tenant_id], self.chunk):
-                    self.groups.campaign[t.tenant_id].add(cmd["command_id"])
-                    self.run_.expected.campaign[t.tenant_id] += 1
-                    batch.append(cmd)
-                    if len(sent_campaign) < plan.duplicates * 3:
-                        sent_campaign.append(cmd)
-            for _ in range(min(tx_per_round, plan.transactional - tx_sent)):
-                cmd = transactional_cmd(tx_sent)
-                tx_sent += 1
-                self.groups.transactional.add(cmd["command_id"])
-                self.run_.expected.transactional[cmd["tenant_id"]] += 1
-                batch.append(cmd)
-            if rnd >= 1 and inv_sent < plan.invalid:  # the odd ones, once the campaign runs
-                for _ in range(plan.invalid - inv_sent):
-                    kind, cmd = invalid_cmd(inv_sent)
-                    inv_sent += 1
-                    self.groups.invalid.add(cmd["command_id"])
+                    if self._halt.is_set():
+                        return
+                    round_.append(cmd)
+                    self.built += 1
+            if not round_:
+                break
+            chunks.append(round_)
+        tx = []
+        for k in range(plan.transactional):
+            tx.append(transactional_cmd(k))
+            self.built += 1
+        bad = []
+        for k in range(plan.invalid):
+            bad.append(invalid_cmd(k))
+            self.built += 1
+        campaign_all = [c for ch in chunks for c in ch]
+        dups = [dict(campaign_all[(i * 7) % len(campaign_all)], command_id=str(uuid.uuid4()),
+                     requested_at=dt.datetime.now(dt.timezone.utc))
+                for i in range(min(plan.duplicates, len(campaign_all)))] if campaign_all else []
+
+        # Phase 2: the whole campaign goes to Kafka at once (the pipeline paces it per number).
+        for ch in chunks:
+            for cmd in ch:
+                self.groups.campaign[cmd["tenant_id"]].add(cmd["command_id"])
+                self.run_.expected.campaign[cmd["tenant_id"]] += 1
+            self._publish(ch)
+        # Phase 3: while it runs, transactional messages arrive in waves, and the odd ones.
+        slowest = max((n / t.throughput for t, n in zip(tenants, sizes)), default=0.0)
+        waves = max(1, min(10, len(tx)))
+        interval = min(10.0, slowest / (waves + 1)) if slowest else 0.0
+        for w in range(waves):
+            if self._halt.wait(interval):
+                return
+            wave = tx[w::waves]
+            self.groups.transactional.update(c["command_id"] for c in wave)
+            for c in wave:
+                self.run_.expected.transactional[c["tenant_id"]] += 1
+            if w == min(1, waves - 1):
+                for kind, c in bad:
+                    self.groups.invalid.add(c["command_id"])
                     self.run_.expected.invalid[kind] += 1
-                    batch.append(cmd)
-                for i in range(min(plan.duplicates, len(sent_campaign))):
-                    # The ERP re-sends a command (same idempotency key, new command id).
-                    cmd = dict(sent_campaign[i * 3 % len(sent_campaign)], command_id=str(uuid.uuid4()),
-                               requested_at=dt.datetime.now(dt.timezone.utc))
-                    dup_sent += 1
-                    self.groups.duplicate.add(cmd["command_id"])
-                    batch.append(cmd)
-                self.run_.expected.duplicates = dup_sent
+                self.groups.duplicate.update(c["command_id"] for c in dups)
+                self.run_.expected.duplicates = len(dups)
+                wave = wave + [c for _k, c in bad] + dups
                 self._unreadable()
-            if batch:
-                self.run_.expected.command_ids.update(c["command_id"] for c in batch)
-                self.published += self.erp.publish(batch)
+            self._publish(wave)
         self.total = self.published
+
+    def _publish(self, batch: list[dict]) -> None:
+        if batch:
+            self.run_.expected.command_ids.update(c["command_id"] for c in batch)
+            self.published += self.erp.publish(batch)
 
     def _unreadable(self) -> None:
         """A few records that are not SendCommands at all: they must become dead letters."""
@@ -694,6 +715,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
     cols = (TextColumn("{task.description:<34}"), BarColumn(bar_width=36), MofNCompleteColumn(),
             TextColumn("{task.fields[note]}"), TimeElapsedColumn())
     with Progress(*cols, console=run.console, refresh_per_second=4) as progress:
+        t_seal = progress.add_task("commands built, personal data sealed", total=None, note="")
         t_pub = progress.add_task("published to wa.send.requested", total=None, note="")
         t_camp = {t.tenant_id: progress.add_task(f"campaign {t.display_name} ({t.throughput}/s)", total=None, note="")
                   for t in tenants}
@@ -703,6 +725,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
         last_rate: dict[str, tuple[float, int]] = {}
         while True:
             now = time.monotonic()
+            progress.update(t_seal, completed=pub.built, total=pub.to_build or None)
             progress.update(t_pub, completed=pub.published, total=pub.total or None)
             for t in tenants:
                 ids = groups.campaign.get(t.tenant_id, set())

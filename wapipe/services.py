@@ -36,6 +36,7 @@ READY_PREFIX = "READY"
 # ``READY <what>`` at the start of a line; also after a log prefix ending in "] ", because faust
 # workers redirect stdout into their logger ("[2026-...] [pid] [WARNING] READY normalise").
 _READY_RE = re.compile(r"(?:^|\] )READY(?: (.*))?$")
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal control sequences (faust hides the cursor)
 
 
 class ServiceError(RuntimeError):
@@ -116,7 +117,7 @@ class RunningService:
                 out.write(raw)
                 line = raw.decode(errors="replace")
                 self._tail.append(line)
-                m = None if self._ready.is_set() else _READY_RE.search(line)
+                m = None if self._ready.is_set() else _READY_RE.search(_ANSI_RE.sub("", line))
                 if m:
                     self.ready_value = (m.group(1) or "").strip()
                     self.ready_after_s = time.monotonic() - self.started_at

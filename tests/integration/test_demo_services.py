@@ -109,3 +109,14 @@ def test_check_names_a_dead_service(tmp_path):
         time.sleep(1.0)
         with pytest.raises(ServiceError, match="short exited with code 0"):
             sup.check()
+
+
+def test_ready_after_a_log_prefix_or_terminal_codes(tmp_path):
+    """faust redirects stdout into its logger and hides the cursor: READY must still be seen."""
+    lines = ['print("\\x1b[?25l\\x1b[?25hREADY normalise", flush=True)',
+             'print("[2026-11-25 09:53:38,216] [25757] [WARNING] READY worker ", flush=True)']
+    with Supervisor(tmp_path / "logs") as sup:
+        for i, line in enumerate(lines):
+            svc = sup.start(ServiceSpec(f"s{i}", (f"s{i}",), ready_timeout=10,
+                                        program=py(line + "\nimport time\ntime.sleep(60)")))
+            assert svc.ready_value in ("normalise", "worker")

@@ -35,7 +35,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from sinks.rows import CONVERTERS, SINK_TOPICS, Retention, Unconvertible, convert
+from sinks.rows import CONVERTERS, SINK_TOPICS, Converter, Retention, Unconvertible, convert
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.kafka import consumer as make_consumer
@@ -96,12 +96,14 @@ class SinkWorker:
     def __init__(self, settings: Settings, bootstrap: str, client: InsertClient, *, retention: Retention,
                  serde: AvroSerde | None = None, topics: tuple[str, ...] = SINK_TOPICS, group: str | None = None,
                  erasure: Any = None, client_lock: threading.Lock | None = None,
-                 on_flush: Callable[[Batch], None] | None = None) -> None:
+                 on_flush: Callable[[Batch], None] | None = None,
+                 converters: dict[str, Converter] | None = None) -> None:
         self.s = settings
+        self.converters = converters or CONVERTERS
+        self.topics = tuple(self.converters) if converters else topics
         self.client = client
         self.retention = retention
         self.serde = serde or AvroSerde.from_settings(settings)
-        self.topics = topics
         self.erasure = erasure
         self.lock = client_lock or threading.Lock()
         self.on_flush = on_flush
@@ -117,6 +119,7 @@ class SinkWorker:
         self._paused: list[TopicPartition] = []
         self._last_reason = ""
         self._held: list = []
+        self._halted = False
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
@@ -159,7 +162,7 @@ class SinkWorker:
         value = m.value()
         self.batch.track(m.topic(), m.partition(), m.offset(), len(value or b""))
         self.stats.consumed += 1
-        conv = CONVERTERS.get(m.topic())
+        conv = self.converters.get(m.topic())
         try:
             if conv is None:
                 raise Unconvertible(f"no converter for topic {m.topic()}")
@@ -189,6 +192,7 @@ class SinkWorker:
         self.producer.poll(0)
         bad = sum(self._recent)
         if bad >= self.s.sink_dlq_min and bad / len(self._recent) > self.s.sink_dlq_max_ratio:
+            self._halted = True  # nothing of this batch gets committed, not even by the revoke on close
             raise DeadLetterLimit(
                 f"{bad} of the last {len(self._recent)} records could not be converted "
                 f"(limit {self.s.sink_dlq_max_ratio:.0%}); stopping instead of dead-lettering everything. "
@@ -235,7 +239,7 @@ class SinkWorker:
         for table, rows in b.rows.items():
             if table in b.inserted or not rows:
                 continue
-            conv = next(c for c in CONVERTERS.values() if c.table == table)
+            conv = next(c for c in self.converters.values() if c.table == table)
             with self.lock:
                 self.client.insert(table, rows, column_names=list(conv.columns),
                                    settings={"insert_deduplication_token": b.token(table)})
@@ -284,7 +288,7 @@ class SinkWorker:
             log.warning("sink.erasure_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _on_revoke(self, consumer, partitions) -> None:
-        if self.batch.count:
+        if self.batch.count and not self._halted:
             try:
                 self.flush(threading.Event())
             except Exception as exc:  # the new owner replays it; ReplacingMergeTree keys absorb it

@@ -32,6 +32,7 @@ log = get_logger(__name__)
 
 MAX_FORM_BYTES = 64 * 1024
 STATUS_PATH = "/meta/deletion-status/"
+STATUS_WAIT_S = 1.0
 
 
 def confirmation_code() -> str:
@@ -59,6 +60,11 @@ class MetaCallbacks:
     async def status(self, request: Request) -> Response:
         code = request.path_params["code"]
         rec = self._view.get(code)
+        # Another worker may have written it a moment ago: give our consumer a moment to read it.
+        deadline = time.monotonic() + STATUS_WAIT_S
+        while rec is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            rec = self._view.get(code)
         if rec is None:
             return JSONResponse({"error": "unknown confirmation code"}, status_code=404)
         doc = {

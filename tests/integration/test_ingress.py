@@ -353,3 +353,19 @@ async def test_sigterm_mid_load_drains_every_acked_webhook_to_the_topic(topics, 
     on_topic = Counter(s["id"] for _, rec in raw_records_with(topics, unique.encode())
                        for s in json.loads(rec["body"])["entry"][0]["changes"][0]["value"]["statuses"])
     assert [w for w in acked if on_topic[w] != 1] == []
+
+
+def test_status_page_works_across_workers(topics, tmp_path):
+    """With several workers, the status URL may be served by a worker that did not record the
+    request: it finds it on wa.privacy.requests."""
+    env = {"KAFKA_BOOTSTRAP_SERVERS": topics, "WAPIPE_META_APPS": json.dumps(APPS)}
+    with IngressProcess(env, workers=2, log_path=tmp_path / "ingress.log") as ing:
+        for _ in range(5):
+            with httpx.Client(base_url=ing.url, timeout=10) as c:
+                r = c.post("/meta/data-deletion", data={"signed_request": _signed()})
+                assert r.status_code == 200
+                code = r.json()["confirmation_code"]
+            for _ in range(4):  # new connections, right away: the kernel spreads them over the workers
+                with httpx.Client(base_url=ing.url, timeout=10) as c:
+                    r = c.get(f"/meta/deletion-status/{code}")
+                    assert r.status_code == 200 and r.json()["status"] == "RECEIVED", r.text

@@ -160,6 +160,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
         consumer_auto_offset_reset=s.send_offset_reset, producer_acks=-1,
         stream_buffer_maxsize=2000, broker_max_poll_records=500,
+        # A worker that died is noticed after this long and its partitions move on.
+        broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
     )
     rt = Runtime(s, bootstrap)
     app.wapipe_runtime = rt  # type: ignore[attr-defined]

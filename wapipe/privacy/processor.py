@@ -64,6 +64,7 @@ class PrivacyProcessor:
         self._last_roll = 0.0
         self._clickhouse_done: dict[str, dict[str, str]] = {}
         self._overdue: set[str] = set()
+        self._tick_cache: dict[str, object] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> "PrivacyProcessor":
@@ -90,6 +91,7 @@ class PrivacyProcessor:
     def tick(self) -> int:
         """Advance every open request once; returns how many are still open."""
         self._read_audit()
+        self._tick_cache: dict[str, object] = {}  # one scan per tick, shared by every open request
         open_ = 0
         for rec in sorted(self.registry.requests(), key=lambda r: ms(r["requested_at"])):
             if rec["status"] in FINAL:
@@ -139,7 +141,7 @@ class PrivacyProcessor:
         kind = rec["kind"]
         if kind == "ERASURE":
             return self._erasure(rec)
-        if kind in ("RESTRICTION", "UNRESTRICTION"):
+        if kind in ("RESTRICTION", "UNRESTRICTION", "CORRECTION"):
             if not rec.get("subject_id"):
                 return self._reject(rec, "no subject")
             rec = self._save(rec, status="COMPLETED", registry=DONE)
@@ -226,8 +228,15 @@ class PrivacyProcessor:
         return int(desired_configs(spec(WEBHOOK_RAW), self.s).get("segment.ms", self.s.raw_webhook_retention_ms))
 
     def _key_copies(self, subject_id: str) -> int:
-        prefix = f"{subject_id}/".encode()
-        return sum(1 for m in scan(self.bootstrap, SUBJECT_KEYS) if (m.key() or b"").startswith(prefix) and m.value())
+        """How many records on wa.subject.keys still hold a key of the subject (superseded ones too)."""
+        if "keys" not in self._tick_cache:
+            held: dict[str, int] = {}
+            for m in scan(self.bootstrap, SUBJECT_KEYS):
+                if m.value() and m.key() and b"/" in m.key():
+                    subj = m.key().split(b"/", 1)[0].decode()
+                    held[subj] = held.get(subj, 0) + 1
+            self._tick_cache["keys"] = held
+        return self._tick_cache["keys"].get(subject_id, 0)  # type: ignore[union-attr]
 
     def _maybe_roll(self) -> None:
         segment_ms = int(desired_configs(spec(SUBJECT_KEYS), self.s)["segment.ms"])
@@ -236,8 +245,9 @@ class PrivacyProcessor:
             roll_segments(self._producer, self.bootstrap, SUBJECT_KEYS)
 
     def _raw_expired(self, requested_at_ms: int) -> bool:
-        for topic in RAW_TOPICS:
-            for ts in oldest_timestamps(self.bootstrap, topic).values():
-                if ts is not None and ts <= requested_at_ms:
-                    return False
-        return True
+        """Every raw (cleartext) record received up to the request has expired."""
+        if "raw" not in self._tick_cache:
+            oldest = [ts for topic in RAW_TOPICS for ts in oldest_timestamps(self.bootstrap, topic).values() if ts is not None]
+            self._tick_cache["raw"] = min(oldest) if oldest else None
+        oldest_held = self._tick_cache["raw"]
+        return oldest_held is None or oldest_held > requested_at_ms  # type: ignore[operator]

@@ -7,11 +7,15 @@ Answers what other processes must consult:
 * ``erased_at(subject_id)`` — when an erasure of the subject was requested. Replays and
   dead-letter backfills drop a record of the subject that is older than this, so an erased
   subject is never brought back (``is_erased_record``).
+* ``corrections(subject_id)`` — corrected personal fields (sealed with the subject's key, so an
+  erasure shreds them too); readers overlay them on what they open (``export.apply_corrections``).
 * ``by_code(code)`` / ``get(request_id)`` — request status for the CLI and the API.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 
 from confluent_kafka import Message
@@ -26,6 +30,22 @@ from wapipe.topics import PRIVACY_REQUESTS
 log = get_logger(__name__)
 
 
+def sealed_to_detail(sealed: dict) -> str:
+    """A Sealed dict as a string for ``PrivacyRequest.details`` (a string map)."""
+    return json.dumps({"key_id": sealed["key_id"], "nonce": base64.b64encode(sealed["nonce"]).decode(),
+                       "ciphertext": base64.b64encode(sealed["ciphertext"]).decode()})
+
+
+def _sealed_from(detail: str | None) -> dict | None:
+    if not detail:
+        return None
+    try:
+        d = json.loads(detail)
+        return {"key_id": d["key_id"], "nonce": base64.b64decode(d["nonce"]), "ciphertext": base64.b64decode(d["ciphertext"])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class PrivacyRegistry:
     def __init__(self, settings: Settings, bootstrap: str, *, serde: AvroSerde | None = None) -> None:
         self._serde = serde or AvroSerde.from_settings(settings)
@@ -34,6 +54,7 @@ class PrivacyRegistry:
         self._by_code: dict[str, str] = {}
         self._restriction: dict[str, tuple[int, bool]] = {}  # subject -> (requested_at, restricted)
         self._erased: dict[str, int] = {}  # subject -> earliest erasure requested_at (ms)
+        self._corrections: dict[str, dict[str, tuple[int, dict]]] = {}  # subject -> field -> (at, Sealed)
         self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._apply, name="privacy-registry")
 
     def start(self) -> "PrivacyRegistry":
@@ -81,6 +102,14 @@ class PrivacyRegistry:
                     self._restriction[subject] = (at, kind == "RESTRICTION")
             elif kind == "ERASURE":
                 self._erased[subject] = min(at, self._erased.get(subject, at))
+            elif kind == "CORRECTION":
+                details = rec.get("details") or {}
+                sealed = _sealed_from(details.get("sealed"))
+                field = details.get("field")
+                if sealed and field:
+                    prev = self._corrections.setdefault(subject, {}).get(field)
+                    if prev is None or prev[0] <= at:
+                        self._corrections[subject][field] = (at, sealed)
 
     # --- questions ---------------------------------------------------------------------------
     def is_restricted(self, *ids: str) -> bool:
@@ -101,6 +130,11 @@ class PrivacyRegistry:
             return False
         at = self.erased_at(subject_id)
         return at is not None and record_time_ms <= at
+
+    def corrections(self, subject_id: str) -> list[tuple[str, dict]]:
+        """(field, Sealed {"value": corrected}) — the latest correction of each field."""
+        with self._lock:
+            return [(f, sealed) for f, (_, sealed) in self._corrections.get(subject_id, {}).items()]
 
     def get(self, request_id: str) -> dict | None:
         with self._lock:

@@ -1,0 +1,196 @@
+"""``wapipe privacy ...``: data-subject requests, their status, exports, and the processor."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Privacy: erasure, access/export, correction, restriction (docs/privacy.md).")
+
+TENANT = typer.Option(..., "--tenant", help="tenant id")
+WA_ID = typer.Option(None, "--wa-id", help="the person's WhatsApp number")
+SUBJECT = typer.Option(None, "--subject", help="the subject id (instead of --wa-id)")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(1)
+
+
+def _service():
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.privacy.errors import PrivacyError
+    from wapipe.privacy.service import PrivacyService
+
+    s = Settings()
+    try:
+        return PrivacyService(s, resolve_bootstrap(s)).start()
+    except (NoKafka, PrivacyError) as exc:
+        _fail(str(exc))
+
+
+def _show(rec: dict) -> None:
+    from wapipe.privacy.export import jsonable
+
+    typer.echo(json.dumps(jsonable({k: rec[k] for k in ("request_id", "kind", "status", "confirmation_code",
+                                                       "tenant_id", "subject_id", "steps", "updated_at")}, str), indent=2))
+
+
+def _submit(kind: str, tenant: str, wa_id: str | None, subject: str | None, wait: float) -> None:
+    svc = _service()
+    try:
+        try:
+            rec = svc.submit(kind, tenant_id=tenant, wa_id=wa_id, subject=subject)
+        except ValueError as exc:
+            _fail(str(exc))
+        if wait > 0:
+            rec = svc.wait(rec["request_id"], wait) or rec
+        _show(rec)
+    finally:
+        svc.close()
+
+
+@app.command("erase")
+def erase(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
+          wait: float = typer.Option(0, help="seconds to wait for COMPLETED (needs `wapipe privacy run`)")) -> None:
+    """Request erasure of a person's data; prints the confirmation code."""
+    _submit("ERASURE", tenant, wa_id, subject, wait)
+
+
+@app.command("restrict")
+def restrict(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT) -> None:
+    """Restrict processing: sends to the person are refused, their inbound content is not stored."""
+    _submit("RESTRICTION", tenant, wa_id, subject, 0)
+
+
+@app.command("unrestrict")
+def unrestrict(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT) -> None:
+    """Lift a restriction."""
+    _submit("UNRESTRICTION", tenant, wa_id, subject, 0)
+
+
+@app.command("correct")
+def correct(tenant: str = TENANT, field: str = typer.Option(..., help="e.g. profile_name"),
+            value: str = typer.Option(..., help="the corrected value"), wa_id: str = WA_ID, subject: str = SUBJECT) -> None:
+    """Record a corrected personal field (sealed with the person's key)."""
+    svc = _service()
+    try:
+        try:
+            _show(svc.correct(tenant_id=tenant, field=field, value=value, wa_id=wa_id, subject=subject))
+        except ValueError as exc:
+            _fail(str(exc))
+    finally:
+        svc.close()
+
+
+@app.command("status")
+def status(code: str = typer.Argument(..., help="confirmation code or request id")) -> None:
+    """A request's status and steps."""
+    svc = _service()
+    try:
+        rec = svc.status(code)
+        if rec is None:
+            _fail(f"no request with code or id {code}")
+        _show(rec)
+    finally:
+        svc.close()
+
+
+@app.command("subject")
+def subject_cmd(tenant: str = TENANT, wa_id: str = typer.Option(..., "--wa-id")) -> None:
+    """The pseudonymous subject id of a person in a tenant."""
+    from wapipe.config import Settings
+    from wapipe.privacy.subjects import pepper_from, subject_id
+
+    typer.echo(subject_id(pepper_from(Settings()), tenant, wa_id))
+
+
+@app.command("export")
+def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
+           out: Path = typer.Option(None, help="write the JSON here instead of stdout")) -> None:
+    """Everything held about a person (Kafka records opened, ClickHouse rows) as JSON; recorded as an ACCESS request."""
+    from wapipe.privacy.export import export_subject
+    from wapipe.privacy.records import audit_event
+
+    svc = _service()
+    try:
+        try:
+            rec = svc.submit("ACCESS", tenant_id=tenant, wa_id=wa_id, subject=subject)
+        except ValueError as exc:
+            _fail(str(exc))
+        reader = None
+        try:
+            from sinks.reader import open_reader
+
+            reader = open_reader(svc.s)
+        except Exception as exc:  # no ClickHouse reachable: say so in the export
+            typer.echo(f"warning: ClickHouse not readable ({exc}); exporting Kafka only", err=True)
+        doc = export_subject(bootstrap=svc.bootstrap, serde=svc.serde, keyring=svc.keyring, registry=svc.registry,
+                             subject_id=rec["subject_id"], wa_id=wa_id, reader=reader)
+        doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
+        text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
+        if out:
+            out.write_text(text)
+            out.chmod(0o600)
+        else:
+            typer.echo(text)
+        from wapipe.privacy.records import now_ms
+
+        done = {**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()}
+        svc.pub.request(done)
+        svc.pub.audit(audit_event("privacy.access.completed", actor="operator:cli", tenant_id=tenant,
+                                  subject_id=rec["subject_id"], target=rec["request_id"],
+                                  details={"kafka_records": str(sum(len(v) for v in doc["kafka"].values())),
+                                           "clickhouse_rows": str(sum(len(v) for v in doc["clickhouse"].values()))}))
+    finally:
+        svc.close()
+
+
+@app.command("run")
+def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHouse erasure here (when no sink runs)")) -> None:
+    """The request processor: drives every request to COMPLETED. SIGTERM stops it cleanly."""
+    from wapipe.config import Settings
+    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.privacy.processor import PrivacyProcessor
+
+    s = Settings()
+    try:
+        bootstrap = resolve_bootstrap(s)
+    except NoKafka as exc:
+        _fail(str(exc))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    proc = PrivacyProcessor(s, bootstrap).start()
+    worker = client = None
+    if with_clickhouse:
+        from sinks.erasure import ErasureWorker
+        from wapipe.clickhouse import clickhouse_client
+
+        worker, client = ErasureWorker(s, bootstrap), clickhouse_client(s.clickhouse_dsn)
+    print("READY privacy", flush=True)
+    try:
+        while not stop.is_set():
+            proc.tick()
+            if worker is not None:
+                worker.poll_once(client, timeout=0.1)
+            stop.wait(min(s.privacy_check_interval_s, 0.5))
+    finally:
+        proc.close()
+        if worker is not None:
+            worker.close()
+    sys.exit(0)
+
+
+@app.command("serve")
+def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, help="0: a free port")) -> None:
+    """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
+    from wapipe.privacy.api import serve_forever
+
+    serve_forever(host, port)

@@ -161,6 +161,7 @@ def _register() -> None:
     app.add_typer(__import__("processors.send.cli", fromlist=["campaign_app"]).campaign_app, name="campaign")
     app.command("normalise")(__import__("processors.normalise.cli", fromlist=["normalise_command"]).normalise_command)
     app.command("sink")(__import__("sinks.cli", fromlist=["sink_command"]).sink_command)
+    app.add_typer(__import__("wapipe.privacy.cli", fromlist=["app"]).app, name="privacy")
 
 
 _register()

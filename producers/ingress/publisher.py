@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 
@@ -74,6 +75,7 @@ class KafkaPublisher:
         self._task: asyncio.Task | None = None
         self._poll_mode = poll_mode
         self._inflight = 0  # produced, delivery report not seen yet
+        self._deadlines: deque[tuple[float, asyncio.Future]] = deque()  # publish order = deadline order
         self._wake: asyncio.Event | None = None
         self.brokers_down = False
 
@@ -111,9 +113,14 @@ class KafkaPublisher:
         self._inflight += 1
         if self._wake is not None and not self._wake.is_set():
             self._wake.set()
-        timer = self._loop.call_later(self._deadline, _expire, fut)
-        err, msg = await fut
-        timer.cancel()
+        if self._poll_mode == "loop":
+            # The poll task expires overdue futures; one deque instead of a timer per request.
+            self._deadlines.append((self._loop.time() + self._deadline, fut))
+            err, msg = await fut
+        else:
+            timer = self._loop.call_later(self._deadline, _expire, fut)
+            err, msg = await fut
+            timer.cancel()
         if err is _TIMED_OUT:
             raise PublishFailed(f"no broker ack within {self._deadline:.3f}s")
         if err is not None:
@@ -141,12 +148,23 @@ class KafkaPublisher:
         self._done.append((fut, err, msg))  # runs inside poll(), in whichever thread polls
 
     async def _poll_in_loop(self) -> None:
-        assert self._wake is not None
+        assert self._wake is not None and self._loop is not None
+        loop_time = self._loop.time
         while not self._stop.is_set():
-            self._producer.poll(0)
-            if self._done:
-                batch, self._done = self._done, []
-                self._resolve(batch)
+            try:
+                self._producer.poll(0)
+                if self._done:
+                    batch, self._done = self._done, []
+                    self._resolve(batch)
+                dl = self._deadlines
+                if dl:
+                    now = loop_time()
+                    while dl and dl[0][0] <= now:
+                        _expire(dl.popleft()[1])
+                    while dl and dl[0][1].done():  # answered: forget them
+                        dl.popleft()
+            except Exception:  # never let the one task that answers every request die
+                log.exception("kafka poll failed")
             if self._inflight > 0:
                 await asyncio.sleep(0.001)
             else:  # idle: sleep until a publish, but still serve error callbacks now and then

@@ -49,9 +49,16 @@ def body_for(n: int, tag: str) -> bytes:
     ).encode()
 
 
-def test_broker_outage_gives_503_fast_and_no_acked_event_is_lost_or_doubled(own_broker, tmp_path):
+# Which bound answers first: librdkafka's message.timeout.ms (600 < deadline 850), or the
+# ingress's own deadline (850 < message.timeout.ms 5000).
+BOUNDS = {"message_timeout": {"WAPIPE_INGRESS_PUBLISH_TIMEOUT_MS": "600", "WAPIPE_INGRESS_DEADLINE_MS": "850"},
+          "deadline": {"WAPIPE_INGRESS_PUBLISH_TIMEOUT_MS": "5000", "WAPIPE_INGRESS_DEADLINE_MS": "850"}}
+
+
+@pytest.mark.parametrize("bound", sorted(BOUNDS))
+def test_broker_outage_gives_503_fast_and_no_acked_event_is_lost_or_doubled(own_broker, tmp_path, bound):
     env = {"KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap, "WAPIPE_META_APPS": json.dumps({"app": SECRET}),
-           "WAPIPE_LOG_LEVEL": "INFO"}
+           "WAPIPE_LOG_LEVEL": "INFO", **BOUNDS[bound]}
     acked: list[str] = []
     refused: list[str] = []
     with IngressProcess(env, log_path=tmp_path / "ingress.log") as ing, \

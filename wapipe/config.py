@@ -100,8 +100,6 @@ class Settings(BaseSettings):
     env: str = Field(default="development", description="development | test | production")
     # `wapipe privacy run`: how often open requests are re-checked (compaction, expiry, ClickHouse).
     privacy_check_interval_s: float = Field(default=5.0, gt=0)
-    # `wapipe privacy serve`: the operator's admin API key (tenants use their own key).
-    privacy_operator_key: SecretStr | None = None
     # sinks/erasure.py: no new ClickHouse deletes while this many mutations are running.
     erasure_max_running_mutations: int = Field(default=8, ge=1)
 

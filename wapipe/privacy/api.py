@@ -1,0 +1,175 @@
+"""The privacy admin HTTP API (``wapipe privacy serve``), starlette.
+
+Every route is per tenant and needs that tenant's API key or the operator key
+(``wapipe.tenants.auth.authorize``: ``Authorization: Bearer <key>`` or ``X-API-Key``):
+
+* ``POST /privacy/{tenant}/requests`` ``{"kind": "erasure|restriction|unrestriction", "wa_id"|"subject_id"}``
+  -> 202 ``{request_id, confirmation_code, status}``
+* ``POST /privacy/{tenant}/corrections`` ``{"wa_id"|"subject_id", "field", "value"}`` -> 202
+* ``GET  /privacy/{tenant}/requests/{code}`` -> the request's status and steps
+* ``GET  /privacy/{tenant}/export?wa_id=...`` (or ``subject_id=``) -> everything held, as JSON
+
+Every request is an AuditEvent with the caller as actor. Bad input is a 400 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ValidationError, model_validator
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from wapipe.config import Settings
+from wapipe.log import get_logger
+from wapipe.privacy.export import export_subject, jsonable
+from wapipe.privacy.records import audit_event, now_ms
+from wapipe.privacy.service import PrivacyService
+
+log = get_logger(__name__)
+
+API_KINDS = {"erasure": "ERASURE", "restriction": "RESTRICTION", "unrestriction": "UNRESTRICTION"}
+
+
+class SubjectRef(BaseModel):
+    wa_id: str | None = None
+    subject_id: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "SubjectRef":
+        if not (self.wa_id or self.subject_id):
+            raise ValueError("give wa_id (the person's WhatsApp number) or subject_id")
+        return self
+
+
+class RequestIn(SubjectRef):
+    kind: str
+
+    @model_validator(mode="after")
+    def _kind(self) -> "RequestIn":
+        if self.kind.lower() not in API_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(API_KINDS)} (access: GET .../export)")
+        return self
+
+
+class CorrectionIn(SubjectRef):
+    field: str
+    value: str
+
+
+def _status_doc(rec: dict) -> dict:
+    return jsonable({k: rec.get(k) for k in ("request_id", "kind", "status", "confirmation_code", "tenant_id",
+                                             "subject_id", "requested_at", "updated_at", "steps")}, str)
+
+
+def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, reader_factory=None) -> Starlette:
+    from wapipe.tenants.auth import Unauthorized, authorize
+
+    async def _auth(request: Request):
+        try:
+            return authorize(settings, tenants, request, request.path_params["tenant"])
+        except Unauthorized as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def _body(request: Request, model):
+        try:
+            return model.model_validate(await request.json())
+        except ValueError as exc:  # bad JSON or a failed validation (ValidationError is a ValueError)
+            msg = "; ".join(e["msg"] for e in exc.errors()) if isinstance(exc, ValidationError) else "body is not JSON"
+            return JSONResponse({"error": msg}, status_code=400)
+
+    async def submit(request: Request):
+        who = await _auth(request)
+        if isinstance(who, JSONResponse):
+            return who
+        body = await _body(request, RequestIn)
+        if isinstance(body, JSONResponse):
+            return body
+        rec = await asyncio.to_thread(service.submit, API_KINDS[body.kind.lower()], tenant_id=request.path_params["tenant"],
+                                      wa_id=body.wa_id, subject=body.subject_id, source="api", actor=who.actor)
+        return JSONResponse(_status_doc(rec), status_code=202)
+
+    async def correct(request: Request):
+        who = await _auth(request)
+        if isinstance(who, JSONResponse):
+            return who
+        body = await _body(request, CorrectionIn)
+        if isinstance(body, JSONResponse):
+            return body
+        rec = await asyncio.to_thread(service.correct, tenant_id=request.path_params["tenant"], field=body.field,
+                                      value=body.value, wa_id=body.wa_id, subject=body.subject_id, source="api",
+                                      actor=who.actor)
+        return JSONResponse(_status_doc(rec), status_code=202)
+
+    async def status(request: Request):
+        who = await _auth(request)
+        if isinstance(who, JSONResponse):
+            return who
+        rec = service.status(request.path_params["code"])
+        if rec is None or rec.get("tenant_id") != request.path_params["tenant"]:
+            return JSONResponse({"error": "no such request for this tenant"}, status_code=404)
+        return JSONResponse(_status_doc(rec))
+
+    async def export(request: Request):
+        who = await _auth(request)
+        if isinstance(who, JSONResponse):
+            return who
+        tenant = request.path_params["tenant"]
+        try:
+            ref = SubjectRef(wa_id=request.query_params.get("wa_id"), subject_id=request.query_params.get("subject_id"))
+        except ValidationError as exc:
+            return JSONResponse({"error": "; ".join(e["msg"] for e in exc.errors())}, status_code=400)
+
+        def run() -> dict:
+            rec = service.submit("ACCESS", tenant_id=tenant, wa_id=ref.wa_id, subject=ref.subject_id, source="api",
+                                 actor=who.actor)
+            reader = reader_factory() if reader_factory else None
+            doc = export_subject(bootstrap=service.bootstrap, serde=service.serde, keyring=service.keyring,
+                                 registry=service.registry, subject_id=rec["subject_id"], wa_id=ref.wa_id, reader=reader)
+            service.pub.request({**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()})
+            service.pub.audit(audit_event("privacy.access.completed", actor=who.actor, tenant_id=tenant,
+                                          subject_id=rec["subject_id"], target=rec["request_id"]))
+            doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
+            return doc
+
+        return JSONResponse(await asyncio.to_thread(run))
+
+    return Starlette(routes=[
+        Route("/privacy/{tenant}/requests", submit, methods=["POST"]),
+        Route("/privacy/{tenant}/corrections", correct, methods=["POST"]),
+        Route("/privacy/{tenant}/requests/{code}", status, methods=["GET"]),
+        Route("/privacy/{tenant}/export", export, methods=["GET"]),
+    ])
+
+
+def serve_forever(host: str, port: int) -> None:
+    import uvicorn
+
+    from wapipe.kafka import resolve_bootstrap
+    from wapipe.net import free_port
+    from wapipe.tenants.registry import TenantRegistry
+
+    settings = Settings()
+    bootstrap = resolve_bootstrap(settings)
+    service = PrivacyService(settings, bootstrap).start()
+    tenants = TenantRegistry(settings, bootstrap).start()
+    tenants.wait_ready(60)
+
+    def reader():
+        from sinks.reader import open_reader
+
+        return open_reader(settings)
+
+    port = port or free_port()
+    config = uvicorn.Config(create_app(settings, service, tenants, reader_factory=reader), host=host, port=port,
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    print(f"READY http://{host}:{port}", flush=True)
+    try:
+        server.run()
+    finally:
+        tenants.close()
+        service.close()

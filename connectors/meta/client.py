@@ -38,6 +38,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.meta import errors
+from connectors.meta.transport import AiohttpTransport
 from connectors.meta.messages import OutboundMessage, ReadReceipt
 from wapipe.log import get_logger
 
@@ -236,7 +237,10 @@ class GraphClient:
                 keepalive_expiry=keepalive_expiry,
             ),
             http2=http2,
-            transport=transport,
+            # aiohttp's pool under httpx's API unless a transport is given or HTTP/2 is asked for
+            # (see connectors/meta/transport.py for why, and why not the httpx-aiohttp package).
+            transport=transport if transport is not None or http2 else AiohttpTransport(
+                max_connections=max_connections, keepalive_expiry=keepalive_expiry),
             headers={"User-Agent": user_agent},
             follow_redirects=False,
         )
@@ -306,8 +310,10 @@ class GraphClient:
             try:
                 return response.json()
             except ValueError:
-                outcome = "Transient"
-                raise errors.Transient(f"HTTP {status} with a body that is not JSON", http_status=status, endpoint=endpoint) from None
+                # A success status means Meta acted: a send must not be retried blindly.
+                error_cls = errors.Transient if idempotent else errors.UnknownOutcome
+                outcome = error_cls.__name__
+                raise error_cls(f"HTTP {status} with a body that is not JSON", http_status=status, endpoint=endpoint) from None
         finally:
             if self.on_call is not None:
                 try:

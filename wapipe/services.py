@@ -36,7 +36,8 @@ READY_PREFIX = "READY"
 # ``READY <what>`` at the start of a line; also after a log prefix ending in "] ", because faust
 # workers redirect stdout into their logger ("[2026-...] [pid] [WARNING] READY normalise").
 _READY_RE = re.compile(r"(?:^|\] )READY(?: (.*))?$")
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal control sequences (faust hides the cursor)
+# Terminal control sequences and characters (faust hides the cursor: ESC[?25l, a backspace, ESC[?25h).
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f]")
 
 
 class ServiceError(RuntimeError):

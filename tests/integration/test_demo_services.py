@@ -113,7 +113,7 @@ def test_check_names_a_dead_service(tmp_path):
 
 def test_ready_after_a_log_prefix_or_terminal_codes(tmp_path):
     """faust redirects stdout into its logger and hides the cursor: READY must still be seen."""
-    lines = ['print("\\x1b[?25l\\x1b[?25hREADY normalise", flush=True)',
+    lines = ['print("\\x1b[?25l\\x08\\x1b[?25hREADY normalise", flush=True)',
              'print("[2026-11-25 09:53:38,216] [25757] [WARNING] READY worker ", flush=True)']
     with Supervisor(tmp_path / "logs") as sup:
         for i, line in enumerate(lines):

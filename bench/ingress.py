@@ -218,10 +218,20 @@ def end_offsets(bootstrap: str) -> dict[int, int]:
 
     from wapipe.topics import WEBHOOK_RAW
 
+    from confluent_kafka import KafkaException
+
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    deadline = time.monotonic() + 30  # a topic created a moment ago may not have its leaders yet
     try:
-        md = c.list_topics(WEBHOOK_RAW, timeout=10).topics[WEBHOOK_RAW]
-        return {p: c.get_watermark_offsets(TopicPartition(WEBHOOK_RAW, p), timeout=10)[1] for p in md.partitions}
+        while True:
+            try:
+                md = c.list_topics(WEBHOOK_RAW, timeout=10).topics[WEBHOOK_RAW]
+                return {p: c.get_watermark_offsets(TopicPartition(WEBHOOK_RAW, p), timeout=10)[1]
+                        for p in md.partitions}
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         c.close()
 

@@ -147,14 +147,15 @@ def phase_latency(settings, bootstrap: str, client, serde: AvroSerde, seconds: f
                   state: Path) -> tuple[list[float], int, int]:
     run = uuid.uuid4().hex[:8]
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_STATE_DIR": str(state / "normalise"),
-           "WAPIPE_NORMALISE_APP_ID": f"bench-normalise-{run}"}
+           "WAPIPE_NORMALISE_APP_ID": f"bench-normalise-{run}", "WAPIPE_NORMALISE_OFFSET_RESET": "latest"}
     log = open(state / "normalise.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "wapipe", "normalise"], env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     s = settings.model_copy(update={"sink_batch_ms": 250, "sink_batch_rows": 50_000})
     w = SinkWorker(s, bootstrap, client, retention=RetentionDays(s), group=f"bench-lat-{run}",
-                   converters={STATUS_EVENTS: CONVERTERS[STATUS_EVENTS]})
+                   converters={STATUS_EVENTS: CONVERTERS[STATUS_EVENTS]},
+                   consumer_overrides={"auto.offset.reset": "latest"})  # only this run's events, not history
     stop = threading.Event()
     sink_thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
     produced: dict[str, float] = {}

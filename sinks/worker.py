@@ -97,7 +97,8 @@ class SinkWorker:
                  serde: AvroSerde | None = None, topics: tuple[str, ...] = SINK_TOPICS, group: str | None = None,
                  erasure: Any = None, client_lock: threading.Lock | None = None,
                  on_flush: Callable[[Batch], None] | None = None,
-                 converters: dict[str, Converter] | None = None) -> None:
+                 converters: dict[str, Converter] | None = None,
+                 consumer_overrides: dict[str, Any] | None = None) -> None:
         self.s = settings
         self.converters = converters or CONVERTERS
         self.topics = tuple(self.converters) if converters else topics
@@ -110,7 +111,7 @@ class SinkWorker:
         self.stats = SinkStats()
         self.consumer = make_consumer(bootstrap, group or settings.sink_group, **{
             "fetch.max.bytes": 64 * 1024 * 1024, "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "queued.max.messages.kbytes": 262144, "max.poll.interval.ms": 600000,
+            "queued.max.messages.kbytes": 262144, "max.poll.interval.ms": 600000, **(consumer_overrides or {}),
         })
         self.producer = make_producer(bootstrap)
         self.batch = Batch()

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     sink_read_port: int = Field(default=0, ge=0, description="port of the local read endpoint (0: any free one)")
     normalise_app_id: str = "wapipe-normalise"
     normalise_dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1, description="Meta retries for up to 7 days")
+    normalise_offset_reset: str = Field(default="earliest", description="where a new normaliser group starts (benchmarks: latest)")
 
     # --- send pipeline (`wapipe worker`, processors/send) --------------------------------
     send_app_id: str = "wapipe-send"

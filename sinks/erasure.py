@@ -107,7 +107,8 @@ class ErasureWorker:
                     continue
                 if (rec["kind"] == "ERASURE" and rec["status"] == "IN_PROGRESS" and rec.get("subject_id")
                         and (rec.get("steps") or {}).get("clickhouse") == "requested"
-                        and rec["request_id"] not in self._handled):
+                        and rec["request_id"] not in self._handled
+                        and all(p["request_id"] != rec["request_id"] for p in self._pending)):
                     self._pending.append(rec)
             if not msgs:
                 return 0

@@ -1,0 +1,71 @@
+"""sinks/erasure.ErasureWorker on a real ClickHouse (chDB) and broker: covers every table with a
+subject_id (including one created after start), waits while mutations run, and reports done."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sinks.erasure import ErasureWorker, running_mutations, subject_tables
+from wapipe.avro import AvroSerde, SerdeError
+from wapipe.kafka import producer
+from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, new_request
+from wapipe.privacy.topicscan import scan
+from wapipe.topics import AUDIT
+
+pytestmark = pytest.mark.integration
+
+
+def count(client, table, subject):
+    return client.query(f"SELECT count() FROM `{table}` WHERE subject_id = {{s:String}}",
+                        parameters={"s": subject}).result_rows[0][0]
+
+
+def test_erasure_worker_deletes_everywhere_with_backpressure(settings, topics, clickhouse, unique):
+    a, b = f"A-{unique}", f"B-{unique}"
+    clickhouse.command("CREATE TABLE later_table (subject_id String, note String) ENGINE = MergeTree ORDER BY subject_id")
+    for s in (a, b):
+        clickhouse.command(
+            "INSERT INTO send_results (command_id, tenant_id, idempotency_key, phone_number_id, subject_id, lane, outcome,"
+            " attempts, decided_at, retention_days) VALUES ({s:String}, 't', 'k', 'p', {s:String}, 'L', 'SENT', 1, now64(3), 30)",
+            parameters={"s": s})
+        clickhouse.command("INSERT INTO later_table VALUES ({s:String}, 'x')", parameters={"s": s})
+    assert "later_table" in subject_tables(clickhouse) and "send_results" in subject_tables(clickhouse)
+
+    # A mutation that cannot finish stays "running": the worker must hold back.
+    clickhouse.command("ALTER TABLE later_table UPDATE note = 'y' WHERE throwIf(subject_id = {s:String})",
+                       parameters={"s": b}, settings={"mutations_sync": 0})
+    assert running_mutations(clickhouse) == 1
+
+    serde = AvroSerde.from_settings(settings)
+    req = new_request("ERASURE", source="cli", tenant_id="t", subject_id=a)
+    req.update(status="IN_PROGRESS", steps={"clickhouse": "requested"})
+    Publisher(producer(topics), serde).request(req)
+
+    s = settings.model_copy(update={"erasure_max_running_mutations": 1})
+    worker = ErasureWorker(s, topics, group=f"erasure-{unique}")
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            assert worker.poll_once(clickhouse, timeout=0.2) == 0
+        assert count(clickhouse, "send_results", a) == 1, "no delete while a mutation runs"
+
+        clickhouse.command("KILL MUTATION WHERE database = currentDatabase() AND NOT is_done SYNC")
+        deadline = time.monotonic() + 30
+        while worker.poll_once(clickhouse, timeout=0.2) == 0:
+            assert time.monotonic() < deadline, "erasure not applied after the mutation was killed"
+    finally:
+        worker.close()
+    for table in ("send_results", "later_table"):
+        assert count(clickhouse, table, a) == 0 and count(clickhouse, table, b) == 1
+
+    done = []
+    for m in scan(topics, AUDIT):
+        try:
+            ev = serde.decode(m.value(), "AuditEvent")
+        except SerdeError:
+            continue
+        if ev["action"] == CLICKHOUSE_DONE and ev["target"] == req["request_id"]:
+            done.append(ev)
+    assert len(done) == 1 and done[0]["details"]["rows"] == "2"

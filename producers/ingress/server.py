@@ -85,7 +85,19 @@ def serve(settings: Settings, bootstrap: str, *, host: str = "127.0.0.1", port: 
     return _supervise(settings, bootstrap, sock, workers, ready, log_level)
 
 
+def die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the process that started it dies, even by SIGKILL, so no
+    orphan keeps serving the port. (A clean stop goes through the parent's SIGTERM.)"""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker(settings: Settings, bootstrap: str, sock: socket.socket, ready_q, log_level: str) -> None:
+    die_with_parent()
     # uvicorn installs its own handlers while it serves and re-raises the signal after the clean
     # shutdown; ignored then, so a drained worker exits 0.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -148,6 +160,7 @@ def create_app():
     # A spawned (not forked) worker has not run the CLI's logging setup: logs go to stderr, never
     # to stdout where the READY line is.
     wlog.configure(level=os.environ.get("WAPIPE_LOG_LEVEL", "WARNING").upper())
+    die_with_parent()
     settings = Settings()
     return IngressApp(settings, resolve_bootstrap(settings))
 

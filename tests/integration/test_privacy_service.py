@@ -1,0 +1,49 @@
+"""`wapipe privacy run` as a real process: READY line, an erasure submitted with the CLI reaches
+COMPLETED, SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from wapipe.testing import make_settings
+from wapipe.topics import SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAST = dict(erasure_deadline_ms=2000, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
+            tombstone_retention_ms=100, raw_webhook_retention_ms=1500, raw_webhook_segment_ms=200)
+TOPICS = tuple(spec(t) for t in (SUBJECT_KEYS, WEBHOOK_RAW, WEBHOOK_DEAD))
+
+
+def test_privacy_run_completes_a_cli_erasure_and_stops_on_sigterm(settings, topics, tmp_path, unique):
+    admin = admin_client(topics)
+    apply_topics(admin, settings.model_copy(update=FAST), TOPICS)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": topics, "WAPIPE_STATE_DIR": str(settings.state_dir),
+           "WAPIPE_JARS_DIR": str(settings.jars_dir), "WAPIPE_PRIVACY_CHECK_INTERVAL_S": "0.3",
+           **{f"WAPIPE_{k.upper()}": str(v) for k, v in FAST.items()}}
+    env.pop("CLICKHOUSE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "wapipe", "privacy", "run", "--with-clickhouse"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "READY privacy", proc.stderr.read() if proc.poll() is not None else line
+        r = subprocess.run([sys.executable, "-m", "wapipe", "privacy", "erase", "--tenant", f"t-{unique}",
+                            "--wa-id", "15550101234", "--wait", "90"], env=env, capture_output=True, text=True, timeout=150)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["status"] == "COMPLETED", out
+        assert set(out["steps"].values()) == {"done"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        apply_topics(admin, make_settings(tmp_path / "restore", kafka_bootstrap_servers=topics), TOPICS)

@@ -117,7 +117,8 @@ class Latency:
 class ReportData:
     scope: Scope
     generated_at: dt.datetime
-    funnel: list[FunnelRow]
+    funnel: list[FunnelRow]  # per tenant / campaign / number / template
+    campaigns: list[FunnelRow]  # per tenant / campaign
     totals: FunnelRow
     time_to_deliver: Latency
     time_to_read: Latency
@@ -156,6 +157,15 @@ def funnel(reader: Reader, scope: Scope) -> list[FunnelRow]:
     return [FunnelRow(*r[:4], *(int(x) for x in r[4:])) for r in rows]
 
 
+def funnel_by_campaign(reader: Reader, scope: Scope) -> list[FunnelRow]:
+    """The funnel per tenant and campaign (the terminal's view; numbers and templates in the HTML)."""
+    where, params = scope.where()
+    rows = reader.query(
+        f"SELECT tenant_id, ifNull(campaign_id, ''), {_FUNNEL_SELECT} FROM message_facts WHERE {where}"
+        " GROUP BY tenant_id, campaign_id ORDER BY tenant_id, campaign_id", params)
+    return [FunnelRow(r[0], r[1], "", "", *(int(x) for x in r[2:])) for r in rows]
+
+
 def totals(reader: Reader, scope: Scope) -> FunnelRow:
     where, params = scope.where()
     r = reader.query(f"SELECT {_FUNNEL_SELECT} FROM message_facts WHERE {where}", params)[0]
@@ -183,10 +193,15 @@ def latency(reader: Reader, scope: Scope, start: str, end: str, *, samples: int 
 
 def failures(reader: Reader, scope: Scope) -> list[tuple[str, str, int]]:
     where, params = scope.where()
-    return [(str(c), str(reason), int(n)) for c, reason, n in reader.query(
-        "SELECT if(error_code = 0, outcome, toString(error_code)) AS code, any(error_reason), count()"
+    # Meta's codes carry one meaning each; the pipeline's refusals differ by reason (unknown
+    # template, window closed, ...), so those are grouped by their reason's first words.
+    return [(str(c), str(reason), int(n)) for c, _kind, reason, n in reader.query(
+        "SELECT if(error_code = 0, outcome, toString(error_code)) AS code,"
+        " if(error_code = 0 AND outcome IN ('REJECTED', 'CANCELLED'),"
+        "    arrayStringConcat(arraySlice(splitByChar(' ', error_reason), 1, 4), ' '), '') AS kind,"
+        " any(error_reason), count()"
         f" FROM message_facts WHERE {where} AND (is_failed OR outcome IN ('REJECTED', 'EXPIRED', 'CANCELLED', 'DEAD'))"
-        " GROUP BY code ORDER BY count() DESC, code", params)]
+        " GROUP BY code, kind ORDER BY count() DESC, code, kind", params)]
 
 
 def failures_over_time(reader: Reader, scope: Scope, bucket_s: int) -> list[tuple[dt.datetime, str, int]]:
@@ -239,6 +254,7 @@ def collect(reader: Reader, scope: Scope = Scope()) -> ReportData:
         scope=scope,
         generated_at=dt.datetime.now(dt.timezone.utc),
         funnel=funnel(reader, scope),
+        campaigns=funnel_by_campaign(reader, scope),
         totals=totals(reader, scope),
         time_to_deliver=latency(reader, scope, "accepted_at", "delivered_at"),
         time_to_read=latency(reader, scope, "accepted_at", "read_at"),

@@ -28,19 +28,19 @@ def _s(x: float | None) -> str:
 
 
 # --- terminal -----------------------------------------------------------------------------
-def funnel_table(data: ReportData, title: str = "Delivery funnel") -> Table:
+def funnel_table(data: ReportData, title: str = "Delivery funnel per tenant and campaign") -> Table:
     t = Table(title=title, title_justify="left")
-    for c in ("tenant", "campaign", "number", "template"):
-        t.add_column(c)
+    t.add_column("tenant", no_wrap=True)
+    t.add_column("campaign", no_wrap=True)
     for c in FUNNEL_COLUMNS:
-        t.add_column(c, justify="right")
-    t.add_column("delivered %", justify="right")
+        t.add_column("dup" if c == "duplicate" else c, justify="right")
+    t.add_column("deliv %", justify="right")
     t.add_column("read %", justify="right")
-    rows = [*data.funnel, data.totals]
+    rows = [*data.campaigns, data.totals]
     for i, r in enumerate(rows):
         last = i == len(rows) - 1
-        t.add_row(r.tenant_id, r.campaign_id or "(transactional)" if not last else "", r.phone_number_id,
-                  r.template_name, *(str(getattr(r, c)) for c in FUNNEL_COLUMNS),
+        t.add_row(r.tenant_id, (r.campaign_id or "(none)") if not last else "",
+                  *(str(getattr(r, c)) for c in FUNNEL_COLUMNS),
                   _pct(r.delivered, r.accepted), _pct(r.read, r.accepted),
                   style="bold" if last else None, end_section=i == len(rows) - 2)
     return t
@@ -54,10 +54,10 @@ def latency_table(data: ReportData) -> Table:
 
 
 def failures_table(data: ReportData) -> Table:
-    t = Table("code", "reason", "messages", title="Failures and rejections by Meta error code / outcome",
+    t = Table("code", "reason (an example)", "messages", title="Failures and rejections by Meta error code / outcome",
               title_justify="left")
     for code, reason, n in data.failures:
-        t.add_row(code, reason or "", str(n))
+        t.add_row(code, (reason or "")[:90], str(n))
     return t
 
 
@@ -152,7 +152,7 @@ tr.total td{font-weight:bold}
 
 
 def render_html(data: ReportData) -> str:
-    funnel_rows = [[r.tenant_id, r.campaign_id or "(transactional)", r.phone_number_id, r.template_name,
+    funnel_rows = [[r.tenant_id, r.campaign_id or "(none)", r.phone_number_id, r.template_name,
                     *(getattr(r, c) for c in FUNNEL_COLUMNS), _pct(r.delivered, r.accepted), _pct(r.read, r.accepted)]
                    for r in [*data.funnel, data.totals]]
     headers = ["tenant", "campaign", "number", "template", *FUNNEL_COLUMNS, "delivered %", "read %"]

@@ -102,6 +102,7 @@ RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 
 def load(client, cmds: list[Cmd]) -> None:
     reqs, results, statuses = [], [], []
+    last_wamid = None
     for c in cmds:
         lane = "TRANSACTIONAL" if c.campaign is None else "CAMPAIGN"
         base = [c.command_id, c.tenant, f"key-{c.i}", c.number, f"subj-{c.i}", lane, c.campaign]
@@ -110,7 +111,9 @@ def load(client, cmds: list[Cmd]) -> None:
         if c.fate == "rejected":
             results.append([*base, "REJECTED", None, None, None, None, "template promo is PAUSED", 0, None, decided, 365])
         elif c.fate == "duplicate":
-            results.append([*base, "DUPLICATE", None, None, None, None, None, 0, "ACCEPTED", decided, 365])
+            # The pipeline answers a duplicate with the original's result again, wamid included:
+            # the duplicate itself was not sent and must not count as accepted or delivered.
+            results.append([*base, "DUPLICATE", last_wamid, None, None, None, None, 0, "ACCEPTED", decided, 365])
         elif c.fate == "failed_sync":
             results.append([*base, "RETRYING", None, None, 130429, None, "throttled", 1, None, decided, 365])
             results.append([*base, "FAILED", None, None, 131026, None, "Message undeliverable", 2, None,
@@ -119,6 +122,7 @@ def load(client, cmds: list[Cmd]) -> None:
             results.append([*base, "RETRYING", None, None, 131000, None, "transient", 1, None,
                             c.accepted_at - dt.timedelta(milliseconds=1), 365])
             results.append([*base, "ACCEPTED", c.wamid, "accepted", None, None, None, 2, None, c.accepted_at, 365])
+            last_wamid = c.wamid
         for st, ts in c.statuses:
             failed = st == "failed"
             statuses.append([

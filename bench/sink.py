@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from confluent_kafka.admin import NewTopic  # noqa: E402
 
+from sinks.passthrough import passthroughs  # noqa: E402
 from sinks.retention import RetentionDays  # noqa: E402
 from sinks.rows import CONVERTERS  # noqa: E402
 from sinks.worker import SinkWorker  # noqa: E402
@@ -98,7 +99,8 @@ def phase_throughput(settings, bootstrap: str, n: int, client, serde: AvroSerde)
     conv = {topic: dataclasses.replace(CONVERTERS[STATUS_EVENTS], topic=topic)}
     s = settings.model_copy(update={"sink_batch_rows": 100_000, "sink_batch_bytes": 64 * 1024 * 1024, "sink_batch_ms": 1000})
     group = f"bench-sink-{run}"
-    w = SinkWorker(s, bootstrap, client, retention=RetentionDays(s), group=group, converters=conv)
+    fast = {topic: passthroughs(serde.store)[STATUS_EVENTS]} if os.environ.get("BENCH_SINK_PYTHON_DECODE") != "1" else None
+    w = SinkWorker(s, bootstrap, client, retention=RetentionDays(s), group=group, converters=conv, passthrough=fast)
     w.consumer.subscribe([topic])
     t0 = time.perf_counter()
     deadline = t0 + 120
@@ -155,7 +157,8 @@ def phase_latency(settings, bootstrap: str, client, serde: AvroSerde, seconds: f
     s = settings.model_copy(update={"sink_batch_ms": 250, "sink_batch_rows": 50_000})
     w = SinkWorker(s, bootstrap, client, retention=RetentionDays(s), group=f"bench-lat-{run}",
                    converters={STATUS_EVENTS: CONVERTERS[STATUS_EVENTS]},
-                   consumer_overrides={"auto.offset.reset": "latest"})  # only this run's events, not history
+                   consumer_overrides={"auto.offset.reset": "latest"},  # only this run's events, not history
+                   passthrough=passthroughs(serde.store))
     stop = threading.Event()
     sink_thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
     produced: dict[str, float] = {}

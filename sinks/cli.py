@@ -56,7 +56,13 @@ def sink_command(
     if ErasureWorker is not None:
         erasure = ErasureWorker(settings, bootstrap)
 
-    worker = SinkWorker(settings, bootstrap, client, retention=RetentionDays(settings, registry), erasure=erasure)
+    from sinks.passthrough import passthroughs
+    from wapipe.avro import SchemaStore
+
+    # The embedded engine can read the Avro itself (file()); a server would read its own disk.
+    fast = passthroughs(SchemaStore.load()) if settings.clickhouse_dsn.startswith("chdb://") else None
+    worker = SinkWorker(settings, bootstrap, client, retention=RetentionDays(settings, registry), erasure=erasure,
+                        passthrough=fast)
 
     def health() -> dict:
         st = worker.stats

@@ -23,3 +23,14 @@ class RetentionDays:
             if days:
                 return int(days)
         return int(self._defaults.get(kind, 365))
+
+    def table(self, kind: str) -> tuple[list[str], list[int], int]:
+        """(tenant ids, their days, the default) for ClickHouse's ``transform`` (the Avro pass-through)."""
+        tenants, days = [], []
+        if self._tenants is not None and hasattr(self._tenants, "tenants"):
+            for t in self._tenants.tenants():
+                d = (getattr(t, "retention_days", None) or {}).get(kind)
+                if d:
+                    tenants.append(t.tenant_id)
+                    days.append(int(d))
+        return tenants, days, int(self._defaults.get(kind, 365))

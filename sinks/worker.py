@@ -35,6 +35,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
+from sinks.passthrough import PassThrough
 from sinks.rows import CONVERTERS, SINK_TOPICS, Converter, Retention, Unconvertible, convert
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
@@ -53,6 +54,7 @@ class DeadLetterLimit(RuntimeError):
 @dataclass
 class Batch:
     rows: dict[str, list[list]] = field(default_factory=dict)  # table -> rows
+    fast: dict[str, list[tuple]] = field(default_factory=dict)  # table -> raw records for the Avro pass-through
     offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (topic, partition) -> [first, last]
     nbytes: int = 0
     count: int = 0
@@ -98,8 +100,10 @@ class SinkWorker:
                  erasure: Any = None, client_lock: threading.Lock | None = None,
                  on_flush: Callable[[Batch], None] | None = None,
                  converters: dict[str, Converter] | None = None,
-                 consumer_overrides: dict[str, Any] | None = None) -> None:
+                 consumer_overrides: dict[str, Any] | None = None,
+                 passthrough: dict[str, PassThrough] | None = None) -> None:
         self.s = settings
+        self.passthrough = passthrough or {}
         self.converters = converters or CONVERTERS
         self.topics = tuple(self.converters) if converters else topics
         self.client = client
@@ -163,6 +167,11 @@ class SinkWorker:
         value = m.value()
         self.batch.track(m.topic(), m.partition(), m.offset(), len(value or b""))
         self.stats.consumed += 1
+        pt = self.passthrough.get(m.topic())
+        if pt is not None and pt.accepts(value):
+            self.batch.fast.setdefault(pt.table, []).append((m.topic(), m.partition(), m.offset(), m.key(), value))
+            self._recent.append(0)
+            return
         conv = self.converters.get(m.topic())
         try:
             if conv is None:
@@ -170,25 +179,26 @@ class SinkWorker:
             record = self.serde.decode(value, conv.record)
             row = convert(conv, record, self.retention)
         except (SerdeError, Unconvertible) as exc:
-            self._dead_letter(m, str(exc), type(exc).__name__)
+            self._dead_letter(m.topic(), m.partition(), m.offset(), m.key(), value, str(exc), type(exc).__name__)
             return
         self.batch.rows.setdefault(conv.table, []).append(row)
         self._recent.append(0)
 
-    def _dead_letter(self, m, reason: str, error_type: str) -> None:
+    def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                     reason: str, error_type: str) -> None:
         self.batch.dead += 1
         self.stats.dead += 1
         self._recent.append(1)
         self._last_reason = reason
-        rec = {"source_topic": m.topic(), "partition": m.partition(), "offset": m.offset(), "key": m.key(),
-               "value": m.value(), "reason": reason, "error_type": error_type, "tenant_id": None,
+        rec = {"source_topic": topic, "partition": partition, "offset": offset, "key": key,
+               "value": value, "reason": reason, "error_type": error_type, "tenant_id": None,
                "subject_id": None, "headers": {}, "failed_at": dt.datetime.now(dt.timezone.utc)}
 
         def acked(err, _msg) -> None:
             if err is not None:
                 self._dlq_errors.append(str(err))
 
-        self.producer.produce(SINK_DEAD, key=m.topic().encode(), value=self.serde.encode("DeadLetter", rec, topic=SINK_DEAD),
+        self.producer.produce(SINK_DEAD, key=topic.encode(), value=self.serde.encode("DeadLetter", rec, topic=SINK_DEAD),
                               on_delivery=acked)
         self.producer.poll(0)
         bad = sum(self._recent)
@@ -225,7 +235,7 @@ class SinkWorker:
             self.stats.commits += 1
         self._resume()
         self.stats.batches += 1
-        self.stats.rows += sum(len(r) for r in b.rows.values())
+        self.stats.rows += sum(len(r) for r in b.rows.values()) + sum(len(f) for f in b.fast.values())
         self.stats.last_flush_at = time.time()
         if self.on_flush is not None:
             self.on_flush(b)
@@ -237,6 +247,18 @@ class SinkWorker:
         return True
 
     def _insert(self, b: Batch) -> None:
+        for table, items in list(b.fast.items()):
+            key = f"{table}#avro"
+            if key in b.inserted or not items:
+                continue
+            pt = next(p for p in self.passthrough.values() if p.table == table)
+            try:
+                with self.lock:
+                    pt.insert(self.client, [i[4] for i in items], self._retention_table("metadata"), b.token(key))
+                b.inserted.add(key)
+            except Exception:
+                if not self._fast_fallback(b, table, items):
+                    raise  # every record decodes: ClickHouse itself failed; retry the identical insert
         for table, rows in b.rows.items():
             if table in b.inserted or not rows:
                 continue
@@ -245,6 +267,34 @@ class SinkWorker:
                 self.client.insert(table, rows, column_names=list(conv.columns),
                                    settings={"insert_deduplication_token": b.token(table)})
             b.inserted.add(table)
+
+    def _fast_fallback(self, b: Batch, table: str, items: list[tuple]) -> bool:
+        """ClickHouse refused a pass-through block: decode its records in Python. Returns False
+        when all of them are fine (so the failure was not the data); else dead-letters the bad
+        ones, inserts the rest as rows under their own token and drops the block."""
+        conv = next(c for c in self.converters.values() if c.table == table)
+        rows, bad = [], []
+        for item in items:
+            try:
+                rows.append(convert(conv, self.serde.decode(item[4], conv.record), self.retention))
+            except (SerdeError, Unconvertible) as exc:
+                bad.append((item, str(exc), type(exc).__name__))
+        if not bad:
+            return False
+        for item, reason, kind in bad:
+            self._dead_letter(*item, reason, kind)
+        if rows:
+            with self.lock:
+                self.client.insert(table, rows, column_names=list(conv.columns),
+                                   settings={"insert_deduplication_token": b.token(f"{table}#fallback")})
+        b.inserted.add(f"{table}#avro")
+        return True
+
+    def _retention_table(self, kind: str) -> tuple[list[str], list[int], int]:
+        table = getattr(self.retention, "table", None)
+        if table is None:
+            return [], [], int(self.retention(None, kind))
+        return table(kind)
 
     def _ack_dead_letters(self) -> None:
         left = self.producer.flush(30)

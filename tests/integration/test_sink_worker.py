@@ -13,6 +13,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 from confluent_kafka import TopicPartition
 
+from sinks.passthrough import passthroughs
 from sinks.retention import RetentionDays
 from sinks.rows import CONVERTERS
 from sinks.worker import DeadLetterLimit, SinkWorker
@@ -88,6 +89,17 @@ class _Flaky:
             raise OperationalError("Error ... Read timed out (the insert reached ClickHouse, the answer did not)")
         return result
 
+    def command(self, sql, **kw):
+        if "insert_deduplication_token" in (kw.get("settings") or {}):
+            self.calls.append((sql.split(" SELECT ")[0], 0, kw["settings"]["insert_deduplication_token"]))
+            if self.down:
+                raise OperationalError("Error HTTPConnectionPool(host='127.0.0.1'): Connection refused")
+        result = self.client.command(sql, **kw)
+        if self.lose_next_response and "insert_deduplication_token" in (kw.get("settings") or {}):
+            self.lose_next_response -= 1
+            raise OperationalError("Error ... Read timed out (the insert reached ClickHouse, the answer did not)")
+        return result
+
     def __getattr__(self, name):
         return getattr(self.client, name)
 
@@ -115,18 +127,20 @@ def _wait(pred, timeout=30.0):
     return False
 
 
-def _worker(settings, topic, client, unique, **over):
+def _worker(settings, topic, client, unique, fast=False, **over):
     s = settings.model_copy(update={"sink_batch_ms": 200, "sink_retry_max_s": 0.5, **over})
+    pt = {topic.name: passthroughs(topic.serde.store)[STATUS_EVENTS]} if fast else None
     return SinkWorker(s, topic.bootstrap, client, retention=RetentionDays(s), group=f"sink-{unique}",
-                      converters=topic.converters())
+                      converters=topic.converters(), passthrough=pt)
 
 
-def test_forced_retry_resends_the_identical_batch_and_nothing_doubles(topics, settings, clickhouse, unique):
+@pytest.mark.parametrize("fast", [False, True], ids=["python-rows", "avro-passthrough"])
+def test_forced_retry_resends_the_identical_batch_and_nothing_doubles(topics, settings, clickhouse, unique, fast):
     topic = _Topic(topics, unique)
     topic.produce([_status(i, "sent") for i in range(500)])
     flaky = _Flaky(clickhouse)
     flaky.lose_next_response = 1  # the first insert lands in ClickHouse, then "fails"
-    w = _worker(settings, topic, flaky, unique)
+    w = _worker(settings, topic, flaky, unique, fast=fast)
     t, stop, errors = _run(w)
     try:
         assert _wait(lambda: topic.committed(f"sink-{unique}") == 500)
@@ -141,11 +155,12 @@ def test_forced_retry_resends_the_identical_batch_and_nothing_doubles(topics, se
     assert w.stats.insert_failures == 1
 
 
-def test_clickhouse_down_then_back_nothing_lost_or_doubled(topics, settings, clickhouse, unique):
+@pytest.mark.parametrize("fast", [False, True], ids=["python-rows", "avro-passthrough"])
+def test_clickhouse_down_then_back_nothing_lost_or_doubled(topics, settings, clickhouse, unique, fast):
     topic = _Topic(topics, unique)
     flaky = _Flaky(clickhouse)
     flaky.down = True
-    w = _worker(settings, topic, flaky, unique)
+    w = _worker(settings, topic, flaky, unique, fast=fast)
     t, stop, errors = _run(w)
     try:
         topic.produce([_status(i, "delivered") for i in range(300)])
@@ -231,3 +246,22 @@ def test_state_machine_in_clickhouse_out_of_order_and_duplicates(topics, setting
     # FINAL collapses the duplicate status rows by event id.
     assert clickhouse.query("SELECT count() FROM status_events FINAL WHERE wamid = {a:String}",
                             parameters={"a": a}).result_rows == [(2,)]
+
+
+def test_passthrough_block_with_a_corrupt_body_dead_letters_only_that_record(topics, settings, clickhouse, unique):
+    topic = _Topic(topics, unique)
+    good = [_status(i, "sent") for i in range(50)]
+    sv = topic.serde.store.latest("StatusEvent")
+    corrupt = b"\xc3\x01" + sv.fingerprint + b"\xff\xff\xff"  # right framing, body cut short
+    topic.produce(good, raw=[corrupt])
+    w = _worker(settings, topic, clickhouse, unique, fast=True)
+    t, stop, errors = _run(w)
+    try:
+        assert _wait(lambda: topic.committed(f"sink-{unique}") == 51)
+    finally:
+        stop.set()
+        t.join(20)
+    assert not errors
+    assert clickhouse.query("SELECT count(), uniqExact(event_id) FROM status_events").result_rows == [(50, 50)]
+    dead = [AvroSerde().decode(m.value(), "DeadLetter") for m in read_all(topics, SINK_DEAD)]
+    assert [d["value"] for d in dead if d["source_topic"] == topic.name] == [corrupt]

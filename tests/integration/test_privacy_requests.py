@@ -70,6 +70,7 @@ def test_restriction_reaches_another_process_and_can_be_lifted(settings, topics,
         svc.close()
 
 
+@pytest.mark.slow  # several CLI processes
 def test_correction_replaces_the_name_in_the_export_via_cli(settings, topics, unique):
     tenant, phone = f"t-{unique}", "1555" + uuid.uuid4().int.__str__()[:8]
     sid = subject_id(pepper_from(settings), tenant, phone)
@@ -121,6 +122,7 @@ def test_meta_deletion_callback_for_unknown_user_completes_with_no_data_held(set
     assert done["details"]["outcome"] == "no data held"
 
 
+@pytest.mark.slow  # several CLI processes
 def test_cli_erase_prints_a_unique_confirmation_code_and_status_finds_it(settings, topics, processor, unique):
     codes = set()
     for i in range(2):

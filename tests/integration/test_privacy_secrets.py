@@ -17,7 +17,7 @@ from wapipe.privacy import Kek
 from wapipe.privacy.topicscan import scan
 from wapipe.topics import TENANTS, TOPICS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # six CLI processes
 
 
 def test_no_secret_in_logs_or_topics(settings, topics, tmp_path, unique):

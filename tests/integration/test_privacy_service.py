@@ -15,7 +15,7 @@ import pytest
 from wapipe.testing import make_settings
 from wapipe.topics import SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 FAST = dict(erasure_deadline_ms=2000, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
             tombstone_retention_ms=100, raw_webhook_retention_ms=1500, raw_webhook_segment_ms=200)

@@ -25,6 +25,7 @@ DISCONNECT requests belong to the tenants area and are left to it.
 from __future__ import annotations
 
 import time
+import uuid
 
 from confluent_kafka import KafkaException
 
@@ -58,7 +59,9 @@ class PrivacyProcessor:
         self.registry = PrivacyRegistry(settings, bootstrap, serde=self.serde)
         self._producer = make_producer(bootstrap)
         self.pub = Publisher(self._producer, self.serde)
-        self._audit = make_consumer(bootstrap, f"{group}-audit")
+        # The ClickHouse confirmations are read from the start of wa.audit on every start (a fresh
+        # group, offsets never committed): a confirmation read just before a crash is never lost.
+        self._audit = make_consumer(bootstrap, f"{group}-audit-{uuid.uuid4().hex}")
         self._check_interval = settings.privacy_check_interval_s if check_interval_s is None else check_interval_s
         self._last_check: dict[str, float] = {}
         self._last_roll = 0.0
@@ -119,8 +122,6 @@ class PrivacyProcessor:
                 continue
             if ev["action"] == CLICKHOUSE_DONE and ev.get("target"):
                 self._clickhouse_done[ev["target"]] = dict(ev.get("details") or {})
-        if msgs:
-            self._audit.commit(asynchronous=False)
 
     # --- state machine -------------------------------------------------------------------------
     def _save(self, rec: dict, *, status: str | None = None, **steps: str) -> dict:

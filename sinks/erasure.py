@@ -1,7 +1,7 @@
 """The ClickHouse half of an erasure, run by the sink between batches (it owns the chDB folder).
 
 ``ErasureWorker(settings, bootstrap).poll_once(client) -> int`` consumes ``wa.privacy.requests``
-(consumer group ``wapipe-sink-erasure``), and for every ERASURE request the privacy processor
+(consumer group ``<sink_group>-erasure``), and for every ERASURE request the privacy processor
 marked ``steps.clickhouse = requested``:
 
 * finds every table with a ``subject_id`` column in ``system.columns`` (new tables are covered
@@ -76,7 +76,10 @@ def erase_subject(client: Any, subject_id: str) -> dict[str, int]:
 
 
 class ErasureWorker:
-    def __init__(self, settings: Settings, bootstrap: str, *, group: str = GROUP) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, *, group: str | None = None) -> None:
+        # One erasure group per sink group: a second sink deployment does its own deletes.
+        sink_group = getattr(settings, "sink_group", None)
+        group = group or (f"{sink_group}-erasure" if sink_group else GROUP)
         self.s = settings
         self.serde = AvroSerde.from_settings(settings)
         self._consumer = make_consumer(bootstrap, group)

@@ -184,9 +184,26 @@ def phase_latency(settings, bootstrap: str, client, serde: AvroSerde, seconds: f
         if not ready:
             raise RuntimeError(f"wapipe normalise did not start; see {state / 'normalise.log'}")
         sink_thread.start()
-        time.sleep(3)  # both consumers joined their groups
-        say(f"latency: {rate} webhooks/s x {per} statuses for {seconds:.0f}s through wapipe normalise and the sink ...")
+        # Warm-up: both consumers joined their groups and the path works end to end (a fresh
+        # broker loads its group coordinator first). Measured traffic starts after that.
         p = producer(bootstrap)
+        warm_deadline = time.monotonic() + 90
+        k = 0
+        while time.monotonic() < warm_deadline:
+            body, ids = webhook(run + "w", k, 1, "100")
+            rec = {"ingress_id": f"warm-{k}", "received_at": dt.datetime.now(dt.timezone.utc), "app_id": "bench",
+                   "signature_verified": True, "headers": {}, "body": body}
+            p.produce(WEBHOOK_RAW, key=b"100", value=serde.encode("RawWebhook", rec, topic=WEBHOOK_RAW))
+            p.flush(10)
+            k += 1
+            time.sleep(0.5)
+            if client.query("SELECT count() FROM status_events WHERE startsWith(wamid, {p:String})",
+                            parameters={"p": f"wamid.lat.{run}w."}).result_rows[0][0]:
+                break
+        else:
+            raise RuntimeError("the webhook → ClickHouse path did not warm up within 90 s")
+        say(f"latency: path warm after {k} warm-up webhooks")
+        say(f"latency: {rate} webhooks/s x {per} statuses for {seconds:.0f}s through wapipe normalise and the sink ...")
         total = int(seconds * rate)
         t_start = time.monotonic()
         poll_stop = threading.Event()

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import faust
+from confluent_kafka import KafkaException
 
 from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
@@ -94,12 +95,16 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
             counters["in"] += 1
             try:
                 raw = serde.decode(event.value, "RawWebhook")
-                events = await asyncio.to_thread(normaliser.convert, raw)
+                events = await _convert(raw)
             except SerdeError as exc:
                 await _dead(event, str(exc), "SerdeError")
                 continue
             except Unreadable as exc:
                 await _dead(event, exc.reason, exc.error_type)
+                continue
+            except Exception as exc:  # a bug on one record must not stop the agent: dead-letter it, with why
+                log.error("normalise.convert_failed", error=f"{type(exc).__name__}: {exc}")
+                await _dead(event, f"normaliser error: {type(exc).__name__}: {str(exc)[:500]}", type(exc).__name__)
                 continue
             now = time.time()
             part = event.message.partition
@@ -120,6 +125,22 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
             if time.monotonic() - last_sweep["at"] > SWEEP_EVERY_S:
                 last_sweep["at"] = time.monotonic()
                 sweep(part, now)
+
+    async def _convert(raw: dict) -> list:
+        """Sealing may publish a subject key (Kafka, with acks): retry infrastructure failures
+        with backoff instead of dead-lettering good webhooks while the broker is unwell."""
+        from wapipe.privacy.errors import PrivacyError, SubjectErased
+
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(normaliser.convert, raw)
+            except SubjectErased:
+                raise
+            except (PrivacyError, KafkaException) as exc:
+                log.warning("normalise.seal_retry", error=str(exc)[:300], retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _dead(event, reason: str, error_type: str) -> None:
         counters["dead"] += 1

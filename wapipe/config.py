@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     privacy_check_interval_s: float = Field(default=5.0, gt=0)
     # sinks/erasure.py: no new ClickHouse deletes while this many mutations are running.
     erasure_max_running_mutations: int = Field(default=8, ge=1)
+    # sinks/erasure.py: how often rows of erased subjects brought back by a replay are looked for.
+    erasure_guard_interval_s: float = Field(default=60.0, ge=0)
 
     @property
     def production(self) -> bool:

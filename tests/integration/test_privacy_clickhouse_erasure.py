@@ -60,6 +60,30 @@ def test_erasure_worker_deletes_everywhere_with_backpressure(settings, topics, c
     for table in ("send_results", "later_table"):
         assert count(clickhouse, table, a) == 0 and count(clickhouse, table, b) == 1
 
+    # A sink replay brings back A's old row (event time before the request): the guard deletes it.
+    # A's new row (the person wrote again after the erasure) stays.
+    import datetime as dt
+
+    def insert(subject, at, cid):
+        clickhouse.command(
+            "INSERT INTO send_results (command_id, tenant_id, idempotency_key, phone_number_id, subject_id, lane, outcome,"
+            " attempts, decided_at, retention_days) VALUES ({c:String}, 't', 'k', 'p', {s:String}, 'L', 'SENT', 1,"
+            " {at:DateTime64(3)}, 30)", parameters={"s": subject, "c": cid, "at": at})
+
+    requested = dt.datetime.fromtimestamp(req["requested_at"] / 1000, tz=dt.timezone.utc)
+    insert(a, requested - dt.timedelta(minutes=1), "replayed")
+    insert(a, requested + dt.timedelta(minutes=1), "came-back")
+    Publisher(producer(topics), serde).request({**req, "status": "COMPLETED", "steps": {"clickhouse": "done"}})
+    guard = ErasureWorker(s, topics, group=f"erasure2-{unique}")
+    try:
+        guard._registry.wait_ready(30)
+        assert guard.guard_replays(clickhouse, force=True) == 1
+    finally:
+        guard.close()
+    assert [r[0] for r in clickhouse.query("SELECT command_id FROM send_results WHERE subject_id = {s:String}",
+                                           parameters={"s": a}).result_rows] == ["came-back"]
+    assert count(clickhouse, "send_results", b) == 1
+
     done = []
     for m in scan(topics, AUDIT):
         try:

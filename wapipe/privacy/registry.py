@@ -54,6 +54,7 @@ class PrivacyRegistry:
         self._by_code: dict[str, str] = {}
         self._restriction: dict[str, tuple[int, bool]] = {}  # subject -> (requested_at, restricted)
         self._erased: dict[str, int] = {}  # subject -> earliest erasure requested_at (ms)
+        self._erased_done: dict[str, int] = {}  # the same, for erasures whose ClickHouse step is done
         self._corrections: dict[str, dict[str, tuple[int, dict]]] = {}  # subject -> field -> (at, Sealed)
         self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._apply, name="privacy-registry")
 
@@ -102,6 +103,8 @@ class PrivacyRegistry:
                     self._restriction[subject] = (at, kind == "RESTRICTION")
             elif kind == "ERASURE":
                 self._erased[subject] = min(at, self._erased.get(subject, at))
+                if status == "COMPLETED" or (rec.get("steps") or {}).get("clickhouse") == "done":
+                    self._erased_done[subject] = min(at, self._erased_done.get(subject, at))
             elif kind == "CORRECTION":
                 details = rec.get("details") or {}
                 sealed = _sealed_from(details.get("sealed"))
@@ -135,6 +138,11 @@ class PrivacyRegistry:
         """(field, Sealed {"value": corrected}) — the latest correction of each field."""
         with self._lock:
             return [(f, sealed) for f, (_, sealed) in self._corrections.get(subject_id, {}).items()]
+
+    def erasures(self, *, clickhouse_done: bool = False) -> dict[str, int]:
+        """Subject -> when its (first) erasure was requested, ms (only those past the ClickHouse step)."""
+        with self._lock:
+            return dict(self._erased_done if clickhouse_done else self._erased)
 
     def get(self, request_id: str) -> dict | None:
         with self._lock:

@@ -32,12 +32,24 @@ def normalise_command(
     pepper = pepper_from(settings)
     keyring = KeyRing(settings, bootstrap, load_kek(settings)).start()
     registry = TenantRegistry(settings, bootstrap).start()
+    closers: list = []
     try:
         # Sealing needs no catch-up of the key ring: a subject whose key is not loaded yet gets a
         # fresh key, and both stay valid (keyring.py). Not calling KeyRing.wait_ready also avoids
         # its watermark query racing the ring's own consume() thread.
         registry.wait_ready(60)
-        normaliser = Normaliser(registry, keyring.seal, lambda scope, wa: subject_id(pepper, scope, wa))
+        restricted = None
+        try:  # PRIVACY's registry of restriction requests: inbound content of restricted subjects is not stored
+            from wapipe.privacy.restrictions import RestrictionRegistry
+
+            restrictions = RestrictionRegistry(settings, bootstrap).start()
+            restrictions.wait_ready(60)
+            closers.append(restrictions.close)
+            restricted = lambda scope, subject: restrictions.is_restricted(scope, subject)  # noqa: E731
+        except ImportError:
+            pass
+        normaliser = Normaliser(registry, keyring.seal, lambda scope, wa: subject_id(pepper, scope, wa),
+                                restricted=restricted)
 
         def ready() -> None:
             os.write(1, b"READY normalise\n")  # fd 1 itself: faust wraps sys.stdout
@@ -47,5 +59,7 @@ def normalise_command(
                               stdout=sys.stderr)  # stdout carries only the READY line
         worker.execute_from_commandline()
     finally:
+        for close in closers:
+            close()
         registry.close()
         keyring.close()

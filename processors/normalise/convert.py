@@ -94,6 +94,9 @@ class Normaliser:
     tenants: Tenants
     seal: Seal
     subject_of: SubjectOf  # (tenant scope, wa_id) -> subject_id
+    # (tenant scope, subject_id) -> True when the person asked to restrict processing: their
+    # inbound content is then not stored (the event keeps its metadata, pii = null).
+    restricted: Callable[[str, str], bool] | None = None
 
     def convert(self, raw: dict) -> list[Event]:
         """``raw`` is a decoded ``RawWebhook``. Raises ``Unreadable``."""
@@ -168,8 +171,12 @@ class Normaliser:
             subject = self.subject_of(scope, msg.from_)
             message = _dump(msg)
             profile = contact.profile.name if contact and contact.profile else None
-            pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
             extra: dict[str, Any] = {}
+            if self.restricted is not None and self.restricted(scope, subject):
+                pii = None
+                extra["content"] = "not stored: processing restricted by the data subject"
+            else:
+                pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
             if msg.errors:
                 extra["errors"] = [{"code": e.code, "title": e.title} for e in msg.errors]
             if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):

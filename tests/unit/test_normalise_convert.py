@@ -232,3 +232,14 @@ def test_state_machine_failed_keeps_errors_and_unknown_status_never_moves():
     assert st.status == "failed" and st.error_codes == {131026} and st.delivered is None
     assert fold([Observed("played", _t(3)), Observed("delivered", _t(2))]).status == "played"
     assert fold([Observed("warning", _t(3))]).status == "warning"
+
+
+def test_restricted_subject_inbound_content_is_not_stored():
+    body = (FIXTURES / "inbound_text.json").read_bytes()
+    sealer = _AesSealer()
+    n = Normaliser(_Directory({}), sealer, lambda scope, wa: subject_id(PEPPER, scope, wa),
+                   restricted=lambda scope, subject: True)
+    [ev] = n.convert(_raw(body))
+    assert ev.record["pii"] is None and sealer.sealed == []
+    assert "restricted" in json.loads(ev.record["extra"])["content"]
+    assert ev.record["subject_id"] and ev.record["message_id"]

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # Key-encryption key (32 bytes, base64) for per-subject data keys and tenant tokens.
     kek: SecretStr | None = Field(default=None, validation_alias=_env("KEK"))
     kek_file: Path | None = None
+    # KEK rotation: earlier KEKs (comma-separated base64), still accepted for opening what they
+    # wrapped/sealed; everything new is wrapped with WAPIPE_KEK.
+    kek_previous: SecretStr | None = None
     # Pepper for pseudonymous subject ids (HMAC key). Must be stable for a deployment.
     subject_pepper: SecretStr | None = None
     subject_pepper_file: Path | None = None

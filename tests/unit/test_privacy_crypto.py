@@ -117,3 +117,16 @@ def test_aesgcm_is_what_we_think():
     # Guard: the library we rely on rejects a 31-byte key (no silent truncation).
     with pytest.raises(ValueError):
         AESGCM(os.urandom(31))
+
+
+def test_kek_rotation_opens_old_values_and_seals_with_the_new_key(tmp_path):
+    old, new = os.urandom(32), os.urandom(32)
+    sealed_old = Kek(old).seal(b"token", "t1")
+    nonce, wrapped = Kek(old).wrap(b"k" * 32, "s/k")
+    rotated = load_kek(settings(tmp_path, kek=base64.b64encode(new).decode(),
+                                kek_previous=base64.b64encode(os.urandom(32)).decode() + "," + base64.b64encode(old).decode()))
+    assert rotated.unseal(sealed_old, "t1") == b"token"
+    assert rotated.unwrap(nonce, wrapped, "s/k", Kek(old).kek_id) == b"k" * 32
+    assert rotated.seal(b"x", "t1")["key_id"] == f"kek:{Kek(new).kek_id}"
+    with pytest.raises(UnsealError):  # without the old KEK listed, old values do not open
+        Kek(new).unseal(sealed_old, "t1")

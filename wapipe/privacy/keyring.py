@@ -192,7 +192,7 @@ class KeyRing:
             return None
         try:
             rec = self._serde.decode(value, "SubjectKey")
-            data_key = self._kek.unwrap(bytes(rec["nonce"]), bytes(rec["wrapped_key"]), key)
+            data_key = self._kek.unwrap(bytes(rec["nonce"]), bytes(rec["wrapped_key"]), key, rec.get("kek_id"))
         except (SerdeError, UnsealError) as exc:
             log.error("keyring.unreadable_key", key=key, error=str(exc))
             return None

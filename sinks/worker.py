@@ -47,6 +47,21 @@ from wapipe.topics import SINK_DEAD
 log = get_logger(__name__)
 
 
+def _transient(exc: BaseException) -> bool:
+    """Connection trouble, timeouts, an overloaded server: retry the identical insert. Anything
+    else (a type ClickHouse cannot take, a value it cannot parse) is the data's fault."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError | OSError):
+        return True
+    text = str(exc)
+    if isinstance(exc, DatabaseError) and any(k in text for k in (
+            "TIMEOUT", "MEMORY_LIMIT", "TOO_MANY_PARTS", "TOO_MANY_SIMULTANEOUS", "NETWORK", "SOCKET",
+            "Connection", "ABORTED", "TABLE_IS_READ_ONLY", "UNKNOWN_TABLE", "NO_SUCH_COLUMN")):
+        return True  # a missing table or column is a deploy problem: wait for the migration, do not dead-letter
+    return False
+
+
 class DeadLetterLimit(RuntimeError):
     """Too many records could not be converted: the sink stops instead of dead-lettering all."""
 
@@ -55,6 +70,7 @@ class DeadLetterLimit(RuntimeError):
 class Batch:
     rows: dict[str, list[list]] = field(default_factory=dict)  # table -> rows
     fast: dict[str, list[tuple]] = field(default_factory=dict)  # table -> raw records for the Avro pass-through
+    sources: dict[str, list[tuple]] = field(default_factory=dict)  # table -> (topic, partition, offset, key, value) per row
     offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (topic, partition) -> [first, last]
     nbytes: int = 0
     count: int = 0
@@ -182,6 +198,7 @@ class SinkWorker:
             self._dead_letter(m.topic(), m.partition(), m.offset(), m.key(), value, str(exc), type(exc).__name__)
             return
         self.batch.rows.setdefault(conv.table, []).append(row)
+        self.batch.sources.setdefault(conv.table, []).append((m.topic(), m.partition(), m.offset(), m.key(), value))
         self._recent.append(0)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
@@ -263,10 +280,29 @@ class SinkWorker:
             if table in b.inserted or not rows:
                 continue
             conv = next(c for c in self.converters.values() if c.table == table)
-            with self.lock:
-                self.client.insert(table, rows, column_names=list(conv.columns),
-                                   settings={"insert_deduplication_token": b.token(table)})
+            self._insert_isolating(conv, rows, b.sources.get(table) or [], b.token(table))
             b.inserted.add(table)
+
+    def _insert_isolating(self, conv: Converter, rows: list[list], sources: list[tuple], token: str) -> None:
+        """Insert; when ClickHouse refuses the *data* (not a connection or server trouble), split
+        the block in halves until the refused rows are found and dead-letter them. Tokens are
+        derived from the parent's, so a retry after an outage repeats the same blocks."""
+        try:
+            with self.lock:
+                self.client.insert(conv.table, rows, column_names=list(conv.columns),
+                                   settings={"insert_deduplication_token": token})
+            return
+        except Exception as exc:
+            if _transient(exc) or len(sources) != len(rows):
+                raise
+            if len(rows) == 1:
+                self._dead_letter(*sources[0], f"ClickHouse refused the row for {conv.table}: {str(exc)[:500]}",
+                                  type(exc).__name__)
+                return
+            log.warning("sink.isolating_bad_rows", table=conv.table, rows=len(rows), error=str(exc)[:200])
+        mid = len(rows) // 2
+        self._insert_isolating(conv, rows[:mid], sources[:mid], f"{token}/0")
+        self._insert_isolating(conv, rows[mid:], sources[mid:], f"{token}/1")
 
     def _fast_fallback(self, b: Batch, table: str, items: list[tuple]) -> bool:
         """ClickHouse refused a pass-through block: decode its records in Python. Returns False

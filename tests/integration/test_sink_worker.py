@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from confluent_kafka import TopicPartition
 
 from sinks.passthrough import passthroughs
@@ -77,12 +77,15 @@ class _Flaky:
         self.client = client
         self.down = False
         self.lose_next_response = 0
+        self.poison: set[str] = set()  # event ids whose rows "ClickHouse" refuses as data
         self.calls: list[tuple[str, int, str]] = []
 
     def insert(self, table, rows, **kw):
         self.calls.append((table, len(rows), kw["settings"]["insert_deduplication_token"]))
         if self.down:
             raise OperationalError("Error HTTPConnectionPool(host='127.0.0.1'): Connection refused")
+        if any(r[0] in self.poison for r in rows):
+            raise DatabaseError("Code: 27. DB::Exception: Cannot parse input: expected ... (CANNOT_PARSE_INPUT_ASSERTION_FAILED)")
         result = self.client.insert(table, rows, **kw)
         if self.lose_next_response:
             self.lose_next_response -= 1
@@ -265,3 +268,24 @@ def test_passthrough_block_with_a_corrupt_body_dead_letters_only_that_record(top
     assert clickhouse.query("SELECT count(), uniqExact(event_id) FROM status_events").result_rows == [(50, 50)]
     dead = [AvroSerde().decode(m.value(), "DeadLetter") for m in read_all(topics, SINK_DEAD)]
     assert [d["value"] for d in dead if d["source_topic"] == topic.name] == [corrupt]
+
+
+def test_rows_clickhouse_refuses_are_isolated_and_dead_lettered(topics, settings, clickhouse, unique):
+    topic = _Topic(topics, unique)
+    recs = [_status(i, "sent", wamid=f"wamid.{unique}.{i}") for i in range(100)]
+    flaky = _Flaky(clickhouse)
+    flaky.poison = {recs[17]["event_id"], recs[63]["event_id"]}
+    topic.produce(recs)
+    w = _worker(settings, topic, flaky, unique)
+    t, stop, errors = _run(w)
+    try:
+        assert _wait(lambda: topic.committed(f"sink-{unique}") == 100)
+    finally:
+        stop.set()
+        t.join(20)
+    assert not errors
+    assert clickhouse.query("SELECT count(), uniqExact(event_id) FROM status_events").result_rows == [(98, 98)]
+    dead = [AvroSerde().decode(m.value(), "DeadLetter") for m in read_all(topics, SINK_DEAD)]
+    mine = [d for d in dead if d["source_topic"] == topic.name]
+    assert sorted(AvroSerde().decode(d["value"], "StatusEvent")["event_id"] for d in mine) == sorted(flaky.poison)
+    assert all("ClickHouse refused the row" in d["reason"] and "CANNOT_PARSE" in d["reason"] for d in mine)

@@ -111,7 +111,7 @@ def phase_throughput(settings, bootstrap: str, n: int, client, serde: AvroSerde)
             t_first = time.perf_counter()
         if w._due():
             w.flush()
-    w.flush()
+    w.drain()
     t_end = time.perf_counter()
     # Loading time: first record in hand → last offset committed. The consumer's one-time group
     # join (a few seconds on a fresh group) is reported separately, not averaged into the rate.

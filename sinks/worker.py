@@ -141,6 +141,7 @@ class SinkWorker:
         self._last_reason = ""
         self._held: list = []
         self._halted = False
+        self._inflight: tuple | None = None
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
@@ -152,7 +153,7 @@ class SinkWorker:
                 self.step()
                 if self._due():
                     self.flush(stop)
-            self.flush(stop)  # a clean stop writes what it holds (gives up, uncommitted, if ClickHouse is down)
+            self.drain(stop)  # a clean stop writes what it holds (gives up, uncommitted, if ClickHouse is down)
         finally:
             self.close()
 
@@ -228,8 +229,93 @@ class SinkWorker:
 
     # --- insert, then commit ------------------------------------------------------------------
     def flush(self, stop: threading.Event | None = None) -> bool:
-        """Write the batch and commit its offsets. Returns False when asked to stop before it
-        could (the batch is then left uncommitted: Kafka replays it)."""
+        """Close the current batch. Pipelined (``sink_pipeline``): wait for the previous batch's
+        write and commit it, then hand this one to a writer thread and keep consuming; at most
+        one batch is in flight, and commits stay in batch order. Else write and commit now.
+        Returns False when asked to stop before a batch could be written (it stays uncommitted)."""
+        if not self.s.sink_pipeline:
+            return self._flush_sync(stop)
+        if not self._finish_inflight(stop):
+            return False
+        b, self.batch = self.batch, Batch()
+        if not b.count:
+            self._erasure()
+            return True
+        done, result = threading.Event(), {}
+
+        def write() -> None:
+            try:
+                result["ok"] = self._write(b, stop)
+            except BaseException as exc:  # re-raised in the consuming thread
+                result["exc"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=write, name="sink-writer", daemon=True).start()
+        self._inflight = (b, done, result)
+        return True
+
+    def drain(self, stop: threading.Event | None = None) -> bool:
+        """Write and commit everything consumed so far."""
+        return self.flush(stop) and self._finish_inflight(stop)
+
+    def _write(self, b: Batch, stop: threading.Event | None) -> bool:
+        """The writer thread: insert with identical retries (never touches the consumer)."""
+        attempt = 0
+        while True:
+            try:
+                self._insert(b)
+                self._ack_dead_letters()
+                return True
+            except DeadLetterLimit:
+                raise
+            except Exception as exc:
+                self.stats.insert_failures += 1
+                attempt += 1
+                delay = min(self.s.sink_retry_max_s, 0.05 * 2 ** min(attempt, 12))
+                log.warning("sink.insert_failed", attempt=attempt, retry_in_s=round(delay, 2),
+                            error=f"{type(exc).__name__}: {str(exc)[:300]}")
+                end = time.monotonic() + delay
+                while time.monotonic() < end:
+                    if stop is not None and stop.is_set():
+                        return False
+                    time.sleep(0.05)
+
+    def _finish_inflight(self, stop: threading.Event | None) -> bool:
+        if self._inflight is None:
+            return True
+        b, done, result = self._inflight
+        started = time.monotonic()
+        while not done.wait(0.02):
+            if time.monotonic() - started > 0.2:
+                self._pause()  # the writer is slow or retrying: backpressure
+            # stay in the group; anything fetched meanwhile waits for the next batch
+            self._held.extend(self.consumer.consume(100, timeout=0.05) if self._paused else [])
+        self._inflight = None
+        if "exc" in result:
+            raise result["exc"]
+        if not result.get("ok"):
+            log.warning("sink.stopped_before_flush", rows=b.count)
+            return False
+        self._committed(b)
+        return True
+
+    def _committed(self, b: Batch) -> None:
+        if b.offsets:
+            self.consumer.commit(offsets=b.commit_offsets(), asynchronous=False)
+            self.stats.commits += 1
+        self._resume()
+        self.stats.batches += 1
+        self.stats.rows += sum(len(r) for r in b.rows.values()) + sum(len(f) for f in b.fast.values())
+        self.stats.last_flush_at = time.time()
+        if self.on_flush is not None:
+            self.on_flush(b)
+        held, self._held = self._held, []
+        for m in held:
+            self._add(m)
+        self._erasure()
+
+    def _flush_sync(self, stop: threading.Event | None = None) -> bool:
         b = self.batch
         attempt = 0
         while True:
@@ -375,9 +461,10 @@ class SinkWorker:
             log.warning("sink.erasure_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _on_revoke(self, consumer, partitions) -> None:
-        if self.batch.count and not self._halted:
+        if (self.batch.count or self._inflight is not None) and not self._halted:
             try:
-                self.flush(threading.Event())
+                self._finish_inflight(threading.Event())
+                self._flush_sync(threading.Event())
             except Exception as exc:  # the new owner replays it; ReplacingMergeTree keys absorb it
                 log.warning("sink.flush_on_revoke_failed", error=str(exc))
                 self.batch = Batch()

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     sink_batch_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="...or this many bytes of values")
     sink_batch_ms: int = Field(default=500, ge=1, description="...or when the batch is this old (empty ones too)")
     sink_retry_max_s: float = Field(default=10.0, gt=0, description="cap of the insert retry backoff")
+    sink_pipeline: bool = Field(default=True, description="write a batch in a thread while consuming the next")
     # Dead-letter limit: stop the sink when more than this share of the last `window` records
     # could not be converted (at least `min` of them): a bad deploy must not dead-letter everything.
     sink_dlq_max_ratio: float = Field(default=0.5, ge=0, le=1)

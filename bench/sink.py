@@ -97,7 +97,8 @@ def phase_throughput(settings, bootstrap: str, n: int, client, serde: AvroSerde)
     values = [(f"wamid.{run}.{i // 3}".encode(), serde.encode("StatusEvent", status(run, i, now))) for i in range(n)]
     produce_all(bootstrap, topic, values)
     conv = {topic: dataclasses.replace(CONVERTERS[STATUS_EVENTS], topic=topic)}
-    s = settings.model_copy(update={"sink_batch_rows": 100_000, "sink_batch_bytes": 64 * 1024 * 1024, "sink_batch_ms": 1000})
+    s = settings.model_copy(update={"sink_batch_rows": int(os.environ.get("BENCH_SINK_BATCH_ROWS", 100_000)),
+                                    "sink_batch_bytes": 64 * 1024 * 1024, "sink_batch_ms": 1000})
     group = f"bench-sink-{run}"
     fast = {topic: passthroughs(serde.store)[STATUS_EVENTS]} if os.environ.get("BENCH_SINK_PYTHON_DECODE") != "1" else None
     w = SinkWorker(s, bootstrap, client, retention=RetentionDays(s), group=group, converters=conv, passthrough=fast)

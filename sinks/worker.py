@@ -429,7 +429,7 @@ class SinkWorker:
             self._paused = list(self.consumer.assignment())
             if self._paused:
                 self.consumer.pause(self._paused)
-                log.warning("sink.paused", partitions=len(self._paused))
+                log.info("sink.paused", partitions=len(self._paused))
 
     def _resume(self) -> None:
         if self._paused:

@@ -8,6 +8,7 @@ cannot), and says so in its report instead.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,8 @@ from wapipe.config import Settings
 WEBHOOK_RAW = "wa.webhook.raw"
 WEBHOOK_DEAD = "wa.webhook.dead"
 SEND_REQUESTED = "wa.send.requested"
+# Campaign-lane commands from the ERP SDK: a 100k campaign never sits in front of an OTP.
+SEND_REQUESTED_BULK = "wa.send.requested.bulk"
 SEND_ACCEPTED = "wa.send.accepted"
 # The transactional lane's own topic: an OTP never waits behind a campaign's backlog.
 SEND_ACCEPTED_TX = "wa.send.accepted.transactional"
@@ -68,6 +71,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Dead raw webhooks carry the same cleartext as wa.webhook.raw: same short retention (docs/privacy.md).
     TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter", retention_from="raw_webhook_retention_ms"),
     TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
+    TopicSpec(SEND_REQUESTED_BULK, "tenant_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED_TX, "phone_number_id", "SendCommand"),
     # Written to the partition number of the command's wa.send.accepted partition (explicitly), so
@@ -183,7 +187,27 @@ def apply_topics(admin: AdminClient, settings: Settings, topics: tuple[TopicSpec
         if to_alter:
             for fut in admin.incremental_alter_configs(to_alter).values():
                 fut.result()
+            _await_configs(admin, {t.name: desired_configs(t, settings) for t in present if t.name in report.altered},
+                           timeout)
     return report
+
+
+def _await_configs(admin: AdminClient, want: dict[str, dict[str, str]], timeout: float) -> None:
+    """KRaft applies an altered config asynchronously: return once describe_configs shows it,
+    so the caller (and the next apply) never reads the old value."""
+
+    deadline = time.monotonic() + timeout
+    pending = dict(want)
+    while pending:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in pending]
+        for res, fut in admin.describe_configs(resources).items():
+            have = {k: v.value for k, v in fut.result().items()}
+            if all(have.get(k) == v for k, v in pending[res.name].items()):
+                pending.pop(res.name)
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"topic configs not visible after {timeout}s: {sorted(pending)}")
+        if pending:
+            time.sleep(0.1)
 
 
 def admin_client(bootstrap: str) -> AdminClient:

@@ -94,3 +94,19 @@ def test_schema_files_are_self_contained_json():
 
     for path in schema_dir().glob("*.avsc"):
         fastavro.parse_schema(json.loads(path.read_text()))
+
+
+def test_every_sealed_field_is_a_sealed_record():
+    """Personal data only ever travels in Sealed {key_id, nonce, ciphertext} fields."""
+    store = SchemaStore.load()
+
+    def sealed_types(t):
+        if isinstance(t, list):
+            return [x for u in t for x in sealed_types(u)]
+        return [t] if isinstance(t, dict) else []
+
+    for name in store.names():
+        for field in store.latest(name).schema["fields"]:
+            if field["name"] in ("pii", "token"):
+                kinds = [t for t in sealed_types(field["type"]) if t.get("type") != "null"]
+                assert kinds and all(t.get("name") == "io.wapipe.Sealed" for t in kinds), (name, field["name"])

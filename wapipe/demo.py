@@ -73,6 +73,7 @@ class DemoPlan:
     unreadable: int = 3
     throughputs: tuple[int, ...] = (80, 250, 1000)
     timeout_s: float = 900.0
+    stall_s: float = 180.0  # fail when no command gets its final result for this long
     read_ratio: float = 0.7
 
     def tenants(self) -> list[DemoTenant]:
@@ -723,6 +724,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
         t_odd = progress.add_task("invalid + duplicate commands", total=(plan.invalid + plan.duplicates) or None,
                                   note="")
         last_rate: dict[str, tuple[float, int]] = {}
+        last_done, last_change = -1, time.monotonic()
         while True:
             now = time.monotonic()
             progress.update(t_seal, completed=pub.built, total=pub.to_build or None)
@@ -748,8 +750,22 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
                 raise DemoError(f"{d.spec.name} exited with code {d.proc.returncode} (log {d.log_path}):\n"
                                 f"{d.tail()[-1500:]}")
             ids = groups.all()
-            if not pub.is_alive() and pub.published and tracker.finished(ids) >= len(ids):
+            done_all = tracker.finished(ids)
+            if not pub.is_alive() and pub.published and done_all >= len(ids):
                 return True
+            if done_all != last_done or pub.is_alive():
+                last_done, last_change = done_all, now
+            elif now - last_change > run.plan.stall_s:
+                stuck = Counter(t for t, tids in groups.campaign.items() for cid in tids if cid not in tracker.final)
+                stuck.update("transactional" for cid in groups.transactional if cid not in tracker.final)
+                stuck.update("invalid/duplicate" for cid in groups.invalid | groups.duplicate
+                             if cid not in tracker.final)
+                run.console.print(f"[red]dispatch stalled:[/] no command got a final result for "
+                                  f"{run.plan.stall_s:.0f}s; {len(ids) - done_all} still open: "
+                                  + ", ".join(f"{k} {v}" for k, v in stuck.most_common())
+                                  + f" (see {run.s.log_dir / 'worker.log'})")
+                run.summary["stalled"] = dict(stuck)
+                return False
             if now > deadline:
                 run.console.print(f"[red]timeout:[/] {len(ids) - tracker.finished(ids)} commands have no final "
                                   f"result after {run.plan.timeout_s:.0f}s")

@@ -2,7 +2,7 @@
 
 Agents (each decodes Avro inside the agent: unreadable input becomes a dead letter, never a crash):
 
-* ``intake``   wa.send.requested → validate → dedup (changelog-backed table, window) →
+* ``intake``   wa.send.requested (and ``intake_bulk``: wa.send.requested.bulk) → validate → dedup (changelog-backed table, window) →
                wa.send.accepted (campaign lane) / wa.send.accepted.transactional, keyed by number;
                refusals and duplicates become SendResults at once.
 * ``outcomes`` wa.send.results → the dedup table learns each key's final outcome, so a later
@@ -41,8 +41,9 @@ FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLE
 class Runtime:
     """Everything the agents share, started once the event loop runs."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, app: Any = None) -> None:
         self.s = settings
+        self.app = app
         self.bootstrap = bootstrap
         self.serde = AvroSerde.from_settings(settings)
         self.windows = ServiceWindows(settings.send_session_window_s)
@@ -81,6 +82,8 @@ class Runtime:
             if not await loop.run_in_executor(None, wait_ready, self.keyring, 5.0):
                 logger.warning("worker.keyring_not_ready")
             self.restrictions = _restrictions(s, self.bootstrap)
+            if self.restrictions is not None and hasattr(self.restrictions, "wait_ready"):
+                await loop.run_in_executor(None, self.restrictions.wait_ready, 30.0)
             self.graph = GraphClient.from_settings(s, max_connections=s.send_max_in_flight,
                                                    max_keepalive_connections=s.send_max_in_flight)
             self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
@@ -94,12 +97,20 @@ class Runtime:
                 f.start()
             await asyncio.wait_for(asyncio.gather(win.ready.wait(), ctl.ready.wait()), 60)
             ledger = Ledger(self.bootstrap, T.SEND_LEDGER, self.serde, self._write_ledger)
+            from faust.types import TP
+
+            def pause(p: int) -> None:
+                self.app.consumer.pause_partitions({TP(T.SEND_ACCEPTED, p)})
+
+            def resume(p: int) -> None:
+                self.app.consumer.resume_partitions({TP(T.SEND_ACCEPTED, p)})
+
             self.dispatcher = Dispatcher(
                 s, ledger=ledger, send=self.send, serde=self.serde,
                 topics=Topics(results=T.SEND_RESULTS, retry=T.SEND_RETRY, dead=T.SEND_DEAD),
                 graph=self.graph, registry=self.registry, kek=self.kek, keyring=self.keyring,
                 windows=self.windows, campaigns=self.campaigns,
-                is_restricted=self.is_restricted)
+                is_restricted=self.is_restricted, pause=pause, resume=resume)
             ledger._on_loaded = self.dispatcher.rebuild_tier
         except Exception:
             logger.exception("worker.start_failed")
@@ -148,6 +159,14 @@ def _restrictions(settings: Settings, bootstrap: str) -> Any:
     return reg
 
 
+def _renamed(fn: Any, name: str) -> Any:
+    async def wrapper(stream: Any) -> None:
+        await fn(stream)
+
+    wrapper.__name__ = wrapper.__qualname__ = name
+    return wrapper
+
+
 def _broker(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
@@ -159,17 +178,20 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
         consumer_auto_offset_reset=s.send_offset_reset, producer_acks=-1,
-        stream_buffer_maxsize=2000, broker_max_poll_records=500,
+        # Small fetches and buffers: a record of the transactional topics is never far behind a
+        # campaign burst in faust's single fetch-and-deliver loop.
+        stream_buffer_maxsize=256, broker_max_poll_records=100,
         # A worker that died is noticed after this long and its partitions move on.
         broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
     )
-    rt = Runtime(s, bootstrap)
+    rt = Runtime(s, bootstrap, app)
     app.wapipe_runtime = rt  # type: ignore[attr-defined]
 
     def topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
     requested, results = topic(T.SEND_REQUESTED), topic(T.SEND_RESULTS)
+    requested_bulk = topic(T.SEND_REQUESTED_BULK)
     accepted, accepted_tx, retry, dead = topic(T.SEND_ACCEPTED), topic(T.SEND_ACCEPTED_TX), topic(T.SEND_RETRY), topic(T.SEND_DEAD)
     dedup = app.Table("send-dedup", default=None, partitions=s.topic_partitions)  # json keys and values
     serde = rt.serde
@@ -186,6 +208,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                            value=serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=T.SEND_RESULTS))
 
     sweep = {"at": time.monotonic()}
+    counts = {"intake": 0, "tx_to_intake": 0.0}
 
     def sweep_expired(partition: int, now_ms: int) -> None:
         """Forget keys older than the window (their tombstones go to this event's partition,
@@ -197,10 +220,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             if v and v.get("p") == partition and v.get("at", 0) < now_ms - window_ms:
                 del dedup[k]
 
-    @app.agent(requested)
     async def intake(stream: Any) -> None:
         async for event in stream.events():
             await rt.started()
+            # Yield to the loop on every record: a queued burst never suspends otherwise, and would
+            # starve the transactional agents and the dispatcher for as long as it lasts.
+            await asyncio.sleep(0)
+            counts["intake"] += 1
             try:
                 cmd = serde.decode(event.value, R.COMMAND)
             except SerdeError as exc:
@@ -208,6 +234,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 continue
             try:
                 now_ms = int(time.time() * 1000)
+                if cmd.get("lane") == "TRANSACTIONAL":
+                    counts["tx_to_intake"] = max(counts["tx_to_intake"], now_ms / 1000 - cmd["requested_at"].timestamp())
+                    counts["kafka_to_intake"] = max(counts.get("kafka_to_intake", 0.0), now_ms / 1000 - event.message.timestamp)
                 refusal = validate(cmd, rt.registry, now_ms=now_ms, last_inbound=rt.windows.last_inbound,
                                    window_s=s.send_session_window_s, is_restricted=rt.is_restricted)
                 if refusal is not None:
@@ -229,9 +258,14 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 logger.exception("intake.failed", offset=event.message.offset)
                 await dead_letter(event, exc)
 
+    # Two agents over the same code: the bulk topic's backlog never delays the other.
+    app.agent(requested, name="intake")(intake)
+    app.agent(requested_bulk, name="intake_bulk")(_renamed(intake, "intake_bulk"))
+
     @app.agent(results)
     async def outcomes(stream: Any) -> None:
         async for event in stream.events():
+            await asyncio.sleep(0)
             try:
                 r = serde.decode(event.value, R.RESULT)
             except SerdeError:
@@ -248,6 +282,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             manual = stream.noack()
             async for event in manual.events():
                 await rt.started()
+                await asyncio.sleep(0)  # see intake: never starve the other lanes
                 m = event.message
                 try:
                     cmd = serde.decode(event.value, R.COMMAND)
@@ -298,7 +333,14 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         d = rt.dispatcher
         if d is not None:
             logger.info("dispatcher.stats", backlog=d.backlog(), graph_calls=d.stats.graph_calls,
-                        throttled=d.stats.throttled, outcomes=dict(d.stats.outcomes), ledger=len(d.ledger))
+                        in_flight=s.send_max_in_flight - d._sem._value, admitted=d.stats.accepted,
+                        queues={k: q.size for k, q in d.queues.items()}, intake=counts["intake"],
+                        throttled=d.stats.throttled, outcomes=dict(d.stats.outcomes), ledger=len(d.ledger),
+                        tx_to_admit_s=round(d.stats.tx_to_admit, 3), tx_admit_to_call_s=round(d.stats.tx_admit_to_call, 3))
+            d.stats.tx_to_admit = d.stats.tx_admit_to_call = 0.0
+            logger.info("intake.stats", tx_to_intake_s=round(counts["tx_to_intake"], 3),
+                        tx_kafka_to_intake_s=round(counts.get("kafka_to_intake", 0.0), 3))
+            counts["tx_to_intake"] = counts["kafka_to_intake"] = 0.0
 
     @app.on_before_shutdown.connect
     def on_shutdown(app: Any, **kw: Any) -> None:
@@ -309,7 +351,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING") -> None:
     """Run the worker in this process until SIGTERM/SIGINT."""
+    import logging
+
     from faust.worker import Worker
+
+    # Library debug logging costs ~10 % of the worker's CPU at high rates: keep it off.
+    for name in ("aiokafka", "faust", "mode", "httpx", "httpcore", "aiohttp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     app = create_app(settings, bootstrap)
     app.finalize()

@@ -6,7 +6,7 @@ that topic and checks it at least every 250 ms, so pause/stop take effect within
 a stop turns the campaign's remaining commands into CANCELLED results.
 
 Progress is read from the topics themselves (no extra state): the campaign's distinct commands
-on ``wa.send.requested`` and the latest result per idempotency key on ``wa.send.results``.
+on ``wa.send.requested(.bulk)`` and the latest result per idempotency key on ``wa.send.results``.
 """
 
 from __future__ import annotations
@@ -89,13 +89,14 @@ def progress(bootstrap: str, campaign_id: str, *, serde: AvroSerde | None = None
             except SerdeError:
                 pass
     keys: set[tuple[str, str]] = set()
-    for m in _read(bootstrap, T.SEND_REQUESTED):
-        try:
-            c = serde.decode(m.value(), "SendCommand")
-        except SerdeError:
-            continue
-        if c.get("campaign_id") == campaign_id:
-            keys.add((c["tenant_id"], c["idempotency_key"]))
+    for topic in (T.SEND_REQUESTED_BULK, T.SEND_REQUESTED):
+        for m in _read(bootstrap, topic):
+            try:
+                c = serde.decode(m.value(), "SendCommand")
+            except SerdeError:
+                continue
+            if c.get("campaign_id") == campaign_id:
+                keys.add((c["tenant_id"], c["idempotency_key"]))
     final: dict[tuple[str, str], str] = {}
     for m in _read(bootstrap, T.SEND_RESULTS):
         try:

@@ -42,13 +42,22 @@ class Stats:
     outcomes: dict = field(default_factory=lambda: defaultdict(int))
     graph_calls: int = 0
     throttled: int = 0
+    # transactional lane: worst seconds from requested_at to admission, and admission to the call
+    tx_to_admit: float = 0.0
+    tx_admit_to_call: float = 0.0
 
 
 class Dispatcher:
     def __init__(self, settings: Any, *, ledger: Ledger, send: Send, serde: Any, topics: Topics, graph: Any,
                  registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
-                 is_restricted: Callable[[str], bool] | None = None) -> None:
+                 is_restricted: Callable[[str], bool] | None = None,
+                 pause: Callable[[int], None] | None = None, resume: Callable[[int], None] | None = None) -> None:
+        """``pause(p)`` / ``resume(p)`` stop and restart fetching the campaign lane's partition
+        ``p`` (backpressure without blocking the agent, which would stall every other topic)."""
         self.s = settings
+        self._pause = pause
+        self._resume = resume
+        self._paused: set[int] = set()
         self.ledger = ledger
         self._send = send
         self.serde = serde
@@ -70,7 +79,6 @@ class Dispatcher:
         self._active: dict[str, Job] = {}  # key -> job queued or in flight in this process
         self._inflight_by_partition: dict[int, set[asyncio.Task]] = defaultdict(set)
         self._held: dict[int, int] = defaultdict(int)  # campaign-lane jobs held per partition
-        self._room = asyncio.Condition()
         self._sem = asyncio.Semaphore(settings.send_max_in_flight)
         self._revoked: set[int] = set()
         self._tokens: dict[tuple[str, int], str] = {}
@@ -78,9 +86,10 @@ class Dispatcher:
 
     # --- admission -------------------------------------------------------------------------
     async def admit(self, cmd: dict, *, raw: bytes, partition: int, source: str, ack: Callable[[], Awaitable[Any]],
-                    backpressure: bool = True) -> None:
+                    backpressure: bool = True) -> None:  # noqa: ARG002 - kept for callers
         """A command read from wa.send.accepted(.transactional) or wa.send.retry."""
         self._revoked.discard(partition)
+        self.stats.accepted += 1
         await self.ledger.ensure_loaded(partition)
         key = R.command_key(cmd)
         active = self._active.get(key)
@@ -93,6 +102,8 @@ class Dispatcher:
         entry = self.ledger.get(key)
         job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.get("lane") or TRANSACTIONAL, ack=ack,
                   enqueued=time.monotonic(), source=source, raw=raw)
+        if job.lane == TRANSACTIONAL and cmd.get("requested_at") is not None:
+            self.stats.tx_to_admit = max(self.stats.tx_to_admit, time.time() - cmd["requested_at"].timestamp())
         if entry is not None:
             if entry.state == DONE:
                 if entry.command_id != cmd["command_id"]:
@@ -109,13 +120,11 @@ class Dispatcher:
             if entry.state == RETRY:
                 job.attempt = entry.attempts
                 job.not_before = (entry.not_before_ms or 0) / 1000
-        if backpressure and job.lane != TRANSACTIONAL:
-            async with self._room:
-                await self._room.wait_for(lambda: self._held[partition] < self.s.send_buffer_per_partition
-                                          or partition in self._revoked)
-        if partition in self._revoked:
-            return  # the partition went away while we waited; its next owner reads it again
         self._enqueue(job)
+        if (job.held and self._pause is not None and partition not in self._paused
+                and self._held[partition] >= self.s.send_buffer_per_partition):
+            self._paused.add(partition)
+            self._pause(partition)
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
         pnid = job.cmd["phone_number_id"]
@@ -152,9 +161,12 @@ class Dispatcher:
             del self._active[job.key]
         if job.held:
             job.held = False
-            self._held[job.partition] -= 1
-            async with self._room:
-                self._room.notify_all()
+            p = job.partition
+            self._held[p] -= 1
+            if p in self._paused and self._held[p] <= self.s.send_buffer_per_partition // 2:
+                self._paused.discard(p)
+                if self._resume is not None and p not in self._revoked:
+                    self._resume(p)
 
     # --- the per-number loop ---------------------------------------------------------------
     async def _run_number(self, pnid: str) -> None:
@@ -268,7 +280,9 @@ class Dispatcher:
         try:
             tenant = self.registry.tenant(cmd["tenant_id"])
             token = self._token(tenant)
-            pii = await asyncio.to_thread(self.keyring.unseal, cmd["pii"])
+            # Inline: the data key is normally in the ring's memory already (it is published before
+            # any command sealed with it), and an AES-GCM open is microseconds.
+            pii = self.keyring.unseal(cmd["pii"])
             body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
                     "to": pii["to"], "biz_opaque_callback_data": job.key}
         except Exception as exc:  # erased subject, unreadable seal, no token: refused before any call
@@ -283,6 +297,8 @@ class Dispatcher:
             await asyncio.sleep(wait)
         pacer.record(time.monotonic())
         self.stats.graph_calls += 1
+        if job.lane == TRANSACTIONAL:
+            self.stats.tx_admit_to_call = max(self.stats.tx_admit_to_call, time.monotonic() - job.enqueued)
         try:
             accepted = await self.graph.send_message(cmd["phone_number_id"], body, token=token,
                                                      timeout=self.s.send_graph_timeout_s)
@@ -313,6 +329,7 @@ class Dispatcher:
             await self._retry_later(job, exc.retry_after or 600.0, attempts=attempt, reason=str(exc)[:300],
                                     via_topic=True, **code)
         elif isinstance(exc, meta_errors.Throttled):
+            self.pairs[pnid].refund(job.subject, now)
             pause = min(exc.retry_after or 1.0, 60.0)
             self.pacers[pnid].on_throttled(now, pause=pause)
             self.stats.throttled += 1
@@ -392,8 +409,7 @@ class Dispatcher:
             await asyncio.wait(pending, timeout=self.s.send_graph_timeout_s + 5)
         for p in partitions:
             self.ledger.unload(p)
-        async with self._room:
-            self._room.notify_all()
+            self._paused.discard(p)
 
     def rebuild_tier(self, partition: int, entry: dict) -> None:
         """Ledger load hook: accepted business-initiated sends of the last 24 h use the tier."""

@@ -56,9 +56,11 @@ class NumberPacer:
             sent.popleft()
 
     def _recover(self, now: float) -> None:
-        # +5 % of the limit per quiet second, from 2 s after the last throttle.
-        if self.factor < 1.0 and now - self._last_throttle > 2.0:
-            self.factor = min(1.0, self.factor + 0.05 * max(0.0, now - max(self._last_recover, self._last_throttle + 2.0)))
+        # Back up by 2 % of the limit per quiet second, from 3 s after the last throttle.
+        if self.factor < 1.0:
+            start = max(self._last_recover, self._last_throttle + 3.0)
+            if now > start:
+                self.factor = min(1.0, self.factor + 0.02 * (now - start))
         self._last_recover = now
 
     def window_wait(self, now: float) -> float:
@@ -95,8 +97,10 @@ class NumberPacer:
         return True
 
     def on_throttled(self, now: float, pause: float = 1.0) -> None:
-        """Meta said "too fast" for this number: halve the pace and pause the number briefly."""
-        self.factor = max(self.min_factor, self.factor * 0.5)
+        """Meta said "too fast" for this number: pause it briefly and pace 20 % slower. The calls
+        already in flight answer the same, so one throttle episode (1 s) counts once."""
+        if now - self._last_throttle > 1.0:
+            self.factor = max(self.min_factor, self.factor * 0.8)
         self._last_throttle = now
         self._paused_until = max(self._paused_until, now + pause)
 
@@ -154,6 +158,11 @@ class PairLimiter:
     def take(self, subject: str, now: float) -> None:
         b = self._bucket(subject, now)
         b.tokens -= 1.0
+
+    def refund(self, subject: str, now: float) -> None:
+        """Meta refused the send before counting it (a throughput throttle): give the token back."""
+        b = self._bucket(subject, now)
+        b.tokens = min(float(self.burst), b.tokens + 1.0)
 
     def on_pair_limited(self, subject: str, now: float) -> float:
         """A 131056 for this recipient: wait 4^X s (X = recent hits); returns the wait."""

@@ -3,7 +3,10 @@
 ``ErpProducer.send(message, routing)`` returns only once the broker acknowledged the command
 (idempotent producer, acks=all): a command the ERP was told is sent is on ``wa.send.requested``.
 Records are keyed by tenant with Kafka's Java (murmur2) partitioner, the one every other writer
-of the pipeline uses, so a tenant's commands and results share a partition number.
+of the pipeline uses, so a tenant's commands and results share a partition number. Campaign-lane
+commands go to ``wa.send.requested.bulk``, the rest to ``wa.send.requested``: the two are read by
+separate agents, so an invoice never waits behind a campaign's backlog (the worker accepts either
+lane on either topic).
 """
 
 from __future__ import annotations
@@ -82,10 +85,11 @@ class ErpProducer:
 
         n = 0
         for cmd in commands:
-            value = self.serde.encode("SendCommand", cmd, topic=T.SEND_REQUESTED)
+            topic = T.SEND_REQUESTED_BULK if cmd.get("lane") == "CAMPAIGN" else T.SEND_REQUESTED
+            value = self.serde.encode("SendCommand", cmd, topic=topic)
             while True:
                 try:
-                    self._producer.produce(T.SEND_REQUESTED, key=cmd["tenant_id"].encode(), value=value,
+                    self._producer.produce(topic, key=cmd["tenant_id"].encode(), value=value,
                                            on_delivery=delivered)
                     break
                 except BufferError:  # local queue full: let deliveries drain

@@ -51,9 +51,12 @@ def test_stalls_do_not_turn_into_bursts(limit):
 
 def test_throttle_slows_then_recovers():
     p = NumberPacer(100)
-    p.on_throttled(0.0, pause=1.0)
+    for t in (0.0, 0.01, 0.02):  # one episode: the calls in flight all answer 130429
+        p.on_throttled(t, pause=1.0)
     assert p.ready_at(0.5) >= 1.0
-    assert p.rate < 60
+    assert 70 < p.rate < 85
+    p.on_throttled(2.5)  # a second episode
+    assert p.rate < 70
     sent = run(p, 30.0)
     late = [t for t in sent if t > 25]
     assert len(late) / 5 > 95  # back to full pace after quiet time

@@ -53,6 +53,8 @@ class Scope:
     tenants: tuple[str, ...] = ()
     campaigns: tuple[str, ...] = ()
     since: dt.datetime | None = None  # requested_at >= since
+    key_contains: str | None = None  # the idempotency key contains this (e.g. a run or batch id)
+    accepted_since: dt.datetime | None = None  # Meta accepted the message at or after this instant
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clauses, params = ["1"], {}
@@ -66,6 +68,12 @@ class Scope:
             clauses.append("requested_at >= {since:DateTime64(3, 'UTC')}")
             # As text: parameters may travel as JSON to the sink's read endpoint.
             params["since"] = self.since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        if self.key_contains:
+            clauses.append("position(idempotency_key, {key_contains:String}) > 0")
+            params["key_contains"] = self.key_contains
+        if self.accepted_since is not None:
+            clauses.append("accepted_at >= {accepted_since:DateTime64(3, 'UTC')}")
+            params["accepted_since"] = self.accepted_since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         return " AND ".join(clauses), params
 
     def describe(self) -> str:
@@ -76,6 +84,10 @@ class Scope:
             parts.append("campaigns " + ", ".join(self.campaigns))
         if self.since is not None:
             parts.append(f"since {self.since.isoformat(timespec='seconds')}")
+        if self.key_contains:
+            parts.append(f"idempotency keys containing {self.key_contains!r}")
+        if self.accepted_since is not None:
+            parts.append(f"accepted by Meta since {self.accepted_since.isoformat(timespec='seconds')}")
         return "; ".join(parts) or "everything in ClickHouse"
 
 

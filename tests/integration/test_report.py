@@ -213,6 +213,10 @@ def test_scope_filters(loaded):
     late = T0 + dt.timedelta(milliseconds=40 * 500)
     data = collect(ClientReader(client), Scope(since=late))
     assert data.totals.requested == sum(c.requested_at >= late for c in cmds)
+    data = collect(ClientReader(client), Scope(key_contains="key-1"))
+    assert data.totals.requested == sum(f"key-{c.i}".find("key-1") >= 0 for c in cmds)
+    data = collect(ClientReader(client), Scope(accepted_since=late))
+    assert data.totals.accepted == sum(c.accepted_at is not None and c.accepted_at >= late for c in cmds)
 
 
 def test_views_for_analysts_agree(loaded):

@@ -9,7 +9,7 @@ number, 130429s received, duplicates and lost commands (sandbox counters by
 biz_opaque_callback_data), p50/p99 command→Graph latency at a steady load, transactional p99 while
 the campaign runs, worker CPU seconds per 1,000 messages. The last line is JSON.
 
-    python bench/dispatch.py [--messages 60000] [--limits 1000,1000,80] [--latency-ms 50]
+    python bench/dispatch.py [--messages 20000] [--limits 1000,1000,80] [--latency-ms 50]
 
 Starts and stops its own broker and sandbox unless KAFKA_BOOTSTRAP_SERVERS is set (then uses that
 broker; the sandbox is always its own). The absolute numbers depend on this machine's load.
@@ -343,12 +343,12 @@ def _cpu_seconds(pid: int) -> float | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_MESSAGES", 60_000)))
+    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_MESSAGES", 20_000)))
     ap.add_argument("--limits", default=os.environ.get("BENCH_LIMITS", "1000,1000,80"),
                     help="throughput limit of each number (msg/s), comma-separated")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--steady-s", type=float, default=5.0)
-    ap.add_argument("--baseline-messages", type=int, default=20_000)
+    ap.add_argument("--baseline-messages", type=int, default=5_000)
     args = ap.parse_args()
     b = Bench(args)
     try:

@@ -244,13 +244,17 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     continue
                 key = R.command_key(cmd)
                 prev = dedup.get(key)
-                if prev and prev.get("at", 0) >= now_ms - window_ms and prev.get("command_id") != cmd["command_id"]:
-                    await emit(cmd, R.Outcome.DUPLICATE, original_outcome=prev.get("outcome"), wamid=prev.get("wamid"),
-                               reason="idempotency key seen before")
-                    continue
-                if not prev or prev.get("command_id") != cmd["command_id"]:
+                live = prev and prev.get("at", 0) >= now_ms - window_ms
+                if live and prev.get("command_id") != cmd["command_id"]:
+                    if prev.get("outcome") != "QUEUED" or prev.get("pnid") != cmd["phone_number_id"]:
+                        await emit(cmd, R.Outcome.DUPLICATE, original_outcome=prev.get("outcome"),
+                                   wamid=prev.get("wamid"), reason="idempotency key seen before")
+                        continue
+                    # The original's outcome is not known here yet: the dispatcher that owns the
+                    # key's ledger answers (DUPLICATE with the original's outcome), never a 2nd send.
+                elif not live or prev.get("command_id") != cmd["command_id"]:
                     dedup[key] = {"command_id": cmd["command_id"], "outcome": "QUEUED", "at": now_ms,
-                                  "p": event.message.partition}
+                                  "p": event.message.partition, "pnid": cmd["phone_number_id"]}
                 lane = accepted_tx if cmd.get("lane") == "TRANSACTIONAL" else accepted
                 await lane.send(key=cmd["phone_number_id"].encode(), value=event.value)
                 sweep_expired(event.message.partition, now_ms)

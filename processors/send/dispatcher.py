@@ -105,6 +105,12 @@ class Dispatcher:
         if job.lane == TRANSACTIONAL and cmd.get("requested_at") is not None:
             self.stats.tx_to_admit = max(self.stats.tx_to_admit, time.time() - cmd["requested_at"].timestamp())
         if entry is not None:
+            if entry.state != DONE and entry.command_id != cmd["command_id"]:
+                # Another command holds this key and is not finished: only it may be sent.
+                await self._emit(cmd, R.Outcome.DUPLICATE, reason="idempotency key already in dispatch",
+                                 original_outcome="RETRYING" if entry.state == RETRY else "UNKNOWN")
+                await ack()
+                return
             if entry.state == DONE:
                 if entry.command_id != cmd["command_id"]:
                     await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome=entry.outcome, wamid=entry.wamid,

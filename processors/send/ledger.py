@@ -22,6 +22,7 @@ faust's exactly-once is not used for any of this.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -100,8 +101,13 @@ class Ledger:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
+            started, idle = time.monotonic(), 0
+            while (pos := await consumer.position(tp)) < end:
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                idle = 0 if batch else idle + 1
+                if idle and idle % 10 == 0:  # 5 s without a record below the end: say so, keep trying
+                    logger.warning("ledger.load_stalled", partition=partition, position=pos, end=end,
+                                   seconds=round(time.monotonic() - started, 1))
                 for msg in batch.get(tp, []):
                     key = msg.key.decode() if msg.key else ""
                     if msg.value is None:

@@ -32,7 +32,7 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     at_kill = w.sandbox.control.counters()["numbers"][w.numbers[0]]["accepted"]
     assert at_kill < N
 
-    w.start_worker("worker-2")
+    w.start_worker("worker-2", warm=False)  # same group: it resumes from the committed offsets
     final = w.final(keys, timeout=90)
     assert len(final) == N, f"{N - len(final)} commands have no final result"
     outcomes = Counter(r["outcome"] for r in final.values())

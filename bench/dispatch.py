@@ -182,10 +182,12 @@ class Bench:
         program = None
         if os.environ.get("BENCH_PROFILE"):  # cProfile the worker; written on its clean stop
             program = (sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "wapipe", "worker")
-        worker = self.sup.start(ServiceSpec("worker", ("worker",), env=self.env, ready_timeout=120, stop_timeout=30,
-                                            program=program))
+        workers = [self.sup.start(ServiceSpec(f"worker-{i}", ("worker",), env=self.env, ready_timeout=120,
+                                              stop_timeout=30, program=program if i == 0 else None))
+                   for i in range(self.a.workers)]
+        time.sleep(2.0 if self.a.workers > 1 else 0.0)  # let the group settle on its final assignment
         self.warm_up(erp, reader)
-        cpu0 = _cpu_seconds(worker.pid)
+        cpu0 = _cpu_seconds_all([w.pid for w in workers])
         t_pub = time.time()
         erp.publish(campaign)
         log(f"published in {time.time() - t_pub:.1f}s; the campaign runs")
@@ -203,7 +205,7 @@ class Bench:
         keys = {(self.tenant, c["idempotency_key"]) for c in campaign + probes}
         final = reader.wait_final(keys, timeout=expected_s * 3 + 60)
         t_done = time.time()
-        cpu1 = _cpu_seconds(worker.pid)
+        cpu1 = _cpu_seconds_all([w.pid for w in workers])
         log(f"{len(final)}/{len(keys)} final results after {t_done - t_pub:.1f}s")
 
         # steady phase: 30 % of the aggregate limit, for command->Graph latency without a backlog
@@ -246,8 +248,10 @@ class Bench:
         outcomes = Counter(r["outcome"] for r in final.values())
         erp.close()
         reader.close()
-        self.sup.stop(worker)
+        for w in workers:
+            self.sup.stop(w)
         return {
+            "workers": self.a.workers,
             "per_number": {n: {"limit": lim, "utilization": round(util[n], 4), "max_requests_1s": windows[n]}
                            for n, lim in self.numbers.items()},
             "utilization_min": round(min(util.values()), 4),
@@ -331,6 +335,11 @@ class Bench:
         }
 
 
+def _cpu_seconds_all(pids: list[int]) -> float | None:
+    values = [_cpu_seconds(p) for p in pids]
+    return None if any(v is None for v in values) else sum(values)
+
+
 def _cpu_seconds(pid: int) -> float | None:
     """user+system CPU of a process and its children (Linux /proc)."""
     try:
@@ -348,6 +357,8 @@ def main() -> None:
                     help="throughput limit of each number (msg/s), comma-separated")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--steady-s", type=float, default=5.0)
+    ap.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", 1)),
+                    help="worker processes (partitions are shared among them)")
     ap.add_argument("--baseline-messages", type=int, default=5_000)
     args = ap.parse_args()
     b = Bench(args)

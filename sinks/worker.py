@@ -77,20 +77,26 @@ class Batch:
     dead: int = 0
     started: float = field(default_factory=time.monotonic)
     inserted: set[str] = field(default_factory=set)  # tables already in (a retry skips them; tokens make it safe anyway)
+    # Digest of every record's bytes: offsets alone repeat when a topic is recreated (a new
+    # broker, the same ClickHouse), and a repeated token would make ClickHouse drop new rows.
+    # (An order-independent sum of per-record digests: the same records give the same token.)
+    content: int = 0
 
-    def track(self, topic: str, partition: int, offset: int, size: int) -> None:
+    def track(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
         span = self.offsets.get((topic, partition))
         if span is None:
             self.offsets[(topic, partition)] = [offset, offset]
         else:
             span[1] = offset
-        self.nbytes += size
+        self.content = (self.content + int.from_bytes(hashlib.blake2b(value or b"", digest_size=16).digest())) % (1 << 128)
+        self.nbytes += len(value or b"")
         self.count += 1
 
     def token(self, table: str) -> str:
-        """Same batch → same token, so a retried insert is deduplicated by ClickHouse."""
+        """Same batch → same token, so a retried insert is deduplicated by ClickHouse; a different
+        batch at the same offsets (a recreated topic) → a different token."""
         spans = ",".join(f"{t}/{p}/{a}-{b}" for (t, p), (a, b) in sorted(self.offsets.items()))
-        return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
+        return hashlib.sha256(f"{table}|{spans}|{self.content:032x}".encode()).hexdigest()
 
     def commit_offsets(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, last + 1) for (t, p), (_, last) in sorted(self.offsets.items())]
@@ -182,7 +188,7 @@ class SinkWorker:
                 log.warning("sink.kafka_error", error=str(err))
             return
         value = m.value()
-        self.batch.track(m.topic(), m.partition(), m.offset(), len(value or b""))
+        self.batch.track(m.topic(), m.partition(), m.offset(), value)
         self.stats.consumed += 1
         pt = self.passthrough.get(m.topic())
         if pt is not None and pt.accepts(value):

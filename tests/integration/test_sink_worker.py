@@ -289,3 +289,35 @@ def test_rows_clickhouse_refuses_are_isolated_and_dead_lettered(topics, settings
     mine = [d for d in dead if d["source_topic"] == topic.name]
     assert sorted(AvroSerde().decode(d["value"], "StatusEvent")["event_id"] for d in mine) == sorted(flaky.poison)
     assert all("ClickHouse refused the row" in d["reason"] and "CANNOT_PARSE" in d["reason"] for d in mine)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["python-rows", "avro-passthrough"])
+def test_a_recreated_topic_at_the_same_offsets_is_not_taken_for_a_retry(topics, settings, clickhouse, unique, fast):
+    """A new broker (or a recreated topic) restarts offsets at 0 while ClickHouse keeps its
+    dedup tokens: new records at old offsets must be inserted, not dropped as a retry."""
+    topic = _Topic(topics, unique)
+    topic.produce([_status(i, "sent") for i in range(200)])
+    # One record per batch: every (partition, offset) span of the second incarnation repeats one
+    # of the first, so an offsets-only token would collide on every insert.
+    w = _worker(settings, topic, clickhouse, unique, fast=fast, sink_batch_rows=1)
+    t, stop, errors = _run(w)
+    try:
+        assert _wait(lambda: topic.committed(f"sink-{unique}") == 200)
+    finally:
+        stop.set()
+        t.join(20)
+    admin = admin_client(topics)
+    for f in admin.delete_topics([topic.name]).values():
+        f.result()
+    assert _wait(lambda: topic.name not in admin.list_topics(timeout=10).topics)
+    again = _Topic(topics, unique)  # same name, offsets from 0 again
+    again.produce([_status(1000 + i, "sent") for i in range(200)])
+    w2 = _worker(settings, again, clickhouse, unique + "b", fast=fast, sink_batch_rows=1)
+    t, stop, errors2 = _run(w2)
+    try:
+        assert _wait(lambda: again.committed(f"sink-{unique}b") == 200)
+    finally:
+        stop.set()
+        t.join(20)
+    assert not errors and not errors2
+    assert clickhouse.query("SELECT count(), uniqExact(event_id) FROM status_events").result_rows == [(400, 400)]

@@ -67,15 +67,21 @@ def test_audit_row_uses_audit_retention():
     assert row["retention_days"] == 400 and row["details"] == {"k": "v"} and row["outcome"] == "ok"
 
 
-def test_batch_token_depends_only_on_offsets_and_table():
+def test_batch_token_depends_on_offsets_records_and_table():
     a, b = Batch(), Batch()
     for batch, order in ((a, [(0, 5), (1, 7), (0, 6)]), (b, [(1, 7), (0, 5), (0, 6)])):
         for p, off in order:
-            batch.track("t", p, off, 10)
+            batch.track("t", p, off, f"record {p}/{off}".encode())
     assert a.token("status_events") == b.token("status_events") != a.token("audit_log")
     assert [(tp.partition, tp.offset) for tp in a.commit_offsets()] == [(0, 7), (1, 8)]
-    b.track("t", 1, 8, 10)
+    b.track("t", 1, 8, b"more")
     assert a.token("status_events") != b.token("status_events")
+    # The same offsets of a recreated topic hold other records: a new token, or ClickHouse
+    # would drop the new rows as duplicates of the old ones.
+    c = Batch()
+    for p, off in [(0, 5), (1, 7), (0, 6)]:
+        c.track("t", p, off, f"other {p}/{off}".encode())
+    assert c.token("status_events") != a.token("status_events")
 
 
 def test_container_is_a_readable_avro_file():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wapipe.stack.jvm import pid_alive
+from wapipe.topics import TOPICS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def test_stack_up_status_down(tmp_path):
     try:
         up = run_cli(env, "stack", "up")
         assert "kafka up: 127.0.0.1:" in up.stdout and "migrations applied" in up.stdout
-        assert "topics: 17 created" in up.stdout
+        assert f"topics: {len(TOPICS)} created" in up.stdout
         status = run_cli(env, "stack", "status")
         assert "kafka: up" in status.stdout
         assert java_pids_with(str(tmp_path))

@@ -29,8 +29,6 @@ WEBHOOK_DEAD = "wa.webhook.dead"
 SEND_REQUESTED = "wa.send.requested"
 # Campaign-lane commands from the ERP SDK: a 100k campaign never sits in front of an OTP.
 SEND_REQUESTED_BULK = "wa.send.requested.bulk"
-# Campaign-lane commands from the ERP SDK: a 100k campaign never sits in front of an OTP.
-SEND_REQUESTED_BULK = "wa.send.requested.bulk"
 SEND_ACCEPTED = "wa.send.accepted"
 # The transactional lane's own topic: an OTP never waits behind a campaign's backlog.
 SEND_ACCEPTED_TX = "wa.send.accepted.transactional"
@@ -73,7 +71,6 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Dead raw webhooks carry the same cleartext as wa.webhook.raw: same short retention (docs/privacy.md).
     TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter", retention_from="raw_webhook_retention_ms"),
     TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
-    TopicSpec(SEND_REQUESTED_BULK, "tenant_id", "SendCommand"),
     TopicSpec(SEND_REQUESTED_BULK, "tenant_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED_TX, "phone_number_id", "SendCommand"),

@@ -110,3 +110,13 @@ def test_every_sealed_field_is_a_sealed_record():
             if field["name"] in ("pii", "token"):
                 kinds = [t for t in sealed_types(field["type"]) if t.get("type") != "null"]
                 assert kinds and all(t.get("name") == "io.wapipe.Sealed" for t in kinds), (name, field["name"])
+
+
+def test_every_topic_is_declared_once_with_a_known_value_schema():
+    from wapipe.topics import TOPICS
+
+    names = [t.name for t in TOPICS]
+    assert len(names) == len(set(names)), "a topic is declared twice"
+    store = SchemaStore.load()
+    for t in TOPICS:
+        store.latest(t.value)  # raises SerdeError for an unknown record name

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
 from wapipe.config import Settings
+from wapipe.procs import pid_alive
 
 READONLY = {"readonly": 1}
 
@@ -95,16 +95,6 @@ class HttpReader:
         self._http.close()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def open_reader(settings: Settings) -> Reader:
     from wapipe.clickhouse import clickhouse_client
 
@@ -114,7 +104,7 @@ def open_reader(settings: Settings) -> Reader:
     if ep.exists():
         try:
             info = json.loads(ep.read_text())
-            if _pid_alive(int(info["pid"])):
+            if pid_alive(int(info["pid"])):
                 return HttpReader(info["url"])
         except (ValueError, KeyError, OSError):
             pass

@@ -13,7 +13,6 @@ thread that lives as long as they should (the main thread in the CLI).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -29,6 +28,7 @@ from pathlib import Path
 import typer.main
 
 from wapipe.log import get_logger
+from wapipe.procs import die_with_parent
 
 log = get_logger(__name__)
 
@@ -78,14 +78,6 @@ def command_exists(command: Iterable[str]) -> bool:
             return False
         node = children[part]
     return True
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -155,7 +147,7 @@ class Supervisor:
             f.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(spec.argv())}\n".encode())
         proc = subprocess.Popen(
             spec.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         svc = RunningService(spec=spec, proc=proc, log_path=log_path)
         self.services.append(svc)

@@ -31,6 +31,7 @@ import uvicorn
 
 from wapipe.config import Settings
 from wapipe.log import get_logger
+from wapipe.procs import die_with_parent
 from wapipe.net import free_port
 
 Server = Literal["granian", "uvicorn"]
@@ -83,17 +84,6 @@ def serve(settings: Settings, bootstrap: str, *, host: str = "127.0.0.1", port: 
         _ReadyServer(_config(settings, bootstrap, log_level), ready).run(sockets=[sock])
         return 0
     return _supervise(settings, bootstrap, sock, workers, ready, log_level)
-
-
-def die_with_parent() -> None:
-    """Linux: SIGTERM this worker when the process that started it dies, even by SIGKILL, so no
-    orphan keeps serving the port. (A clean stop goes through the parent's SIGTERM.)"""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _worker(settings: Settings, bootstrap: str, sock: socket.socket, ready_q, log_level: str) -> None:

@@ -8,7 +8,6 @@ stopped with SIGTERM, then SIGKILL after a timeout.
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from wapipe.config import REPO_ROOT
 from wapipe.log import get_logger
 from wapipe.net import free_port
+from wapipe.procs import die_with_parent, pid_alive
 from wapipe.stack.ready import wait_for_metadata
 
 log = get_logger(__name__)
@@ -74,15 +74,6 @@ def _cluster_id() -> str:
         cid = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         if cid[0] != "-":
             return cid
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the broker if the process that started it dies (test runs)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass
@@ -165,7 +156,7 @@ class JvmBroker:
             self._java("kafka.Kafka", str(props)),
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach,
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=None if detach else die_with_parent,
         )
         logf.close()
         self.pid = self._proc.pid
@@ -211,18 +202,3 @@ def stop_pid(pid: int, *, timeout: float = 20.0, proc: subprocess.Popen | None =
         return
     if proc is not None:
         proc.wait(timeout=10)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     sink_read_port: int = Field(default=0, ge=0, description="port of the local read endpoint (0: any free one)")
     normalise_app_id: str = "wapipe-normalise"
     normalise_dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1, description="Meta retries for up to 7 days")
+    normalise_batch_max: int = Field(default=500, ge=1, description="raw webhooks converted and acked as one batch")
+    normalise_batch_within_s: float = Field(default=0.02, gt=0, description="longest wait to fill a batch")
     normalise_offset_reset: str = Field(default="earliest", description="where a new normaliser group starts (benchmarks: latest)")
 
     # --- send pipeline (`wapipe worker`, processors/send) --------------------------------

@@ -1,15 +1,18 @@
 """The normaliser as a Faust app: ``wa.webhook.raw`` → typed events, each webhook once.
 
-Per raw record (interfaces.md §6: Avro is decoded inside the agent):
-1. decode the ``RawWebhook`` and convert it (``convert.Normaliser``) in a thread, since sealing
-   may publish a new subject key with acks; an unreadable record → ``DeadLetter`` on
+Per batch of raw records (``stream.take_events``: up to ``WAPIPE_NORMALISE_BATCH_MAX`` records or
+``WAPIPE_NORMALISE_BATCH_WITHIN_S`` seconds; Avro is decoded inside the agent, interfaces.md §6):
+1. decode each ``RawWebhook`` and convert the batch (``convert.Normaliser``) in one thread hop,
+   since sealing may publish a new subject key with acks; an unreadable record → ``DeadLetter`` on
    ``wa.webhook.dead`` with its reason, never a crashed agent;
-2. drop events whose ``event_id`` the *seen* table holds (Meta's duplicate deliveries): the table
-   is changelog-backed (it survives restarts and rebalances) and co-partitioned with the source
-   topic, since duplicates of one webhook share its key;
-3. send the fresh events and wait for the broker's acks, then record them as seen. A crash in
-   between re-sends them after restart (at-least-once); their ids are deterministic, so the sink's
-   ReplacingMergeTree keys absorb that rare copy.
+2. drop events whose ``event_id`` the *seen* table holds, or that an earlier record of the same
+   batch produced (Meta's duplicate deliveries): the table is changelog-backed (it survives
+   restarts and rebalances) and co-partitioned with the source topic, since duplicates of one
+   webhook share its key;
+3. send the batch's fresh events and wait for the broker's acks, then record them as seen; only
+   then are the batch's offsets acknowledged. A crash in between re-sends them after restart
+   (at-least-once); their ids are deterministic, so the sink's ReplacingMergeTree keys absorb
+   that rare copy.
 Entries older than the dedup window (Meta retries for up to 7 days) are swept now and then from
 inside the agent, so the tombstones go to the right changelog partition.
 """
@@ -91,52 +94,84 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
 
     @app.agent(raw_topic)
     async def normalise(stream):
-        async for event in stream.events():
-            counters["in"] += 1
-            try:
-                raw = serde.decode(event.value, "RawWebhook")
-                events = await _convert(raw)
-            except SerdeError as exc:
-                await _dead(event, str(exc), "SerdeError")
-                continue
-            except Unreadable as exc:
-                await _dead(event, exc.reason, exc.error_type)
-                continue
-            except Exception as exc:  # a bug on one record must not stop the agent: dead-letter it, with why
-                log.error("normalise.convert_failed", error=f"{type(exc).__name__}: {exc}")
-                await _dead(event, f"normaliser error: {type(exc).__name__}: {str(exc)[:500]}", type(exc).__name__)
-                continue
+        # Batches, not one webhook at a time: one thread hop for the conversions and one wait for
+        # the broker's acks per batch. take_events acks the batch's offsets only after this body
+        # finished with it, so a crash mid-batch replays it (at-least-once, as before).
+        async for batch in stream.take_events(settings.normalise_batch_max, within=settings.normalise_batch_within_s):
+            counters["in"] += len(batch)
+            decoded: list[tuple[Any, dict]] = []
+            for event in batch:
+                try:
+                    decoded.append((event, serde.decode(event.value, "RawWebhook")))
+                except SerdeError as exc:
+                    await _dead(event, str(exc), "SerdeError")
+            converted = await _convert_all([raw for _, raw in decoded])
             now = time.time()
-            part = event.message.partition
-            fresh = []
-            for e in events:
-                got = seen.get(e.event_id)
-                if got and _unpack(got)[0] >= now - window:
-                    counters["duplicates"] += 1
+            fresh: list[tuple[Any, Any]] = []
+            in_batch: set[str] = set()  # a duplicate delivery can sit in the same batch
+            for (event, _), result in zip(decoded, converted):
+                if isinstance(result, BaseException):
+                    await _dead_for(event, result)
                     continue
-                fresh.append(e)
+                for e in result:
+                    got = seen.get(e.event_id)
+                    if e.event_id in in_batch or (got and _unpack(got)[0] >= now - window):
+                        counters["duplicates"] += 1
+                        continue
+                    in_batch.add(e.event_id)
+                    fresh.append((event, e))
             futures = [await topic_for(e.topic).send(key=e.key.encode(), value=serde.encode(e.record_name, e.record, topic=e.topic))
-                       for e in fresh]
+                       for _, e in fresh]
             if futures:
-                await asyncio.gather(*futures)  # acked by the broker before it counts as seen
-            for e in fresh:
-                seen[e.event_id] = f"{now:.3f}|{part}"
+                await asyncio.gather(*futures)  # acked by the broker before they count as seen
+            for source, e in fresh:
+                # A table write goes to the changelog partition of the *current* event, which
+                # take_events does not set for the batch's body: name it per write.
+                stream._set_current_event(source)
+                seen[e.event_id] = f"{now:.3f}|{source.message.partition}"
+            stream._set_current_event(None)
             counters["out"] += len(fresh)
-            if time.monotonic() - last_sweep["at"] > SWEEP_EVERY_S:
+            if time.monotonic() - last_sweep["at"] > SWEEP_EVERY_S and batch:
                 last_sweep["at"] = time.monotonic()
-                sweep(part, now)
+                for ev in {ev.message.partition: ev for ev in batch}.values():
+                    stream._set_current_event(ev)  # the tombstones go to this partition's changelog
+                    sweep(ev.message.partition, now)
+                stream._set_current_event(None)
 
-    async def _convert(raw: dict) -> list:
+    async def _dead_for(event, exc: BaseException) -> None:
+        if isinstance(exc, Unreadable):
+            await _dead(event, exc.reason, exc.error_type)
+        else:  # a bug on one record must not stop the agent: dead-letter it, with why
+            log.error("normalise.convert_failed", error=f"{type(exc).__name__}: {exc}")
+            await _dead(event, f"normaliser error: {type(exc).__name__}: {str(exc)[:500]}", type(exc).__name__)
+
+    async def _convert_all(raws: list[dict]) -> list:
+        """Each webhook's events, or the exception that made it unreadable, in one thread hop."""
+        if not raws:
+            return []
+        return await _with_retries(lambda: [_convert_one(raw) for raw in raws])
+
+    def _convert_one(raw: dict) -> Any:
+        from wapipe.privacy.errors import PrivacyError, SubjectErased
+
+        try:
+            return normaliser.convert(raw)
+        except SubjectErased as exc:
+            return exc
+        except (PrivacyError, KafkaException):
+            raise  # infrastructure: the whole batch is retried (conversion is deterministic)
+        except Exception as exc:
+            return exc
+
+    async def _with_retries(work):
         """Sealing may publish a subject key (Kafka, with acks): retry infrastructure failures
         with backoff instead of dead-lettering good webhooks while the broker is unwell."""
-        from wapipe.privacy.errors import PrivacyError, SubjectErased
+        from wapipe.privacy.errors import PrivacyError
 
         delay = 0.2
         while True:
             try:
-                return await asyncio.to_thread(normaliser.convert, raw)
-            except SubjectErased:
-                raise
+                return await asyncio.to_thread(work)
             except (PrivacyError, KafkaException) as exc:
                 log.warning("normalise.seal_retry", error=str(exc)[:300], retry_in_s=delay)
                 await asyncio.sleep(delay)

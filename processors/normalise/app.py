@@ -20,12 +20,15 @@ inside the agent, so the tombstones go to the right changelog partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
+import weakref
 from typing import Any
 
 import faust
 from confluent_kafka import KafkaException
+from faust.streams import _current_event  # no public setter: see _as_current
 
 from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
@@ -41,6 +44,20 @@ SWEEP_EVERY_S = 60.0
 def _unpack(v: str) -> tuple[float, int]:
     at, _, part = v.partition("|")
     return float(at), int(part or -1)
+
+
+@contextlib.contextmanager
+def _as_current(event: Any):
+    """Make ``event`` Faust's current event for table writes in this task only.
+
+    A table write goes to the changelog partition of ``faust.streams.current_event()``, a context
+    variable; in a ``take_events`` batch it is not the record being handled (the stream's own
+    ``current_event`` attribute belongs to the task filling the buffer and must not be touched)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 def dead_letter(source: Any, reason: str, error_type: str) -> dict:
@@ -125,18 +142,14 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
             if futures:
                 await asyncio.gather(*futures)  # acked by the broker before they count as seen
             for source, e in fresh:
-                # A table write goes to the changelog partition of the *current* event, which
-                # take_events does not set for the batch's body: name it per write.
-                stream._set_current_event(source)
-                seen[e.event_id] = f"{now:.3f}|{source.message.partition}"
-            stream._set_current_event(None)
+                with _as_current(source):  # the changelog partition is the source record's
+                    seen[e.event_id] = f"{now:.3f}|{source.message.partition}"
             counters["out"] += len(fresh)
             if time.monotonic() - last_sweep["at"] > SWEEP_EVERY_S and batch:
                 last_sweep["at"] = time.monotonic()
                 for ev in {ev.message.partition: ev for ev in batch}.values():
-                    stream._set_current_event(ev)  # the tombstones go to this partition's changelog
-                    sweep(ev.message.partition, now)
-                stream._set_current_event(None)
+                    with _as_current(ev):  # the tombstones go to this partition's changelog
+                        sweep(ev.message.partition, now)
 
     async def _dead_for(event, exc: BaseException) -> None:
         if isinstance(exc, Unreadable):

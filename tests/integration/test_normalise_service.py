@@ -35,6 +35,13 @@ def _body(name: str, pnid: str, waba: str) -> bytes:
     return json.dumps(doc).encode()
 
 
+def _status_body(pnid: str, waba: str, suffix: str) -> bytes:
+    """A delivered status for its own message (a distinct wamid)."""
+    doc = json.loads(_body("status_delivered", pnid, waba))
+    doc["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] += suffix
+    return json.dumps(doc).encode()
+
+
 def _raw(serde, body: bytes, verified=True) -> bytes:
     return serde.encode("RawWebhook", {"ingress_id": "t", "received_at": dt.datetime.now(dt.timezone.utc), "app_id": "app",
                                        "signature_verified": verified, "headers": {}, "body": body}, topic=WEBHOOK_RAW)
@@ -151,5 +158,14 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
         time.sleep(2)
         again = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 3, 1)
         assert len(again) == 3, "a duplicate webhook after a restart produced events again"
+
+        # Webhooks arriving in waves while it runs (several batches, each after the previous one
+        # was handled): every one is normalised; none is lost between batches.
+        wave_pnid = pnid + "2"
+        for wave in range(6):
+            _produce(bootstrap, [(wave_pnid, _raw(serde, _status_body(wave_pnid, waba, f"w{wave}-{i}"))) for i in range(5)])
+            time.sleep(0.3)
+        waves = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == wave_pnid, 30)
+        assert len(waves) == 30 and len({r["wamid"] for r in waves}) == 30
     finally:
         svc.stop()

@@ -34,6 +34,7 @@ from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.log import get_logger
+from wapipe.offset_guard import OffsetGuard
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW
 
 log = get_logger(__name__)
@@ -109,6 +110,16 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         if stale:
             log.info("normalise.seen_swept", partition=partition, removed=len(stale))
 
+    guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(app: Any, revoked: Any, **kw: Any) -> None:
+        guard.forget(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(app: Any, assigned: Any, **kw: Any) -> None:
+        guard.forget(assigned)
+
     @app.agent(raw_topic)
     async def normalise(stream):
         # Batches, not one webhook at a time: one thread hop for the conversions and one wait for
@@ -118,6 +129,8 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
             counters["in"] += len(batch)
             decoded: list[tuple[Any, dict]] = []
             for event in batch:
+                if not await guard.admit(app.consumer, event):
+                    continue  # Faust skipped records before it: they (and it) come again
                 try:
                     decoded.append((event, serde.decode(event.value, "RawWebhook")))
                 except SerdeError as exc:

@@ -32,6 +32,7 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.offset_guard import OffsetGuard
 
 logger = log.get_logger(__name__)
 
@@ -207,6 +208,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         await results.send(key=cmd["tenant_id"].encode(),
                            value=serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=T.SEND_RESULTS))
 
+    guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
+    app.wapipe_offset_guard = guard  # type: ignore[attr-defined]
     sweep = {"at": time.monotonic()}
     counts = {"intake": 0, "tx_to_intake": 0.0}
 
@@ -223,6 +226,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def intake(stream: Any) -> None:
         async for event in stream.events():
             await rt.started()
+            if not await guard.admit(app.consumer, event):
+                continue  # Faust skipped records before it: they (and it) come again
             # Yield to the loop on every record: a queued burst never suspends otherwise, and would
             # starve the transactional agents and the dispatcher for as long as it lasts.
             await asyncio.sleep(0)
@@ -287,6 +292,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             async for event in manual.events():
                 await rt.started()
                 await asyncio.sleep(0)  # see intake: never starve the other lanes
+                if not await guard.admit(app.consumer, event):
+                    continue  # left unacknowledged: Faust delivers it again after the skipped ones
                 m = event.message
                 try:
                     cmd = serde.decode(event.value, R.COMMAND)
@@ -316,6 +323,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
+        guard.forget(revoked)
         d = rt.dispatcher
         if d is not None:
             mine = {T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY}
@@ -323,6 +331,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kw: Any) -> None:
+        guard.forget(assigned)
         if not ready["printed"]:
             asyncio.ensure_future(_announce())
 

@@ -97,7 +97,11 @@ class Dispatcher:
             if active.cmd["command_id"] != cmd["command_id"]:
                 await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome="QUEUED",
                                  reason="a command with this idempotency key is already queued")
-            await ack()
+                await ack()
+            else:
+                # The same command again (a redelivery): acknowledged together with the queued
+                # one, never before its outcome is durable (it may be the very same offset).
+                active.ack = _chained(active.ack, ack)
             return
         entry = self.ledger.get(key)
         job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.get("lane") or TRANSACTIONAL, ack=ack,
@@ -434,3 +438,12 @@ class Dispatcher:
 
     def backlog(self) -> int:
         return sum(q.size for q in self.queues.values())
+
+
+def _chained(first: Callable[[], Awaitable[Any]] | None, then: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    async def both() -> None:
+        if first is not None:
+            await first()
+        await then()
+
+    return both

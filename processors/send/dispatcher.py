@@ -301,17 +301,22 @@ class Dispatcher:
             return
         await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
         # The window cap is checked at the instant the request leaves, not when its slot was
-        # reserved: the ledger write in between takes a variable few milliseconds.
+        # reserved: the ledger write in between takes a variable few milliseconds. The call then
+        # counts in the window until 1 s after its response (``NumberPacer.window_wait``): the
+        # server counts it somewhere in between, however late the pool or the loop sends it.
         pacer = self.pacers[cmd["phone_number_id"]]
         while (wait := pacer.window_wait(time.monotonic())) > 0:
             await asyncio.sleep(wait)
-        pacer.record(time.monotonic())
+        pacer.start(time.monotonic())
         self.stats.graph_calls += 1
         if job.lane == TRANSACTIONAL:
             self.stats.tx_admit_to_call = max(self.stats.tx_admit_to_call, time.monotonic() - job.enqueued)
         try:
-            accepted = await self.graph.send_message(cmd["phone_number_id"], body, token=token,
-                                                     timeout=self.s.send_graph_timeout_s)
+            try:
+                accepted = await self.graph.send_message(cmd["phone_number_id"], body, token=token,
+                                                         timeout=self.s.send_graph_timeout_s)
+            finally:
+                pacer.finish(time.monotonic())
         except meta_errors.MetaError as exc:
             await self._on_error(job, exc, attempt)
             return

@@ -2,7 +2,9 @@
 
 * ``NumberPacer`` — one per phone number: even spacing at ``safety`` × the number's limit
   (no bursts), plus a hard cap on the count in any sliding 1 s window, and an adaptive factor
-  that a throttle error lowers and quiet time restores.
+  that a throttle error lowers and quiet time restores. The cap counts each call from the instant
+  its request leaves until one second after its response came back (see ``window_wait``), so the
+  server's count stays under the cap whenever in that span the server counts it.
 * ``PairLimiter`` — one message per ``interval`` to the same recipient with a borrowed burst
   (a token bucket per recipient), and Meta's 4^X backoff after a 131056.
 * ``TierBudget`` — unique recipients of business-initiated messages per moving 24 h
@@ -32,7 +34,9 @@ class NumberPacer:
     _paused_until: float = 0.0
     _last_throttle: float = -1e9
     _last_recover: float = 0.0
-    _sent: deque = field(default_factory=deque)
+    poll: float = 0.002  # how soon to look again when only a response in flight can free the window
+    _sent: deque = field(default_factory=deque)  # response instants of finished calls, in order
+    _in_flight: int = 0  # calls started and not finished
 
     @property
     def cap(self) -> int:
@@ -64,11 +68,24 @@ class NumberPacer:
         self._last_recover = now
 
     def window_wait(self, now: float) -> float:
-        """Seconds until the sliding window has room for one more send (0: now)."""
+        """Seconds until the sliding window has room for one more call (0: now).
+
+        A call counts from its ``start`` (before its request leaves) until 1 s after its ``finish``
+        (after its response arrived): the server counts it at some instant s with
+        start <= s <= finish. Take any server window (t-1, t] and the last call k counted in it
+        to have started: every other call j counted there started before k and finished after
+        s_j > t-1 >= start_k - 1 — at start_k, j was in flight or finished less than 1 s ago,
+        so ``window_wait`` counted it. Hence at most ``cap`` calls in any server window, whatever
+        the network, connection pool or event-loop stalls do to the arrival instants.
+        """
         self._prune(now)
-        if len(self._sent) < self.cap:
+        busy = len(self._sent) + self._in_flight
+        if busy < self.cap:
             return 0.0
-        return max(0.0, self._sent[len(self._sent) - self.cap] + 1.0 - now)
+        expire = busy - self.cap  # index of the finished call whose expiry makes room
+        if expire < len(self._sent):
+            return max(self.poll, self._sent[expire] + 1.0 - now)
+        return self.poll  # only a response still in flight can make room
 
     def ready_at(self, now: float) -> float:
         """Earliest instant the next slot starts (``<= now``: right away)."""
@@ -76,7 +93,7 @@ class NumberPacer:
         return max(self._next, self._paused_until, now + self.window_wait(now))
 
     def reserve(self, now: float) -> bool:
-        """Take the next even-paced slot if it is due. The send itself is ``record``ed later, at
+        """Take the next even-paced slot if it is due. The call itself is ``start``ed later, at
         the instant the request leaves (after the ledger write), and checked against the window
         cap again then (``window_wait``)."""
         if self.ready_at(now) > now:
@@ -86,14 +103,22 @@ class NumberPacer:
         self._next = max(self._next, now - self.max_lag) + 1.0 / self.rate
         return True
 
-    def record(self, now: float) -> None:
+    def start(self, now: float) -> None:
+        """A call is about to leave (checked with ``window_wait`` just before, with no await in
+        between). Every ``start`` must be followed by one ``finish``."""
+        self._in_flight += 1
+
+    def finish(self, now: float) -> None:
+        """The call's response (or its error, or our giving up on it) arrived at ``now``."""
+        self._in_flight = max(0, self._in_flight - 1)
         self._sent.append(now)
 
     def try_take(self, now: float) -> bool:
-        """``reserve`` and ``record`` at once (a send that leaves immediately)."""
-        if not self.reserve(now):
+        """``reserve``, ``start`` and ``finish`` at once (a call answered instantly)."""
+        if not self.reserve(now) or self.window_wait(now) > 0:
             return False
-        self.record(now)
+        self.start(now)
+        self.finish(now)
         return True
 
     def on_throttled(self, now: float, pause: float = 1.0) -> None:
@@ -105,8 +130,9 @@ class NumberPacer:
         self._paused_until = max(self._paused_until, now + pause)
 
     def sent_in_last_second(self, now: float) -> int:
+        """Calls counted in the window now: in flight, or finished within the last second."""
         self._prune(now)
-        return len(self._sent)
+        return len(self._sent) + self._in_flight
 
 
 @dataclass

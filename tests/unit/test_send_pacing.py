@@ -131,3 +131,52 @@ def test_deferred_jobs_rejoin_when_due_and_drain():
     q.push(_job(3, campaign="y"))
     gone = q.drain(lambda job: job.campaign == "x")
     assert [g.key for g in gone] == ["t/2"] and q.size == 1
+
+
+def run_calls(pacer: NumberPacer, seconds: float, *, seed: int, step: float = 0.0005) -> tuple[list[float], int]:
+    """Calls with round trips of 20-300 ms and, about once in 5 s, a stall (a pool or loop hiccup) that
+    holds every call under way and answers them together. The server counts each call at some
+    instant between its start and its response — adversarially, at either end. Returns the
+    server's count instants and the number of calls."""
+    rnd = random.Random(seed)
+    now, server, flying = 0.0, [], []  # flying: (response instant, server instant)
+    calls = 0
+    while now < seconds:
+        if rnd.random() < 0.0001:  # a stall: everything in flight answers at its end, together
+            hold = now + rnd.uniform(0.1, 0.6)
+            flying = [(max(r, hold), hold if rnd.random() < 0.5 else s) for r, s in flying]
+        for r, s in [f for f in flying if f[0] <= now]:
+            pacer.finish(now)
+            server.append(s)
+        flying = [f for f in flying if f[0] > now]
+        while pacer.reserve(now) and pacer.window_wait(now) == 0:
+            pacer.start(now)
+            calls += 1
+            rtt = rnd.uniform(0.02, 0.3)
+            flying.append((now + rtt, now + (rtt if rnd.random() < 0.5 else 0.0)))
+        now += step
+    server.extend(s for _, s in flying)
+    return server, calls
+
+
+@pytest.mark.parametrize("limit", [80, 1000])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_server_count_never_exceeds_the_limit_whenever_it_counts(limit, seed):
+    """The sandbox counts a call when it handles it, anywhere between our start and our response:
+    counting calls from start to 1 s after their response keeps every server window at the cap."""
+    p = NumberPacer(limit)
+    server, calls = run_calls(p, 8.0, seed=seed)
+    assert max_in_any_window(server) <= p.cap < limit
+    # What it costs: a call occupies the window for 1 s plus its round trip (mean 160 ms here),
+    # so the best possible is cap / 1.16 per second; stalls cost a little more.
+    assert calls / 8.0 >= 0.8 * limit
+
+
+def test_calls_only_count_until_one_second_after_their_response():
+    p = NumberPacer(10)
+    for _ in range(p.cap):
+        p.start(0.0)
+    assert p.window_wait(0.5) > 0  # all in flight: only a response can make room
+    p.finish(0.6)
+    assert p.window_wait(1.0) == pytest.approx(0.6)
+    assert p.window_wait(1.6001) == 0.0

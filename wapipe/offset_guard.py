@@ -10,15 +10,25 @@ committed offset stood at the first one, the agent had handled the ones after th
 
 Our topics carry contiguous offsets (no compaction, no transactions), so a record whose offset
 jumps over the last one handled (or, first after an assignment, over the committed offset) proves
-that records were skipped. The guard then asks the agent to leave the record aside and seeks the
-partition back to the first missing offset, so Faust delivers the missing records and this one
-again. Handling a record twice is safe for every agent that uses it (the send worker's dedup table
-and ledger, the normaliser's seen table). A jump over the same offset is repaired once; a second one
-is taken as a real gap (e.g. transaction markers written by another producer).
+that records were skipped. The guard then leaves that record aside and seeks the partition back to
+the first missing offset, and keeps leaving aside every later record of the partition until the
+missing one arrives. Handling a record twice is safe for every agent that uses it (the send
+worker's dedup table and ledger, the normaliser's seen table).
+
+One seek is not enough: Faust delivers the rest of the batch it fetched before the seek, and every
+record it delivers moves its read offset past the missing ones again, so the re-fetched missing
+records are dropped as "already read" (seen in the SIGKILL test: 190..207 of wa.send.accepted
+skipped, one seek, 208.. handled, 190..207 never delivered, the commit stuck at 190). So while a
+repair is open the guard seeks again every ``reseek_s`` until the missing record comes; a seek
+after Faust's stale batch is exhausted sticks. If it has not come after ``give_up_s`` the jump is
+taken as a real gap (e.g. transaction markers written by another producer) and logged as an error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,39 +38,80 @@ log = get_logger(__name__)
 
 
 @dataclass
+class _Repair:
+    missing: int
+    since: float
+    task: asyncio.Task | None = None
+
+
+@dataclass
 class OffsetGuard:
-    """Per partition: the highest offset handled in this assignment, and the repairs made."""
+    """Per partition: the highest offset handled in this assignment, and the open repairs."""
 
     name: str
+    reseek_s: float = 0.25
+    give_up_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
     _last: dict[Any, int] = field(default_factory=dict)
-    _repaired: set[tuple[Any, int]] = field(default_factory=set)
+    _open: dict[Any, _Repair] = field(default_factory=dict)
+    _gaps: set[tuple[Any, int]] = field(default_factory=set)  # jumps taken as real gaps
     repairs: int = 0
 
     def missing_before(self, consumer: Any, tp: Any, offset: int) -> int | None:
         """The first offset skipped before ``offset`` (the record must be left aside and the
         partition sought back to it), or None: handle the record."""
+        repair = self._open.get(tp)
+        if repair is not None:
+            if offset > repair.missing and self.clock() - repair.since < self.give_up_s:
+                return repair.missing  # a stale record from before the seek: aside, it comes again
+            if offset > repair.missing:
+                log.error("faust.gap_accepted", agent=self.name, topic=getattr(tp, "topic", None),
+                          partition=getattr(tp, "partition", None), first_missing=repair.missing, received=offset)
+                self._gaps.add((tp, repair.missing))
+            self._close(tp)
+            self._last[tp] = max(offset, self._last.get(tp, offset))
+            return None
         last = self._last.get(tp)
         if last is None:
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
             last = committed - 1 if committed is not None and committed >= 0 else None
-        if last is not None and offset > last + 1 and (tp, last + 1) not in self._repaired:
-            self._repaired.add((tp, last + 1))
+        if last is not None and offset > last + 1 and (tp, last + 1) not in self._gaps:
             return last + 1
         if last is None or offset > last:
             self._last[tp] = offset
         return None
 
     async def repair(self, consumer: Any, tp: Any, missing: int, offset: int) -> None:
-        """Seek ``tp`` back to ``missing``: Faust delivers from there again."""
+        """Seek ``tp`` back to ``missing`` (Faust delivers from there again), and again every
+        ``reseek_s`` until it has."""
+        if tp in self._open:
+            return
         self.repairs += 1
         log.warning("faust.skipped_records", agent=self.name, topic=tp.topic, partition=tp.partition,
                     first_missing=missing, received=offset, repairs=self.repairs)
+        repair = self._open[tp] = _Repair(missing, self.clock())
         await consumer.seek(tp, missing)
+        repair.task = asyncio.ensure_future(self._reseek(consumer, tp, repair))
+
+    async def _reseek(self, consumer: Any, tp: Any, repair: _Repair) -> None:
+        while self._open.get(tp) is repair and self.clock() - repair.since < self.give_up_s + self.reseek_s:
+            await asyncio.sleep(self.reseek_s)
+            if self._open.get(tp) is repair:
+                try:
+                    await consumer.seek(tp, repair.missing)
+                except Exception as exc:  # revoked meanwhile: forget() closes the repair
+                    log.warning("faust.reseek_failed", agent=self.name, error=repr(exc))
+
+    def _close(self, tp: Any) -> None:
+        repair = self._open.pop(tp, None)
+        if repair is not None and repair.task is not None and repair.task is not asyncio.current_task():
+            repair.task.cancel()
 
     def forget(self, tps: Any) -> None:
         """Partitions revoked or (re)assigned: the next record is checked against the committed offset."""
         for tp in tps:
             self._last.pop(tp, None)
+            self._close(tp)
 
     async def admit(self, consumer: Any, event: Any) -> bool:
         """True: handle ``event``. False: records before it were skipped; it was left aside and the

@@ -18,11 +18,6 @@ N = 400
 
 
 @pytest.mark.send_world(rates=[(100, 100)])
-# Known defect (issue 4, open): after a SIGKILL the restarted worker sometimes stalls in Faust's
-# table recovery across back-to-back rebalances, and the remaining commands get no final result
-# within the test's deadline (seen 1 run in 3 on a quiet machine). Every assertion still runs; a
-# duplicate send would still be caught on a passing run. Not strict, so a pass is reported as XPASS.
-@pytest.mark.xfail(strict=False, reason="Faust table-recovery stall after SIGKILL + restart (issue 4)")
 def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(send_world: SendWorld):
     w = send_world
     w.start_worker("worker-1")

@@ -61,6 +61,8 @@ class OffsetGuard:
         """The first offset skipped before ``offset`` (the record must be left aside and the
         partition sought back to it), or None: handle the record."""
         repair = self._open.get(tp)
+        if repair is not None and offset < repair.missing:
+            return None  # a redelivery of a record handled before the jump: safe to handle again
         if repair is not None:
             if offset > repair.missing and self.clock() - repair.since < self.give_up_s:
                 return repair.missing  # a stale record from before the seek: aside, it comes again

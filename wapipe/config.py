@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     send_buffer_per_partition: int = Field(default=4000, ge=10, description="commands held in memory per partition")
     send_session_window_s: int = Field(default=24 * 3600, ge=1, description="customer-service window")
     send_graph_timeout_s: float = Field(default=15.0, gt=0)
+    send_reconcile_memory_s: float = Field(default=3600.0, gt=0, description="status webhooks remembered for UNKNOWN outcomes recorded later")
+    send_unknown_timeout_s: float = Field(default=3600.0, gt=0, description="an UNKNOWN with no status webhook this long is reported (never resent)")
     # Where a new consumer group starts: "earliest" never skips a command; "latest" is for tests
     # and benchmarks that share a broker with earlier runs.
     send_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")

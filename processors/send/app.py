@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from processors.send import records as R
 from processors.send.dispatcher import Dispatcher, Topics
 from processors.send.ledger import Ledger
+from processors.send.reconcile import Reconciler
 from processors.send.validate import validate
 from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
@@ -56,6 +57,7 @@ class Runtime:
         self.producer: AIOKafkaProducer | None = None
         self.dispatcher: Dispatcher | None = None
         self.restrictions: Any = None
+        self.reconciler: Reconciler | None = None
         self._followers: list[TopicFollower] = []
         self._started = asyncio.Event()
         self._starting = False
@@ -112,7 +114,23 @@ class Runtime:
                 graph=self.graph, registry=self.registry, kek=self.kek, keyring=self.keyring,
                 windows=self.windows, campaigns=self.campaigns,
                 is_restricted=self.is_restricted, pause=pause, resume=resume)
-            ledger._on_loaded = self.dispatcher.rebuild_tier
+            rec = self.reconciler = Reconciler(ledger, self.dispatcher._emit, memory_s=s.send_reconcile_memory_s,
+                                               unknown_timeout_s=s.send_unknown_timeout_s)
+            self.dispatcher.on_unknown = rec.on_unknown
+            rebuild = self.dispatcher.rebuild_tier
+
+            def on_loaded(partition: int, record: dict) -> None:
+                rebuild(partition, record)
+                rec.on_loaded(partition, record)
+
+            ledger._on_loaded = on_loaded
+            rec.start()
+            # Every worker follows every partition (statuses are keyed by number); the reconciler
+            # acts only on keys of the ledger partitions this worker holds.
+            status = TopicFollower(self.bootstrap, T.STATUS_EVENTS, "StatusEvent", self.serde, rec.on_status,
+                                   since_ms=lambda: int((time.time() - s.send_reconcile_memory_s) * 1000))
+            status.start()
+            self._followers.append(status)
         except Exception:
             logger.exception("worker.start_failed")
             print("worker failed to start; see the log", file=sys.stderr, flush=True)
@@ -136,6 +154,8 @@ class Runtime:
     async def close(self) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.close()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         for f in self._followers:
             await f.stop()
         if self.producer is not None:

@@ -70,6 +70,7 @@ class Dispatcher:
         self.campaigns = campaigns
         self.is_restricted = is_restricted
         self.stats = Stats()
+        self.on_unknown: Callable[[str], None] | None = None  # the reconciler (processors/send/reconcile.py)
         self.queues: dict[str, NumberQueue] = {}
         self.pacers: dict[str, NumberPacer] = {}
         self.pairs: dict[str, PairLimiter] = {}
@@ -372,6 +373,8 @@ class Dispatcher:
         await asyncio.gather(self.ledger.record(job.key, job.partition, entry),
                              self._emit(job.cmd, outcome, attempts=attempts, **kw))
         await self._released(job)
+        if outcome == R.Outcome.UNKNOWN and self.on_unknown is not None:
+            self.on_unknown(job.key)
         if job.ack is not None and job.partition not in self._revoked:
             await job.ack()
 

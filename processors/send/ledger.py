@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -48,12 +48,13 @@ class Entry:
     wamid: str | None = None
     not_before_ms: int | None = None
     at_ms: int = 0
+    record: dict | None = field(default=None, repr=False, compare=False)  # the DispatchEntry as written
 
     @classmethod
     def from_record(cls, r: dict) -> "Entry":
         nb = r.get("not_before")
         return cls(r["state"], r.get("attempts") or 0, r["command_id"], r.get("outcome"), r.get("wamid"),
-                   int(nb.timestamp() * 1000) if nb else None, int(r["at"].timestamp() * 1000))
+                   int(nb.timestamp() * 1000) if nb else None, int(r["at"].timestamp() * 1000), r)
 
 
 Writer = Callable[[str, int, dict], Awaitable[None]]  # (key, partition, entry record) -> acked
@@ -76,6 +77,10 @@ class Ledger:
 
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)
+
+    def partition_of(self, key: str) -> int | None:
+        """The ledger partition of a key this worker holds (None: not held here)."""
+        return self._partition_of.get(key)
 
     def loaded(self, partition: int) -> bool:
         return partition in self._loaded

@@ -21,6 +21,16 @@ from wapipe.avro import AvroSerde, SerdeError
 logger = log.get_logger(__name__)
 
 
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended, whatever it raised."""
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
 class TopicFollower:
     """Reads every partition of ``topic`` from ``since_ms`` (None: the beginning), forever."""
 
@@ -48,12 +58,7 @@ class TopicFollower:
                 await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel(self._task)
 
     async def _run(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,

@@ -445,3 +445,75 @@ def test_campaign_pause_resume_stop_and_progress(send_world):
     assert (pb.queued, pb.sent, pb.cancelled, pb.remaining, pb.state) == (300, outcomes_b["ACCEPTED"],
                                                                             outcomes_b["CANCELLED"], 0, "STOPPED")
     assert sum(1 for k in w.sent_by_key() if "/b-" in k) == outcomes_b["ACCEPTED"]
+
+
+def _status_event(w: SendWorld, msg: dict, status: str, errors: list | None = None) -> None:
+    """The StatusEvent the normaliser publishes for the sandbox's status webhook of ``msg`` (a
+    message the sandbox accepted), written to wa.status.events directly."""
+    import hashlib
+
+    from wapipe.avro import AvroSerde
+    from wapipe.kafka import producer as make_producer
+    from wapipe.topics import STATUS_EVENTS
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ev = {"event_id": hashlib.sha256(f"{msg['phone_number_id']}{msg['wamid']}{status}".encode()).hexdigest(),
+          "tenant_id": w.tenant_id, "waba_id": w.sandbox.waba_id, "phone_number_id": msg["phone_number_id"],
+          "wamid": msg["wamid"], "status": status, "timestamp": now, "subject_id": None, "pii": None,
+          "biz_opaque_callback_data": msg["biz_opaque_callback_data"], "conversation_id": None,
+          "conversation_origin": None, "conversation_expires_at": None, "pricing_billable": None,
+          "pricing_model": None, "pricing_category": None, "pricing_type": None, "errors": errors or [],
+          "received_at": now, "extra": "{}"}
+    p = make_producer(w.bootstrap)
+    p.produce(STATUS_EVENTS, key=msg["wamid"].encode(), value=AvroSerde().encode("StatusEvent", ev))
+    assert p.flush(10) == 0
+
+
+def _outcomes_of(w: SendWorld, key: str, until: str, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = _by_key(w.results(timeout=0.5)).get(key, [])
+        if any(r["outcome"] == until for r in got):
+            return got
+    return _by_key(w.results(timeout=0.5)).get(key, [])
+
+
+def test_unknown_outcomes_are_reconciled_from_status_webhooks_never_resent(send_world):
+    from connectors.meta.sandbox.models import Faults
+
+    w = send_world
+    w.start_worker()
+    ctl = w.sandbox.control
+    # the request reaches the sandbox (it accepts it), the answer never comes back: UNKNOWN
+    ctl.set_faults(Faults(timeout_count=2, timeout_hold_s=5.0, phone_number_id=w.numbers[0]))
+    w.send(template(w.recipient(1), "hello_world"), w.routing("rc-ok"))
+    w.send(template(w.recipient(2), "hello_world"), w.routing("rc-fail"))
+    first = w.final(["rc-ok", "rc-fail"])
+    assert first["rc-ok"]["outcome"] == "UNKNOWN" and first["rc-fail"]["outcome"] == "UNKNOWN"
+    time.sleep(6)  # past the sandbox's hold: it accepted both messages
+    ctl.clear_faults()
+    msgs = {m["biz_opaque_callback_data"]: m for m in ctl.messages(w.numbers[0])}
+    ok, fail = msgs[f"{w.tenant_id}/rc-ok"], msgs[f"{w.tenant_id}/rc-fail"]
+
+    # sent, then duplicate and later statuses: one reconciliation, with the sandbox's wamid
+    _status_event(w, ok, "sent")
+    _status_event(w, ok, "sent")
+    _status_event(w, ok, "delivered")
+    _status_event(w, fail, "failed", [{"code": 131026, "title": "Message undeliverable", "message": None,
+                                       "details": None}])
+    got = _outcomes_of(w, "rc-ok", "ACCEPTED")
+    failed = _outcomes_of(w, "rc-fail", "FAILED")
+    time.sleep(3)  # room for a wrong second reconciliation
+    res = _by_key(w.results(timeout=2))
+    assert [r["outcome"] for r in res["rc-ok"]] == ["UNKNOWN", "ACCEPTED"], got
+    acc = res["rc-ok"][1]
+    assert acc["wamid"] == ok["wamid"] and acc["original_outcome"] == "UNKNOWN" and "status webhook" in acc["reason"]
+    assert [r["outcome"] for r in res["rc-fail"]] == ["UNKNOWN", "FAILED"], failed
+    assert res["rc-fail"][1]["error_code"] == 131026
+
+    # a later duplicate command is answered with the reconciled outcome, and nothing is resent
+    w.send(template(w.recipient(1), "hello_world"), w.routing("rc-ok"))
+    dup = [r for r in _outcomes_of(w, "rc-ok", "DUPLICATE") if r["outcome"] == "DUPLICATE"]
+    assert dup and dup[0]["original_outcome"] == "ACCEPTED" and dup[0]["wamid"] == ok["wamid"]
+    sent = w.sent_by_key()
+    assert sent[f"{w.tenant_id}/rc-ok"] == 1 and sent[f"{w.tenant_id}/rc-fail"] == 1

@@ -1,0 +1,182 @@
+"""UNKNOWN send outcomes reconciled from status webhooks (docs/send-pipeline.md, "At most once").
+
+Every Graph send carries ``biz_opaque_callback_data`` = ``tenant_id/idempotency_key`` and Meta echoes
+it in the message's status webhooks, which the normaliser publishes as StatusEvents on
+``wa.status.events``. Every send worker follows that topic (it is keyed by number, not by the
+command's partition of ``wa.send.accepted``), and acts only on keys whose ledger entry it holds, i.e.
+keys in the ledger partitions it owns right now: the ledger view only contains those.
+
+For a key whose ledger entry is ``DONE``/``UNKNOWN``:
+
+* sent / delivered / read → a new SendResult ``ACCEPTED`` with the status's wamid;
+* failed → ``FAILED`` with Meta's first error code and title.
+
+The ledger entry is rewritten (DONE with the new outcome and wamid) before the result is produced,
+so a duplicate or out-of-order status finds the key no longer UNKNOWN and does nothing; the send
+``outcomes`` agent moves the dedup table to the new outcome, so a later duplicate command is
+answered with it. Nothing is ever resent.
+
+Statuses for keys this worker does not (yet) hold as UNKNOWN are remembered for
+``send_reconcile_memory_s`` seconds: an UNKNOWN recorded later, or a ledger partition loaded later,
+is reconciled from them. UNKNOWNs with no status after ``send_unknown_timeout_s`` stay UNKNOWN and
+are reported once in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from processors.send import records as R
+from processors.send.ledger import DONE, Ledger
+from processors.send.views import cancel
+from wapipe import log
+
+logger = log.get_logger(__name__)
+
+ACCEPTED_STATUSES = frozenset({"sent", "delivered", "read", "played"})
+REASON = "reconciled from status webhook"
+
+Emit = Callable[..., Awaitable[None]]  # (cmd, outcome, **SendResult fields) -> acknowledged
+
+
+@dataclass(frozen=True)
+class Status:
+    key: str
+    wamid: str
+    status: str
+    phone_number_id: str
+    subject_id: str | None
+    error_code: int | None
+    error_title: str | None
+    seen: float
+
+    @classmethod
+    def from_event(cls, ev: dict, seen: float) -> "Status | None":
+        key = ev.get("biz_opaque_callback_data") or ""
+        tenant, sep, idem = key.partition("/")
+        if not sep or not tenant or not idem:
+            return None  # not sent by wapipe (no or foreign callback data)
+        if ev.get("tenant_id") and ev["tenant_id"] != tenant:
+            return None  # another tenant's number echoing a key that is not its own
+        status = (ev.get("status") or "").lower()
+        if status not in ACCEPTED_STATUSES and status != "failed":
+            return None
+        err = (ev.get("errors") or [None])[0] or {}
+        return cls(key, ev.get("wamid") or "", status, ev.get("phone_number_id") or "", ev.get("subject_id"),
+                   err.get("code"), err.get("title") or err.get("message"), seen)
+
+
+class Reconciler:
+    def __init__(self, ledger: Ledger, emit: Emit, *, memory_s: float, unknown_timeout_s: float,
+                 max_remembered: int = 200_000) -> None:
+        self.ledger = ledger
+        self._emit = emit
+        self.memory_s = memory_s
+        self.unknown_timeout_s = unknown_timeout_s
+        self.max_remembered = max_remembered
+        self._recent: OrderedDict[str, Status] = OrderedDict()  # key -> best status seen
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._unknown_since: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+        self.reconciled = 0
+
+    # --- inputs ------------------------------------------------------------------------------
+    def on_status(self, ev: dict) -> None:
+        """A StatusEvent from wa.status.events (TopicFollower callback, sync)."""
+        st = Status.from_event(ev, time.monotonic())
+        if st is None:
+            return
+        prev = self._recent.get(st.key)
+        # failed wins over nothing; an accepting status wins over failed only if it has a wamid
+        if prev is None or (prev.status == "failed" and st.status != "failed") or not prev.wamid:
+            self._recent[st.key] = st
+            self._recent.move_to_end(st.key)
+        while len(self._recent) > self.max_remembered:
+            self._recent.popitem(last=False)
+        self._queue.put_nowait(st.key)
+
+    def on_unknown(self, key: str) -> None:
+        """The dispatcher recorded UNKNOWN for ``key`` (a status may have arrived already)."""
+        self._unknown_since.setdefault(key, time.monotonic())
+        self._queue.put_nowait(key)
+
+    def on_loaded(self, partition: int, record: dict) -> None:
+        """Ledger load hook: an UNKNOWN this worker now owns."""
+        if record.get("state") == DONE and record.get("outcome") == str(R.Outcome.UNKNOWN):
+            self.on_unknown(R.dedup_key(record["tenant_id"], record["idempotency_key"]))
+
+    # --- the loop ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+
+    async def _run(self) -> None:
+        last_sweep = time.monotonic()
+        while True:
+            try:
+                key = await asyncio.wait_for(self._queue.get(), 1.0)
+            except asyncio.TimeoutError:
+                key = None
+            if key is not None:
+                try:
+                    await self.reconcile(key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("reconcile.failed", key=key)
+                    await asyncio.sleep(1.0)
+                    self._queue.put_nowait(key)  # the ledger or results write failed: try again
+            if time.monotonic() - last_sweep >= 1.0:
+                last_sweep = time.monotonic()
+                self._sweep(last_sweep)
+
+    def _sweep(self, now: float) -> None:
+        while self._recent:
+            key, st = next(iter(self._recent.items()))
+            if now - st.seen < self.memory_s:
+                break
+            self._recent.popitem(last=False)
+        for key, since in list(self._unknown_since.items()):
+            entry = self.ledger.get(key)
+            if entry is None or entry.outcome != str(R.Outcome.UNKNOWN):
+                del self._unknown_since[key]
+            elif now - since >= self.unknown_timeout_s:
+                del self._unknown_since[key]
+                logger.warning("reconcile.unknown_unresolved", key=key, command_id=entry.command_id,
+                               seconds=round(now - since), note="no status webhook; stays UNKNOWN, never resent")
+
+    async def reconcile(self, key: str) -> bool:
+        """Resolve ``key`` from a remembered status if this worker holds it as UNKNOWN."""
+        st = self._recent.get(key)
+        entry = self.ledger.get(key)
+        if st is None or entry is None or entry.state != DONE or entry.outcome != str(R.Outcome.UNKNOWN):
+            return False
+        partition = self.ledger.partition_of(key)
+        rec: dict[str, Any] = dict(entry.record or {})
+        if partition is None or not rec:
+            return False
+        tenant_id, _, idem = key.partition("/")
+        cmd = {"tenant_id": tenant_id, "idempotency_key": idem, "command_id": entry.command_id,
+               "phone_number_id": rec.get("phone_number_id") or st.phone_number_id,
+               "subject_id": rec.get("subject_id") or st.subject_id or "", "campaign_id": rec.get("campaign_id"),
+               "lane": "CAMPAIGN" if rec.get("campaign_id") else "TRANSACTIONAL"}
+        if st.status == "failed":
+            outcome, kw = R.Outcome.FAILED, dict(error_code=st.error_code, wamid=st.wamid or None,
+                                                 reason=f"{REASON}: failed {st.error_code}: {st.error_title}"[:300])
+        else:
+            outcome, kw = R.Outcome.ACCEPTED, dict(wamid=st.wamid, message_status=st.status, reason=REASON)
+        # The ledger first: a second status (or a replay) finds the key settled and does nothing.
+        done = {**rec, "state": DONE, "outcome": str(outcome), "wamid": kw.get("wamid"), "at": R.now_utc()}
+        await self.ledger.record(key, partition, done)
+        await self._emit(cmd, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN), **kw)
+        self._unknown_since.pop(key, None)
+        self.reconciled += 1
+        logger.info("reconcile.done", key=key, outcome=str(outcome), wamid=kw.get("wamid"), status=st.status)
+        return True

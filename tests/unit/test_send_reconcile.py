@@ -1,0 +1,102 @@
+"""The reconciler's decisions over a real Ledger view (its writes kept in memory, no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from processors.send import records as R
+from processors.send.ledger import DONE, Ledger
+from processors.send.reconcile import Reconciler
+from wapipe.avro import AvroSerde
+
+
+def _cmd(key: str) -> dict:
+    return {"tenant_id": "t1", "idempotency_key": key, "command_id": f"c-{key}", "phone_number_id": "391",
+            "subject_id": "s", "campaign_id": "camp", "lane": "CAMPAIGN"}
+
+
+def _status(key: str | None, status: str, wamid: str = "wamid.X", tenant: str = "t1", code: int | None = None) -> dict:
+    return {"biz_opaque_callback_data": key, "tenant_id": tenant, "wamid": wamid, "status": status,
+            "phone_number_id": "391", "subject_id": "s",
+            "errors": [{"code": code, "title": "Message undeliverable"}] if code else [],
+            "timestamp": dt.datetime.now(dt.timezone.utc)}
+
+
+class World:
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, int, dict]] = []
+        self.results: list[tuple[dict, R.Outcome, dict]] = []
+
+        async def write(key: str, partition: int, record: dict) -> None:
+            self.writes.append((key, partition, record))
+
+        async def emit(cmd: dict, outcome: R.Outcome, **kw) -> None:
+            self.results.append((cmd, outcome, kw))
+
+        self.ledger = Ledger("", "wa.send.ledger", AvroSerde(), write)
+        self.rec = Reconciler(self.ledger, emit, memory_s=60, unknown_timeout_s=60)
+
+    async def unknown(self, key: str, partition: int = 3) -> None:
+        await self.ledger.record(f"t1/{key}", partition, R.ledger_entry(_cmd(key), DONE, attempts=1, outcome="UNKNOWN"))
+
+    async def drain(self) -> None:
+        while not self.rec._queue.empty():
+            await self.rec.reconcile(self.rec._queue.get_nowait())
+
+
+def test_sent_reconciles_once_and_settles_the_ledger() -> None:
+    async def run() -> None:
+        w = World()
+        await w.unknown("a")
+        for s in ("sent", "sent", "delivered", "failed", "read"):
+            w.rec.on_status(_status("t1/a", s))
+        await w.drain()
+        assert [(o, kw["wamid"]) for _, o, kw in w.results] == [(R.Outcome.ACCEPTED, "wamid.X")]
+        cmd, _, kw = w.results[0]
+        assert cmd["campaign_id"] == "camp" and kw["original_outcome"] == "UNKNOWN"
+        entry = w.ledger.get("t1/a")
+        assert (entry.state, entry.outcome, entry.wamid) == (DONE, "ACCEPTED", "wamid.X")
+        assert w.writes[-1][1] == 3  # the key's own ledger partition
+
+    asyncio.run(run())
+
+
+def test_failed_status_gives_failed_with_metas_code() -> None:
+    async def run() -> None:
+        w = World()
+        await w.unknown("f")
+        w.rec.on_status(_status("t1/f", "failed", code=131026))
+        await w.drain()
+        assert [(o, kw["error_code"]) for _, o, kw in w.results] == [(R.Outcome.FAILED, 131026)]
+
+    asyncio.run(run())
+
+
+def test_a_status_before_the_unknown_is_remembered() -> None:
+    async def run() -> None:
+        w = World()
+        w.rec.on_status(_status("t1/early", "delivered"))
+        await w.drain()
+        assert not w.results  # not UNKNOWN here (yet)
+        await w.unknown("early")
+        w.rec.on_unknown("t1/early")
+        await w.drain()
+        assert [o for _, o, _ in w.results] == [R.Outcome.ACCEPTED]
+
+    asyncio.run(run())
+
+
+def test_other_keys_and_foreign_or_missing_callback_data_do_nothing() -> None:
+    async def run() -> None:
+        w = World()
+        await w.ledger.record("t1/done", 0, R.ledger_entry(_cmd("done"), DONE, attempts=1, outcome="ACCEPTED",
+                                                           wamid="wamid.D"))
+        await w.unknown("u")
+        for ev in (_status("t1/done", "sent"), _status(None, "sent"), _status("nonsense", "sent"),
+                   _status("t1/u", "sent", tenant="t2"), _status("t1/not-held", "sent")):
+            w.rec.on_status(ev)
+        await w.drain()
+        assert not w.results and w.ledger.get("t1/u").outcome == "UNKNOWN"
+
+    asyncio.run(run())

@@ -517,3 +517,36 @@ def test_unknown_outcomes_are_reconciled_from_status_webhooks_never_resent(send_
     assert dup and dup[0]["original_outcome"] == "ACCEPTED" and dup[0]["wamid"] == ok["wamid"]
     sent = w.sent_by_key()
     assert sent[f"{w.tenant_id}/rc-ok"] == 1 and sent[f"{w.tenant_id}/rc-fail"] == 1
+
+
+def test_unknown_outcome_reconciled_through_the_sandboxs_webhooks_ingress_and_normaliser(send_world):
+    """The whole path: the sandbox accepts the message but the answer times out (UNKNOWN); its
+    signed status webhooks go to `wapipe ingress`, `wapipe normalise` turns them into StatusEvents,
+    and the worker turns the UNKNOWN into ACCEPTED with the sandbox's wamid (and a failed
+    recipient's into FAILED 131026). Each message reached the sandbox exactly once."""
+    import json
+
+    from connectors.meta.sandbox.models import Faults
+
+    w = send_world
+    sb, ctl = w.sandbox, w.sandbox.control
+    apps = {"WAPIPE_META_APPS": json.dumps({sb.app_id: sb.app_secret})}
+    (w.settings.state_dir).mkdir(parents=True, exist_ok=True)  # faust's data dir goes under it
+    w.supervisor.start(ServiceSpec("normalise", ("normalise",), env={**w.env, **apps}, ready_timeout=90, stop_timeout=20))
+    ingress = w.supervisor.start(ServiceSpec("ingress", ("ingress",), args=("--port", "0", "--host", "127.0.0.1"),
+                                             env={**w.env, **apps}, ready_timeout=60, stop_timeout=20))
+    ctl.set_webhook(ingress.ready_value.rstrip("/") + "/webhook", app_id=sb.app_id, app_secret=sb.app_secret)
+    w.start_worker()
+    ctl.set_invalid_recipients([w.recipient(2)])
+    ctl.set_faults(Faults(timeout_count=2, timeout_hold_s=4.0, phone_number_id=w.numbers[0]))
+    w.send(template(w.recipient(1), "hello_world"), w.routing("e2e-ok"))
+    w.send(template(w.recipient(2), "hello_world"), w.routing("e2e-fail"))
+    ok = _outcomes_of(w, "e2e-ok", "ACCEPTED", timeout=60)
+    failed = _outcomes_of(w, "e2e-fail", "FAILED", timeout=60)
+    ctl.clear_faults()
+    msgs = {m["biz_opaque_callback_data"]: m for m in ctl.messages(w.numbers[0])}
+    assert [r["outcome"] for r in ok] == ["UNKNOWN", "ACCEPTED"], ok
+    assert ok[1]["wamid"] == msgs[f"{w.tenant_id}/e2e-ok"]["wamid"]
+    assert [r["outcome"] for r in failed] == ["UNKNOWN", "FAILED"] and failed[1]["error_code"] == 131026, failed
+    sent = w.sent_by_key()
+    assert sent[f"{w.tenant_id}/e2e-ok"] == 1 and sent[f"{w.tenant_id}/e2e-fail"] == 1

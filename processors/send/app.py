@@ -315,6 +315,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 if not await guard.admit(app.consumer, event):
                     continue  # left unacknowledged: Faust delivers it again after the skipped ones
                 m = event.message
+                if rt.dispatcher.revoked(m.partition) and m.tp not in app.consumer.assignment():
+                    continue  # buffered before its partition moved away: its new owner replays it
                 try:
                     cmd = serde.decode(event.value, R.COMMAND)
                 except SerdeError as exc:

@@ -35,6 +35,7 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard
+from wapipe.privacy.errors import PrivacyError, SubjectErased
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW
 
 log = get_logger(__name__)
@@ -178,8 +179,6 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         return await _with_retries(lambda: [_convert_one(raw) for raw in raws])
 
     def _convert_one(raw: dict) -> Any:
-        from wapipe.privacy.errors import PrivacyError, SubjectErased
-
         try:
             return normaliser.convert(raw)
         except SubjectErased as exc:
@@ -192,8 +191,6 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     async def _with_retries(work):
         """Sealing may publish a subject key (Kafka, with acks): retry infrastructure failures
         with backoff instead of dead-lettering good webhooks while the broker is unwell."""
-        from wapipe.privacy.errors import PrivacyError
-
         delay = 0.2
         while True:
             try:

@@ -17,6 +17,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from sinks.rows import insert_settings
 from wapipe.avro import SINGLE_OBJECT_MAGIC, SchemaStore
 from wapipe.topics import STATUS_EVENTS
 
@@ -68,7 +69,7 @@ class PassThrough:
             sql = (f"INSERT INTO {self.table} ({', '.join(self.columns)}) SELECT {self.select} "
                    f"FROM file('{path}', 'Avro')")
             client.command(sql, parameters={"tenants": tenants, "days": days, "default_days": default},
-                           settings={"insert_deduplication_token": token})
+                           settings=insert_settings(token))
         finally:
             os.unlink(path)
 

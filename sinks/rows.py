@@ -16,6 +16,15 @@ from wapipe.topics import ACCOUNT_EVENTS, AUDIT, INBOUND_MESSAGES, SEND_REQUESTE
 Retention = Callable[[str | None, str], int]  # (tenant_id, data type) -> days
 
 
+def insert_settings(token: str) -> dict[str, object]:
+    """Settings of every sink insert. The token makes a retried identical batch a no-op.
+    ``optimize_on_insert=0``: ClickHouse does not collapse rows of equal sorting key inside the
+    block at insert time. The tables' engines do that at merge time anyway, and every view and
+    documented query is correct with or without it (FINAL, or idempotent aggregates). It halves the
+    time of a 100k-row insert with the message_status view attached (bench/sink.py)."""
+    return {"insert_deduplication_token": token, "optimize_on_insert": 0}
+
+
 class Unconvertible(ValueError):
     """One record that cannot become a row; ``reason`` goes to its dead-letter record."""
 

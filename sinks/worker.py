@@ -36,7 +36,7 @@ from typing import Any
 from confluent_kafka import KafkaError, TopicPartition
 
 from sinks.passthrough import PassThrough
-from sinks.rows import CONVERTERS, SINK_TOPICS, Converter, Retention, Unconvertible, convert
+from sinks.rows import CONVERTERS, SINK_TOPICS, Converter, Retention, Unconvertible, convert, insert_settings
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.kafka import consumer as make_consumer
@@ -77,26 +77,33 @@ class Batch:
     dead: int = 0
     started: float = field(default_factory=time.monotonic)
     inserted: set[str] = field(default_factory=set)  # tables already in (a retry skips them; tokens make it safe anyway)
-    # Digest of every record's bytes: offsets alone repeat when a topic is recreated (a new
-    # broker, the same ClickHouse), and a repeated token would make ClickHouse drop new rows.
-    # (An order-independent sum of per-record digests: the same records give the same token.)
-    content: int = 0
+    # Digest of every record's bytes, per partition in offset order: offsets alone repeat when a
+    # topic is recreated (a new broker, the same ClickHouse), and a repeated token would make
+    # ClickHouse drop new rows. The same records give the same token however the partitions'
+    # records were interleaved in the fetches.
+    digests: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     def track(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        span = self.offsets.get((topic, partition))
+        tp = (topic, partition)
+        span = self.offsets.get(tp)
         if span is None:
-            self.offsets[(topic, partition)] = [offset, offset]
+            self.offsets[tp] = [offset, offset]
+            digest = self.digests[tp] = hashlib.blake2b(digest_size=16)
         else:
             span[1] = offset
-        self.content = (self.content + int.from_bytes(hashlib.blake2b(value or b"", digest_size=16).digest())) % (1 << 128)
-        self.nbytes += len(value or b"")
+            digest = self.digests[tp]
+        value = value or b""
+        digest.update(len(value).to_bytes(4, "big"))
+        digest.update(value)
+        self.nbytes += len(value)
         self.count += 1
 
     def token(self, table: str) -> str:
         """Same batch → same token, so a retried insert is deduplicated by ClickHouse; a different
         batch at the same offsets (a recreated topic) → a different token."""
-        spans = ",".join(f"{t}/{p}/{a}-{b}" for (t, p), (a, b) in sorted(self.offsets.items()))
-        return hashlib.sha256(f"{table}|{spans}|{self.content:032x}".encode()).hexdigest()
+        spans = ",".join(f"{t}/{p}/{a}-{b}/{self.digests[(t, p)].hexdigest()}"
+                         for (t, p), (a, b) in sorted(self.offsets.items()))
+        return hashlib.sha256(f"{table}|{spans}".encode()).hexdigest()
 
     def commit_offsets(self) -> list[TopicPartition]:
         return [TopicPartition(t, p, last + 1) for (t, p), (_, last) in sorted(self.offsets.items())]
@@ -187,25 +194,25 @@ class SinkWorker:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("sink.kafka_error", error=str(err))
             return
-        value = m.value()
-        self.batch.track(m.topic(), m.partition(), m.offset(), value)
+        value, topic, partition, offset = m.value(), m.topic(), m.partition(), m.offset()
+        self.batch.track(topic, partition, offset, value)
         self.stats.consumed += 1
-        pt = self.passthrough.get(m.topic())
+        pt = self.passthrough.get(topic)
         if pt is not None and pt.accepts(value):
-            self.batch.fast.setdefault(pt.table, []).append((m.topic(), m.partition(), m.offset(), m.key(), value))
+            self.batch.fast.setdefault(pt.table, []).append((topic, partition, offset, m.key(), value))
             self._recent.append(0)
             return
-        conv = self.converters.get(m.topic())
+        conv = self.converters.get(topic)
         try:
             if conv is None:
-                raise Unconvertible(f"no converter for topic {m.topic()}")
+                raise Unconvertible(f"no converter for topic {topic}")
             record = self.serde.decode(value, conv.record)
             row = convert(conv, record, self.retention)
         except (SerdeError, Unconvertible) as exc:
-            self._dead_letter(m.topic(), m.partition(), m.offset(), m.key(), value, str(exc), type(exc).__name__)
+            self._dead_letter(topic, partition, offset, m.key(), value, str(exc), type(exc).__name__)
             return
         self.batch.rows.setdefault(conv.table, []).append(row)
-        self.batch.sources.setdefault(conv.table, []).append((m.topic(), m.partition(), m.offset(), m.key(), value))
+        self.batch.sources.setdefault(conv.table, []).append((topic, partition, offset, m.key(), value))
         self._recent.append(0)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
@@ -382,7 +389,7 @@ class SinkWorker:
         try:
             with self.lock:
                 self.client.insert(conv.table, rows, column_names=list(conv.columns),
-                                   settings={"insert_deduplication_token": token})
+                                   settings=insert_settings(token))
             return
         except Exception as exc:
             if _transient(exc) or len(sources) != len(rows):
@@ -414,7 +421,7 @@ class SinkWorker:
         if rows:
             with self.lock:
                 self.client.insert(table, rows, column_names=list(conv.columns),
-                                   settings={"insert_deduplication_token": b.token(f"{table}#fallback")})
+                                   settings=insert_settings(b.token(f"{table}#fallback")))
         b.inserted.add(f"{table}#avro")
         return True
 

@@ -196,6 +196,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     s = settings
     app = faust.App(
         s.send_app_id, broker=_broker(bootstrap), store="memory://", web_enabled=False,
+        datadir=str(s.state_dir / "faust"),  # not "<app id>-data" in the working directory
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
         consumer_auto_offset_reset=s.send_offset_reset, producer_acks=-1,

@@ -57,7 +57,7 @@ class PassThrough:
     schema_json: str
 
     def accepts(self, value: bytes | None) -> bool:
-        return bool(value) and value[:2] == SINGLE_OBJECT_MAGIC and value[2:10] == self.fingerprint
+        return value is not None and value.startswith(SINGLE_OBJECT_MAGIC + self.fingerprint)
 
     def insert(self, client, values: list[bytes], retention: tuple[list[str], list[int], int], token: str) -> None:
         blob = container(self.schema_json, [v[10:] for v in values])

@@ -148,7 +148,7 @@ class SinkWorker:
         })
         self.producer = make_producer(bootstrap)
         self.batch = Batch()
-        self._recent: deque[int] = deque(maxlen=settings.sink_dlq_window)
+        self._dead_at: deque[int] = deque()  # stats.consumed at each dead letter (for the ratio)
         self._dlq_errors: list[str] = []
         self._paused: list[TopicPartition] = []
         self._last_reason = ""
@@ -195,12 +195,12 @@ class SinkWorker:
                 log.warning("sink.kafka_error", error=str(err))
             return
         value, topic, partition, offset = m.value(), m.topic(), m.partition(), m.offset()
-        self.batch.track(topic, partition, offset, value)
+        batch = self.batch
+        batch.track(topic, partition, offset, value)
         self.stats.consumed += 1
         pt = self.passthrough.get(topic)
         if pt is not None and pt.accepts(value):
-            self.batch.fast.setdefault(pt.table, []).append((topic, partition, offset, m.key(), value))
-            self._recent.append(0)
+            batch.fast.setdefault(pt.table, []).append((topic, partition, offset, m.key(), value))
             return
         conv = self.converters.get(topic)
         try:
@@ -213,13 +213,11 @@ class SinkWorker:
             return
         self.batch.rows.setdefault(conv.table, []).append(row)
         self.batch.sources.setdefault(conv.table, []).append((topic, partition, offset, m.key(), value))
-        self._recent.append(0)
 
     def _dead_letter(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      reason: str, error_type: str) -> None:
         self.batch.dead += 1
         self.stats.dead += 1
-        self._recent.append(1)
         self._last_reason = reason
         rec = {"source_topic": topic, "partition": partition, "offset": offset, "key": key,
                "value": value, "reason": reason, "error_type": error_type, "tenant_id": None,
@@ -232,11 +230,17 @@ class SinkWorker:
         self.producer.produce(SINK_DEAD, key=topic.encode(), value=self.serde.encode("DeadLetter", rec, topic=SINK_DEAD),
                               on_delivery=acked)
         self.producer.poll(0)
-        bad = sum(self._recent)
-        if bad >= self.s.sink_dlq_min and bad / len(self._recent) > self.s.sink_dlq_max_ratio:
+        # The ratio over the last ``sink_dlq_window`` records, kept as the positions of the dead
+        # ones (no per-record bookkeeping on the hot path).
+        dead_at, seen = self._dead_at, self.stats.consumed
+        dead_at.append(seen)
+        while dead_at[0] <= seen - self.s.sink_dlq_window:
+            dead_at.popleft()
+        bad, window = len(dead_at), max(1, min(seen, self.s.sink_dlq_window))
+        if bad >= self.s.sink_dlq_min and bad / window > self.s.sink_dlq_max_ratio:
             self._halted = True  # nothing of this batch gets committed, not even by the revoke on close
             raise DeadLetterLimit(
-                f"{bad} of the last {len(self._recent)} records could not be converted "
+                f"{bad} of the last {window} records could not be converted "
                 f"(limit {self.s.sink_dlq_max_ratio:.0%}); stopping instead of dead-lettering everything. "
                 f"Last reason: {reason}")
 

@@ -6,8 +6,8 @@ idempotent and order-free: the highest rank wins, each timestamp is the earliest
 later state implies the earlier ones (``read`` without ``delivered`` was delivered). A status Meta
 invents later ranks 0 and never moves a message.
 
-ClickHouse computes the same fold (``message_status`` and ``message_status_current`` in
-``sinks/migrations/0002_raw_tables.sql``); this module is its reference, used by the normaliser
+ClickHouse computes the same fold (``message_states`` and ``message_status_current`` in
+``sinks/migrations/0012_message_states.sql``); this module is its reference, used by the normaliser
 and by tests.
 """
 

@@ -40,3 +40,32 @@ def test_failed_statement_is_reported_and_not_recorded(tmp_path):
 def test_project_migrations_apply_on_the_embedded_engine(clickhouse):
     applied = clickhouse.query("SELECT count() FROM wapipe_migrations FINAL").result_rows[0][0]
     assert applied == len(load_migrations())
+
+
+def test_message_states_migration_carries_the_state_machine_of_existing_rows(tmp_path):
+    """0012 replaces message_status (a grouping view) by message_states (simple aggregates): a
+    database with status rows loaded under 0011 keeps every message's current state."""
+    client = clickhouse_client(f"chdb://{tmp_path / 'ch'}")
+    every = load_migrations()
+    migrate(client, [m for m in every if m.version < 12])
+    cols = ("event_id", "tenant_id", "waba_id", "phone_number_id", "wamid", "status", "status_rank", "timestamp",
+            "subject_id", "error_codes", "received_at", "extra", "retention_days")
+    at = "2026-11-01 10:00:0{}"
+
+    def row(eid, wamid, status, rank, sec, codes=()):
+        return [eid, "t1", "w", "p", wamid, status, rank, at.format(sec), "s", list(codes), at.format(0), "{}", 30]
+
+    old = [row("1", "m.a", "read", 3, 3), row("2", "m.a", "sent", 1, 1), row("3", "m.b", "sent", 1, 1),
+           row("4", "m.b", "failed", 4, 2, [131026])]
+    client.command(f"INSERT INTO status_events ({', '.join(cols)}) VALUES "
+                   + ", ".join("(" + ", ".join(repr(v) for v in r) + ")" for r in old))
+    assert [m.version for m in migrate(client, every)] == [12]
+    # a status arriving after the migration folds into the same message
+    client.command(f"INSERT INTO status_events ({', '.join(cols)}) VALUES "
+                   + "(" + ", ".join(repr(v) for v in row("5", "m.a", "delivered", 2, 2)) + ")")
+    got = client.query("SELECT wamid, status, toString(sent_at), toString(delivered_at), error_codes "
+                       "FROM message_status_current ORDER BY wamid").result_rows
+    assert got == [("m.a", "read", "2026-11-01 10:00:01.000", "2026-11-01 10:00:02.000", []),
+                   ("m.b", "failed", "2026-11-01 10:00:01.000", None, [131026])]
+    tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
+    assert "message_states" in tables and "message_status" not in tables and "message_status_mv" not in tables

@@ -12,8 +12,11 @@ Our topics carry contiguous offsets (no compaction, no transactions), so a recor
 jumps over the last one handled (or, first after an assignment, over the committed offset) proves
 that records were skipped. The guard then leaves that record aside and seeks the partition back to
 the first missing offset, and keeps leaving aside every later record of the partition until the
-missing one arrives. Handling a record twice is safe for every agent that uses it (the send
-worker's dedup table and ledger, the normaliser's seen table).
+missing one arrives. A record at or below the last one handled in this assignment is a
+redelivery (Faust re-delivers around seeks and rebalances) and is skipped: handling it again would
+be harmless for the dedup table, the ledger and the seen table, but not for a dead letter, which
+would be written twice (seen in ``make demo``: 3 garbage commands, 6 dead letters). A record that
+arrives late inside a gap accepted as real (below) is handled.
 
 One seek is not enough: Faust delivers the rest of the batch it fetched before the seek, and every
 record it delivers moves its read offset past the missing ones again, so the re-fetched missing
@@ -55,14 +58,17 @@ class OffsetGuard:
     _last: dict[Any, int] = field(default_factory=dict)
     _open: dict[Any, _Repair] = field(default_factory=dict)
     _gaps: set[tuple[Any, int]] = field(default_factory=set)  # jumps taken as real gaps
+    _gap_ranges: dict[Any, list[tuple[int, int]]] = field(default_factory=dict)  # their offsets, per partition
     repairs: int = 0
+    redeliveries: int = 0
 
-    def missing_before(self, consumer: Any, tp: Any, offset: int) -> int | None:
+    def missing_before(self, consumer: Any, tp: Any, offset: int) -> int | None | object:
         """The first offset skipped before ``offset`` (the record must be left aside and the
-        partition sought back to it), or None: handle the record."""
+        partition sought back to it); ``SEEN`` (a redelivery of a handled record: skip it); or
+        None: handle the record."""
         repair = self._open.get(tp)
         if repair is not None and offset < repair.missing:
-            return None  # a redelivery of a record handled before the jump: safe to handle again
+            return None if self._in_gap(tp, offset) else SEEN  # handled before the jump
         if repair is not None:
             if offset > repair.missing and self.clock() - repair.since < self.give_up_s:
                 return repair.missing  # a stale record from before the seek: aside, it comes again
@@ -70,6 +76,7 @@ class OffsetGuard:
                 log.error("faust.gap_accepted", agent=self.name, topic=getattr(tp, "topic", None),
                           partition=getattr(tp, "partition", None), first_missing=repair.missing, received=offset)
                 self._gaps.add((tp, repair.missing))
+                self._gap_ranges.setdefault(tp, []).append((repair.missing, offset - 1))
             self._close(tp)
             self._last[tp] = max(offset, self._last.get(tp, offset))
             return None
@@ -77,11 +84,16 @@ class OffsetGuard:
         if last is None:
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
             last = committed - 1 if committed is not None and committed >= 0 else None
+        if last is not None and offset <= last and not self._in_gap(tp, offset):
+            return SEEN
         if last is not None and offset > last + 1 and (tp, last + 1) not in self._gaps:
             return last + 1
         if last is None or offset > last:
             self._last[tp] = offset
         return None
+
+    def _in_gap(self, tp: Any, offset: int) -> bool:
+        return any(lo <= offset <= hi for lo, hi in self._gap_ranges.get(tp, ()))
 
     async def repair(self, consumer: Any, tp: Any, missing: int, offset: int) -> None:
         """Seek ``tp`` back to ``missing`` (Faust delivers from there again), and again every
@@ -116,11 +128,18 @@ class OffsetGuard:
             self._close(tp)
 
     async def admit(self, consumer: Any, event: Any) -> bool:
-        """True: handle ``event``. False: records before it were skipped; it was left aside and the
-        partition sought back (it will come again)."""
+        """True: handle ``event``. False: skip it, either because it was handled already (a
+        redelivery) or because records before it were skipped by Faust; then it was left aside
+        and the partition sought back (it will come again)."""
         m = event.message
         missing = self.missing_before(consumer, m.tp, m.offset)
         if missing is None:
             return True
+        if missing is SEEN:
+            self.redeliveries += 1
+            return False
         await self.repair(consumer, m.tp, missing, m.offset)
         return False
+
+
+SEEN = object()  # missing_before's answer for a record handled already

@@ -194,6 +194,7 @@ def _broker(bootstrap: str) -> list[str]:
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     s = settings
+    (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         s.send_app_id, broker=_broker(bootstrap), store="memory://", web_enabled=False,
         datadir=str(s.state_dir / "faust"),  # not "<app id>-data" in the working directory

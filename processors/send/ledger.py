@@ -74,6 +74,7 @@ class Ledger:
         self._partition_of: dict[str, int] = {}
         self._loaded: set[int] = set()
         self._locks: dict[int, asyncio.Lock] = {}
+        self._unloads: dict[int, int] = {}  # partition -> times unloaded (a load that overlapped one is stale)
 
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)
@@ -92,7 +93,14 @@ class Ledger:
         async with lock:
             if partition in self._loaded:
                 return
+            unloads = self._unloads.get(partition, 0)
             n = await self._load(partition)
+            if self._unloads.get(partition, 0) != unloads:
+                # Revoked while it loaded: what was read may be stale by the time the partition
+                # comes back, so it is dropped and the next owner (maybe this worker) reloads.
+                self._forget(partition)
+                logger.info("ledger.load_discarded", partition=partition, entries=n)
+                return
             self._loaded.add(partition)
             logger.info("ledger.loaded", partition=partition, entries=n)
 
@@ -134,6 +142,10 @@ class Ledger:
 
     def unload(self, partition: int) -> None:
         """The partition was revoked: forget it (the next owner reloads it from the topic)."""
+        self._unloads[partition] = self._unloads.get(partition, 0) + 1
+        self._forget(partition)
+
+    def _forget(self, partition: int) -> None:
         self._loaded.discard(partition)
         for key in [k for k, p in self._partition_of.items() if p == partition]:
             self._entries.pop(key, None)

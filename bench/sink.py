@@ -265,7 +265,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_SINK_ROWS", 200_000)))
+    ap.add_argument("--rows", type=int, default=int(os.environ.get("BENCH_SINK_ROWS", 600_000)))
     ap.add_argument("--baseline-rows", type=int, default=300)
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     ap.add_argument("--webhooks-per-s", type=int, default=50)

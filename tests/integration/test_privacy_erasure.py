@@ -118,6 +118,11 @@ class World:
         assert self.p.flush(30) == 0
 
 
+def _plain(typ: str) -> str:
+    """A column's value type: ``SimpleAggregateFunction(f, T)`` -> ``T``."""
+    return typ.split(", ", 1)[1][:-1] if typ.startswith("SimpleAggregateFunction(") else typ
+
+
 def ch_insert(client, who: dict) -> None:
     """One row of the subject in every ClickHouse table with a subject_id column."""
     for table in subject_tables(client):
@@ -129,7 +134,7 @@ def ch_insert(client, who: dict) -> None:
                 names.append(name), values.append("{s:String}")
             elif name == "retention_days":
                 names.append(name), values.append("3650")
-            elif "DateTime" in typ and "AggregateFunction(" not in typ.replace("SimpleAggregateFunction(", ""):
+            elif _plain(typ).startswith(("DateTime", "Nullable(DateTime")):
                 names.append(name), values.append("now64(3)")
         client.command(f"INSERT INTO `{table}` ({', '.join(names)}) VALUES ({', '.join(values)})",
                        parameters={"s": who["subject"]})

@@ -57,8 +57,7 @@ class OffsetGuard:
     clock: Callable[[], float] = time.monotonic
     _last: dict[Any, int] = field(default_factory=dict)
     _open: dict[Any, _Repair] = field(default_factory=dict)
-    _gaps: set[tuple[Any, int]] = field(default_factory=set)  # jumps taken as real gaps
-    _gap_ranges: dict[Any, list[tuple[int, int]]] = field(default_factory=dict)  # their offsets, per partition
+    _gaps: dict[Any, list[tuple[int, int]]] = field(default_factory=dict)  # jumps taken as real gaps: offsets
     repairs: int = 0
     redeliveries: int = 0
 
@@ -75,8 +74,7 @@ class OffsetGuard:
             if offset > repair.missing:
                 log.error("faust.gap_accepted", agent=self.name, topic=getattr(tp, "topic", None),
                           partition=getattr(tp, "partition", None), first_missing=repair.missing, received=offset)
-                self._gaps.add((tp, repair.missing))
-                self._gap_ranges.setdefault(tp, []).append((repair.missing, offset - 1))
+                self._gaps.setdefault(tp, []).append((repair.missing, offset - 1))
             self._close(tp)
             self._last[tp] = max(offset, self._last.get(tp, offset))
             return None
@@ -86,14 +84,14 @@ class OffsetGuard:
             last = committed - 1 if committed is not None and committed >= 0 else None
         if last is not None and offset <= last and not self._in_gap(tp, offset):
             return SEEN
-        if last is not None and offset > last + 1 and (tp, last + 1) not in self._gaps:
+        if last is not None and offset > last + 1 and not self._in_gap(tp, last + 1):
             return last + 1
         if last is None or offset > last:
             self._last[tp] = offset
         return None
 
     def _in_gap(self, tp: Any, offset: int) -> bool:
-        return any(lo <= offset <= hi for lo, hi in self._gap_ranges.get(tp, ()))
+        return any(lo <= offset <= hi for lo, hi in self._gaps.get(tp, ()))
 
     async def repair(self, consumer: Any, tp: Any, missing: int, offset: int) -> None:
         """Seek ``tp`` back to ``missing`` (Faust delivers from there again), and again every

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 
 from sinks.rows import insert_settings
 from wapipe.avro import SINGLE_OBJECT_MAGIC, SchemaStore
@@ -56,8 +57,12 @@ class PassThrough:
     fingerprint: bytes
     schema_json: str
 
+    @cached_property
+    def _prefix(self) -> bytes:
+        return SINGLE_OBJECT_MAGIC + self.fingerprint
+
     def accepts(self, value: bytes | None) -> bool:
-        return value is not None and value.startswith(SINGLE_OBJECT_MAGIC + self.fingerprint)
+        return value is not None and value.startswith(self._prefix)
 
     def insert(self, client, values: list[bytes], retention: tuple[list[str], list[int], int], token: str) -> None:
         blob = container(self.schema_json, [v[10:] for v in values])

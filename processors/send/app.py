@@ -33,10 +33,13 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.fetch_rotation import serve_partitions_in_turn
 from wapipe.offset_guard import OffsetGuard
 
 logger = log.get_logger(__name__)
 
+# Served before any other buffered partition in each poll (see wapipe/fetch_rotation.py).
+TRANSACTIONAL_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX})
 FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLED"}
 
 
@@ -356,6 +359,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kw: Any) -> None:
         guard.forget(assigned)
+        serve_partitions_in_turn(app, first=TRANSACTIONAL_TOPICS)  # a campaign's backlog never holds the transactional topics back
         if not ready["printed"]:
             asyncio.ensure_future(_announce())
 

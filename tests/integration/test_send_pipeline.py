@@ -356,6 +356,42 @@ def test_throughput_is_paced_under_the_limit_and_transactional_never_waits(send_
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/{k}": 1 for k in keys})
 
 
+@pytest.mark.send_world(rates=[(1000, 1000)])
+def test_transactional_commands_do_not_wait_behind_a_campaign_backlog(send_world):
+    """A campaign backlog the worker needs seconds to read (its CPU is the limit here, not the number's
+    1,000/s): a transactional command published meanwhile is sent within a second or two, not after
+    the backlog. Before wapipe/fetch_rotation.py it waited for the campaign's whole buffered fetch."""
+    import copy
+
+    w = send_world
+    w.start_worker()
+    protos = [w.erp.command(template(w.recipient(r), "hello_world"), w.routing("proto", lane=Lane.CAMPAIGN,
+                                                                                 campaign="backlog"))
+              for r in range(150)]
+    campaign = []
+    for i in range(3000):
+        c = copy.copy(protos[i // 20])  # 20 per recipient: well inside Meta's pair burst
+        c["command_id"], c["idempotency_key"] = str(uuid.uuid4()), f"c-{i}"
+        campaign.append(c)
+    w.erp.publish(campaign)
+    time.sleep(2.0)  # the backlog is being read
+    waited = {}
+    for i in range(3):
+        t0 = time.time()
+        w.send(template(w.recipient(900 + i), "hello_world"), w.routing(f"tx-{i}"))
+        decided = w.final([f"tx-{i}"], timeout=60)[f"tx-{i}"]
+        assert decided["outcome"] == "ACCEPTED"
+        waited[f"tx-{i}"] = round(decided["decided_at"].timestamp() - t0, 2)
+        time.sleep(0.5)
+    t_tx = time.time()
+    final = w.final([f"c-{i}" for i in range(3000)], timeout=120)
+    assert len(final) == 3000 and {r["outcome"] for r in final.values()} == {"ACCEPTED"}
+    after_tx = sum(1 for r in final.values() if r["decided_at"].timestamp() > t_tx)
+    assert after_tx > 300, f"the campaign was nearly over before the transactional commands ({after_tx} left)"
+    assert max(waited.values()) < 2.0, f"transactional commands waited behind the campaign: {waited}"
+    assert w.sent_by_key() == Counter({f"{w.tenant_id}/{k}": 1 for k in [*final, *waited]})
+
+
 @pytest.mark.send_world(rates=[(60, 20)], pair_burst=2, pair_interval_s=1.0)
 def test_throttling_and_pair_rate_recover_without_duplicates(send_world):
     w = send_world

@@ -1,0 +1,85 @@
+"""How a Faust worker takes records from aiokafka: every partition served in turn, none held back.
+
+Three behaviours of the aiokafka consumer under Faust keep a record of a quiet topic (an OTP on the
+transactional topic) waiting seconds behind a busy one (a campaign's backlog), measured in
+``bench/dispatch.py`` with counters at each step:
+
+* **Polls serve the first buffered partition first.** ``Fetcher.fetched_records`` returns up to
+  ``max_poll_records`` records starting from the first partition in its buffer (an insertion-ordered
+  dict), and a partition stays first until its buffered fetch is used up: up to
+  ``consumer_max_fetch_size`` bytes (4 MiB by default), thousands of commands. Faust's own
+  round-robin (``DefaultSchedulingStrategy``) only interleaves the records of one poll.
+  → Partitions of the ``first`` topics (the transactional ones) move to the front before each
+  poll; after it, every partition it drained that still has buffered records moves to the end
+  of the buffer, so the next poll starts with another partition.
+* **A fetch to an idle partition is held by the broker for 1.5 s.** The Faust driver hard-codes
+  ``fetch_max_wait_ms=1500``, and aiokafka has one fetch in flight per broker, sent only for the
+  partitions with nothing buffered. While the busy partitions are buffered, that fetch names only
+  quiet ones, the broker holds it until ``fetch_max_wait_ms`` passes, and nothing else can be fetched
+  from that broker meanwhile — not the busy partitions as they drain, and not a quiet partition
+  that was buffered when the fetch left. Measured: 1.3–1.7 s from a transactional record's write
+  to its arrival in the buffer, then 0.5 s in the buffer, per hop.
+  → The worker's fetches wait at most ``max_wait_ms`` (default 50 ms) at the broker.
+* **Fresh data holds back the next fetch.** For ``prefetch_backoff`` (100 ms) after a partition's
+  fetch arrived, aiokafka sends no fetch to that broker while it is still buffered; busy partitions
+  are re-fetched all the time, so a quiet one got a fetch only in the gaps.
+  → 10 ms. Measured with rotation and the 50 ms wait only: 0.8–0.9 s from a transactional record's
+  write to the buffer, ≤ 0.65 s in it; with the transactional topics first and this: 0.1–0.35 s and ≤ 10 ms.
+
+Nothing is skipped or reordered within a partition (aiokafka keeps each partition's records and
+positions; only which partition is served next and when a fetch is sent change).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wapipe import log
+
+logger = log.get_logger(__name__)
+
+
+def put_first(fetcher: Any, topics: frozenset[str]) -> None:
+    """Move the buffered partitions of ``topics`` to the front: the next poll serves them first."""
+    buffered = fetcher._records
+    for tp in [tp for tp in buffered if tp.topic in topics]:
+        buffered.move_to_end(tp, last=False)
+
+
+def rotated(fetcher: Any, drained: dict) -> dict:
+    """Move each drained partition that still has buffered records behind the others."""
+    buffered = fetcher._records
+    for tp in drained:
+        if tp in buffered:
+            buffered.move_to_end(tp)
+    return drained
+
+
+def serve_partitions_in_turn(app: Any, *, first: frozenset[str] = frozenset(), max_wait_ms: int = 50,
+                             prefetch_backoff_s: float = 0.01) -> bool:
+    """Install both on a Faust app's aiokafka consumer (idempotent; call once it has started).
+
+    Returns False (and logs) when the driver is not the one this was written against, so a Faust
+    upgrade that renames these internals degrades to Faust's own behaviour instead of failing."""
+    thread = getattr(app.consumer, "_thread", None)
+    fetch = getattr(thread, "_fetch_records", None)
+    consumer = getattr(thread, "_consumer", None)
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetch is None or fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        logger.warning("fetch_rotation.unsupported_driver", driver=type(app.consumer).__name__)
+        return False
+    fetcher._fetch_max_wait_ms = max_wait_ms
+    fetcher._prefetch_backoff = prefetch_backoff_s
+    if getattr(fetch, "wapipe_rotating", False):
+        return True
+
+    async def fetch_records(consumer: Any, active_partitions: Any, timeout: float | None = None,
+                            max_records: int | None = None) -> dict:
+        if first:
+            put_first(consumer._fetcher, first)
+        drained = await fetch(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        return rotated(consumer._fetcher, drained)
+
+    fetch_records.wapipe_rotating = True  # type: ignore[attr-defined]
+    thread._fetch_records = fetch_records
+    return True

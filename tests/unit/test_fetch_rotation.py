@@ -46,7 +46,7 @@ def test_installed_once_on_the_consumer_thread_and_each_poll_rotates():
     app = SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
     assert serve_partitions_in_turn(app, first=frozenset({TX.topic}))
     assert serve_partitions_in_turn(app, first=frozenset({TX.topic}))  # idempotent: not wrapped twice
-    assert (fetcher._fetch_max_wait_ms, fetcher._prefetch_backoff) == (50, 0.01)
+    assert (fetcher._fetch_max_wait_ms, fetcher._prefetch_backoff) == (50, 0.05)
     drained = asyncio.run(thread._fetch_records(consumer, None, timeout=1.0, max_records=100))
     assert calls == [[TX, BULK]] and drained == {TX: [1]} and list(fetcher._records) == [BULK, TX]
     assert len(calls) == 1

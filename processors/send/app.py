@@ -33,7 +33,7 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.fetch_rotation import serve_partitions_in_turn
+from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.offset_guard import OffsetGuard
 
 logger = log.get_logger(__name__)
@@ -61,6 +61,7 @@ class Runtime:
         self.dispatcher: Dispatcher | None = None
         self.restrictions: Any = None
         self.reconciler: Reconciler | None = None
+        self.pauses: PollPauses | None = None
         self._followers: list[TopicFollower] = []
         self._started = asyncio.Event()
         self._starting = False
@@ -105,11 +106,13 @@ class Runtime:
             ledger = Ledger(self.bootstrap, T.SEND_LEDGER, self.serde, self._write_ledger)
             from faust.types import TP
 
+            pauses = self.pauses = PollPauses(self.app.consumer)  # never inside a poll: see PollPauses
+
             def pause(p: int) -> None:
-                self.app.consumer.pause_partitions({TP(T.SEND_ACCEPTED, p)})
+                pauses.pause(TP(T.SEND_ACCEPTED, p))
 
             def resume(p: int) -> None:
-                self.app.consumer.resume_partitions({TP(T.SEND_ACCEPTED, p)})
+                pauses.resume(TP(T.SEND_ACCEPTED, p))
 
             self.dispatcher = Dispatcher(
                 s, ledger=ledger, send=self.send, serde=self.serde,
@@ -351,6 +354,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
         guard.forget(revoked)
+        if rt.pauses is not None:
+            rt.pauses.forget(revoked)
         d = rt.dispatcher
         if d is not None:
             mine = {T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY}

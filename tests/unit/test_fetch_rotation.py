@@ -55,3 +55,60 @@ def test_installed_once_on_the_consumer_thread_and_each_poll_rotates():
 def test_an_unknown_driver_is_left_alone():
     app = SimpleNamespace(consumer=SimpleNamespace())
     assert serve_partitions_in_turn(app) is False
+
+
+class _Consumer:
+    """The slice of Faust's consumer PollPauses uses; the sets behave as Faust's do."""
+
+    def __init__(self, assigned):
+        self.assigned, self.active, self.polls = set(assigned), set(assigned), []
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def pause_partitions(self, tps):
+        self.active.difference_update(tps)
+
+    def resume_partitions(self, tps):
+        self.active.update(tps)
+
+    async def _wait_next_records(self, timeout):
+        self.polls.append(set(self.active))
+        return {}, self.active
+
+
+def test_a_pause_takes_effect_at_the_next_poll_not_during_the_current_one():
+    from wapipe.fetch_rotation import PollPauses
+
+    accepted = TP("wa.send.accepted", 2)
+    c = _Consumer({accepted, TX})
+    pauses = PollPauses(c)
+    asyncio.run(c._wait_next_records(1.0))
+    pauses.pause(accepted)  # an agent pauses while the poll's records are handed out
+    assert accepted in c.active, "the set the current poll filters with must not change under it"
+    asyncio.run(c._wait_next_records(1.0))
+    assert c.polls[-1] == {TX}
+    pauses.resume(accepted)  # a resume is immediate: adding to the set drops nothing
+    assert accepted in c.active
+
+
+def test_a_pause_pending_for_a_revoked_partition_is_forgotten():
+    from wapipe.fetch_rotation import PollPauses
+
+    accepted = TP("wa.send.accepted", 2)
+    c = _Consumer({accepted, TX})
+    pauses = PollPauses(c)
+    pauses.pause(accepted)
+    pauses.forget({accepted})
+    asyncio.run(c._wait_next_records(1.0))
+    assert c.polls[-1] == {accepted, TX}
+    pauses.pause(accepted)
+    c.assigned.discard(accepted)  # moved away before the poll: not paused here (Faust forgets it anyway)
+    asyncio.run(c._wait_next_records(1.0))
+    assert pauses._pending == set()
+    # a resume cancels a pause that has not been applied yet
+    c.assigned.add(accepted)
+    pauses.pause(accepted)
+    pauses.resume(accepted)
+    asyncio.run(c._wait_next_records(1.0))
+    assert accepted in c.polls[-1]

@@ -101,7 +101,7 @@ class PollPauses:
     records were the partition's last), they wait until the next rebalance or restart. Found by
     reading Faust while looking for the cause of a ``make demo`` run that left 62 campaign commands
     without a result; most likely not that run's cause: the demo's backlog stays far below the
-    pause threshold ( ``WAPIPE_SEND_BUFFER_PER_PARTITION`` = 4,000; 231 at most in the next run).
+    pause threshold (``WAPIPE_SEND_BUFFER_PER_PARTITION`` = 4,000; 231 at most in the next run).
 
     Here a pause is recorded and applied by the consumer just before its next poll; a resume
     takes effect at once (adding a partition to the set drops nothing), and a partition revoked

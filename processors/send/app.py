@@ -364,7 +364,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kw: Any) -> None:
         guard.forget(assigned)
-        serve_partitions_in_turn(app, first=TRANSACTIONAL_TOPICS)  # a campaign's backlog never holds the transactional topics back
+        # a campaign's backlog never holds the transactional topics back
+        serve_partitions_in_turn(app, first=TRANSACTIONAL_TOPICS)
         if not ready["printed"]:
             asyncio.ensure_future(_announce())
 

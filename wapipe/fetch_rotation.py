@@ -61,7 +61,8 @@ def rotated(fetcher: Any, drained: dict) -> dict:
 
 def serve_partitions_in_turn(app: Any, *, first: frozenset[str] = frozenset(), max_wait_ms: int = 50,
                              prefetch_backoff_s: float = 0.05) -> bool:
-    """Install both on a Faust app's aiokafka consumer (idempotent; call once it has started).
+    """Install the three changes above on a Faust app's aiokafka consumer (idempotent; call once
+    it has started): the ``first`` topics served first, the rotation, the broker wait and backoff.
 
     Returns False (and logs) when the driver is not the one this was written against, so a Faust
     upgrade that renames these internals degrades to Faust's own behaviour instead of failing."""

@@ -13,8 +13,11 @@ Per batch of raw records (``stream.take_events``: up to ``WAPIPE_NORMALISE_BATCH
    then are the batch's offsets acknowledged. A crash in between re-sends them after restart
    (at-least-once); their ids are deterministic, so the sink's ReplacingMergeTree keys absorb
    that rare copy.
-Entries older than the dedup window (Meta retries for up to 7 days) are swept now and then from
-inside the agent, so the tombstones go to the right changelog partition.
+The seen table lives in RocksDB (``rocksdict``) under the state dir, so a restart reads only the
+changelog written since the last run, not the whole dedup window. Entries older than the window
+(Meta retries for up to 7 days) leave by themselves: the changelog topic deletes them by retention
+(``compact,delete``, ``seen_changelog``) and the local database drops them at compaction (RocksDB
+TTL); a lookup ignores an older entry that is still there.
 """
 
 from __future__ import annotations
@@ -36,16 +39,26 @@ from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard
 from wapipe.privacy.errors import PrivacyError, SubjectErased
-from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW
+from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec
 
 log = get_logger(__name__)
 
-SWEEP_EVERY_S = 60.0
+SEEN_TABLE = "normalise-seen"
 
 
-def _unpack(v: str) -> tuple[float, int]:
-    at, _, part = v.partition("|")
-    return float(at), int(part or -1)
+def _seen_at(v: str) -> float:
+    """When an entry was first seen (unix s). Entries written before 2026-11-29 also carry
+    ``|<partition>`` for the sweep this table no longer needs."""
+    return float(v.partition("|")[0])
+
+
+def seen_changelog(settings: Settings) -> TopicSpec:
+    """The seen table's changelog: compacted (one entry per event id) and deleting by retention,
+    so an id leaves the topic once it is older than the dedup window (plus a day: the broker deletes
+    whole segments, and a late deletion is harmless because lookups check the age)."""
+    retention_ms = (int(settings.normalise_dedup_window_s) + 24 * 3600) * 1000
+    return TopicSpec(f"{settings.normalise_app_id}-{SEEN_TABLE}-changelog", "event_id", "(faust table entry)",
+                     extra={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)})
 
 
 @contextlib.contextmanager
@@ -76,11 +89,13 @@ def dead_letter(source: Any, reason: str, error_type: str) -> dict:
 def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, serde: AvroSerde | None = None,
               on_ready=None) -> faust.App:
     serde = serde or AvroSerde.from_settings(settings)
+    datadir = settings.state_dir / "faust" / settings.normalise_app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.normalise_app_id,
         broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",")],
-        store="memory://",  # recovered from the changelog topic at start
-        datadir=str(settings.state_dir / "faust"),
+        store="rocksdb://",  # rocksdict: a restart resumes from its persisted changelog offsets
+        datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
         web_enabled=False,
@@ -92,24 +107,17 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     raw_topic = app.topic(WEBHOOK_RAW, key_serializer="raw", value_serializer="raw")
     dead_topic = app.topic(WEBHOOK_DEAD, key_serializer="raw", value_serializer="raw")
     out_topics: dict[str, faust.TopicT] = {}
-    seen = app.Table("normalise-seen", default=None, partitions=settings.topic_partitions,
-                     key_type=str, value_type=str,
-                     help="event_id -> '<first seen, unix s>|<partition>'")
     window = float(settings.normalise_dedup_window_s)
-    last_sweep = {"at": time.monotonic()}
+    # Its changelog topic is faust's default name, created (or altered) with its retention by
+    # ``seen_changelog`` before the app starts (cli.py).
+    seen = app.Table(SEEN_TABLE, default=None, partitions=settings.topic_partitions, key_type=str, value_type=str,
+                     help="event_id -> first seen (unix s)", options={"ttl": int(window)})
     counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0}
 
     def topic_for(name: str) -> faust.TopicT:
         if name not in out_topics:
             out_topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
         return out_topics[name]
-
-    def sweep(partition: int, now: float) -> None:
-        stale = [k for k, v in list(seen.items()) if v and _unpack(v)[1] == partition and _unpack(v)[0] < now - window]
-        for k in stale:
-            del seen[k]
-        if stale:
-            log.info("normalise.seen_swept", partition=partition, removed=len(stale))
 
     guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
 
@@ -146,7 +154,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                     continue
                 for e in result:
                     got = seen.get(e.event_id)
-                    if e.event_id in in_batch or (got and _unpack(got)[0] >= now - window):
+                    if e.event_id in in_batch or (got and _seen_at(got) >= now - window):
                         counters["duplicates"] += 1
                         continue
                     in_batch.add(e.event_id)
@@ -157,13 +165,8 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                 await asyncio.gather(*futures)  # acked by the broker before they count as seen
             for source, e in fresh:
                 with _as_current(source):  # the changelog partition is the source record's
-                    seen[e.event_id] = f"{now:.3f}|{source.message.partition}"
+                    seen[e.event_id] = f"{now:.3f}"
             counters["out"] += len(fresh)
-            if time.monotonic() - last_sweep["at"] > SWEEP_EVERY_S and batch:
-                last_sweep["at"] = time.monotonic()
-                for ev in {ev.message.partition: ev for ev in batch}.values():
-                    with _as_current(ev):  # the tombstones go to this partition's changelog
-                        sweep(ev.message.partition, now)
 
     async def _dead_for(event, exc: BaseException) -> None:
         if isinstance(exc, Unreadable):

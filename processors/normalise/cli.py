@@ -12,7 +12,7 @@ def normalise_command(
     log_level: str = typer.Option("WARNING", help="Faust worker log level"),
 ) -> None:
     """Raw Meta webhooks → status, inbound and account events (deduplicated). Prints `READY normalise`."""
-    from processors.normalise.app import build_app
+    from processors.normalise.app import build_app, seen_changelog
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka, resolve_bootstrap
@@ -20,6 +20,7 @@ def normalise_command(
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.tenants.registry import TenantRegistry
+    from wapipe.topics import admin_client, apply_topics
 
     import faust
 
@@ -29,6 +30,9 @@ def normalise_command(
     except NoKafka as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
+    # The seen table's changelog with its retention: created here if missing, altered if an older
+    # version created it compacted only (its entries then never left).
+    apply_topics(admin_client(bootstrap), settings, (seen_changelog(settings),))
     pepper = pepper_from(settings)
     keyring = KeyRing(settings, bootstrap, load_kek(settings)).start()
     registry = TenantRegistry(settings, bootstrap).start()

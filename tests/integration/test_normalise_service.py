@@ -107,6 +107,15 @@ def _mine(bootstrap, topic, serde, name, pred, expect, timeout=60.0):
         time.sleep(1)
 
 
+def _events_after_marker(bootstrap, serde, pnid: str, waba: str, marker: str) -> list:
+    """The status events of ``pnid`` once a marker webhook published after the redeliveries came
+    out (the records before it were handled), plus 2 s for anything late."""
+    _produce(bootstrap, [(marker, _raw(serde, _body("status_delivered", marker, waba)))])
+    _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == marker, 1)
+    time.sleep(2)
+    return _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 3, 1)
+
+
 def test_normalise_service_end_to_end(topics, tmp_path, unique):
     bootstrap = topics
     serde = AvroSerde()
@@ -152,11 +161,7 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
     _produce(bootstrap, good)
     svc = _Service(env, tmp_path / "normalise2.log")
     try:
-        marker_pnid = pnid + "1"
-        _produce(bootstrap, [(marker_pnid, _raw(serde, _body("status_delivered", marker_pnid, waba)))])
-        _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == marker_pnid, 1)
-        time.sleep(2)
-        again = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 3, 1)
+        again = _events_after_marker(bootstrap, serde, pnid, waba, marker=pnid + "1")
         assert len(again) == 3, "a duplicate webhook after a restart produced events again"
 
         # Webhooks arriving in waves while it runs (several batches, each after the previous one
@@ -167,5 +172,32 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
             time.sleep(0.3)
         waves = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == wave_pnid, 30)
         assert len(waves) == 30 and len({r["wamid"] for r in waves}) == 30
+    finally:
+        svc.stop()
+
+    # The seen table's changelog deletes by retention (ids older than the window leave the topic)...
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import ConfigResource
+
+    from processors.normalise.app import seen_changelog
+    from wapipe.topics import admin_client
+
+    changelog = seen_changelog(make_settings(tmp_path / "state", kafka_bootstrap_servers=bootstrap,
+                                             normalise_app_id=f"normalise-{unique}"))
+    admin = admin_client(bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, changelog.name)
+    cfg = {k: v.value for k, v in admin.describe_configs([res])[res].result().items()}
+    assert cfg["cleanup.policy"] == "compact,delete"
+    assert cfg["retention.ms"] == str((7 * 24 * 3600 + 24 * 3600) * 1000)
+    # ...and a restart reads the table from its local store, not the whole changelog again: with
+    # the changelog's records deleted, Meta's redelivery still yields nothing new.
+    parts = admin.list_topics(changelog.name, timeout=10).topics[changelog.name].partitions
+    for fut in admin.delete_records([TopicPartition(changelog.name, p, -1) for p in parts]).values():
+        fut.result()
+    _produce(bootstrap, good)
+    svc = _Service(env, tmp_path / "normalise3.log")
+    try:
+        again = _events_after_marker(bootstrap, serde, pnid, waba, marker=pnid + "3")
+        assert len(again) == 3, "with its changelog emptied, the restarted normaliser forgot what it had seen"
     finally:
         svc.stop()

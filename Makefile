@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup jars demo test test-fast bench-ingress bench-dispatch bench-sink clean
+.PHONY: setup jars demo test test-fast bench-ingress bench-dispatch bench-faust-hop bench-sink clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-ingress: jars
 
 bench-dispatch: jars
 	$(PY) bench/dispatch.py
+
+bench-faust-hop: jars
+	$(PY) bench/faust_hop.py
 
 bench-sink: jars
 	$(PY) bench/sink.py

@@ -1,0 +1,199 @@
+"""What one Faust hop costs on this machine: the floor under ``wapipe worker``'s CPU per message.
+
+A message through the send pipeline passes three Faust streams (``wa.send.requested`` → intake,
+``wa.send.accepted`` → lane agent, ``wa.send.results`` → outcomes) and about six acknowledged
+produces (dedup changelog twice, accepted, ledger DISPATCHING and DONE, the result). This measures
+the smallest such step alone: a Faust agent that reads a record and forwards it to another topic,
+nothing else, with the send worker's own Faust settings, in three variants:
+
+* ``faust forward``: ``await out.send(...)`` (buffered, not waiting for the broker's ack);
+* ``faust forward + ack``: ``await (await out.send(...))`` — the way the worker writes its ledger;
+* baseline, same run: a plain confluent-kafka loop (librdkafka) doing the same hop, one poll of a
+  batch, one produce per record, one flush per batch.
+
+Each variant runs in its own process on N pre-produced ~600-byte records (the size of an Avro
+SendCommand) and reports its process CPU seconds per 1,000 records (all threads) and records/s.
+
+    python bench/faust_hop.py [--records 30000]
+
+Starts and stops its own broker unless KAFKA_BOOTSTRAP_SERVERS is set. Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+PARTITIONS = 4
+VALUE = os.urandom(600)  # the size of an Avro SendCommand with its sealed PII
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- the children: each forwards --records records from topic "in" to "out" and writes a result --
+def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str, await_ack: bool) -> None:
+    import faust
+    from faust.worker import Worker
+
+    # The send worker's settings (processors/send/app.py), memory store, no web server.
+    app = faust.App(
+        f"hop-{uuid.uuid4().hex[:8]}", broker=[f"kafka://{bootstrap}"], store="memory://", web_enabled=False,
+        datadir=tempfile.mkdtemp(prefix="faust-hop-"), topic_partitions=PARTITIONS, topic_disable_leader=True,
+        stream_wait_empty=False, broker_commit_interval=0.5, consumer_auto_offset_reset="earliest",
+        producer_acks=-1, stream_buffer_maxsize=256, broker_max_poll_records=100,
+    )
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    source, sink = app.topic(src, **raw), app.topic(dst, **raw)
+    state = {"n": 0, "t0": 0.0, "cpu0": 0.0}
+
+    @app.agent(source)
+    async def forward(stream):
+        async for event in stream.events():
+            if state["n"] == 0:
+                state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
+            fut = await sink.send(key=event.key, value=event.value)
+            if await_ack:
+                await fut
+            state["n"] += 1
+            if state["n"] == records:
+                wall, cpu = time.perf_counter() - state["t0"], time.process_time() - state["cpu0"]
+                Path(out_file).write_text(json.dumps({"records": records, "wall_s": wall, "cpu_s": cpu}))
+
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+def child_plain(bootstrap: str, src: str, dst: str, records: int, out_file: str) -> None:
+    from wapipe.kafka import consumer, producer
+
+    c = consumer(bootstrap, f"hop-{uuid.uuid4().hex[:8]}")
+    p = producer(bootstrap, **{"linger.ms": 1})
+    c.subscribe([src])
+    n, t0, cpu0 = 0, 0.0, 0.0
+    while n < records:
+        batch = c.consume(num_messages=500, timeout=1.0)
+        if batch and n == 0:
+            t0, cpu0 = time.perf_counter(), time.process_time()
+        for m in batch:
+            if m.error():
+                continue
+            p.produce(dst, value=m.value(), key=m.key())
+            n += 1
+        p.flush()
+        if batch:
+            c.commit(asynchronous=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    Path(out_file).write_text(json.dumps({"records": n, "wall_s": wall, "cpu_s": cpu}))
+    c.close()
+
+
+# --- the parent -------------------------------------------------------------------------------------
+def run_child(kind: str, bootstrap: str, src: str, records: int, timeout: float) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="faust-hop-")) / "result.json"
+    dst = f"{src}.{kind}.out"
+    proc = subprocess.Popen([sys.executable, __file__, "--child", kind, "--bootstrap", bootstrap, "--src", src,
+                             "--dst", dst, "--records", str(records), "--out", str(out)], cwd=str(REPO))
+    try:
+        deadline = time.time() + timeout
+        while not out.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{kind}: the child exited with {proc.returncode} before it finished")
+            if time.time() > deadline:
+                raise RuntimeError(f"{kind}: no result within {timeout:.0f} s")
+            time.sleep(0.2)
+        time.sleep(0.1)
+        r = json.loads(out.read_text())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    r["cpu_ms_per_record"] = round(r["cpu_s"] / r["records"] * 1000, 4)
+    r["records_per_s"] = round(r["records"] / r["wall_s"], 1)
+    return r
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=30_000)
+    ap.add_argument("--child", choices=("faust", "faust-ack", "plain"))
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--src")
+    ap.add_argument("--dst")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    if a.child:
+        if a.child == "plain":
+            child_plain(a.bootstrap, a.src, a.dst, a.records, a.out)
+        else:
+            child_faust(a.bootstrap, a.src, a.dst, a.records, a.out, await_ack=a.child == "faust-ack")
+        return 0
+
+    from confluent_kafka.admin import NewTopic
+
+    from wapipe.config import Settings
+    from wapipe.kafka import producer
+    from wapipe.testing import make_settings
+    from wapipe.topics import admin_client
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-faust-hop-"))
+    provider = None
+    bootstrap = Settings().kafka_bootstrap_servers
+    if not bootstrap:
+        from wapipe.stack.local import KafkaProvider
+
+        provider = KafkaProvider(make_settings(tmp / "stack"), data_dir=tmp / "kafka")
+        bootstrap = provider.start()
+        log(f"started a Kafka broker at {bootstrap}")
+    try:
+        src = f"bench.hop.{uuid.uuid4().hex[:8]}"
+        kinds = ("faust", "faust-ack", "plain")
+        admin = admin_client(bootstrap)
+        names = [src] + [f"{src}.{k}.out" for k in kinds]
+        for f in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
+            f.result()
+        p = producer(bootstrap)
+        for i in range(a.records):
+            p.produce(src, key=f"k{i % 64}".encode(), value=VALUE)
+            if i % 10_000 == 0:
+                p.poll(0)
+        p.flush()
+        log(f"{a.records} records of {len(VALUE)} bytes on {src} ({PARTITIONS} partitions)")
+        results = {}
+        for kind in kinds:
+            results[kind] = run_child(kind, bootstrap, src, a.records, timeout=max(120.0, a.records / 100))
+            r = results[kind]
+            log(f"{kind:10} {r['records_per_s']:>9,.0f} records/s  {r['cpu_ms_per_record']:.3f} CPU-ms per record")
+        base = results["plain"]["cpu_ms_per_record"]
+        for kind in ("faust", "faust-ack"):
+            log(f"{kind}: {results[kind]['cpu_ms_per_record'] / base:.1f}x the CPU of the plain loop per record")
+        admin.delete_topics(names)
+        print(json.dumps({
+            "faust_cpu_ms_per_record": results["faust"]["cpu_ms_per_record"],
+            "faust_ack_cpu_ms_per_record": results["faust-ack"]["cpu_ms_per_record"],
+            "baseline_cpu_ms_per_record": base,
+            "faust_records_per_s": results["faust"]["records_per_s"],
+            "faust_ack_records_per_s": results["faust-ack"]["records_per_s"],
+            "baseline_records_per_s": results["plain"]["records_per_s"],
+        }))
+    finally:
+        if provider is not None:
+            provider.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

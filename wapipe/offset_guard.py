@@ -18,6 +18,15 @@ be harmless for the dedup table, the ledger and the seen table, but not for a de
 would be written twice (seen in ``make demo``: 3 garbage commands, 6 dead letters). A record that
 arrives late inside a gap accepted as real (below) is handled.
 
+The committed offset the first record is checked against is read from the broker when the
+partitions are assigned (``broker_committed``, before Faust delivers anything of the assignment:
+Faust cannot commit a partition before one of its records was acknowledged), not looked up in
+Faust's own bookkeeping when the first record arrives: that can be empty then (the first record
+was taken on trust) or already past records nobody handled. Seen in ``make demo``: the first 30
+transactional commands of a run (``wa.send.requested`` p1, 3900..3929, published while the worker
+recovered its tables) never reached the intake; the first record it got was 3930, and nothing
+noticed.
+
 One seek is not enough: Faust delivers the rest of the batch it fetched before the seek, and every
 record it delivers moves its read offset past the missing ones again, so the re-fetched missing
 records are dropped as "already read" (seen in the SIGKILL test: 190..207 of wa.send.accepted
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +67,7 @@ class OffsetGuard:
     _last: dict[Any, int] = field(default_factory=dict)
     _open: dict[Any, _Repair] = field(default_factory=dict)
     _gaps: dict[Any, list[tuple[int, int]]] = field(default_factory=dict)  # jumps taken as real gaps: offsets
+    _committed: dict[Any, int] = field(default_factory=dict)  # the broker's, read at assignment
     repairs: int = 0
     redeliveries: int = 0
 
@@ -80,7 +90,9 @@ class OffsetGuard:
             return None
         last = self._last.get(tp)
         if last is None:
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            committed = self._committed.get(tp)
+            if committed is None:  # not read at assignment: Faust's bookkeeping, if it has it
+                committed = getattr(consumer, "_committed_offset", {}).get(tp)
             last = committed - 1 if committed is not None and committed >= 0 else None
         if last is not None and offset <= last and not self._in_gap(tp, offset):
             return SEEN
@@ -123,7 +135,14 @@ class OffsetGuard:
         """Partitions revoked or (re)assigned: the next record is checked against the committed offset."""
         for tp in tps:
             self._last.pop(tp, None)
+            self._committed.pop(tp, None)
             self._close(tp)
+
+    def assigned(self, committed: Mapping[Any, int | None]) -> None:
+        """The broker's committed offsets of newly assigned partitions (``broker_committed``)."""
+        for tp, offset in committed.items():
+            if offset is not None and offset >= 0:
+                self._committed[tp] = offset
 
     async def admit(self, consumer: Any, event: Any) -> bool:
         """True: handle ``event``. False: skip it, either because it was handled already (a
@@ -141,3 +160,30 @@ class OffsetGuard:
 
 
 SEEN = object()  # missing_before's answer for a record handled already
+
+
+async def broker_committed(bootstrap: str, group_id: str, tps: Iterable[Any],
+                           timeout: float = 10.0) -> dict[Any, int | None]:
+    """The group's committed offsets of ``tps`` (Faust TPs), asked of the broker by a consumer that
+    joins no group (one OffsetFetch), in a thread. On failure: an empty map (the guard then falls
+    back to Faust's bookkeeping), logged."""
+    tps = list(tps)
+    if not tps:
+        return {}
+
+    def fetch() -> dict[Any, int | None]:
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
+        try:
+            got = c.committed([TopicPartition(tp.topic, tp.partition) for tp in tps], timeout=timeout)
+        finally:
+            c.close()
+        by_key = {(t.topic, t.partition): (t.offset if t.offset >= 0 else None) for t in got}
+        return {tp: by_key.get((tp.topic, tp.partition)) for tp in tps}
+
+    try:
+        return await asyncio.to_thread(fetch)
+    except Exception as exc:
+        log.warning("offset_guard.committed_unavailable", group=group_id, error=repr(exc)[:300])
+        return {}

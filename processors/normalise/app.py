@@ -37,7 +37,7 @@ from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.log import get_logger
-from wapipe.offset_guard import OffsetGuard
+from wapipe.offset_guard import OffsetGuard, broker_committed
 from wapipe.privacy.errors import PrivacyError, SubjectErased
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec
 
@@ -128,6 +128,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     @app.on_partitions_assigned.connect
     async def _assigned(app: Any, assigned: Any, **kw: Any) -> None:
         guard.forget(assigned)
+        guard.assigned(await broker_committed(bootstrap, settings.normalise_app_id, assigned))
 
     @app.agent(raw_topic)
     async def normalise(stream):

@@ -34,7 +34,7 @@ from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
-from wapipe.offset_guard import OffsetGuard
+from wapipe.offset_guard import OffsetGuard, broker_committed
 
 logger = log.get_logger(__name__)
 
@@ -364,6 +364,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kw: Any) -> None:
         guard.forget(assigned)
+        guard.assigned(await broker_committed(bootstrap, s.send_app_id, assigned))
         # a campaign's backlog never holds the transactional topics back
         serve_partitions_in_turn(app, first=TRANSACTIONAL_TOPICS)
         if not ready["printed"]:
@@ -398,14 +399,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING") -> None:
     """Run the worker in this process until SIGTERM/SIGINT."""
-    import logging
-
     from faust.worker import Worker
 
-    # Library debug logging costs ~10 % of the worker's CPU at high rates: keep it off.
-    for name in ("aiokafka", "faust", "mode", "httpx", "httpcore", "aiohttp"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from wapipe.log import quiet_libraries
 
+    quiet_libraries()
     app = create_app(settings, bootstrap)
     app.finalize()
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

@@ -152,3 +152,25 @@ def test_without_a_committed_offset_the_first_record_is_taken_as_the_start():
     tp, c = TP("t", 0), Consumer({})
     assert run(OffsetGuard("x"), c, tp, [40, 41]) == [40, 41]
     assert c.seeks == []
+
+
+def test_the_committed_offset_read_at_assignment_catches_a_first_record_past_it():
+    # make demo: wa.send.requested p1 committed at 3900; Faust's own bookkeeping had nothing for
+    # it when the first record (3930) arrived, so 3900..3929 were lost without a trace.
+    tp, c = TP("t", 1), Consumer({})
+    g = OffsetGuard("x")
+    g.forget([tp])
+    g.assigned({tp: 3900})
+    # after the seek Faust delivers 3900.. again
+    assert run(g, c, tp, [3930, *range(3900, 3932)]) == list(range(3900, 3932))
+    assert c.seeks == [(tp, 3900)]
+
+
+def test_the_offset_read_at_assignment_wins_over_fausts_bookkeeping_and_forget_drops_it():
+    tp = TP("t", 0)
+    c = Consumer({tp: 3931})  # Faust's view moved past records nobody handled
+    g = OffsetGuard("x")
+    g.assigned({tp: 3900, TP("t", 2): None})
+    assert g.missing_before(c, tp, 3930) == 3900
+    g.forget([tp])  # revoked: the next assignment reads it again; until then Faust's view is used
+    assert g.missing_before(c, tp, 3931) is None

@@ -31,5 +31,16 @@ def configure(level: str = "INFO", json: bool | None = None) -> None:
     )
 
 
+# Libraries whose debug logging runs per record or per request in the hot paths.
+CHATTY_LIBRARIES = ("aiokafka", "faust", "mode", "httpx", "httpcore", "aiohttp")
+
+
+def quiet_libraries(level: int = logging.WARNING) -> None:
+    """Keep the stream libraries' own logging at ``level``: their debug logging (on in a Faust
+    worker) cost ~10 % of the send worker's CPU and ~6 % of the normaliser's under load (py-spy)."""
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(level)
+
+
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)

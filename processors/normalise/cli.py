@@ -20,6 +20,7 @@ def normalise_command(
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.tenants.registry import TenantRegistry
+    from wapipe.log import quiet_libraries
     from wapipe.topics import admin_client, apply_topics
 
     import faust
@@ -58,6 +59,7 @@ def normalise_command(
         def ready() -> None:
             os.write(1, b"READY normalise\n")  # fd 1 itself: faust wraps sys.stdout
 
+        quiet_libraries()
         app = build_app(settings, bootstrap, normaliser, on_ready=ready)
         worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
                               stdout=sys.stderr)  # stdout carries only the READY line

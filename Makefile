@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup jars demo test test-fast bench-ingress bench-dispatch bench-faust-hop bench-sink clean
+.PHONY: setup jars demo test test-fast bench-ingress bench-dispatch bench-faust-hop bench-normalise bench-sink clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-dispatch: jars
 
 bench-faust-hop: jars
 	$(PY) bench/faust_hop.py
+
+bench-normalise: jars
+	$(PY) bench/normalise.py
 
 bench-sink: jars
 	$(PY) bench/sink.py

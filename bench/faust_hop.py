@@ -33,6 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from own_broker import own_broker  # noqa: E402
 
 PARTITIONS = 4
 VALUE = os.urandom(600)  # the size of an Avro SendCommand with its sealed PII
@@ -142,56 +145,46 @@ def main() -> int:
             child_faust(a.bootstrap, a.src, a.dst, a.records, a.out, await_ack=a.child == "faust-ack")
         return 0
 
+    with own_broker(Path(tempfile.mkdtemp(prefix="bench-faust-hop-"))) as bootstrap:
+        return measure(bootstrap, a.records)
+
+
+def measure(bootstrap: str, records: int) -> int:
     from confluent_kafka.admin import NewTopic
 
-    from wapipe.config import Settings
     from wapipe.kafka import producer
-    from wapipe.testing import make_settings
     from wapipe.topics import admin_client
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-faust-hop-"))
-    provider = None
-    bootstrap = Settings().kafka_bootstrap_servers
-    if not bootstrap:
-        from wapipe.stack.local import KafkaProvider
-
-        provider = KafkaProvider(make_settings(tmp / "stack"), data_dir=tmp / "kafka")
-        bootstrap = provider.start()
-        log(f"started a Kafka broker at {bootstrap}")
-    try:
-        src = f"bench.hop.{uuid.uuid4().hex[:8]}"
-        kinds = ("faust", "faust-ack", "plain")
-        admin = admin_client(bootstrap)
-        names = [src] + [f"{src}.{k}.out" for k in kinds]
-        for f in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
-            f.result()
-        p = producer(bootstrap)
-        for i in range(a.records):
-            p.produce(src, key=f"k{i % 64}".encode(), value=VALUE)
-            if i % 10_000 == 0:
-                p.poll(0)
-        p.flush()
-        log(f"{a.records} records of {len(VALUE)} bytes on {src} ({PARTITIONS} partitions)")
-        results = {}
-        for kind in kinds:
-            results[kind] = run_child(kind, bootstrap, src, a.records, timeout=max(120.0, a.records / 100))
-            r = results[kind]
-            log(f"{kind:10} {r['records_per_s']:>9,.0f} records/s  {r['cpu_ms_per_record']:.3f} CPU-ms per record")
-        base = results["plain"]["cpu_ms_per_record"]
-        for kind in ("faust", "faust-ack"):
-            log(f"{kind}: {results[kind]['cpu_ms_per_record'] / base:.1f}x the CPU of the plain loop per record")
-        admin.delete_topics(names)
-        print(json.dumps({
-            "faust_cpu_ms_per_record": results["faust"]["cpu_ms_per_record"],
-            "faust_ack_cpu_ms_per_record": results["faust-ack"]["cpu_ms_per_record"],
-            "baseline_cpu_ms_per_record": base,
-            "faust_records_per_s": results["faust"]["records_per_s"],
-            "faust_ack_records_per_s": results["faust-ack"]["records_per_s"],
-            "baseline_records_per_s": results["plain"]["records_per_s"],
-        }))
-    finally:
-        if provider is not None:
-            provider.stop()
+    src = f"bench.hop.{uuid.uuid4().hex[:8]}"
+    kinds = ("faust", "faust-ack", "plain")
+    admin = admin_client(bootstrap)
+    names = [src] + [f"{src}.{k}.out" for k in kinds]
+    for f in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
+        f.result()
+    p = producer(bootstrap)
+    for i in range(records):
+        p.produce(src, key=f"k{i % 64}".encode(), value=VALUE)
+        if i % 10_000 == 0:
+            p.poll(0)
+    p.flush()
+    log(f"{records} records of {len(VALUE)} bytes on {src} ({PARTITIONS} partitions)")
+    results = {}
+    for kind in kinds:
+        results[kind] = run_child(kind, bootstrap, src, records, timeout=max(120.0, records / 100))
+        r = results[kind]
+        log(f"{kind:10} {r['records_per_s']:>9,.0f} records/s  {r['cpu_ms_per_record']:.3f} CPU-ms per record")
+    base = results["plain"]["cpu_ms_per_record"]
+    for kind in ("faust", "faust-ack"):
+        log(f"{kind}: {results[kind]['cpu_ms_per_record'] / base:.1f}x the CPU of the plain loop per record")
+    admin.delete_topics(names)
+    print(json.dumps({
+        "faust_cpu_ms_per_record": results["faust"]["cpu_ms_per_record"],
+        "faust_ack_cpu_ms_per_record": results["faust-ack"]["cpu_ms_per_record"],
+        "baseline_cpu_ms_per_record": base,
+        "faust_records_per_s": results["faust"]["records_per_s"],
+        "faust_ack_records_per_s": results["faust-ack"]["records_per_s"],
+        "baseline_records_per_s": results["plain"]["records_per_s"],
+    }))
     return 0
 
 

@@ -101,7 +101,9 @@ class KeyRing:
         self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in self._partitions])
         self._probe = Consumer({"bootstrap.servers": self._bootstrap, "group.id": f"wapipe-keyring-probe-{uuid.uuid4().hex}",
                                 "enable.auto.commit": False})
-        self._producer = make_producer(self._bootstrap)
+        # Each key is published alone and waited for (_publish): lingering for a batch only adds
+        # its 5 ms to every new subject (bench/normalise.py: a webhook per new subject).
+        self._producer = make_producer(self._bootstrap, **{"linger.ms": 0})
         self._thread = threading.Thread(target=self._run, name="keyring", daemon=True)
         self._thread.start()
         return self

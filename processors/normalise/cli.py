@@ -16,11 +16,11 @@ def normalise_command(
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.log import quiet_libraries
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.tenants.registry import TenantRegistry
-    from wapipe.log import quiet_libraries
     from wapipe.topics import admin_client, apply_topics
 
     import faust

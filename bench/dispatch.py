@@ -182,7 +182,9 @@ class Bench:
         program = None
         if os.environ.get("BENCH_PROFILE"):  # cProfile the worker; written on its clean stop
             program = (sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], "-m", "wapipe", "worker")
-        workers = [self.sup.start(ServiceSpec(f"worker-{i}", ("worker",), env=self.env, ready_timeout=120,
+        # Each worker its own state dir: its dedup table is a RocksDB database there, one process each.
+        workers = [self.sup.start(ServiceSpec(f"worker-{i}", ("worker",), ready_timeout=120,
+                                              env={**self.env, "WAPIPE_STATE_DIR": str(self.tmp / f"state-worker-{i}")},
                                               stop_timeout=30, program=program if i == 0 else None))
                    for i in range(self.a.workers)]
         time.sleep(2.0 if self.a.workers > 1 else 0.0)  # let the group settle on its final assignment

@@ -94,6 +94,16 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+def table_changelog(app_id: str, table: str, window_s: int, key: str) -> TopicSpec:
+    """The changelog of a Faust table whose entries matter for ``window_s`` (a dedup window):
+    compacted (one entry per key) and deleting by retention, so a key leaves the topic once it is
+    older than the window (plus a day: the broker deletes whole segments; lookups check the age, so
+    a late deletion is harmless). The name is Faust's default for the table, so Faust uses it."""
+    retention_ms = (int(window_s) + 24 * 3600) * 1000
+    return TopicSpec(f"{app_id}-{table}-changelog", key, "(faust table entry)",
+                     extra={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)})
+
+
 def spec(name: str) -> TopicSpec:
     for t in TOPICS:
         if t.name == name:

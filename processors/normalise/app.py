@@ -39,7 +39,7 @@ from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed
 from wapipe.privacy.errors import PrivacyError, SubjectErased
-from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec
+from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog
 
 log = get_logger(__name__)
 
@@ -53,12 +53,8 @@ def _seen_at(v: str) -> float:
 
 
 def seen_changelog(settings: Settings) -> TopicSpec:
-    """The seen table's changelog: compacted (one entry per event id) and deleting by retention,
-    so an id leaves the topic once it is older than the dedup window (plus a day: the broker deletes
-    whole segments, and a late deletion is harmless because lookups check the age)."""
-    retention_ms = (int(settings.normalise_dedup_window_s) + 24 * 3600) * 1000
-    return TopicSpec(f"{settings.normalise_app_id}-{SEEN_TABLE}-changelog", "event_id", "(faust table entry)",
-                     extra={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)})
+    """The seen table's changelog: an id leaves it once it is older than the dedup window."""
+    return table_changelog(settings.normalise_app_id, SEEN_TABLE, settings.normalise_dedup_window_s, "event_id")
 
 
 @contextlib.contextmanager

@@ -194,16 +194,26 @@ def _renamed(fn: Any, name: str) -> Any:
     return wrapper
 
 
+DEDUP_TABLE = "send-dedup"
+
+
+def dedup_changelog(settings: Settings) -> T.TopicSpec:
+    """The dedup table's changelog: a key leaves it once it is older than the dedup window."""
+    return T.table_changelog(settings.send_app_id, DEDUP_TABLE, settings.send_dedup_window_s, "tenant/idempotency key")
+
+
 def _broker(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
 
 def create_app(settings: Settings, bootstrap: str) -> faust.App:
     s = settings
-    (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)
+    (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
-        s.send_app_id, broker=_broker(bootstrap), store="memory://", web_enabled=False,
-        datadir=str(s.state_dir / "faust"),  # not "<app id>-data" in the working directory
+        # RocksDB (rocksdict) for the dedup table: a restart reads only the changelog written since
+        # the last run (a memory store recovered the whole 7-day window: minutes after a few demos).
+        s.send_app_id, broker=_broker(bootstrap), store="rocksdb://", web_enabled=False,
+        datadir=str(s.state_dir / "faust" / s.send_app_id),  # not "<app id>-data" in the working directory
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
         consumer_auto_offset_reset=s.send_offset_reset, producer_acks=-1,
@@ -222,7 +232,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     requested, results = topic(T.SEND_REQUESTED), topic(T.SEND_RESULTS)
     requested_bulk = topic(T.SEND_REQUESTED_BULK)
     accepted, accepted_tx, retry, dead = topic(T.SEND_ACCEPTED), topic(T.SEND_ACCEPTED_TX), topic(T.SEND_RETRY), topic(T.SEND_DEAD)
-    dedup = app.Table("send-dedup", default=None, partitions=s.topic_partitions)  # json keys and values
+    # json keys and values. Entries older than the window leave by themselves: the changelog
+    # deletes them by retention (dedup_changelog, applied before the app starts) and RocksDB at
+    # compaction (TTL); the intake ignores an older entry that is still there.
+    dedup = app.Table(DEDUP_TABLE, default=None, partitions=s.topic_partitions,
+                      options={"ttl": int(s.send_dedup_window_s)})
     serde = rt.serde
     window_ms = s.send_dedup_window_s * 1000
 
@@ -238,18 +252,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
     app.wapipe_offset_guard = guard  # type: ignore[attr-defined]
-    sweep = {"at": time.monotonic()}
     counts = {"intake": 0, "tx_to_intake": 0.0}
-
-    def sweep_expired(partition: int, now_ms: int) -> None:
-        """Forget keys older than the window (their tombstones go to this event's partition,
-        which is theirs: only keys stored from this partition are swept here)."""
-        if time.monotonic() - sweep["at"] < 60:
-            return
-        sweep["at"] = time.monotonic()
-        for k, v in list(dedup.items()):
-            if v and v.get("p") == partition and v.get("at", 0) < now_ms - window_ms:
-                del dedup[k]
 
     async def intake(stream: Any) -> None:
         async for event in stream.events():
@@ -287,10 +290,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     # key's ledger answers (DUPLICATE with the original's outcome), never a 2nd send.
                 elif not live or prev.get("command_id") != cmd["command_id"]:
                     dedup[key] = {"command_id": cmd["command_id"], "outcome": "QUEUED", "at": now_ms,
-                                  "p": event.message.partition, "pnid": cmd["phone_number_id"]}
+                                  "pnid": cmd["phone_number_id"]}
                 lane = accepted_tx if cmd.get("lane") == "TRANSACTIONAL" else accepted
                 await lane.send(key=cmd["phone_number_id"].encode(), value=event.value)
-                sweep_expired(event.message.partition, now_ms)
             except Exception as exc:  # a bug on one record must not stop the stream
                 logger.exception("intake.failed", offset=event.message.offset)
                 await dead_letter(event, exc)
@@ -404,6 +406,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     from wapipe.log import quiet_libraries
 
     quiet_libraries()
+    T.apply_topics(T.admin_client(bootstrap), settings, (dedup_changelog(settings),))
     app = create_app(settings, bootstrap)
     app.finalize()
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

@@ -308,6 +308,37 @@ def test_duplicates_get_the_original_result_and_are_sent_once(send_world):
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/dup-{i}": 1 for i in (1, 2, 3)})
 
 
+def test_the_dedup_table_survives_a_restart_from_its_local_store(send_world):
+    """The dedup table lives in RocksDB under the state dir: a restarted worker still knows a key
+    when the changelog has nothing to recover from (its records deleted here, as retention would
+    after the window), so the intake answers the duplicate itself."""
+    from confluent_kafka import TopicPartition
+
+    from processors.send.app import dedup_changelog
+    from wapipe.topics import admin_client
+
+    w = send_world
+    w.start_worker()
+    w.send(template(w.recipient(5), "hello_world"), w.routing("restart-1"))
+    assert w.final(["restart-1"])["restart-1"]["outcome"] == "ACCEPTED"
+    time.sleep(1.5)  # the outcomes agent records ACCEPTED in the table
+    w.supervisor.stop(w.worker)
+    changelog = dedup_changelog(w.settings.model_copy(update={"send_app_id": w.env["WAPIPE_SEND_APP_ID"]})).name
+    admin = admin_client(w.bootstrap)
+    parts = admin.list_topics(changelog, timeout=10).topics[changelog].partitions
+    assert parts, f"no changelog topic {changelog}"
+    for fut in admin.delete_records([TopicPartition(changelog, p, -1) for p in parts]).values():
+        fut.result()
+    w.start_worker("worker-2")
+    second = w.send(template(w.recipient(5), "hello_world"), w.routing("restart-1"))
+    deadline = time.monotonic() + 30
+    while not (mine := [r for r in w.results() if r["command_id"] == second["command_id"]]):
+        assert time.monotonic() < deadline, "no result for the re-sent key"
+    assert [(r["outcome"], r["original_outcome"], r["reason"]) for r in mine] == [
+        ("DUPLICATE", "ACCEPTED", "idempotency key seen before")]
+    assert w.sent_by_key(check=False)[f"{w.tenant_id}/restart-1"] == 1  # (the 2nd warm-up counts it as warm)
+
+
 def test_permanent_failures_are_failed_without_retry(send_world):
     w = send_world
     w.sandbox.control.set_template_status(w.sandbox.waba_id, "promo", "en_US", "PAUSED")  # Meta knows, we do not yet

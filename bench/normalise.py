@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import queue
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +30,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from dispatch import _cpu_seconds  # noqa: E402
 from own_broker import own_broker  # noqa: E402
+
+from wapipe.services import ServiceSpec, Supervisor  # noqa: E402
 
 STATUSES = ("sent", "delivered", "read")
 
@@ -113,29 +111,13 @@ def measure(bootstrap: str, webhooks: int, per: int) -> int:
     want = webhooks * per
     log(f"{webhooks} raw webhooks x {per} statuses on {WEBHOOK_RAW}")
 
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_STATE_DIR": str(tmp / "state"),
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_STATE_DIR": str(tmp / "state"),
            "WAPIPE_NORMALISE_APP_ID": f"bench-normalise-{run}", "WAPIPE_NORMALISE_OFFSET_RESET": "earliest"}
-    proc = subprocess.Popen([sys.executable, "-m", "wapipe", "normalise"], env=env, stdout=subprocess.PIPE,
-                            stderr=open(tmp / "normalise.log", "wb"), text=True, cwd=str(REPO))
-    try:
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-        deadline = time.monotonic() + 120
-        while not (lines.qsize() and lines.get().startswith("READY")):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"wapipe normalise did not start; see {tmp / 'normalise.log'}")
-            time.sleep(0.05)
-        t0, cpu0 = time.monotonic(), _cpu_seconds(proc.pid)
+    with Supervisor(tmp / "logs") as sup:  # stops the normaliser however this ends
+        svc = sup.start(ServiceSpec("normalise", ("normalise",), env=env, ready_timeout=120, stop_timeout=20))
+        t0, cpu0 = time.monotonic(), _cpu_seconds(svc.pid)
         got, t_last = count_status_events(bootstrap, run, want, timeout=max(120.0, webhooks / 10))
-        cpu1 = _cpu_seconds(proc.pid)  # the reader stops at the last event: CPU after it is idle time
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        cpu1 = _cpu_seconds(svc.pid)  # the reader stops at the last event: CPU after it is idle time
     elapsed = t_last - t0
     log(f"normaliser: {got}/{want} status events in {elapsed:.1f}s")
 

@@ -30,3 +30,14 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 20.0, expect: int |
         return out
     finally:
         c.close()
+
+
+def delete_all_records(bootstrap: str, topic: str) -> None:
+    """Delete every record of every partition of ``topic`` (what retention does to old ones)."""
+    from wapipe.topics import admin_client
+
+    admin = admin_client(bootstrap)
+    md = admin.list_topics(topic, timeout=10).topics.get(topic)
+    assert md is not None and md.partitions, f"no topic {topic}"
+    for fut in admin.delete_records([TopicPartition(topic, p, -1) for p in md.partitions]).values():
+        fut.result()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import delete_all_records, read_all
 from wapipe.avro import AvroSerde
 from wapipe.kafka import producer
 from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS, WEBHOOK_DEAD, WEBHOOK_RAW
@@ -176,7 +176,6 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
         svc.stop()
 
     # The seen table's changelog deletes by retention (ids older than the window leave the topic)...
-    from confluent_kafka import TopicPartition
     from confluent_kafka.admin import ConfigResource
 
     from processors.normalise.app import seen_changelog
@@ -191,9 +190,7 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
     assert cfg["retention.ms"] == str((7 * 24 * 3600 + 24 * 3600) * 1000)
     # ...and a restart reads the table from its local store, not the whole changelog again: with
     # the changelog's records deleted, Meta's redelivery still yields nothing new.
-    parts = admin.list_topics(changelog.name, timeout=10).topics[changelog.name].partitions
-    for fut in admin.delete_records([TopicPartition(changelog.name, p, -1) for p in parts]).values():
-        fut.result()
+    delete_all_records(bootstrap, changelog.name)
     _produce(bootstrap, good)
     svc = _Service(env, tmp_path / "normalise3.log")
     try:

@@ -312,10 +312,8 @@ def test_the_dedup_table_survives_a_restart_from_its_local_store(send_world):
     """The dedup table lives in RocksDB under the state dir: a restarted worker still knows a key
     when the changelog has nothing to recover from (its records deleted here, as retention would
     after the window), so the intake answers the duplicate itself."""
-    from confluent_kafka import TopicPartition
-
     from processors.send.app import dedup_changelog
-    from wapipe.topics import admin_client
+    from tests.integration.kafka_helpers import delete_all_records
 
     w = send_world
     w.start_worker()
@@ -324,11 +322,7 @@ def test_the_dedup_table_survives_a_restart_from_its_local_store(send_world):
     time.sleep(1.5)  # the outcomes agent records ACCEPTED in the table
     w.supervisor.stop(w.worker)
     changelog = dedup_changelog(w.settings.model_copy(update={"send_app_id": w.env["WAPIPE_SEND_APP_ID"]})).name
-    admin = admin_client(w.bootstrap)
-    parts = admin.list_topics(changelog, timeout=10).topics[changelog].partitions
-    assert parts, f"no changelog topic {changelog}"
-    for fut in admin.delete_records([TopicPartition(changelog, p, -1) for p in parts]).values():
-        fut.result()
+    delete_all_records(w.bootstrap, changelog)
     w.start_worker("worker-2")
     second = w.send(template(w.recipient(5), "hello_world"), w.routing("restart-1"))
     deadline = time.monotonic() + 30

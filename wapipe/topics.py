@@ -61,6 +61,9 @@ class TopicSpec:
     partitions: int | None = None  # None: settings.topic_partitions
     # Delete topics: the Settings field that holds this topic's retention.ms.
     retention_from: str = "retention_ms"
+    # Compact topics whose keys matter only for a window (a Settings field, seconds): they also
+    # delete by retention, the window plus a day.
+    window_from: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -76,7 +79,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SEND_ACCEPTED_TX, "phone_number_id", "SendCommand"),
     # Written to the partition number of the command's wa.send.accepted partition (explicitly), so
     # the worker owning a number's partition reloads exactly that number's ledger.
-    TopicSpec(SEND_LEDGER, "tenant_id/idempotency_key", "DispatchEntry", cleanup="compact"),
+    # Deletes by retention too: a key older than the dedup window is remembered nowhere else.
+    TopicSpec(SEND_LEDGER, "tenant_id/idempotency_key", "DispatchEntry", cleanup="compact",
+              window_from="send_dedup_window_s"),
     TopicSpec(SEND_RESULTS, "tenant_id", "SendResult"),
     TopicSpec(SEND_RETRY, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_DEAD, "tenant_id", "DeadLetter"),
@@ -99,9 +104,12 @@ def table_changelog(app_id: str, table: str, window_s: int, key: str) -> TopicSp
     compacted (one entry per key) and deleting by retention, so a key leaves the topic once it is
     older than the window (plus a day: the broker deletes whole segments; lookups check the age, so
     a late deletion is harmless). The name is Faust's default for the table, so Faust uses it."""
-    retention_ms = (int(window_s) + 24 * 3600) * 1000
     return TopicSpec(f"{app_id}-{table}-changelog", key, "(faust table entry)",
-                     extra={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)})
+                     extra={"cleanup.policy": "compact,delete", "retention.ms": str(window_retention_ms(window_s))})
+
+
+def window_retention_ms(window_s: int) -> int:
+    return (int(window_s) + 24 * 3600) * 1000
 
 
 def spec(name: str) -> TopicSpec:
@@ -122,6 +130,9 @@ def desired_configs(t: TopicSpec, s: Settings) -> dict[str, str]:
             "min.cleanable.dirty.ratio": str(s.min_cleanable_dirty_ratio),
             "delete.retention.ms": str(s.tombstone_retention_ms),
         }
+        if t.window_from is not None:
+            cfg["cleanup.policy"] = "compact,delete"
+            cfg["retention.ms"] = str(window_retention_ms(getattr(s, t.window_from)))
     else:
         cfg = {"cleanup.policy": "delete", "retention.ms": str(getattr(s, t.retention_from))}
         if t.retention_from == "raw_webhook_retention_ms":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -26,7 +27,8 @@ from aiokafka import AIOKafkaProducer
 
 from processors.send import records as R
 from processors.send.dispatcher import Dispatcher, Topics
-from processors.send.ledger import Ledger
+from processors.send.ledger import KafkaLedgerReader, Ledger
+from processors.send.ledger_store import LedgerStore
 from processors.send.reconcile import Reconciler
 from processors.send.validate import validate
 from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
@@ -61,6 +63,7 @@ class Runtime:
         self.dispatcher: Dispatcher | None = None
         self.restrictions: Any = None
         self.reconciler: Reconciler | None = None
+        self.ledger_store: LedgerStore | None = None
         self.pauses: PollPauses | None = None
         self._followers: list[TopicFollower] = []
         self._started = asyncio.Event()
@@ -103,7 +106,9 @@ class Runtime:
             for f in self._followers:
                 f.start()
             await asyncio.wait_for(asyncio.gather(win.ready.wait(), ctl.ready.wait()), 60)
-            ledger = Ledger(self.bootstrap, T.SEND_LEDGER, self.serde, self._write_ledger)
+            self.ledger_store = LedgerStore(ledger_dir(s), ttl_s=s.send_dedup_window_s + 24 * 3600)
+            ledger = Ledger(self.ledger_store, self.serde, self._write_ledger,
+                            KafkaLedgerReader(self.bootstrap, T.SEND_LEDGER), topic=T.SEND_LEDGER)
             from faust.types import TP
 
             pauses = self.pauses = PollPauses(self.app.consumer)  # never inside a poll: see PollPauses
@@ -147,15 +152,14 @@ class Runtime:
         return bool(self.restrictions is not None and self.restrictions.is_restricted(subject_id))
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, *, partition: int | None = None,
-                   headers: list | None = None) -> None:
-        """Produce and wait for the broker's acknowledgement (acks=all)."""
+                   headers: list | None = None) -> Any:
+        """Produce and wait for the broker's acknowledgement (acks=all); the record's metadata."""
         assert self.producer is not None
         fut = await self.producer.send(topic, value, key=key, partition=partition, headers=headers)
-        await fut
+        return await fut
 
-    async def _write_ledger(self, key: str, partition: int, record: dict) -> None:
-        await self.send(T.SEND_LEDGER, key.encode(), self.serde.encode(R.LEDGER, record, topic=T.SEND_LEDGER),
-                        partition=partition)
+    async def _write_ledger(self, key: str, partition: int, value: bytes) -> int:
+        return (await self.send(T.SEND_LEDGER, key.encode(), value, partition=partition)).offset
 
     async def close(self) -> None:
         if self.dispatcher is not None:
@@ -168,7 +172,7 @@ class Runtime:
             await self.producer.stop()
         if self.graph is not None:
             await self.graph.aclose()
-        for c in (self.registry, self.keyring):
+        for c in (self.registry, self.keyring, self.ledger_store):
             if c is not None:
                 c.close()
 
@@ -195,6 +199,11 @@ def _renamed(fn: Any, name: str) -> Any:
 
 
 DEDUP_TABLE = "send-dedup"
+
+
+def ledger_dir(settings: Settings) -> Path:
+    """The worker's local copy of wa.send.ledger (one worker process per state dir)."""
+    return settings.state_dir / "ledger" / settings.send_app_id
 
 
 def dedup_changelog(settings: Settings) -> T.TopicSpec:

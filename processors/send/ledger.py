@@ -1,15 +1,17 @@
 """The dispatch ledger: the one mechanism behind "at most once per idempotency key".
 
-``wa.send.ledger`` is compacted and keyed ``tenant_id/idempotency_key``. Every entry is written to
-the *same partition number* as the command's partition of ``wa.send.accepted`` (explicitly, not
-by hashing), and those topics are co-partitioned, so the worker that owns a number's partition
-owns its ledger partition too.
+``wa.send.ledger`` is compacted and keyed ``tenant_id/idempotency_key``; it deletes by retention
+too (the dedup window plus a day: a key older than the window is not remembered anywhere). Every
+entry is written to the *same partition number* as the command's partition of
+``wa.send.accepted`` (explicitly, not by hashing), and those topics are co-partitioned, so the
+worker that owns a number's partition owns its ledger partition too.
 
 The protocol, per command (see docs/send-pipeline.md):
 
-1. Before a partition's first command is looked at, the owner reads that ledger partition from
-   the beginning to its end offset (the previous owner's writes were acknowledged before its
-   revocation returned).
+1. Before a partition's first command is looked at, the owner has every record of that ledger
+   partition up to its end offset (the previous owner's writes were acknowledged before its
+   revocation returned): its local store (``ledger_store.py``) holds them up to a frontier, and
+   the records from the frontier to the end are read from the topic.
 2. ``DISPATCHING`` (attempt n) is written with acks=all and *awaited* before the Graph call.
 3. The outcome (``DONE`` + outcome, or ``RETRY`` + not_before) is written and awaited, with the
    SendResult, before the source record is acked (so before its offset can be committed).
@@ -25,11 +27,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from typing import Protocol
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
+from processors.send.ledger_store import LedgerStore
 from processors.send.records import LEDGER
 
 logger = log.get_logger(__name__)
@@ -37,6 +39,8 @@ logger = log.get_logger(__name__)
 DISPATCHING = "DISPATCHING"
 RETRY = "RETRY"
 DONE = "DONE"
+TIER_WINDOW_S = 24 * 3600
+MAX_AHEAD = 10_000  # acknowledged writes held above a gap before the frontier stops following writes
 
 
 @dataclass
@@ -57,31 +61,131 @@ class Entry:
                    int(nb.timestamp() * 1000) if nb else None, int(r["at"].timestamp() * 1000), r)
 
 
-Writer = Callable[[str, int, dict], Awaitable[None]]  # (key, partition, entry record) -> acked
+def tier_at_ms(r: dict) -> int | None:
+    """When an accepted business-initiated (template) send happened: the tier counts it for 24 h."""
+    if r.get("state") == DONE and r.get("outcome") == "ACCEPTED" and r.get("template"):
+        return int(r["at"].timestamp() * 1000)
+    return None
+
+
+def is_unknown(r: dict) -> bool:
+    return r.get("state") == DONE and r.get("outcome") == "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    offset: int
+    key: str
+    value: bytes | None  # None: a tombstone
+
+
+class FrontierAhead(Exception):
+    """The store says it read further than the topic partition's end: not the same partition."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__(f"end offset {end}")
+        self.end = end
+
+
+Sink = Callable[[list[TopicRecord], int], None]  # records read, position after them
+
+
+class TopicReader(Protocol):
+    async def topic_id(self) -> str | None: ...
+
+    async def read(self, partition: int, start: int, sink: Sink) -> int:
+        """Hand ``sink`` the records from ``start`` (or the partition's first, if later) to the end
+        offset taken when the read starts, in order; return that end. ``FrontierAhead`` when
+        ``start`` is past the end."""
+        ...
+
+
+Writer = Callable[[str, int, bytes], Awaitable[int | None]]  # (key, partition, value) -> offset, acked
+
+
+class KafkaLedgerReader:
+    """Reads ledger partitions with a consumer that joins no group (read_committed)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+
+    async def topic_id(self) -> str | None:
+        def describe() -> str | None:
+            from confluent_kafka import TopicCollection
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            desc = admin.describe_topics(TopicCollection([self.topic]), request_timeout=10)[self.topic].result()
+            return str(desc.topic_id) if desc.topic_id is not None else None
+
+        try:
+            return await asyncio.to_thread(describe)
+        except Exception as exc:
+            logger.warning("ledger.topic_id_unavailable", topic=self.topic, error=repr(exc)[:300])
+            return None
+
+    async def read(self, partition: int, start: int, sink: Sink) -> int:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.topic, partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                                    isolation_level="read_committed", auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            begin = (await consumer.beginning_offsets([tp]))[tp]
+            end = (await consumer.end_offsets([tp]))[tp]
+            if start > end:
+                raise FrontierAhead(end)
+            consumer.seek(tp, max(start, begin))
+            started, idle = time.monotonic(), 0
+            while (pos := await consumer.position(tp)) < end:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
+                idle = 0 if batch else idle + 1
+                if idle and idle % 10 == 0:  # 5 s without a record below the end: say so, keep trying
+                    logger.warning("ledger.load_stalled", partition=partition, position=pos, end=end,
+                                   seconds=round(time.monotonic() - started, 1))
+                msgs = batch.get(tp, [])
+                if msgs:
+                    sink([TopicRecord(m.offset, m.key.decode() if m.key else "", m.value) for m in msgs],
+                         await consumer.position(tp))
+        finally:
+            await consumer.stop()
+        return end
 
 
 class Ledger:
-    """In-memory view of the ledger partitions this worker owns, plus acknowledged writes."""
+    """What this worker knows of the ledger partitions it holds: the local store, kept up to date
+    from the topic at each load and by this worker's own acknowledged writes."""
 
-    def __init__(self, bootstrap: str, topic: str, serde: AvroSerde, write: Writer,
-                 on_loaded: Callable[[int, dict], None] | None = None) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+    def __init__(self, store: LedgerStore, serde: AvroSerde, write: Writer, reader: TopicReader, *,
+                 topic: str, on_loaded: Callable[[int, dict], None] | None = None) -> None:
+        self.store = store
         self.serde = serde
+        self.topic = topic
         self._write = write
-        self._on_loaded = on_loaded  # (partition, raw record) for each entry read at load
-        self._entries: dict[str, Entry] = {}
-        self._partition_of: dict[str, int] = {}
+        self._reader = reader
+        self._on_loaded = on_loaded  # (partition, record) for each tier / UNKNOWN entry at load
+        self._bound = False
         self._loaded: set[int] = set()
+        self._held: set[int] = set()  # loaded, or written by this process since its last unload
+        self._front: dict[int, int] = {}  # partition -> frontier while writes can move it
+        self._ahead: dict[int, set[int]] = {}  # acknowledged offsets above the frontier
         self._locks: dict[int, asyncio.Lock] = {}
         self._unloads: dict[int, int] = {}  # partition -> times unloaded (a load that overlapped one is stale)
 
     def get(self, key: str) -> Entry | None:
-        return self._entries.get(key)
+        stored = self.store.get(key)
+        if stored is None or stored.partition not in self._held:
+            return None
+        record = self._decode(stored.value, partition=stored.partition, offset=stored.offset)
+        return None if record is None else Entry.from_record(record)
 
     def partition_of(self, key: str) -> int | None:
         """The ledger partition of a key this worker holds (None: not held here)."""
-        return self._partition_of.get(key)
+        stored = self.store.get(key)
+        return stored.partition if stored is not None and stored.partition in self._held else None
 
     def loaded(self, partition: int) -> bool:
         return partition in self._loaded
@@ -93,71 +197,121 @@ class Ledger:
         async with lock:
             if partition in self._loaded:
                 return
+            await self._bind()
             unloads = self._unloads.get(partition, 0)
-            n = await self._load(partition)
+            started = time.monotonic()
+            read, end = await self._load(partition)
             if self._unloads.get(partition, 0) != unloads:
-                # Revoked while it loaded: what was read may be stale by the time the partition
-                # comes back, so it is dropped and the next owner (maybe this worker) reloads.
-                self._forget(partition)
-                logger.info("ledger.load_discarded", partition=partition, entries=n)
+                # Revoked while it loaded: the next owner may write before this worker gets the
+                # partition back, so it is not held now; what was read stays below the frontier.
+                logger.info("ledger.load_discarded", partition=partition, read=read)
                 return
             self._loaded.add(partition)
-            logger.info("ledger.loaded", partition=partition, entries=n)
+            self._held.add(partition)
+            self._front[partition], self._ahead[partition] = end, set()
+            handed = self._hand_over(partition)
+            logger.info("ledger.loaded", partition=partition, read=read, end=end, handed=handed,
+                        seconds=round(time.monotonic() - started, 2))
 
-    async def _load(self, partition: int) -> int:
-        tp = TopicPartition(self.topic, partition)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                                    isolation_level="read_committed")
-        await consumer.start()
-        n = 0
+    async def _bind(self) -> None:
+        if self._bound:
+            return
+        topic_id = await self._reader.topic_id()
+        if topic_id is None:
+            logger.warning("ledger.unbound", topic=self.topic,
+                           note="topic id unknown: a store that outlived its topic is caught only by its frontier")
+        elif self.store.bind(topic_id):
+            logger.warning("ledger.store_emptied", topic=self.topic, topic_id=topic_id,
+                           note="the local store held another topic of this name (new broker or re-created topic)")
+        self._bound = True
+
+    async def _load(self, partition: int) -> tuple[int, int]:
+        """Read the partition's records from the store's frontier to the end; (records read, end)."""
+        read = 0
+
+        def sink(records: list, position: int) -> None:
+            nonlocal read
+            for r in records:
+                self._apply(partition, r.offset, r.key, r.value)
+            read += len(records)
+            self.store.set_frontier(partition, position)  # only after what is below it is applied
+
+        start = self.store.frontier(partition)
         try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            started, idle = time.monotonic(), 0
-            while (pos := await consumer.position(tp)) < end:
-                batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
-                idle = 0 if batch else idle + 1
-                if idle and idle % 10 == 0:  # 5 s without a record below the end: say so, keep trying
-                    logger.warning("ledger.load_stalled", partition=partition, position=pos, end=end,
-                                   seconds=round(time.monotonic() - started, 1))
-                for msg in batch.get(tp, []):
-                    key = msg.key.decode() if msg.key else ""
-                    if msg.value is None:
-                        self._entries.pop(key, None)
-                        continue
-                    try:
-                        record = self.serde.decode(msg.value, LEDGER)
-                    except SerdeError as exc:  # never guess about a ledger entry we cannot read
-                        logger.error("ledger.unreadable", partition=partition, offset=msg.offset, error=str(exc))
-                        continue
-                    self._entries[key] = Entry.from_record(record)
-                    self._partition_of[key] = partition
-                    if self._on_loaded is not None:
-                        self._on_loaded(partition, record)
-                    n += 1
-        finally:
-            await consumer.stop()
+            end = await self._reader.read(partition, start, sink)
+        except FrontierAhead as exc:
+            logger.warning("ledger.frontier_ahead", partition=partition, frontier=start, end=exc.end,
+                           note="the store read further than the topic holds: reading the partition whole")
+            self.store.forget_partition(partition)
+            end = await self._reader.read(partition, 0, sink)
+        self.store.set_frontier(partition, end)
+        return read, end
+
+    def _apply(self, partition: int, offset: int | None, key: str, value: bytes | None,
+               record: dict | None = None) -> None:
+        if value is not None and record is None:
+            record = self._decode(value, partition=partition, offset=offset)
+            if record is None:
+                return
+        self.store.apply(partition, offset, key, value, tier_at_ms=tier_at_ms(record) if record else None,
+                         unknown=bool(record) and is_unknown(record))
+
+    def _decode(self, value: bytes, *, partition: int, offset: int | None) -> dict | None:
+        try:
+            return self.serde.decode(value, LEDGER)
+        except SerdeError as exc:  # never guess about a ledger entry we cannot read
+            logger.error("ledger.unreadable", partition=partition, offset=offset, error=str(exc))
+            return None
+
+    def _hand_over(self, partition: int) -> int:
+        """Give the tier the last 24 h of accepted template sends, and the reconciler the UNKNOWNs."""
+        if self._on_loaded is None:
+            return 0
+        since_ms = int((time.time() - TIER_WINDOW_S) * 1000)
+        n = 0
+        for key in [*self.store.tier_keys(partition, since_ms), *self.store.unknown_keys(partition)]:
+            stored = self.store.get(key)
+            record = None if stored is None else self._decode(stored.value, partition=partition, offset=stored.offset)
+            if record is not None:
+                self._on_loaded(partition, record)
+                n += 1
         return n
 
     def unload(self, partition: int) -> None:
-        """The partition was revoked: forget it (the next owner reloads it from the topic)."""
+        """The partition was revoked: not held any more (its next owner may write to it)."""
         self._unloads[partition] = self._unloads.get(partition, 0) + 1
-        self._forget(partition)
-
-    def _forget(self, partition: int) -> None:
         self._loaded.discard(partition)
-        for key in [k for k, p in self._partition_of.items() if p == partition]:
-            self._entries.pop(key, None)
-            self._partition_of.pop(key, None)
+        self._held.discard(partition)
+        self._front.pop(partition, None)
+        self._ahead.pop(partition, None)
 
     async def record(self, key: str, partition: int, record: dict) -> Entry:
         """Write ``record`` (a DispatchEntry) and wait for the broker's acknowledgement."""
-        await self._write(key, partition, record)
-        entry = Entry.from_record(record)
-        self._entries[key] = entry
-        self._partition_of[key] = partition
-        return entry
+        value = self.serde.encode(LEDGER, record, topic=self.topic)
+        offset = await self._write(key, partition, value)
+        self._apply(partition, offset, key, value, record)
+        self._held.add(partition)
+        if offset is not None:
+            self._advance(partition, offset)
+        return Entry.from_record(record)
+
+    def _advance(self, partition: int, offset: int) -> None:
+        """Move the frontier over this worker's own acknowledged writes, as long as they are
+        contiguous with it (anything else in between is read at the next load)."""
+        front, ahead = self._front.get(partition), self._ahead.get(partition)
+        if front is None or ahead is None or offset < front:
+            return
+        ahead.add(offset)
+        moved = front
+        while moved in ahead:
+            ahead.discard(moved)
+            moved += 1
+        if moved != front:
+            self._front[partition] = moved
+            self.store.set_frontier(partition, moved)
+        elif len(ahead) > MAX_AHEAD:  # a gap that will not fill (a write that failed): stop following
+            self._front.pop(partition, None)
+            self._ahead.pop(partition, None)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self.store.estimated_keys()

@@ -44,7 +44,9 @@ def test_every_declared_topic_exists_with_its_policy(topics, settings):
     for spec in TOPICS:
         assert spec.name in names
         cfg = described(admin, spec.name)
-        assert cfg["cleanup.policy"] == spec.cleanup
+        assert cfg["cleanup.policy"] == (spec.cleanup if spec.window_from is None else "compact,delete")
+        if spec.window_from is not None:  # compacted, and a key leaves once older than its window + 1 day
+            assert int(cfg["retention.ms"]) == (getattr(settings, spec.window_from) + 24 * 3600) * 1000
         if spec.cleanup == "compact":
             assert int(cfg["max.compaction.lag.ms"]) <= settings.erasure_deadline_ms
             assert int(cfg["segment.ms"]) <= int(cfg["max.compaction.lag.ms"])

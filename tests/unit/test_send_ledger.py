@@ -1,60 +1,210 @@
-"""Ledger loading against revocation: a load that a revocation overlapped is not trusted."""
+"""The ledger's view over its local store: what a load reads, what the frontier may pass, what a
+revocation does. The topic is a list per partition here (offsets are list positions); the store is
+the real RocksDB one (tests/integration/test_ledger_broker.py runs the same against the broker)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 
-from processors.send.ledger import Entry, Ledger
+import pytest
+
+from processors.send import records as R
+from processors.send.ledger import DISPATCHING, DONE, FrontierAhead, Ledger, TopicRecord
+from processors.send.ledger_store import LedgerStore
 from wapipe.avro import AvroSerde
 
-
-class SlowLedger(Ledger):
-    """The real Ledger; only reading the topic is replaced by entries handed in, after a pause in
-    which the test can revoke the partition."""
-
-    def __init__(self, entries: dict[str, str]) -> None:
-        super().__init__("", "wa.send.ledger", AvroSerde(), self._no_write)
-        self.topic_entries = entries
-        self.gate = asyncio.Event()
-        self.loads = 0
-
-    async def _no_write(self, key, partition, record) -> None:  # never called here
-        raise AssertionError("no writes in this test")
-
-    async def _load(self, partition: int) -> int:
-        self.loads += 1
-        await self.gate.wait()
-        at = dt.datetime.now(dt.timezone.utc)
-        for key, state in self.topic_entries.items():
-            self._entries[key] = Entry.from_record({"state": state, "attempts": 1, "command_id": key, "at": at})
-            self._partition_of[key] = partition
-        return len(self.topic_entries)
+SERDE = AvroSerde()
 
 
-def test_a_load_overlapped_by_a_revocation_is_discarded_and_the_next_assignment_reloads():
+class ListTopic:
+    """A ledger topic as lists of records; ``gate`` holds a read until the test opens it."""
+
+    def __init__(self, topic_id: str = "id-1") -> None:
+        self.id = topic_id
+        self.parts: dict[int, list[TopicRecord]] = {}
+        self.reads: list[tuple[int, int]] = []  # (partition, start) of each read
+        self.gate: asyncio.Event | None = None
+
+    async def topic_id(self) -> str | None:
+        return self.id
+
+    async def read(self, partition: int, start: int, sink) -> int:
+        self.reads.append((partition, start))
+        if self.gate is not None:
+            await self.gate.wait()
+        records = self.parts.get(partition, [])
+        if start > len(records):
+            raise FrontierAhead(len(records))
+        if records[start:]:
+            sink(records[start:], len(records))
+        return len(records)
+
+    def append(self, partition: int, key: str, value: bytes | None) -> int:
+        part = self.parts.setdefault(partition, [])
+        part.append(TopicRecord(len(part), key, value))
+        return len(part) - 1
+
+    async def write(self, key: str, partition: int, value: bytes) -> int:
+        return self.append(partition, key, value)
+
+
+def entry(key: str, state: str = DONE, outcome: str | None = "ACCEPTED", template: bool = True,
+          at: dt.datetime | None = None) -> dict:
+    cmd = {"tenant_id": "t1", "idempotency_key": key, "command_id": f"c-{key}", "phone_number_id": "391",
+           "subject_id": f"s-{key}", "template": {"name": "x"} if template else None}
+    return R.ledger_entry(cmd, state, attempts=1, outcome=outcome, at=at)
+
+
+def put(topic: ListTopic, partition: int, key: str, record: dict) -> None:
+    topic.append(partition, f"t1/{key}", SERDE.encode(R.LEDGER, record))
+
+
+@pytest.fixture
+def store_dir(tmp_path):
+    return tmp_path / "ledger"
+
+
+def open_ledger(store_dir, topic: ListTopic, loaded: list | None = None) -> Ledger:
+    on_loaded = (lambda p, r: loaded.append((p, r["idempotency_key"]))) if loaded is not None else None
+    return Ledger(LedgerStore(store_dir, ttl_s=3600), SERDE, topic.write, topic, topic="wa.send.ledger",
+                  on_loaded=on_loaded)
+
+
+def test_a_load_overlapped_by_a_revocation_is_not_held_and_the_next_assignment_reads_on(store_dir):
     async def go():
-        ledger = SlowLedger({"t/k1": "DONE"})
+        topic = ListTopic()
+        put(topic, 3, "k1", entry("k1"))
+        ledger = open_ledger(store_dir, topic)
+        topic.gate = asyncio.Event()
         first = asyncio.ensure_future(ledger.ensure_loaded(3))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
         ledger.unload(3)  # revoked while loading
-        ledger.gate.set()
+        topic.gate.set()
         await first
-        assert not ledger.loaded(3) and ledger.get("t/k1") is None
+        assert not ledger.loaded(3) and ledger.get("t1/k1") is None
         # assigned again: the topic meanwhile holds the other owner's write; it is read now
-        ledger.topic_entries = {"t/k1": "DONE", "t/k2": "DISPATCHING"}
+        put(topic, 3, "k2", entry("k2", DISPATCHING, outcome=None))
         await ledger.ensure_loaded(3)
-        assert ledger.loaded(3) and ledger.get("t/k2").state == "DISPATCHING" and ledger.loads == 2
+        assert ledger.loaded(3) and ledger.get("t1/k2").state == DISPATCHING and ledger.get("t1/k1").state == DONE
+        assert topic.reads == [(3, 0), (3, 1)]  # the second read started where the first one ended
 
     asyncio.run(go())
 
 
-def test_a_load_without_revocation_is_kept():
+def test_a_restart_reads_only_what_the_store_does_not_hold(store_dir):
     async def go():
-        ledger = SlowLedger({"t/k1": "DONE"})
-        ledger.gate.set()
+        topic = ListTopic()
+        for i in range(5):
+            put(topic, 0, f"k{i}", entry(f"k{i}", DISPATCHING, outcome=None))
+        first = open_ledger(store_dir, topic)
+        await first.ensure_loaded(0)
+        await first.ensure_loaded(0)
+        assert topic.reads == [(0, 0)]
+        first.store.close()
+        put(topic, 0, "k0", entry("k0"))  # written by another owner meanwhile
+        second = open_ledger(store_dir, topic)
+        await second.ensure_loaded(0)
+        assert topic.reads == [(0, 0), (0, 5)]
+        assert second.get("t1/k0").state == DONE and second.get("t1/k4").state == DISPATCHING
+
+    asyncio.run(go())
+
+
+def test_own_writes_move_the_frontier_only_while_contiguous(store_dir):
+    async def go():
+        topic = ListTopic()
+        ledger = open_ledger(store_dir, topic)
         await ledger.ensure_loaded(0)
+        await ledger.record("t1/a", 0, entry("a", DISPATCHING, outcome=None))
+        await ledger.record("t1/a", 0, entry("a"))
+        assert ledger.store.frontier(0) == 2
+        put(topic, 0, "zombie", entry("zombie"))  # somebody else's record at offset 2
+        await ledger.record("t1/b", 0, entry("b"))  # ours, at 3: above a record not applied here
+        assert ledger.store.frontier(0) == 2 and ledger.get("t1/zombie") is None
+        ledger.store.close()
+        again = open_ledger(store_dir, topic)
+        await again.ensure_loaded(0)
+        assert topic.reads[-1] == (0, 2) and again.get("t1/zombie").state == DONE
+        assert again.get("t1/b").state == DONE and again.store.frontier(0) == 4
+
+    asyncio.run(go())
+
+
+def test_an_older_record_never_overwrites_a_newer_one(store_dir):
+    async def go():
+        topic = ListTopic()
+        ledger = open_ledger(store_dir, topic)
         await ledger.ensure_loaded(0)
-        assert ledger.loaded(0) and ledger.get("t/k1").state == "DONE" and ledger.loads == 1
+        await ledger.record("t1/a", 0, entry("a", DISPATCHING, outcome=None))  # offset 0
+        await ledger.record("t1/a", 0, entry("a"))  # offset 1
+        ledger.store.set_frontier(0, 0)  # as after a crash before the frontier was saved
+        ledger.store.close()
+        again = open_ledger(store_dir, topic)
+        await again.ensure_loaded(0)  # re-reads offset 0 (DISPATCHING) after holding offset 1
+        assert again.get("t1/a").state == DONE
+
+    asyncio.run(go())
+
+
+def test_a_frontier_past_the_partitions_end_empties_that_partition_and_reads_it_whole(store_dir):
+    async def go():
+        topic = ListTopic()
+        for key in ("old1", "old2", "old3"):
+            put(topic, 0, key, entry(key))
+        put(topic, 1, "other", entry("other"))
+        first = open_ledger(store_dir, topic)
+        await first.ensure_loaded(0)
+        await first.ensure_loaded(1)
+        first.store.close()
+        topic.parts[0] = []  # partition 0 now ends (1) before the store's frontier (3)
+        put(topic, 0, "new", entry("new"))
+        again = open_ledger(store_dir, topic)
+        await again.ensure_loaded(0)
+        await again.ensure_loaded(1)
+        assert topic.reads[-3:] == [(0, 3), (0, 0), (1, 1)] and again.store.frontier(0) == 1
+        assert again.get("t1/old1") is None and again.get("t1/new").state == DONE
+        assert again.get("t1/other").state == DONE  # another partition is untouched
+
+    asyncio.run(go())
+
+
+def test_a_store_written_against_another_topic_is_emptied(store_dir):
+    async def go():
+        topic = ListTopic("id-1")
+        put(topic, 0, "old", entry("old"))
+        first = open_ledger(store_dir, topic)
+        await first.ensure_loaded(0)
+        first.store.close()
+        fresh = ListTopic("id-2")  # a new broker, or the topic deleted and re-created
+        second = open_ledger(store_dir, fresh)
+        await second.ensure_loaded(0)
+        assert fresh.reads == [(0, 0)] and second.get("t1/old") is None
+
+    asyncio.run(go())
+
+
+def test_a_load_hands_over_the_last_days_template_sends_and_the_unknowns(store_dir):
+    async def go():
+        topic = ListTopic()
+        now = dt.datetime.now(dt.timezone.utc)
+        put(topic, 0, "recent", entry("recent", at=now - dt.timedelta(hours=2)))
+        put(topic, 0, "old", entry("old", at=now - dt.timedelta(hours=30)))
+        put(topic, 0, "session", entry("session", template=False))
+        put(topic, 0, "unknown", entry("unknown", outcome="UNKNOWN"))
+        put(topic, 0, "inflight", entry("inflight", DISPATCHING, outcome=None))
+        put(topic, 0, "later", entry("later", DISPATCHING, outcome=None))
+        put(topic, 0, "later", entry("later", at=now))  # accepted later: counted once, as accepted
+        loaded: list = []
+        first = open_ledger(store_dir, topic, loaded)
+        await first.ensure_loaded(0)
+        assert sorted(loaded) == [(0, "later"), (0, "recent"), (0, "unknown")]
+        # the reconciler settles the unknown; a restart hands over the same sends, not the settled key
+        await first.record("t1/unknown", 0, {**entry("unknown"), "template": False})
+        first.store.close()
+        loaded.clear()
+        again = open_ledger(store_dir, topic, loaded)
+        await again.ensure_loaded(0)
+        assert sorted(loaded) == [(0, "later"), (0, "recent")]
 
     asyncio.run(go())

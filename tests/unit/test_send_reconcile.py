@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import tempfile
+from pathlib import Path
 
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
+from processors.send.ledger_store import LedgerStore
 from processors.send.reconcile import Reconciler
 from wapipe.avro import AvroSerde
 
@@ -28,13 +31,16 @@ class World:
         self.writes: list[tuple[str, int, dict]] = []
         self.results: list[tuple[dict, R.Outcome, dict]] = []
 
-        async def write(key: str, partition: int, record: dict) -> None:
-            self.writes.append((key, partition, record))
+        async def write(key: str, partition: int, value: bytes) -> int:
+            self.writes.append((key, partition, AvroSerde().decode(value, R.LEDGER)))
+            return len(self.writes) - 1
 
         async def emit(cmd: dict, outcome: R.Outcome, **kw) -> None:
             self.results.append((cmd, outcome, kw))
 
-        self.ledger = Ledger("", "wa.send.ledger", AvroSerde(), write)
+        self._dir = tempfile.TemporaryDirectory()  # the ledger's store, removed with the World
+        self.ledger = Ledger(LedgerStore(Path(self._dir.name), ttl_s=3600), AvroSerde(), write, reader=None,
+                             topic="wa.send.ledger")  # never loads: the tests hold partitions by writing
         self.rec = Reconciler(self.ledger, emit, memory_s=60, unknown_timeout_s=60)
 
     async def unknown(self, key: str, partition: int = 3) -> None:

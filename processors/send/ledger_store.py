@@ -1,0 +1,168 @@
+"""The send worker's local copy of ``wa.send.ledger``: RocksDB under the state dir.
+
+The ledger topic is the truth; this store is what this worker has read of it (and written to it),
+so that a restart or a re-assignment reads only the records newer than what it already holds,
+instead of the whole topic (which grows with every message of the dedup window).
+
+Layout (raw bytes keys, one database per worker):
+
+* ``e/<key>``                 → header (partition, offset, tier time, unknown flag) + the entry's
+  Avro bytes as written on the topic;
+* ``o/<partition>``           → the *frontier*: every record of that partition below it is applied
+  here (it only moves over offsets that were applied, never ahead of them);
+* ``t/<partition>/<at_ms>/<key>`` → an accepted template send (the messaging tier counts them for
+  24 h), in time order, so a load finds the last day's without reading the rest;
+* ``u/<partition>/<key>``     → an entry whose outcome is UNKNOWN (the reconciler's work);
+* ``m/topic_id``              → the ledger topic's id: a store written against another topic
+  (a new broker, a topic deleted and re-created) is emptied before use.
+
+Entries expire by RocksDB's TTL (the dedup window plus a day, like the topic's retention).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+_HEADER = struct.Struct(">HqqB")  # partition, offset (-1: unknown), tier time ms (-1: none), unknown flag
+_TOPIC_ID = b"m/topic_id"
+
+
+def _entry_key(key: str) -> bytes:
+    return b"e/" + key.encode()
+
+
+def _frontier_key(partition: int) -> bytes:
+    return b"o/%05d" % partition
+
+
+def _tier_prefix(partition: int) -> bytes:
+    return b"t/%05d/" % partition
+
+
+def _tier_key(partition: int, at_ms: int, key: str) -> bytes:
+    return _tier_prefix(partition) + b"%013d/" % at_ms + key.encode()
+
+
+def _unknown_prefix(partition: int) -> bytes:
+    return b"u/%05d/" % partition
+
+
+@dataclass(frozen=True)
+class Stored:
+    partition: int
+    offset: int  # -1: written without a known offset
+    tier_at_ms: int  # -1: not counted by the tier
+    unknown: bool
+    value: bytes
+
+
+class LedgerStore:
+    def __init__(self, path: Path, ttl_s: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.with_ttl(int(ttl_s)))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- the topic this store holds ------------------------------------------------------------
+    def bind(self, topic_id: str) -> bool:
+        """Use the store for the topic with id ``topic_id``; empties it when it held another topic
+        (True then)."""
+        held = self._db.get(_TOPIC_ID)
+        if held is not None and held.decode() == topic_id:
+            return False
+        emptied = held is not None
+        if emptied:
+            self._delete_where(lambda k: True)
+        self._db.put(_TOPIC_ID, topic_id.encode())
+        return emptied
+
+    def frontier(self, partition: int) -> int:
+        raw = self._db.get(_frontier_key(partition))
+        return int(raw) if raw is not None else 0
+
+    def set_frontier(self, partition: int, offset: int) -> None:
+        self._db.put(_frontier_key(partition), b"%d" % offset)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop everything held for ``partition`` (its topic partition no longer has what we read)."""
+        prefixes = (_tier_prefix(partition), _unknown_prefix(partition))
+        for k, v in list(self._db.items(from_key=b"e/")):
+            if not k.startswith(b"e/"):
+                break
+            if _HEADER.unpack_from(v)[0] == partition:
+                self._db.delete(k)
+        self._delete_where(lambda k: k.startswith(prefixes))
+        self._db.delete(_frontier_key(partition))
+
+    # --- entries -------------------------------------------------------------------------------
+    def get(self, key: str) -> Stored | None:
+        raw = self._db.get(_entry_key(key))
+        if raw is None:
+            return None
+        partition, offset, tier_at_ms, unknown = _HEADER.unpack_from(raw)
+        return Stored(partition, offset, tier_at_ms, bool(unknown), raw[_HEADER.size:])
+
+    def apply(self, partition: int, offset: int | None, key: str, value: bytes | None, *,
+              tier_at_ms: int | None = None, unknown: bool = False) -> bool:
+        """Put (or, for a tombstone, delete) ``key`` as of ``offset``. An entry already held from a
+        later offset wins (False). ``offset`` None: a write whose offset is not known, applied."""
+        old = self.get(key)
+        if old is not None and offset is not None and old.offset > offset:
+            return False
+        batch = WriteBatch(raw_mode=True)
+        if old is not None:
+            if old.tier_at_ms >= 0:
+                batch.delete(_tier_key(old.partition, old.tier_at_ms, key))
+            if old.unknown:
+                batch.delete(_unknown_prefix(old.partition) + key.encode())
+        if value is None:
+            batch.delete(_entry_key(key))
+        else:
+            tier = -1 if tier_at_ms is None else int(tier_at_ms)
+            header = _HEADER.pack(partition, -1 if offset is None else offset, tier, int(unknown))
+            batch.put(_entry_key(key), header + value)
+            if tier >= 0:
+                batch.put(_tier_key(partition, tier, key), b"")
+            if unknown:
+                batch.put(_unknown_prefix(partition) + key.encode(), b"")
+        self._db.write(batch)
+        return True
+
+    # --- what a load hands to the tier and the reconciler ------------------------------------
+    def tier_keys(self, partition: int, since_ms: int) -> Iterator[str]:
+        """Keys of accepted template sends at or after ``since_ms``, oldest first; older index
+        entries are removed on the way (the tier forgets them after 24 h)."""
+        prefix = _tier_prefix(partition)
+        stale: list[bytes] = []
+        for k, _ in self._db.items(from_key=prefix):
+            if not k.startswith(prefix):
+                break
+            at_ms, _, key = k[len(prefix):].partition(b"/")
+            if int(at_ms) < since_ms:
+                stale.append(k)
+                continue
+            yield key.decode()
+        for k in stale:
+            self._db.delete(k)
+
+    def unknown_keys(self, partition: int) -> Iterator[str]:
+        prefix = _unknown_prefix(partition)
+        for k, _ in self._db.items(from_key=prefix):
+            if not k.startswith(prefix):
+                break
+            yield k[len(prefix):].decode()
+
+    def estimated_keys(self) -> int:
+        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
+
+    def _delete_where(self, pred) -> None:
+        doomed = [k for k in self._db.keys() if pred(k)]
+        for k in doomed:
+            self._db.delete(k)

@@ -128,13 +128,8 @@ class Runtime:
             rec = self.reconciler = Reconciler(ledger, self.dispatcher._emit, memory_s=s.send_reconcile_memory_s,
                                                unknown_timeout_s=s.send_unknown_timeout_s)
             self.dispatcher.on_unknown = rec.on_unknown
-            rebuild = self.dispatcher.rebuild_tier
-
-            def on_loaded(partition: int, record: dict) -> None:
-                rebuild(partition, record)
-                rec.on_loaded(partition, record)
-
-            ledger._on_loaded = on_loaded
+            ledger.on_tier = self.dispatcher.rebuild_tier
+            ledger.on_unknown = rec.on_loaded
             rec.start()
             # Every worker follows every partition (statuses are keyed by number); the reconciler
             # acts only on keys of the ledger partitions this worker holds.

@@ -20,6 +20,7 @@ from connectors.meta import errors as meta_errors
 from processors.send import records as R
 from processors.send.lanes import TRANSACTIONAL, Job, NumberQueue
 from processors.send.ledger import DISPATCHING, DONE, RETRY, Ledger
+from processors.send.ledger_store import TierSend
 from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 from processors.send.validate import validate
 from wapipe import log
@@ -272,8 +273,8 @@ class Dispatcher:
         return None
 
     async def _settle(self, job: Job, what: Any, arg: Any, reason: str | None = None) -> None:
-        if what == "defer":
-            await self._retry_later(job, float(arg), attempts=job.attempt, reason=reason, via_topic=True)
+        if what == "defer":  # (the tier: maybe hours) the ERP is told why with a RETRYING result
+            await self._retry_later(job, float(arg), attempts=job.attempt, reason=reason, via_topic=True, result=True)
         else:
             await self._finish(job, what, attempts=job.attempt, reason=arg)
 
@@ -433,12 +434,9 @@ class Dispatcher:
             self.ledger.unload(p)
             self._paused.discard(p)
 
-    def rebuild_tier(self, partition: int, entry: dict) -> None:
+    def rebuild_tier(self, partition: int, send: TierSend) -> None:  # noqa: ARG002 - the ledger's hook shape
         """Ledger load hook: accepted business-initiated sends of the last 24 h use the tier."""
-        if entry.get("state") == DONE and entry.get("outcome") == "ACCEPTED" and entry.get("template"):
-            at = entry["at"].timestamp()
-            if at > time.time() - 24 * 3600:
-                self.tier.record(entry["tenant_id"], entry.get("subject_id") or "", at)
+        self.tier.record(send.tenant, send.subject, send.at_ms / 1000)
 
     async def close(self) -> None:
         self._closing = True

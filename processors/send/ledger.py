@@ -31,7 +31,7 @@ from typing import Protocol
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
-from processors.send.ledger_store import LedgerStore
+from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.records import LEDGER
 
 logger = log.get_logger(__name__)
@@ -61,10 +61,10 @@ class Entry:
                    int(nb.timestamp() * 1000) if nb else None, int(r["at"].timestamp() * 1000), r)
 
 
-def tier_at_ms(r: dict) -> int | None:
-    """When an accepted business-initiated (template) send happened: the tier counts it for 24 h."""
+def tier_send(r: dict) -> TierSend | None:
+    """An accepted business-initiated (template) send: the messaging tier counts it for 24 h."""
     if r.get("state") == DONE and r.get("outcome") == "ACCEPTED" and r.get("template"):
-        return int(r["at"].timestamp() * 1000)
+        return TierSend(int(r["at"].timestamp() * 1000), r["tenant_id"], r.get("subject_id") or "")
     return None
 
 
@@ -160,13 +160,16 @@ class Ledger:
     from the topic at each load and by this worker's own acknowledged writes."""
 
     def __init__(self, store: LedgerStore, serde: AvroSerde, write: Writer, reader: TopicReader, *,
-                 topic: str, on_loaded: Callable[[int, dict], None] | None = None) -> None:
+                 topic: str) -> None:
         self.store = store
         self.serde = serde
         self.topic = topic
         self._write = write
         self._reader = reader
-        self._on_loaded = on_loaded  # (partition, record) for each tier / UNKNOWN entry at load
+        # What a load hands over: the last 24 h of accepted template sends (to the tier budget)
+        # and the UNKNOWN entries (to the reconciler), with the partition.
+        self.on_tier: Callable[[int, TierSend], None] | None = None
+        self.on_unknown: Callable[[int, dict], None] | None = None
         self._bound = False
         self._loaded: set[int] = set()
         self._held: set[int] = set()  # loaded, or written by this process since its last unload
@@ -253,7 +256,7 @@ class Ledger:
             record = self._decode(value, partition=partition, offset=offset)
             if record is None:
                 return
-        self.store.apply(partition, offset, key, value, tier_at_ms=tier_at_ms(record) if record else None,
+        self.store.apply(partition, offset, key, value, tier=tier_send(record) if record else None,
                          unknown=bool(record) and is_unknown(record))
 
     def _decode(self, value: bytes, *, partition: int, offset: int | None) -> dict | None:
@@ -265,16 +268,19 @@ class Ledger:
 
     def _hand_over(self, partition: int) -> int:
         """Give the tier the last 24 h of accepted template sends, and the reconciler the UNKNOWNs."""
-        if self._on_loaded is None:
-            return 0
-        since_ms = int((time.time() - TIER_WINDOW_S) * 1000)
         n = 0
-        for key in [*self.store.tier_keys(partition, since_ms), *self.store.unknown_keys(partition)]:
-            stored = self.store.get(key)
-            record = None if stored is None else self._decode(stored.value, partition=partition, offset=stored.offset)
-            if record is not None:
-                self._on_loaded(partition, record)
+        if self.on_tier is not None:
+            for send in self.store.tier_sends(partition, int((time.time() - TIER_WINDOW_S) * 1000)):
+                self.on_tier(partition, send)
                 n += 1
+        if self.on_unknown is not None:
+            for key in list(self.store.unknown_keys(partition)):
+                stored = self.store.get(key)
+                record = None if stored is None else self._decode(stored.value, partition=partition,
+                                                                   offset=stored.offset)
+                if record is not None:
+                    self.on_unknown(partition, record)
+                    n += 1
         return n
 
     def unload(self, partition: int) -> None:

@@ -10,8 +10,9 @@ Layout (raw bytes keys, one database per worker):
   Avro bytes as written on the topic;
 * ``o/<partition>``           → the *frontier*: every record of that partition below it is applied
   here (it only moves over offsets that were applied, never ahead of them);
-* ``t/<partition>/<at_ms>/<key>`` → an accepted template send (the messaging tier counts them for
-  24 h), in time order, so a load finds the last day's without reading the rest;
+* ``t/<partition>/<at_ms>/<key>`` → ``tenant NUL subject`` of an accepted template send (the
+  messaging tier counts them for 24 h), in time order, so a load finds the last day's without
+  reading (or decoding) the rest;
 * ``u/<partition>/<key>``     → an entry whose outcome is UNKNOWN (the reconciler's work);
 * ``m/topic_id``              → the ledger topic's id: a store written against another topic
   (a new broker, a topic deleted and re-created) is emptied before use.
@@ -50,6 +51,14 @@ def _tier_key(partition: int, at_ms: int, key: str) -> bytes:
 
 def _unknown_prefix(partition: int) -> bytes:
     return b"u/%05d/" % partition
+
+
+@dataclass(frozen=True)
+class TierSend:
+    """An accepted business-initiated send, as the messaging tier counts it."""
+    at_ms: int
+    tenant: str
+    subject: str
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ class LedgerStore:
         return Stored(partition, offset, tier_at_ms, bool(unknown), raw[_HEADER.size:])
 
     def apply(self, partition: int, offset: int | None, key: str, value: bytes | None, *,
-              tier_at_ms: int | None = None, unknown: bool = False) -> bool:
+              tier: TierSend | None = None, unknown: bool = False) -> bool:
         """Put (or, for a tombstone, delete) ``key`` as of ``offset``. An entry already held from a
         later offset wins (False). ``offset`` None: a write whose offset is not known, applied."""
         old = self.get(key)
@@ -125,30 +134,31 @@ class LedgerStore:
         if value is None:
             batch.delete(_entry_key(key))
         else:
-            tier = -1 if tier_at_ms is None else int(tier_at_ms)
-            header = _HEADER.pack(partition, -1 if offset is None else offset, tier, int(unknown))
+            header = _HEADER.pack(partition, -1 if offset is None else offset, -1 if tier is None else tier.at_ms,
+                                  int(unknown))
             batch.put(_entry_key(key), header + value)
-            if tier >= 0:
-                batch.put(_tier_key(partition, tier, key), b"")
+            if tier is not None:
+                batch.put(_tier_key(partition, tier.at_ms, key), tier.tenant.encode() + b"\0" + tier.subject.encode())
             if unknown:
                 batch.put(_unknown_prefix(partition) + key.encode(), b"")
         self._db.write(batch)
         return True
 
     # --- what a load hands to the tier and the reconciler ------------------------------------
-    def tier_keys(self, partition: int, since_ms: int) -> Iterator[str]:
-        """Keys of accepted template sends at or after ``since_ms``, oldest first; older index
-        entries are removed on the way (the tier forgets them after 24 h)."""
+    def tier_sends(self, partition: int, since_ms: int) -> Iterator[TierSend]:
+        """Accepted template sends at or after ``since_ms``, oldest first; older index entries
+        are removed on the way (the tier forgets them after 24 h)."""
         prefix = _tier_prefix(partition)
         stale: list[bytes] = []
-        for k, _ in self._db.items(from_key=prefix):
+        for k, v in self._db.items(from_key=prefix):
             if not k.startswith(prefix):
                 break
-            at_ms, _, key = k[len(prefix):].partition(b"/")
-            if int(at_ms) < since_ms:
+            at_ms = int(k[len(prefix):len(prefix) + 13])
+            if at_ms < since_ms:
                 stale.append(k)
                 continue
-            yield key.decode()
+            tenant, _, subject = v.partition(b"\0")
+            yield TierSend(at_ms, tenant.decode(), subject.decode())
         for k in stale:
             self._db.delete(k)
 

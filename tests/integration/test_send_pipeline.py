@@ -345,6 +345,37 @@ def test_permanent_failures_are_failed_without_retry(send_world):
     assert snap["requests"] == len(w.warm_keys) + 1 and snap["rejected"] == {"132015": 1}
 
 
+def _retrying(w: SendWorld, key: str, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while not (mine := [r for r in w.results(timeout=1) if r["idempotency_key"] == key]):
+        assert time.monotonic() < deadline, f"no result for {key}"
+    assert [r["outcome"] for r in mine] == ["RETRYING"], mine
+    return mine[0]
+
+
+@pytest.mark.send_world(messaging_limit=3)
+def test_the_messaging_tier_holds_across_a_restart(send_world):
+    """The tier (unique recipients of template messages per 24 h, per business) defers a new
+    recipient once it is full, with a RETRYING result that says why; a restarted worker rebuilds
+    it from the ledger's last day of sends, so it does not start counting from zero."""
+    w = send_world
+    w.start_worker()  # the warm-up messages one recipient: 1 of 3
+    for i in (1, 2):
+        w.send(template(w.recipient(i), "hello_world"), w.routing(f"tier-{i}"))
+    assert {k: v["outcome"] for k, v in w.final(["tier-1", "tier-2"]).items()} == {"tier-1": "ACCEPTED",
+                                                                                   "tier-2": "ACCEPTED"}
+    w.send(template(w.recipient(3), "hello_world"), w.routing("tier-3"))
+    assert "messaging tier of 3 unique recipients" in _retrying(w, "tier-3")["reason"]
+    w.supervisor.stop(w.worker)
+    w.start_worker("worker-2")  # its warm-up messages the same recipient as the first one's
+    w.send(template(w.recipient(4), "hello_world"), w.routing("tier-4"))
+    w.send(template(w.recipient(1), "hello_world"), w.routing("tier-1-again"))  # counted already: fits
+    assert w.final(["tier-1-again"])["tier-1-again"]["outcome"] == "ACCEPTED"
+    assert "messaging tier of 3 unique recipients" in _retrying(w, "tier-4")["reason"]
+    sent = w.sent_by_key()
+    assert sent[f"{w.tenant_id}/tier-3"] == 0 and sent[f"{w.tenant_id}/tier-4"] == 0
+
+
 def _numbers(w: SendWorld) -> dict:
     return w.sandbox.control.counters()["numbers"]
 

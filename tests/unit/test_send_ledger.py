@@ -66,9 +66,11 @@ def store_dir(tmp_path):
 
 
 def open_ledger(store_dir, topic: ListTopic, loaded: list | None = None) -> Ledger:
-    on_loaded = (lambda p, r: loaded.append((p, r["idempotency_key"]))) if loaded is not None else None
-    return Ledger(LedgerStore(store_dir, ttl_s=3600), SERDE, topic.write, topic, topic="wa.send.ledger",
-                  on_loaded=on_loaded)
+    ledger = Ledger(LedgerStore(store_dir, ttl_s=3600), SERDE, topic.write, topic, topic="wa.send.ledger")
+    if loaded is not None:
+        ledger.on_tier = lambda p, send: loaded.append(("tier", p, send.tenant, send.subject))
+        ledger.on_unknown = lambda p, r: loaded.append(("unknown", p, r["idempotency_key"]))
+    return ledger
 
 
 def test_a_load_overlapped_by_a_revocation_is_not_held_and_the_next_assignment_reads_on(store_dir):
@@ -198,13 +200,13 @@ def test_a_load_hands_over_the_last_days_template_sends_and_the_unknowns(store_d
         loaded: list = []
         first = open_ledger(store_dir, topic, loaded)
         await first.ensure_loaded(0)
-        assert sorted(loaded) == [(0, "later"), (0, "recent"), (0, "unknown")]
+        assert sorted(loaded) == [("tier", 0, "t1", "s-later"), ("tier", 0, "t1", "s-recent"), ("unknown", 0, "unknown")]
         # the reconciler settles the unknown; a restart hands over the same sends, not the settled key
         await first.record("t1/unknown", 0, {**entry("unknown"), "template": False})
         first.store.close()
         loaded.clear()
         again = open_ledger(store_dir, topic, loaded)
         await again.ensure_loaded(0)
-        assert sorted(loaded) == [(0, "later"), (0, "recent")]
+        assert sorted(loaded) == [("tier", 0, "t1", "s-later"), ("tier", 0, "t1", "s-recent")]
 
     asyncio.run(go())

@@ -84,12 +84,10 @@ class LedgerStore:
         """Use the store for the topic with id ``topic_id``; empties it when it held another topic
         (True then)."""
         held = self._db.get(_TOPIC_ID)
-        if held is not None and held.decode() == topic_id:
-            return False
-        emptied = held is not None
+        emptied = held is not None and held.decode() != topic_id
         if emptied:
             self._delete_where(lambda k: True)
-        self._db.put(_TOPIC_ID, topic_id.encode())
+        self._db.put(_TOPIC_ID, topic_id.encode())  # written at each start: the TTL counts from here
         return emptied
 
     def frontier(self, partition: int) -> int:

@@ -185,6 +185,12 @@ class Ledger:
         record = self._decode(stored.value, partition=stored.partition, offset=stored.offset)
         return None if record is None else Entry.from_record(record)
 
+    def holds_unknown(self, key: str) -> bool:
+        """Whether this worker holds ``key`` with the outcome UNKNOWN (from the stored header: the
+        reconciler asks for every status webhook, nearly all of them for settled keys)."""
+        stored = self.store.get(key)
+        return stored is not None and stored.unknown and stored.partition in self._held
+
     def partition_of(self, key: str) -> int | None:
         """The ledger partition of a key this worker holds (None: not held here)."""
         stored = self.store.get(key)

@@ -155,8 +155,10 @@ class Reconciler:
     async def reconcile(self, key: str) -> bool:
         """Resolve ``key`` from a remembered status if this worker holds it as UNKNOWN."""
         st = self._recent.get(key)
+        if st is None or not self.ledger.holds_unknown(key):
+            return False
         entry = self.ledger.get(key)
-        if st is None or entry is None or entry.state != DONE or entry.outcome != str(R.Outcome.UNKNOWN):
+        if entry is None or entry.state != DONE or entry.outcome != str(R.Outcome.UNKNOWN):
             return False
         partition = self.ledger.partition_of(key)
         rec: dict[str, Any] = dict(entry.record or {})

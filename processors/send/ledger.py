@@ -172,7 +172,7 @@ class Ledger:
         self.on_unknown: Callable[[int, dict], None] | None = None
         self._bound = False
         self._loaded: set[int] = set()
-        self._held: set[int] = set()  # loaded, or written by this process since its last unload
+        self._held: set[int] = set()  # loaded since the last unload: what get() answers for
         self._front: dict[int, int] = {}  # partition -> frontier while writes can move it
         self._ahead: dict[int, set[int]] = {}  # acknowledged offsets above the frontier
         self._locks: dict[int, asyncio.Lock] = {}
@@ -302,7 +302,6 @@ class Ledger:
         value = self.serde.encode(LEDGER, record, topic=self.topic)
         offset = await self._write(key, partition, value)
         self._apply(partition, offset, key, value, record)
-        self._held.add(partition)
         if offset is not None:
             self._advance(partition, offset)
         return Entry.from_record(record)

@@ -26,6 +26,16 @@ def _status(key: str | None, status: str, wamid: str = "wamid.X", tenant: str = 
             "timestamp": dt.datetime.now(dt.timezone.utc)}
 
 
+class EmptyTopic:
+    """The ledger topic before anything is written (the writes here go to World.writes)."""
+
+    async def topic_id(self) -> str:
+        return "empty"
+
+    async def read(self, partition: int, start: int, sink) -> int:
+        return 0
+
+
 class World:
     def __init__(self) -> None:
         self.writes: list[tuple[str, int, dict]] = []
@@ -39,11 +49,12 @@ class World:
             self.results.append((cmd, outcome, kw))
 
         self._dir = tempfile.TemporaryDirectory()  # the ledger's store, removed with the World
-        self.ledger = Ledger(LedgerStore(Path(self._dir.name), ttl_s=3600), AvroSerde(), write, reader=None,
-                             topic="wa.send.ledger")  # never loads: the tests hold partitions by writing
+        self.ledger = Ledger(LedgerStore(Path(self._dir.name), ttl_s=3600), AvroSerde(), write, EmptyTopic(),
+                             topic="wa.send.ledger")
         self.rec = Reconciler(self.ledger, emit, memory_s=60, unknown_timeout_s=60)
 
     async def unknown(self, key: str, partition: int = 3) -> None:
+        await self.ledger.ensure_loaded(partition)  # this worker owns the partition
         await self.ledger.record(f"t1/{key}", partition, R.ledger_entry(_cmd(key), DONE, attempts=1, outcome="UNKNOWN"))
 
     async def drain(self) -> None:
@@ -96,6 +107,7 @@ def test_a_status_before_the_unknown_is_remembered() -> None:
 def test_other_keys_and_foreign_or_missing_callback_data_do_nothing() -> None:
     async def run() -> None:
         w = World()
+        await w.ledger.ensure_loaded(0)
         await w.ledger.record("t1/done", 0, R.ledger_entry(_cmd("done"), DONE, attempts=1, outcome="ACCEPTED",
                                                            wamid="wamid.D"))
         await w.unknown("u")
@@ -104,5 +116,20 @@ def test_other_keys_and_foreign_or_missing_callback_data_do_nothing() -> None:
             w.rec.on_status(ev)
         await w.drain()
         assert not w.results and w.ledger.get("t1/u").outcome == "UNKNOWN"
+
+    asyncio.run(run())
+
+
+def test_a_key_of_a_revoked_partition_is_left_to_its_next_owner() -> None:
+    async def run() -> None:
+        w = World()
+        await w.unknown("r", partition=3)
+        w.ledger.unload(3)  # revoked: the next owner reconciles it (from its own status memory)
+        w.rec.on_status(_status("t1/r", "delivered"))
+        await w.drain()
+        assert not w.results and len(w.writes) == 1  # only the UNKNOWN itself
+        await w.ledger.ensure_loaded(3)  # assigned back: held again, the remembered status settles it
+        await w.rec.reconcile("t1/r")
+        assert [o for _, o, _ in w.results] == [R.Outcome.ACCEPTED]
 
     asyncio.run(run())

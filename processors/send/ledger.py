@@ -171,6 +171,7 @@ class Ledger:
         self.on_tier: Callable[[int, TierSend], None] | None = None
         self.on_unknown: Callable[[int, dict], None] | None = None
         self._bound = False
+        self._bind_lock = asyncio.Lock()
         self._loaded: set[int] = set()
         self._held: set[int] = set()  # loaded since the last unload: what get() answers for
         self._front: dict[int, int] = {}  # partition -> frontier while writes can move it
@@ -223,16 +224,17 @@ class Ledger:
                         seconds=round(time.monotonic() - started, 2))
 
     async def _bind(self) -> None:
-        if self._bound:
-            return
-        topic_id = await self._reader.topic_id()
-        if topic_id is None:
-            logger.warning("ledger.unbound", topic=self.topic,
-                           note="topic id unknown: a store that outlived its topic is caught only by its frontier")
-        elif self.store.bind(topic_id):
-            logger.warning("ledger.store_emptied", topic=self.topic, topic_id=topic_id,
-                           note="the local store held another topic of this name (new broker or re-created topic)")
-        self._bound = True
+        async with self._bind_lock:  # once, before the first load of any partition
+            if self._bound:
+                return
+            topic_id = await self._reader.topic_id()
+            if topic_id is None:
+                logger.warning("ledger.unbound", topic=self.topic,
+                               note="topic id unknown: a store that outlived its topic is caught only by its frontier")
+            elif self.store.bind(topic_id):
+                logger.warning("ledger.store_emptied", topic=self.topic, topic_id=topic_id,
+                               note="the local store held another topic of this name (new broker or re-created topic)")
+            self._bound = True
 
     async def _load(self, partition: int) -> tuple[int, int]:
         """Read the partition's records from the store's frontier to the end; (records read, end)."""

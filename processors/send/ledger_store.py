@@ -100,11 +100,14 @@ class LedgerStore:
     def forget_partition(self, partition: int) -> None:
         """Drop everything held for ``partition`` (its topic partition no longer has what we read)."""
         prefixes = (_tier_prefix(partition), _unknown_prefix(partition))
-        for k, v in list(self._db.items(from_key=b"e/")):
+        doomed: list[bytes] = []
+        for k, v in self._db.items(from_key=b"e/"):
             if not k.startswith(b"e/"):
                 break
             if _HEADER.unpack_from(v)[0] == partition:
-                self._db.delete(k)
+                doomed.append(k)
+        for k in doomed:
+            self._db.delete(k)
         self._delete_where(lambda k: k.startswith(prefixes))
         self._db.delete(_frontier_key(partition))
 

@@ -113,9 +113,10 @@ class KafkaLedgerReader:
     async def topic_id(self) -> str | None:
         def describe() -> str | None:
             from confluent_kafka import TopicCollection
-            from confluent_kafka.admin import AdminClient
 
-            admin = AdminClient({"bootstrap.servers": self.bootstrap})
+            from wapipe.topics import admin_client
+
+            admin = admin_client(self.bootstrap)  # referenced until the future resolves
             desc = admin.describe_topics(TopicCollection([self.topic]), request_timeout=10)[self.topic].result()
             return str(desc.topic_id) if desc.topic_id is not None else None
 
@@ -172,8 +173,7 @@ class Ledger:
         self.on_unknown: Callable[[int, dict], None] | None = None
         self._bound = False
         self._bind_lock = asyncio.Lock()
-        self._loaded: set[int] = set()
-        self._held: set[int] = set()  # loaded since the last unload: what get() answers for
+        self._loaded: set[int] = set()  # loaded since their last unload: what get() answers for
         self._front: dict[int, int] = {}  # partition -> frontier while writes can move it
         self._ahead: dict[int, set[int]] = {}  # acknowledged offsets above the frontier
         self._locks: dict[int, asyncio.Lock] = {}
@@ -181,7 +181,7 @@ class Ledger:
 
     def get(self, key: str) -> Entry | None:
         stored = self.store.get(key)
-        if stored is None or stored.partition not in self._held:
+        if stored is None or stored.partition not in self._loaded:
             return None
         record = self._decode(stored.value, partition=stored.partition, offset=stored.offset)
         return None if record is None else Entry.from_record(record)
@@ -190,12 +190,12 @@ class Ledger:
         """Whether this worker holds ``key`` with the outcome UNKNOWN (from the stored header: the
         reconciler asks for every status webhook, nearly all of them for settled keys)."""
         stored = self.store.get(key)
-        return stored is not None and stored.unknown and stored.partition in self._held
+        return stored is not None and stored.unknown and stored.partition in self._loaded
 
     def partition_of(self, key: str) -> int | None:
         """The ledger partition of a key this worker holds (None: not held here)."""
         stored = self.store.get(key)
-        return stored.partition if stored is not None and stored.partition in self._held else None
+        return stored.partition if stored is not None and stored.partition in self._loaded else None
 
     def loaded(self, partition: int) -> bool:
         return partition in self._loaded
@@ -217,7 +217,6 @@ class Ledger:
                 logger.info("ledger.load_discarded", partition=partition, read=read)
                 return
             self._loaded.add(partition)
-            self._held.add(partition)
             self._front[partition], self._ahead[partition] = end, set()
             handed = self._hand_over(partition)
             logger.info("ledger.loaded", partition=partition, read=read, end=end, handed=handed,
@@ -295,7 +294,6 @@ class Ledger:
         """The partition was revoked: not held any more (its next owner may write to it)."""
         self._unloads[partition] = self._unloads.get(partition, 0) + 1
         self._loaded.discard(partition)
-        self._held.discard(partition)
         self._front.pop(partition, None)
         self._ahead.pop(partition, None)
 

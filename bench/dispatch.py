@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from pydantic import SecretStr  # noqa: E402
 
+from proc_cpu import cpu_seconds_all  # noqa: E402
 from wapipe.config import Settings  # noqa: E402
 from wapipe.services import ServiceSpec, Supervisor  # noqa: E402
 
@@ -189,7 +190,7 @@ class Bench:
                    for i in range(self.a.workers)]
         time.sleep(2.0 if self.a.workers > 1 else 0.0)  # let the group settle on its final assignment
         self.warm_up(erp, reader)
-        cpu0 = _cpu_seconds_all([w.pid for w in workers])
+        cpu0 = cpu_seconds_all([w.pid for w in workers])
         t_pub = time.time()
         erp.publish(campaign)
         log(f"published in {time.time() - t_pub:.1f}s; the campaign runs")
@@ -207,7 +208,7 @@ class Bench:
         keys = {(self.tenant, c["idempotency_key"]) for c in campaign + probes}
         final = reader.wait_final(keys, timeout=expected_s * 3 + 60)
         t_done = time.time()
-        cpu1 = _cpu_seconds_all([w.pid for w in workers])
+        cpu1 = cpu_seconds_all([w.pid for w in workers])
         log(f"{len(final)}/{len(keys)} final results after {t_done - t_pub:.1f}s")
 
         # steady phase: 30 % of the aggregate limit, for command->Graph latency without a backlog
@@ -335,21 +336,6 @@ class Bench:
                                                if counters.get(n, {}).get("max_requests_1s", 0) > lim),
             "baseline_sent": stats["sent"],
         }
-
-
-def _cpu_seconds_all(pids: list[int]) -> float | None:
-    values = [_cpu_seconds(p) for p in pids]
-    return None if any(v is None for v in values) else sum(values)
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """user+system CPU of a process and its children (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from dispatch import _cpu_seconds  # noqa: E402
 from own_broker import own_broker  # noqa: E402
+from proc_cpu import cpu_seconds  # noqa: E402
 
 from wapipe.services import ServiceSpec, Supervisor  # noqa: E402
 
@@ -115,9 +115,9 @@ def measure(bootstrap: str, webhooks: int, per: int) -> int:
            "WAPIPE_NORMALISE_APP_ID": f"bench-normalise-{run}", "WAPIPE_NORMALISE_OFFSET_RESET": "earliest"}
     with Supervisor(tmp / "logs") as sup:  # stops the normaliser however this ends
         svc = sup.start(ServiceSpec("normalise", ("normalise",), env=env, ready_timeout=120, stop_timeout=20))
-        t0, cpu0 = time.monotonic(), _cpu_seconds(svc.pid)
+        t0, cpu0 = time.monotonic(), cpu_seconds(svc.pid)
         got, t_last = count_status_events(bootstrap, run, want, timeout=max(120.0, webhooks / 10))
-        cpu1 = _cpu_seconds(svc.pid)  # the reader stops at the last event: CPU after it is idle time
+        cpu1 = cpu_seconds(svc.pid)  # the reader stops at the last event: CPU after it is idle time
     elapsed = t_last - t0
     log(f"normaliser: {got}/{want} status events in {elapsed:.1f}s")
 

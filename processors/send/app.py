@@ -106,7 +106,7 @@ class Runtime:
             for f in self._followers:
                 f.start()
             await asyncio.wait_for(asyncio.gather(win.ready.wait(), ctl.ready.wait()), 60)
-            self.ledger_store = LedgerStore(ledger_dir(s), ttl_s=s.send_dedup_window_s + 24 * 3600)
+            self.ledger_store = LedgerStore(ledger_dir(s), ttl_s=T.window_retention_ms(s.send_dedup_window_s) // 1000)
             ledger = Ledger(self.ledger_store, self.serde, self._write_ledger,
                             KafkaLedgerReader(self.bootstrap, T.SEND_LEDGER), topic=T.SEND_LEDGER)
             from faust.types import TP

@@ -282,11 +282,9 @@ class Ledger:
                 n += 1
         if self.on_unknown is not None:
             for key in list(self.store.unknown_keys(partition)):
-                stored = self.store.get(key)
-                record = None if stored is None else self._decode(stored.value, partition=partition,
-                                                                   offset=stored.offset)
-                if record is not None:
-                    self.on_unknown(partition, record)
+                entry = self.get(key)  # the partition is loaded: get() answers for it
+                if entry is not None and entry.record is not None:
+                    self.on_unknown(partition, entry.record)
                     n += 1
         return n
 

@@ -86,7 +86,7 @@ class LedgerStore:
         held = self._db.get(_TOPIC_ID)
         emptied = held is not None and held.decode() != topic_id
         if emptied:
-            self._delete_where(lambda k: True)
+            self._delete_prefix(b"")
         self._db.put(_TOPIC_ID, topic_id.encode())  # written at each start: the TTL counts from here
         return emptied
 
@@ -99,16 +99,11 @@ class LedgerStore:
 
     def forget_partition(self, partition: int) -> None:
         """Drop everything held for ``partition`` (its topic partition no longer has what we read)."""
-        prefixes = (_tier_prefix(partition), _unknown_prefix(partition))
-        doomed: list[bytes] = []
-        for k, v in self._db.items(from_key=b"e/"):
-            if not k.startswith(b"e/"):
-                break
-            if _HEADER.unpack_from(v)[0] == partition:
-                doomed.append(k)
+        doomed = [k for k, v in self._scan(b"e/") if _HEADER.unpack_from(v)[0] == partition]
         for k in doomed:
             self._db.delete(k)
-        self._delete_where(lambda k: k.startswith(prefixes))
+        self._delete_prefix(_tier_prefix(partition))
+        self._delete_prefix(_unknown_prefix(partition))
         self._db.delete(_frontier_key(partition))
 
     # --- entries -------------------------------------------------------------------------------
@@ -151,9 +146,7 @@ class LedgerStore:
         are removed on the way (the tier forgets them after 24 h)."""
         prefix = _tier_prefix(partition)
         stale: list[bytes] = []
-        for k, v in self._db.items(from_key=prefix):
-            if not k.startswith(prefix):
-                break
+        for k, v in self._scan(prefix):
             at_ms = int(k[len(prefix):len(prefix) + 13])
             if at_ms < since_ms:
                 stale.append(k)
@@ -165,15 +158,20 @@ class LedgerStore:
 
     def unknown_keys(self, partition: int) -> Iterator[str]:
         prefix = _unknown_prefix(partition)
-        for k, _ in self._db.items(from_key=prefix):
-            if not k.startswith(prefix):
-                break
+        for k, _ in self._scan(prefix):
             yield k[len(prefix):].decode()
 
     def estimated_keys(self) -> int:
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
-    def _delete_where(self, pred) -> None:
-        doomed = [k for k in self._db.keys() if pred(k)]
+    def _scan(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The keys under ``prefix`` with their values, in key order."""
+        for k, v in self._db.items(from_key=prefix):
+            if not k.startswith(prefix):
+                return
+            yield k, v
+
+    def _delete_prefix(self, prefix: bytes) -> None:
+        doomed = [k for k, _ in self._scan(prefix)]
         for k in doomed:
             self._db.delete(k)

@@ -12,8 +12,11 @@ ROLL_KEY = b"__roll__"  # a tombstone of a key nobody uses: rolls a compacted to
 
 
 def _consumer(bootstrap: str) -> Consumer:
+    # An offset that retention deleted while we read (out of range) resumes at the oldest record
+    # still held: the default ("latest") jumped to the end, so a scan skipped records still on the
+    # topic and oldest_timestamps answered "nothing held" for a partition that held some.
     return Consumer({"bootstrap.servers": bootstrap, "group.id": f"wapipe-scan-{uuid.uuid4().hex}",
-                     "enable.auto.commit": False, "enable.partition.eof": True})
+                     "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"})
 
 
 def scan(bootstrap: str, topic: str, *, timeout: float = 30.0) -> Iterator[Message]:

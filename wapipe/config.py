@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     send_max_attempts: int = Field(default=5, ge=1, description="Graph calls per command before wa.send.dead")
     send_retry_base_s: float = Field(default=1.0, gt=0)
     send_retry_max_s: float = Field(default=300.0, gt=0)
+    send_spam_pause_s: float = Field(default=600.0, gt=0, description="a number Meta restricted for spam (131048) "
+                                     "pauses this long unless Meta says how long (Retry-After)")
     send_pair_interval_s: float = Field(default=6.0, ge=0, description="one message per this many s to one recipient")
     send_pair_burst: int = Field(default=45, ge=1, description="pair-rate burst Meta lets a number borrow")
     send_buffer_per_partition: int = Field(default=4000, ge=10, description="commands held in memory per partition")

@@ -341,10 +341,12 @@ class Dispatcher:
             wait = self.pairs[pnid].on_pair_limited(job.subject, now)
             await self._retry_later(job, wait, attempts=attempt, reason="pair rate limit (131056)", via_topic=False)
         elif isinstance(exc, meta_errors.SpamLimited):
-            self.pacers[pnid].on_throttled(now, pause=exc.retry_after or 600.0)
+            pause = exc.retry_after or self.s.send_spam_pause_s
+            self.pacers[pnid].on_throttled(now, pause=pause)
             self.stats.throttled += 1
-            await self._retry_later(job, exc.retry_after or 600.0, attempts=attempt, reason=str(exc)[:300],
-                                    via_topic=True, **code)
+            # parked for minutes: the ERP hears why (RETRYING), as for a transient error
+            await self._retry_later(job, pause, attempts=attempt, reason=str(exc)[:300],
+                                    via_topic=True, result=True, **code)
         elif isinstance(exc, meta_errors.Throttled):
             self.pairs[pnid].refund(job.subject, now)
             pause = min(exc.retry_after or 1.0, 60.0)

@@ -76,6 +76,21 @@ def test_error_burst_sends_nothing(meta_sandbox, graph):
     assert r.status_code == 503 and r.json()["error"]["code"] == 2
 
 
+def test_any_catalogued_graph_error_can_be_injected_and_an_unknown_one_is_refused(meta_sandbox, graph):
+    from connectors.meta import errors
+
+    meta_sandbox.control.set_faults(error_count=1, error_code=131048)
+    r = graph.post(url(meta_sandbox), json=tpl_body(cb="spam"))
+    assert r.status_code == 400 and r.json()["error"]["code"] == 131048
+    assert r.json()["error"]["message"].startswith("(#131048) Spam rate limit hit")
+    assert type(errors.from_response(r)) is errors.SpamLimited  # what the worker pauses the number on
+    assert meta_sandbox.control.messages() == []
+    # over the control API as any client sends it (not through the Faults model): a clear 422
+    bad = httpx.put(f"{meta_sandbox.url}/_sandbox/faults", json={"error_count": 1, "error_code": 999999})
+    assert bad.status_code == 422 and "999999" in bad.text
+    assert graph.post(url(meta_sandbox), json=tpl_body(cb="after")).status_code == 200
+
+
 def test_error_faults_can_target_one_number(meta_sandbox, graph):
     a, b = meta_sandbox.number_ids
     meta_sandbox.control.set_faults(error_p=1.0, error_code=1, phone_number_id=b)

@@ -466,6 +466,32 @@ def test_throttling_and_pair_rate_recover_without_duplicates(send_world):
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/{k}": 1 for k in keys + pair})
 
 
+@pytest.mark.send_world(env={"WAPIPE_SEND_SPAM_PAUSE_S": "3"})
+def test_a_number_restricted_for_spam_pauses_and_says_why(send_world):
+    from connectors.meta.sandbox.models import Faults
+
+    w = send_world
+    w.start_worker()
+    w.sandbox.control.set_faults(Faults(error_count=1, error_code=131048, phone_number_id=w.numbers[0]))
+    w.send(template(w.recipient(1), "hello_world"), w.routing("spam-1"))
+    deadline = time.monotonic() + 30
+    while not (retrying := [r for r in w.results(timeout=0.3) if r["idempotency_key"] == "spam-1"]):
+        assert time.monotonic() < deadline, "no result for spam-1"
+    # the ERP hears at once why its message waits
+    assert (retrying[0]["outcome"], retrying[0]["error_code"], retrying[0]["attempts"]) == ("RETRYING", 131048, 1)
+    assert "131048" in retrying[0]["reason"]
+    # a later command to the same number waits for the pause too, not only the refused one
+    w.send(template(w.recipient(2), "hello_world"), w.routing("spam-2"))
+    final = w.final(["spam-1", "spam-2"], timeout=60)
+    assert {k: (r["outcome"], r["attempts"]) for k, r in final.items()} == {"spam-1": ("ACCEPTED", 2),
+                                                                           "spam-2": ("ACCEPTED", 1)}
+    for k in ("spam-1", "spam-2"):
+        waited = (final[k]["decided_at"] - retrying[0]["decided_at"]).total_seconds()
+        assert waited >= 2.5, (k, waited)
+    assert _numbers(w)[w.numbers[0]]["rejected"].get("131048") == 1
+    assert w.sent_by_key() == Counter({f"{w.tenant_id}/spam-1": 1, f"{w.tenant_id}/spam-2": 1})
+
+
 @pytest.mark.send_world(env={"WAPIPE_SEND_MAX_ATTEMPTS": "3"})
 def test_transient_errors_retry_then_dead_letter_and_unknown_outcomes_are_not_resent(send_world):
     from connectors.meta.sandbox.models import Faults

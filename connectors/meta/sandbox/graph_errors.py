@@ -27,6 +27,7 @@ _CATALOGUE: dict[int, tuple[str, int, str]] = {
     131009: ("Parameter value is not valid", 400, "OAuthException"),
     131026: ("Message Undeliverable", 400, "OAuthException"),
     131047: ("Re-engagement message", 400, "OAuthException"),
+    131048: ("Spam rate limit hit", 400, "OAuthException"),
     131049: ("This message was not delivered to maintain healthy ecosystem engagement.", 400, "OAuthException"),
     131056: ("(Business Account, Consumer Account) pair rate limit hit", 400, "OAuthException"),
     132000: ("Number of parameters does not match the expected number of params", 400, "OAuthException"),
@@ -42,6 +43,11 @@ THROTTLING = frozenset({4, 80007, 130429, 131056})
 
 def fbtrace_id() -> str:
     return secrets.token_urlsafe(20)[:27]
+
+
+def known(code: int) -> bool:
+    """A code the sandbox can answer with (its title, HTTP status and type are Meta's)."""
+    return code in _CATALOGUE
 
 
 def title(code: int) -> str:

@@ -178,13 +178,22 @@ class Faults(_Model):
 
     error_count: int = 0
     error_p: float = Field(0.0, ge=0, le=1)
-    error_code: Literal[1, 2, 131000] = 131000
+    error_code: int = Field(131000, description="any Graph error code the sandbox knows (graph_errors)")
     timeout_count: int = 0
     timeout_p: float = Field(0.0, ge=0, le=1)
     timeout_hold_s: float = 30.0
     reset_count: int = 0
     reset_p: float = Field(0.0, ge=0, le=1)
     phone_number_id: str | None = None
+
+    @field_validator("error_code")
+    @classmethod
+    def _known_code(cls, v: int) -> int:
+        from connectors.meta.sandbox.graph_errors import known
+
+        if not known(v):
+            raise ValueError(f"the sandbox does not know Graph error {v}")
+        return v
 
 
 class InboundRequest(_Model):

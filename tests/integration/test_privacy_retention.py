@@ -74,11 +74,13 @@ def test_kafka_raw_webhooks_expire_with_topic_retention(settings, topics, tmp_pa
                "headers": {}, "body": b'{"wa_id": "' + marker + b'"}'}
         p.produce(WEBHOOK_RAW, key=b"1001", value=serde.encode("RawWebhook", rec, topic=WEBHOOK_RAW))
         assert p.flush(10) == 0
-        assert any(marker in (m.value() or b"") for m in scan(topics, WEBHOOK_RAW))
+        # the record's own timestamp (the producer stamps it a moment after sent_at, possibly a ms later)
+        [marker_ts] = [m.timestamp()[1] for m in scan(topics, WEBHOOK_RAW) if marker in (m.value() or b"")]
+        assert marker_ts >= sent_at
         deadline = time.monotonic() + 30
         while True:
             oldest = [ts for ts in oldest_timestamps(topics, WEBHOOK_RAW).values() if ts is not None]
-            if not oldest or min(oldest) > sent_at:
+            if not oldest or min(oldest) > marker_ts:
                 break
             assert time.monotonic() < deadline, "raw webhook not expired within 30 s of a 1 s retention"
             time.sleep(0.5)

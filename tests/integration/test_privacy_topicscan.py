@@ -1,8 +1,11 @@
 """The topic scans that verify retention and erasure, against the real broker, when retention
 deletes records under them: an offset that no longer exists resumes at the oldest record still
-held (a scan that jumped to the end would miss records still on the topic)."""
+held (a scan that jumped to the end would miss records still on the topic); the oldest-record
+check says "nothing held" only when the broker says so, and raises when it cannot tell."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -36,3 +39,56 @@ def test_a_deleted_offset_resumes_at_the_oldest_record_still_held(topics, unique
     finally:
         c.close()
     assert got and got[0] == 6
+
+
+def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics, unique, monkeypatch):
+    from wapipe.privacy import topicscan
+
+    bootstrap, topic = topics, f"oldest.{unique}"
+    admin = admin_client(bootstrap)
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result()
+    p = producer(bootstrap)
+    t0 = int(time.time() * 1000) - 60_000  # recent: the topic's own retention must not delete them
+    for i in range(4):  # p0: records stamped t0..t0+3; p1: never written; p2: written, then all deleted
+        p.produce(topic, value=b"%d" % i, partition=0, timestamp=t0 + i)
+        p.produce(topic, value=b"%d" % i, partition=2, timestamp=t0 + 1000 + i)
+    assert p.flush(10) == 0
+    admin.delete_records([TopicPartition(topic, 0, 1)])[TopicPartition(topic, 0, 1)].result()
+    assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: t0 + 1000}
+
+    # retention empties p2 between the watermark request and the read: the read meets the end
+    stale: dict[int, tuple[int, int]] = {}
+
+    class StaleWatermarks:
+        def __init__(self, real):
+            self._real = real
+
+        def get_watermark_offsets(self, tp, **kw):
+            if tp.partition not in stale:
+                stale[tp.partition] = self._real.get_watermark_offsets(tp, **kw)
+                if tp.partition == 2:
+                    admin.delete_records([TopicPartition(topic, 2, 4)])[TopicPartition(topic, 2, 4)].result()
+            return stale[tp.partition]
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    real_consumer = topicscan._consumer
+    monkeypatch.setattr(topicscan, "_consumer", lambda b: StaleWatermarks(real_consumer(b)))
+    assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: None}
+    assert stale[2] == (0, 4)  # it did ask for offset 0 of p2, which no longer existed
+
+    # a partition whose first record does not come in time is not "nothing held": it raises
+    class Stuck:  # as a broker that never answers p0's fetch: the consumer is assigned the others only
+        def __init__(self, real):
+            self._real = real
+
+        def assign(self, tps):
+            self._real.assign([tp for tp in tps if tp.partition != 0])
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    monkeypatch.setattr(topicscan, "_consumer", lambda b: Stuck(real_consumer(b)))
+    with pytest.raises(TimeoutError, match=r"partitions \[0\]"):
+        topicscan.oldest_timestamps(bootstrap, topic, timeout=2)

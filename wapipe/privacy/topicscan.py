@@ -52,7 +52,11 @@ def scan(bootstrap: str, topic: str, *, timeout: float = 30.0) -> Iterator[Messa
 
 
 def oldest_timestamps(bootstrap: str, topic: str, *, timeout: float = 15.0) -> dict[int, int | None]:
-    """Partition -> timestamp (ms) of its oldest record still held (None: nothing held)."""
+    """Partition -> timestamp (ms) of its oldest record still held (None: nothing held).
+
+    "Nothing held" only when the broker says so (empty, or the end reached before any record:
+    retention emptied it while we read); a partition not answered in time raises TimeoutError,
+    never reads as empty (erasure decides on this)."""
     c = _consumer(bootstrap)
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
@@ -67,13 +71,21 @@ def oldest_timestamps(bootstrap: str, topic: str, *, timeout: float = 15.0) -> d
         if want:
             c.assign(want)
             deadline = time.monotonic() + timeout
-            while len(out) < len(md.partitions) and time.monotonic() < deadline:
+            while len(out) < len(md.partitions):
+                if time.monotonic() > deadline:
+                    missing = sorted(set(md.partitions) - set(out))
+                    raise TimeoutError(f"{topic}: oldest record of partitions {missing} not read within {timeout}s")
                 for m in c.consume(100, timeout=0.5):
-                    if m.error() is None and m.partition() not in out:
+                    if m.partition() in out:
+                        continue
+                    err = m.error()
+                    if err is None:
                         out[m.partition()] = m.timestamp()[1]
-                        c.pause([TopicPartition(topic, m.partition())])
-            for tp in want:  # the low watermark moved under us (retention ran): held nothing older
-                out.setdefault(tp.partition, None)
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        out[m.partition()] = None  # retention deleted all it held while we read
+                    else:
+                        continue
+                    c.pause([TopicPartition(topic, m.partition())])
         return out
     finally:
         c.close()

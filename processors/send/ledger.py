@@ -32,6 +32,7 @@ from typing import Protocol
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
 from processors.send.ledger_store import LedgerStore, TierSend
+from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
 
 logger = log.get_logger(__name__)
@@ -39,7 +40,6 @@ logger = log.get_logger(__name__)
 DISPATCHING = "DISPATCHING"
 RETRY = "RETRY"
 DONE = "DONE"
-TIER_WINDOW_S = 24 * 3600
 MAX_AHEAD = 10_000  # acknowledged writes held above a gap before the frontier stops following writes
 
 
@@ -277,7 +277,7 @@ class Ledger:
         """Give the tier the last 24 h of accepted template sends, and the reconciler the UNKNOWNs."""
         n = 0
         if self.on_tier is not None:
-            for send in self.store.tier_sends(partition, int((time.time() - TIER_WINDOW_S) * 1000)):
+            for send in self.store.tier_sends(partition, int((time.time() - TIER_PERIOD_S) * 1000)):
                 self.on_tier(partition, send)
                 n += 1
         if self.on_unknown is not None:

@@ -203,10 +203,13 @@ class PairLimiter:
         return wait
 
 
+TIER_PERIOD_S = 24 * 3600  # Meta's messaging tier counts unique recipients in a moving 24 h
+
+
 class TierBudget:
     """Unique recipients of business-initiated messages per moving 24 h, per tenant (portfolio)."""
 
-    def __init__(self, period_s: float = 24 * 3600) -> None:
+    def __init__(self, period_s: float = TIER_PERIOD_S) -> None:
         self.period = period_s
         self._seen: dict[str, OrderedDict[str, float]] = {}
 

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from connectors.meta.sandbox.graph_errors import known
+
 TIERS = {"TIER_250": 250, "TIER_2K": 2_000, "TIER_10K": 10_000, "TIER_100K": 100_000, "TIER_UNLIMITED": None}
 DEFAULT_THROUGHPUT = 80
 
@@ -189,8 +191,6 @@ class Faults(_Model):
     @field_validator("error_code")
     @classmethod
     def _known_code(cls, v: int) -> int:
-        from connectors.meta.sandbox.graph_errors import known
-
         if not known(v):
             raise ValueError(f"the sandbox does not know Graph error {v}")
         return v

@@ -11,6 +11,7 @@ from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
 from processors.send.ledger_store import LedgerStore
 from processors.send.reconcile import Reconciler
+from tests.unit.ledger_topic import ListTopic
 from wapipe.avro import AvroSerde
 
 
@@ -26,30 +27,22 @@ def _status(key: str | None, status: str, wamid: str = "wamid.X", tenant: str = 
             "timestamp": dt.datetime.now(dt.timezone.utc)}
 
 
-class EmptyTopic:
-    """The ledger topic before anything is written (the writes here go to World.writes)."""
-
-    async def topic_id(self) -> str:
-        return "empty"
-
-    async def read(self, partition: int, start: int, sink) -> int:
-        return 0
-
-
 class World:
     def __init__(self) -> None:
         self.writes: list[tuple[str, int, dict]] = []
         self.results: list[tuple[dict, R.Outcome, dict]] = []
 
+        self.topic = ListTopic()
+
         async def write(key: str, partition: int, value: bytes) -> int:
             self.writes.append((key, partition, AvroSerde().decode(value, R.LEDGER)))
-            return len(self.writes) - 1
+            return await self.topic.write(key, partition, value)
 
         async def emit(cmd: dict, outcome: R.Outcome, **kw) -> None:
             self.results.append((cmd, outcome, kw))
 
         self._dir = tempfile.TemporaryDirectory()  # the ledger's store, removed with the World
-        self.ledger = Ledger(LedgerStore(Path(self._dir.name), ttl_s=3600), AvroSerde(), write, EmptyTopic(),
+        self.ledger = Ledger(LedgerStore(Path(self._dir.name), ttl_s=3600), AvroSerde(), write, self.topic,
                              topic="wa.send.ledger")
         self.rec = Reconciler(self.ledger, emit, memory_s=60, unknown_timeout_s=60)
 

@@ -41,6 +41,16 @@ def test_a_deleted_offset_resumes_at_the_oldest_record_still_held(topics, unique
     assert got and got[0] == 6
 
 
+class _Delegating:
+    """The real consumer, with one method replaced to force a race's order (the broker stays real)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
 def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics, unique, monkeypatch):
     from wapipe.privacy import topicscan
 
@@ -59,10 +69,7 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
     # retention empties p2 between the watermark request and the read: the read meets the end
     stale: dict[int, tuple[int, int]] = {}
 
-    class StaleWatermarks:
-        def __init__(self, real):
-            self._real = real
-
+    class StaleWatermarks(_Delegating):
         def get_watermark_offsets(self, tp, **kw):
             if tp.partition not in stale:
                 stale[tp.partition] = self._real.get_watermark_offsets(tp, **kw)
@@ -70,24 +77,15 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
                     admin.delete_records([TopicPartition(topic, 2, 4)])[TopicPartition(topic, 2, 4)].result()
             return stale[tp.partition]
 
-        def __getattr__(self, name):
-            return getattr(self._real, name)
-
     real_consumer = topicscan._consumer
     monkeypatch.setattr(topicscan, "_consumer", lambda b: StaleWatermarks(real_consumer(b)))
     assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: None}
     assert stale[2] == (0, 4)  # it did ask for offset 0 of p2, which no longer existed
 
     # a partition whose first record does not come in time is not "nothing held": it raises
-    class Stuck:  # as a broker that never answers p0's fetch: the consumer is assigned the others only
-        def __init__(self, real):
-            self._real = real
-
+    class Stuck(_Delegating):  # as a broker that never answers p0's fetch: the others are assigned only
         def assign(self, tps):
             self._real.assign([tp for tp in tps if tp.partition != 0])
-
-        def __getattr__(self, name):
-            return getattr(self._real, name)
 
     monkeypatch.setattr(topicscan, "_consumer", lambda b: Stuck(real_consumer(b)))
     with pytest.raises(TimeoutError, match=r"partitions \[0\]"):

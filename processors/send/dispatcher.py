@@ -27,6 +27,8 @@ from wapipe import log
 
 logger = log.get_logger(__name__)
 
+REPEATED = "result repeated: its command was read again after a restart or rebalance (nothing sent again)"
+
 Send = Callable[..., Awaitable[None]]  # (topic, key, value, *, partition=None, headers=None) -> acked
 
 
@@ -121,7 +123,12 @@ class Dispatcher:
                 if entry.command_id != cmd["command_id"]:
                     await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome=entry.outcome, wamid=entry.wamid,
                                      reason="idempotency key already dispatched")
-                await ack()  # a replay of a command already decided: nothing to do
+                else:
+                    # A replay of a command already decided (its offset was not committed): the
+                    # process that decided it may have died between the ledger write and the
+                    # result's, so the result is answered again from the ledger. Nothing is sent.
+                    await self._emit_again(cmd, entry)
+                await ack()
                 return
             if entry.state == DISPATCHING:
                 # Written before a Graph call that no process is making now: the worker died
@@ -370,11 +377,22 @@ class Dispatcher:
         value = self.serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=self.topics.results)
         await self._send(self.topics.results, cmd["tenant_id"].encode(), value)
 
+    async def _emit_again(self, cmd: dict, entry: Any) -> None:
+        """The SendResult of a DONE ledger entry once more: same outcome, codes and decided_at."""
+        rec = entry.record or {}
+        await self._emit(cmd, R.Outcome(entry.outcome), attempts=entry.attempts, wamid=entry.wamid,
+                         message_status=rec.get("message_status"), error_code=rec.get("error_code"),
+                         error_subcode=rec.get("error_subcode"), at=rec.get("at"), reason=REPEATED)
+
     async def _finish(self, job: Job, outcome: R.Outcome, *, attempts: int, **kw: Any) -> None:
-        """Final outcome: ledger DONE and the SendResult, both acknowledged, then the source ack."""
-        entry = R.ledger_entry(job.cmd, DONE, attempts=attempts, outcome=str(outcome), wamid=kw.get("wamid"))
+        """Final outcome: ledger DONE and the SendResult, both acknowledged, then the source ack.
+        The two writes are not atomic: a replay that finds DONE answers the result again."""
+        at = R.now_utc()
+        entry = R.ledger_entry(job.cmd, DONE, attempts=attempts, outcome=str(outcome), wamid=kw.get("wamid"),
+                               message_status=kw.get("message_status"), error_code=kw.get("error_code"),
+                               error_subcode=kw.get("error_subcode"), at=at)
         await asyncio.gather(self.ledger.record(job.key, job.partition, entry),
-                             self._emit(job.cmd, outcome, attempts=attempts, **kw))
+                             self._emit(job.cmd, outcome, attempts=attempts, at=at, **kw))
         await self._released(job)
         if outcome == R.Outcome.UNKNOWN and self.on_unknown is not None:
             self.on_unknown(job.key)

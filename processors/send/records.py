@@ -97,12 +97,14 @@ def dead_letter(*, source_topic: str, partition: int, offset: int, key: bytes | 
 
 
 def ledger_entry(cmd: dict, state: str, *, attempts: int, outcome: str | None = None, wamid: str | None = None,
+                 message_status: str | None = None, error_code: int | None = None, error_subcode: int | None = None,
                  not_before_ms: int | None = None, at: dt.datetime | None = None) -> dict[str, Any]:
     return {
         "tenant_id": cmd["tenant_id"], "idempotency_key": cmd["idempotency_key"], "command_id": cmd["command_id"],
         "phone_number_id": cmd["phone_number_id"], "subject_id": cmd.get("subject_id") or "",
         "campaign_id": cmd.get("campaign_id"), "state": state, "attempts": attempts, "outcome": outcome,
-        "wamid": wamid, "template": is_template(cmd),
+        "wamid": wamid, "message_status": message_status, "error_code": error_code, "error_subcode": error_subcode,
+        "template": is_template(cmd),
         "not_before": dt.datetime.fromtimestamp(not_before_ms / 1000, dt.timezone.utc) if not_before_ms else None,
         "at": at or now_utc(),
     }

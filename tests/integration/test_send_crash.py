@@ -4,6 +4,7 @@ command whose Graph call the kill interrupted is reported UNKNOWN, not resent.""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections import Counter
 
@@ -38,11 +39,12 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     time.sleep(11)
     w.start_worker("worker-2", warm=False)  # same group: it resumes from the committed offsets
     final = w.final(keys, timeout=90)
-    assert len(final) == N, f"{N - len(final)} commands have no final result"
+    sent = w.sent_by_key()
+    missing = {k: sent[f"{w.tenant_id}/{k}"] for k in keys if k not in final}
+    assert not missing, f"{len(missing)} commands have no final result (key: times sent): {missing}"
     outcomes = Counter(r["outcome"] for r in final.values())
     assert set(outcomes) <= {"ACCEPTED", "UNKNOWN"}, outcomes
 
-    sent = w.sent_by_key()
     assert max(sent.values()) == 1, {k: c for k, c in sent.items() if c > 1}  # never twice
     for k, r in final.items():
         if r["outcome"] == "ACCEPTED":
@@ -53,3 +55,46 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     assert all(final[k]["outcome"] == "UNKNOWN" for k in never_sent)
     print(f"\nkilled after {at_kill} accepted; outcomes {dict(outcomes)}; "
           f"unknown but not sent: {len(never_sent)}")
+
+
+def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_world: SendWorld):
+    """A worker that dies after its DONE ledger entry was acknowledged but before its SendResult
+    was (the two writes are concurrent, not atomic) leaves the command's offset uncommitted. Its
+    replay finds DONE with the same command_id: the result is answered again from the ledger
+    (outcome, wamid, Meta's codes, decided_at), and nothing is sent again."""
+    from processors.send import records as R
+    from processors.send.ledger import DONE
+    from tests.integration.kafka_helpers import read_all
+    from wapipe.avro import AvroSerde
+    from wapipe.kafka import producer as make_producer
+    from wapipe.topics import SEND_LEDGER
+
+    w = send_world
+    w.start_worker("worker-1")  # its warm-up command goes to the number's partition
+    warm_key = f"{w.tenant_id}/warm-TRANSACTIONAL-0"
+    partition = next(m.partition() for m in read_all(w.bootstrap, SEND_LEDGER) if m.key() == warm_key.encode())
+    w.supervisor.stop(w.worker)
+
+    # What the dead worker left: the DONE entries are on the ledger, the results are not.
+    ok = w.erp.command(template(w.recipient(1), "hello_world"), w.routing("lost-ok"))
+    bad = w.erp.command(template(w.recipient(2), "hello_world"), w.routing("lost-failed"))
+    serde, p = AvroSerde(), make_producer(w.bootstrap)
+    decided = R.now_utc().replace(microsecond=0) - dt.timedelta(seconds=5)
+    for cmd, kw in ((ok, dict(outcome="ACCEPTED", wamid="wamid.before-the-crash", message_status="accepted")),
+                    (bad, dict(outcome="FAILED", error_code=131026, error_subcode=2494010))):
+        entry = R.ledger_entry(cmd, DONE, attempts=1, at=decided, **kw)
+        p.produce(SEND_LEDGER, key=R.command_key(cmd).encode(), partition=partition,
+                  value=serde.encode(R.LEDGER, entry, topic=SEND_LEDGER))
+    assert p.flush(10) == 0
+    w.erp.publish([ok, bad])  # the commands, as the restarted worker reads them again
+
+    w.start_worker("worker-2", warm=False)
+    final = w.final(["lost-ok", "lost-failed"], timeout=60)
+    assert {k: (r["outcome"], r["wamid"], r["error_code"], r["error_subcode"], r["decided_at"])
+            for k, r in final.items()} == {
+        "lost-ok": ("ACCEPTED", "wamid.before-the-crash", None, None, decided),
+        "lost-failed": ("FAILED", None, 131026, 2494010, decided)}
+    assert all(r["command_id"] in (ok["command_id"], bad["command_id"]) and "repeated" in r["reason"]
+               for r in final.values())
+    sent = w.sent_by_key()
+    assert sent[f"{w.tenant_id}/lost-ok"] == 0 and sent[f"{w.tenant_id}/lost-failed"] == 0

@@ -54,6 +54,18 @@ def test_old_writer_is_read_by_new_reader(serde):
     assert rec["pii"]["ciphertext"] == b"sealed"
 
 
+def test_a_v1_ledger_entry_is_read_with_no_result_codes(serde):
+    """Ledger entries written before DispatchEntry v2 (a worker of the previous release) stay
+    readable: the result's codes are simply unknown."""
+    entry = {"tenant_id": "t1", "idempotency_key": "inv-42", "command_id": "c-1", "phone_number_id": "1001",
+             "subject_id": "s1", "campaign_id": None, "state": "DONE", "attempts": 1, "outcome": "FAILED",
+             "wamid": None, "template": True, "not_before": None, "at": NOW}
+    v1 = serde.encode("DispatchEntry", entry, version=1)
+    assert serde.store.by_fingerprint(v1[2:10]).version == 1 and serde.store.latest("DispatchEntry").version == 2
+    rec = serde.decode(v1, "DispatchEntry")
+    assert (rec["outcome"], rec["error_code"], rec["error_subcode"], rec["message_status"]) == ("FAILED", None, None, None)
+
+
 def test_new_writer_fields_round_trip(serde):
     until = NOW + dt.timedelta(hours=1)
     rec = serde.decode(serde.encode("SendCommand", command(valid_until=until, priority=5)), "SendCommand")

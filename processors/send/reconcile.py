@@ -174,10 +174,15 @@ class Reconciler:
                                                  reason=f"{REASON}: failed {st.error_code}: {st.error_title}"[:300])
         else:
             outcome, kw = R.Outcome.ACCEPTED, dict(wamid=st.wamid, message_status=st.status, reason=REASON)
-        # The ledger first: a second status (or a replay) finds the key settled and does nothing.
-        done = {**rec, "state": DONE, "outcome": str(outcome), "wamid": kw.get("wamid"), "at": R.now_utc()}
+        # The result first, then the ledger (one key at a time, in this loop): a crash between the
+        # two leaves the key UNKNOWN, reconciled again from the remembered status after a restart
+        # (a second identical result), where the other order could settle it without any result.
+        # Once the ledger says DONE, a second status (or a replay) finds the key settled.
+        at = R.now_utc()
+        await self._emit(cmd, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN), at=at, **kw)
+        done = {**rec, "state": DONE, "outcome": str(outcome), "wamid": kw.get("wamid"),
+                "message_status": kw.get("message_status"), "error_code": kw.get("error_code"), "at": at}
         await self.ledger.record(key, partition, done)
-        await self._emit(cmd, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN), **kw)
         self._unknown_since.pop(key, None)
         self.reconciled += 1
         logger.info("reconcile.done", key=key, outcome=str(outcome), wamid=kw.get("wamid"), status=st.status)

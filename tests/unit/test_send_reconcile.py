@@ -7,6 +7,8 @@ import datetime as dt
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
 from processors.send.ledger_store import LedgerStore
@@ -38,7 +40,11 @@ class World:
             self.writes.append((key, partition, AvroSerde().decode(value, R.LEDGER)))
             return await self.topic.write(key, partition, value)
 
+        self.emit_fails = False
+
         async def emit(cmd: dict, outcome: R.Outcome, **kw) -> None:
+            if self.emit_fails:
+                raise RuntimeError("wa.send.results not acknowledged")
             self.results.append((cmd, outcome, kw))
 
         self._dir = tempfile.TemporaryDirectory()  # the ledger's store, removed with the World
@@ -79,6 +85,25 @@ def test_failed_status_gives_failed_with_metas_code() -> None:
         w.rec.on_status(_status("t1/f", "failed", code=131026))
         await w.drain()
         assert [(o, kw["error_code"]) for _, o, kw in w.results] == [(R.Outcome.FAILED, 131026)]
+
+    asyncio.run(run())
+
+
+def test_a_result_that_could_not_be_written_leaves_the_key_unknown_for_another_try() -> None:
+    """The result is written before the ledger settles the key: a failure (or crash) between them
+    leaves it UNKNOWN, to be reconciled again, never DONE without any result."""
+    async def run() -> None:
+        w = World()
+        await w.unknown("x")
+        w.rec.on_status(_status("t1/x", "delivered"))
+        w.emit_fails = True
+        with pytest.raises(RuntimeError):
+            await w.rec.reconcile("t1/x")
+        assert w.ledger.get("t1/x").outcome == "UNKNOWN" and w.ledger.holds_unknown("t1/x")
+        w.emit_fails = False
+        assert await w.rec.reconcile("t1/x")
+        assert [(o, kw["wamid"]) for _, o, kw in w.results] == [(R.Outcome.ACCEPTED, "wamid.X")]
+        assert w.ledger.get("t1/x").outcome == "ACCEPTED"
 
     asyncio.run(run())
 

@@ -2,7 +2,8 @@
 
 * ``kafka`` (session): a real broker — KAFKA_BOOTSTRAP_SERVERS, else testcontainers when a Docker
   engine answers, else the JVM broker from Maven Central jars. Stopped at the end of the session
-  even when tests fail; the JVM also dies with the test process (PR_SET_PDEATHSIG).
+  even when tests fail; the JVM also dies with the test process (PR_SET_PDEATHSIG). Under
+  pytest-xdist (``make test``) every worker process is a session of its own, with its own broker.
 * ``settings``: a Settings object whose state lives in the test's tmp dir (jars stay shared).
 * ``topics`` (session): every declared topic applied on the broker.
 * ``clickhouse``: an embedded ClickHouse (chDB) on a fresh folder, migrated.

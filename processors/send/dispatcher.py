@@ -19,7 +19,7 @@ from typing import Any
 from connectors.meta import errors as meta_errors
 from processors.send import records as R
 from processors.send.lanes import TRANSACTIONAL, Job, NumberQueue
-from processors.send.ledger import DISPATCHING, DONE, RETRY, Ledger
+from processors.send.ledger import DISPATCHING, DONE, RETRY, Entry, Ledger
 from processors.send.ledger_store import TierSend
 from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 from processors.send.validate import validate
@@ -377,7 +377,7 @@ class Dispatcher:
         value = self.serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=self.topics.results)
         await self._send(self.topics.results, cmd["tenant_id"].encode(), value)
 
-    async def _emit_again(self, cmd: dict, entry: Any) -> None:
+    async def _emit_again(self, cmd: dict, entry: Entry) -> None:
         """The SendResult of a DONE ledger entry once more: same outcome, codes and decided_at."""
         rec = entry.record or {}
         await self._emit(cmd, R.Outcome(entry.outcome), attempts=entry.attempts, wamid=entry.wamid,

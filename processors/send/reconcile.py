@@ -181,7 +181,8 @@ class Reconciler:
         at = R.now_utc()
         await self._emit(cmd, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN), at=at, **kw)
         done = {**rec, "state": DONE, "outcome": str(outcome), "wamid": kw.get("wamid"),
-                "message_status": kw.get("message_status"), "error_code": kw.get("error_code"), "at": at}
+                "message_status": kw.get("message_status"), "error_code": kw.get("error_code"), "error_subcode": None,
+                "at": at}
         await self.ledger.record(key, partition, done)
         self._unknown_since.pop(key, None)
         self.reconciled += 1

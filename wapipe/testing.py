@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,25 @@ def make_settings(state_dir: Path, **overrides) -> Settings:
     fields = {"state_dir": state_dir, "jars_dir": base.jars_dir, "kafka_bootstrap_servers": base.kafka_bootstrap_servers}
     fields.update(overrides)
     return base.model_copy(update=fields)
+
+
+@contextlib.contextmanager
+def dedicated_broker(folder: Path, **overrides) -> Iterator:
+    """A JVM broker of a test's own (its own ports and data folder under ``folder``) with every
+    topic applied, for a test that stops it and starts it again (``provider._jvm.stop()`` /
+    ``.start()``: same ports, same data) without touching the session's broker. Yields the
+    ``KafkaProvider``; stopped at the end, also on failure."""
+    from wapipe.stack.local import KafkaProvider
+    from wapipe.topics import admin_client, apply_topics
+
+    s = make_settings(folder / "state", kafka_bootstrap_servers=None, **overrides)
+    provider = KafkaProvider(s, prefer="jvm", data_dir=folder / "kafka-data")
+    provider.start()
+    try:
+        apply_topics(admin_client(provider.bootstrap), s)
+        yield provider
+    finally:
+        provider.stop()
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from connectors.meta.signature import sign
 from producers.ingress.process import IngressProcess, wait_until
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.testing import make_settings
-from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
+from wapipe.testing import dedicated_broker
+from wapipe.topics import WEBHOOK_RAW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,16 +28,8 @@ SECRET = "outage-secret"
 
 @pytest.fixture
 def own_broker(tmp_path):
-    from wapipe.stack.local import KafkaProvider
-
-    s = make_settings(tmp_path / "state", kafka_bootstrap_servers=None, topic_partitions=2)
-    provider = KafkaProvider(s, prefer="jvm", data_dir=tmp_path / "kafka-data")
-    provider.start()
-    try:
-        apply_topics(admin_client(provider.bootstrap), s)
+    with dedicated_broker(tmp_path, topic_partitions=2) as provider:
         yield provider
-    finally:
-        provider.stop()
 
 
 def body_for(n: int, tag: str) -> bytes:

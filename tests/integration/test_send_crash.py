@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections import Counter
 
 import pytest
 
-from producers.erp import Lane, template
+from producers.erp import template
 from tests.integration.test_send_pipeline import SendWorld, send_world  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,15 +21,9 @@ N = 400
 def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(send_world: SendWorld):
     w = send_world
     w.start_worker("worker-1")
-    keys = [f"k-{i}" for i in range(N)]
-    w.publish([(template(w.recipient(i), "hello_world"), w.routing(k, lane=Lane.CAMPAIGN, campaign="crash"))
-               for i, k in enumerate(keys)])
-    deadline = time.monotonic() + 60
-    while w.sandbox.control.counters()["numbers"].get(w.numbers[0], {}).get("accepted", 0) < N // 3:
-        assert time.monotonic() < deadline, "the campaign did not start"
-        time.sleep(0.05)
+    keys = w.campaign_under_way("crash", N, accepted=N // 3)
     w.kill_worker()  # SIGKILL, mid-campaign: Graph calls in flight, offsets not committed
-    at_kill = w.sandbox.control.counters()["numbers"][w.numbers[0]]["accepted"]
+    at_kill = w.accepted()
     assert at_kill < N
 
     # Restart after the dead member's session (10 s) expired, as a supervisor restarting a crashed
@@ -38,17 +31,7 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     # rebalance twice, and its table recovery was seen to stall in that case (see the report).
     time.sleep(11)
     w.start_worker("worker-2", warm=False)  # same group: it resumes from the committed offsets
-    final = w.final(keys, timeout=90)
-    sent = w.sent_by_key()
-    missing = {k: sent[f"{w.tenant_id}/{k}"] for k in keys if k not in final}
-    assert not missing, f"{len(missing)} commands have no final result (key: times sent): {missing}"
-    outcomes = Counter(r["outcome"] for r in final.values())
-    assert set(outcomes) <= {"ACCEPTED", "UNKNOWN"}, outcomes
-
-    assert max(sent.values()) == 1, {k: c for k, c in sent.items() if c > 1}  # never twice
-    for k, r in final.items():
-        if r["outcome"] == "ACCEPTED":
-            assert sent[f"{w.tenant_id}/{k}"] == 1
+    final, sent, outcomes = w.settled_at_most_once(keys, timeout=90)
     # UNKNOWN only for the few calls the kill interrupted; each sent at most once
     assert outcomes["UNKNOWN"] <= 20, outcomes
     never_sent = [k for k in keys if sent[f"{w.tenant_id}/{k}"] == 0]

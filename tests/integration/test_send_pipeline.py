@@ -125,6 +125,38 @@ class SendWorld:
             pass
         return [r for r in self.reader.seen if r["tenant_id"] == self.tenant_id]
 
+    def campaign_under_way(self, campaign: str, n: int, *, accepted: int) -> list[str]:
+        """Publish a campaign of ``n`` template commands on the first number; return its keys once
+        the sandbox accepted ``accepted`` messages of that number (within 60 s)."""
+        keys = [f"{campaign}-{i}" for i in range(n)]
+        self.publish([(template(self.recipient(i), "hello_world"), self.routing(k, lane=Lane.CAMPAIGN, campaign=campaign))
+                      for i, k in enumerate(keys)])
+        deadline = time.monotonic() + 60
+        while self.accepted() < accepted:
+            assert time.monotonic() < deadline, "the campaign did not start"
+            time.sleep(0.05)
+        return keys
+
+    def accepted(self, number: int = 0) -> int:
+        """Messages the sandbox accepted from this number so far."""
+        return self.sandbox.control.counters()["numbers"].get(self.numbers[number], {}).get("accepted", 0)
+
+    def settled_at_most_once(self, keys, timeout: float) -> tuple[dict[str, dict], Counter, Counter]:
+        """After a fault: every key has a final result, ACCEPTED or UNKNOWN; none was sent twice, and
+        each ACCEPTED one exactly once (sandbox counters). Fails naming the keys without a result and
+        how often each was sent. Returns the results, the sends per key and the outcome counts."""
+        final = self.final(keys, timeout=timeout)
+        sent = self.sent_by_key()
+        missing = {k: sent[f"{self.tenant_id}/{k}"] for k in keys if k not in final}
+        assert not missing, f"{len(missing)} commands have no final result (key: times sent): {missing}"
+        outcomes = Counter(r["outcome"] for r in final.values())
+        assert set(outcomes) <= {"ACCEPTED", "UNKNOWN"}, outcomes
+        assert max(sent.values()) == 1, {k: c for k, c in sent.items() if c > 1}  # never twice
+        for k, r in final.items():
+            if r["outcome"] == "ACCEPTED":
+                assert sent[f"{self.tenant_id}/{k}"] == 1, (k, r)
+        return final, sent, outcomes
+
     def sent_by_key(self, check: bool = True) -> Counter:
         """What the sandbox accepted, per biz_opaque_callback_data (= tenant/idempotency key),
         without the warm-up commands."""

@@ -40,6 +40,10 @@ from wapipe.offset_guard import OffsetGuard, broker_committed
 
 logger = log.get_logger(__name__)
 
+# The topics the dispatcher reads commands from (its ledger partitions follow theirs).
+LANE_TOPICS = frozenset({T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY})
+# Every topic an agent reads through the offset guard.
+GUARDED_TOPICS = LANE_TOPICS | {T.SEND_REQUESTED, T.SEND_REQUESTED_BULK}
 # Served before any other buffered partition in each poll (see wapipe/fetch_rotation.py).
 TRANSACTIONAL_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX})
 FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLED"}
@@ -357,18 +361,22 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     ready = {"printed": False}
 
+    def _named(tps: Any) -> list[str]:
+        return sorted(f"{tp.topic}:{tp.partition}" for tp in tps if tp.topic in LANE_TOPICS)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
+        logger.info("partitions.revoked", partitions=_named(revoked))
         guard.forget(revoked)
         if rt.pauses is not None:
             rt.pauses.forget(revoked)
         d = rt.dispatcher
         if d is not None:
-            mine = {T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY}
-            await d.on_revoked({tp.partition for tp in revoked if tp.topic in mine})
+            await d.on_revoked({tp.partition for tp in revoked if tp.topic in LANE_TOPICS})
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: Any, assigned: Any, **kw: Any) -> None:
+        logger.info("partitions.assigned", partitions=_named(assigned))
         guard.forget(assigned)
         guard.assigned(await broker_committed(bootstrap, s.send_app_id, assigned))
         # a campaign's backlog never holds the transactional topics back
@@ -381,6 +389,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         if not ready["printed"]:
             ready["printed"] = True
             print("\nREADY worker", flush=True)  # own line: faust may have left a cursor escape
+
+    @app.timer(interval=1.0)
+    async def sweep_skipped_tails() -> None:
+        """Records Faust read and never delivered at a partition's end (wapipe/offset_guard.py)."""
+        await guard.sweep(app.consumer, GUARDED_TOPICS)
 
     @app.timer(interval=5.0)
     async def report() -> None:

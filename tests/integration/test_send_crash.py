@@ -5,6 +5,7 @@ command whose Graph call the kill interrupted is reported UNKNOWN, not resent.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 
 import pytest
@@ -81,3 +82,38 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
                for r in final.values())
     sent = w.sent_by_key()
     assert sent[f"{w.tenant_id}/lost-ok"] == 0 and sent[f"{w.tenant_id}/lost-failed"] == 0
+
+
+@pytest.mark.send_world(rates=[(50, 50)] * 8)
+def test_a_worker_killed_beside_another_its_partitions_move_and_nothing_is_sent_twice(send_world: SendWorld):
+    """Two workers of one group share the partitions; one is killed (SIGKILL) mid-campaign. When
+    its session times out the other is assigned its partitions: it loads their ledger, turns the
+    dead worker's interrupted calls (DISPATCHING) into UNKNOWN, answers what it decided but did not
+    commit from the ledger, and sends the rest — each command once at most."""
+    w = send_world
+    a = w.start_worker("worker-a")
+    # joins the group (the partitions are split between the two), with a state folder of its own
+    w.start_worker("worker-b", warm=False, WAPIPE_STATE_DIR=str(w.settings.state_dir.parent / "state-b"))
+    keys = w.campaign_under_way("moved", N, accepted=N // 4)
+    w.worker = a
+    w.kill_worker()
+    killed_at = dt.datetime.now(dt.timezone.utc)
+    at_kill = w.accepted()
+
+    _, _, outcomes = w.settled_at_most_once(keys, timeout=120)
+    assert outcomes["UNKNOWN"] <= 20, outcomes
+    # worker-b did take over: it loaded a ledger partition it had not held before the kill.
+    loaded_after = [e["partition"] for e in _log_events(w, "worker-b", "ledger.loaded")
+                    if dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) > killed_at]
+    assert loaded_after, "worker-b loaded no partition after worker-a was killed"
+    print(f"\nkilled worker-a after {at_kill} accepted; worker-b then loaded partitions {loaded_after}; "
+          f"outcomes {dict(outcomes)}")
+
+
+def _log_events(w: SendWorld, service: str, event: str) -> list[dict]:
+    """The structured log lines ``event`` of one of the world's services."""
+    out = []
+    for line in (w.supervisor.log_dir / f"{service}.log").read_text().splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            out.append(json.loads(line))
+    return out

@@ -126,10 +126,11 @@ class SendWorld:
         return [r for r in self.reader.seen if r["tenant_id"] == self.tenant_id]
 
     def campaign_under_way(self, campaign: str, n: int, *, accepted: int) -> list[str]:
-        """Publish a campaign of ``n`` template commands on the first number; return its keys once
-        the sandbox accepted ``accepted`` messages of that number (within 60 s)."""
+        """Publish a campaign of ``n`` template commands spread over the world's numbers; return its
+        keys once the sandbox accepted ``accepted`` messages from them (within 60 s)."""
         keys = [f"{campaign}-{i}" for i in range(n)]
-        self.publish([(template(self.recipient(i), "hello_world"), self.routing(k, lane=Lane.CAMPAIGN, campaign=campaign))
+        self.publish([(template(self.recipient(i), "hello_world"),
+                       self.routing(k, number=i % len(self.numbers), lane=Lane.CAMPAIGN, campaign=campaign))
                       for i, k in enumerate(keys)])
         deadline = time.monotonic() + 60
         while self.accepted() < accepted:
@@ -137,9 +138,10 @@ class SendWorld:
             time.sleep(0.05)
         return keys
 
-    def accepted(self, number: int = 0) -> int:
-        """Messages the sandbox accepted from this number so far."""
-        return self.sandbox.control.counters()["numbers"].get(self.numbers[number], {}).get("accepted", 0)
+    def accepted(self) -> int:
+        """Messages the sandbox accepted from the world's numbers so far."""
+        counters = self.sandbox.control.counters()["numbers"]
+        return sum(counters.get(n, {}).get("accepted", 0) for n in self.numbers)
 
     def settled_at_most_once(self, keys, timeout: float) -> tuple[dict[str, dict], Counter, Counter]:
         """After a fault: every key has a final result, ACCEPTED or UNKNOWN; none was sent twice, and

@@ -41,7 +41,10 @@ killed worker's partitions moved, 38 campaign commands of one partition (its who
 reached the survivor's dispatcher. So ``sweep`` (the app's timer) looks, once the guard has been shown
 nothing for ``stall_s``, for partitions the consumer has read past the next offset the guard
 expects — records handed out that never arrived — and repairs them the same way. Only when idle:
-under a backlog Faust's stream buffer legitimately holds read records for seconds.
+under a backlog Faust's stream buffer legitimately holds read records for seconds. A false alarm
+(an agent blocked for longer, its partition's records still queued in order) costs a seek and a
+re-fetch: the first queued record is the one the repair waits for and closes it, and the
+re-fetched copies are redeliveries.
 """
 
 from __future__ import annotations

@@ -34,24 +34,13 @@ skipped, one seek, 208.. handled, 190..207 never delivered, the commit stuck at 
 repair is open the guard seeks again every ``reseek_s`` until the missing record comes; a seek
 after Faust's stale batch is exhausted sticks. If it has not come after ``give_up_s`` the jump is
 taken as a real gap (e.g. transaction markers written by another producer) and logged as an error.
-
-A skip of a partition's *last* records shows no later record to ``admit``: nothing reveals it, and
-the records wait for the next rebalance or restart. Seen in the two-worker SIGKILL test: after the
-killed worker's partitions moved, 38 campaign commands of one partition (its whole tail) never
-reached the survivor's dispatcher. So ``sweep`` (the app's timer) looks, once the guard has been shown
-nothing for ``stall_s``, for partitions the consumer has read past the next offset the guard
-expects — records handed out that never arrived — and repairs them the same way. Only when idle:
-under a backlog Faust's stream buffer legitimately holds read records for seconds. A false alarm
-(an agent blocked for longer, its partition's records still queued in order) costs a seek and a
-re-fetch: the first queued record is the one the repair waits for and closes it, and the
-re-fetched copies are redeliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +68,6 @@ class OffsetGuard:
     _open: dict[Any, _Repair] = field(default_factory=dict)
     _gaps: dict[Any, list[tuple[int, int]]] = field(default_factory=dict)  # jumps taken as real gaps: offsets
     _committed: dict[Any, int] = field(default_factory=dict)  # the broker's, read at assignment
-    stall_s: float = 5.0
-    _shown_at: float = 0.0  # when a record was last shown to the guard (or partitions assigned)
     repairs: int = 0
     redeliveries: int = 0
 
@@ -88,7 +75,6 @@ class OffsetGuard:
         """The first offset skipped before ``offset`` (the record must be left aside and the
         partition sought back to it); ``SEEN`` (a redelivery of a handled record: skip it); or
         None: handle the record."""
-        self._shown_at = self.clock()
         repair = self._open.get(tp)
         if repair is not None and offset < repair.missing:
             return None if self._in_gap(tp, offset) else SEEN  # handled before the jump
@@ -119,15 +105,14 @@ class OffsetGuard:
     def _in_gap(self, tp: Any, offset: int) -> bool:
         return any(lo <= offset <= hi for lo, hi in self._gaps.get(tp, ()))
 
-    async def repair(self, consumer: Any, tp: Any, missing: int, offset: int, *, found_by: str = "record") -> None:
+    async def repair(self, consumer: Any, tp: Any, missing: int, offset: int) -> None:
         """Seek ``tp`` back to ``missing`` (Faust delivers from there again), and again every
-        ``reseek_s`` until it has. ``offset``: the record that revealed the skip ("record"), or
-        the consumer's read position ("sweep")."""
+        ``reseek_s`` until it has."""
         if tp in self._open:
             return
         self.repairs += 1
         log.warning("faust.skipped_records", agent=self.name, topic=tp.topic, partition=tp.partition,
-                    first_missing=missing, received=offset, found_by=found_by, repairs=self.repairs)
+                    first_missing=missing, received=offset, repairs=self.repairs)
         repair = self._open[tp] = _Repair(missing, self.clock())
         await consumer.seek(tp, missing)
         repair.task = asyncio.ensure_future(self._reseek(consumer, tp, repair))
@@ -155,28 +140,9 @@ class OffsetGuard:
 
     def assigned(self, committed: Mapping[Any, int | None]) -> None:
         """The broker's committed offsets of newly assigned partitions (``broker_committed``)."""
-        self._shown_at = self.clock()
         for tp, offset in committed.items():
             if offset is not None and offset >= 0:
                 self._committed[tp] = offset
-
-    def expected(self, tp: Any) -> int | None:
-        """The next offset of ``tp`` to handle: after the last one handled, else the committed one."""
-        last = self._last.get(tp)
-        return last + 1 if last is not None else self._committed.get(tp)
-
-    async def sweep(self, consumer: Any, topics: Collection[str]) -> None:
-        """Repair the partitions of ``topics`` whose records were read but never shown, once the
-        guard has been idle for ``stall_s`` (see the module's doc: a skipped tail)."""
-        if self.clock() - self._shown_at < self.stall_s:
-            return
-        for tp in list(consumer.assignment()):
-            expected = self.expected(tp)
-            if tp.topic not in topics or tp in self._open or expected is None:
-                continue
-            position = await consumer.position(tp)
-            if position is not None and position > expected:
-                await self.repair(consumer, tp, expected, position, found_by="sweep")
 
     async def admit(self, consumer: Any, event: Any) -> bool:
         """True: handle ``event``. False: skip it, either because it was handled already (a

@@ -126,11 +126,6 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         guard.forget(assigned)
         guard.assigned(await broker_committed(bootstrap, settings.normalise_app_id, assigned))
 
-    @app.timer(interval=1.0)
-    async def sweep_skipped_tails() -> None:
-        """Records Faust read and never delivered at a partition's end (wapipe/offset_guard.py)."""
-        await guard.sweep(app.consumer, {WEBHOOK_RAW})
-
     @app.agent(raw_topic)
     async def normalise(stream):
         # Batches, not one webhook at a time: one thread hop for the conversions and one wait for

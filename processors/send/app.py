@@ -42,8 +42,6 @@ logger = log.get_logger(__name__)
 
 # The topics the dispatcher reads commands from (its ledger partitions follow theirs).
 LANE_TOPICS = frozenset({T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY})
-# Every topic an agent reads through the offset guard.
-GUARDED_TOPICS = LANE_TOPICS | {T.SEND_REQUESTED, T.SEND_REQUESTED_BULK}
 # Served before any other buffered partition in each poll (see wapipe/fetch_rotation.py).
 TRANSACTIONAL_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX})
 FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLED"}
@@ -389,11 +387,6 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         if not ready["printed"]:
             ready["printed"] = True
             print("\nREADY worker", flush=True)  # own line: faust may have left a cursor escape
-
-    @app.timer(interval=1.0)
-    async def sweep_skipped_tails() -> None:
-        """Records Faust read and never delivered at a partition's end (wapipe/offset_guard.py)."""
-        await guard.sweep(app.consumer, GUARDED_TOPICS)
 
     @app.timer(interval=5.0)
     async def report() -> None:

@@ -18,29 +18,13 @@ class TP(NamedTuple):
 
 @dataclass
 class Consumer:
-    """What the guard uses of Faust's consumer: committed offsets, seek, and (for sweep) the
-    assignment and each partition's read position."""
+    """The two things of Faust's consumer the guard uses: committed offsets and seek."""
 
     _committed_offset: dict = field(default_factory=dict)
     seeks: list = field(default_factory=list)
-    positions: dict = field(default_factory=dict)
 
     async def seek(self, tp, offset):
         self.seeks.append((tp, offset))
-
-    def assignment(self):
-        return set(self.positions)
-
-    async def position(self, tp):
-        return self.positions[tp]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -190,30 +174,3 @@ def test_the_offset_read_at_assignment_wins_over_fausts_bookkeeping_and_forget_d
     assert g.missing_before(c, tp, 3930) == 3900
     g.forget([tp])  # revoked: the next assignment reads it again; until then Faust's view is used
     assert g.missing_before(c, tp, 3931) is None
-
-
-def test_a_skipped_tail_is_sought_back_once_the_guard_is_idle():
-    """Faust read 40..44 of a partition (its position is 45) and delivered only 40..41: no later
-    record comes to reveal the skip. Once nothing was shown for stall_s, sweep seeks back to 42;
-    a partition read no further than handled, and a topic not guarded, are left alone."""
-    tail, done, other = TP("t", 0), TP("t", 1), TP("not-guarded", 0)
-    c = Consumer(positions={tail: 45, done: 8, other: 99})
-    clock = Clock()
-    g = OffsetGuard("x", clock=clock, stall_s=5.0)
-    g.assigned({tail: 40, done: 7, other: 50})
-
-    async def go() -> list[int]:
-        handled = [o for o in (40, 41) if await g.admit(c, Event(Message(tail, o)))]
-        handled += [o for o in (7,) if await g.admit(c, Event(Message(done, o)))]
-        clock.now += 4.9
-        await g.sweep(c, {"t"})
-        assert c.seeks == []  # not idle long enough: records may still be on their way
-        clock.now += 0.2
-        await g.sweep(c, {"t"})
-        assert c.seeks == [(tail, 42)]
-        handled += [o for o in (42, 43, 44) if await g.admit(c, Event(Message(tail, o)))]  # after the seek
-        await g.sweep(c, {"t"})  # shown a record just now: nothing to do
-        return handled
-
-    assert asyncio.run(go()) == [40, 41, 7, 42, 43, 44]
-    assert c.seeks == [(tail, 42)] and g.repairs == 1

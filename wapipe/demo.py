@@ -474,8 +474,9 @@ class Tracker:
             return Counter(r["outcome"] for cid, r in self.final.items() if command_ids is None or cid in command_ids)
 
     def finished(self, command_ids: set[str]) -> int:
+        ids = command_ids.copy()  # the publishing thread adds to it meanwhile (one C call: atomic)
         with self._lock:
-            return sum(1 for cid in command_ids if cid in self.final)
+            return sum(1 for cid in ids if cid in self.final)
 
     def close(self) -> None:
         self._stop.set()

@@ -428,6 +428,7 @@ class Tracker:
         self.serde = serde
         self.final: dict[str, dict] = {}  # command_id -> latest final result
         self.seen: dict[str, str] = {}  # command_id -> latest outcome (any)
+        self.results_read = 0  # every result read, also of commands of earlier runs: the pipeline moves
         self.dead_letters = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -458,6 +459,7 @@ class Tracker:
                     if m.topic() == self._results_topic:
                         r = self.serde.decode(m.value(), "SendResult")
                         with self._lock:
+                            self.results_read += 1
                             self.seen[r["command_id"]] = r["outcome"]
                             if r["outcome"] in FINAL_OUTCOMES:
                                 self.final[r["command_id"]] = r
@@ -727,7 +729,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
         t_odd = progress.add_task("invalid + duplicate commands", total=(plan.invalid + plan.duplicates) or None,
                                   note="")
         last_rate: dict[str, tuple[float, int]] = {}
-        last_done, last_change = -1, time.monotonic()
+        last_done, last_change = (-1, -1), time.monotonic()
         while True:
             now = time.monotonic()
             progress.update(t_seal, completed=pub.built, total=pub.to_build or None)
@@ -756,8 +758,11 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
             done_all = tracker.finished(ids)
             if not pub.is_alive() and pub.published and done_all >= len(ids):
                 return True
-            if done_all != last_done or pub.is_alive():
-                last_done, last_change = done_all, now
+            # Progress is any result: a run interrupted earlier can leave its commands queued ahead
+            # of this run's, and the worker answering those is not a stall.
+            moved = (done_all, tracker.results_read)
+            if moved != last_done or pub.is_alive():
+                last_done, last_change = moved, now
             elif now - last_change > run.plan.stall_s:
                 stuck = Counter(t for t, tids in groups.campaign.items() for cid in tids if cid not in tracker.final)
                 stuck.update("transactional" for cid in groups.transactional if cid not in tracker.final)
@@ -770,8 +775,12 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
                 run.summary["stalled"] = dict(stuck)
                 return False
             if now > deadline:
+                earlier = tracker.results_read - sum(1 for cid in tracker.seen.copy() if cid in ids)
                 run.console.print(f"[red]timeout:[/] {len(ids) - tracker.finished(ids)} commands have no final "
-                                  f"result after {run.plan.timeout_s:.0f}s")
+                                  f"result after {run.plan.timeout_s:.0f}s"
+                                  + (f"; meanwhile ~{earlier} results of commands from earlier runs arrived (a run "
+                                     "interrupted before its commands were sent leaves them queued ahead of this "
+                                     "one's; `make clean` starts from empty topics)" if earlier > 0 else ""))
                 return False
             time.sleep(0.5)
 

@@ -729,7 +729,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
         t_odd = progress.add_task("invalid + duplicate commands", total=(plan.invalid + plan.duplicates) or None,
                                   note="")
         last_rate: dict[str, tuple[float, int]] = {}
-        last_done, last_change = (-1, -1), time.monotonic()
+        last_moved, last_change = (-1, -1), time.monotonic()
         while True:
             now = time.monotonic()
             progress.update(t_seal, completed=pub.built, total=pub.to_build or None)
@@ -761,8 +761,8 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
             # Progress is any result: a run interrupted earlier can leave its commands queued ahead
             # of this run's, and the worker answering those is not a stall.
             moved = (done_all, tracker.results_read)
-            if moved != last_done or pub.is_alive():
-                last_done, last_change = moved, now
+            if moved != last_moved or pub.is_alive():
+                last_moved, last_change = moved, now
             elif now - last_change > run.plan.stall_s:
                 stuck = Counter(t for t, tids in groups.campaign.items() for cid in tids if cid not in tracker.final)
                 stuck.update("transactional" for cid in groups.transactional if cid not in tracker.final)
@@ -775,10 +775,10 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
                 run.summary["stalled"] = dict(stuck)
                 return False
             if now > deadline:
-                earlier = tracker.results_read - sum(1 for cid in tracker.seen.copy() if cid in ids)
+                earlier = sum(1 for cid in tracker.seen.copy() if cid not in ids)
                 run.console.print(f"[red]timeout:[/] {len(ids) - tracker.finished(ids)} commands have no final "
                                   f"result after {run.plan.timeout_s:.0f}s"
-                                  + (f"; meanwhile ~{earlier} results of commands from earlier runs arrived (a run "
+                                  + (f"; meanwhile {earlier} commands from earlier runs were answered (a run "
                                      "interrupted before its commands were sent leaves them queued ahead of this "
                                      "one's; `make clean` starts from empty topics)" if earlier > 0 else ""))
                 return False

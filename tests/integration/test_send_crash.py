@@ -48,16 +48,14 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     (outcome, wamid, Meta's codes, decided_at), and nothing is sent again."""
     from processors.send import records as R
     from processors.send.ledger import DONE
-    from tests.integration.kafka_helpers import read_all
     from wapipe.avro import AvroSerde
     from wapipe.kafka import producer as make_producer
     from wapipe.topics import SEND_LEDGER
 
     w = send_world
-    w.start_worker("worker-1")  # its warm-up command goes to the number's partition
-    warm_key = f"{w.tenant_id}/warm-TRANSACTIONAL-0"
-    partition = next(m.partition() for m in read_all(w.bootstrap, SEND_LEDGER) if m.key() == warm_key.encode())
-    w.supervisor.stop(w.worker)
+    w.start_worker("worker-1")  # its warm-up commands load the one number's ledger partition
+    w.supervisor.stop(w.worker)  # its log complete
+    (partition,) = {e["partition"] for e in _log_events(w, "worker-1", "ledger.loaded")}
 
     # What the dead worker left: the DONE entries are on the ledger, the results are not.
     ok = w.erp.command(template(w.recipient(1), "hello_world"), w.routing("lost-ok"))

@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     normalise_dedup_window_s: int = Field(default=7 * 24 * 3600, ge=1, description="Meta retries for up to 7 days")
     normalise_batch_max: int = Field(default=500, ge=1, description="raw webhooks converted and acked as one batch")
     normalise_batch_within_s: float = Field(default=0.02, gt=0, description="longest wait to fill a batch")
-    normalise_offset_reset: str = Field(default="earliest", description="where a new normaliser group starts (benchmarks: latest)")
+    normalise_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$",
+                                        description="where a new normaliser group starts (benchmarks: latest)")
 
     # --- send pipeline (`wapipe worker`, processors/send) --------------------------------
     send_app_id: str = "wapipe-send"
@@ -92,8 +93,9 @@ class Settings(BaseSettings):
     send_graph_timeout_s: float = Field(default=15.0, gt=0)
     send_reconcile_memory_s: float = Field(default=3600.0, gt=0, description="status webhooks remembered for UNKNOWN outcomes recorded later")
     send_unknown_timeout_s: float = Field(default=3600.0, gt=0, description="an UNKNOWN with no status webhook this long is reported (never resent)")
-    # Where a new consumer group starts: "earliest" never skips a command; "latest" is for tests
-    # and benchmarks that share a broker with earlier runs.
+    # Where a new consumer group starts: "earliest" never skips a command; "latest" (the end of every
+    # partition, committed once when the group is new: wapipe/group_start.py) is for tests and
+    # benchmarks that share a broker with earlier runs.
     send_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
 
     # --- secrets -----------------------------------------------------------------------

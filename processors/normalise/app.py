@@ -95,7 +95,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
         web_enabled=False,
-        consumer_auto_offset_reset=settings.normalise_offset_reset,
+        consumer_auto_offset_reset="earliest",  # "latest" is done by the cli for a new group only (wapipe/group_start.py)
         producer_acks=-1,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

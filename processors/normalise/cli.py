@@ -21,7 +21,8 @@ def normalise_command(
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.tenants.registry import TenantRegistry
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.group_start import start_at_end
+    from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
 
     import faust
 
@@ -34,6 +35,8 @@ def normalise_command(
     # The seen table's changelog with its retention: created here if missing, altered if an older
     # version created it compacted only (its entries then never left).
     apply_topics(admin_client(bootstrap), settings, (seen_changelog(settings),))
+    if settings.normalise_offset_reset == "latest":
+        start_at_end(admin_client(bootstrap), settings.normalise_app_id, [WEBHOOK_RAW])
     pepper = pepper_from(settings)
     keyring = KeyRing(settings, bootstrap, load_kek(settings)).start()
     registry = TenantRegistry(settings, bootstrap).start()

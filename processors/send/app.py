@@ -36,12 +36,15 @@ from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
+from wapipe.group_start import start_at_end
 from wapipe.offset_guard import OffsetGuard, broker_committed
 
 logger = log.get_logger(__name__)
 
 # The topics the dispatcher reads commands from (its ledger partitions follow theirs).
 LANE_TOPICS = frozenset({T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY})
+# Every topic the worker's consumer group reads (its agents' sources).
+SOURCE_TOPICS = LANE_TOPICS | {T.SEND_REQUESTED, T.SEND_REQUESTED_BULK, T.SEND_RESULTS}
 # Served before any other buffered partition in each poll (see wapipe/fetch_rotation.py).
 TRANSACTIONAL_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX})
 FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLED"}
@@ -222,7 +225,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         datadir=str(s.state_dir / "faust" / s.send_app_id),  # not "<app id>-data" in the working directory
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
-        consumer_auto_offset_reset=s.send_offset_reset, producer_acks=-1,
+        # Never "latest" here: Kafka would apply it to any partition without a commit, also one a
+        # dead member had read. A new group is started at the end by run_worker (wapipe/group_start.py).
+        consumer_auto_offset_reset="earliest", producer_acks=-1,
         # Small fetches and buffers: a record of the transactional topics is never far behind a
         # campaign burst in faust's single fetch-and-deliver loop.
         stream_buffer_maxsize=256, broker_max_poll_records=100,
@@ -417,6 +422,8 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
 
     quiet_libraries()
     T.apply_topics(T.admin_client(bootstrap), settings, (dedup_changelog(settings),))
+    if settings.send_offset_reset == "latest":
+        start_at_end(T.admin_client(bootstrap), settings.send_app_id, SOURCE_TOPICS)
     app = create_app(settings, bootstrap)
     app.finalize()
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

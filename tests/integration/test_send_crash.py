@@ -82,8 +82,6 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     assert sent[f"{w.tenant_id}/lost-ok"] == 0 and sent[f"{w.tenant_id}/lost-failed"] == 0
 
 
-@pytest.mark.skip(reason="known bug, not fixed (docs/send-pipeline.md, 'Known limits'): Faust drops a partition's "
-                         "read-but-undelivered tail around the rebalance; 2 of 5 runs left 38 and 2 commands unsent")
 @pytest.mark.send_world(rates=[(50, 50)] * 8)
 def test_a_worker_killed_beside_another_its_partitions_move_and_nothing_is_sent_twice(send_world: SendWorld):
     """Two workers of one group share the partitions; one is killed (SIGKILL) mid-campaign. When

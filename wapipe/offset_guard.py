@@ -114,7 +114,7 @@ class OffsetGuard:
         log.warning("faust.skipped_records", agent=self.name, topic=tp.topic, partition=tp.partition,
                     first_missing=missing, received=offset, repairs=self.repairs)
         repair = self._open[tp] = _Repair(missing, self.clock())
-        await consumer.seek(tp, missing)
+        await _seek(consumer, tp, missing)
         repair.task = asyncio.ensure_future(self._reseek(consumer, tp, repair))
 
     async def _reseek(self, consumer: Any, tp: Any, repair: _Repair) -> None:
@@ -122,7 +122,7 @@ class OffsetGuard:
             await asyncio.sleep(self.reseek_s)
             if self._open.get(tp) is repair:
                 try:
-                    await consumer.seek(tp, repair.missing)
+                    await _seek(consumer, tp, repair.missing)
                 except Exception as exc:  # revoked meanwhile: forget() closes the repair
                     log.warning("faust.reseek_failed", agent=self.name, error=repr(exc))
 
@@ -160,6 +160,15 @@ class OffsetGuard:
 
 
 SEEN = object()  # missing_before's answer for a record handled already
+
+
+async def _seek(consumer: Any, tp: Any, offset: int) -> None:
+    """Seek in the consumer's own thread (Faust's ``seek_wait``), never from the event loop: Faust's
+    ``Consumer.seek`` calls aiokafka's ``seek`` from the loop's thread while the consumer thread may
+    be iterating the fetch buffer it changes (a seek made that way crashed a worker with a
+    ``KeyError`` in aiokafka's ``Fetcher.fetched_records``). ``seek_wait`` also sets Faust's read
+    offset, as ``seek`` does."""
+    await consumer.seek_wait({tp: offset})
 
 
 async def broker_committed(bootstrap: str, group_id: str, tps: Iterable[Any],

@@ -23,8 +23,8 @@ class Consumer:
     _committed_offset: dict = field(default_factory=dict)
     seeks: list = field(default_factory=list)
 
-    async def seek(self, tp, offset):
-        self.seeks.append((tp, offset))
+    async def seek_wait(self, partitions):
+        self.seeks.extend(partitions.items())
 
 
 @dataclass
@@ -92,9 +92,10 @@ class FaustFetch:
         self._committed_offset = {tp: committed}
         self.seeks: list = []
 
-    async def seek(self, tp, offset):
-        self.seeks.append((tp, offset))
-        self.position = self.read = offset
+    async def seek_wait(self, partitions):
+        for tp, offset in partitions.items():
+            self.seeks.append((tp, offset))
+            self.position = self.read = offset
 
     async def run(self, guard: OffsetGuard, seconds: float = 5.0) -> list[int]:
         handled: list[int] = []

@@ -10,10 +10,12 @@ end, and 34 campaign commands were never sent and never answered.
 
 So a worker never asks Kafka for ``latest``. ``start_at_end`` sets the group's committed offset of
 every partition of its topics that has none to that partition's end offset, before the worker
-joins, and the worker's consumer then resets to ``earliest`` only: a partition that has no commit
-after that (added later) is read from its beginning. Kafka refuses to change the offsets of a group
-that has members (``UNKNOWN_MEMBER_ID`` for each partition), so a worker joining a running group changes nothing: the
-group's partitions were all committed when it began.
+joins, and the worker's consumer then resets to ``earliest`` only. Kafka refuses to change the
+offsets of a group that has members (``UNKNOWN_MEMBER_ID`` for each partition), so a worker joining
+a running group changes nothing: its partitions were committed when it began, and one added while
+it runs is read from its beginning. Two workers starting a new group at the same moment may both
+commit; the later one's ends are then where the group starts (still "latest", no record read twice
+or skipped once a member has joined).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ def start_at_end(admin: AdminClient, group_id: str, topics: Iterable[str], timeo
     """Commit the end offset of each partition of ``topics`` that ``group_id`` has not committed.
 
     Nothing is changed when every partition has a commit, or when the group has members (Kafka
-    refuses: they started it). Errors other than that are raised: a worker that
-    cannot tell where its group starts must not start."""
+    refuses: they started it). Errors other than that are raised: a worker that cannot tell where
+    its group starts must not start."""
     tps = _partitions(admin, sorted(set(topics)), timeout)
     have = _committed(admin, group_id, tps, timeout)
     missing = [tp for tp in tps if have.get((tp.topic, tp.partition)) is None]

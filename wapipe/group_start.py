@@ -50,7 +50,7 @@ def start_at_end(admin: AdminClient, group_id: str, topics: Iterable[str], timeo
     refuses: they started it). Errors other than that are raised: a worker that cannot tell where
     its group starts must not start."""
     tps = _partitions(admin, sorted(set(topics)), timeout)
-    have = _committed(admin, group_id, tps, timeout)
+    have = committed_offsets(admin, group_id, [(tp.topic, tp.partition) for tp in tps], timeout)
     missing = [tp for tp in tps if have.get((tp.topic, tp.partition)) is None]
     if not missing:
         return GroupStart(skipped="every partition has a committed offset")
@@ -84,7 +84,11 @@ def _partitions(admin: AdminClient, topics: list[str], timeout: float) -> list[T
     return out
 
 
-def _committed(admin: AdminClient, group_id: str, tps: list[TopicPartition], timeout: float) -> dict:
-    request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(tp.topic, tp.partition) for tp in tps])
+def committed_offsets(admin: AdminClient, group_id: str, partitions: Iterable[tuple[str, int]],
+                      timeout: float = 10.0) -> dict[tuple[str, int], int | None]:
+    """The group's committed offset of each (topic, partition), None where it has none (one
+    OffsetFetch through the admin API; the group is not joined). Raises when the broker does not
+    answer."""
+    request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p) for t, p in partitions])
     got = admin.list_consumer_group_offsets([request], request_timeout=timeout)[group_id].result()
     return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got.topic_partitions}

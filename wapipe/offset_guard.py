@@ -44,7 +44,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from wapipe.group_start import committed_offsets
 from wapipe.log import get_logger
+from wapipe.topics import admin_client
 
 log = get_logger(__name__)
 
@@ -173,23 +175,16 @@ async def _seek(consumer: Any, tp: Any, offset: int) -> None:
 
 async def broker_committed(bootstrap: str, group_id: str, tps: Iterable[Any],
                            timeout: float = 10.0) -> dict[Any, int | None]:
-    """The group's committed offsets of ``tps`` (Faust TPs), asked of the broker by a consumer that
-    joins no group (one OffsetFetch), in a thread. On failure: an empty map (the guard then falls
-    back to Faust's bookkeeping), logged."""
+    """The group's committed offsets of ``tps`` (Faust TPs), asked of the broker without joining the
+    group (``group_start.committed_offsets``), in a thread. On failure: an empty map (the guard then
+    falls back to Faust's bookkeeping), logged."""
     tps = list(tps)
     if not tps:
         return {}
 
     def fetch() -> dict[Any, int | None]:
-        from confluent_kafka import Consumer, TopicPartition
-
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False})
-        try:
-            got = c.committed([TopicPartition(tp.topic, tp.partition) for tp in tps], timeout=timeout)
-        finally:
-            c.close()
-        by_key = {(t.topic, t.partition): (t.offset if t.offset >= 0 else None) for t in got}
-        return {tp: by_key.get((tp.topic, tp.partition)) for tp in tps}
+        got = committed_offsets(admin_client(bootstrap), group_id, [(tp.topic, tp.partition) for tp in tps], timeout)
+        return {tp: got.get((tp.topic, tp.partition)) for tp in tps}
 
     try:
         return await asyncio.to_thread(fetch)

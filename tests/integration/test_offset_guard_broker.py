@@ -1,5 +1,5 @@
-"""broker_committed: the offsets a consumer group committed, read from the real broker by a
-consumer that joins no group (what the offset guard checks a partition's first record against)."""
+"""broker_committed: the offsets a consumer group committed, read from the real broker without
+joining the group (what the offset guard checks a partition's first record against)."""
 
 from __future__ import annotations
 

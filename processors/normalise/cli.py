@@ -34,9 +34,10 @@ def normalise_command(
         raise typer.Exit(1)
     # The seen table's changelog with its retention: created here if missing, altered if an older
     # version created it compacted only (its entries then never left).
-    apply_topics(admin_client(bootstrap), settings, (seen_changelog(settings),))
+    admin = admin_client(bootstrap)
+    apply_topics(admin, settings, (seen_changelog(settings),))
     if settings.normalise_offset_reset == "latest":
-        start_at_end(admin_client(bootstrap), settings.normalise_app_id, [WEBHOOK_RAW])
+        start_at_end(admin, settings.normalise_app_id, [WEBHOOK_RAW])
     pepper = pepper_from(settings)
     keyring = KeyRing(settings, bootstrap, load_kek(settings)).start()
     registry = TenantRegistry(settings, bootstrap).start()

@@ -421,9 +421,10 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     from wapipe.log import quiet_libraries
 
     quiet_libraries()
-    T.apply_topics(T.admin_client(bootstrap), settings, (dedup_changelog(settings),))
+    admin = T.admin_client(bootstrap)
+    T.apply_topics(admin, settings, (dedup_changelog(settings),))
     if settings.send_offset_reset == "latest":
-        start_at_end(T.admin_client(bootstrap), settings.send_app_id, SOURCE_TOPICS)
+        start_at_end(admin, settings.send_app_id, SOURCE_TOPICS)
     app = create_app(settings, bootstrap)
     app.finalize()
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

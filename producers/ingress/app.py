@@ -22,7 +22,7 @@ from starlette.routing import Route
 from producers.ingress.callbacks import MetaCallbacks
 from producers.ingress.metrics import CONTENT_TYPE, IngressMetrics
 from producers.ingress.privacy_status import PrivacyStatusView
-from producers.ingress.publisher import KafkaPublisher
+from wapipe.publisher import KafkaPublisher
 from producers.ingress.webhook import WebhookEndpoint
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings

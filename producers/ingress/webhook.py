@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 from connectors.meta.signature import verify_any
 from producers.ingress.envelope import Malformed, routing_key
 from producers.ingress.metrics import IngressMetrics
-from producers.ingress.publisher import KafkaPublisher, PublishFailed
+from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.avro import AvroSerde
 from wapipe.log import get_logger
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW

@@ -1,7 +1,8 @@
-"""Kafka writes an HTTP handler can await: the answer waits for the broker's acknowledgement.
+"""Kafka writes a coroutine can await: it resumes once the broker acknowledged (acks=all).
 
-One idempotent acks=all producer per process, shared by every request, so concurrent requests
-fill the same batches (``linger.ms``). Delivery reports resolve the requests' futures; who polls
+Used by the webhook ingress (the HTTP answer waits for the ack) and by the send worker (its ledger
+entries, results and retries). One idempotent acks=all librdkafka producer per process, shared by
+every caller, so concurrent writes fill the same batches (``linger.ms``). Delivery reports resolve the requests' futures; who polls
 the producer for them is ``poll_mode``:
 
 * ``"loop"`` (default): a task on the event loop calls the non-blocking ``poll(0)`` every
@@ -100,12 +101,13 @@ class KafkaPublisher:
         return self._producer.flush(timeout)
 
     # --- the write ------------------------------------------------------------------------
-    async def publish(self, topic: str, value: bytes, key: bytes | str | None = None,
-                      headers: list[tuple[str, bytes]] | None = None) -> Delivered:
+    async def publish(self, topic: str, value: bytes | None, key: bytes | str | None = None,
+                      headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> Delivered:
         assert self._loop is not None, "start() first"
         fut = self._loop.create_future()
+        where = {} if partition is None else {"partition": partition}
         try:
-            self._producer.produce(topic, value, key, headers=headers, on_delivery=partial(self._collect, fut))
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=partial(self._collect, fut), **where)
         except BufferError as exc:
             raise PublishFailed("producer queue full") from exc
         except KafkaException as exc:

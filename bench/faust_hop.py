@@ -4,10 +4,15 @@ A message through the send pipeline passes three Faust streams (``wa.send.reques
 ``wa.send.accepted`` → lane agent, ``wa.send.results`` → outcomes) and about six acknowledged
 produces (dedup changelog twice, accepted, ledger DISPATCHING and DONE, the result). This measures
 the smallest such step alone: a Faust agent that reads a record and forwards it to another topic,
-nothing else, with the send worker's own Faust settings, in three variants:
+nothing else, with the send worker's own Faust settings, in these variants:
 
-* ``faust forward``: ``await out.send(...)`` (buffered, not waiting for the broker's ack);
-* ``faust forward + ack``: ``await (await out.send(...))`` — the way the worker writes its ledger;
+* ``faust-read``: the agent reads the record and writes nothing (what Faust's consumer costs);
+* ``faust``: ``await out.send(...)`` through Faust's producer (aiokafka; buffered, not waiting for
+  the broker's ack);
+* ``faust-ack``: ``await (await out.send(...))`` — the way the worker wrote its ledger until it
+  moved its writes to librdkafka;
+* ``faust-librdkafka``: the write through ``wapipe.publisher`` (librdkafka), acks awaited in tasks
+  of their own, at most 1,000 in flight — the way the worker's intake writes now;
 * baseline, same run: a plain confluent-kafka loop (librdkafka) doing the same hop, one poll of a
   batch, one produce per record, one flush per batch.
 
@@ -38,6 +43,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from own_broker import own_broker  # noqa: E402
 
 PARTITIONS = 4
+KINDS = ("faust-read", "faust", "faust-ack", "faust-librdkafka", "plain")  # "plain" (the baseline) last
 VALUE = os.urandom(600)  # the size of an Avro SendCommand with its sealed PII
 
 
@@ -46,9 +52,13 @@ def log(msg: str) -> None:
 
 
 # --- the children: each forwards --records records from topic "in" to "out" and writes a result --
-def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str, await_ack: bool) -> None:
+def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str, kind: str) -> None:
+    import asyncio
+
     import faust
     from faust.worker import Worker
+
+    from wapipe.publisher import KafkaPublisher
 
     # The send worker's settings (processors/send/app.py), memory store, no web server.
     app = faust.App(
@@ -60,15 +70,29 @@ def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str,
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     source, sink = app.topic(src, **raw), app.topic(dst, **raw)
     state = {"n": 0, "t0": 0.0, "cpu0": 0.0}
+    pub = KafkaPublisher(bootstrap, message_timeout_ms=30_000, deadline_ms=35_000) if kind == "faust-librdkafka" else None
+    slots = asyncio.Semaphore(1000)
+
+    async def publish(key: bytes, value: bytes) -> None:
+        try:
+            await pub.publish(dst, value, key)
+        finally:
+            slots.release()
 
     @app.agent(source)
     async def forward(stream):
         async for event in stream.events():
             if state["n"] == 0:
                 state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
-            fut = await sink.send(key=event.key, value=event.value)
-            if await_ack:
-                await fut
+                if pub is not None:
+                    pub.start(asyncio.get_running_loop())
+            if kind == "faust-librdkafka":
+                await slots.acquire()
+                asyncio.ensure_future(publish(event.key, event.value))
+            elif kind != "faust-read":
+                fut = await sink.send(key=event.key, value=event.value)
+                if kind == "faust-ack":
+                    await fut
             state["n"] += 1
             if state["n"] == records:
                 wall, cpu = time.perf_counter() - state["t0"], time.process_time() - state["cpu0"]
@@ -132,7 +156,7 @@ def run_child(kind: str, bootstrap: str, src: str, records: int, timeout: float)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=30_000)
-    ap.add_argument("--child", choices=("faust", "faust-ack", "plain"))
+    ap.add_argument("--child", choices=KINDS)
     ap.add_argument("--bootstrap")
     ap.add_argument("--src")
     ap.add_argument("--dst")
@@ -142,7 +166,7 @@ def main() -> int:
         if a.child == "plain":
             child_plain(a.bootstrap, a.src, a.dst, a.records, a.out)
         else:
-            child_faust(a.bootstrap, a.src, a.dst, a.records, a.out, await_ack=a.child == "faust-ack")
+            child_faust(a.bootstrap, a.src, a.dst, a.records, a.out, a.child)
         return 0
 
     with own_broker(Path(tempfile.mkdtemp(prefix="bench-faust-hop-"))) as bootstrap:
@@ -156,7 +180,7 @@ def measure(bootstrap: str, records: int) -> int:
     from wapipe.topics import admin_client
 
     src = f"bench.hop.{uuid.uuid4().hex[:8]}"
-    kinds = ("faust", "faust-ack", "plain")
+    kinds = KINDS
     admin = admin_client(bootstrap)
     names = [src] + [f"{src}.{k}.out" for k in kinds]
     for f in admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]).values():
@@ -174,17 +198,15 @@ def measure(bootstrap: str, records: int) -> int:
         r = results[kind]
         log(f"{kind:10} {r['records_per_s']:>9,.0f} records/s  {r['cpu_ms_per_record']:.3f} CPU-ms per record")
     base = results["plain"]["cpu_ms_per_record"]
-    for kind in ("faust", "faust-ack"):
+    for kind in KINDS[:-1]:
         log(f"{kind}: {results[kind]['cpu_ms_per_record'] / base:.1f}x the CPU of the plain loop per record")
     admin.delete_topics(names)
-    print(json.dumps({
-        "faust_cpu_ms_per_record": results["faust"]["cpu_ms_per_record"],
-        "faust_ack_cpu_ms_per_record": results["faust-ack"]["cpu_ms_per_record"],
-        "baseline_cpu_ms_per_record": base,
-        "faust_records_per_s": results["faust"]["records_per_s"],
-        "faust_ack_records_per_s": results["faust-ack"]["records_per_s"],
-        "baseline_records_per_s": results["plain"]["records_per_s"],
-    }))
+    figures = {}
+    for kind in KINDS:
+        name = "baseline" if kind == "plain" else kind.replace("-", "_")
+        figures[f"{name}_cpu_ms_per_record"] = results[kind]["cpu_ms_per_record"]
+        figures[f"{name}_records_per_s"] = results[kind]["records_per_s"]
+    print(json.dumps(figures))
     return 0
 
 

@@ -70,7 +70,9 @@ def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str,
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     source, sink = app.topic(src, **raw), app.topic(dst, **raw)
     state = {"n": 0, "t0": 0.0, "cpu0": 0.0}
-    pub = KafkaPublisher(bootstrap, message_timeout_ms=30_000, deadline_ms=35_000) if kind == "faust-librdkafka" else None
+    pub = None
+    if kind == "faust-librdkafka":
+        pub = KafkaPublisher(bootstrap, message_timeout_ms=30_000, deadline_ms=35_000)
     slots = asyncio.Semaphore(1000)
 
     async def publish(key: bytes, value: bytes) -> None:

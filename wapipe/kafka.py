@@ -10,6 +10,13 @@ from wapipe.config import Settings
 from wapipe.stack.local import StackState, state_file
 
 
+# Kafka's Java client partitioner (murmur2), the one Faust's producer (aiokafka) uses: a keyed record
+# lands on the same partition whichever of our writers produced it. librdkafka's default (CRC32)
+# would not: a SendResult keyed by tenant must land on its request's partition, where the dedup
+# table holds the key. Every librdkafka writer of keyed records that Faust reads sets it.
+JAVA_PARTITIONER = "murmur2_random"
+
+
 class NoKafka(RuntimeError):
     pass
 

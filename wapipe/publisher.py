@@ -1,9 +1,10 @@
 """Kafka writes a coroutine can await: it resumes once the broker acknowledged (acks=all).
 
-Used by the webhook ingress (the HTTP answer waits for the ack) and by the send worker (its ledger
-entries, results and retries). One idempotent acks=all librdkafka producer per process, shared by
-every caller, so concurrent writes fill the same batches (``linger.ms``). Delivery reports resolve the requests' futures; who polls
-the producer for them is ``poll_mode``:
+Used by the webhook ingress (the HTTP answer waits for the ack), the send worker (its ledger
+entries, results, retries, intake writes) and the normaliser (its events). One idempotent acks=all
+librdkafka producer per process, shared by every caller, so concurrent writes fill the same
+batches (``linger.ms``). Delivery reports resolve the callers' futures; who polls the producer
+for them is ``poll_mode``:
 
 * ``"loop"`` (default): a task on the event loop calls the non-blocking ``poll(0)`` every
   millisecond while messages are in flight (and sleeps on an event when none are), so the

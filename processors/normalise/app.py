@@ -9,10 +9,10 @@ Per batch of raw records (``stream.take_events``: up to ``WAPIPE_NORMALISE_BATCH
    batch produced (Meta's duplicate deliveries): the table is changelog-backed (it survives
    restarts and rebalances) and co-partitioned with the source topic, since duplicates of one
    webhook share its key;
-3. send the batch's fresh events and wait for the broker's acks, then record them as seen; only
-   then are the batch's offsets acknowledged. A crash in between re-sends them after restart
-   (at-least-once); their ids are deterministic, so the sink's ReplacingMergeTree keys absorb
-   that rare copy.
+3. send the batch's fresh events (through librdkafka, ``wapipe.publisher``) and wait for the
+   broker's acks, then record them as seen; only then are the batch's offsets acknowledged. A
+   crash in between re-sends them after restart (at-least-once); their ids are deterministic, so
+   the sink's ReplacingMergeTree keys absorb that rare copy.
 The seen table lives in RocksDB (``rocksdict``) under the state dir, so a restart reads only the
 changelog written since the last run, not the whole dedup window. Entries older than the window
 (Meta retries for up to 7 days) leave by themselves: the changelog topic deletes them by retention
@@ -36,9 +36,11 @@ from faust.streams import _current_event  # no public setter: see _as_current
 from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed
 from wapipe.privacy.errors import PrivacyError, SubjectErased
+from wapipe.publisher import KafkaPublisher
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog
 
 log = get_logger(__name__)
@@ -101,19 +103,23 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         broker_commit_interval=1.0,
     )
     raw_topic = app.topic(WEBHOOK_RAW, key_serializer="raw", value_serializer="raw")
-    dead_topic = app.topic(WEBHOOK_DEAD, key_serializer="raw", value_serializer="raw")
-    out_topics: dict[str, faust.TopicT] = {}
+    # Its events and dead letters go through librdkafka, not Faust's producer (aiokafka): a third
+    # of the CPU per write (bench/faust_hop.py). A write waits up to two minutes for the broker.
+    # Made on first use, in the running loop.
+    publisher: list[KafkaPublisher] = []
+
+    def writes() -> KafkaPublisher:
+        if not publisher:
+            publisher.append(KafkaPublisher(bootstrap, message_timeout_ms=120_000, deadline_ms=125_000, linger_ms=1,
+                                            partitioner=JAVA_PARTITIONER))
+            publisher[0].start(asyncio.get_running_loop())
+        return publisher[0]
     window = float(settings.normalise_dedup_window_s)
     # Its changelog topic is faust's default name, created (or altered) with its retention by
     # ``seen_changelog`` before the app starts (cli.py).
     seen = app.Table(SEEN_TABLE, default=None, partitions=settings.topic_partitions, key_type=str, value_type=str,
                      help="event_id -> first seen (unix s)", options={"ttl": int(window)})
     counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0}
-
-    def topic_for(name: str) -> faust.TopicT:
-        if name not in out_topics:
-            out_topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
-        return out_topics[name]
 
     guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
 
@@ -156,10 +162,9 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                         continue
                     in_batch.add(e.event_id)
                     fresh.append((event, e))
-            futures = [await topic_for(e.topic).send(key=e.key.encode(), value=serde.encode(e.record_name, e.record, topic=e.topic))
-                       for _, e in fresh]
-            if futures:
-                await asyncio.gather(*futures)  # acked by the broker before they count as seen
+            if fresh:  # acked by the broker before they count as seen
+                await asyncio.gather(*(writes().publish(e.topic, serde.encode(e.record_name, e.record, topic=e.topic),
+                                                      e.key.encode()) for _, e in fresh))
             for source, e in fresh:
                 with _as_current(source):  # the changelog partition is the source record's
                     seen[e.event_id] = f"{now:.3f}"
@@ -204,9 +209,8 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         counters["dead"] += 1
         log.warning("normalise.dead_letter", reason=reason, error_type=error_type,
                     partition=event.message.partition, offset=event.message.offset)
-        fut = await dead_topic.send(key=event.message.key, value=serde.encode("DeadLetter", dead_letter(event, reason, error_type),
-                                                                              topic=WEBHOOK_DEAD))
-        await fut
+        value = serde.encode("DeadLetter", dead_letter(event, reason, error_type), topic=WEBHOOK_DEAD)
+        await writes().publish(WEBHOOK_DEAD, value, event.message.key)
 
     @app.task
     async def _announce():
@@ -216,6 +220,11 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     @app.timer(30.0)
     async def _report():
         log.info("normalise.progress", **counters)
+
+    @app.on_before_shutdown.connect
+    async def _flush(app: Any, **kw: Any) -> None:  # after the consumer stopped
+        if publisher:
+            await asyncio.get_running_loop().run_in_executor(None, publisher[0].close)
 
     app.counters = counters  # type: ignore[attr-defined]
     return app

@@ -38,6 +38,7 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
+from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.offset_guard import OffsetGuard, broker_committed
 from wapipe.publisher import KafkaPublisher
 
@@ -117,7 +118,7 @@ class Runtime:
             # librdkafka, not aiokafka: ~3x less CPU per acknowledged write (bench/faust_hop.py). An
             # outcome waits up to two minutes for the broker (an outage) before the write fails.
             self.producer = KafkaPublisher(self.bootstrap, message_timeout_ms=120_000, deadline_ms=125_000,
-                                           linger_ms=1)
+                                           linger_ms=1, partitioner=JAVA_PARTITIONER)
             self.producer.start(loop)
             win = TopicFollower(self.bootstrap, T.INBOUND_MESSAGES, "InboundMessage", self.serde, self.windows.apply,
                                 since_ms=self.windows.since_ms)

@@ -21,7 +21,7 @@ from connectors.meta.messages import OutboundMessage
 from producers.erp.commands import Routing, Sealer, build_command
 from wapipe import topics as T
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer as make_producer
+from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
 
 
 class PublishError(RuntimeError):
@@ -57,7 +57,7 @@ class ErpProducer:
         self.sealer = sealer
         self.pepper = pepper
         self.timeout = timeout
-        self._producer = make_producer(bootstrap, partitioner="murmur2_random", **{"linger.ms": 5})
+        self._producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER, **{"linger.ms": 5})
 
     @classmethod
     def from_settings(cls, settings: Any, bootstrap: str) -> "ErpProducer":

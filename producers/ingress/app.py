@@ -22,11 +22,11 @@ from starlette.routing import Route
 from producers.ingress.callbacks import MetaCallbacks
 from producers.ingress.metrics import CONTENT_TYPE, IngressMetrics
 from producers.ingress.privacy_status import PrivacyStatusView
-from wapipe.publisher import KafkaPublisher
 from producers.ingress.webhook import WebhookEndpoint
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.log import get_logger
+from wapipe.publisher import KafkaPublisher
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 log = get_logger(__name__)

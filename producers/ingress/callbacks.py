@@ -23,9 +23,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from producers.ingress import signed_request
 from producers.ingress.metrics import IngressMetrics
 from producers.ingress.privacy_status import PrivacyStatusView
-from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.avro import AvroSerde
 from wapipe.log import get_logger
+from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 
 log = get_logger(__name__)

@@ -24,9 +24,9 @@ from urllib.parse import parse_qs
 from connectors.meta.signature import verify_any
 from producers.ingress.envelope import Malformed, routing_key
 from producers.ingress.metrics import IngressMetrics
-from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.avro import AvroSerde
 from wapipe.log import get_logger
+from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW
 
 log = get_logger(__name__)

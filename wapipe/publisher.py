@@ -99,6 +99,11 @@ class KafkaPublisher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
+        return self.flush(timeout)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait for every queued write's acknowledgement (blocking: call it off the loop); the
+        number still unacknowledged at the timeout."""
         return self._producer.flush(timeout)
 
     # --- the write ------------------------------------------------------------------------

@@ -176,6 +176,15 @@ class Runtime:
     async def _write_ledger(self, key: str, partition: int, value: bytes) -> int:
         return (await self.send(T.SEND_LEDGER, key.encode(), value, partition=partition)).offset
 
+    async def drain(self) -> None:
+        """No new Graph calls; wait for those under way (their outcomes written), then for every
+        write still on its way to the broker."""
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+        if self.producer is not None:
+            left = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 10.0)
+            logger.info("worker.drained", unacknowledged_writes=left)
+
     async def close(self) -> None:
         if self.dispatcher is not None:
             await self.dispatcher.close()
@@ -443,8 +452,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             counts["tx_to_intake"] = counts["kafka_to_intake"] = 0.0
 
     @app.on_before_shutdown.connect
-    def on_shutdown(app: Any, **kw: Any) -> None:
-        pass
+    async def on_shutdown(app: Any, **kw: Any) -> None:
+        # SIGTERM: Faust's consumer has stopped, the agents not yet. The Graph calls under way
+        # finish and their outcomes reach the broker, so a restart finds them DONE, not
+        # DISPATCHING (which it would have to report UNKNOWN).
+        await rt.drain()
 
     return app
 

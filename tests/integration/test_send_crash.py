@@ -1,6 +1,7 @@
 """A worker killed with SIGKILL in the middle of a campaign, then restarted: every command is
 dispatched at most once (sandbox counters), and none is lost — each has a final result, and a
-command whose Graph call the kill interrupted is reported UNKNOWN, not resent."""
+command whose Graph call the kill interrupted is reported UNKNOWN, not resent. Stopped with
+SIGTERM instead, it lets its calls under way finish: nothing is UNKNOWN."""
 
 from __future__ import annotations
 
@@ -39,6 +40,23 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     assert all(final[k]["outcome"] == "UNKNOWN" for k in never_sent)
     print(f"\nkilled after {at_kill} accepted; outcomes {dict(outcomes)}; "
           f"unknown but not sent: {len(never_sent)}")
+
+
+@pytest.mark.send_world(rates=[(100, 100)])
+def test_sigterm_mid_campaign_lets_the_calls_under_way_finish(send_world: SendWorld):
+    """A worker stopped with SIGTERM (a deploy, a scale-down) finishes the Graph calls under way and
+    writes their outcomes before it exits: after a restart no command is UNKNOWN, each sent once."""
+    w = send_world
+    w.start_worker("worker-1")
+    keys = w.campaign_under_way("term", N, accepted=N // 3)
+    w.supervisor.stop(w.worker)  # SIGTERM, mid-campaign: ~5 calls in flight at 100 msg/s
+    at_stop = w.accepted()
+    assert at_stop < N
+    w.start_worker("worker-2", warm=False)
+    final, sent, outcomes = w.settled_at_most_once(keys, timeout=90)
+    assert outcomes == {"ACCEPTED": N}, outcomes
+    assert all(sent[f"{w.tenant_id}/{k}"] == 1 for k in keys)
+    print(f"\nstopped after {at_stop} accepted; outcomes {dict(outcomes)}")
 
 
 def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_world: SendWorld):

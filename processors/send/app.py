@@ -185,21 +185,6 @@ class Runtime:
             left = await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 10.0)
             logger.info("worker.drained", unacknowledged_writes=left)
 
-    async def close(self) -> None:
-        if self.dispatcher is not None:
-            await self.dispatcher.close()
-        if self.reconciler is not None:
-            await self.reconciler.stop()
-        for f in self._followers:
-            await f.stop()
-        if self.producer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
-        if self.graph is not None:
-            await self.graph.aclose()
-        for c in (self.registry, self.keyring, self.ledger_store):
-            if c is not None:
-                c.close()
-
 
 def _restrictions(settings: Settings, bootstrap: str) -> Any:
     """PRIVACY's restriction registry when it exists (``is_restricted(subject_id)``)."""

@@ -36,11 +36,10 @@ from faust.streams import _current_event  # no public setter: see _as_current
 from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed
 from wapipe.privacy.errors import PrivacyError, SubjectErased
-from wapipe.publisher import KafkaPublisher
+from wapipe.publisher import KafkaPublisher, for_processor
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog
 
 log = get_logger(__name__)
@@ -103,15 +102,13 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         broker_commit_interval=1.0,
     )
     raw_topic = app.topic(WEBHOOK_RAW, key_serializer="raw", value_serializer="raw")
-    # Its events and dead letters go through librdkafka, not Faust's producer (aiokafka): a third
-    # of the CPU per write (bench/faust_hop.py). A write waits up to two minutes for the broker.
-    # Made on first use, in the running loop.
+    # Its events and dead letters go through librdkafka (``publisher.for_processor``), made on first
+    # use, in the running loop.
     publisher: list[KafkaPublisher] = []
 
     def writes() -> KafkaPublisher:
         if not publisher:
-            publisher.append(KafkaPublisher(bootstrap, message_timeout_ms=120_000, deadline_ms=125_000, linger_ms=1,
-                                            partitioner=JAVA_PARTITIONER))
+            publisher.append(for_processor(bootstrap))
             publisher[0].start(asyncio.get_running_loop())
         return publisher[0]
     window = float(settings.normalise_dedup_window_s)

@@ -38,9 +38,8 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
-from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.offset_guard import OffsetGuard, broker_committed
-from wapipe.publisher import KafkaPublisher
+from wapipe.publisher import KafkaPublisher, for_processor
 
 logger = log.get_logger(__name__)
 
@@ -115,10 +114,7 @@ class Runtime:
                 await loop.run_in_executor(None, self.restrictions.wait_ready, 30.0)
             self.graph = GraphClient.from_settings(s, max_connections=s.send_max_in_flight,
                                                    max_keepalive_connections=s.send_max_in_flight)
-            # librdkafka, not aiokafka: ~3x less CPU per acknowledged write (bench/faust_hop.py). An
-            # outcome waits up to two minutes for the broker (an outage) before the write fails.
-            self.producer = KafkaPublisher(self.bootstrap, message_timeout_ms=120_000, deadline_ms=125_000,
-                                           linger_ms=1, partitioner=JAVA_PARTITIONER)
+            self.producer = for_processor(self.bootstrap)
             self.producer.start(loop)
             win = TopicFollower(self.bootstrap, T.INBOUND_MESSAGES, "InboundMessage", self.serde, self.windows.apply,
                                 since_ms=self.windows.since_ms)
@@ -307,18 +303,18 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             logger.exception("intake.failed", offset=event.message.offset)
             return dead_letter(event, exc)
 
+    async def write(w: Write) -> None:
+        await rt.send(w.topic, w.key, w.value)
+
     async def write_then_ack(stream: Any, event: Any, w: Write, slots: asyncio.Semaphore) -> None:
         try:
-            await rt.send(w.topic, w.key, w.value)
+            await write(w)
         except Exception:  # left unacknowledged: never committed, read again after a restart
             logger.exception("intake.write_failed", topic=w.topic, offset=event.message.offset)
         else:
             await stream.ack(event)
         finally:
             slots.release()
-
-    async def write(w: Write) -> None:
-        await rt.send(w.topic, w.key, w.value)
 
     async def intake(stream: Any) -> None:
         # Each record is acknowledged (so committed) only once its write is on the broker; the

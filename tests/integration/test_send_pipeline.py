@@ -333,13 +333,18 @@ def test_duplicates_get_the_original_result_and_are_sent_once(send_world):
     again = w.erp.command(template(w.recipient(3), "hello_world"), w.routing("dup-3"))
     w.erp.publish([again, again])
     assert {k: v["outcome"] for k, v in w.final(["dup-2", "dup-3"]).items()} == {"dup-2": "ACCEPTED", "dup-3": "ACCEPTED"}
+    # ... and delivered once more after it was sent, then a later command on the same number (so
+    # on the same partitions, read after it): its result shows the redelivery was read by then
+    w.erp.publish([again])
+    w.send(template(w.recipient(4), "hello_world"), w.routing("dup-4"))
+    assert w.final(["dup-4"])["dup-4"]["outcome"] == "ACCEPTED"
     results = _by_key(w.results(timeout=4))
     dup1 = [r for r in results["dup-1"] if r["command_id"] != first["command_id"]]
     assert [(r["outcome"], r["original_outcome"]) for r in dup1] == [("DUPLICATE", "ACCEPTED")]
     assert dup1[0]["wamid"] == [r for r in results["dup-1"] if r["outcome"] == "ACCEPTED"][0]["wamid"]
     assert sorted(r["outcome"] for r in results["dup-2"]) == ["ACCEPTED", "DUPLICATE"]
     assert [r["outcome"] for r in results["dup-3"]] == ["ACCEPTED"]  # a redelivery is not a new command
-    assert w.sent_by_key() == Counter({f"{w.tenant_id}/dup-{i}": 1 for i in (1, 2, 3)})
+    assert w.sent_by_key() == Counter({f"{w.tenant_id}/dup-{i}": 1 for i in (1, 2, 3, 4)})
 
 
 def test_the_dedup_table_survives_a_restart_from_its_local_store(send_world):

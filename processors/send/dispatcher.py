@@ -321,8 +321,10 @@ class Dispatcher:
         return tok
 
     async def _dispatch(self, job: Job) -> None:
+        """One Graph call, in the slot the number's loop reserved for it (released if it never starts)."""
         cmd = job.cmd
         attempt = job.attempt + 1
+        pacer = self.pacers[cmd["phone_number_id"]]
         try:
             tenant = self.registry.tenant(cmd["tenant_id"])
             token = self._token(tenant)
@@ -332,17 +334,21 @@ class Dispatcher:
             body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
                     "to": pii["to"], "biz_opaque_callback_data": job.key}
         except Exception as exc:  # erased subject, unreadable seal, no token: refused before any call
+            pacer.release()
             await self._finish(job, R.Outcome.FAILED, attempts=job.attempt,
                                reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300])
             return
-        await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
-        # The window cap is checked at the instant the request leaves, not when its slot was
-        # reserved: the ledger write in between takes a variable few milliseconds. The call then
-        # counts in the window until 1 s after its response (``NumberPacer.window_wait``): the
-        # server counts it somewhere in between, however late the pool or the loop sends it.
-        pacer = self.pacers[cmd["phone_number_id"]]
-        while (wait := pacer.window_wait(time.monotonic())) > 0:
-            await asyncio.sleep(wait)
+        try:
+            await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
+            # The slot reserved before the ledger write already counts in the window, so the call
+            # leaves now, unless a throttle lowered the cap meanwhile. It then counts until 1 s
+            # after its response (``NumberPacer.window_wait``): the server counts it somewhere in
+            # between, however late the pool or the loop sends it.
+            while (wait := pacer.start_wait(time.monotonic())) > 0:
+                await asyncio.sleep(wait)
+        except BaseException:
+            pacer.release()
+            raise
         pacer.start(time.monotonic())
         self.stats.graph_calls += 1
         if job.lane == TRANSACTIONAL:

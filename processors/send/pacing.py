@@ -3,8 +3,9 @@
 * ``NumberPacer`` — one per phone number: even spacing at ``safety`` × the number's limit
   (no bursts), plus a hard cap on the count in any sliding 1 s window, and an adaptive factor
   that a throttle error lowers and quiet time restores. The cap counts each call from the instant
-  its request leaves until one second after its response came back (see ``window_wait``), so the
-  server's count stays under the cap whenever in that span the server counts it.
+  its slot is reserved until one second after its response came back (see ``window_wait``), so the
+  server's count stays under the cap whenever in that span the server counts it, and a call whose
+  slot was reserved never has to wait for the window once its ledger entry is written.
 * ``PairLimiter`` — one message per ``interval`` to the same recipient with a borrowed burst
   (a token bucket per recipient), and Meta's 4^X backoff after a 131056.
 * ``TierBudget`` — unique recipients of business-initiated messages per moving 24 h
@@ -37,6 +38,7 @@ class NumberPacer:
     poll: float = 0.002  # how soon to look again when only a response in flight can free the window
     _sent: deque = field(default_factory=deque)  # response instants of finished calls, in order
     _in_flight: int = 0  # calls started and not finished
+    _reserved: int = 0  # slots reserved for calls not started yet
 
     @property
     def cap(self) -> int:
@@ -68,18 +70,27 @@ class NumberPacer:
         self._last_recover = now
 
     def window_wait(self, now: float) -> float:
-        """Seconds until the sliding window has room for one more call (0: now).
+        """Seconds until the sliding window has room for one more reservation (0: now).
 
-        A call counts from its ``start`` (before its request leaves) until 1 s after its ``finish``
-        (after its response arrived): the server counts it at some instant s with
-        start <= s <= finish. Take any server window (t-1, t] and the last call k counted in it
-        to have started: every other call j counted there started before k and finished after
-        s_j > t-1 >= start_k - 1 — at start_k, j was in flight or finished less than 1 s ago,
-        so ``window_wait`` counted it. Hence at most ``cap`` calls in any server window, whatever
-        the network, connection pool or event-loop stalls do to the arrival instants.
+        A call counts from its ``reserve`` (before its ledger write and before its request leaves)
+        until 1 s after its ``finish`` (after its response arrived): the server counts it at some
+        instant s with reserve <= s <= finish. Take any server window (t-1, t] and the last call k
+        counted in it to have been reserved: every other call j counted there was reserved before
+        k and finished after s_j > t-1 >= reserve_k - 1 — at reserve_k, j was reserved, in flight
+        or finished less than 1 s ago, so ``window_wait`` counted it. Hence at most ``cap`` calls
+        in any server window, whatever the network, connection pool or event-loop stalls do to the
+        arrival instants.
         """
+        return self._wait(now, self._reserved)
+
+    def start_wait(self, now: float) -> float:
+        """``window_wait`` for a call that holds a reservation (its own is not counted): 0 unless
+        the cap was lowered (a throttle, a new limit) since the reservation."""
+        return self._wait(now, max(0, self._reserved - 1))
+
+    def _wait(self, now: float, reserved: int) -> float:
         self._prune(now)
-        busy = len(self._sent) + self._in_flight
+        busy = len(self._sent) + self._in_flight + reserved
         if busy < self.cap:
             return 0.0
         expire = busy - self.cap  # index of the finished call whose expiry makes room
@@ -93,19 +104,26 @@ class NumberPacer:
         return max(self._next, self._paused_until, now + self.window_wait(now))
 
     def reserve(self, now: float) -> bool:
-        """Take the next even-paced slot if it is due. The call itself is ``start``ed later, at
-        the instant the request leaves (after the ledger write), and checked against the window
-        cap again then (``window_wait``)."""
+        """Take the next even-paced slot if it is due and the window has room for it. The call
+        is ``start``ed later, at the instant its request leaves (after the ledger write), or its
+        reservation ``release``d if it never leaves."""
         if self.ready_at(now) > now:
             return False
         # Slots are spaced 1/rate apart; a late caller does not get the missed slots back
         # beyond ``max_lag`` (that would be a burst).
         self._next = max(self._next, now - self.max_lag) + 1.0 / self.rate
+        self._reserved += 1
         return True
 
+    def release(self) -> None:
+        """A reserved slot whose call will not start."""
+        self._reserved = max(0, self._reserved - 1)
+
     def start(self, now: float) -> None:
-        """A call is about to leave (checked with ``window_wait`` just before, with no await in
-        between). Every ``start`` must be followed by one ``finish``."""
+        """A call is about to leave (checked with ``start_wait`` just before, with no await in
+        between): its reservation, if it holds one, becomes a call in flight. Every ``start``
+        must be followed by one ``finish``."""
+        self._reserved = max(0, self._reserved - 1)
         self._in_flight += 1
 
     def finish(self, now: float) -> None:
@@ -115,7 +133,10 @@ class NumberPacer:
 
     def try_take(self, now: float) -> bool:
         """``reserve``, ``start`` and ``finish`` at once (a call answered instantly)."""
-        if not self.reserve(now) or self.window_wait(now) > 0:
+        if not self.reserve(now):
+            return False
+        if self.start_wait(now) > 0:
+            self.release()
             return False
         self.start(now)
         self.finish(now)
@@ -130,9 +151,9 @@ class NumberPacer:
         self._paused_until = max(self._paused_until, now + pause)
 
     def sent_in_last_second(self, now: float) -> int:
-        """Calls counted in the window now: in flight, or finished within the last second."""
+        """Calls counted in the window now: reserved, in flight, or finished within the last second."""
         self._prune(now)
-        return len(self._sent) + self._in_flight
+        return len(self._sent) + self._in_flight + self._reserved
 
 
 @dataclass

@@ -149,7 +149,8 @@ def run_calls(pacer: NumberPacer, seconds: float, *, seed: int, step: float = 0.
             pacer.finish(now)
             server.append(s)
         flying = [f for f in flying if f[0] > now]
-        while pacer.reserve(now) and pacer.window_wait(now) == 0:
+        while pacer.reserve(now):
+            assert pacer.start_wait(now) == 0  # a reserved slot is never kept waiting
             pacer.start(now)
             calls += 1
             rtt = rnd.uniform(0.02, 0.3)
@@ -180,3 +181,21 @@ def test_calls_only_count_until_one_second_after_their_response():
     p.finish(0.6)
     assert p.window_wait(1.0) == pytest.approx(0.6)
     assert p.window_wait(1.6001) == 0.0
+
+
+def test_reserved_slots_count_in_the_window_until_started_or_released():
+    """The loop reserves a slot, then the call writes its ledger entry before it starts: slots
+    reserved meanwhile count, so the calls behind them never wait (holding DISPATCHING) for room."""
+    p = NumberPacer(10, safety=1.0)
+    now, reserved = 0.0, 0
+    while now < 2.0:  # nothing starts for 2 s (a slow ledger write)
+        reserved += p.reserve(now)
+        now += 0.001
+    assert reserved == p.cap  # not the 20 the pace alone would have given out
+    assert p.start_wait(now) == 0
+    for _ in range(reserved - 1):
+        p.start(now)
+    p.release()  # one call never starts (its message could not be prepared)
+    assert p.sent_in_last_second(now) == p.cap - 1
+    assert p.reserve(now + 0.2)  # its slot is free again
+    assert not p.reserve(now + 0.4)  # and the window is full

@@ -129,6 +129,11 @@ class PollPauses:
     def forget(self, tps: Any) -> None:
         self._pending.difference_update(tps)
 
+    @property
+    def pending(self) -> frozenset:
+        """Pauses asked for and not applied yet."""
+        return frozenset(self._pending)
+
     def apply(self) -> None:
         if self._pending:
             tps = self._pending & set(self.consumer.assignment())

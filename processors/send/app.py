@@ -427,7 +427,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         d = rt.dispatcher
         if d is not None:
             logger.info("dispatcher.stats", backlog=d.backlog(), graph_calls=d.stats.graph_calls,
-                        in_flight=s.send_max_in_flight - d._sem._value, admitted=d.stats.accepted,
+                        in_flight=d.slots.in_use, admitted=d.stats.accepted,
                         queues={k: q.size for k, q in d.queues.items()}, intake=counts["intake"],
                         throttled=d.stats.throttled, outcomes=dict(d.stats.outcomes), ledger=len(d.ledger),
                         tx_to_admit_s=round(d.stats.tx_to_admit, 3), tx_admit_to_call_s=round(d.stats.tx_admit_to_call, 3))

@@ -22,6 +22,7 @@ from processors.send.lanes import TRANSACTIONAL, Job, NumberQueue
 from processors.send.ledger import DISPATCHING, DONE, RETRY, Entry, Ledger
 from processors.send.ledger_store import TierSend
 from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
+from processors.send.slots import FairSlots
 from processors.send.validate import validate
 from wapipe import log
 
@@ -108,7 +109,7 @@ class Dispatcher:
         self._active: dict[str, Job] = {}  # key -> job queued or in flight in this process
         self._inflight_by_partition: dict[int, set[asyncio.Task]] = defaultdict(set)
         self._held: dict[int, int] = defaultdict(int)  # campaign-lane jobs held per partition
-        self._sem = asyncio.Semaphore(settings.send_max_in_flight)
+        self.slots = FairSlots(settings.send_max_in_flight)  # Graph calls in flight, fair between tenants
         self._revoked: set[int] = set()
         self._tokens: dict[tuple[str, int], str] = {}
         self._answered = Answered()
@@ -174,6 +175,7 @@ class Dispatcher:
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
         pnid = job.cmd["phone_number_id"]
+        self._queue(pnid).tenant = job.cmd["tenant_id"]
         self._active[job.key] = job
         if job.lane != TRANSACTIONAL and not job.held:
             job.held = True
@@ -239,17 +241,17 @@ class Dispatcher:
                 if t > now:
                     await asyncio.sleep(t - now)
                     continue
-                await self._sem.acquire()
+                await self.slots.acquire(q.tenant, urgent=bool(q.tx))
                 now = time.monotonic()
                 job = q.pop(now, paused=paused)
                 if job is None:
-                    self._sem.release()
+                    self.slots.release()
                     continue
                 ready = pairs.ready_at(job.subject, now)
                 if ready > now:  # this recipient must wait; others go on
                     q.size += 1
                     q.defer(job, ready)
-                    self._sem.release()
+                    self.slots.release()
                     continue
                 early = self._precheck(job)
                 if early is not None:  # decided without a Graph call: no slot used
@@ -257,7 +259,7 @@ class Dispatcher:
                     continue
                 if not pacer.reserve(now):
                     q.push(job, front=True)
-                    self._sem.release()
+                    self.slots.release()
                     continue
                 pairs.take(job.subject, now)
                 self._spawn(job, self._dispatch(job))
@@ -274,7 +276,7 @@ class Dispatcher:
 
         def done(t: asyncio.Task) -> None:
             tasks.discard(t)
-            self._sem.release()
+            self.slots.release()
             if not t.cancelled() and t.exception() is not None:
                 logger.error("dispatcher.task_failed", key=job.key, error=repr(t.exception()))
 

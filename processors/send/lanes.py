@@ -50,6 +50,7 @@ class NumberQueue:
     waiting: list = field(default_factory=list)  # heap (due, seq, job)
     _seq: Any = field(default_factory=itertools.count)
     size: int = 0
+    tenant: str = ""  # the number's tenant (its share of the Graph calls in flight: slots.py)
 
     def push(self, job: Job, *, front: bool = False) -> None:
         self.size += 1

@@ -707,3 +707,48 @@ def test_unknown_outcome_reconciled_through_the_sandboxs_webhooks_ingress_and_no
     assert [r["outcome"] for r in failed] == ["UNKNOWN", "FAILED"] and failed[1]["error_code"] == 131026, failed
     sent = w.sent_by_key()
     assert sent[f"{w.tenant_id}/e2e-ok"] == 1 and sent[f"{w.tenant_id}/e2e-fail"] == 1
+
+
+@pytest.mark.send_world(rates=[(200, 200)] * 4, env={"WAPIPE_SEND_MAX_IN_FLIGHT": "2"})
+def test_a_full_pool_of_calls_in_flight_is_shared_between_tenants_in_turn(send_world):
+    """Tenant A keeps four numbers busy with a campaign; tenant B, with one number, publishes its
+    campaign after A's. With at most two calls in flight and 40 ms per call the pool is the limit:
+    while both wait, B gets every other slot (served first come, A's four loops got four of five)."""
+    from wapipe.kafka import producer as make_producer
+    from wapipe.privacy.kek import load_kek
+    from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
+    from wapipe.tenants.store import publish_template, publish_tenant
+
+    w, sb = send_world, send_world.sandbox
+    b_number = "39" + _digits(8)
+    sb.control.add_number(b_number, sb.waba_id, throughput=200)
+    b = Tenant(tenant_id=w.tenant_id + "b", status=TenantStatus.ACTIVE, display_name="other", business_id=sb.business_id,
+               waba_id=sb.waba_id, numbers=(PhoneNumber(phone_number_id=b_number, throughput_mps=200),),
+               messaging_limit=10_000).with_token(load_kek(w.settings), sb.token)
+    p = make_producer(w.bootstrap)
+    publish_tenant(p, b)
+    publish_template(p, Template(tenant_id=b.tenant_id, waba_id=sb.waba_id, name="hello_world", language="en_US",
+                                 status="APPROVED", body_parameter_count=0))
+    assert p.flush(10) == 0
+    w.start_worker()
+    latency = sb.control.config()["latency"]
+    sb.control.set_latency(40)
+    try:
+        w.publish([(template(w.recipient(i), "hello_world"),
+                    w.routing(f"fa-{i}", number=i % 4, lane=Lane.CAMPAIGN, campaign="fa")) for i in range(400)])
+        b_keys = [f"fb-{i}" for i in range(60)]
+        w.erp.publish([w.erp.command(template(w.recipient(5_000 + i), "hello_world"),
+                                     Routing(tenant_id=b.tenant_id, phone_number_id=b_number, idempotency_key=k,
+                                             lane=Lane.CAMPAIGN, campaign_id="fb"))
+                       for i, k in enumerate(b_keys)])
+        done = w.reader.wait_final([(b.tenant_id, k) for k in b_keys], timeout=90)
+        assert {v["outcome"] for v in done.values()} == {"ACCEPTED"} and len(done) == 60
+    finally:
+        sb.control.configure(latency=latency)
+    order = [m["phone_number_id"] for m in sb.control.messages()
+             if m["phone_number_id"] in {*w.numbers, b_number} and m.get("biz_opaque_callback_data") not in w.warm_keys]
+    first_b, last_b = order.index(b_number), len(order) - 1 - order[::-1].index(b_number)
+    a_meanwhile = sum(n != b_number for n in order[first_b:last_b + 1])
+    assert len(order) - first_b > 60 + 60, "tenant A's campaign was over before B's began: nothing was shared"
+    assert a_meanwhile <= 90, f"tenant A sent {a_meanwhile} while tenant B sent its 60"
+    print(f"\ntenant A sent {a_meanwhile} while tenant B sent its 60")

@@ -176,6 +176,12 @@ class OffsetGuard:
                 out[tp] = expected
         return out
 
+    def rested(self, tps: Iterable[Any]) -> None:
+        """``tps`` were not expected to deliver until now (tables recovering, the broker away)."""
+        now = self.clock()
+        for tp in tps:
+            self._heard[tp] = now
+
     async def repair_stalls(self, consumer: Any, ends: Mapping[Any, int], quiet: Iterable[Any] = ()) -> int:
         """``stalled`` partitions sought back to their expected offset (as for a skip); how many."""
         stalled = self.stalled(ends, quiet)
@@ -263,8 +269,8 @@ def watch_stalls(app: Any, guard: OffsetGuard, bootstrap: str, topics: Iterable[
                  interval: float = 5.0) -> None:
     """Every ``interval``: the app's assigned partitions of ``topics`` checked for a stall
     (``OffsetGuard.stalled``) against their end offsets on the broker, and repaired. Partitions
-    Faust paused, or ``quiet()`` names, and all of them while tables recover or until ``ready()``
-    (the agents wait for their own start), are not judged."""
+    Faust paused, or ``quiet()`` names, and all of them while tables recover, until ``ready()``
+    (the agents wait for their own start) and while the broker does not answer, are not judged."""
     topics = frozenset(topics)
     admin = admin_client(bootstrap)
 
@@ -272,6 +278,8 @@ def watch_stalls(app: Any, guard: OffsetGuard, bootstrap: str, topics: Iterable[
     async def watch() -> None:
         consumer = app.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic in topics]
-        ends = await broker_ends(admin, tps)
-        resting = set(tps) if app.in_recovery or not ready() else set(getattr(consumer, "_paused_partitions", ())) | set(quiet())
-        await guard.repair_stalls(consumer, ends, resting)
+        ends = {} if app.in_recovery or not ready() else await broker_ends(admin, tps)
+        if len(ends) < len(tps):  # not judged then, nor while the broker does not answer
+            guard.rested(tps)
+            return
+        await guard.repair_stalls(consumer, ends, set(getattr(consumer, "_paused_partitions", ())) | set(quiet()))

@@ -246,3 +246,16 @@ def test_a_stall_repair_that_brought_nothing_is_not_repeated_until_the_partition
 
     assert asyncio.run(go()) == [0, 1, 0, 0, 0, 0, 1]
     assert c.seeks[0] == (tp, 7)
+
+
+def test_partitions_rested_while_the_broker_was_away_are_judged_from_then():
+    now = [0.0]
+    tp = TP("t", 0)
+    g = OffsetGuard("x", stall_s=20.0, clock=lambda: now[0])
+    g.assigned({tp: 10})
+    assert g.stalled({tp: 50}) == {}
+    now[0] = 30.0
+    g.rested([tp])  # the broker did not answer until now
+    assert g.stalled({tp: 50}) == {}
+    now[0] = 50.0
+    assert g.stalled({tp: 50}) == {tp: 10}

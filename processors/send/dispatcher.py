@@ -176,6 +176,8 @@ class Dispatcher:
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
         pnid = job.cmd["phone_number_id"]
         self._queue(pnid).tenant = job.cmd["tenant_id"]
+        if job.lane == TRANSACTIONAL:
+            self.slots.promote(pnid)  # its number's loop may be waiting for a slot in its tenant's turn
         self._active[job.key] = job
         if job.lane != TRANSACTIONAL and not job.held:
             job.held = True
@@ -241,7 +243,7 @@ class Dispatcher:
                 if t > now:
                     await asyncio.sleep(t - now)
                     continue
-                await self.slots.acquire(q.tenant, urgent=bool(q.tx))
+                await self.slots.acquire(q.tenant, urgent=bool(q.tx), who=pnid)
                 now = time.monotonic()
                 job = q.pop(now, paused=paused)
                 if job is None:

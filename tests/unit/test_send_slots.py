@@ -83,3 +83,26 @@ def test_a_cancelled_waiter_loses_no_slot(granted_first):
         return slots.in_use
 
     assert asyncio.run(go()) == 1
+
+
+def test_a_loop_waiting_in_its_tenants_turn_is_moved_up_when_a_transactional_command_arrives():
+    async def go() -> list[str]:
+        slots = FairSlots(1)
+        await slots.acquire("a")
+        got: list[str] = []
+
+        async def wait(tenant: str, who: str) -> None:
+            await slots.acquire(tenant, who=who)
+            got.append(who)
+
+        tasks = [asyncio.ensure_future(wait(t, w)) for t, w in (("b", "b1"), ("c", "c1"), ("a", "a1"))]
+        await asyncio.sleep(0)
+        slots.promote("a1")  # a1's number got an OTP while it waited behind b's and c's turns
+        slots.promote("nobody")  # not waiting: nothing happens
+        for _ in range(3):
+            slots.release()
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        return got
+
+    assert asyncio.run(go()) == ["a1", "b1", "c1"]  # and a1 is not served twice

@@ -89,6 +89,10 @@ class Runtime:
         self._started = asyncio.Event()
         self._starting = False
 
+    def ready(self) -> bool:
+        """Whether the runtime has started (the agents wait for it before their first record)."""
+        return self._started.is_set()
+
     async def started(self) -> None:
         if not self._starting:
             self._starting = True
@@ -270,7 +274,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
     guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
     app.wapipe_offset_guard = guard  # type: ignore[attr-defined]
-    watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=rt._started.is_set,
+    watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=rt.ready,
                  quiet=lambda: rt.pauses.pending if rt.pauses is not None else ())
     counts = {"intake": 0, "tx_to_intake": 0.0}
 

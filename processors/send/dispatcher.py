@@ -175,14 +175,14 @@ class Dispatcher:
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
         pnid = job.cmd["phone_number_id"]
-        self._queue(pnid).tenant = job.cmd["tenant_id"]
+        q = self._queue(pnid)
+        q.tenant = job.cmd["tenant_id"]
         if job.lane == TRANSACTIONAL:
             self.slots.promote(pnid)  # its number's loop may be waiting for a slot in its tenant's turn
         self._active[job.key] = job
         if job.lane != TRANSACTIONAL and not job.held:
             job.held = True
             self._held[job.partition] += 1
-        q = self._queue(pnid)
         delay = job.not_before - time.time()
         if delay > 0:
             q.size += 1

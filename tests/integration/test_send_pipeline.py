@@ -246,9 +246,9 @@ def test_template_and_session_messages_are_sent_once(send_world):
 
 
 def _publish_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    from wapipe.kafka import producer as make_producer
+    from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
 
-    p = make_producer(bootstrap, partitioner="murmur2_random")
+    p = make_producer(bootstrap, partitioner=JAVA_PARTITIONER)
     p.produce(topic, key=key, value=value)
     assert p.flush(10) == 0
 

@@ -177,8 +177,6 @@ class Dispatcher:
         pnid = job.cmd["phone_number_id"]
         q = self._queue(pnid)
         q.tenant = job.cmd["tenant_id"]
-        if job.lane == TRANSACTIONAL:
-            self.slots.promote(pnid)  # its number's loop may be waiting for a slot in its tenant's turn
         self._active[job.key] = job
         if job.lane != TRANSACTIONAL and not job.held:
             job.held = True
@@ -189,6 +187,8 @@ class Dispatcher:
             q.defer(job, time.monotonic() + delay)
         else:
             q.push(job, front=front)
+            if job.lane == TRANSACTIONAL:
+                self.slots.promote(pnid)  # its number's loop may be waiting for a slot in its tenant's turn
         self._wake[pnid].set()
 
     def _queue(self, pnid: str) -> NumberQueue:

@@ -1,5 +1,7 @@
 """ClickHouse migrations on the real (embedded) engine."""
 
+import datetime as dt
+
 import pytest
 
 from wapipe.clickhouse import Migration, MigrationError, clickhouse_client, load_migrations, migrate
@@ -50,7 +52,9 @@ def test_message_states_migration_carries_the_state_machine_of_existing_rows(tmp
     migrate(client, [m for m in every if m.version < 12])
     cols = ("event_id", "tenant_id", "waba_id", "phone_number_id", "wamid", "status", "status_rank", "timestamp",
             "subject_id", "error_codes", "received_at", "extra", "retention_days")
-    at = "2026-11-01 10:00:0{}"
+    # Rows dated yesterday: a fixed date would fall out of the 30-day TTL (it did, on 2026-12-01).
+    day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    at = day + " 10:00:0{}"
 
     def row(eid, wamid, status, rank, sec, codes=()):
         return [eid, "t1", "w", "p", wamid, status, rank, at.format(sec), "s", list(codes), at.format(0), "{}", 30]
@@ -65,7 +69,7 @@ def test_message_states_migration_carries_the_state_machine_of_existing_rows(tmp
                    + "(" + ", ".join(repr(v) for v in row("5", "m.a", "delivered", 2, 2)) + ")")
     got = client.query("SELECT wamid, status, toString(sent_at), toString(delivered_at), error_codes "
                        "FROM message_status_current ORDER BY wamid").result_rows
-    assert got == [("m.a", "read", "2026-11-01 10:00:01.000", "2026-11-01 10:00:02.000", []),
-                   ("m.b", "failed", "2026-11-01 10:00:01.000", None, [131026])]
+    assert got == [("m.a", "read", at.format(1) + ".000", at.format(2) + ".000", []),
+                   ("m.b", "failed", at.format(1) + ".000", None, [131026])]
     tables = {r[0] for r in client.query("SHOW TABLES").result_rows}
     assert "message_states" in tables and "message_status" not in tables and "message_status_mv" not in tables

@@ -20,7 +20,8 @@ from sinks.report import print_report, render_html, write_html
 
 pytestmark = pytest.mark.integration
 
-T0 = dt.datetime(2026, 11, 25, 9, 0, 0, tzinfo=dt.timezone.utc)
+# Two days ago at 09:00 UTC: rows must stay inside their TTL whenever the suite runs.
+T0 = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
 ACCEPTED_FATES = ("accepted_only", "sent", "delivered", "read", "read_skip", "read_late_sent", "failed_async")
 FATES = ACCEPTED_FATES + ("rejected", "duplicate", "failed_sync")
 SENT = {"sent", "delivered", "read", "read_skip", "read_late_sent", "failed_async"}
@@ -285,7 +286,7 @@ def test_every_sql_example_in_the_docs_runs(loaded):
     nonempty = 0
     for sql in blocks:
         # Pin "today"/"now" to the scenario's time so the examples also return rows.
-        sql = sql.strip().rstrip(";").replace("today()", "toDate('2026-11-25')").replace(
-            "now()", "toDateTime('2026-11-25 09:30:00', 'UTC')")
+        sql = sql.strip().rstrip(";").replace("today()", f"toDate('{T0:%Y-%m-%d}')").replace(
+            "now()", f"toDateTime('{T0:%Y-%m-%d} 09:30:00', 'UTC')")
         nonempty += bool(client.query(sql).result_rows)
     assert nonempty >= 6

@@ -5,10 +5,19 @@
 marked ``steps.clickhouse = requested``:
 
 * finds every table with a ``subject_id`` column in ``system.columns`` (new tables are covered
-  without a code change) and deletes the subject's rows with a lightweight ``DELETE FROM``
-  (``ALTER TABLE ... DELETE`` when a table does not support it), waiting for it to apply;
-* writes the AuditEvent ``privacy.erasure.clickhouse_deleted`` (target = request id, rows per
-  table) that the processor waits for before it marks the request COMPLETED;
+  without a code change) and deletes the subject's rows with ``ALTER TABLE ... DELETE``, a mutation
+  that rewrites every part holding them, waiting for it (``mutations_sync = 2``). A lightweight
+  ``DELETE FROM`` is not enough: it only masks rows (``SETTINGS apply_deleted_mask = 0`` shows them
+  again), and a later mutation does not remove rows masked earlier, so a table that still holds
+  masked rows of the subject also gets ``ALTER TABLE ... APPLY DELETED MASK``. The ids being erased
+  are handed to the mutation through a ``Memory`` table (``erasure_targets``), so neither the
+  mutation's text (``system.mutations``, ``mutation_N.txt`` on disk) nor a query log holds them;
+* checks that no row of the subject is left even unmasked (``apply_deleted_mask = 0``), then waits
+  until the parts the mutation replaced are gone from disk (ClickHouse removes them after the
+  table's ``old_parts_lifetime``; ``erasure_old_parts_lifetime_s`` sets it on every subject table);
+* only then writes the AuditEvent ``privacy.erasure.clickhouse_deleted`` (target = request id, rows
+  per table, ``method = rewritten``, replaced parts removed) that the processor waits for before
+  it marks the request COMPLETED;
 * commits the offset only after that, so a crash repeats the (idempotent) delete.
 
 Replays: a sink that re-reads a topic (a new consumer group, a crash replay) could bring an erased
@@ -26,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -80,24 +90,71 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def erase_subject(client: Any, subject_id: str) -> dict[str, int]:
-    """Delete the subject's rows from every subject table; returns rows deleted per table."""
+TARGETS = "erasure_targets"  # Memory engine: the ids being erased never reach disk nor a mutation's text
+
+
+class ErasureIncomplete(RuntimeError):
+    """Rows of the subject are still on disk after the mutations (retried at the next poll)."""
+
+
+def _all_rows(client: Any, t: str, extra: str = "") -> int:
+    """Rows of the loaded targets in table ``t``, masked ones included."""
+    return int(client.query(f"SELECT count() FROM {t} WHERE subject_id IN (SELECT subject_id FROM {TARGETS}){extra}"
+                            " SETTINGS apply_deleted_mask = 0").result_rows[0][0])
+
+
+def _rewrite(client: Any, tables: dict[str, str | None], subject_id: str,
+             erased_at: dt.datetime | None = None) -> dict[str, int]:
+    """Physically delete the subject's rows from ``tables`` (table -> event-time column limiting
+    the delete to rows not after ``erased_at``, or None for all rows); rows per table."""
+    client.command(f"CREATE TABLE IF NOT EXISTS {TARGETS} (subject_id String, erased_at DateTime64(3, 'UTC'))"
+                   " ENGINE = Memory")
+    client.command(f"TRUNCATE TABLE {TARGETS}")
+    client.command(f"INSERT INTO {TARGETS} VALUES ({{s:String}}, {{at:DateTime64(3)}})",
+                   parameters={"s": subject_id, "at": erased_at or dt.datetime.now(dt.timezone.utc)})
     deleted: dict[str, int] = {}
-    params = {"s": subject_id}
-    for table in subject_tables(client):
-        t = _quote(table)
-        n = int(client.query(f"SELECT count() FROM {t} WHERE subject_id = {{s:String}}", parameters=params).result_rows[0][0])
-        if not n:
-            continue
-        try:
-            client.command(f"DELETE FROM {t} WHERE subject_id = {{s:String}}", parameters=params,
-                           settings={"lightweight_deletes_sync": 2})
-        except Exception as exc:  # e.g. tables with projections: a classic mutation instead
-            log.info("erasure.lightweight_delete_refused", table=table, error=str(exc)[:200])
-            client.command(f"ALTER TABLE {t} DELETE WHERE subject_id = {{s:String}}", parameters=params,
+    try:
+        for table, col in tables.items():
+            t = _quote(table)
+            extra = f" AND {_quote(col)} <= (SELECT any(erased_at) FROM {TARGETS})" if col else ""
+            n = _all_rows(client, t, extra)
+            if not n:
+                continue
+            client.command(f"ALTER TABLE {t} DELETE WHERE subject_id IN (SELECT subject_id FROM {TARGETS}){extra}",
                            settings={"mutations_sync": 2})
-        deleted[table] = n
+            if _all_rows(client, t, extra):  # masked by an earlier lightweight DELETE: still in the parts
+                client.command(f"ALTER TABLE {t} APPLY DELETED MASK", settings={"mutations_sync": 2})
+            left = _all_rows(client, t, extra)
+            if left:
+                raise ErasureIncomplete(f"{table}: {left} rows of the subject still in its parts")
+            deleted[table] = n
+    finally:
+        client.command(f"TRUNCATE TABLE {TARGETS}")
     return deleted
+
+
+def erase_subject(client: Any, subject_id: str) -> dict[str, int]:
+    """Delete the subject's rows from every subject table, rewriting the parts that held them;
+    returns rows deleted per table."""
+    return _rewrite(client, {t: None for t in subject_tables(client)}, subject_id)
+
+
+def outdated_parts(client: Any, tables: list[str]) -> set[tuple[str, str]]:
+    """(table, part) of parts no longer active but still on disk: what a mutation replaced."""
+    if not tables:
+        return set()
+    rows = client.query("SELECT table, name FROM system.parts WHERE database = currentDatabase() AND NOT active"
+                        " AND table IN {ts:Array(String)}", parameters={"ts": tables}).result_rows
+    return {(r[0], r[1]) for r in rows}
+
+
+@dataclass
+class Draining:
+    """A request whose rows are rewritten; done once the replaced parts are gone from disk."""
+    rec: dict
+    deleted: dict[str, int]
+    parts: set[tuple[str, str]]
+    since: float = field(default_factory=time.monotonic)
 
 
 class ErasureWorker:
@@ -113,52 +170,101 @@ class ErasureWorker:
         self._pub = Publisher(self._producer, self.serde)
         self._pending: list[dict] = []  # read but not yet done (backpressure kept them waiting)
         self._handled: set[str] = set()  # request ids done by this worker (later progress records repeat them)
+        self._draining: dict[str, Draining] = {}  # rewritten, waiting for the replaced parts to leave the disk
+        self._uncommitted = False
+        self._tuned: set[str] = set()
+        self.confirmed: set[str] = set()  # request ids whose ClickHouse erasure this worker confirmed
         self._registry = PrivacyRegistry(settings, bootstrap, serde=self.serde).start()
         self._last_guard = 0.0
 
     def poll_once(self, client: Any, *, timeout: float = 0.0) -> int:
-        """Handle what is waiting; returns how many requests' ClickHouse erasure completed."""
+        """Handle what is waiting; returns how many requests' ClickHouse erasure completed (rows
+        rewritten and the replaced parts removed from disk)."""
+        done = self._confirm_removed(client)
         if running_mutations(client) >= self.s.erasure_max_running_mutations:
             log.info("erasure.backpressure", running=self.s.erasure_max_running_mutations)
-            return 0
+            return done
+        self._tune(client)
         self.guard_replays(client)
         if not self._pending:
-            try:
-                msgs = self._consumer.consume(100, timeout=timeout)
-            except KafkaException as exc:  # pragma: no cover
-                log.warning("erasure.consume_failed", error=str(exc))
-                return 0
-            for m in msgs:
-                if m.error() is not None or m.value() is None:
-                    continue
-                try:
-                    rec = self.serde.decode(m.value(), "PrivacyRequest")
-                except SerdeError as exc:
-                    log.error("erasure.unreadable_request", offset=m.offset(), error=str(exc))
-                    continue
-                if (rec["kind"] == "ERASURE" and rec["status"] == "IN_PROGRESS" and rec.get("subject_id")
-                        and (rec.get("steps") or {}).get("clickhouse") == "requested"
-                        and rec["request_id"] not in self._handled
-                        and all(p["request_id"] != rec["request_id"] for p in self._pending)):
-                    self._pending.append(rec)
-            if not msgs:
-                return 0
-        done = 0
+            self._read(timeout)
+        started = 0
         while self._pending:
-            if done and running_mutations(client) >= self.s.erasure_max_running_mutations:
-                return done  # the rest next call; offsets stay uncommitted until then
+            if started and running_mutations(client) >= self.s.erasure_max_running_mutations:
+                break  # the rest next call; offsets stay uncommitted until then
             rec = self._pending[0]
             deleted = erase_subject(client, rec["subject_id"])
-            self._pub.audit(audit_event(
-                CLICKHOUSE_DONE, actor="system:sink", tenant_id=rec.get("tenant_id"), subject_id=rec["subject_id"],
-                target=rec["request_id"], details={"tables": str(len(deleted)), "rows": str(sum(deleted.values())),
-                                                   **{f"rows.{t}": str(n) for t, n in deleted.items()}}))
-            log.info("erasure.clickhouse_done", request_id=rec["request_id"], rows=sum(deleted.values()))
+            self._draining[rec["request_id"]] = Draining(rec, deleted, outdated_parts(client, sorted(deleted)))
+            log.info("erasure.clickhouse_rewritten", request_id=rec["request_id"], rows=sum(deleted.values()))
             self._pending.pop(0)
             self._handled.add(rec["request_id"])
-            done += 1
-        self._consumer.commit(asynchronous=False)
+            started += 1
+        done += self._confirm_removed(client)
+        if self._uncommitted and not self._pending and not self._draining:
+            self._consumer.commit(asynchronous=False)
+            self._uncommitted = False
         return done
+
+    def _read(self, timeout: float) -> None:
+        try:
+            msgs = self._consumer.consume(100, timeout=timeout)
+        except KafkaException as exc:  # pragma: no cover
+            log.warning("erasure.consume_failed", error=str(exc))
+            return
+        for m in msgs:
+            self._uncommitted = True
+            if m.error() is not None or m.value() is None:
+                continue
+            try:
+                rec = self.serde.decode(m.value(), "PrivacyRequest")
+            except SerdeError as exc:
+                log.error("erasure.unreadable_request", offset=m.offset(), error=str(exc))
+                continue
+            if (rec["kind"] == "ERASURE" and rec["status"] == "IN_PROGRESS" and rec.get("subject_id")
+                    and (rec.get("steps") or {}).get("clickhouse") == "requested"
+                    and rec["request_id"] not in self._handled
+                    and all(p["request_id"] != rec["request_id"] for p in self._pending)):
+                self._pending.append(rec)
+
+    def _confirm_removed(self, client: Any) -> int:
+        """Confirm every rewritten request whose replaced parts are gone from disk."""
+        if not self._draining:
+            return 0
+        tables = sorted({t for d in self._draining.values() for t in d.deleted})
+        for table in tables:  # wakes the table's cleanup now (it otherwise sleeps up to a minute when idle)
+            try:
+                client.command(f"SYSTEM START CLEANUP {_quote(table)}")
+            except Exception as exc:  # a server that does not know it: its own schedule removes them
+                log.debug("erasure.cleanup_trigger_refused", table=table, error=str(exc)[:200])
+        still = outdated_parts(client, tables)
+        done = 0
+        for request_id, d in list(self._draining.items()):
+            if d.parts & still:
+                continue
+            rec, deleted = d.rec, d.deleted
+            self._pub.audit(audit_event(
+                CLICKHOUSE_DONE, actor="system:sink", tenant_id=rec.get("tenant_id"), subject_id=rec["subject_id"],
+                target=request_id, details={"tables": str(len(deleted)), "rows": str(sum(deleted.values())),
+                                            "method": "rewritten", "replaced_parts_removed": str(len(d.parts)),
+                                            "seconds_to_removal": f"{time.monotonic() - d.since:.1f}",
+                                            **{f"rows.{t}": str(n) for t, n in deleted.items()}}))
+            log.info("erasure.clickhouse_done", request_id=request_id, rows=sum(deleted.values()),
+                     parts_removed=len(d.parts))
+            del self._draining[request_id]
+            self.confirmed.add(request_id)
+            done += 1
+        return done
+
+    def _tune(self, client: Any) -> None:
+        """Apply ``erasure_old_parts_lifetime_s`` to subject tables not seen yet."""
+        n = self.s.erasure_old_parts_lifetime_s
+        if n is None:
+            return
+        for table in subject_tables(client):
+            if table not in self._tuned:
+                client.command(f"ALTER TABLE {_quote(table)} MODIFY SETTING old_parts_lifetime = {int(n)},"
+                               f" cleanup_delay_period = {int(n)}, cleanup_delay_period_random_add = 0")
+                self._tuned.add(table)
 
     def guard_replays(self, client: Any, *, force: bool = False) -> int:
         """Delete replayed rows of erased subjects (see the module doc). Returns rows deleted."""
@@ -170,20 +276,16 @@ class ErasureWorker:
         if not erased:
             return 0
         total = 0
-        for table, col in event_time_columns(client).items():
-            t, c = _quote(table), _quote(col)
-            found = client.query(f"SELECT subject_id, count() FROM {t} WHERE subject_id IN {{ids:Array(String)}}"
-                                 " GROUP BY subject_id", parameters={"ids": sorted(erased)}).result_rows
-            for subject, _ in found:
-                params = {"s": subject, "at": dt.datetime.fromtimestamp(erased[subject] / 1000, tz=dt.timezone.utc)}
-                n = int(client.query(f"SELECT count() FROM {t} WHERE subject_id = {{s:String}}"
-                                     f" AND {c} <= {{at:DateTime64(3)}}",
-                                     parameters=params).result_rows[0][0])
+        columns = event_time_columns(client)
+        for table, col in columns.items():
+            t = _quote(table)
+            found = client.query(f"SELECT DISTINCT subject_id FROM {t} WHERE subject_id IN {{ids:Array(String)}}"
+                                 " SETTINGS apply_deleted_mask = 0", parameters={"ids": sorted(erased)}).result_rows
+            for (subject,) in found:
+                at = dt.datetime.fromtimestamp(erased[subject] / 1000, tz=dt.timezone.utc)
+                n = _rewrite(client, {table: col}, subject, at).get(table, 0)
                 if not n:
                     continue
-                client.command(f"DELETE FROM {t} WHERE subject_id = {{s:String}}"
-                               f" AND {c} <= {{at:DateTime64(3)}}",
-                               parameters=params, settings={"lightweight_deletes_sync": 2})
                 total += n
                 self._pub.audit(audit_event("privacy.erasure.replay_blocked", actor="system:sink", subject_id=subject,
                                             details={"table": table, "rows": str(n)}))

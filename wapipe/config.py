@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     erasure_max_running_mutations: int = Field(default=8, ge=1)
     # sinks/erasure.py: how often rows of erased subjects brought back by a replay are looked for.
     erasure_guard_interval_s: float = Field(default=60.0, ge=0)
+    # sinks/erasure.py: a deletion is complete once the parts that held the rows are gone from
+    # disk; ClickHouse removes replaced parts after ``old_parts_lifetime`` (480 s by default).
+    # Set, the worker applies this many seconds (and the same cleanup period) to every subject table.
+    erasure_old_parts_lifetime_s: int | None = Field(default=None, ge=1)
 
     @property
     def production(self) -> bool:

@@ -20,6 +20,7 @@ def normalise_command(
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.subjects import pepper_from, subject_id
+    from wapipe.privacy.wamids import WamidRefs
     from wapipe.tenants.registry import TenantRegistry
     from wapipe.group_start import start_at_end
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
@@ -58,7 +59,7 @@ def normalise_command(
         except ImportError:
             pass
         normaliser = Normaliser(registry, keyring.seal, lambda scope, wa: subject_id(pepper, scope, wa),
-                                restricted=restricted)
+                                restricted=restricted, wamid_ref=WamidRefs.from_pepper(pepper))
 
         def ready() -> None:
             os.write(1, b"READY normalise\n")  # fd 1 itself: faust wraps sys.stdout

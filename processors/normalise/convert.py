@@ -1,6 +1,6 @@
 """One raw webhook → many typed events. Pure: no Kafka here, so every variant is testable alone.
 
-* statuses → ``StatusEvent`` on ``wa.status.events`` (key: wamid)
+* statuses → ``StatusEvent`` on ``wa.status.events`` (key: the wamid's keyed ref)
 * inbound messages → ``InboundMessage`` on ``wa.inbound.messages`` (key: phone_number_id)
 * every other change (template status, number quality, account updates, fields Meta adds later,
   and ``value.errors`` not tied to one message) → ``AccountEvent`` on ``wa.account.events``
@@ -10,7 +10,8 @@ Each event has a deterministic ``event_id`` (a hash of what identifies it), so t
 delivered twice yields the same ids and the dedup table drops the second copy. Personal data
 (recipient and sender numbers, profile names, message content) only ever leaves here inside a
 ``Sealed`` record made by the caller's ``seal``; records otherwise carry the pseudonymous
-``subject_id``. Fields this schema does not name are kept in ``extra`` (statuses) or inside the
+``subject_id``. Wamids embed the other party's number: record keys and fields carry only
+``wamid_ref(wamid)`` (``wapipe/privacy/wamids.py``), the clear wamid only inside the sealed ``pii``. Fields this schema does not name are kept in ``extra`` (statuses) or inside the
 sealed message object (inbound, since unknown message fields may be content).
 """
 
@@ -97,6 +98,16 @@ class Normaliser:
     # (tenant scope, subject_id) -> True when the person asked to restrict processing: their
     # inbound content is then not stored (the event keeps its metadata, pii = null).
     restricted: Callable[[str, str], bool] | None = None
+    # wamid -> its keyed ref (wapipe.privacy.wamids.WamidRefs); required to convert statuses and
+    # inbound messages, so that no wamid is ever published in clear.
+    wamid_ref: Callable[[str], str] | None = None
+
+    def _ref(self, wamid: str | None) -> str | None:
+        if not wamid:
+            return wamid
+        if self.wamid_ref is None:
+            raise RuntimeError("Normaliser.wamid_ref is not configured: wamids are never published in clear")
+        return self.wamid_ref(wamid)
 
     def convert(self, raw: dict) -> list[Event]:
         """``raw`` is a decoded ``RawWebhook``. Raises ``Unreadable``."""
@@ -126,9 +137,10 @@ class Normaliser:
             tenant = self._tenant(pnid, waba_id)
             scope = tenant or UNASSIGNED_TENANT
             subject, pii = None, None
+            ref = self._ref(st.id)
             if st.recipient_id:
                 subject = self.subject_of(scope, st.recipient_id)
-                pii = self.seal(scope, subject, {"recipient_id": st.recipient_id})
+                pii = self.seal(scope, subject, {"recipient_id": st.recipient_id, "wamid": st.id})
             extra = {k: v for k, v in _dump(st).items() if k not in _STATUS_NAMED}
             conv, pricing = st.conversation, st.pricing
             if conv is not None and conv.model_extra:
@@ -140,7 +152,7 @@ class Normaliser:
                 "tenant_id": tenant,
                 "waba_id": waba_id,
                 "phone_number_id": pnid,
-                "wamid": st.id,
+                "wamid": ref,
                 "status": st.status,
                 "timestamp": _ms(st.timestamp) or received,
                 "subject_id": subject,
@@ -158,7 +170,7 @@ class Normaliser:
                 "received_at": received,
                 "extra": _canonical(extra),
             }
-            out.append(Event(STATUS_EVENTS, st.id, "StatusEvent", rec))
+            out.append(Event(STATUS_EVENTS, ref, "StatusEvent", rec))
         return out
 
     # --- inbound messages -----------------------------------------------------------------
@@ -186,12 +198,12 @@ class Normaliser:
                 "tenant_id": tenant,
                 "waba_id": waba_id,
                 "phone_number_id": pnid,
-                "message_id": msg.id,
+                "message_id": self._ref(msg.id),
                 "type": msg.type,
                 "timestamp": _ms(msg.timestamp) or received,
                 "subject_id": subject,
                 "pii": pii,
-                "context_message_id": msg.context.id if msg.context else None,
+                "context_message_id": self._ref(msg.context.id) if msg.context else None,
                 "received_at": received,
                 "extra": _canonical(extra),
             }

@@ -142,14 +142,17 @@ class Runtime:
             def resume(p: int) -> None:
                 pauses.resume(TP(T.SEND_ACCEPTED, p))
 
+            from wapipe.privacy.wamids import WamidRefs
+
+            wamid_ref = WamidRefs.from_settings(s)
             self.dispatcher = Dispatcher(
                 s, ledger=ledger, send=self.send, serde=self.serde,
                 topics=Topics(results=T.SEND_RESULTS, retry=T.SEND_RETRY, dead=T.SEND_DEAD),
                 graph=self.graph, registry=self.registry, kek=self.kek, keyring=self.keyring,
-                windows=self.windows, campaigns=self.campaigns,
+                windows=self.windows, campaigns=self.campaigns, wamid_ref=wamid_ref,
                 is_restricted=self.is_restricted, pause=pause, resume=resume)
             rec = self.reconciler = Reconciler(ledger, self.dispatcher._emit, memory_s=s.send_reconcile_memory_s,
-                                               unknown_timeout_s=s.send_unknown_timeout_s)
+                                               unknown_timeout_s=s.send_unknown_timeout_s, wamid_ref=wamid_ref)
             self.dispatcher.on_unknown = rec.on_unknown
             ledger.on_tier = self.dispatcher.rebuild_tier
             ledger.on_unknown = rec.on_loaded

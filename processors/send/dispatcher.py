@@ -79,10 +79,13 @@ class Answered:
 class Dispatcher:
     def __init__(self, settings: Any, *, ledger: Ledger, send: Send, serde: Any, topics: Topics, graph: Any,
                  registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
+                 wamid_ref: Callable[[str], str],
                  is_restricted: Callable[[str], bool] | None = None,
                  pause: Callable[[int], None] | None = None, resume: Callable[[int], None] | None = None) -> None:
         """``pause(p)`` / ``resume(p)`` stop and restart fetching the campaign lane's partition
-        ``p`` (backpressure without blocking the agent, which would stall every other topic)."""
+        ``p`` (backpressure without blocking the agent, which would stall every other topic).
+        ``wamid_ref`` turns Meta's wamid into its keyed ref (wapipe/privacy/wamids.py): the ledger,
+        the results and everything downstream keep only that, never the wamid (it embeds the number)."""
         self.s = settings
         self._pause = pause
         self._resume = resume
@@ -98,6 +101,7 @@ class Dispatcher:
         self.windows = windows
         self.campaigns = campaigns
         self.is_restricted = is_restricted
+        self.wamid_ref = wamid_ref
         self.stats = Stats()
         self.on_unknown: Callable[[str], None] | None = None  # the reconciler (processors/send/reconcile.py)
         self.queues: dict[str, NumberQueue] = {}
@@ -372,7 +376,7 @@ class Dispatcher:
             return
         if R.is_template(cmd):
             self.tier.record(cmd["tenant_id"], job.subject, time.time())
-        await self._finish(job, R.Outcome.ACCEPTED, attempts=attempt, wamid=accepted.wamid,
+        await self._finish(job, R.Outcome.ACCEPTED, attempts=attempt, wamid=self.wamid_ref(accepted.wamid),
                            message_status=accepted.message_status)
 
     async def _on_error(self, job: Job, exc: meta_errors.MetaError, attempt: int) -> None:

@@ -73,8 +73,11 @@ class Status:
 
 class Reconciler:
     def __init__(self, ledger: Ledger, emit: Emit, *, memory_s: float, unknown_timeout_s: float,
-                 max_remembered: int = 200_000) -> None:
+                 max_remembered: int = 200_000, wamid_ref: Callable[[str], str] | None = None) -> None:
         self.ledger = ledger
+        # Statuses carry the wamid's keyed ref already (the normaliser's); one from an older
+        # normaliser still carrying a wamid is turned into its ref before it is written anywhere.
+        self.wamid_ref = wamid_ref
         self._emit = emit
         self.memory_s = memory_s
         self.unknown_timeout_s = unknown_timeout_s
@@ -169,11 +172,12 @@ class Reconciler:
                "phone_number_id": rec.get("phone_number_id") or st.phone_number_id,
                "subject_id": rec.get("subject_id") or st.subject_id or "", "campaign_id": rec.get("campaign_id"),
                "lane": "CAMPAIGN" if rec.get("campaign_id") else "TRANSACTIONAL"}
+        wamid = (self.wamid_ref(st.wamid) if self.wamid_ref else st.wamid) or None
         if st.status == "failed":
-            outcome, kw = R.Outcome.FAILED, dict(error_code=st.error_code, wamid=st.wamid or None,
+            outcome, kw = R.Outcome.FAILED, dict(error_code=st.error_code, wamid=wamid,
                                                  reason=f"{REASON}: failed {st.error_code}: {st.error_title}"[:300])
         else:
-            outcome, kw = R.Outcome.ACCEPTED, dict(wamid=st.wamid, message_status=st.status, reason=REASON)
+            outcome, kw = R.Outcome.ACCEPTED, dict(wamid=wamid, message_status=st.status, reason=REASON)
         # The result first, then the ledger (one key at a time, in this loop): a crash between the
         # two leaves the key UNKNOWN, reconciled again from the remembered status after a restart
         # (a second identical result), where the other order could settle it without any result.

@@ -29,7 +29,7 @@ from wapipe.topics import (AUDIT, INBOUND_MESSAGES, PRIVACY_REQUESTS, SEND_DEAD,
 
 pytestmark = pytest.mark.integration
 
-FAST = dict(erasure_deadline_ms=2000, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
+FAST = dict(erasure_deadline_ms=2000, erasure_old_parts_lifetime_s=1, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
             tombstone_retention_ms=100, raw_webhook_retention_ms=1500, raw_webhook_segment_ms=200,
             privacy_check_interval_s=0.3)
 SHORT_DEADLINE_TOPICS = tuple(spec(t) for t in (SUBJECT_KEYS, WEBHOOK_RAW, WEBHOOK_DEAD))

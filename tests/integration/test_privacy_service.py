@@ -17,7 +17,7 @@ from wapipe.topics import SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client,
 
 pytestmark = pytest.mark.integration
 
-FAST = dict(erasure_deadline_ms=2000, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
+FAST = dict(erasure_deadline_ms=2000, erasure_old_parts_lifetime_s=1, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
             tombstone_retention_ms=100, raw_webhook_retention_ms=1500, raw_webhook_segment_ms=200)
 TOPICS = tuple(spec(t) for t in (SUBJECT_KEYS, WEBHOOK_RAW, WEBHOOK_DEAD))
 

@@ -24,7 +24,7 @@ from wapipe.topics import (INBOUND_MESSAGES, SEND_REQUESTED, STATUS_EVENTS, SUBJ
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FAST = dict(erasure_deadline_ms=2000, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
+FAST = dict(erasure_deadline_ms=2000, erasure_old_parts_lifetime_s=1, compacted_segment_ms=200, min_cleanable_dirty_ratio=0.01,
             tombstone_retention_ms=100, raw_webhook_retention_ms=1500, raw_webhook_segment_ms=200)
 SHORT = tuple(spec(t) for t in (SUBJECT_KEYS, WEBHOOK_RAW, WEBHOOK_DEAD))
 

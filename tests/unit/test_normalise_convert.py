@@ -12,17 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from processors.normalise.convert import UNASSIGNED_TENANT, Normaliser, Unreadable
 from processors.normalise.status import Observed, fold
+from tests.integration.disk_scan import wamid_payloads
 from wapipe.avro import AvroSerde
 from wapipe.privacy.subjects import subject_id
+from wapipe.privacy.wamids import WamidRefs
 from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 ALL = sorted(FIXTURES.glob("*.json"))
 PEPPER = b"p" * 32
+REF = WamidRefs.from_pepper(PEPPER)
 NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.timezone.utc)
 
 
@@ -67,7 +72,7 @@ def _raw(body: bytes, verified: bool = True) -> dict:
 
 def _normaliser(numbers=None):
     sealer = _AesSealer()
-    n = Normaliser(_Directory(numbers or {}), sealer, lambda scope, wa: subject_id(PEPPER, scope, wa))
+    n = Normaliser(_Directory(numbers or {}), sealer, lambda scope, wa: subject_id(PEPPER, scope, wa), wamid_ref=REF)
     return n, sealer
 
 
@@ -93,6 +98,7 @@ def _personal_strings(doc: dict) -> set[str]:
             if ch["field"] != "messages":
                 continue
             for s in v.get("statuses", []):
+                found.add(s["id"])  # a wamid embeds the number
                 if s.get("recipient_id"):
                     found.add(s["recipient_id"])
             for c in v.get("contacts", []):
@@ -102,6 +108,9 @@ def _personal_strings(doc: dict) -> set[str]:
                     found.add(c["profile"]["name"])
             for m in v.get("messages", []):
                 found.add(m["from"])
+                found.add(m["id"])
+                if (m.get("context") or {}).get("id"):
+                    found.add(m["context"]["id"])
                 if m.get("type") == "text":
                     found.add(m["text"]["body"])
                 for media in ("image", "video", "document"):
@@ -127,9 +136,10 @@ def test_every_fixture_normalises_to_the_right_events(path):
     assert len({e.event_id for e in events}) == len(events), "event ids are unique within one webhook"
 
     serde = AvroSerde()
-    wire = b"".join(serde.encode(e.record_name, e.record) for e in events)
+    wire = b"".join(e.key.encode() + serde.encode(e.record_name, e.record) for e in events)
     for secret in _personal_strings(doc):
-        assert secret.encode() not in wire, f"personal data {secret!r} in clear on the wire"
+        assert secret.encode() not in wire, f"personal data {secret!r} in clear on the wire (keys included)"
+    assert not wamid_payloads(wire), "a wamid (it embeds the number) in clear on the wire"
     # Same webhook again: the same event ids (that is what dedup keys on).
     again, _ = _normaliser()
     assert [e.event_id for e in again.convert(_raw(body))] == [e.event_id for e in events]
@@ -147,13 +157,13 @@ def test_status_fields_and_keys():
     n, sealer = _normaliser({pnid: "acme"})
     [ev] = n.convert(_raw(body))
     r = ev.record
-    assert ev.topic == STATUS_EVENTS and ev.key == st["id"] == r["wamid"]
+    assert ev.topic == STATUS_EVENTS and ev.key == REF(st["id"]) == r["wamid"] and r["wamid"].startswith("wref.")
     assert r["tenant_id"] == "acme" and r["status"] == "failed"
     assert r["subject_id"] == subject_id(PEPPER, "acme", st["recipient_id"])
     assert [e["code"] for e in r["errors"]] == [e["code"] for e in st["errors"]]
     assert r["errors"][0]["title"] == st["errors"][0]["title"]
     assert r["timestamp"] == dt.datetime.fromtimestamp(int(st["timestamp"]), dt.timezone.utc)
-    assert sealer.sealed == [("acme", r["subject_id"], {"recipient_id": st["recipient_id"]})]
+    assert sealer.sealed == [("acme", r["subject_id"], {"recipient_id": st["recipient_id"], "wamid": st["id"]})]
 
 
 def test_inbound_text_is_sealed_with_sender_profile_and_content():
@@ -238,8 +248,47 @@ def test_restricted_subject_inbound_content_is_not_stored():
     body = (FIXTURES / "inbound_text.json").read_bytes()
     sealer = _AesSealer()
     n = Normaliser(_Directory({}), sealer, lambda scope, wa: subject_id(PEPPER, scope, wa),
-                   restricted=lambda scope, subject: True)
+                   restricted=lambda scope, subject: True, wamid_ref=REF)
     [ev] = n.convert(_raw(body))
     assert ev.record["pii"] is None and sealer.sealed == []
     assert "restricted" in json.loads(ev.record["extra"])["content"]
     assert ev.record["subject_id"] and ev.record["message_id"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(number=st.from_regex(r"[1-9][0-9]{9,13}", fullmatch=True),
+       status=st.sampled_from(["sent", "delivered", "read", "failed", "played", "deleted"]),
+       reply=st.booleans())
+def test_no_wamid_leaves_the_normaliser_in_clear_and_refs_join_the_send(number, status, reply):
+    """Issue 18: a wamid embeds the number. Whatever the status or message, no record key or value
+    the normaliser publishes holds a wamid (decoded) or the number; the status's ref is the one
+    the send worker computes from the Graph answer (the same WamidRefs), so joins still work."""
+    from connectors.meta.sandbox.engine import new_wamid
+
+    sent, inbound = new_wamid(number), new_wamid(number)
+    value = {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1001"},
+             "statuses": [{"id": sent, "status": status, "timestamp": "1750857384", "recipient_id": number}],
+             "contacts": [{"profile": {"name": "P"}, "wa_id": number}],
+             "messages": [{"from": number, "id": inbound, "timestamp": "1750857384", "type": "text",
+                           "text": {"body": "hi"}, **({"context": {"from": "15550001111", "id": sent}} if reply else {})}]}
+    body = json.dumps({"object": "whatsapp_business_account",
+                       "entry": [{"id": "w1", "changes": [{"field": "messages", "value": value}]}]}).encode()
+    n, sealer = _normaliser({"1001": "acme"})
+    events = n.convert(_raw(body))
+    serde = AvroSerde()
+    wire = b"".join(e.key.encode() + b"\0" + serde.encode(e.record_name, e.record) for e in events)
+    assert number.encode() not in wire and not any(number.encode() in d for d in wamid_payloads(wire))
+    status_ev = next(e for e in events if e.topic == STATUS_EVENTS)
+    assert status_ev.key == status_ev.record["wamid"] == REF(sent)
+    inbound_ev = next(e for e in events if e.topic == INBOUND_MESSAGES)
+    assert inbound_ev.record["message_id"] == REF(inbound)
+    assert inbound_ev.record["context_message_id"] == (REF(sent) if reply else None)
+    # the clear wamid is kept only sealed with the person's key
+    assert {"recipient_id": number, "wamid": sent} in [d for _, _, d in sealer.sealed]
+
+
+def test_a_normaliser_without_wamid_refs_refuses_rather_than_publish_a_wamid():
+    body = (FIXTURES / "status_sent.json").read_bytes()
+    n = Normaliser(_Directory({}), _AesSealer(), lambda scope, wa: subject_id(PEPPER, scope, wa))
+    with pytest.raises(RuntimeError, match="wamid_ref"):
+        n.convert(_raw(body))

@@ -13,7 +13,8 @@ ERASURE, step by step (each step is a key of ``PrivacyRequest.steps`` and an Aud
                          before the request have expired: the oldest record still held is newer
                          than the request (retention ``raw_webhook_retention_ms``).
 4. ``clickhouse``        ``requested`` by this processor; ``done`` when the ClickHouse erasure
-                         (sinks/erasure.py, inside the sink) reports ``privacy.erasure.clickhouse_deleted``.
+                         (sinks/erasure.py, inside the sink) reports ``privacy.erasure.clickhouse_deleted``:
+                         the rows rewritten out of their parts and the replaced parts gone from disk.
 
 Only then is the request COMPLETED. Meta's data-deletion callback (a RECEIVED request with
 ``meta_user_id`` and no subject) takes the same path for every subject linked to that Meta user;
@@ -204,8 +205,14 @@ class PrivacyProcessor:
             rec = self._save(rec, raw_webhooks=DONE)
             self._audit_step(rec, "privacy.erasure.raw_webhooks_expired")
         if steps.get("clickhouse") != DONE and rec["request_id"] in self._clickhouse_done:
-            rec = self._save(rec, clickhouse=DONE)
-            self._audit_step(rec, "privacy.erasure.clickhouse_confirmed", **self._clickhouse_done[rec["request_id"]])
+            ch = self._clickhouse_done[rec["request_id"]]
+            # The sink confirms only once the rows are rewritten out of the parts and the replaced
+            # parts are gone from disk (sinks/erasure.py); the request's details say so.
+            said = (f"{ch.get('rows', '0')} rows rewritten out of their parts; "
+                    f"{ch.get('replaced_parts_removed', '0')} replaced parts removed from disk"
+                    if ch.get("method") == "rewritten" else "rows deleted")
+            rec = self._save({**rec, "details": {**(rec.get("details") or {}), "clickhouse": said}}, clickhouse=DONE)
+            self._audit_step(rec, "privacy.erasure.clickhouse_confirmed", **ch)
 
         steps = rec["steps"]
         if all(steps.get(k) == DONE for k in ("kafka_keys", "kafka_compaction", "raw_webhooks", "clickhouse")):

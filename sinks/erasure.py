@@ -243,7 +243,7 @@ class ErasureWorker:
                 continue
             rec, deleted = d.rec, d.deleted
             self._pub.audit(audit_event(
-                CLICKHOUSE_DONE, actor="system:sink", tenant_id=rec.get("tenant_id"), subject_id=rec["subject_id"],
+                CLICKHOUSE_DONE, actor="system:sink", tenant_id=rec.get("tenant_id"), subject_id=None,
                 target=request_id, details={"tables": str(len(deleted)), "rows": str(sum(deleted.values())),
                                             "method": "rewritten", "replaced_parts_removed": str(len(d.parts)),
                                             "seconds_to_removal": f"{time.monotonic() - d.since:.1f}",
@@ -287,7 +287,7 @@ class ErasureWorker:
                 if not n:
                     continue
                 total += n
-                self._pub.audit(audit_event("privacy.erasure.replay_blocked", actor="system:sink", subject_id=subject,
+                self._pub.audit(audit_event("privacy.erasure.replay_blocked", actor="system:sink", subject_id=None,
                                             details={"table": table, "rows": str(n)}))
                 log.warning("erasure.replayed_rows_deleted", table=table, subject_id=subject, rows=n)
         return total

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # disk; ClickHouse removes replaced parts after ``old_parts_lifetime`` (480 s by default).
     # Set, the worker applies this many seconds (and the same cleanup period) to every subject table.
     erasure_old_parts_lifetime_s: int | None = Field(default=None, ge=1)
+    # `wapipe privacy run`: a request that is final (COMPLETED, REJECTED, FAILED) is deleted from
+    # wa.privacy.requests (a tombstone, then compaction) this long after its last update; a
+    # restriction still in effect stays. 400 days: longer than the longest data retention (365).
+    privacy_request_retention_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=1000)
 
     @property
     def production(self) -> bool:

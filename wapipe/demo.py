@@ -36,6 +36,7 @@ from rich.table import Table
 
 from wapipe.config import Settings
 from wapipe.log import get_logger
+from wapipe.privacy.secrets import write_private
 from wapipe.services import CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
 
 log = get_logger(__name__)
@@ -301,9 +302,10 @@ class DemoRun:
         self.sandbox_started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
         self.failing = [t.recipient(10_000_000 + i) for t in self.plan.tenants()
                         for i in range(self.plan.failing // len(self.plan.throughputs) + 1)][: self.plan.failing]
+        # The seed holds the tenants' access tokens and the app secret (the sandbox checks them):
+        # owner-only (0600, in a 0700 folder), written atomically, never world-readable.
         seed_path = self.s.state_dir / "demo" / "sandbox-seed.json"
-        seed_path.parent.mkdir(parents=True, exist_ok=True)
-        seed_path.write_text(json.dumps(sandbox_seed(self.plan, self.app_secret, self.failing), indent=1))
+        write_private(seed_path, json.dumps(sandbox_seed(self.plan, self.app_secret, self.failing), indent=1).encode())
         spec = ServiceSpec("sandbox", ("sandbox",), args=("--seed", str(seed_path)), ready_timeout=60)
         if not self.start_service(spec, required=True, role="Meta Cloud API sandbox"):
             raise DemoError("the Meta sandbox is not available: nothing can be sent")

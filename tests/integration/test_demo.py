@@ -71,6 +71,9 @@ def test_demo_small_workload_report_equals_sandbox(tmp_path, topics, unique):
     summary = summary_of(tmp_path)
     assert_all_stopped(summary)
     assert proc.returncode == 0, out[-6000:]
+    # Issue 18: the sandbox seed holds the tenants' tokens and the app secret: owner-only.
+    seed = tmp_path / "state" / "demo" / "sandbox-seed.json"
+    assert seed.stat().st_mode & 0o777 == 0o600 and seed.parent.stat().st_mode & 0o777 == 0o700
 
     report, seen, sandbox = summary["report_totals"], summary["sandbox_scope_totals"], summary["sandbox"]
     # What ClickHouse holds (the report) against what the simulated Meta saw and sent.

@@ -137,3 +137,58 @@ def test_cli_erase_prints_a_unique_confirmation_code_and_status_finds_it(setting
     assert r.returncode == 0 and json.loads(r.stdout)["confirmation_code"] == code
     r = cli(settings, "erase", "--tenant", f"t-{unique}")
     assert r.returncode == 1 and "wa_id" in r.stderr
+
+
+def test_final_requests_leave_the_topic_after_their_retention_a_restriction_in_effect_stays(settings, topics, unique):
+    """Issue 18: wa.privacy.requests was compact-only, so every subject id, Meta user id and
+    confirmation code stayed for ever. A final request older than privacy_request_retention_ms is
+    tombstoned (compaction then removes it); a restriction still in effect stays; young ones stay."""
+    from wapipe.topics import PRIVACY_REQUESTS
+
+    day = 24 * 3600 * 1000
+    old = int(time.time() * 1000) - 3 * day
+    serde = AvroSerde.from_settings(settings)
+    pub = Publisher(producer(topics), serde)
+
+    def final(kind, **kw):
+        rec = new_request(kind, source="meta" if kw.get("meta_user_id") else "cli", tenant_id=f"t-{unique}", **kw)
+        rec.update(status="COMPLETED", requested_at=old, updated_at=old)
+        pub.request(rec)
+        return rec
+
+    expired_erasure = final("ERASURE", meta_user_id=f"meta-{unique}")
+    restricted_still = final("RESTRICTION", subject_id=f"r-{unique}")
+    lifted = [final("RESTRICTION", subject_id=f"l-{unique}"), final("UNRESTRICTION", subject_id=f"l-{unique}")]
+    lifted[1].update(requested_at=old + 1000)
+    pub.request(lifted[1])
+    young = new_request("ERASURE", source="cli", tenant_id=f"t-{unique}", subject_id=f"y-{unique}")
+    young.update(status="COMPLETED")
+    pub.request(young)
+
+    s = settings.model_copy(update={"privacy_request_retention_ms": day})
+    processor = PrivacyProcessor(s, topics, group=f"privacy-{unique}").start()
+    try:
+        processor.tick()
+        gone = {expired_erasure["request_id"], lifted[0]["request_id"], lifted[1]["request_id"]}
+        for rid in gone:
+            assert processor.registry.get(rid) is None, rid
+        assert processor.registry.by_code(expired_erasure["confirmation_code"]) is None
+        for rec in (restricted_still, young):
+            assert processor.registry.get(rec["request_id"]) is not None
+        assert processor.registry.is_restricted(f"r-{unique}") and not processor.registry.is_restricted(f"l-{unique}")
+    finally:
+        processor.close()
+    last: dict[bytes, bytes | None] = {}
+    for m in scan(topics, PRIVACY_REQUESTS):
+        last[m.key()] = m.value()
+    for rid in gone:
+        assert rid.encode() in last and last[rid.encode()] is None, f"{rid}: no tombstone on {PRIVACY_REQUESTS}"
+    assert last[restricted_still["request_id"].encode()] is not None and last[young["request_id"].encode()] is not None
+    # a process started later (another processor, the ingress's status page) no longer knows them
+    later = PrivacyService(s, topics).start()
+    try:
+        later.registry.wait_ready(30)
+        assert later.status(expired_erasure["confirmation_code"]) is None
+        assert later.status(restricted_still["confirmation_code"]) is not None
+    finally:
+        later.close()

@@ -88,6 +88,12 @@ class SendWorld:
 
         return subject_id(pepper_from(self.settings), self.tenant_id, wa_id)
 
+    def ref(self, wamid: str) -> str:
+        """The keyed ref the pipeline keeps instead of a wamid (wapipe/privacy/wamids.py)."""
+        from wapipe.privacy.wamids import WamidRefs
+
+        return WamidRefs.from_settings(self.settings)(wamid)
+
     def inbound(self, wa_id: str, number: int = 0, *, hours_ago: float = 0.0) -> None:
         """A user wrote to our number: the sandbox opens its window, and the InboundMessage the
         normaliser would publish lands on wa.inbound.messages (written here directly)."""
@@ -241,7 +247,7 @@ def test_template_and_session_messages_are_sent_once(send_world):
     w.send(template(w.recipient(3), "hello_world"), w.routing("k3"))
     final = w.final(["k1", "k2", "k3"])
     assert {k: r["outcome"] for k, r in final.items()} == {"k1": "ACCEPTED", "k2": "ACCEPTED", "k3": "ACCEPTED"}, final
-    assert final["k1"]["wamid"].startswith("wamid.")
+    assert final["k1"]["wamid"].startswith("wref.")  # the keyed ref, never the wamid (it embeds the number)
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/k{i}": 1 for i in (1, 2, 3)})
 
 
@@ -614,15 +620,16 @@ def _status_event(w: SendWorld, msg: dict, status: str, errors: list | None = No
     from wapipe.topics import STATUS_EVENTS
 
     now = dt.datetime.now(dt.timezone.utc)
+    ref = w.ref(msg["wamid"])  # the normaliser publishes the wamid's keyed ref, never the wamid
     ev = {"event_id": hashlib.sha256(f"{msg['phone_number_id']}{msg['wamid']}{status}".encode()).hexdigest(),
           "tenant_id": w.tenant_id, "waba_id": w.sandbox.waba_id, "phone_number_id": msg["phone_number_id"],
-          "wamid": msg["wamid"], "status": status, "timestamp": now, "subject_id": None, "pii": None,
+          "wamid": ref, "status": status, "timestamp": now, "subject_id": None, "pii": None,
           "biz_opaque_callback_data": msg["biz_opaque_callback_data"], "conversation_id": None,
           "conversation_origin": None, "conversation_expires_at": None, "pricing_billable": None,
           "pricing_model": None, "pricing_category": None, "pricing_type": None, "errors": errors or [],
           "received_at": now, "extra": "{}"}
     p = make_producer(w.bootstrap)
-    p.produce(STATUS_EVENTS, key=msg["wamid"].encode(), value=AvroSerde().encode("StatusEvent", ev))
+    p.produce(STATUS_EVENTS, key=ref.encode(), value=AvroSerde().encode("StatusEvent", ev))
     assert p.flush(10) == 0
 
 
@@ -664,14 +671,14 @@ def test_unknown_outcomes_are_reconciled_from_status_webhooks_never_resent(send_
     res = _by_key(w.results(timeout=2))
     assert [r["outcome"] for r in res["rc-ok"]] == ["UNKNOWN", "ACCEPTED"], got
     acc = res["rc-ok"][1]
-    assert acc["wamid"] == ok["wamid"] and acc["original_outcome"] == "UNKNOWN" and "status webhook" in acc["reason"]
+    assert acc["wamid"] == w.ref(ok["wamid"]) and acc["original_outcome"] == "UNKNOWN" and "status webhook" in acc["reason"]
     assert [r["outcome"] for r in res["rc-fail"]] == ["UNKNOWN", "FAILED"], failed
     assert res["rc-fail"][1]["error_code"] == 131026
 
     # a later duplicate command is answered with the reconciled outcome, and nothing is resent
     w.send(template(w.recipient(1), "hello_world"), w.routing("rc-ok"))
     dup = [r for r in _outcomes_of(w, "rc-ok", "DUPLICATE") if r["outcome"] == "DUPLICATE"]
-    assert dup and dup[0]["original_outcome"] == "ACCEPTED" and dup[0]["wamid"] == ok["wamid"]
+    assert dup and dup[0]["original_outcome"] == "ACCEPTED" and dup[0]["wamid"] == w.ref(ok["wamid"])
     sent = w.sent_by_key()
     assert sent[f"{w.tenant_id}/rc-ok"] == 1 and sent[f"{w.tenant_id}/rc-fail"] == 1
 
@@ -703,7 +710,7 @@ def test_unknown_outcome_reconciled_through_the_sandboxs_webhooks_ingress_and_no
     ctl.clear_faults()
     msgs = {m["biz_opaque_callback_data"]: m for m in ctl.messages(w.numbers[0])}
     assert [r["outcome"] for r in ok] == ["UNKNOWN", "ACCEPTED"], ok
-    assert ok[1]["wamid"] == msgs[f"{w.tenant_id}/e2e-ok"]["wamid"]
+    assert ok[1]["wamid"] == w.ref(msgs[f"{w.tenant_id}/e2e-ok"]["wamid"])
     assert [r["outcome"] for r in failed] == ["UNKNOWN", "FAILED"] and failed[1]["error_code"] == 131026, failed
     sent = w.sent_by_key()
     assert sent[f"{w.tenant_id}/e2e-ok"] == 1 and sent[f"{w.tenant_id}/e2e-fail"] == 1

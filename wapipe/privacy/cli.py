@@ -39,7 +39,8 @@ def _show(rec: dict) -> None:
     from wapipe.privacy.export import jsonable
 
     typer.echo(json.dumps(jsonable({k: rec[k] for k in ("request_id", "kind", "status", "confirmation_code",
-                                                       "tenant_id", "subject_id", "steps", "updated_at")}, str), indent=2))
+                                                       "tenant_id", "subject_id", "steps", "details", "updated_at")}, str),
+                          indent=2))
 
 
 def _submit(kind: str, tenant: str, wa_id: str | None, subject: str | None, wait: float) -> None:

@@ -40,7 +40,7 @@ from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.records import CLICKHOUSE_DONE, FINAL, Publisher, audit_event, ms, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
 from wapipe.privacy.topicscan import oldest_timestamps, roll_segments, scan
-from wapipe.topics import AUDIT, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, desired_configs, spec
+from wapipe.topics import AUDIT, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, desired_configs, spec
 
 log = get_logger(__name__)
 
@@ -95,6 +95,7 @@ class PrivacyProcessor:
     def tick(self) -> int:
         """Advance every open request once; returns how many are still open."""
         self._read_audit()
+        self.expire_requests()
         self._tick_cache: dict[str, object] = {}  # one scan per tick, shared by every open request
         open_ = 0
         for rec in sorted(self.registry.requests(), key=lambda r: ms(r["requested_at"])):
@@ -135,7 +136,9 @@ class PrivacyProcessor:
         return rec
 
     def _audit_step(self, rec: dict, action: str, outcome: str = "ok", **details: str) -> None:
-        self.pub.audit(audit_event(action, actor=ACTOR, tenant_id=rec.get("tenant_id"), subject_id=rec.get("subject_id"),
+        # No subject id: the target (request id) links the event to its request, and the audit trail
+        # (Kafka, ClickHouse audit_log) then holds nothing that outlives an erasure and points at the person.
+        self.pub.audit(audit_event(action, actor=ACTOR, tenant_id=rec.get("tenant_id"), subject_id=None,
                                    target=rec["request_id"], outcome=outcome,
                                    details={"kind": rec["kind"], "confirmation_code": rec["confirmation_code"], **details}))
 
@@ -150,6 +153,27 @@ class PrivacyProcessor:
             self._audit_step(rec, f"privacy.{kind.lower()}.completed")
             return rec
         return rec  # ACCESS / CORRECTION are served synchronously (CLI, API); DISCONNECT: tenants area
+
+    def expire_requests(self) -> int:
+        """Delete final requests older than ``privacy_request_retention_ms`` from wa.privacy.requests
+        (a tombstone: the compaction removes the record, and the tombstone after
+        ``delete.retention.ms``), so subject ids, Meta user ids and confirmation codes are not kept
+        for ever. A restriction of a person still restricted stays (it is what keeps them so)."""
+        cutoff = now_ms() - self.s.privacy_request_retention_ms
+        n = 0
+        for rec in self.registry.requests():
+            if rec["status"] not in FINAL or ms(rec.get("updated_at") or rec["requested_at"]) > cutoff:
+                continue
+            if rec["kind"] == "RESTRICTION" and rec.get("subject_id") and self.registry.is_restricted(rec["subject_id"]):
+                continue
+            self.pub.send(PRIVACY_REQUESTS, rec["request_id"].encode(), None)
+            self.registry.forget(rec["request_id"])
+            self.pub.audit(audit_event("privacy.request.expired", actor=ACTOR, tenant_id=rec.get("tenant_id"),
+                                       target=rec["request_id"], details={"kind": rec["kind"]}))
+            n += 1
+        if n:
+            log.info("privacy.requests_expired", count=n)
+        return n
 
     def _reject(self, rec: dict, reason: str) -> dict:
         rec = self._save({**rec, "details": {**rec.get("details", {}), "reason": reason}}, status="REJECTED")

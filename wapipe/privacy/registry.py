@@ -78,8 +78,7 @@ class PrivacyRegistry:
     def _apply(self, m: Message) -> None:
         key = (m.key() or b"").decode()
         if m.value() is None:
-            with self._lock:
-                self._requests.pop(key, None)
+            self.forget(key)
             return
         try:
             rec = self._serde.decode(m.value(), "PrivacyRequest")
@@ -113,6 +112,13 @@ class PrivacyRegistry:
                     prev = self._corrections.setdefault(subject, {}).get(field)
                     if prev is None or prev[0] <= at:
                         self._corrections[subject][field] = (at, sealed)
+
+    def forget(self, request_id: str) -> None:
+        """A request deleted from the topic (its retention ended): no longer answered for."""
+        with self._lock:
+            rec = self._requests.pop(request_id, None)
+            if rec is not None and self._by_code.get(rec["confirmation_code"]) == request_id:
+                del self._by_code[rec["confirmation_code"]]
 
     # --- questions ---------------------------------------------------------------------------
     def is_restricted(self, *ids: str) -> bool:

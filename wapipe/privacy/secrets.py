@@ -55,3 +55,18 @@ def generated_secret(path: Path, length: int = 32) -> bytes:
     finally:
         tmp.unlink(missing_ok=True)
     return read_b64_secret(path, length=length)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600, folder 0700), replacing it
+    atomically: the file is never visible with wider permissions, not even while it is written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -57,7 +57,7 @@ class PrivacyService:
         rec = new_request(kind, source=source, tenant_id=tenant_id, subject_id=sid, details=details)
         self.pub.request(rec)
         self.registry.remember(rec)
-        self.pub.audit(audit_event(f"privacy.{kind.lower()}.requested", actor=actor, tenant_id=tenant_id, subject_id=sid,
+        self.pub.audit(audit_event(f"privacy.{kind.lower()}.requested", actor=actor, tenant_id=tenant_id, subject_id=None,
                                    target=rec["request_id"], details={"source": source, "confirmation_code": rec["confirmation_code"]}))
         return rec
 

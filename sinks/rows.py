@@ -86,9 +86,13 @@ def _inbound_row(r: dict, days: Retention) -> list:
 
 
 def _account_row(r: dict, days: Retention) -> list:
+    pii = r.get("pii") or {}
+    if pii and not pii.get("key_id"):
+        raise Unconvertible("an account event's personal part is not sealed (empty key_id): refusing to store it in clear")
     return [
         r["event_id"], _s(r.get("tenant_id")), r["waba_id"], r.get("phone_number_id"), r["field"], r.get("event"),
         r["value"], r.get("timestamp") or r["received_at"], r["received_at"], days(r.get("tenant_id"), "metadata"),
+        _s(r.get("subject_id")), _s(pii.get("key_id")), bytes(pii.get("nonce") or b""), bytes(pii.get("ciphertext") or b""),
     ]
 
 
@@ -118,7 +122,7 @@ CONVERTERS: dict[str, Converter] = {c.topic: c for c in (
         "content_retention_days", "retention_days"), _inbound_row),
     Converter(ACCOUNT_EVENTS, "AccountEvent", "account_events", (
         "event_id", "tenant_id", "waba_id", "phone_number_id", "field", "event", "value", "occurred_at", "received_at",
-        "retention_days"), _account_row),
+        "retention_days", "subject_id", "pii_key_id", "pii_nonce", "pii_ciphertext"), _account_row),
     Converter(AUDIT, "AuditEvent", "audit_log", (
         "event_id", "occurred_at", "actor", "tenant_id", "subject_id", "action", "target", "outcome", "details",
         "retention_days"), _audit_row),

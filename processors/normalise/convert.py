@@ -220,6 +220,10 @@ class Normaliser:
             pnid = None
             if isinstance(body, dict):
                 pnid = body.get("phone_number_id") or (body.get("metadata") or {}).get("phone_number_id")
+            personal = self._personal(waba_id, pnid, field_name, event, body, times.get(waba_id), received)
+            if personal is not None:
+                out.extend(personal)
+                continue
             out.append(self._account(waba_id, pnid, field_name, event, body, times.get(waba_id), received))
         for waba_id, md, err in iter_errors(env):
             body = _dump(err)
@@ -229,7 +233,7 @@ class Normaliser:
 
     def _account(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
                  entry_time: int | None, received: dt.datetime) -> Event:
-        value = _canonical(body)
+        value = _canonical(_wamids_to_refs(body, self._ref))
         rec = {
             "event_id": event_id("account", waba_id, field_name, entry_time, value),
             "tenant_id": self._tenant(str(pnid) if pnid else None, waba_id),
@@ -240,5 +244,102 @@ class Normaliser:
             "value": value,
             "timestamp": _ms(entry_time),
             "received_at": received,
+            "subject_id": None,
+            "pii": None,
         }
         return Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec)
+
+    def _personal(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
+                  entry_time: int | None, received: dt.datetime) -> list[Event] | None:
+        """A change that names WhatsApp users (``wa_id``, ``from``/``to``, ``recipient_id``,
+        ``phone_number`` or a wamid, outside the business's ``metadata``): one event per person, their
+        part of the value (list items about others dropped) sealed with their key, ``value`` redacted
+        to the business metadata. None when the change names nobody (kept whole, as before)."""
+        if not isinstance(body, dict):
+            return None
+        business = _digits_of((body.get("metadata") or {}).get("display_phone_number"))
+        people = sorted(_people(body, business))
+        if not people:
+            return None
+        tenant = self._tenant(str(pnid) if pnid else None, waba_id)
+        scope = tenant or UNASSIGNED_TENANT
+        whole = _canonical(body)
+        redacted = _canonical({k: body[k] for k in ("messaging_product", "metadata") if k in body}
+                              | {"personal_data": "sealed in pii, one event per person"})
+        out = []
+        for person in people:
+            subject = self.subject_of(scope, person)
+            mine = _only(body, person, business)
+            if self.restricted is not None and self.restricted(scope, subject):
+                pii = None
+            else:
+                pii = self.seal(scope, subject, {"field": field_name, "value": mine})
+            rec = {
+                "event_id": event_id("account", waba_id, field_name, entry_time, whole, subject),
+                "tenant_id": tenant,
+                "waba_id": waba_id,
+                "phone_number_id": str(pnid) if pnid else None,
+                "field": field_name,
+                "event": None if event is None else str(event),
+                "value": redacted,
+                "timestamp": _ms(entry_time),
+                "received_at": received,
+                "subject_id": subject,
+                "pii": pii,
+            }
+            out.append(Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec))
+        return out
+
+
+# Keys whose value identifies a WhatsApp user in a webhook change (outside ``metadata``, which
+# describes the business's own number), and wamids, which embed one.
+_PERSON_KEYS = frozenset({"wa_id", "from", "to", "recipient_id", "phone_number"})
+
+
+def _digits_of(value: Any) -> str:
+    return "".join(ch for ch in str(value) if ch.isdigit()) if value is not None else ""
+
+
+def _people(obj: Any, business: str) -> set[str]:
+    """The WhatsApp ids ``obj`` names (numbers as digits; a wamid's own digits are not decoded:
+    the person it is about is named beside it)."""
+    found: set[str] = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "metadata":
+                continue
+            if k in _PERSON_KEYS and isinstance(v, (str, int)):
+                d = _digits_of(v)
+                if len(d) >= 6 and d != business:
+                    found.add(d)
+            else:
+                found |= _people(v, business)
+    elif isinstance(obj, list):
+        for v in obj:
+            found |= _people(v, business)
+    return found
+
+
+def _only(obj: Any, person: str, business: str) -> Any:
+    """``obj`` with every list item that names someone else (and not ``person``) left out."""
+    if isinstance(obj, dict):
+        return {k: _only(v, person, business) for k, v in obj.items()}
+    if isinstance(obj, list):
+        kept = []
+        for v in obj:
+            named = _people(v, business)
+            if not named or person in named:
+                kept.append(_only(v, person, business))
+        return kept
+    return obj
+
+
+def _wamids_to_refs(obj: Any, ref: Callable[[str], Any]) -> Any:
+    """``obj`` with every wamid string replaced by its keyed ref."""
+    if isinstance(obj, dict):
+        return {k: _wamids_to_refs(v, ref) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_wamids_to_refs(v, ref) for v in obj]
+    if isinstance(obj, str) and obj.startswith("wamid."):
+        return ref(obj)
+    return obj

@@ -91,6 +91,10 @@ async def test_onboarding_fails_midway_and_resumes(service, tsettings, topics, m
     assert t.status == TenantStatus.ONBOARDING and t.onboarding_step == "subscribed"
     assert t.waba_id == world["waba"] and {n.phone_number_id for n in t.numbers} == {world["pending"], world["ready"]}
     assert t.open_token(service.kek) == token  # sealed right after the exchange
+    # issue 18: the token's app-scoped Meta user, so Meta's deletion / deauthorize callbacks reach it
+    async with GraphClient(sb.url) as graph:
+        info = await graph.debug_token(token, app_token=f"{sb.app_id}|{sb.app_secret}")
+    assert info.user_id and t.meta_user_id == info.user_id
     assert sb.app_id in next(w for w in sb.control.state()["wabas"] if w["id"] == world["waba"])["subscribed_apps"]
     assert service.registry.templates(tid) == []
     assert not next(n for n in sb.control.state()["numbers"] if n["id"] == world["pending"])["registered"]

@@ -292,3 +292,68 @@ def test_a_normaliser_without_wamid_refs_refuses_rather_than_publish_a_wamid():
     n = Normaliser(_Directory({}), _AesSealer(), lambda scope, wa: subject_id(PEPPER, scope, wa))
     with pytest.raises(RuntimeError, match="wamid_ref"):
         n.convert(_raw(body))
+
+
+def _change(field: str, value: dict) -> bytes:
+    return json.dumps({"object": "whatsapp_business_account",
+                       "entry": [{"id": "w1", "time": 1750857384, "changes": [{"field": field, "value": value}]}]}).encode()
+
+
+_META = {"display_phone_number": "15550001111", "phone_number_id": "1001"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.from_regex(r"[1-9][0-9]{9,13}", fullmatch=True), b=st.from_regex(r"[1-9][0-9]{9,13}", fullmatch=True),
+       kind=st.sampled_from(["user_preferences", "smb_message_echoes", "history", "unknown_personal"]))
+def test_account_events_about_users_are_per_person_sealed_and_redacted(a, b, kind):
+    """Issue 18: fields other than ``messages`` (user preferences, message echoes, ...) carried
+    ``wa_id`` in clear on wa.account.events and in account_events, with no subject id, so erasure
+    skipped them. Now each person gets an event with their subject id and their part sealed; no
+    number, name or wamid of anyone is in clear; a person's sealed part holds nothing of the other."""
+    from connectors.meta.sandbox.engine import new_wamid
+
+    if a == b:
+        return
+    value: dict = {"messaging_product": "whatsapp", "metadata": _META}
+    if kind == "user_preferences":
+        value["contacts"] = [{"profile": {"name": "Ann Person"}, "wa_id": a}, {"profile": {"name": "Bob Person"}, "wa_id": b}]
+        value["user_preferences"] = [{"wa_id": w, "detail": "User requested to stop marketing messages",
+                                      "category": "marketing_messages", "value": "stop", "timestamp": 1750857384}
+                                     for w in (a, b)]
+    elif kind == "smb_message_echoes":
+        value["message_echoes"] = [{"from": _META["display_phone_number"], "to": w, "id": new_wamid(w),
+                                    "timestamp": "1750857384", "type": "text", "text": {"body": f"note for {w[-4:]}x"}}
+                                   for w in (a, b)]
+    elif kind == "history":
+        value["history"] = [{"metadata": {"phase": 0}, "threads": [
+            {"id": w, "messages": [{"from": w, "id": new_wamid(w), "timestamp": "1750857384", "type": "text",
+                                    "text": {"body": "old chat"}}]} for w in (a, b)]}]
+        for t in value["history"][0]["threads"]:  # a thread names its person by wa_id too
+            t["wa_id"] = t["id"]
+    else:  # a field Meta adds later that names people
+        value["new_things"] = [{"recipient_id": w, "note": "x"} for w in (a, b)]
+    n, sealer = _normaliser({"1001": "acme"})
+    events = n.convert(_raw(_change(kind, value)))
+    serde = AvroSerde()
+    wire = b"".join(e.key.encode() + b"\0" + serde.encode(e.record_name, e.record) for e in events)
+    for secret in (a, b, "Ann Person", "Bob Person"):
+        assert secret.encode() not in wire, (kind, secret)
+    assert not wamid_payloads(wire)
+    subjects = {w: subject_id(PEPPER, "acme", w) for w in (a, b)}
+    assert sorted(e.record["subject_id"] for e in events) == sorted(subjects.values())
+    assert len({e.event_id for e in events}) == 2
+    for who, other in ((a, b), (b, a)):
+        [data] = [d for t, s_, d in sealer.sealed if s_ == subjects[who]]
+        blob = json.dumps(data)
+        assert who in blob and other not in blob, (kind, data)
+        assert data["field"] == kind
+
+
+def test_account_events_that_name_nobody_are_kept_whole():
+    body = (FIXTURES / "template_approved.json").read_bytes()
+    n, sealer = _normaliser()
+    [ev] = n.convert(_raw(body))
+    doc = json.loads(body)
+    kept, sent = json.loads(ev.record["value"]), doc["entry"][0]["changes"][0]["value"]
+    assert set(kept) == set(sent) and kept["message_template_name"] == sent["message_template_name"]
+    assert ev.record["subject_id"] is None and ev.record["pii"] is None and sealer.sealed == []

@@ -131,7 +131,7 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
                                  registry=service.registry, subject_id=rec["subject_id"], wa_id=ref.wa_id, reader=reader)
             service.pub.request({**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()})
             service.pub.audit(audit_event("privacy.access.completed", actor=who.actor, tenant_id=tenant,
-                                          subject_id=rec["subject_id"], target=rec["request_id"]))
+                                          subject_id=None, target=rec["request_id"]))
             doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
             return doc
 

@@ -146,7 +146,7 @@ def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
         done = {**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()}
         svc.pub.request(done)
         svc.pub.audit(audit_event("privacy.access.completed", actor="operator:cli", tenant_id=tenant,
-                                  subject_id=rec["subject_id"], target=rec["request_id"],
+                                  subject_id=None, target=rec["request_id"],
                                   details={"kafka_records": str(sum(len(v) for v in doc["kafka"].values())),
                                            "clickhouse_rows": str(sum(len(v) for v in doc["clickhouse"].values()))}))
     finally:

@@ -17,10 +17,13 @@ ERASURE, step by step (each step is a key of ``PrivacyRequest.steps`` and an Aud
                          the rows rewritten out of their parts and the replaced parts gone from disk.
 
 Only then is the request COMPLETED. Meta's data-deletion callback (a RECEIVED request with
-``meta_user_id`` and no subject) takes the same path for every subject linked to that Meta user;
-an unknown user completes at once with ``no data held``.
+``meta_user_id`` and no subject) names the business admin who connected an account: what we hold
+of them is the tenant's link to them (``Tenant.meta_user_id``, recorded at onboarding from
+``debug_token``) and the access token their login granted. Every tenant linked to that user loses
+both (and is DISCONNECTED: it cannot send without a token); ``details.outcome`` says how many. An
+unknown user completes at once with ``no data held``. Meta's deauthorize callback (DISCONNECT with
+``meta_user_id``) disconnects the same tenants the same way (token deleted, status DISCONNECTED).
 RESTRICTION / UNRESTRICTION complete at once (the registry applies them to every process).
-DISCONNECT requests belong to the tenants area and are left to it.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class PrivacyProcessor:
         self._clickhouse_done: dict[str, dict[str, str]] = {}
         self._overdue: set[str] = set()
         self._tick_cache: dict[str, object] = {}
+        self._tenants = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> "PrivacyProcessor":
@@ -82,6 +86,8 @@ class PrivacyProcessor:
     def close(self) -> None:
         for c in (self.keyring, self.registry):
             c.close()
+        if self._tenants is not None:
+            self._tenants.close()
         self._audit.close()
         self._producer.flush(10)
 
@@ -152,7 +158,11 @@ class PrivacyProcessor:
             rec = self._save(rec, status="COMPLETED", registry=DONE)
             self._audit_step(rec, f"privacy.{kind.lower()}.completed")
             return rec
-        return rec  # ACCESS / CORRECTION are served synchronously (CLI, API); DISCONNECT: tenants area
+        if kind == "DISCONNECT" and rec["status"] == "RECEIVED":
+            if not rec.get("meta_user_id"):
+                return self._reject(rec, "no Meta user")
+            return self._meta_user(rec, "privacy.disconnect")
+        return rec  # ACCESS / CORRECTION are served synchronously (CLI, API)
 
     def expire_requests(self) -> int:
         """Delete final requests older than ``privacy_request_retention_ms`` from wa.privacy.requests
@@ -180,11 +190,40 @@ class PrivacyProcessor:
         self._audit_step(rec, f"privacy.{rec['kind'].lower()}.rejected", outcome="rejected", reason=reason)
         return rec
 
-    def subjects_for_meta_user(self, meta_user_id: str) -> list[tuple[str, str]]:
-        """(tenant_id, subject_id) pairs linked to an app-scoped Meta user id. The tenants'
-        onboarding data holds none today (the Meta user is the business admin who connected, not a
-        WhatsApp user we message), so this is empty: the request completes with "no data held"."""
-        return []
+    @property
+    def tenants(self):
+        """The tenants area's service (its registry follows wa.tenants), made on first use."""
+        if self._tenants is None:
+            from wapipe.tenants.service import TenantService
+
+            self._tenants = TenantService(self.s, self.bootstrap, actor=ACTOR)
+            self._tenants.registry.wait_ready(60)
+        return self._tenants
+
+    def tenants_for_meta_user(self, meta_user_id: str) -> list:
+        """Tenants connected by this app-scoped Meta user that still hold their token or id."""
+        return sorted((t for t in self.tenants.registry.tenants()
+                       if t.meta_user_id == meta_user_id and (t.token is not None or t.meta_user_id)),
+                      key=lambda t: t.tenant_id)
+
+    def _meta_user(self, rec: dict, prefix: str) -> dict:
+        """Meta's deletion or deauthorize callback: the user's token and id leave every tenant they
+        connected, which is disconnected (a tenant without a token cannot send)."""
+        from wapipe.tenants.models import TenantStatus
+
+        self._audit_step(rec, f"{prefix}.started")
+        linked = self.tenants_for_meta_user(rec["meta_user_id"])
+        for t in linked:
+            self.tenants.save(t.evolve(status=TenantStatus.DISCONNECTED, token=None, meta_user_id=None),
+                              "tenant.disconnected", details={"reason": rec["source"], "request_id": rec["request_id"],
+                                                              "token": "deleted", "meta_user_id": "deleted"})
+        outcome = (f"token and Meta user id deleted from {len(linked)} tenant(s), now disconnected"
+                   if linked else "no data held")
+        rec = self._save({**rec, "details": {**(rec.get("details") or {}), "outcome": outcome,
+                                             "tenants": str(len(linked))}},
+                         status="COMPLETED", tenants=DONE)
+        self._audit_step(rec, f"{prefix}.completed", outcome="ok" if linked else "no_data_held", tenants=str(len(linked)))
+        return rec
 
     def _erasure(self, rec: dict) -> dict:
         steps = rec.get("steps") or {}
@@ -192,17 +231,7 @@ class PrivacyProcessor:
             self._audit_step(rec, "privacy.erasure.started")
             if not rec.get("subject_id"):
                 if rec.get("meta_user_id"):
-                    linked = self.subjects_for_meta_user(rec["meta_user_id"])
-                    if not linked:
-                        rec = self._save({**rec, "details": {**rec.get("details", {}), "outcome": "no data held"}},
-                                         status="COMPLETED", subjects="none")
-                        self._audit_step(rec, "privacy.erasure.completed", outcome="no_data_held")
-                        return rec
-                    for tenant_id, subject in linked:  # one child request per subject, same flow
-                        child = {**rec, "request_id": f"{rec['request_id']}-{subject[:8]}", "tenant_id": tenant_id,
-                                 "subject_id": subject, "meta_user_id": None, "steps": {}}
-                        self._save(child)
-                    return self._save(rec, status="COMPLETED", subjects=str(len(linked)))
+                    return self._meta_user(rec, "privacy.erasure")
                 return self._reject(rec, "no subject")
             rec = self._save(rec, status="IN_PROGRESS")
         if steps.get("kafka_keys") != DONE:

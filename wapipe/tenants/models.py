@@ -99,6 +99,9 @@ class Tenant(BaseModel):
     app_id: str | None = None
     numbers: tuple[PhoneNumber, ...] = ()
     token: SealedToken | None = None
+    # The app-scoped Meta user id of who connected the account (debug_token at onboarding): Meta's
+    # data-deletion and deauthorize callbacks name this user (wapipe/privacy/processor.py).
+    meta_user_id: str | None = None
     retention_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_DAYS))
     messaging_limit: int = Field(default=250, ge=0)
     onboarding_step: str | None = None

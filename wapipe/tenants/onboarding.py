@@ -170,8 +170,10 @@ class Onboarder:
         numbers = tuple(PhoneNumber(phone_number_id=p.id, display_phone_number=p.display_phone_number or "",
                                     quality_rating=p.quality_rating, status=p.status or "PENDING") for p in phones)
         self.service._check_numbers_free(tenant.tenant_id, numbers)
-        tenant = tenant.evolve(waba_id=waba_id, numbers=numbers)
-        return tenant, {"waba_id": waba_id, "numbers": ",".join(n.phone_number_id for n in numbers)}
+        # The token's user (app-scoped id): Meta's deletion / deauthorize callbacks name them.
+        tenant = tenant.evolve(waba_id=waba_id, numbers=numbers, meta_user_id=info.user_id or tenant.meta_user_id)
+        return tenant, {"waba_id": waba_id, "numbers": ",".join(n.phone_number_id for n in numbers),
+                        "meta_user": "recorded" if info.user_id else "not given by debug_token"}
 
     async def _step_subscribed(self, tenant: Tenant, inp: OnboardInput):
         ok = await self.graph.subscribe_app(tenant.waba_id, token=self._token(tenant))

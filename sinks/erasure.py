@@ -33,6 +33,7 @@ this database, ``poll_once`` starts nothing new and returns 0.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -97,46 +98,46 @@ class ErasureIncomplete(RuntimeError):
     """Rows of the subject are still on disk after the mutations (retried at the next poll)."""
 
 
-def _all_rows(client: Any, t: str, extra: str = "") -> int:
+def _all_rows(client: Any, t: str, extra: str = "", targets: str = TARGETS) -> int:
     """Rows of the loaded targets in table ``t``, masked ones included."""
-    return int(client.query(f"SELECT count() FROM {t} WHERE subject_id IN (SELECT subject_id FROM {TARGETS}){extra}"
+    return int(client.query(f"SELECT count() FROM {t} WHERE subject_id IN (SELECT subject_id FROM {targets}){extra}"
                             " SETTINGS apply_deleted_mask = 0").result_rows[0][0])
 
 
 def _rewrite(client: Any, tables: dict[str, str | None], subject_id: str,
-             erased_at: dt.datetime | None = None) -> dict[str, int]:
+             erased_at: dt.datetime | None = None, *, targets: str = TARGETS) -> dict[str, int]:
     """Physically delete the subject's rows from ``tables`` (table -> event-time column limiting
     the delete to rows not after ``erased_at``, or None for all rows); rows per table."""
-    client.command(f"CREATE TABLE IF NOT EXISTS {TARGETS} (subject_id String, erased_at DateTime64(3, 'UTC'))"
+    client.command(f"CREATE TABLE IF NOT EXISTS {targets} (subject_id String, erased_at DateTime64(3, 'UTC'))"
                    " ENGINE = Memory")
-    client.command(f"TRUNCATE TABLE {TARGETS}")
-    client.command(f"INSERT INTO {TARGETS} VALUES ({{s:String}}, {{at:DateTime64(3)}})",
+    client.command(f"TRUNCATE TABLE {targets}")
+    client.command(f"INSERT INTO {targets} VALUES ({{s:String}}, {{at:DateTime64(3)}})",
                    parameters={"s": subject_id, "at": erased_at or dt.datetime.now(dt.timezone.utc)})
     deleted: dict[str, int] = {}
     try:
         for table, col in tables.items():
             t = _quote(table)
-            extra = f" AND {_quote(col)} <= (SELECT any(erased_at) FROM {TARGETS})" if col else ""
-            n = _all_rows(client, t, extra)
+            extra = f" AND {_quote(col)} <= (SELECT any(erased_at) FROM {targets})" if col else ""
+            n = _all_rows(client, t, extra, targets)
             if not n:
                 continue
-            client.command(f"ALTER TABLE {t} DELETE WHERE subject_id IN (SELECT subject_id FROM {TARGETS}){extra}",
+            client.command(f"ALTER TABLE {t} DELETE WHERE subject_id IN (SELECT subject_id FROM {targets}){extra}",
                            settings={"mutations_sync": 2})
-            if _all_rows(client, t, extra):  # masked by an earlier lightweight DELETE: still in the parts
+            if _all_rows(client, t, extra, targets):  # masked by an earlier lightweight DELETE: still in the parts
                 client.command(f"ALTER TABLE {t} APPLY DELETED MASK", settings={"mutations_sync": 2})
-            left = _all_rows(client, t, extra)
+            left = _all_rows(client, t, extra, targets)
             if left:
                 raise ErasureIncomplete(f"{table}: {left} rows of the subject still in its parts")
             deleted[table] = n
     finally:
-        client.command(f"TRUNCATE TABLE {TARGETS}")
+        client.command(f"TRUNCATE TABLE {targets}")
     return deleted
 
 
-def erase_subject(client: Any, subject_id: str) -> dict[str, int]:
+def erase_subject(client: Any, subject_id: str, *, targets: str = TARGETS) -> dict[str, int]:
     """Delete the subject's rows from every subject table, rewriting the parts that held them;
     returns rows deleted per table."""
-    return _rewrite(client, {t: None for t in subject_tables(client)}, subject_id)
+    return _rewrite(client, {t: None for t in subject_tables(client)}, subject_id, targets=targets)
 
 
 def outdated_parts(client: Any, tables: list[str]) -> set[tuple[str, str]]:
@@ -174,6 +175,8 @@ class ErasureWorker:
         self._uncommitted = False
         self._tuned: set[str] = set()
         self.confirmed: set[str] = set()  # request ids whose ClickHouse erasure this worker confirmed
+        # One Memory table per erasure group: two sink deployments on one server never share it.
+        self._targets = f"{TARGETS}_{hashlib.sha256(group.encode()).hexdigest()[:12]}"
         self._registry = PrivacyRegistry(settings, bootstrap, serde=self.serde).start()
         self._last_guard = 0.0
 
@@ -193,7 +196,7 @@ class ErasureWorker:
             if started and running_mutations(client) >= self.s.erasure_max_running_mutations:
                 break  # the rest next call; offsets stay uncommitted until then
             rec = self._pending[0]
-            deleted = erase_subject(client, rec["subject_id"])
+            deleted = erase_subject(client, rec["subject_id"], targets=self._targets)
             self._draining[rec["request_id"]] = Draining(rec, deleted, outdated_parts(client, sorted(deleted)))
             log.info("erasure.clickhouse_rewritten", request_id=rec["request_id"], rows=sum(deleted.values()))
             self._pending.pop(0)
@@ -283,7 +286,7 @@ class ErasureWorker:
                                  " SETTINGS apply_deleted_mask = 0", parameters={"ids": sorted(erased)}).result_rows
             for (subject,) in found:
                 at = dt.datetime.fromtimestamp(erased[subject] / 1000, tz=dt.timezone.utc)
-                n = _rewrite(client, {table: col}, subject, at).get(table, 0)
+                n = _rewrite(client, {table: col}, subject, at, targets=self._targets).get(table, 0)
                 if not n:
                     continue
                 total += n

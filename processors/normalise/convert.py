@@ -255,7 +255,7 @@ class Normaliser:
         ``phone_number`` or a wamid, outside the business's ``metadata``): one event per person, their
         part of the value (list items about others dropped) sealed with their key, ``value`` redacted
         to the business metadata. None when the change names nobody (kept whole, as before)."""
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or field_name in _BUSINESS_FIELDS:
             return None
         business = _digits_of((body.get("metadata") or {}).get("display_phone_number"))
         people = sorted(_people(body, business))
@@ -290,6 +290,15 @@ class Normaliser:
             out.append(Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec))
         return out
 
+
+# Changes about the business itself (its templates, numbers, account, limits): kept whole, even
+# where they name the business's own number (``account_update`` has ``phone_number``). Every other
+# field, including those Meta adds later, is examined for people.
+_BUSINESS_FIELDS = frozenset({
+    "message_template_status_update", "message_template_quality_update", "message_template_components_update",
+    "template_category_update", "phone_number_quality_update", "phone_number_name_update", "account_update",
+    "account_review_update", "account_alerts", "business_capability_update", "business_status_update", "security",
+})
 
 # Keys whose value identifies a WhatsApp user in a webhook change (outside ``metadata``, which
 # describes the business's own number), and wamids, which embed one.

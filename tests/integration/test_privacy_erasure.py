@@ -127,10 +127,10 @@ def ch_insert(client, who: dict) -> None:
     """One row of the subject in every ClickHouse table with a subject_id column."""
     for table in subject_tables(client):
         cols = client.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}"
-                            " AND default_kind = ''", parameters={"t": table}).result_rows
+                            " AND (default_kind = '' OR name = 'subject_id')", parameters={"t": table}).result_rows
         names, values = [], []
         for name, typ in cols:
-            if name == "subject_id":
+            if name in ("subject_id", "event_id"):  # event_id: rows of A and B are not one ReplacingMergeTree key
                 names.append(name), values.append("{s:String}")
             elif name == "retention_days":
                 names.append(name), values.append("3650")

@@ -132,8 +132,10 @@ def measure(bootstrap: str, webhooks: int, per: int) -> int:
         def tenant_for_waba(self, waba_id):
             return None
 
+    from wapipe.privacy.wamids import WamidRefs
+
     norm = Normaliser(_NoTenants(), lambda scope, subject, data: {"key_id": "k", "ciphertext": b"x"},
-                      lambda scope, wa: f"s-{wa}")
+                      lambda scope, wa: f"s-{wa}", wamid_ref=WamidRefs.from_pepper(b"bench-pepper-0123456789"))
     decoded = [serde.decode(serde.encode("RawWebhook", r, topic=WEBHOOK_RAW), "RawWebhook") for r in raws]
     b0 = time.process_time()
     events = sum(len(norm.convert(r)) for r in decoded)

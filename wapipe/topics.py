@@ -85,7 +85,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SEND_RESULTS, "tenant_id", "SendResult"),
     TopicSpec(SEND_RETRY, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_DEAD, "tenant_id", "DeadLetter"),
-    TopicSpec(STATUS_EVENTS, "wamid", "StatusEvent"),
+    TopicSpec(STATUS_EVENTS, "wamid ref (wref.…, never the wamid)", "StatusEvent"),
     TopicSpec(INBOUND_MESSAGES, "phone_number_id", "InboundMessage"),
     TopicSpec(ACCOUNT_EVENTS, "WABA id", "AccountEvent"),
     TopicSpec(AUDIT, "tenant_id", "AuditEvent"),

@@ -50,6 +50,7 @@ def test_message_states_migration_carries_the_state_machine_of_existing_rows(tmp
     client = clickhouse_client(f"chdb://{tmp_path / 'ch'}")
     every = load_migrations()
     migrate(client, [m for m in every if m.version < 12])
+    every = [m for m in every if m.version <= 12]  # 12 is under test here (13 and later: their own)
     cols = ("event_id", "tenant_id", "waba_id", "phone_number_id", "wamid", "status", "status_rank", "timestamp",
             "subject_id", "error_codes", "received_at", "extra", "retention_days")
     # Rows dated yesterday: a fixed date would fall out of the 30-day TTL (it did, on 2026-12-01).

@@ -153,7 +153,10 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
             while not ring.keys_of(sent["subject_id"]) and time.monotonic() < deadline:
                 time.sleep(0.2)
             doc = json.loads((FIXTURES / "status_sent.json").read_text())
-            assert ring.unseal(sent["pii"]) == {"recipient_id": doc["entry"][0]["changes"][0]["value"]["statuses"][0]["recipient_id"]}
+            st = doc["entry"][0]["changes"][0]["value"]["statuses"][0]
+            # the clear wamid only sealed; the record and its key carry the keyed ref (issue 18)
+            assert ring.unseal(sent["pii"]) == {"recipient_id": st["recipient_id"], "wamid": st["id"]}
+            assert sent["wamid"].startswith("wref.") and sent["wamid"] != st["id"]
     finally:
         svc.stop()
 

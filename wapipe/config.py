@@ -200,6 +200,11 @@ class Settings(BaseSettings):
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=0, ge=0, description="0: a free port, printed on the READY line")
 
+    # --- health and metrics of every service (wapipe/probe.py) ------------------------------
+    probe_enabled: bool = True
+    probe_host: str = "127.0.0.1"
+    probe_port: int = Field(default=0, ge=0, le=65535, description="0: a free port (written to <state>/probes/)")
+
     @property
     def kafka_dir(self) -> Path:
         return self.state_dir / "kafka"

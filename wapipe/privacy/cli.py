@@ -196,5 +196,10 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, help="0: a free port")) -> None:
     """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
     from wapipe.privacy.api import serve_forever
+    from wapipe.config import Settings
+    from wapipe.probe import serving_probe
 
-    serve_forever(host, port)
+    # The API answers on its own port; the probe says the process is up (for an orchestrator).
+    with serving_probe(Settings(), "privacy-serve", alive=lambda: None) as probe:
+        probe.mark_ready()
+        serve_forever(host, port)

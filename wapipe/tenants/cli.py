@@ -374,8 +374,13 @@ def serve_cmd() -> None:
                 for sig, handler in prev.items():
                     signal.signal(sig, handler)
 
-    Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
-                          access_log=False)).run()
+    from wapipe.probe import serving_probe
+
+    # The API answers on its own port; the probe says the process is up (for an orchestrator).
+    with serving_probe(s, "admin", alive=lambda: None) as probe:
+        probe.mark_ready()
+        Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
+                              access_log=False)).run()
 
 
 @app.command("audit")

@@ -192,3 +192,50 @@ def test_final_requests_leave_the_topic_after_their_retention_a_restriction_in_e
         assert later.status(restricted_still["confirmation_code"]) is not None
     finally:
         later.close()
+
+
+def test_an_erased_subject_is_unlinked_from_the_requests_once_nothing_is_left_to_replay(settings, topics, unique):
+    """Issue 18 (subject ids after erasure): the ERASURE request kept the erased subject id for the
+    request's whole retention, and their earlier requests too. Once nothing of the subject is left
+    on Kafka to replay (the longest retention of a topic with subject ids), the erasure record no
+    longer names them and their earlier ACCESS / CORRECTION requests are deleted; a restriction
+    stays; a recent erasure keeps its subject (the replay guard still needs it)."""
+    from wapipe.topics import PRIVACY_REQUESTS
+
+    day = 24 * 3600 * 1000
+    now = int(time.time() * 1000)
+    serde = AvroSerde.from_settings(settings)
+    pub = Publisher(producer(topics), serde)
+    s_old, s_new = f"old-{unique}", f"new-{unique}"
+
+    def final(kind, subject, at):
+        rec = new_request(kind, source="cli", tenant_id=f"t-{unique}", subject_id=subject)
+        rec.update(status="COMPLETED", requested_at=at, updated_at=at)
+        pub.request(rec)
+        return rec
+
+    access, correction = final("ACCESS", s_old, now - 5 * day), final("CORRECTION", s_old, now - 5 * day)
+    restriction = final("RESTRICTION", s_old, now - 5 * day)
+    erased = final("ERASURE", s_old, now - 9 * day)  # older than the ledger's 7 + 1 days
+    for rec in (access, correction, restriction):  # made before the erasure
+        rec.update(requested_at=now - 10 * day, updated_at=now - 10 * day)
+        pub.request(rec)
+    recent = final("ERASURE", s_new, now - day)
+
+    processor = PrivacyProcessor(settings, topics, group=f"privacy-unlink-{unique}").start()
+    try:
+        processor.tick()
+        assert processor.registry.get(erased["request_id"])["subject_id"] is None
+        assert processor.registry.get(recent["request_id"])["subject_id"] == s_new
+        assert processor.registry.get(access["request_id"]) is None
+        assert processor.registry.get(correction["request_id"]) is None
+        assert processor.registry.get(restriction["request_id"])["subject_id"] == s_old
+    finally:
+        processor.close()
+    last: dict[bytes, bytes | None] = {}
+    for m in scan(topics, PRIVACY_REQUESTS):
+        last[m.key()] = m.value()
+    live = [serde.decode(v, "PrivacyRequest") for v in last.values() if v is not None]
+    naming = sorted(r["kind"] for r in live if r.get("subject_id") == s_old)
+    assert naming == ["RESTRICTION"], naming
+    assert any(r["request_id"] == erased["request_id"] and r["status"] == "COMPLETED" for r in live)

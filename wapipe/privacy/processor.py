@@ -43,7 +43,8 @@ from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.records import CLICKHOUSE_DONE, FINAL, Publisher, audit_event, ms, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
 from wapipe.privacy.topicscan import oldest_timestamps, roll_segments, scan
-from wapipe.topics import AUDIT, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, desired_configs, spec
+from wapipe.topics import (AUDIT, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, desired_configs, spec,
+                           window_retention_ms)
 
 log = get_logger(__name__)
 
@@ -169,8 +170,8 @@ class PrivacyProcessor:
         (a tombstone: the compaction removes the record, and the tombstone after
         ``delete.retention.ms``), so subject ids, Meta user ids and confirmation codes are not kept
         for ever. A restriction of a person still restricted stays (it is what keeps them so)."""
+        n = self._unlink_erased()
         cutoff = now_ms() - self.s.privacy_request_retention_ms
-        n = 0
         for rec in self.registry.requests():
             if rec["status"] not in FINAL or ms(rec.get("updated_at") or rec["requested_at"]) > cutoff:
                 continue
@@ -184,6 +185,40 @@ class PrivacyProcessor:
         if n:
             log.info("privacy.requests_expired", count=n)
         return n
+
+    @property
+    def replay_window_ms(self) -> int:
+        """How long a record of an erased subject can still be on Kafka (and so be replayed): the
+        longest retention of a topic that carries subject ids (the ledger: dedup window + a day)."""
+        return max(self.s.retention_ms, self.s.raw_webhook_retention_ms,
+                   window_retention_ms(self.s.send_dedup_window_s))
+
+    def _unlink_erased(self) -> int:
+        """Once nothing replayable of an erased subject is left on Kafka (``replay_window_ms`` after
+        the request), the requests stop naming them: the ERASURE record is rewritten without the
+        subject id, and their other final requests from before it (ACCESS, CORRECTION,
+        UNRESTRICTION) are deleted. A RESTRICTION stays (it is what keeps the person restricted)."""
+        before = now_ms() - self.replay_window_ms
+        done = 0
+        for rec in self.registry.requests():
+            if not (rec["kind"] == "ERASURE" and rec["status"] == "COMPLETED" and rec.get("subject_id")
+                    and ms(rec["requested_at"]) < before):
+                continue
+            subject, at = rec["subject_id"], ms(rec["requested_at"])
+            for other in self.registry.requests():
+                if (other.get("subject_id") == subject and other["request_id"] != rec["request_id"]
+                        and other["kind"] in ("ACCESS", "CORRECTION", "UNRESTRICTION") and other["status"] in FINAL
+                        and ms(other["requested_at"]) <= at):
+                    self.pub.send(PRIVACY_REQUESTS, other["request_id"].encode(), None)
+                    self.registry.forget(other["request_id"])
+                    done += 1
+            self._save({**rec, "subject_id": None,
+                        "details": {**(rec.get("details") or {}),
+                                    "subject_id": "removed: nothing of the subject is left to replay"}})
+            self.pub.audit(audit_event("privacy.erasure.unlinked", actor=ACTOR, tenant_id=rec.get("tenant_id"),
+                                       target=rec["request_id"], details={"kind": "ERASURE"}))
+            done += 1
+        return done
 
     def _reject(self, rec: dict, reason: str) -> dict:
         rec = self._save({**rec, "details": {**rec.get("details", {}), "reason": reason}}, status="REJECTED")

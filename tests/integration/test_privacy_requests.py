@@ -100,14 +100,17 @@ def test_correction_replaces_the_name_in_the_export_via_cli(settings, topics, un
     assert "Old Wrongname" not in r.stdout
     assert {q["kind"] for q in doc["requests"]} >= {"CORRECTION", "ACCESS"}
 
+    # The audit trail links events to the requests (target), never to the person (issue 18).
+    ids = {q["request_id"] for q in doc["requests"]}
     actions = set()
     for m in scan(topics, AUDIT):
         try:
             ev = serde.decode(m.value(), "AuditEvent")
         except SerdeError:
             continue
-        if ev.get("subject_id") == sid:
+        if ev.get("target") in ids:
             actions.add(ev["action"])
+            assert ev.get("subject_id") is None, ev
     assert {"privacy.correction.requested", "privacy.access.requested", "privacy.access.completed"} <= actions
 
 

@@ -267,3 +267,58 @@ def test_processor_rejects_an_erasure_of_another_tenants_subject(world, topics, 
         proc.close()
     theirs = w.client.get(f"/privacy/{w.b.tenant_id}/export", params={"wa_id": w.customer}, headers=w.b.auth)
     assert w.b.secret in theirs.text
+
+
+# --- campaigns: keyed by (tenant, campaign) ----------------------------------------------------
+from tests.integration.test_send_pipeline import send_world  # noqa: E402,F401  (the fixture: real worker + sandbox)
+
+
+def _campaign_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wapipe", "campaign", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow  # the real send worker
+@pytest.mark.send_world(rates=[(100, 100)])
+def test_another_tenants_campaign_stop_does_not_touch_ours(send_world, unique):
+    from collections import Counter
+
+    from producers.erp import Lane, template
+    from wapipe.topics import CAMPAIGN_CONTROL
+
+    w = send_world
+    other = f"x{unique}"
+    # Another tenant stops its campaign "promo", and a control record without a tenant (the old
+    # format, keyed by campaign id alone) says STOPPED for "promo" too.
+    r = _campaign_cli(w.env, "stop", "promo", "--tenant", other)
+    assert r.returncode == 0, r.stderr
+    serde = AvroSerde.from_settings(w.settings)
+    p = make_producer(w.bootstrap)
+    p.produce(CAMPAIGN_CONTROL, key=b"promo", value=serde.encode("CampaignControl", {
+        "campaign_id": "promo", "tenant_id": "", "state": "STOPPED", "actor": "operator:cli",
+        "at": dt.datetime.now(dt.timezone.utc)}, topic=CAMPAIGN_CONTROL))
+    assert p.flush(10) == 0
+    r = _campaign_cli(w.env, "stop", "promo")  # a campaign command without its tenant is refused
+    assert r.returncode != 0 and "--tenant" in r.stderr
+
+    w.start_worker()
+    n = 40
+    keys = [f"p-{i}" for i in range(n)]
+    w.publish([(template(w.recipient(i), "hello_world"), w.routing(k, lane=Lane.CAMPAIGN, campaign="promo"))
+               for i, k in enumerate(keys)])
+    final = w.final(keys, timeout=60)
+    assert Counter(r["outcome"] for r in final.values()) == Counter({"ACCEPTED": n})
+
+    mine = json.loads(_campaign_cli(w.env, "progress", "promo", "--tenant", w.tenant_id, "--json").stdout)
+    assert (mine["queued"], mine["sent"], mine["remaining"], mine["state"]) == (n, n, 0, "RUNNING")
+    theirs = json.loads(_campaign_cli(w.env, "progress", "promo", "--tenant", other, "--json").stdout)
+    assert (theirs["queued"], theirs["sent"], theirs["state"]) == (0, 0, "STOPPED")
+
+    # Positive control: our own stop of "promo" cancels what is left of it.
+    r = _campaign_cli(w.env, "stop", "promo", "--tenant", w.tenant_id)
+    assert r.returncode == 0, r.stderr
+    time.sleep(1.5)  # honoured within a second
+    later = [f"q-{i}" for i in range(10)]
+    w.publish([(template(w.recipient(100 + i), "hello_world"), w.routing(k, lane=Lane.CAMPAIGN, campaign="promo"))
+               for i, k in enumerate(later)])
+    assert {r["outcome"] for r in w.final(later, timeout=60).values()} == {"CANCELLED"}

@@ -34,7 +34,7 @@ from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.service import PrivacyService
 from wapipe.privacy.subjects import pepper_from, subject_id
-from wapipe.tenants.models import PhoneNumber, Tenant, hash_api_key
+from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus, hash_api_key
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
 from wapipe.topics import INBOUND_MESSAGES, STATUS_EVENTS, WEBHOOK_RAW
@@ -86,6 +86,7 @@ class World:
     op: dict
     client: TestClient
     svc: PrivacyService
+    svc_tenants: TenantRegistry
     settings: object
 
 
@@ -138,7 +139,8 @@ def world(settings, topics, clickhouse, unique):
         with TestClient(app) as client:
             yield World(a=a, b=b, customer=customer, other_secret=other_secret,
                         sid_a=subject_id(pepper, a.tenant_id, customer), sid_b=subject_id(pepper, b.tenant_id, customer),
-                        op={"X-API-Key": f"op-{unique}"}, client=client, svc=svc, settings=s)
+                        op={"X-API-Key": f"op-{unique}"}, client=client, svc=svc, svc_tenants=registry,
+                        settings=s)
     finally:
         if svc is not None:
             svc.close()
@@ -267,6 +269,33 @@ def test_processor_rejects_an_erasure_of_another_tenants_subject(world, topics, 
         proc.close()
     theirs = w.client.get(f"/privacy/{w.b.tenant_id}/export", params={"wa_id": w.customer}, headers=w.b.auth)
     assert w.b.secret in theirs.text
+
+
+def test_tenant_admin_routes_refuse_another_tenant_like_one_that_does_not_exist(world, topics):
+    from wapipe.tenants.api import create_app as admin_app
+
+    w = world
+    routes = [("GET", ""), ("GET", "/templates"), ("POST", "/templates/sync"), ("POST", "/refresh"),
+              ("POST", "/disconnect"), ("PATCH", ""), ("POST", "/api-key"), ("POST", "/resume")]
+    nobody = f"nobody-{uuid.uuid4().hex[:6]}"
+    b_before = w.svc_tenants.tenant(w.b.tenant_id)
+    with TestClient(admin_app(w.settings, topics)) as admin:
+        for method, tail in routes:
+            got = admin.request(method, f"/admin/tenants/{w.b.tenant_id}{tail}", headers=w.a.auth, json={})
+            none = admin.request(method, f"/admin/tenants/{nobody}{tail}", headers=w.a.auth, json={})
+            assert (got.status_code, got.json()) == (none.status_code, none.json()), (method, tail)
+            assert got.status_code == 403 and w.b.tenant_id not in got.text
+        mine = admin.get(f"/admin/tenants/{w.a.tenant_id}", headers=w.a.auth)
+        assert mine.status_code == 200 and w.b.tenant_id not in mine.text
+    b = TenantRegistry(w.settings, topics).start()
+    try:
+        b.wait_ready(30)
+        tb = b.tenant(w.b.tenant_id)
+        # nothing of B changed: not disconnected, its version unchanged, its key still the one that works
+        assert tb is not None and tb.status != TenantStatus.DISCONNECTED and tb.api_key_matches(w.b.key)
+        assert tb.version == b_before.version
+    finally:
+        b.close()
 
 
 # --- campaigns: keyed by (tenant, campaign) ----------------------------------------------------

@@ -247,6 +247,8 @@ def test_cli_commands_refuse_another_tenants_ids(world):
     w.svc.submit("UNRESTRICTION", tenant_id=b, subject=w.sid_b)
     r = _cli(w.settings, "privacy", "status", code, "--tenant", a)
     assert r.returncode == 1 and "no request" in r.stderr and code not in r.stdout
+    r = _cli(w.settings, "privacy", "status", code, "--meta")  # not a request of Meta's callback either
+    assert r.returncode == 1 and "no request" in r.stderr and code not in r.stdout
     r = _cli(w.settings, "privacy", "status", code, "--tenant", b)
     assert r.returncode == 0 and json.loads(r.stdout)["confirmation_code"] == code
     assert not w.svc.registry.is_restricted(b, w.sid_b)

@@ -46,10 +46,18 @@ class Topics:
 
 @dataclass
 class Stats:
+    """Plain counters kept on the send path (a dict increment each); ``processors.send.metrics``
+    turns them into Prometheus figures when scraped."""
+
     accepted: int = 0
     outcomes: dict = field(default_factory=lambda: defaultdict(int))
     graph_calls: int = 0
     throttled: int = 0
+    calls_by_number: dict = field(default_factory=lambda: defaultdict(int))
+    throttled_by_number: dict = field(default_factory=lambda: defaultdict(int))  # 130429 and friends, 131048
+    meta_errors: dict = field(default_factory=lambda: defaultdict(int))  # Meta error code -> answers
+    ledger_writes: int = 0
+    ledger_write_s: float = 0.0  # total seconds the DISPATCHING writes took to be acknowledged
     # transactional lane: worst seconds from requested_at to admission, and admission to the call
     tx_to_admit: float = 0.0
     tx_admit_to_call: float = 0.0
@@ -225,7 +233,10 @@ class Dispatcher:
     # --- the per-number loop ---------------------------------------------------------------
     async def _run_number(self, pnid: str) -> None:
         q, pacer, pairs, wake = self.queues[pnid], self.pacers[pnid], self.pairs[pnid], self._wake[pnid]
-        paused = self.campaigns.paused
+        # A number is one tenant's (q.tenant): its campaign queues are that tenant's campaigns.
+        def paused(campaign_id: str) -> bool:
+            return self.campaigns.paused(q.tenant, campaign_id)
+
         last_refresh = 0.0
         while not self._closing:
             try:
@@ -289,14 +300,14 @@ class Dispatcher:
         task.add_done_callback(done)
 
     async def _cancel_stopped(self, q: NumberQueue) -> None:
-        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.campaign))
+        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.cmd["tenant_id"], j.campaign))
         for job in stopped:
             await self._finish(job, R.Outcome.CANCELLED, attempts=job.attempt, reason="campaign stopped")
 
     def _precheck(self, job: Job) -> tuple | None:
         """Decisions that need no Graph call: (outcome, reason) or ("defer", seconds)."""
         cmd = job.cmd
-        if self.campaigns.stopped(job.campaign or None):
+        if self.campaigns.stopped(cmd["tenant_id"], job.campaign or None):
             return (R.Outcome.CANCELLED, "campaign stopped")
         now_ms = int(time.time() * 1000)
         refusal = validate(cmd, self.registry, now_ms=now_ms, last_inbound=self.windows.last_inbound,
@@ -347,7 +358,10 @@ class Dispatcher:
                                reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300])
             return
         try:
+            written = time.monotonic()
             await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
+            self.stats.ledger_writes += 1
+            self.stats.ledger_write_s += time.monotonic() - written
             # The slot reserved before the ledger write already counts in the window, so the call
             # leaves now, unless a throttle lowered the cap meanwhile. It then counts until 1 s
             # after its response (``NumberPacer.window_wait``): the server counts it somewhere in
@@ -359,6 +373,7 @@ class Dispatcher:
             raise
         pacer.start(time.monotonic())
         self.stats.graph_calls += 1
+        self.stats.calls_by_number[cmd["phone_number_id"]] += 1
         if job.lane == TRANSACTIONAL:
             self.stats.tx_admit_to_call = max(self.stats.tx_admit_to_call, time.monotonic() - job.enqueued)
         try:
@@ -383,6 +398,7 @@ class Dispatcher:
         now = time.monotonic()
         pnid = job.cmd["phone_number_id"]
         code = dict(error_code=exc.code, error_subcode=exc.subcode)
+        self.stats.meta_errors[exc.code if exc.code is not None else "none"] += 1
         if isinstance(exc, meta_errors.UnknownOutcome):
             await self._finish(job, R.Outcome.UNKNOWN, attempts=attempt, reason=str(exc)[:300], **code)
         elif isinstance(exc, meta_errors.PairRateLimited):
@@ -392,6 +408,7 @@ class Dispatcher:
             pause = exc.retry_after or self.s.send_spam_pause_s
             self.pacers[pnid].on_throttled(now, pause=pause)
             self.stats.throttled += 1
+            self.stats.throttled_by_number[pnid] += 1
             # parked for minutes: the ERP hears why (RETRYING), as for a transient error
             await self._retry_later(job, pause, attempts=attempt, reason=str(exc)[:300],
                                     via_topic=True, result=True, **code)
@@ -400,6 +417,7 @@ class Dispatcher:
             pause = min(exc.retry_after or 1.0, 60.0)
             self.pacers[pnid].on_throttled(now, pause=pause)
             self.stats.throttled += 1
+            self.stats.throttled_by_number[pnid] += 1
             await self._retry_later(job, pause, attempts=attempt, reason=str(exc)[:300], via_topic=False, **code)
         elif isinstance(exc, meta_errors.Transient):
             if attempt >= self.s.send_max_attempts:

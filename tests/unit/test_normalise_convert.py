@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -312,8 +312,7 @@ def test_account_events_about_users_are_per_person_sealed_and_redacted(a, b, kin
     number, name or wamid of anyone is in clear; a person's sealed part holds nothing of the other."""
     from connectors.meta.sandbox.engine import new_wamid
 
-    if a == b:
-        return
+    assume(a not in b and b not in a)  # one number inside the other: "not in" checks would be meaningless
     value: dict = {"messaging_product": "whatsapp", "metadata": _META}
     if kind == "user_preferences":
         value["contacts"] = [{"profile": {"name": "Ann Person"}, "wa_id": a}, {"profile": {"name": "Bob Person"}, "wa_id": b}]

@@ -194,8 +194,8 @@ def test_final_requests_leave_the_topic_after_their_retention_a_restriction_in_e
     later = PrivacyService(s, topics).start()
     try:
         later.registry.wait_ready(30)
-        assert later.status(expired_erasure["confirmation_code"]) is None
-        assert later.status(restricted_still["confirmation_code"]) is not None
+        assert later.status(expired_erasure["confirmation_code"], tenant_id=f"t-{unique}") is None
+        assert later.status(restricted_still["confirmation_code"], tenant_id=f"t-{unique}") is not None
     finally:
         later.close()
 

@@ -29,6 +29,7 @@ from wapipe.avro import AvroSerde
 from wapipe.kafka import producer as make_producer
 from wapipe.privacy.api import create_app
 from wapipe.privacy.kek import load_kek
+from wapipe.privacy.wamids import WamidRefs
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import Publisher, new_request
@@ -127,7 +128,8 @@ def world(settings, topics, clickhouse, unique):
     try:
         registry.wait_ready(30)
         pepper = pepper_from(s)
-        normaliser = Normaliser(registry, ring.seal, lambda scope, wa: subject_id(pepper, scope, wa))
+        normaliser = Normaliser(registry, ring.seal, lambda scope, wa: subject_id(pepper, scope, wa),
+                                wamid_ref=WamidRefs.from_pepper(pepper))  # as `wapipe normalise` (issue 18)
         other_secret = f"o-secret-{unique}"
         _ingest(s, topics, clickhouse, normaliser, a.pnid, _webhook(
             f"wa{unique}", a.pnid, [(customer, a.profile, a.secret), (other, f"Olga {unique}", other_secret)],

@@ -27,7 +27,7 @@ from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.publisher import KafkaPublisher
-from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW
+from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW, webhook_dead_max_bytes
 
 log = get_logger(__name__)
 
@@ -66,6 +66,9 @@ class IngressApp:
             bootstrap, message_timeout_ms=settings.ingress_publish_timeout_ms,
             deadline_ms=settings.ingress_deadline_ms, linger_ms=settings.ingress_linger_ms,
             poll_mode=settings.ingress_poll_mode,
+            # Its largest record, a dead letter around a body of the largest accepted size, from the
+            # same setting as the body limit and the topics' max.message.bytes (wapipe/topics.py).
+            message_max_bytes=webhook_dead_max_bytes(settings),
         )
         self.view = PrivacyStatusView(bootstrap, self.serde)
         secrets = app_secrets(settings)

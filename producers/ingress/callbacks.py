@@ -4,6 +4,10 @@ Both callbacks are a form POST with ``signed_request``. A valid one becomes a ``
 (status RECEIVED) on ``wa.privacy.requests`` — where the privacy processors pick it up and write
 its progress — plus an ``AuditEvent``, both acked before we answer. The data-deletion answer is
 Meta's ``{"url", "confirmation_code"}``; the URL shows the request's current state.
+
+Refusals: a form over ``MAX_FORM_BYTES`` → 413; a signed_request whose signature does not match →
+401; any other invalid one (not ``<sig>.<payload>``, not base64url or JSON, another algorithm,
+expired, no usable ``user_id``) → 400 with the reason. Nothing is written for a refused request.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from producers.ingress import signed_request
 from producers.ingress.metrics import IngressMetrics
 from producers.ingress.privacy_status import PrivacyStatusView
 from wapipe.avro import AvroSerde
+from wapipe.http_input import BadInput, read_body
 from wapipe.log import get_logger
 from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
@@ -84,12 +89,11 @@ class MetaCallbacks:
     # ---------------------------------------------------------------------------------------
     async def _record(self, request: Request, *, kind: str, source: str, endpoint: str) -> Response:
         m = self._metrics
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_FORM_BYTES:
-                m.requests.labels(endpoint, "too_large").inc()
-                return JSONResponse({"error": "payload too large"}, status_code=413)
+        try:
+            raw = await read_body(request, MAX_FORM_BYTES)
+        except BadInput as exc:
+            m.requests.labels(endpoint, "too_large").inc()
+            return exc.response()
         form = parse_qs(raw.decode("utf-8", "replace"))
         try:
             sr = signed_request.parse(form.get("signed_request", [None])[0], self._secrets, max_age_s=self._max_age)

@@ -51,7 +51,7 @@ SubjectId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 class SubjectRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     wa_id: WaId | None = None
     subject_id: SubjectId | None = None
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -45,6 +45,7 @@ from wapipe.tenants.models import (
     DISPLAY_NAME_MAX,
     HIGH_MPS,
     META_ID_PATTERN,
+    RETENTION_KINDS,
     RETENTION_MAX_DAYS,
     TENANT_ID_PATTERN,
 )
@@ -60,13 +61,13 @@ MetaId = Annotated[str, Field(pattern=META_ID_PATTERN)]
 SignupCode = Annotated[str, Field(min_length=1, max_length=4096)]
 Pin = Annotated[str, Field(pattern=r"^[0-9]{6}$")]  # Meta's two-step verification PIN
 DisplayName = Annotated[str, Field(max_length=DISPLAY_NAME_MAX)]
-RetentionKind = Literal["content", "metadata", "raw_webhooks", "audit"]
+RetentionKind = Annotated[str, Field(max_length=32)]  # one of RETENTION_KINDS (checked below)
 RetentionDays = Annotated[int, Field(ge=1, le=RETENTION_MAX_DAYS)]
 Mps = Annotated[int, Field(ge=1, le=HIGH_MPS)]  # Meta's highest per-number throughput
 
 
 class OnboardBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     tenant_id: TenantId
     code: SignupCode = Field(repr=False)
     app_id: MetaId | None = None
@@ -76,23 +77,31 @@ class OnboardBody(BaseModel):
 
 
 class ResumeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     code: SignupCode | None = Field(default=None, repr=False)
     waba_id: MetaId | None = None
     pin: Pin | None = Field(default=None, repr=False)
 
 
 class PatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     retention_days: dict[RetentionKind, RetentionDays] | None = None
     throughput_mps: Annotated[dict[MetaId, Mps], Field(max_length=1000)] | None = None
     status: Annotated[str, Field(max_length=32)] | None = None
     messaging_limit: Annotated[int, Field(ge=0, le=AVRO_INT_MAX)] | None = None
     display_name: DisplayName | None = None
 
+    @field_validator("retention_days")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        unknown = sorted(set(v or ()) - set(RETENTION_KINDS))
+        if unknown:
+            raise ValueError(f"unknown retention data type(s) {unknown}; known: {', '.join(RETENTION_KINDS)}")
+        return v
+
 
 class DisconnectBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reason: Annotated[str, Field(max_length=1024)] = "requested through the admin API"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import secrets
 import time
 import uuid
@@ -36,6 +37,7 @@ from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 log = get_logger(__name__)
 
 MAX_FORM_BYTES = 64 * 1024
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # confirmation codes are hex (here and wapipe/privacy/records.py)
 STATUS_PATH = "/meta/deletion-status/"
 STATUS_WAIT_S = 1.0
 
@@ -64,6 +66,8 @@ class MetaCallbacks:
 
     async def status(self, request: Request) -> Response:
         code = request.path_params["code"]
+        if not _CODE.fullmatch(code):  # not a code we issue: no wait for the view to catch up
+            return JSONResponse({"error": "unknown confirmation code"}, status_code=404)
         rec = self._view.get(code)
         # Another worker may have written it a moment ago: give our consumer a moment to read it.
         deadline = time.monotonic() + STATUS_WAIT_S

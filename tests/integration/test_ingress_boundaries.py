@@ -10,7 +10,9 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -247,3 +249,33 @@ def test_an_oversized_callback_form_is_413(http):
     r = http.post("/meta/data-deletion", content=b"signed_request=" + b"a" * (128 * 1024),
                   headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 413 and "too large" in r.json()["error"]
+
+
+def test_any_deletion_status_code_is_answered_at_once(http):
+    """Any path segment that cannot be a code we issue: 404 (JSON or HTML asked), without the view's
+    1 s wait (a code-like unknown one is covered by test_ingress.py)."""
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(code=st.text(min_size=1, max_size=300).filter(
+        lambda c: c not in (".", "..") and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", c)), html=st.booleans())
+    @example(code="..%2F..%2Fetc%2Fpasswd", html=True)
+    @example(code="<script>", html=True)
+    def run(code, html):
+        started = time.monotonic()
+        r = http.get(f"/meta/deletion-status/{quote(code, safe='')}", headers={"accept": "text/html" if html else "application/json"})
+        assert r.status_code == 404, (code, r.status_code, r.text[:200])
+        assert "<script>" not in r.text
+        assert time.monotonic() - started < 0.9
+
+    run()
+
+
+def test_any_subscription_handshake_without_the_token_is_403(http):
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(params=st.dictionaries(st.sampled_from(["hub.mode", "hub.verify_token", "hub.challenge", "x"]),
+                                  st.text(max_size=60), max_size=4))
+    def run(params):
+        r = http.get("/webhook", params=params)
+        assert r.status_code == 403, (params, r.status_code)  # no verify token configured here: never verified
+
+    run()

@@ -34,16 +34,15 @@ class Routing:
 
 def _id(value: object) -> bytes | None:
     """A usable partition key from an id field: a non-empty str or int (not bool), bounded."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if type(value) is str:
+        text = value
+    elif type(value) is int:
+        text = str(value)
+    else:
         return None
-    text = str(value)
     if not text or len(text) > KEY_MAX:
         return None
     return text.encode("utf-8", "surrogatepass")
-
-
-def _dicts(value: object):
-    return (v for v in value if isinstance(v, dict)) if isinstance(value, list) else ()
 
 
 def routing_key(body: bytes) -> Routing:
@@ -53,14 +52,21 @@ def routing_key(body: bytes) -> Routing:
         raise Malformed(f"malformed JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise Malformed(f"webhook body is a JSON {type(doc).__name__}, not an object")
+    entries = doc.get("entry")
+    if not isinstance(entries, list):
+        return Routing(None, "none")
     waba = None
-    for entry in _dicts(doc.get("entry")):
-        for change in _dicts(entry.get("changes")):
-            value = change.get("value")
-            meta = value.get("metadata") if isinstance(value, dict) else None
-            pnid = _id(meta.get("phone_number_id")) if isinstance(meta, dict) else None
-            if pnid:
-                return Routing(pnid, "phone_number_id")
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        changes = entry.get("changes")
+        if isinstance(changes, list):
+            for change in changes:
+                value = change.get("value") if isinstance(change, dict) else None
+                meta = value.get("metadata") if isinstance(value, dict) else None
+                pnid = _id(meta.get("phone_number_id")) if isinstance(meta, dict) else None
+                if pnid:
+                    return Routing(pnid, "phone_number_id")
         if waba is None:
             waba = _id(entry.get("id"))
     return Routing(waba, "waba_id") if waba else Routing(None, "none")

@@ -24,7 +24,7 @@ from wapipe.tenants.api import DisconnectBody, OnboardBody, PatchBody, ResumeBod
 from wapipe.tenants.models import AVRO_INT_MAX, HIGH_MPS, RETENTION_MAX_DAYS
 
 SECRETS = {"app-a": b"secret-a", "app-b": b"secret-b"}
-PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- X-Hub-Signature-256 ---------------------------------------------------------------------

@@ -257,8 +257,10 @@ def test_any_deletion_status_code_is_answered_at_once(http):
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
     @given(code=st.text(min_size=1, max_size=300).filter(
-        lambda c: c not in (".", "..") and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", c)), html=st.booleans())
-    @example(code="..%2F..%2Fetc%2Fpasswd", html=True)
+        # ("/" makes another path: Starlette redirects "x/" to "x", then this rule applies)
+        lambda c: "/" not in c and c not in (".", "..") and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", c)),
+        html=st.booleans())
+    @example(code="..%2F..%2Fetc%2Fpasswd", html=True)  # sent as %252F: arrives as "..%2F..%2F..."
     @example(code="<script>", html=True)
     def run(code, html):
         started = time.monotonic()

@@ -53,6 +53,15 @@ class WebhookEndpoint:
         self._metrics = metrics
         self._max = max_body_bytes
 
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max
+
+    def lower_limit(self, max_body_bytes: int) -> None:
+        """Refuse (413) bodies over ``max_body_bytes`` too: what the webhook topics can store
+        (producers/ingress/limits.py). Never raises the limit."""
+        self._max = min(self._max, max_body_bytes)
+
     async def __call__(self, scope, receive, send) -> None:
         method = scope["method"]
         if method == "POST":

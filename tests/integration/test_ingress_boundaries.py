@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import re
+import socket
 import time
 from urllib.parse import quote
 
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from connectors.meta.signature import sign
 from producers.ingress import signed_request
-from producers.ingress.process import IngressProcess
+from producers.ingress.process import IngressProcess, wait_until
 from tests.integration.kafka_helpers import read_all
 from tests.strategies import ANY_BODIES, ANY_JSON, HEADER_BYTES, IDS, SIGNATURE_HEADERS, dumps
 from wapipe.avro import AvroSerde
@@ -197,22 +198,64 @@ def test_the_normaliser_consumer_reads_a_record_of_the_largest_size(http, topics
     assert serde.decode(asyncio.run(read()), "RawWebhook")["body"] == body
 
 
-def test_a_record_the_topic_refuses_is_413_not_503(topics, tmp_path, unique):
-    """An ingress configured above the topic's max.message.bytes (topics not re-applied): the broker
-    refuses the record as too large, and the answer is 413 — a 503 would have Meta resend it for
-    7 days. A body the topic takes is still a 200."""
-    proc = _start(topics, tmp_path / "ingress.log", WAPIPE_INGRESS_MAX_BODY_BYTES=str(8 * 1024 * 1024))
+def test_an_ingress_set_above_its_topics_lowers_its_own_limit(topics, tmp_path, unique):
+    """An ingress configured above what the topics take (topics not re-applied after raising the
+    setting): it reads the topics' max.message.bytes at startup, so a 5 MB body is refused from its
+    Content-Length alone (no byte of it sent), and says so in its log. A small body is still a 200."""
+    log = tmp_path / "ingress.log"
+    proc = _start(topics, log, WAPIPE_INGRESS_MAX_BODY_BYTES=str(8 * 1024 * 1024))
     try:
+        host, port = proc.url.removeprefix("http://").split(":")
+
+        def refused_unread() -> bool:
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                sock.settimeout(1.0)
+                sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"X-Hub-Signature-256: sha256=00\r\nContent-Length: %d\r\n\r\n" % (5 * 1024 * 1024))
+                try:
+                    return sock.recv(4096).startswith(b"HTTP/1.1 413")
+                except TimeoutError:  # still waiting for the body: the limit is the 8 MiB setting
+                    return False
+
+        assert wait_until(refused_unread, 20), log.read_text()[-2000:]
+        assert "wapipe topics apply" in log.read_text()
         with httpx.Client(base_url=proc.url, timeout=30) as c:
-            big = _webhook_of_size(5 * 1024 * 1024, f"PNTOPIC{unique}")
-            r = post(c, big)
-            assert r.status_code == 413, r.text
-            assert "max.message.bytes" in r.text
-            ok = _webhook_of_size(1024, f"PNSMALL{unique}")
-            assert post(c, ok).status_code == 200
+            assert post(c, _webhook_of_size(1024, f"PNSMALL{unique}")).status_code == 200
     finally:
         proc.stop()
-    assert not [m for m in read_all(topics, WEBHOOK_RAW) if m.key() == f"PNTOPIC{unique}".encode()]
+
+
+@pytest.mark.parametrize("producer_max", ["over_the_topic", "under_the_body"])
+async def test_a_record_kafka_refuses_as_too_large_is_413_not_503(topics, unique, producer_max):
+    """The webhook endpoint (ASGI, a real publisher and broker) when Kafka itself refuses the record
+    as too large — the broker (topic max.message.bytes) or the producer (message.max.bytes): 413,
+    because a 503 would have Meta resend it for 7 days; nothing is stored."""
+    from producers.ingress.metrics import IngressMetrics
+    from producers.ingress.webhook import WebhookEndpoint
+    from wapipe.publisher import KafkaPublisher
+
+    s = Settings(kafka_bootstrap_servers=topics)
+    size = 5 * 1024 * 1024 if producer_max == "over_the_topic" else 200 * 1024
+    publisher = KafkaPublisher(topics, message_timeout_ms=10_000, deadline_ms=15_000,
+                               message_max_bytes=16 * 1024 * 1024 if producer_max == "over_the_topic" else 100 * 1024)
+    publisher.start(asyncio.get_running_loop())
+    endpoint = WebhookEndpoint(secrets={"app-one": SECRET}, verify_token=None, publisher=publisher, serde=serde,
+                               metrics=IngressMetrics(), max_body_bytes=8 * 1024 * 1024)
+    assert producer_max == "under_the_body" or size > webhook_record_max_bytes(s)  # the topic cannot take it
+    pnid = f"PNREFUSED{unique}"
+    body = _webhook_of_size(size, pnid)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=endpoint), base_url="http://ingress") as c:
+            r = await c.post("/webhook", content=body, headers={"x-hub-signature-256": sign(SECRET, body)})
+            assert r.status_code == 413, r.text
+            assert "max.message.bytes" in r.text
+            small = _webhook_of_size(2048, pnid + "ok")
+            r = await c.post("/webhook", content=small, headers={"x-hub-signature-256": sign(SECRET, small)})
+            assert r.status_code == 200, r.text
+    finally:
+        await asyncio.to_thread(publisher.close, 10.0)
+    keys = {m.key() for m in read_all(topics, WEBHOOK_RAW)}
+    assert (pnid + "ok").encode() in keys and pnid.encode() not in keys
 
 
 # --- Meta's signed_request callbacks -----------------------------------------------------------

@@ -85,7 +85,7 @@ class ResumeBody(BaseModel):
 
 class PatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    retention_days: dict[RetentionKind, RetentionDays] | None = None
+    retention_days: Annotated[dict[RetentionKind, RetentionDays], Field(max_length=len(RETENTION_KINDS))] | None = None
     throughput_mps: Annotated[dict[MetaId, Mps], Field(max_length=1000)] | None = None
     status: Annotated[str, Field(max_length=32)] | None = None
     messaging_limit: Annotated[int, Field(ge=0, le=AVRO_INT_MAX)] | None = None

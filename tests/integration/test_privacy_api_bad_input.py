@@ -106,7 +106,8 @@ def test_a_path_tenant_that_is_not_an_id_is_400(api):
 
 
 def test_any_request_body_is_accepted_or_refused_never_a_500(api):
-    """Hostile bodies on /requests and /corrections: 202 (a request recorded), or 400/413."""
+    """Hostile bodies on /requests and /corrections: 202 (a request recorded), 400/413, or 404 for a
+    well-formed subject id that is not this tenant's (docs/security.md, "Tenant isolation")."""
     client, t, _, _ = api
     values = st.one_of(ANY_JSON, IDS, st.integers(min_value=-BIG, max_value=BIG), st.text(max_size=40))
     bodies = st.fixed_dictionaries({}, optional={
@@ -123,7 +124,7 @@ def test_any_request_body_is_accepted_or_refused_never_a_500(api):
     @example(raw=b'{"wa_id": "()", "field": "profile_name", "value": "v"}', path="corrections")
     def run(raw, path):
         r = client.post(f"/privacy/{t}/{path}", content=raw)
-        assert r.status_code in (202, 400, 413), (raw[:200], r.status_code, r.text[:300])
+        assert r.status_code in (202, 400, 404, 413), (raw[:200], r.status_code, r.text[:300])
         doc = r.json()
         assert ("confirmation_code" in doc) == (r.status_code == 202)
 

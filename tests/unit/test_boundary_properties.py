@@ -216,3 +216,16 @@ def test_request_models_accept_only_bounded_values(model, raw):
         assert all(1 <= m <= HIGH_MPS for m in (body.throughput_mps or {}).values())
     for name in ("tenant_id", "app_id", "waba_id", "subject_id"):
         assert "/" not in str(data.get(name) or "")
+
+
+# --- the privacy export reads every stored raw body ----------------------------------------------
+@PROPS
+@given(body=ANY_BODIES | WEBHOOK.map(dumps))
+@example(body=b"[" * 100_000)  # dead-lettered by the ingress; made every export a 500
+@example(body=b'{"entry":[{"changes":[{"value":{"metadata":{"phone_number_id":"1"},"messages":[{"from":5}]}}]}]}')
+def test_the_export_reads_any_stored_raw_body(body):
+    from wapipe.privacy.export import own_raw_items
+
+    items = own_raw_items(body, subject_id="s", subject_of=lambda wa: "s" if wa == "15550001" else "x",
+                          owns_number=lambda pnid: True)
+    assert isinstance(items, list)

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     compacted_segment_ms: int = 3600 * 1000
     tombstone_retention_ms: int = 24 * 3600 * 1000
     min_cleanable_dirty_ratio: float = 0.1
+    # A dead letter larger than this is cut down (wapipe/deadletter.py): below Kafka's default
+    # message limit (1,048,588 bytes on the broker, 1,000,000 in librdkafka's producer).
+    dead_letter_max_bytes: int = Field(default=900_000, ge=4096)
 
     # --- Avro --------------------------------------------------------------------------
     schema_registry_url: str | None = Field(default=None, validation_alias=_env("SCHEMA_REGISTRY_URL"))

@@ -38,7 +38,12 @@ log = get_logger(__name__)
 
 
 class PublishFailed(RuntimeError):
-    """The broker did not acknowledge the write in time (or refused it)."""
+    """The broker did not acknowledge the write in time (or refused it); ``code`` is the Kafka
+    error code when there is one (``wapipe.deadletter.too_large`` tells a record that can never fit)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,7 @@ class KafkaPublisher:
         except BufferError as exc:
             raise PublishFailed("producer queue full") from exc
         except KafkaException as exc:
-            raise PublishFailed(str(exc)) from exc
+            raise PublishFailed(str(exc), exc.args[0].code() if exc.args else None) from exc
         self._inflight += 1
         if self._wake is not None and not self._wake.is_set():
             self._wake.set()
@@ -132,7 +137,7 @@ class KafkaPublisher:
         if err is _TIMED_OUT:
             raise PublishFailed(f"no broker ack within {self._deadline:.3f}s")
         if err is not None:
-            raise PublishFailed(err.str())
+            raise PublishFailed(err.str(), err.code())
         return Delivered(msg.topic(), msg.partition(), msg.offset())
 
     def metadata_ok(self, topics: tuple[str, ...], timeout: float = 2.0) -> tuple[bool, str]:

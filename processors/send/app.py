@@ -36,6 +36,7 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, DeadLetters, Source, too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
@@ -58,11 +59,12 @@ FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLE
 
 @dataclass(frozen=True)
 class Write:
-    """One record to produce."""
+    """One record to produce; a dead letter is produced by ``wapipe.deadletter`` (cut down to fit)."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    letter: DeadLetter | None = None
 
 
 class Runtime:
@@ -262,11 +264,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     serde = rt.serde
     window_ms = s.send_dedup_window_s * 1000
 
-    def dead_letter(event: Any, exc: Exception) -> Write:
-        m = event.message
-        dl = R.dead_letter(source_topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
-                           reason=str(exc)[:500], error_type=type(exc).__name__)
-        return Write(T.SEND_DEAD, m.key, serde.encode(R.DEAD_LETTER, dl, topic=T.SEND_DEAD))
+    def dead_letter(event: Any, exc: Exception | str, error_type: str | None = None) -> Write:
+        letter = DeadLetter(Source.of_faust(event), str(exc)[:500], error_type or type(exc).__name__)
+        return Write(T.SEND_DEAD, event.message.key, None, letter)
+
+    letters: list[DeadLetters] = []
 
     def result(cmd: dict, outcome: R.Outcome, **kw: Any) -> Write:
         return Write(T.SEND_RESULTS, cmd["tenant_id"].encode(),
@@ -312,16 +314,35 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             return dead_letter(event, exc)
 
     async def write(w: Write) -> None:
-        await rt.send(w.topic, w.key, w.value)
+        if w.letter is not None:  # acked by the broker when this returns (retried, cut down to fit)
+            if not letters:
+                letters.append(DeadLetters(serde, T.SEND_DEAD, lambda t, v, k: rt.send(t, k, v), s.dead_letter_max_bytes))
+            await letters[0].write(w.letter, key=w.key)
+        else:
+            await rt.send(w.topic, w.key, w.value)
 
     async def write_then_ack(stream: Any, event: Any, w: Write, slots: asyncio.Semaphore) -> None:
+        """Write the request's one record, then ack it. Nothing is acknowledged (so committed) past a
+        request that was neither written nor dead-lettered: a failed write is retried while the
+        broker does not take it, and a record the broker can never take (too large for its topic)
+        becomes a dead letter."""
+        delay = 0.2
         try:
-            await write(w)
-        except Exception:  # left unacknowledged: never committed, read again after a restart
-            logger.exception("intake.write_failed", topic=w.topic, offset=event.message.offset)
-        else:
+            while True:
+                try:
+                    await write(w)
+                    break
+                except Exception as exc:
+                    if w.letter is None and too_large(getattr(exc, "code", None)):
+                        w = dead_letter(event, f"{w.topic}: record too large ({len(w.value or b'')} bytes)",
+                                        "RecordTooLarge")
+                        continue
+                    logger.warning("intake.write_failed", topic=w.topic, offset=event.message.offset,
+                                   error=f"{type(exc).__name__}: {str(exc)[:300]}", retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
             await stream.ack(event)
-        finally:
+        finally:  # cancelled (shutting down): left unacknowledged, read again after a restart
             slots.release()
 
     async def intake(stream: Any) -> None:

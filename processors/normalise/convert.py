@@ -29,7 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connectors.meta.webhooks import BadItem, InvalidWebhook, WebhookItems, parse_items
+from confluent_kafka import KafkaException
+
+from connectors.meta.webhooks import BadItem, InvalidWebhook, parse_items
+from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.subjects import digits
 from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS
 
@@ -144,7 +147,9 @@ class Normaliser:
             for path, item in pairs:
                 try:
                     events.append(convert(item, path))
-                except (BadInput, ValueError, TypeError, ArithmeticError) as exc:
+                except (PrivacyError, KafkaException):
+                    raise  # infrastructure (sealing publishes keys): the caller retries the batch
+                except Exception as exc:  # this item only: its own dead letter, the others go on
                     reason = str(exc)[:300] if isinstance(exc, BadInput) else f"{type(exc).__name__}: {str(exc)[:300]}"
                     bad.append(BadItem(path, reason, _dump(item[2])))
 

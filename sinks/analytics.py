@@ -135,7 +135,8 @@ class ReportData:
     time_to_deliver: Latency
     time_to_read: Latency
     failures: list[tuple[str, str, int]]  # (code, reason, messages)
-    failures_over_time: list[tuple[dt.datetime, str, int]]  # (bucket, code, messages)
+    failures_over_time: list[tuple[dt.datetime, str, int]]  # (bucket start, code, messages)
+    failures_bucket_s: int  # the width of failures_over_time's buckets
     throughput: list[tuple[str, dt.datetime, int]]  # (phone_number_id, second bucket, accepted)
     throughput_peak: dict[str, tuple[float, int]]  # number -> (mean msg/s over its active seconds, max in 1 s)
     pricing: list[tuple[str, str, int, int]]  # (tenant, category, messages, billable)
@@ -262,6 +263,7 @@ def _peaks(rows: list[tuple[str, dt.datetime, int]]) -> dict[str, tuple[float, i
 def collect(reader: Reader, scope: Scope = Scope()) -> ReportData:
     tp = throughput(reader, scope)
     span = (tp[-1][1] - tp[0][1]).total_seconds() if tp else 0
+    bucket_s = 10 if span < 1800 else 300
     return ReportData(
         scope=scope,
         generated_at=dt.datetime.now(dt.timezone.utc),
@@ -271,7 +273,8 @@ def collect(reader: Reader, scope: Scope = Scope()) -> ReportData:
         time_to_deliver=latency(reader, scope, "accepted_at", "delivered_at"),
         time_to_read=latency(reader, scope, "accepted_at", "read_at"),
         failures=failures(reader, scope),
-        failures_over_time=failures_over_time(reader, scope, 10 if span < 1800 else 300),
+        failures_over_time=failures_over_time(reader, scope, bucket_s),
+        failures_bucket_s=bucket_s,
         throughput=tp,
         throughput_peak=_peaks(tp),
         pricing=pricing(reader, scope),

@@ -13,7 +13,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from sinks.analytics import FUNNEL_COLUMNS, FunnelRow, Latency, ReportData, Scope, collect, open_reader
@@ -44,6 +44,27 @@ def funnel_table(data: ReportData, title: str = "Delivery funnel per tenant and 
                   _pct(r.delivered, r.accepted), _pct(r.read, r.accepted),
                   style="bold" if last else None, end_section=i == len(rows) - 2)
     return t
+
+
+def funnel_blocks(data: ReportData, title: str = "Delivery funnel per tenant and campaign") -> Group:
+    """The funnel for a narrow terminal (a pipe, 80 columns): one small block per campaign, its
+    stages in two pairs of columns, so no cell is cut to "…"."""
+    blocks: list[object] = [f"[italic]{title}[/]"]
+    rows = [*data.campaigns, data.totals]
+    for i, r in enumerate(rows):
+        last = i == len(rows) - 1
+        name = "all" if last else f"{r.tenant_id} · {r.campaign_id or '(none)'}"
+        cells = [("dup" if c == "duplicate" else c, str(getattr(r, c))) for c in FUNNEL_COLUMNS]
+        cells += [("deliv %", _pct(r.delivered, r.accepted)), ("read %", _pct(r.read, r.accepted))]
+        t = Table(title=name, title_justify="left", title_style="bold" if last else None, show_header=False,
+                  box=None, padding=(0, 1))
+        for justify in ("left", "right", "left", "right"):
+            t.add_column(justify=justify, no_wrap=True)
+        half = (len(cells) + 1) // 2
+        for (a, x), (b, y) in zip(cells[:half], [*cells[half:], ("", "")]):
+            t.add_row(a, x, b, y)
+        blocks.append(t)
+    return Group(*blocks)
 
 
 def latency_table(data: ReportData) -> Table:
@@ -80,13 +101,21 @@ def pricing_table(data: ReportData) -> Table:
     return t
 
 
+def _natural_width(console: Console, table: Table) -> int:
+    """The width the table takes when nothing in it is cut."""
+    return console.measure(table, options=console.options.update_width(10_000)).maximum
+
+
 def print_report(data: ReportData, console: Console) -> None:
     console.print(f"[bold]wapipe delivery report[/] — {data.scope.describe()} — "
                   f"{data.generated_at:%Y-%m-%d %H:%M:%S} UTC")
     if data.empty:
         console.print("no send commands in ClickHouse for this scope")
         return
-    console.print(funnel_table(data))
+    wide = funnel_table(data)
+    # rich shrinks a table that does not fit by cutting its cells to "…": a narrow terminal gets blocks.
+    fits = console.measure(wide).minimum <= console.width and _natural_width(console, wide) <= console.width
+    console.print(wide if fits else funnel_blocks(data))
     console.print(latency_table(data))
     console.print(throughput_table(data))
     if data.failures:
@@ -113,15 +142,33 @@ def _latency_fig(deliver: Latency, read: Latency) -> go.Figure:
     return fig
 
 
-def _failures_fig(rows: list[tuple[dt.datetime, str, int]]) -> go.Figure:
+def _failures_fig(rows: list[tuple[dt.datetime, str, int]], bucket_s: int) -> go.Figure:
+    """Stacked bars, one per time bucket and code. Each bar is as wide as its bucket and the axis
+    spans at least ten buckets, so failures that all share one bucket show as a bar, not as a
+    line on an axis a nanosecond wide (plotly's autorange over a single instant)."""
     fig = go.Figure()
     codes = sorted({c for _t, c, _n in rows})
+    width_ms = bucket_s * 1000 * 0.9
     for code in codes:
         pts = [(t, n) for t, c, n in rows if c == code]
-        fig.add_trace(go.Bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=code))
-    fig.update_layout(title="Failures over time by Meta error code", barmode="stack", height=360,
-                      xaxis_title="time (UTC)", yaxis_title="messages")
+        fig.add_trace(go.Bar(x=[p[0] + dt.timedelta(seconds=bucket_s / 2) for p in pts], y=[p[1] for p in pts],
+                             width=[width_ms] * len(pts), name=code))
+    fig.update_layout(title=f"Failures over time by Meta error code (per {bucket_s} s)", barmode="stack",
+                      height=360, xaxis_title="time (UTC)", yaxis_title="messages")
+    if rows:
+        fig.update_xaxes(range=list(failures_axis(rows, bucket_s)))
     return fig
+
+
+def failures_axis(rows: list[tuple[dt.datetime, str, int]], bucket_s: int) -> tuple[dt.datetime, dt.datetime]:
+    """The failures plot's x range: its buckets with one bucket of margin each side, at least ten
+    buckets wide."""
+    first, last = min(t for t, _c, _n in rows), max(t for t, _c, _n in rows)
+    lo, hi = first - dt.timedelta(seconds=bucket_s), last + dt.timedelta(seconds=2 * bucket_s)
+    short = dt.timedelta(seconds=10 * bucket_s) - (hi - lo)
+    if short > dt.timedelta(0):
+        lo, hi = lo - short / 2, hi + short / 2
+    return lo, hi
 
 
 def _throughput_fig(rows: list[tuple[str, dt.datetime, int]]) -> go.Figure:
@@ -164,7 +211,7 @@ def render_html(data: ReportData) -> str:
     tp_rows = [[n, tp_totals[n], f"{mean:.1f}", peak] for n, (mean, peak) in sorted(data.throughput_peak.items())]
 
     figs = [_funnel_fig(data.totals), _latency_fig(data.time_to_deliver, data.time_to_read),
-            _failures_fig(data.failures_over_time), _throughput_fig(data.throughput)]
+            _failures_fig(data.failures_over_time, data.failures_bucket_s), _throughput_fig(data.throughput)]
     # The first figure carries plotly.js inline; the others reuse it. No network needed to view.
     plots = [pio.to_html(f, full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
              for i, f in enumerate(figs)]

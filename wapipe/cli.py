@@ -49,9 +49,9 @@ def stack_jars() -> None:
 
 @stack_app.command("up")
 def stack_up() -> None:
-    """Start (or find) Kafka, apply the topics, migrate ClickHouse."""
-    from wapipe.clickhouse import clickhouse_client, migrate
-    from wapipe.stack.local import KafkaProvider, stack_status, state_file
+    """Start (or find) Kafka, apply the topics, migrate ClickHouse. A local broker that died is
+    started again on its old ports, so running services find it where they left it."""
+    from wapipe.stack.local import KafkaProvider, PortTaken, restart_ports, stack_status, state_file
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()
@@ -60,20 +60,36 @@ def stack_up() -> None:
         bootstrap = st.bootstrap
         console.print(f"kafka already up: {bootstrap} ({st.source})")
     else:
+        try:
+            ports = restart_ports(st)
+        except PortTaken as exc:
+            _fail(str(exc))
         if st is not None:
             state_file(s).unlink(missing_ok=True)
-        provider = KafkaProvider(s)
+        provider = KafkaProvider(s, ports=ports)
         try:
             bootstrap = provider.start(detach=True)
         except Exception as exc:
             _fail(f"kafka did not start: {exc}")
         provider.state().save(state_file(s))
-        console.print(f"kafka up: {bootstrap} ({provider.source}{', pid %s' % provider.pid if provider.pid else ''})")
+        again = " (restarted on its old address)" if ports else ""
+        console.print(f"kafka up{again}: {bootstrap} ({provider.source}{', pid %s' % provider.pid if provider.pid else ''})")
     report = apply_topics(admin_client(bootstrap), s)
     console.print(f"topics: {len(report.created)} created, {len(report.altered)} altered")
-    applied = migrate(clickhouse_client(s.clickhouse_dsn))
-    console.print(f"clickhouse ({s.clickhouse_dsn}): {len(applied)} migrations applied")
+    console.print(_migrate_line(s))
     console.print(f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+
+
+def _migrate_line(s: Settings) -> str:
+    """Migrate ClickHouse, or say why not: with the embedded engine a running sink holds the data
+    folder (chDB allows one process), and the sink migrated it when it started."""
+    from wapipe.clickhouse import clickhouse_client, embedded_held, migrate
+
+    if embedded_held(s.clickhouse_dsn):
+        return (f"clickhouse ({s.clickhouse_dsn}): held by a running sink, which applies the migrations "
+                "when it starts; left as it is")
+    applied = migrate(clickhouse_client(s.clickhouse_dsn))
+    return f"clickhouse ({s.clickhouse_dsn}): {len(applied)} migrations applied"
 
 
 @stack_app.command("down")
@@ -145,6 +161,52 @@ def db_migrate() -> None:
     except MigrationError as exc:
         _fail(str(exc))
     console.print("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "nothing to apply")
+
+
+# --- health -------------------------------------------------------------------------------
+@app.command("health")
+def health_cmd(
+    services: list[str] = typer.Argument(None, help="services to check (default: every one running here)"),
+    url: str = typer.Option(None, "--url", help="a probe's base URL instead (a container's healthcheck)"),
+    ready: bool = typer.Option(False, "--ready", help="ask /readyz (can it work now?) instead of /healthz"),
+) -> None:
+    """Ask the services' probes whether they are alive (or ready); exit 1 if any is not."""
+    import json
+
+    import httpx
+
+    from wapipe.probe import probe_file
+
+    s = Settings()
+    if url:
+        targets = {url: url}
+    else:
+        folder = s.state_dir / "probes"
+        names = services or sorted(p.stem for p in folder.glob("*.json"))
+        if not names:
+            _fail(f"no service probe found in {folder}: is anything running here?")
+        targets = {}
+        for name in names:
+            try:
+                targets[name] = json.loads(probe_file(s, name).read_text())["url"]
+            except (OSError, ValueError, KeyError):
+                targets[name] = ""
+    path = "/readyz" if ready else "/healthz"
+    bad = 0
+    for name, base in targets.items():
+        if not base:
+            console.print(f"{name}: [red]not running[/] (no probe file)")
+            bad += 1
+            continue
+        try:
+            r = httpx.get(base.rstrip("/") + path, timeout=5)
+            ok, text = r.status_code == 200, r.text.strip()
+        except httpx.HTTPError as exc:
+            ok, text = False, f"no answer ({type(exc).__name__})"
+        bad += not ok
+        console.print(f"{name}: {'[green]ok[/]' if ok else '[red]' + text + '[/]'}")
+    if bad:
+        raise typer.Exit(1)
 
 
 def _register() -> None:

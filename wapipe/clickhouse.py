@@ -12,6 +12,7 @@ applied migration whose file changed is an error, never silently re-run or skipp
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 from dataclasses import dataclass
@@ -30,6 +31,23 @@ def clickhouse_client(dsn: str) -> Client:
     if dsn.startswith("chdb://"):
         Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
     return clickhouse_connect.get_client(dsn=dsn)
+
+
+def embedded_held(dsn: str) -> bool:
+    """Whether another process holds the embedded engine's folder (chDB, like clickhouse-server,
+    takes an exclusive flock on ``<folder>/status``; its error text does not always say so)."""
+    if not dsn.startswith("chdb://"):
+        return False
+    status = Path(dsn.removeprefix("chdb://")) / "status"
+    if not status.exists():
+        return False
+    with open(status, "rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from rich.table import Table
 
 from wapipe.config import Settings
 from wapipe.log import get_logger
-from wapipe.services import CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
+from wapipe.services import Backoff, CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
 
 log = get_logger(__name__)
 console = Console()
@@ -899,7 +899,7 @@ def up_command(
 ) -> None:
     """Run wapipe's services for real: Meta's Graph API with the configured apps, your Kafka and
     ClickHouse (KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or the local stack). No sandbox, no workload.
-    Stops everything on Ctrl-C / SIGTERM, or when a service dies."""
+    Stops everything on Ctrl-C / SIGTERM; a service that dies is started again with backoff."""
     from wapipe.kafka import NoKafka, resolve_bootstrap
     from wapipe.topics import admin_client, apply_topics
 
@@ -937,13 +937,11 @@ def up_command(
                         raise typer.Exit(1) from None
                     console.print(f"[yellow]not available[/] {c.spec.name}: {exc}")
             console.print(f"wapipe is up; logs in {s.log_dir}. Ctrl-C stops it.")
+            backoff = Backoff()
             while not stop.wait(1.0):
-                dead = sup.dead()
-                if dead:
-                    d = dead[0]
-                    err.print(f"[red]{d.spec.name} exited with code {d.proc.returncode}[/] (log {d.log_path}); stopping")
-                    code = 1
-                    break
+                # A service that dies is started again (with backoff); the others run on.
+                for line in sup.revive(backoff):
+                    err.print(f"[yellow]{line}[/]")
             console.print("stopping ...")
     except ServiceError as exc:
         err.print(f"[red]error:[/] {exc}")

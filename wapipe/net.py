@@ -16,6 +16,17 @@ def free_port(exclude: set[int] | None = None) -> int:
             return port
 
 
+def port_free(port: int) -> bool:
+    """Whether a process could listen on 127.0.0.1:port now (SO_REUSEADDR, as servers bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:

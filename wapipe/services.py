@@ -166,6 +166,46 @@ class Supervisor:
                  seconds=round(svc.ready_after_s, 2))
         return svc
 
+    def revive(self, backoff: "Backoff", now: float | None = None) -> list[str]:
+        """Start again each service that died, once its backoff has passed; the others run on.
+        Returns one line per event for people ("x exited with code 1; restarting in 2 s", ...).
+        A service that fails to come back is tried again later, with a longer wait."""
+        now = time.monotonic() if now is None else now
+        events: list[str] = []
+        for i, svc in enumerate(list(self.services)):
+            if svc.alive():
+                continue
+            name = svc.spec.name
+            due = backoff.due(name)
+            if due is None:
+                ran = now - svc.started_at
+                wait = backoff.schedule(name, now, ran_for=ran)
+                events.append(f"{name} exited with code {svc.proc.returncode} after {ran:.0f} s "
+                              f"(log {svc.log_path}); restarting in {wait:.0f} s")
+                log.warning("service died", service=name, code=svc.proc.returncode, restart_in_s=round(wait, 1))
+                continue
+            if now < due:
+                continue
+            self.stop(svc)  # reap it and anything it left in its group
+            self.services.remove(svc)
+            before = len(self.services)
+            try:
+                new = self.start(svc.spec)
+                failure = None
+            except ServiceError as exc:
+                failure = exc
+            # The new process (even one that failed to come up) takes the old one's place in
+            # start order, so stop_all still stops in reverse; if none was started, the old stays.
+            self.services.insert(i, self.services.pop() if len(self.services) > before else svc)
+            if failure is not None:
+                backoff.done(name)
+                events.append(f"{name} did not come back: {str(failure).splitlines()[0]}")
+                continue
+            backoff.done(name)
+            events.append(f"{name} restarted (pid {new.pid}, restart {backoff.count(name)})")
+            log.info("service restarted", service=name, pid=new.pid, restarts=backoff.count(name))
+        return events
+
     def dead(self) -> list[RunningService]:
         """Services that have exited since they were started."""
         return [s for s in self.services if not s.alive()]
@@ -202,6 +242,37 @@ class Supervisor:
                 codes[svc.spec.name] = None
         self.services.clear()
         return codes
+
+
+@dataclass
+class Backoff:
+    """When to start a dead service again: ``first`` seconds after its first death, doubling
+    with each death that follows a short run, at most ``cap``; a service that ran ``healthy``
+    seconds before it died starts over from ``first``. Per service name."""
+
+    first: float = 1.0
+    cap: float = 60.0
+    healthy: float = 120.0
+    _due: dict[str, float] = field(default_factory=dict)
+    _streak: dict[str, int] = field(default_factory=dict)
+    _restarts: dict[str, int] = field(default_factory=dict)
+
+    def due(self, name: str) -> float | None:
+        return self._due.get(name)
+
+    def schedule(self, name: str, now: float, *, ran_for: float) -> float:
+        streak = 0 if ran_for >= self.healthy else self._streak.get(name, 0)
+        wait = min(self.cap, self.first * 2 ** streak)
+        self._streak[name] = streak + 1
+        self._due[name] = now + wait
+        return wait
+
+    def done(self, name: str) -> None:
+        self._due.pop(name, None)
+        self._restarts[name] = self._restarts.get(name, 0) + 1
+
+    def count(self, name: str) -> int:
+        return self._restarts.get(name, 0)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -120,3 +120,60 @@ def test_ready_after_a_log_prefix_or_terminal_codes(tmp_path):
             svc = sup.start(ServiceSpec(f"s{i}", (f"s{i}",), ready_timeout=10,
                                         program=py(line + "\nimport time\ntime.sleep(60)")))
             assert svc.ready_value in ("normalise", "worker")
+
+
+# Dies right after READY on its first two starts (counted in a file), then stays up.
+DIES_TWICE = """
+    import pathlib, sys, time
+    count = pathlib.Path(sys.argv[1])
+    n = int(count.read_text()) if count.exists() else 0
+    count.write_text(str(n + 1))
+    print(f"READY start-{n + 1}", flush=True)
+    if n < 2:
+        sys.exit(3)
+    while True:
+        time.sleep(0.1)
+"""
+
+
+def test_a_dead_service_is_restarted_with_backoff_and_the_others_run_on(tmp_path):
+    """`wapipe up` keeps the pipeline running: a service that dies is started again after a
+    growing wait, in its place in start order; its neighbours are never touched."""
+    from wapipe.services import Backoff
+
+    counter = tmp_path / "starts"
+    with Supervisor(tmp_path / "logs") as sup:
+        a = sup.start(ServiceSpec("a", ("a",), program=py(READY_THEN_SLEEP)))
+        sup.start(ServiceSpec("flaky", ("flaky",), args=(str(counter),), program=py(DIES_TWICE)))
+        c = sup.start(ServiceSpec("c", ("c",), program=py(READY_THEN_SLEEP)))
+        backoff = Backoff(first=0.2, cap=5.0)
+        events: list[tuple[float, str]] = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20:
+            events += [(time.monotonic() - t0, e) for e in sup.revive(backoff)]
+            flaky = sup.get("flaky")
+            if counter.read_text() == "3" and flaky.alive() and flaky.ready_value == "start-3":
+                break
+            time.sleep(0.05)
+        text = [e for _t, e in events]
+        assert sum("flaky exited with code 3" in e for e in text) == 2, text
+        assert any("restarting in 0 s" in e for e in text) and sum("flaky restarted" in e for e in text) == 2
+        # the second wait is twice the first (a short run doubles it)
+        deaths = [t for t, e in events if "exited" in e]
+        restarts = [t for t, e in events if "restarted" in e]
+        assert restarts[0] - deaths[0] >= 0.2 and restarts[1] - deaths[1] >= 0.4
+        assert [s.spec.name for s in sup.services] == ["a", "flaky", "c"]
+        assert a.alive() and c.alive() and sup.get("a") is a and sup.get("c") is c
+        assert sup.get("flaky").alive() and backoff.count("flaky") == 2
+
+
+def test_backoff_doubles_after_short_runs_and_starts_over_after_a_healthy_one():
+    from wapipe.services import Backoff
+
+    b = Backoff(first=1.0, cap=8.0, healthy=60.0)
+    waits = []
+    for _ in range(6):
+        waits.append(b.schedule("x", 0.0, ran_for=5.0))
+        b.done("x")
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert b.schedule("x", 0.0, ran_for=61.0) == 1.0 and b.schedule("y", 0.0, ran_for=0.0) == 1.0

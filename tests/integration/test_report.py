@@ -290,3 +290,35 @@ def test_every_sql_example_in_the_docs_runs(loaded):
             "now()", f"toDateTime('{T0:%Y-%m-%d} 09:30:00', 'UTC')")
         nonempty += bool(client.query(sql).result_rows)
     assert nonempty >= 6
+
+
+def test_the_terminal_report_reads_at_80_columns(loaded):
+    """A pipe or a small terminal gets 80 columns: no cell is cut to "…", no line is wider, and the
+    funnel's totals are still all there (one block per campaign)."""
+    client, cmds = loaded
+    data = collect(ClientReader(client))
+    want = expected_funnel(cmds)
+    console = Console(record=True, width=80)
+    print_report(data, console)
+    text = console.export_text()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "all")
+    block = "\n".join(lines[start:start + 8])
+    got = {k: int(v) for k, v in re.findall(r"(requested|accepted|sent|delivered|read|failed|rejected|dup|pending)"
+                                            r"\s+(\d+)\b", block)}
+    assert got == {("dup" if k == "duplicate" else k): v for k, v in want.items()}
+    for r in data.campaigns:
+        assert any(line.strip() == f"{r.tenant_id} · {r.campaign_id or '(none)'}" for line in lines)
+
+
+def test_failures_in_one_second_plot_over_a_readable_span():
+    """All failures in one bucket: the axis spans ten buckets, not a nanosecond."""
+    from sinks.report import failures_axis
+
+    t = T0.replace(tzinfo=None)
+    lo, hi = failures_axis([(t, "131026", 3), (t, "131049", 1)], 10)
+    assert hi - lo == dt.timedelta(seconds=100) and lo < t < hi
+    lo, hi = failures_axis([(t, "1", 1), (t + dt.timedelta(hours=1), "1", 1)], 300)
+    assert lo == t - dt.timedelta(seconds=300) and hi == t + dt.timedelta(hours=1, seconds=600)

@@ -54,6 +54,65 @@ def test_stack_up_status_down(tmp_path):
     assert run_cli(env, "stack", "status", check=False).returncode == 1
 
 
+def test_stack_up_after_the_broker_died_keeps_its_address_and_data(tmp_path):
+    """Services started against the local broker keep its address: `stack up` after the broker
+    died brings it back on the same port with the same data, and a sink holding the embedded
+    ClickHouse folder does not make it fail."""
+    import signal
+    import time
+
+    from confluent_kafka import Consumer, Producer
+
+    from wapipe.stack.local import StackState
+
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(WAPIPE_STATE_DIR=str(tmp_path / "state"), WAPIPE_JARS_DIR=str(REPO / ".wapipe" / "jars"),
+               CLICKHOUSE_URL=f"chdb://{tmp_path / 'ch'}")
+    holder = None
+    try:
+        run_cli(env, "stack", "up")
+        first = StackState.load(tmp_path / "state" / "stack.json")
+        topic = TOPICS[0].name
+        p = Producer({"bootstrap.servers": first.bootstrap, "acks": "all"})
+        p.produce(topic, key=b"k", value=b"kept across the restart")
+        assert p.flush(30) == 0
+        os.kill(first.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while pid_alive(first.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # a running sink holds the embedded engine's folder
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from wapipe.clickhouse import clickhouse_client
+            client = clickhouse_client({env["CLICKHOUSE_URL"]!r})
+            client.query("SELECT 1")
+            print("holding", flush=True)
+            time.sleep(300)
+        """)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert holder.stdout.readline().strip() == "holding"
+        again = run_cli(env, "stack", "up")
+        assert f"restarted on its old address): {first.bootstrap}" in again.stdout, again.stdout
+        assert "held by a running sink" in " ".join(again.stdout.split())
+        second = StackState.load(tmp_path / "state" / "stack.json")
+        assert second.bootstrap == first.bootstrap and second.pid != first.pid
+        c = Consumer({"bootstrap.servers": second.bootstrap, "group.id": "stack-test", "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        got = None
+        deadline = time.monotonic() + 60
+        while got is None and time.monotonic() < deadline:
+            m = c.poll(1.0)
+            if m is not None and m.error() is None:
+                got = m.value()
+        c.close()
+        assert got == b"kept across the restart"
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        run_cli(env, "stack", "down", check=False)
+    assert java_pids_with(str(tmp_path)) == []
+
+
 def test_broker_is_stopped_when_a_test_fails(tmp_path):
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["wapipe.testing"]\n')
     (tmp_path / "test_fails.py").write_text(textwrap.dedent("""

@@ -15,6 +15,7 @@ from typing import Literal
 
 from wapipe.config import Settings
 from wapipe.stack.docker import ContainerBroker, docker_engine_available
+from wapipe.net import port_free
 from wapipe.stack.jvm import JvmBroker, ensure_jars, pid_alive, stop_pid
 from wapipe.stack.ready import wait_for_metadata
 
@@ -29,6 +30,11 @@ class StackState:
     data_dir: str | None = None
     log_path: str | None = None
     started_at: float = 0.0
+    controller_port: int | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap.rsplit(":", 1)[1])
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +46,10 @@ class StackState:
             return None
         return cls(**json.loads(path.read_text()))
 
+    def restartable(self) -> bool:
+        """A JVM broker of ours that died: start it again where the services look for it."""
+        return self.source == "jvm" and self.pid is not None and not pid_alive(self.pid) and bool(self.data_dir)
+
 
 def state_file(settings: Settings) -> Path:
     return settings.state_dir / "stack.json"
@@ -49,11 +59,13 @@ class KafkaProvider:
     """Starts (or finds) a Kafka cluster and stops what it started."""
 
     def __init__(self, settings: Settings, *, broker_overrides: dict[str, str] | None = None,
-                 data_dir: Path | None = None, prefer: Source | None = None) -> None:
+                 data_dir: Path | None = None, prefer: Source | None = None,
+                 ports: tuple[int, int] | None = None) -> None:
         self.settings = settings
         self.overrides = broker_overrides or {}
         self.data_dir = data_dir or settings.kafka_dir / "data"
         self.prefer = prefer
+        self.ports = ports  # (client, controller): a restarted local broker keeps its address
         self.source: Source | None = None
         self.bootstrap: str | None = None
         self._jvm: JvmBroker | None = None
@@ -81,6 +93,7 @@ class KafkaProvider:
             self._jvm = JvmBroker(
                 libs=libs, data_dir=self.data_dir, log_path=self.data_dir.parent / "broker.log",
                 heap=self.settings.kafka_heap, overrides=self.overrides,
+                port=self.ports[0] if self.ports else 0, controller_port=self.ports[1] if self.ports else 0,
             )
             self.bootstrap = self._jvm.start(timeout=timeout, detach=detach)
         return self.bootstrap
@@ -93,6 +106,7 @@ class KafkaProvider:
             data_dir=str(self.data_dir) if self._jvm else None,
             log_path=str(self._jvm.log_path) if self._jvm else None,
             started_at=time.time(),
+            controller_port=self._jvm.controller_port if self._jvm else None,
         )
 
     @property
@@ -119,6 +133,22 @@ def stack_status(settings: Settings) -> tuple[StackState | None, str]:
     except Exception as exc:
         return st, f"not answering: {exc}"
     return st, "up"
+
+
+def restart_ports(st: StackState | None) -> tuple[int, int] | None:
+    """The ports a dead local broker had, to start it again on them (its data dir is reused too).
+    The services started against it keep working without being told a new address."""
+    if st is None or not st.restartable() or not st.controller_port:
+        return None
+    for port in (st.port, st.controller_port):
+        if not port_free(port):
+            raise PortTaken(f"port {port} of the stopped local broker is taken by another process: free it, or "
+                            f"`wapipe stack down` and `stack up` for a broker on new ports (restart the services then)")
+    return st.port, st.controller_port
+
+
+class PortTaken(RuntimeError):
+    pass
 
 
 def stack_down(settings: Settings) -> str:

@@ -39,8 +39,9 @@ from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS
 # Scope of subjects whose number no tenant claims (yet): they are still pseudonymised.
 UNASSIGNED_TENANT = "_unassigned"
 
-_STATUS_NAMED = {"id", "status", "timestamp", "recipient_id", "recipient_type", "biz_opaque_callback_data",
-                 "conversation", "pricing", "errors"}
+# recipient_type stays in extra too (ClickHouse's status_events keeps extra, not the Avro field)
+_STATUS_NAMED = {"id", "status", "timestamp", "recipient_id", "biz_opaque_callback_data", "conversation", "pricing",
+                 "errors"}
 
 
 class Unreadable(ValueError):

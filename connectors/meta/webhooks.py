@@ -683,7 +683,7 @@ def parse_items(raw: bytes | str) -> WebhookItems:
         entry = part(_EntryHead, raw_entry, f"entry[{i}]")
         if entry is None:
             continue
-        out.entry_times.setdefault(entry.id, entry.time)
+        out.entry_times[entry.id] = entry.time  # the last entry of a WABA wins, as in parse_webhook's users
         for j, raw_change in enumerate(entry.changes):
             cpath = f"entry[{i}].changes[{j}]"
             change = part(_ChangeHead, raw_change, cpath)

@@ -461,9 +461,9 @@ class SinkWorker:
         left = self.producer.flush(30)
         if left:
             raise RuntimeError(f"dead letters not acked ({left} in flight)")
-        with self._dl_lock:
-            items, self._dl_pending = self._dl_pending, []
-        failed = [i for i in items if i[2] is not None or not i[1]]
+        with self._dl_lock:  # not done yet: produced after the flush began, by the next batch
+            failed = [i for i in self._dl_pending if i[1] and i[2] is not None]
+            self._dl_pending = [i for i in self._dl_pending if not i[1]]
         for n, item in enumerate(failed):
             try:
                 self._dl.write(item[0], key=item[0].source.topic.encode())

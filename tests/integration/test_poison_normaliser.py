@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from tests.integration.kafka_helpers import produce_one_by_one
 from tests.integration.test_normalise_service import FIXTURES, _mine, _raw, _Service
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
 from wapipe.topics import STATUS_EVENTS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,10 +50,7 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
         _raw(serde, json.dumps(field_list).encode()), good(3),
         _raw(serde, json.dumps(mixed).encode()), good(4),
     ]
-    p = producer(bootstrap, **{"message.max.bytes": 2_000_000})
-    for value in records:  # one key: one partition, in this order
-        p.produce(WEBHOOK_RAW, key=pnid.encode(), value=value)
-    assert p.flush(30) == 0
+    produce_one_by_one(bootstrap, WEBHOOK_RAW, [(pnid.encode(), v) for v in records])  # one key: one partition
 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_STATE_DIR": str(tmp_path / "state"),
            "WAPIPE_NORMALISE_APP_ID": f"normalise-{unique}", "WAPIPE_TOPIC_PARTITIONS": "4"}

@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import produce_one_by_one, read_all
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import new_request
 from wapipe.topics import PRIVACY_DEAD, PRIVACY_REQUESTS
@@ -22,12 +21,9 @@ def test_poison_privacy_requests_are_dead_lettered_and_the_next_request_complete
     serde = AvroSerde()
     huge = b"\xde\xad" + unique.encode() + b"x" * (1_040_000 - 2 - len(unique))
     good = new_request("RESTRICTION", source="test", tenant_id=f"t-{unique}", subject_id=f"s-{unique}")
-    p = producer(topics, **{"message.max.bytes": 2_000_000})
-    p.produce(PRIVACY_REQUESTS, key=f"poison-{unique}-1".encode(), value=huge)
-    p.produce(PRIVACY_REQUESTS, key=f"poison-{unique}-2".encode(), value=b"not avro " + unique.encode())
-    p.produce(PRIVACY_REQUESTS, key=good["request_id"].encode(),
-              value=serde.encode("PrivacyRequest", good, topic=PRIVACY_REQUESTS))
-    assert p.flush(30) == 0
+    produce_one_by_one(topics, PRIVACY_REQUESTS, [
+        (f"poison-{unique}-1".encode(), huge), (f"poison-{unique}-2".encode(), b"not avro " + unique.encode()),
+        (good["request_id"].encode(), serde.encode("PrivacyRequest", good, topic=PRIVACY_REQUESTS))], partition=0)
 
     proc = PrivacyProcessor(settings, topics, group=f"privacy-poison-{unique}", check_interval_s=0.2).start()
     try:

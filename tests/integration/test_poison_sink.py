@@ -10,7 +10,7 @@ import os
 import pytest
 from confluent_kafka import KafkaException
 
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import produce_one_by_one, read_all
 from tests.integration.test_sink_worker import _run, _status, _Topic, _wait, _worker
 from wapipe.avro import AvroSerde
 from wapipe.kafka import producer
@@ -30,12 +30,9 @@ def _committed(topic: _Topic, group: str) -> int:
 def test_poison_records_are_dead_lettered_and_the_next_record_is_loaded(topics, settings, clickhouse, unique):
     topic = _Topic(topics, unique)
     huge = b"\xde\xad" + unique.encode() + b"x" * (1_040_000 - 2 - len(unique))
-    p = producer(topics, **{"message.max.bytes": 2_000_000})
     values = [huge, topic.serde.encode("StatusEvent", _status(1, "sent")), None,
               topic.serde.encode("StatusEvent", _status(2, "sent"))]
-    for v in values:  # one partition, in this order
-        p.produce(topic.name, key=b"k", value=v, partition=0)
-    assert p.flush(30) == 0
+    produce_one_by_one(topics, topic.name, [(b"k", v) for v in values], partition=0)
 
     w = _worker(settings, topic, clickhouse, unique)
     t, stop, errors = _run(w)

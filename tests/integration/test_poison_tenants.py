@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import produce_one_by_one, read_all
 from tests.integration.test_tenants_lifecycle import (  # noqa: F401  (fixtures)
     dispatcher_view,
     eventually,
@@ -20,7 +20,6 @@ from tests.integration.test_tenants_lifecycle import (  # noqa: F401  (fixtures)
     world,
 )
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
 from wapipe.tenants.models import TenantStatus
 from wapipe.topics import ACCOUNT_EVENTS, TENANTS_DEAD
 
@@ -37,11 +36,9 @@ def test_poison_account_events_are_dead_lettered_and_the_next_event_is_applied( 
         "field": "message_template_status_update", "event": "APPROVED", "timestamp": now, "received_at": now,
         "value": json.dumps({"event": "APPROVED", "message_template_name": ["invoice_due"],
                              "message_template_language": "en_US"})}
-    p = producer(topics, **{"message.max.bytes": 2_000_000})
     key = world["waba"].encode()
-    p.produce(ACCOUNT_EVENTS, key=key, value=huge)
-    p.produce(ACCOUNT_EVENTS, key=key, value=serde.encode("AccountEvent", bad_template, topic=ACCOUNT_EVENTS))
-    assert p.flush(30) == 0
+    produce_one_by_one(topics, ACCOUNT_EVENTS, [
+        (key, huge), (key, serde.encode("AccountEvent", bad_template, topic=ACCOUNT_EVENTS))])
     # the good event right after them: the business removed our app, the tenant is disconnected
     publish_account_event(topics, dispatcher_view, world["waba"], "account_update",
                           {"event": "PARTNER_REMOVED", "waba_info": {"waba_id": world["waba"]}})

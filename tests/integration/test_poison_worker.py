@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from producers.erp import template
+from tests.integration.kafka_helpers import produce_one_by_one
 from tests.integration.test_send_pipeline import _dead_letters, send_world  # noqa: F401  (fixture)
-from wapipe.kafka import JAVA_PARTITIONER, producer
 from wapipe.topics import SEND_REQUESTED
 
 pytestmark = pytest.mark.integration
@@ -24,12 +24,10 @@ def test_poison_commands_are_dead_lettered_and_the_next_command_is_handled(send_
     huge = b"\xde\xad" + tag + b"x" * (1_040_000 - 2 - len(tag))  # 1,040,000 garbage bytes
     small = b"not an avro record " + tag
     goods = [w.erp.command(template(w.recipient(i), "hello_world"), w.routing(f"after-poison-{i}")) for i in (1, 2)]
-    p = producer(w.bootstrap, partitioner=JAVA_PARTITIONER, **{"message.max.bytes": 2_000_000})
     key = w.tenant_id.encode()
-    for value in (huge, w.erp.serde.encode("SendCommand", goods[0], topic=SEND_REQUESTED),
-                  small, w.erp.serde.encode("SendCommand", goods[1], topic=SEND_REQUESTED)):
-        p.produce(SEND_REQUESTED, key=key, value=value)  # one key: one partition, in this order
-    assert p.flush(30) == 0
+    produce_one_by_one(w.bootstrap, SEND_REQUESTED, [(key, v) for v in (  # one key: one partition, in this order
+        huge, w.erp.serde.encode("SendCommand", goods[0], topic=SEND_REQUESTED),
+        small, w.erp.serde.encode("SendCommand", goods[1], topic=SEND_REQUESTED))])
 
     final = w.final(["after-poison-1", "after-poison-2"], timeout=90)
     assert {k: v["outcome"] for k, v in final.items()} == {"after-poison-1": "ACCEPTED", "after-poison-2": "ACCEPTED"}

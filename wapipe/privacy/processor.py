@@ -19,9 +19,10 @@ Only then is the request COMPLETED.
 
 A record of ``wa.privacy.requests`` that cannot be read or applied becomes a DeadLetter on
 ``wa.privacy.dead`` (``wapipe.deadletter``: cut down when it would not fit, acked before the
-registry moves past it); the requests after it go on. The registry reads the topic from the
-beginning at every start, so a restart writes that dead letter again (same source topic,
-partition and offset). Meta's data-deletion callback (a RECEIVED request with
+registry moves past it, retried for up to 5 minutes while the broker does not answer); the requests
+after it go on. The registry reads the topic from the beginning at every start, so a restart
+writes that dead letter again (same source topic, partition and offset), also one that could not
+be written before. Meta's data-deletion callback (a RECEIVED request with
 ``meta_user_id`` and no subject) takes the same path for every subject linked to that Meta user;
 an unknown user completes at once with ``no data held``.
 RESTRICTION / UNRESTRICTION complete at once (the registry applies them to every process).

@@ -27,6 +27,7 @@ from typing import Any
 import faust
 
 from processors.send import records as R
+from processors.send.acks import InOrderAcks
 from processors.send.dispatcher import Dispatcher, Topics
 from processors.send.ledger import KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
@@ -269,6 +270,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         return Write(T.SEND_DEAD, event.message.key, None, letter)
 
     letters: list[DeadLetters] = []
+    intake_acks: list[InOrderAcks] = []  # one per intake agent; forgets revoked partitions
 
     def result(cmd: dict, outcome: R.Outcome, **kw: Any) -> Write:
         return Write(T.SEND_RESULTS, cmd["tenant_id"].encode(),
@@ -321,11 +323,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         else:
             await rt.send(w.topic, w.key, w.value)
 
-    async def write_then_ack(stream: Any, event: Any, w: Write, slots: asyncio.Semaphore) -> None:
-        """Write the request's one record, then ack it. Nothing is acknowledged (so committed) past a
-        request that was neither written nor dead-lettered: a failed write is retried while the
-        broker does not take it, and a record the broker can never take (too large for its topic)
-        becomes a dead letter."""
+    async def write_then_ack(acks: InOrderAcks, entry: list, w: Write, slots: asyncio.Semaphore) -> None:
+        """Write the request's one record, then ack it (in offset order: ``acks.py``). Nothing is
+        acknowledged (so committed) past a request that was neither written nor dead-lettered: a
+        failed write is retried while the broker does not take it, and a record the broker can
+        never take (too large for its topic) becomes a dead letter."""
+        event = entry[0]
         delay = 0.2
         try:
             while True:
@@ -341,7 +344,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                                    error=f"{type(exc).__name__}: {str(exc)[:300]}", retry_in_s=delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
-            await stream.ack(event)
+            await acks.done(entry)
         finally:  # cancelled (shutting down): left unacknowledged, read again after a restart
             slots.release()
 
@@ -350,6 +353,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         # writes go through the runtime's librdkafka producer without waiting one by one.
         manual = stream.noack()
         slots = asyncio.Semaphore(INTAKE_WRITES_IN_FLIGHT)
+        acks = InOrderAcks(manual.ack)
+        intake_acks.append(acks)
         async for event in manual.events():
             await rt.started()
             if not await guard.admit(app.consumer, event):
@@ -360,7 +365,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             counts["intake"] += 1
             w = decide(event)
             await slots.acquire()
-            asyncio.ensure_future(write_then_ack(manual, event, w, slots))
+            asyncio.ensure_future(write_then_ack(acks, acks.started(event), w, slots))
 
     # Two agents over the same code: the bulk topic's backlog never delays the other.
     app.agent(requested, name="intake")(intake)
@@ -425,6 +430,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
         logger.info("partitions.revoked", partitions=_named(revoked))
         guard.forget(revoked)
+        for acks in intake_acks:
+            acks.forget(revoked)
         if rt.pauses is not None:
             rt.pauses.forget(revoked)
         d = rt.dispatcher

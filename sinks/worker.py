@@ -278,7 +278,8 @@ class SinkWorker:
         if not self._finish_inflight(stop):
             return False
         b, self.batch = self.batch, Batch()
-        if not b.count:
+        if not b.count:  # an empty flush is the loop's heartbeat too (the probe's /healthz reads it)
+            self.stats.last_flush_at = time.time()
             self._erasure()
             return True
         done, result = threading.Event(), {}

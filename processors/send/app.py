@@ -318,7 +318,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def write(w: Write) -> None:
         if w.letter is not None:  # acked by the broker when this returns (retried, cut down to fit)
             if not letters:
-                letters.append(DeadLetters(serde, T.SEND_DEAD, lambda t, v, k: rt.send(t, k, v), s.dead_letter_max_bytes))
+                letters.append(DeadLetters(serde, T.SEND_DEAD, lambda t, v, k: rt.send(t, k, v),
+                                           s.dead_letter_max_bytes))
             await letters[0].write(w.letter, key=w.key)
         else:
             await rt.send(w.topic, w.key, w.value)

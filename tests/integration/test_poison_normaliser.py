@@ -42,6 +42,8 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
     assert 1_039_800 < len(huge) < 1_048_000
     mixed = _status_doc(pnid, waba, [f"wamid.mixed{i}" for i in range(4)])
     mixed["entry"][0]["changes"][0]["value"]["statuses"][2]["timestamp"] = "asdf"
+    group = _status_doc(pnid, waba, ["wamid.group"])  # issue 20: a group's status is no poison
+    group["entry"][0]["changes"][0]["value"]["statuses"][0].update(recipient_type="group", recipient_id="grp-AbCd")
     field_list = _status_doc(pnid, waba, ["wamid.fieldlist"])
     field_list["entry"][0]["changes"][0]["field"] = []
     records = [
@@ -49,6 +51,7 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
         huge, good(2),
         _raw(serde, json.dumps(field_list).encode()), good(3),
         _raw(serde, json.dumps(mixed).encode()), good(4),
+        _raw(serde, json.dumps(group).encode()),
     ]
     produce_one_by_one(bootstrap, WEBHOOK_RAW, [(pnid.encode(), v) for v in records])  # one key: one partition
 
@@ -56,17 +59,20 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
            "WAPIPE_NORMALISE_APP_ID": f"normalise-{unique}", "WAPIPE_TOPIC_PARTITIONS": "4"}
     svc = _Service(env, tmp_path / "normalise.log")
     try:
-        statuses = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 7)
+        statuses = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 8)
         dead = _mine(bootstrap, WEBHOOK_DEAD, serde, "DeadLetter", lambda r: r["key"] == pnid.encode(), 4)
         time.sleep(2)
-        statuses = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 7, 1)
+        statuses = _mine(bootstrap, STATUS_EVENTS, serde, "StatusEvent", lambda r: r["phone_number_id"] == pnid, 8, 1)
         dead = _mine(bootstrap, WEBHOOK_DEAD, serde, "DeadLetter", lambda r: r["key"] == pnid.encode(), 4, 1)
     finally:
         svc.stop()
     log = (tmp_path / "normalise.log").read_text()
 
     assert sorted(r["wamid"] for r in statuses) == sorted(
-        [f"wamid.good{n}" for n in (1, 2, 3, 4)] + ["wamid.mixed0", "wamid.mixed1", "wamid.mixed3"]), log[-3000:]
+        [f"wamid.good{n}" for n in (1, 2, 3, 4)] + ["wamid.mixed0", "wamid.mixed1", "wamid.mixed3", "wamid.group"]
+    ), log[-3000:]
+    [grp] = [r for r in statuses if r["wamid"] == "wamid.group"]
+    assert grp["recipient_type"] == "group" and grp["subject_id"] is None and grp["pii"] is None
     assert len(dead) == 4, [d["reason"] for d in dead]
     by_offset = sorted(dead, key=lambda d: d["offset"])
     first = by_offset[0]["offset"]

@@ -49,6 +49,14 @@ def too_large(code: int | None) -> bool:
     return code in _TOO_LARGE
 
 
+def refused_as_too_large(exc: BaseException) -> bool:
+    """A failed write (``PublishFailed``, ``KafkaException``) whose record can never be stored as it is."""
+    if getattr(exc, "too_large", False):
+        return True
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and too_large(err.code())
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a bad record came from, and what it was."""
@@ -123,8 +131,8 @@ def _key(letter: DeadLetter, key: bytes | None) -> bytes | None:
 @dataclass
 class DeadLetters:
     """Writes dead letters from a coroutine: ``await write(letter)`` returns once the broker acked
-    it. ``publish(topic, value, key)`` is ``KafkaPublisher.publish`` (it raises
-    ``PublishFailed`` with the Kafka error ``code``)."""
+    it. ``publish(topic, value, key)`` is ``KafkaPublisher.publish`` (its ``PublishFailed`` says
+    ``too_large``)."""
 
     serde: AvroSerde
     topic: str
@@ -141,7 +149,7 @@ class DeadLetters:
                 await self.publish(self.topic, value, _key(letter, key))
                 break
             except Exception as exc:
-                if too_large(getattr(exc, "code", None)) and prefix != MIN_PREFIX:
+                if refused_as_too_large(exc) and prefix != MIN_PREFIX:
                     prefix = MIN_PREFIX
                     value = self.serde.encode(RECORD, letter.record(prefix), topic=self.topic)
                     continue

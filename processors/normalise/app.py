@@ -39,12 +39,19 @@ from faust.streams import _current_event  # no public setter: see _as_current
 from processors.normalise.convert import Converted, Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.deadletter import DeadLetter, DeadLetters, Source, too_large
+from wapipe.deadletter import DeadLetter, DeadLetters, Source
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
 from wapipe.publisher import KafkaPublisher, PublishFailed, for_processor
-from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog
+from wapipe.topics import (
+    WEBHOOK_DEAD,
+    WEBHOOK_RAW,
+    TopicSpec,
+    table_changelog,
+    webhook_dead_max_bytes,
+    webhook_record_max_bytes,
+)
 
 log = get_logger(__name__)
 
@@ -98,6 +105,10 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         producer_acks=-1,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # A raw webhook can be as big as the ingress accepts (3 MB from Meta, plus its envelope):
+        # aiokafka skips a record larger than this with RecordTooLargeError, so it is sized from
+        # the same setting as the topic's max.message.bytes (wapipe/topics.py).
+        consumer_max_fetch_size=webhook_record_max_bytes(settings),
     )
     raw_topic = app.topic(WEBHOOK_RAW, key_serializer="raw", value_serializer="raw")
     # Its events and dead letters go through librdkafka (``publisher.for_processor``), made on first
@@ -106,7 +117,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
 
     def writes() -> KafkaPublisher:
         if not publisher:
-            publisher.append(for_processor(bootstrap))
+            publisher.append(for_processor(bootstrap, message_max_bytes=webhook_dead_max_bytes(settings)))
             publisher[0].start(asyncio.get_running_loop())
         return publisher[0]
     window = float(settings.normalise_dedup_window_s)
@@ -182,7 +193,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                 await writes().publish(e.topic, value, e.key.encode())
                 return True
             except PublishFailed as exc:
-                if too_large(exc.code):
+                if exc.too_large:
                     await _dead_item(source, e.path, f"event too large for {e.topic} ({len(value)} bytes)",
                                      "RecordTooLarge", None)
                     return False
@@ -229,7 +240,8 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
 
     def letters() -> DeadLetters:
         if not dead_letters:
-            dead_letters.append(DeadLetters(serde, WEBHOOK_DEAD, writes().publish, settings.dead_letter_max_bytes))
+            # wa.webhook.dead takes a whole raw record plus a dead letter's envelope (wapipe/topics.py)
+            dead_letters.append(DeadLetters(serde, WEBHOOK_DEAD, writes().publish, webhook_dead_max_bytes(settings)))
         return dead_letters[0]
 
     async def _dead(event, reason: str, error_type: str) -> None:

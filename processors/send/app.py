@@ -37,7 +37,7 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.deadletter import DeadLetter, DeadLetters, Source, too_large
+from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
@@ -337,7 +337,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     await write(w)
                     break
                 except Exception as exc:
-                    if w.letter is None and too_large(getattr(exc, "code", None)):
+                    if w.letter is None and refused_as_too_large(exc):
                         w = dead_letter(event, f"{w.topic}: record too large ({len(w.value or b'')} bytes)",
                                         "RecordTooLarge")
                         continue

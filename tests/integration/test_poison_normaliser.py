@@ -38,7 +38,7 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
 
     big_code = _status_doc(pnid, waba, ["wamid.bigcode"])
     big_code["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"] = 2**63
-    huge = _raw(serde, b"x" * 1_039_800)  # ~1,040,000 bytes: its dead letter whole would not fit
+    huge = _raw(serde, b"x" * 1_039_800)  # ~1,040,000 bytes: its dead letter was too large for Kafka on main
     assert 1_039_800 < len(huge) < 1_048_000
     mixed = _status_doc(pnid, waba, [f"wamid.mixed{i}" for i in range(4)])
     mixed["entry"][0]["changes"][0]["value"]["statuses"][2]["timestamp"] = "asdf"
@@ -80,8 +80,9 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
     code, cut, field, item = by_offset
     assert "code" in code["reason"] and "statuses[0]" in code["reason"] and code["headers"]["path"]
     assert cut["reason"] == "body is not valid JSON" and cut["source_topic"] == WEBHOOK_RAW
-    assert cut["headers"]["cut"] and int(cut["headers"]["value_bytes"]) == len(huge)
-    assert cut["value"] == huge[:len(cut["value"])] and 0 < len(cut["value"]) < len(huge)
+    # wa.webhook.dead takes a whole raw record plus the dead letter's envelope (wapipe/topics.py):
+    # written whole; a smaller topic would have got it cut down (tests of the other consumers)
+    assert cut["value"] == huge and "cut" not in cut["headers"]
     assert "field" in field["reason"] and field["headers"]["path"] == "entry[0].changes[0]"
     assert item["headers"]["path"] == "entry[0].changes[0].value.statuses[2]" and "timestamp" in item["reason"]
     assert json.loads(item["value"])["id"] == "wamid.mixed2"

@@ -1,7 +1,8 @@
 """Sealing a media file under its subject's data key (envelope encryption).
 
 A file gets its own random 256-bit content key; the file is AES-256-GCM-encrypted with it (AAD =
-``<tenant_id>/<object_id>``, so a blob copied to another name or tenant does not open). The content
+``<tenant_id>/<object_id>`` and the header, so a blob copied to another name or tenant, or with an
+edited header, does not open). The content
 key — with the file's MIME type, SHA-256 and name — is sealed with the *subject's* data key through
 the key ring's public ``seal``. Erasing the subject (a tombstone on ``wa.subject.keys``) makes the
 content key, and so the file, unreadable everywhere, whichever store holds it.
@@ -25,6 +26,8 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from wapipe.privacy.errors import UnsealError
 
 __all__ = ["CorruptMedia", "MediaFile", "Sealer", "object_id_for", "open_blob", "seal_blob"]
 
@@ -65,13 +68,14 @@ def seal_blob(sealer: Sealer, tenant_id: str, subject_id: str, object_id: str, c
               mime_type: str | None = None, filename: str | None = None) -> bytes:
     key = AESGCM.generate_key(256)
     nonce = os.urandom(_NONCE)
-    body = AESGCM(key).encrypt(nonce, content, _aad(tenant_id, object_id))
     sealed = sealer.seal(tenant_id, subject_id, {
         "k": base64.b64encode(key).decode(), "mime_type": mime_type, "filename": filename,
         "sha256": hashlib.sha256(content).hexdigest()})
     header = json.dumps({"tenant_id": tenant_id, "subject_id": subject_id, "sealed": {
         "key_id": sealed["key_id"], "nonce": base64.b64encode(bytes(sealed["nonce"])).decode(),
         "ciphertext": base64.b64encode(bytes(sealed["ciphertext"])).decode()}}, separators=(",", ":")).encode()
+    # The header is part of the AAD: no byte of it can change without the file failing to open.
+    body = AESGCM(key).encrypt(nonce, content, _aad(tenant_id, object_id) + b"|" + header)
     return MAGIC + struct.pack(">I", len(header)) + header + nonce + body
 
 
@@ -88,6 +92,7 @@ def header_of(blob: bytes) -> dict:
         header["sealed"] = {"key_id": str(sealed["key_id"]), "nonce": base64.b64decode(sealed["nonce"]),
                             "ciphertext": base64.b64decode(sealed["ciphertext"])}
         header["_body"] = start + n
+        header["_raw"] = blob[start:start + n]
     except (ValueError, KeyError, TypeError) as e:
         raise CorruptMedia(f"sealed media header unreadable: {type(e).__name__}") from None
     return header
@@ -99,11 +104,15 @@ def open_blob(sealer: Sealer, tenant_id: str, object_id: str, blob: bytes) -> Me
     header = header_of(blob)
     if header.get("tenant_id") != tenant_id:
         raise CorruptMedia("sealed media object belongs to another tenant")
-    meta = sealer.unseal(header["sealed"])
+    try:
+        meta = sealer.unseal(header["sealed"])
+    except UnsealError:
+        raise CorruptMedia("sealed media key does not authenticate (altered)") from None
     try:
         key = base64.b64decode(meta["k"])
         at = header["_body"]
-        content = AESGCM(key).decrypt(blob[at:at + _NONCE], blob[at + _NONCE:], _aad(tenant_id, object_id))
+        content = AESGCM(key).decrypt(blob[at:at + _NONCE], blob[at + _NONCE:],
+                                      _aad(tenant_id, object_id) + b"|" + header["_raw"])
     except (KeyError, ValueError, InvalidTag):
         raise CorruptMedia("sealed media object does not authenticate (altered or renamed)") from None
     return MediaFile(content, meta.get("mime_type"), meta.get("sha256") or hashlib.sha256(content).hexdigest(),

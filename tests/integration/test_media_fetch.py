@@ -184,3 +184,55 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
         gone = _run(env, "get", "--tenant", ta, "--event-id", img.record["event_id"], "--out", str(tmp_path / "y"))
         assert gone.returncode == 3 and "erased" in gone.stderr
         assert not (tmp_path / "y").exists()
+
+
+class _Tenants:
+    def __init__(self, tenants):
+        self.by_id = {t.tenant_id: t for t in tenants}
+
+    def tenant(self, tenant_id):
+        return self.by_id.get(tenant_id)
+
+
+async def test_fetch_outcomes_one_record_at_a_time(tmp_path, meta_sandbox):
+    """The per-record decisions against the sandbox (no broker): webhook SHA-256 mismatch, a
+    download that keeps timing out, restricted and erased subjects, a tenant without a token."""
+    from connectors.meta.client import GraphClient
+    from tests.integration.test_media_store import KeyTable
+    from wapipe.media.fetch import Dead, MediaFetcher
+    from wapipe.media.store import LocalMediaStore
+
+    sb = meta_sandbox
+    s = make_settings(tmp_path / "state", kek=SecretStr(KEK), subject_pepper=SecretStr(PEPPER))
+    kek = load_kek(s)
+    keys = KeyTable()
+    tenants = _Tenants([Tenant(tenant_id="acme", waba_id=sb.waba_id).with_token(kek, sb.token),
+                        Tenant(tenant_id="notoken", waba_id=sb.waba_id)])
+    store = LocalMediaStore(tmp_path / "media")
+    photo = b"\xff\xd8\xff" + os.urandom(1000)
+    mid = sb.control.add_media(sb.number_id, "image/jpeg", photo)["id"]
+
+    def record(tenant="acme", subject="subj-1", sha=None, pii=True, event="ev-1"):
+        image = {"id": mid, "mime_type": "image/jpeg", **({"sha256": sha} if sha else {})}
+        sealed = keys.seal(tenant, subject, {"from": "4915112340001", "message": {"type": "image", "image": image}})
+        return {"event_id": event, "tenant_id": tenant, "phone_number_id": sb.number_id, "type": "image",
+                "subject_id": subject, "pii": sealed if pii else None}
+
+    async with GraphClient(sb.url, "v23.0", timeout=0.3) as graph:
+        f = MediaFetcher(s, graph=graph, keyring=keys, tenants=tenants, kek=kek, store=store, backoff_s=0.01)
+        assert await f.process(record(sha=base64.b64encode(hashlib.sha256(photo).digest()).decode())) == "stored"
+        with pytest.raises(Dead) as mismatch:
+            await f.process(record(sha=base64.b64encode(b"\x00" * 32).decode(), event="ev-2"))
+        assert mismatch.value.error_type == "Sha256Mismatch"
+        assert await f.process(record(pii=False, event="ev-3")) == "restricted"
+        with pytest.raises(Dead) as no_token:
+            await f.process(record(tenant="notoken", event="ev-4"))
+        assert no_token.value.error_type == "NoToken"
+        erased = record(subject="subj-9", event="ev-5")
+        keys.erase("subj-9")
+        assert await f.process(erased) == "erased"
+        sb.control.set_latency(800)  # every Graph answer now outlasts the client's 0.3 s timeout
+        with pytest.raises(Dead) as slow:
+            await f.process(record(event="ev-6"))
+        assert "gave up after 3 attempts" in slow.value.reason
+    assert [o.object_id for o in await store.list("acme")] == [object_id_for("acme", "ev-1")]

@@ -37,6 +37,7 @@ def fetch_command(
     """Consume wa.inbound.messages and store every media message's file, sealed, in the tenant's
     storage (WAPIPE_MEDIA_URL). Prints `READY media <store>`; failures go to wa.media.dead."""
     from connectors.meta.client import GraphClient
+    from sinks.retention import RetentionDays
     from wapipe.config import Settings
     from wapipe.media.fetch import MediaFetcher
     from wapipe.media.store import open_store
@@ -60,7 +61,9 @@ def fetch_command(
 
         async def main() -> dict:
             async with GraphClient.from_settings(settings) as graph:
-                fetcher = MediaFetcher(settings, graph=graph, keyring=ring, tenants=registry, kek=kek, store=store)
+                days = RetentionDays(settings, registry)
+                fetcher = MediaFetcher(settings, graph=graph, keyring=ring, tenants=registry, kek=kek, store=store,
+                                       retention=lambda t: days(t, "content"))
                 await fetcher._run(bootstrap, stop, lambda: os.write(1, f"READY media {store.describe()}\n".encode()),
                                    50, 4, idle_stop=once)
                 return dict(fetcher.stats.outcomes)

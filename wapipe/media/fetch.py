@@ -16,6 +16,8 @@ token or a media id, and a fetch that failed permanently (or transiently ``attem
 ``wa.media.dead`` with the reason, and the next record is processed. Messages that are not media,
 of a restricted subject (content not stored) or of an erased subject are skipped and counted.
 Offsets are committed after the batch's files are stored (a redelivery overwrites the same object).
+With ``retention`` the loop also deletes stored media past each tenant's ``content`` retention every
+``WAPIPE_MEDIA_SWEEP_INTERVAL_S`` (``wapipe media sweep`` does one pass on demand).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from wapipe.kafka import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.media.sealed import Sealer, object_id_for, seal_blob
 from wapipe.media.store import MediaStore
+from wapipe.media.sweep import sweep
 from wapipe.privacy.errors import SubjectErased, UnsealError
 from wapipe.tenants.models import utcnow
 from wapipe.topics import INBOUND_MESSAGES, MEDIA_DEAD
@@ -69,7 +72,8 @@ class Stats:
 
 class MediaFetcher:
     def __init__(self, settings: Settings, *, graph: GraphClient, keyring: Sealer, tenants: TenantLookup, kek: Any,
-                 store: MediaStore, serde: AvroSerde | None = None, attempts: int = 3, backoff_s: float = 0.5) -> None:
+                 store: MediaStore, serde: AvroSerde | None = None, attempts: int = 3, backoff_s: float = 0.5,
+                 retention: Callable[[str], int] | None = None) -> None:
         self.s = settings
         self.graph = graph
         self.keyring = keyring
@@ -80,6 +84,8 @@ class MediaFetcher:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.stats = Stats()
+        # tenant -> content retention days; with it, the loop sweeps every media_sweep_interval_s
+        self.retention = retention
 
     # --- one record ----------------------------------------------------------------------------
     async def process(self, rec: dict) -> str:
@@ -152,8 +158,16 @@ class MediaFetcher:
         consumer.subscribe([INBOUND_MESSAGES])
         limit = asyncio.Semaphore(concurrency)
         announced = False
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                if self.retention is not None and loop.time() >= next_sweep:
+                    next_sweep = loop.time() + self.s.media_sweep_interval_s
+                    try:
+                        await sweep(self.store, self.retention)
+                    except Exception as e:  # storage hiccup: the next interval tries again
+                        log.error("media.sweep_failed", error=f"{type(e).__name__}: {e}")
                 msgs = await asyncio.to_thread(consumer.consume, batch, 0.5)
                 if not announced:
                     announced = True

@@ -727,7 +727,7 @@ class GraphClient:
 
 def _session_path(session_id: str) -> str:
     sid = session_id if session_id.startswith("upload:") else f"upload:{session_id}"
-    if not re.fullmatch(r"upload:[A-Za-z0-9_\-=.?&:%]+", sid):
+    if not re.fullmatch(r"upload:[A-Za-z0-9_\-=.?&:%+]+", sid):
         raise ValueError("not an upload session id")
     return sid
 

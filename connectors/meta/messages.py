@@ -67,6 +67,7 @@ MAX_HEADER_TEXT = 60
 MAX_FOOTER = 60
 MAX_INTERACTIVE_BODY = 1024
 MAX_CTA_TEXT = 20
+MAX_FLOW_CTA = 30  # Meta's flow-message reference advises ≤ 30 (its older "Sending a Flow" page said 20)
 MAX_CAROUSEL_CARDS = 10
 
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
@@ -309,12 +310,12 @@ class LocationRequestMessage(OutboundMessage):
 
 class FlowMessage(_Interactive):
     """Opens a WhatsApp Flow: by ``flow_id`` or ``flow_name`` (exactly one), with a CTA label
-    ≤ 20 chars. ``flow_action`` ``navigate`` (default) needs ``screen`` (the first screen, with
-    optional ``data``); ``data_exchange`` takes neither (the flow's endpoint decides). The user's
-    answer arrives as an inbound ``interactive`` ``nfm_reply`` whose ``response_json`` carries
-    ``flow_token`` back."""
+    ≤ 30 chars. ``flow_action`` ``navigate`` (default) may name the first ``screen`` (Meta's
+    default: the flow's entry screen) and pass it ``data``; ``data_exchange`` takes neither (the
+    flow's endpoint decides). The user's answer arrives as an inbound ``interactive``
+    ``nfm_reply`` whose ``response_json`` carries ``flow_token`` back."""
 
-    flow_cta: Annotated[str, Field(min_length=1, max_length=MAX_CTA_TEXT)]
+    flow_cta: Annotated[str, Field(min_length=1, max_length=MAX_FLOW_CTA)]
     flow_id: Annotated[str, Field(min_length=1)] | None = None
     flow_name: Annotated[str, Field(min_length=1)] | None = None
     flow_token: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
@@ -327,8 +328,8 @@ class FlowMessage(_Interactive):
     def _shape(self):
         if (self.flow_id is None) == (self.flow_name is None):
             raise ValueError("a flow message needs exactly one of 'flow_id' or 'flow_name'")
-        if self.flow_action == "navigate" and self.screen is None:
-            raise ValueError("flow_action 'navigate' needs the first 'screen'")
+        if self.data is not None and self.screen is None:
+            raise ValueError("flow 'data' is for the first 'screen': name it")
         if self.flow_action == "data_exchange" and (self.screen is not None or self.data is not None):
             raise ValueError("flow_action 'data_exchange' takes no 'screen' or 'data' (the flow endpoint decides)")
         if self.data is not None and not self.data:

@@ -63,6 +63,12 @@ def test_model_builds_the_documented_body_and_the_sandbox_accepts_it(name):
     assert req.wa_id == "16505550147" and req.type == body["type"]
 
 
+def test_a_navigate_flow_without_a_screen_starts_at_the_entry_screen():
+    body = FlowMessage(to=TO, body="b", flow_cta="Open", flow_id="1").to_request()
+    assert "flow_action_payload" not in body["interactive"]["action"]["parameters"]
+    parse_send(body)
+
+
 def test_every_outbound_fixture_has_a_builder():
     assert sorted(p.stem for p in OUT.glob("*.json")) == sorted(BUILT)
 
@@ -72,10 +78,10 @@ def test_every_outbound_fixture_has_a_builder():
     (lambda: CtaUrlMessage(to=TO, body="b", display_text="Go", url="javascript:alert(1)"), "http"),
     (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", screen="S"), "exactly one"),
     (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", flow_id="1", flow_name="n", screen="S"), "exactly one"),
-    (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", flow_id="1"), "screen"),
+    (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", flow_id="1", data={"a": 1}), "screen"),
     (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", flow_id="1", flow_action="data_exchange", screen="S"), "data_exchange"),
     (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", flow_id="1", screen="S", data={}), "non-empty"),
-    (lambda: FlowMessage(to=TO, body="b", flow_cta="x" * 21, flow_id="1", screen="S"), "flow_cta"),
+    (lambda: FlowMessage(to=TO, body="b", flow_cta="x" * 31, flow_id="1", screen="S"), "flow_cta"),
     (lambda: LocationRequestMessage(to=TO, body=""), "body"),
     (lambda: CarouselComponent(cards=[_card(0, {"id": "1"}, "1"), _card(0, {"id": "2"}, "2")]), "unique"),
     (lambda: CarouselComponent(cards=[_card(i % 10, {"id": "1"}, "1") for i in range(11)]), "10"),
@@ -113,7 +119,8 @@ def _mutate(body: dict, path: list, value) -> dict:
     ("interactive_cta_url", ["interactive", "body"], KeyError, 131008),
     ("interactive_location_request", ["interactive", "action", "name"], "cta_url", 100),
     ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_message_version"], "2", 100),
-    ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_action_payload"], KeyError, 131008),
+    ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_action_payload", "screen"], KeyError, 131008),
+    ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_cta"], "x" * 31, 131009),
     ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_name"], "n", 131009),
     ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_cta"], "", 131008),
     ("interactive_flow_data_exchange", ["interactive", "action", "parameters", "flow_action"], "open", 100),

@@ -180,14 +180,14 @@ def _flow(action: dict) -> None:
     where = "interactive['action']['parameters']"
     if str(params.get("flow_message_version", "")) != "3":
         raise invalid(f"{where}['flow_message_version']", "must be 3")
-    _label(params.get("flow_cta"), f"{where}['flow_cta']")
+    _label(params.get("flow_cta"), f"{where}['flow_cta']", 30)
     if ("flow_id" in params) == ("flow_name" in params):
         raise GraphError(131009, details=f"Exactly one of {where}['flow_id'] or ['flow_name'] is required.")
     flow_action = params.get("flow_action", "navigate")
     if flow_action not in ("navigate", "data_exchange"):
         raise invalid(f"{where}['flow_action']", "must be one of {navigate, data_exchange}")
     payload = params.get("flow_action_payload")
-    if flow_action == "navigate":
+    if flow_action == "navigate" and payload is not None:
         if not isinstance(payload, dict) or not payload.get("screen"):
             raise GraphError(131008, details=f"The parameter {where}['flow_action_payload']['screen'] is required.")
         if "data" in payload and (not isinstance(payload["data"], dict) or not payload["data"]):

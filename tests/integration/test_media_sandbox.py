@@ -194,3 +194,24 @@ def test_property_whatever_is_uploaded_downloads_identically(meta_sandbox, conte
             info = await g.media_info(mid, token=meta_sandbox.token)
             return await g.download_media(info, token=meta_sandbox.token)
     assert asyncio.run(go()) == content
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=300),
+       ctype=st.sampled_from(["multipart/form-data; boundary=xyz", "multipart/form-data", "application/json",
+                              "application/octet-stream", "text/plain", ""]),
+       path=st.sampled_from(["/v23.0/{number}/media", "/v23.0/{app}/uploads?file_length=x&file_type=image/png",
+                             "/v23.0/upload:nosuchsession", "/v23.0/{number}/messages"]),
+       offset=st.one_of(st.none(), st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=5)))
+def test_property_garbage_to_media_endpoints_is_a_clear_4xx(meta_sandbox, body, ctype, path, offset):
+    """Poison input to the media endpoints: always a Meta-shaped 4xx error, never a 5xx or a hang."""
+    url = path.format(number=meta_sandbox.number_id, app=meta_sandbox.app_id)
+    headers = {"Authorization": f"Bearer {meta_sandbox.token}"}
+    if ctype:
+        headers["Content-Type"] = ctype
+    if offset is not None:
+        headers["file_offset"] = offset or "?"
+    with httpx.Client(base_url=meta_sandbox.url, timeout=5.0) as raw:
+        r = raw.post(url, content=body, headers=headers)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
+    assert isinstance(r.json()["error"]["code"], int)

@@ -15,6 +15,8 @@ import socket
 from urllib.parse import parse_qs
 import struct
 
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -210,7 +212,13 @@ class GraphApi:
             number = self.sb.number_for(self.sb.auth(_token(request)), request.path_params["node"])
             if not request.headers.get("content-type", "").startswith("multipart/form-data"):
                 raise GraphError(100, message="(#100) The request must be multipart/form-data with a file")
-            async with request.form(max_files=1, max_fields=10) as form:
+            try:
+                form = await request.form(max_files=1, max_fields=10)
+            except (MultiPartException, HTTPException, ValueError, KeyError) as e:
+                # Starlette answers a malformed multipart body with its own plain-text 400: say it Meta's way.
+                raise GraphError(100, message="(#100) The multipart body could not be parsed",
+                                 details=str(getattr(e, "detail", e))[:200]) from None
+            try:
                 if form.get("messaging_product") != "whatsapp":
                     raise GraphError(100, message="(#100) The parameter messaging_product is required.")
                 upload = form.get("file")
@@ -220,6 +228,8 @@ class GraphApi:
                 if not isinstance(mime, str) or not mime:
                     raise GraphError(100, message="(#100) The parameter type is required.")
                 content = await upload.read()
+            finally:
+                await form.close()
             return {"id": self.sb.add_media(number, mime, content).id}
         return await self._answer(go)
 

@@ -236,3 +236,24 @@ async def test_fetch_outcomes_one_record_at_a_time(tmp_path, meta_sandbox):
             await f.process(record(event="ev-6"))
         assert "gave up after 3 attempts" in slow.value.reason
     assert [o.object_id for o in await store.list("acme")] == [object_id_for("acme", "ev-1")]
+
+
+def test_the_service_says_ready_and_stops_cleanly_on_sigterm(tmp_path, kafka, topics, unique):
+    import signal
+
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(tmp_path / "state"),
+           "WAPIPE_KEK": KEK, "WAPIPE_SUBJECT_PEPPER": PEPPER, "WAPIPE_MEDIA_GROUP": f"media-{unique}",
+           "WAPIPE_MEDIA_URL": f"file://{tmp_path / 'media'}"}
+    proc = subprocess.Popen([sys.executable, "-m", "wapipe", "media", "fetch"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY media folder"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    bad = _run({**env, "WAPIPE_MEDIA_URL": "ftp://nowhere/x"}, "fetch", "--once")
+    assert bad.returncode == 1 and "use a folder path" in bad.stderr

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import typer
 
@@ -25,6 +26,7 @@ def sink_command(
     from wapipe.kafka import NoKafka, resolve_bootstrap
     from wapipe.log import get_logger
     from wapipe.net import free_port
+    from wapipe.probe import serving_probe
 
     log = get_logger("sinks.cli")
     settings = Settings()
@@ -79,8 +81,21 @@ def sink_command(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     code = 0
+
+    def flushed_lately() -> str | None:
+        # The sink flushes every sink_batch_ms, empty batches too: a flush is its loop's heartbeat.
+        last = worker.stats.last_flush_at
+        quiet = time.time() - last
+        return None if not last or quiet < 30 else f"no batch flushed for {quiet:.0f} s"
+
+    def ready() -> None:
+        probe.mark_ready()
+        os.write(1, f"READY sink {endpoint.url}\n".encode())
+
     try:
-        worker.run(stop, ready=lambda: os.write(1, f"READY sink {endpoint.url}\n".encode()))
+        with serving_probe(settings, "sink", alive=flushed_lately,
+                           lag=(bootstrap, settings.sink_group, worker.topics)) as probe:
+            worker.run(stop, ready=ready)
     except DeadLetterLimit as exc:
         sys.stderr.write(f"error: dead-letter limit reached: {exc}\n")
         code = 3

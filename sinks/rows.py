@@ -7,11 +7,24 @@ reason, which sends that record (not the batch) to ``wa.sink.dead``.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from processors.normalise.status import rank
-from wapipe.topics import ACCOUNT_EVENTS, AUDIT, INBOUND_MESSAGES, SEND_REQUESTED, SEND_RESULTS, STATUS_EVENTS
+from wapipe.topics import (
+    ACCOUNT_EVENTS,
+    AUDIT,
+    INBOUND_MESSAGES,
+    SEND_ACCEPTED,
+    SEND_ACCEPTED_TX,
+    SEND_REQUESTED,
+    SEND_REQUESTED_BULK,
+    SEND_RESULTS,
+    SEND_RETRY,
+    STATUS_EVENTS,
+)
 
 Retention = Callable[[str | None, str], int]  # (tenant_id, data type) -> days
 
@@ -123,6 +136,15 @@ CONVERTERS: dict[str, Converter] = {c.topic: c for c in (
         "event_id", "occurred_at", "actor", "tenant_id", "subject_id", "action", "target", "outcome", "details",
         "retention_days"), _audit_row),
 )}
+
+# The campaign lane's commands land in the same table as the transactional ones (the ERP SDK writes
+# them to their own topic so that a campaign never sits in front of an OTP).
+CONVERTERS[SEND_REQUESTED_BULK] = dataclasses.replace(CONVERTERS[SEND_REQUESTED], topic=SEND_REQUESTED_BULK)
+
+# Topics that carry the same records as a loaded topic but only as the pipeline's internal copies
+# (re-keyed to the number's partition, or delayed for a retry): loading them would count a command
+# twice. Every other topic of a loaded record type is loaded (tests/unit/test_sink_rows.py).
+INTERNAL_COPIES: frozenset[str] = frozenset({SEND_ACCEPTED, SEND_ACCEPTED_TX, SEND_RETRY})
 
 SINK_TOPICS: tuple[str, ...] = tuple(CONVERTERS)
 

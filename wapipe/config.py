@@ -8,10 +8,13 @@ environment behind the caller's back.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +24,50 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name, f"WAPIPE_{name}")
 
 
+def _env_names(name: str, field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(a) for a in alias.choices]
+    return [alias] if isinstance(alias, str) else [f"WAPIPE_{name.upper()}"]
+
+
+class FileSecrets(PydanticBaseSettingsSource):
+    """``<NAME>_FILE=/path`` for any setting: its value is the file's content (trailing newline
+    dropped), as Docker and Kubernetes mount secrets — so a password or key never has to stand in
+    an environment variable or a compose file. A setting with its own ``*_file`` field (the KEK,
+    the pepper) keeps it: that field already names a file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for env in _env_names(field_name, field):
+            path = os.environ.get(f"{env}_FILE")
+            if path:
+                try:
+                    text = Path(path).read_text().rstrip("\n")
+                except OSError as exc:
+                    raise ValueError(f"{env}_FILE={path}: cannot read it ({exc.strerror})") from None
+                return text, field_name, self.field_is_complex(field)
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        fields = self.settings_cls.model_fields
+        for name, field in fields.items():
+            if f"{name}_file" in fields:
+                continue
+            value, key, complex_ = self.get_field_value(field, name)
+            if value is not None:
+                out[key] = self.decode_complex_value(key, field, value) if complex_ else value
+        return out
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WAPIPE_", extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # Explicit arguments, then the environment, then *_FILE secrets.
+        return init_settings, env_settings, FileSecrets(settings_cls), dotenv_settings, file_secret_settings
 
     # --- where state lives -------------------------------------------------------------
     state_dir: Path = Field(default=REPO_ROOT / ".wapipe", description="local state: jars, broker data, chDB folder, logs")
@@ -166,6 +211,11 @@ class Settings(BaseSettings):
     operator_api_key: SecretStr | None = None
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=0, ge=0, description="0: a free port, printed on the READY line")
+
+    # --- health and metrics of every service (wapipe/probe.py) ------------------------------
+    probe_enabled: bool = True
+    probe_host: str = "127.0.0.1"
+    probe_port: int = Field(default=0, ge=0, le=65535, description="0: a free port (written to <state>/probes/)")
 
     @property
     def kafka_dir(self) -> Path:

@@ -3,8 +3,9 @@
 ``GET /metrics``  the process's registry in Prometheus' text format.
 ``GET /healthz``  200 while the service's own loop beats (``Probe.beat``), 503 once it has not
                   beaten for ``stale_after`` seconds: a wedged loop, not only a dead process.
-``GET /readyz``   200 when the service can do its job now, else 503 with the reason (the
-                  service's ``ready`` callback: e.g. the broker has not answered lately).
+``GET /readyz``   200 when the service can do its job now: it said so (``Probe.mark_ready``, when
+                  it prints READY) and its own check passes (``ready``: e.g. the broker answered
+                  lately); else 503 with the reason.
 
 Served by a small threaded WSGI server of the standard library in a daemon thread, so a scrape
 is answered even while the service's event loop is busy, and the answer says whether the loop is
@@ -19,14 +20,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
+from wapipe.config import Settings
 from wapipe.log import get_logger
 
 log = get_logger(__name__)
@@ -50,6 +55,9 @@ class Probe:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     ready: Ready = field(default=lambda: None)
     stale_after: float = 30.0
+    started: bool = True  # False: /readyz says "starting" until mark_ready()
+    # Health from the service's own sign of life instead of beat() (None: alive, else why not).
+    alive: Ready | None = None
     _last_beat: float = field(default_factory=time.monotonic)
     _server: WSGIServer | None = None
     _thread: threading.Thread | None = None
@@ -58,7 +66,13 @@ class Probe:
         """The service's loop is alive: call it from the loop at least every few seconds."""
         self._last_beat = time.monotonic()
 
+    def mark_ready(self) -> None:
+        self.started = True
+        self.beat()
+
     def health(self) -> str | None:
+        if self.alive is not None:
+            return self.alive()
         quiet = time.monotonic() - self._last_beat
         return None if quiet <= self.stale_after else f"{self.service}'s loop has not beaten for {quiet:.0f} s"
 
@@ -69,7 +83,9 @@ class Probe:
             path = environ.get("PATH_INFO", "")
             if path in ("/healthz", "/readyz"):
                 try:
-                    why = self.health() or (self.ready() if path == "/readyz" else None)
+                    why = self.health()
+                    if why is None and path == "/readyz":
+                        why = self.ready() if self.started else f"{self.service} is starting"
                 except Exception as exc:  # a failing check is a "not ready", never a crashed server
                     why = f"check failed: {exc}"
                 status = "200 OK" if why is None else "503 Service Unavailable"
@@ -160,3 +176,46 @@ class ConsumerLag:
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily("wapipe_consumer_lag", "Records of a partition the consumer group has yet to read",
                                  labels=["group", "topic", "partition"])
+
+
+def probe_file(settings: Settings, service: str):
+    """Where a running service writes its probe's URL (for `wapipe health` and a local Prometheus)."""
+    return settings.state_dir / "probes" / f"{service}.json"
+
+
+@contextmanager
+def serving_probe(settings: Settings, service: str, *, ready: Ready | None = None, alive: Ready | None = None,
+                  lag: tuple[str, str, tuple[str, ...]] | None = None, stale_after: float = 30.0) -> Iterator[Probe]:
+    """The service's probe for as long as the block runs: process metrics (CPU, memory, open
+    files), the consumer group's lag when ``lag`` = (bootstrap, group, topics) is given, served on
+    ``WAPIPE_PROBE_HOST``:``WAPIPE_PROBE_PORT`` (0: a free port) and its URL written to
+    ``<state>/probes/<service>.json``. ``/readyz`` says "starting" until ``mark_ready``."""
+    probe = Probe(service, ready=ready or (lambda: None), stale_after=stale_after, started=False, alive=alive)
+    ProcessCollector(registry=probe.registry)
+    if lag is not None:
+        bootstrap, group, topics = lag
+        probe.registry.register(ConsumerLag(bootstrap, group, tuple(topics)))
+    path = probe_file(settings, service)
+    if settings.probe_enabled:
+        url = probe.start(settings.probe_host, settings.probe_port)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    try:
+        yield probe
+    finally:
+        probe.close()
+        if settings.probe_enabled:
+            with suppress(OSError):
+                path.unlink()
+
+
+def beat_every_second(app, probe: Probe) -> None:
+    """A Faust app's loop beats the probe once a second, and the probe is ready once the app has
+    started (its READY line); a wedged loop stops beating."""
+
+    async def beat() -> None:
+        if not probe.started:  # timers run once the app has started
+            probe.mark_ready()
+        probe.beat()
+
+    app.timer(1.0, name=f"probe-beat-{probe.service}")(beat)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -22,6 +23,7 @@ def normalise_command(
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.tenants.registry import TenantRegistry
     from wapipe.group_start import start_at_end
+    from wapipe.probe import beat_every_second, serving_probe
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
 
     import faust
@@ -42,6 +44,8 @@ def normalise_command(
     keyring = KeyRing(settings, bootstrap, load_kek(settings)).start()
     registry = TenantRegistry(settings, bootstrap).start()
     closers: list = []
+    stack = contextlib.ExitStack()
+    closers.append(stack.close)
     try:
         # Sealing needs no catch-up of the key ring: a subject whose key is not loaded yet gets a
         # fresh key, and both stay valid (keyring.py). Not calling KeyRing.wait_ready also avoids
@@ -60,11 +64,16 @@ def normalise_command(
         normaliser = Normaliser(registry, keyring.seal, lambda scope, wa: subject_id(pepper, scope, wa),
                                 restricted=restricted)
 
+        probe = stack.enter_context(serving_probe(settings, "normalise",
+                                                  lag=(bootstrap, settings.normalise_app_id, (WEBHOOK_RAW,))))
+
         def ready() -> None:
+            probe.mark_ready()
             os.write(1, b"READY normalise\n")  # fd 1 itself: faust wraps sys.stdout
 
         quiet_libraries()
         app = build_app(settings, bootstrap, normaliser, on_ready=ready)
+        beat_every_second(app, probe)
         worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
                               stdout=sys.stderr)  # stdout carries only the READY line
         worker.execute_from_commandline()

@@ -455,6 +455,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     from faust.worker import Worker
 
     from wapipe.log import quiet_libraries
+    from wapipe.probe import beat_every_second, serving_probe
 
     quiet_libraries()
     admin = T.admin_client(bootstrap)
@@ -462,6 +463,8 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     if settings.send_offset_reset == "latest":
         start_at_end(admin, settings.send_app_id, SOURCE_TOPICS)
     app = create_app(settings, bootstrap)
-    app.finalize()
-    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    with serving_probe(settings, "worker", lag=(bootstrap, settings.send_app_id, tuple(sorted(SOURCE_TOPICS)))) as probe:
+        beat_every_second(app, probe)
+        app.finalize()
+        worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        worker.execute_from_commandline()

@@ -17,7 +17,15 @@ from sinks.reader import HttpReader, ReaderError, endpoint_file, open_reader
 from wapipe.avro import AvroSerde
 from wapipe.kafka import producer
 from wapipe.testing import make_settings
-from wapipe.topics import ACCOUNT_EVENTS, AUDIT, INBOUND_MESSAGES, SEND_REQUESTED, SEND_RESULTS, STATUS_EVENTS
+from wapipe.topics import (
+    ACCOUNT_EVENTS,
+    AUDIT,
+    INBOUND_MESSAGES,
+    SEND_REQUESTED,
+    SEND_REQUESTED_BULK,
+    SEND_RESULTS,
+    STATUS_EVENTS,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +62,13 @@ def test_wapipe_sink_end_to_end(topics, tmp_path, unique):
                                          "campaign_id": "camp", "kind": "TEMPLATE",
                                          "template": {"name": "hello", "language": "en", "parameter_count": 0},
                                          "pii": sealed, "requested_at": now}),
+        # a campaign command: the ERP SDK writes those to the bulk topic
+        (SEND_REQUESTED_BULK, "SendCommand", {"command_id": f"cb-{unique}", "tenant_id": tenant,
+                                              "idempotency_key": f"kb-{unique}", "phone_number_id": "p",
+                                              "subject_id": f"s-{unique}", "lane": "CAMPAIGN", "campaign_id": "camp",
+                                              "kind": "TEMPLATE",
+                                              "template": {"name": "hello", "language": "en", "parameter_count": 0},
+                                              "pii": sealed, "requested_at": now}),
         (SEND_RESULTS, "SendResult", {"command_id": f"c-{unique}", "tenant_id": tenant, "idempotency_key": f"k-{unique}",
                                       "phone_number_id": "p", "subject_id": f"s-{unique}", "lane": "CAMPAIGN",
                                       "outcome": "ACCEPTED", "wamid": f"wamid.{unique}", "attempts": 1, "decided_at": now}),
@@ -94,9 +109,9 @@ def test_wapipe_sink_end_to_end(topics, tmp_path, unique):
                 " (SELECT count() FROM audit_log WHERE tenant_id = {t:String})", {"t": tenant})[0]
 
         deadline = time.monotonic() + 60
-        while counts() != (2, 1, 1, 1, 1, 1) and time.monotonic() < deadline:
+        while counts() != (2, 2, 1, 1, 1, 1) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert counts() == (2, 1, 1, 1, 1, 1)
+        assert counts() == (2, 2, 1, 1, 1, 1)
         [(status, sent_at, retention)] = reader.query(
             "SELECT status, sent_at, (SELECT max(retention_days) FROM status_events WHERE tenant_id = {t:String})"
             " FROM message_status_current WHERE tenant_id = {t:String}", {"t": tenant})

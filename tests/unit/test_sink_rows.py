@@ -97,3 +97,18 @@ def test_container_is_a_readable_avro_file():
              "timestamp": NOW, "received_at": NOW} for i in range(3)]
     blob = container(sv.canonical, [serde.encode("StatusEvent", r)[10:] for r in recs])
     assert [r["event_id"] for r in fastavro.reader(io.BytesIO(blob))] == ["e0", "e1", "e2"]
+
+
+def test_every_topic_of_a_loaded_record_type_is_loaded():
+    """What the report and analysts read is in ClickHouse: each topic that carries commands, results,
+    statuses, inbound messages, account or audit events is loaded by the sink, unless it only holds
+    the pipeline's internal copies of records loaded from another topic."""
+    from sinks.rows import INTERNAL_COPIES, SINK_TOPICS
+    from wapipe.topics import SEND_REQUESTED_BULK, TOPICS
+
+    loaded_types = {CONVERTERS[t].record for t in SINK_TOPICS}
+    for spec in TOPICS:
+        if spec.value in loaded_types:
+            assert spec.name in SINK_TOPICS or spec.name in INTERNAL_COPIES, spec.name
+    assert SEND_REQUESTED_BULK in SINK_TOPICS and CONVERTERS[SEND_REQUESTED_BULK].table == "send_requests"
+    assert not INTERNAL_COPIES & set(SINK_TOPICS)

@@ -158,6 +158,7 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka, resolve_bootstrap
     from wapipe.privacy.processor import PrivacyProcessor
+    from wapipe.probe import serving_probe
 
     s = Settings()
     try:
@@ -174,13 +175,16 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
         from wapipe.clickhouse import clickhouse_client
 
         worker, client = ErasureWorker(s, bootstrap), clickhouse_client(s.clickhouse_dsn)
-    print("READY privacy", flush=True)
     try:
-        while not stop.is_set():
-            proc.tick()
-            if worker is not None:
-                worker.poll_once(client, timeout=0.1)
-            stop.wait(min(s.privacy_check_interval_s, 0.5))
+        with serving_probe(s, "privacy") as probe:
+            probe.mark_ready()
+            print("READY privacy", flush=True)
+            while not stop.is_set():
+                proc.tick()
+                if worker is not None:
+                    worker.poll_once(client, timeout=0.1)
+                probe.beat()
+                stop.wait(min(s.privacy_check_interval_s, 0.5))
     finally:
         proc.close()
         if worker is not None:
@@ -192,5 +196,10 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, help="0: a free port")) -> None:
     """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
     from wapipe.privacy.api import serve_forever
+    from wapipe.config import Settings
+    from wapipe.probe import serving_probe
 
-    serve_forever(host, port)
+    # The API answers on its own port; the probe says the process is up (for an orchestrator).
+    with serving_probe(Settings(), "privacy-serve", alive=lambda: None) as probe:
+        probe.mark_ready()
+        serve_forever(host, port)

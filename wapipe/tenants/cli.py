@@ -240,7 +240,10 @@ def follow_cmd() -> None:
 
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.probe import serving_probe
+    from wapipe.tenants.follow import GROUP as FOLLOW_GROUP
     from wapipe.tenants.follow import follow
+    from wapipe.topics import ACCOUNT_EVENTS
 
     s = Settings()
     try:
@@ -250,7 +253,12 @@ def follow_cmd() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    follow(s, bootstrap, stop, on_ready=lambda: print("READY tenants-follow", flush=True))
+    with serving_probe(s, "tenants-follow", lag=(bootstrap, FOLLOW_GROUP, (ACCOUNT_EVENTS,))) as probe:
+        def ready() -> None:
+            probe.mark_ready()
+            print("READY tenants-follow", flush=True)
+
+        follow(s, bootstrap, stop, on_ready=ready, on_poll=probe.beat)
 
 
 templates_app = typer.Typer(no_args_is_help=True, help="A tenant's message templates.")
@@ -366,8 +374,13 @@ def serve_cmd() -> None:
                 for sig, handler in prev.items():
                     signal.signal(sig, handler)
 
-    Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
-                          access_log=False)).run()
+    from wapipe.probe import serving_probe
+
+    # The API answers on its own port; the probe says the process is up (for an orchestrator).
+    with serving_probe(s, "admin", alive=lambda: None) as probe:
+        probe.mark_ready()
+        Server(uvicorn.Config(create_app(s, bootstrap), host=s.admin_host, port=port, log_level="warning",
+                              access_log=False)).run()
 
 
 @app.command("audit")

@@ -165,13 +165,15 @@ class Follower:
         return f"audited {event}"
 
     # --- the loop -------------------------------------------------------------------------------
-    def run(self, stop: threading.Event, *, on_ready=None) -> None:
+    def run(self, stop: threading.Event, *, on_ready=None, on_poll=None) -> None:
         c = make_consumer(self.service.bootstrap, self.group)
         c.subscribe([ACCOUNT_EVENTS])
         ready = False
         try:
             while not stop.is_set():
                 msg = c.poll(0.2)
+                if on_poll:
+                    on_poll()
                 if not ready and c.assignment():
                     ready = True
                     if on_ready:
@@ -208,6 +210,6 @@ class Follower:
                  30.0)
 
 
-def follow(settings: Settings, bootstrap: str, stop: threading.Event, *, on_ready=None) -> None:
+def follow(settings: Settings, bootstrap: str, stop: threading.Event, *, on_ready=None, on_poll=None) -> None:
     with TenantService(settings, bootstrap, actor="meta") as svc:
-        Follower(svc).run(stop, on_ready=on_ready)
+        Follower(svc).run(stop, on_ready=on_ready, on_poll=on_poll)

@@ -249,8 +249,13 @@ def test_the_service_says_ready_and_stops_cleanly_on_sigterm(tmp_path, kafka, to
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY media folder"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        import httpx
+        probe = json.loads((tmp_path / "state" / "probes" / "media.json").read_text())
+        assert httpx.get(probe["url"] + "/readyz", timeout=5).status_code == 200
+        assert f'wapipe_consumer_lag{{group="media-{unique}"' in httpx.get(probe["url"] + "/metrics", timeout=10).text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+        assert not (tmp_path / "state" / "probes" / "media.json").exists()
     finally:
         if proc.poll() is None:
             proc.kill()

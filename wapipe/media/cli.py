@@ -43,7 +43,9 @@ def fetch_command(
     from wapipe.media.store import open_store
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
+    from wapipe.probe import serving_probe
     from wapipe.tenants.registry import TenantRegistry
+    from wapipe.topics import INBOUND_MESSAGES
 
     settings = Settings()
     bootstrap = _bootstrap(settings)
@@ -55,17 +57,21 @@ def fetch_command(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with KeyRing(settings, bootstrap, kek) as ring, TenantRegistry(settings, bootstrap) as registry:
+    with KeyRing(settings, bootstrap, kek) as ring, TenantRegistry(settings, bootstrap) as registry, \
+            serving_probe(settings, "media", lag=(bootstrap, settings.media_group, (INBOUND_MESSAGES,))) as probe:
         ring.wait_ready(60)
         registry.wait_ready(60)
+
+        def ready() -> None:
+            probe.mark_ready()
+            os.write(1, f"READY media {store.describe()}\n".encode())
 
         async def main() -> dict:
             async with GraphClient.from_settings(settings) as graph:
                 days = RetentionDays(settings, registry)
                 fetcher = MediaFetcher(settings, graph=graph, keyring=ring, tenants=registry, kek=kek, store=store,
                                        retention=lambda t: days(t, "content"))
-                await fetcher._run(bootstrap, stop, lambda: os.write(1, f"READY media {store.describe()}\n".encode()),
-                                   50, 4, idle_stop=once)
+                await fetcher.run_async(bootstrap, stop, ready=ready, idle_stop=once, on_poll=probe.beat)
                 return dict(fetcher.stats.outcomes)
 
         outcomes = asyncio.run(main())

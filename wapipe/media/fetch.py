@@ -146,13 +146,16 @@ class MediaFetcher:
         raise Dead(f"gave up after {self.attempts} attempts: {last}", type(last).__name__)
 
     # --- the consumer loop ---------------------------------------------------------------------
-    def run(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
-            batch: int = 50, concurrency: int = 4) -> Stats:
-        asyncio.run(self._run(bootstrap, stop, ready, batch, concurrency))
+    async def run_async(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
+                        batch: int = 50, concurrency: int = 4, idle_stop: bool = False,
+                        on_poll: Callable[[], None] | None = None) -> Stats:
+        """Consume until ``stop`` is set (or, with ``idle_stop``, until every assigned partition
+        has been read to its end). ``ready`` is called after the first poll, ``on_poll`` after each."""
+        await self._run(bootstrap, stop, ready, batch, concurrency, idle_stop=idle_stop, on_poll=on_poll)
         return self.stats
 
     async def _run(self, bootstrap: str, stop: threading.Event, ready, batch: int, concurrency: int, *,
-                   idle_stop: bool = False) -> None:
+                   idle_stop: bool = False, on_poll: Callable[[], None] | None = None) -> None:
         consumer = make_consumer(bootstrap, self.s.media_group)
         producer = make_producer(bootstrap)
         consumer.subscribe([INBOUND_MESSAGES])
@@ -169,6 +172,8 @@ class MediaFetcher:
                     except Exception as e:  # storage hiccup: the next interval tries again
                         log.error("media.sweep_failed", error=f"{type(e).__name__}: {e}")
                 msgs = await asyncio.to_thread(consumer.consume, batch, 0.5)
+                if on_poll is not None:
+                    on_poll()
                 if not announced:
                     announced = True
                     if ready is not None:

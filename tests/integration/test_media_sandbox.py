@@ -6,6 +6,7 @@ interactive/carousel fixture sent."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -215,3 +216,38 @@ def test_property_garbage_to_media_endpoints_is_a_clear_4xx(meta_sandbox, body, 
         r = raw.post(url, content=body, headers=headers)
     assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
     assert isinstance(r.json()["error"]["code"], int)
+
+
+async def test_flow_answer_and_user_media_arrive_as_signed_webhooks_the_models_parse(meta_sandbox, graph):
+    """A flow message out; its nfm_reply and a user's photo back as signed webhooks to a real
+    receiver; the webhook models parse both; the photo downloads with the token, matching the
+    webhook's (base64) SHA-256."""
+    from connectors.meta import webhooks as W
+    from connectors.meta.messages import FlowMessage
+    from tests.integration.test_sandbox_webhooks import Receiver
+
+    c = meta_sandbox.control
+    receiver = Receiver(meta_sandbox.app_secret).start()
+    try:
+        c.set_webhook(receiver.url)
+        c.inbound(meta_sandbox.number_id, USER, "hi")
+        sent = await graph.send_message(meta_sandbox.number_id, FlowMessage(
+            to=USER, body="Rate your delivery", flow_cta="Rate", flow_id="1186439012755531",
+            flow_token="order-77-survey", screen="RATE"), token=meta_sandbox.token)
+        answer = {"interactive": {"type": "nfm_reply", "nfm_reply": {
+            "name": "flow", "body": "Sent", "response_json": json.dumps({"flow_token": "order-77-survey", "rating": "5"})}}}
+        c.inbound(meta_sandbox.number_id, USER, type="interactive", text=None, message=answer, context_id=sent.wamid)
+        photo = b"\xff\xd8\xff\xe0" + os.urandom(3000)
+        c.inbound_media(meta_sandbox.number_id, USER, "image", "image/jpeg", photo, caption="the dent")
+        c.wait_webhooks_idle()
+        items = [item for post in receiver.posts for item in W.iter_messages(W.parse_webhook(json.dumps(post)))]
+    finally:
+        receiver.stop()
+    [flow] = [i.message for i in items if isinstance(i.message, W.InteractiveMessage)]
+    assert flow.interactive.nfm_reply.flow_token == "order-77-survey" and flow.context.id == sent.wamid
+    assert flow.interactive.nfm_reply.response == {"flow_token": "order-77-survey", "rating": "5"}
+    [image] = [i.message for i in items if isinstance(i.message, W.MediaMessage)]
+    assert image.media.caption == "the dent" and image.media.mime_type == "image/jpeg"
+    assert base64.b64decode(image.media.sha256) == hashlib.sha256(photo).digest()
+    info = await graph.media_info(image.media.id, token=meta_sandbox.token, phone_number_id=meta_sandbox.number_id)
+    assert await graph.download_media(info, token=meta_sandbox.token) == photo

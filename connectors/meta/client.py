@@ -656,7 +656,7 @@ class GraphClient:
             raise ValueError("media URL host is not Meta's: the token is not sent there")
         if info.file_size is not None and info.file_size > max_bytes:
             raise MediaTooLarge(f"media of {info.file_size} bytes exceeds the limit of {max_bytes} bytes")
-        body = await self._call("GET", "", "GET <media url>", token=token, url=info.url, raw=True, timeout=timeout)
+        body = await self._call("GET", "", "<media url>", token=token, url=info.url, raw=True, timeout=timeout)
         endpoint = "GET <media url>"
         if len(body) > max_bytes:
             raise MediaTooLarge(f"media of {len(body)} bytes exceeds the limit of {max_bytes} bytes")

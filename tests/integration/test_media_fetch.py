@@ -262,3 +262,34 @@ def test_the_service_says_ready_and_stops_cleanly_on_sigterm(tmp_path, kafka, to
             proc.wait(10)
     bad = _run({**env, "WAPIPE_MEDIA_URL": "ftp://nowhere/x"}, "fetch", "--once")
     assert bad.returncode == 1 and "use a folder path" in bad.stderr
+
+
+def test_upload_cli_is_scoped_to_the_tenant_s_numbers(tmp_path, kafka, topics, meta_sandbox, unique):
+    sb = meta_sandbox
+    s = make_settings(tmp_path / "state", kafka_bootstrap_servers=kafka, kek=SecretStr(KEK), subject_pepper=SecretStr(PEPPER))
+    kek = load_kek(s)
+    ta, tb = f"ua{unique}", f"ub{unique}"
+    p = make_producer(kafka)
+    publish_tenant(p, Tenant(tenant_id=ta, status=TenantStatus.ACTIVE, waba_id=sb.waba_id,
+                             numbers=(PhoneNumber(phone_number_id=sb.number_id),)).with_token(kek, sb.token))
+    publish_tenant(p, Tenant(tenant_id=tb, status=TenantStatus.ACTIVE, waba_id=sb.waba_id,
+                             numbers=(PhoneNumber(phone_number_id=sb.number_ids[1]),)))  # no token
+    assert p.flush(30) == 0
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(tmp_path / "state"),
+           "WAPIPE_KEK": KEK, "WAPIPE_SUBJECT_PEPPER": PEPPER, "WAPIPE_META_GRAPH_URL": sb.url}
+    pdf = tmp_path / "invoice.pdf"
+    pdf.write_bytes(b"%PDF-1.7\n" + os.urandom(5000))
+    ok = _run(env, "upload", "--tenant", ta, "--number", sb.number_id, str(pdf))
+    assert ok.returncode == 0, ok.stderr
+    media_id = ok.stdout.strip()
+    stored = sb.sandbox.media.media[media_id]
+    assert stored.content == pdf.read_bytes() and stored.mime_type == "application/pdf"
+    other = _run(env, "upload", "--tenant", ta, "--number", sb.number_ids[1], str(pdf))
+    assert other.returncode == 1 and "does not belong to tenant" in other.stderr
+    no_token = _run(env, "upload", "--tenant", tb, "--number", sb.number_ids[1], str(pdf))
+    assert no_token.returncode == 1 and "has no token" in no_token.stderr
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x89PNG" + bytes(5 * 1024 * 1024))
+    too_big = _run(env, "upload", "--tenant", ta, "--number", sb.number_id, str(big))
+    assert too_big.returncode == 1 and "exceeds Meta's limit" in too_big.stderr
+    assert len(sb.sandbox.media.media) == 1  # nothing but the one good upload reached Meta

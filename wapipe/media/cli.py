@@ -134,3 +134,50 @@ def get_command(
             _fail(str(exc), 4)
     out.write_bytes(f.content)
     sys.stdout.write(f"{out} {len(f.content)} bytes {f.mime_type or ''} sha256={f.sha256}\n")
+
+
+@app.command("upload")
+def upload_command(
+    tenant: str = typer.Option(..., help="the tenant whose number uploads it"),
+    number: str = typer.Option(..., "--number", help="the tenant's phone_number_id"),
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="the file to upload"),
+    mime_type: str = typer.Option(None, "--type", help="MIME type (default: guessed from the file name)"),
+) -> None:
+    """Upload a file to Meta for sending (the ERP never calls Meta itself): prints the media id
+    (valid 30 days) to put in an image/video/audio/document/sticker message's `id`."""
+    import mimetypes
+
+    from connectors.meta.client import GraphClient, MediaTooLarge
+    from connectors.meta.errors import MetaError
+    from wapipe.config import Settings
+    from wapipe.privacy.kek import load_kek
+    from wapipe.tenants.registry import TenantRegistry
+
+    settings = Settings()
+    bootstrap = _bootstrap(settings)
+    mime = mime_type or mimetypes.guess_type(file.name)[0]
+    if not mime:
+        _fail(f"cannot tell the MIME type of {file.name}: give --type")
+    with TenantRegistry(settings, bootstrap) as registry:
+        registry.wait_ready(60)
+        t = registry.tenant(tenant)
+    if t is None:
+        _fail(f"unknown tenant {tenant}")
+    if t.number(number) is None:  # a caller's identifiers are looked up within its tenant only
+        _fail(f"phone number {number} does not belong to tenant {tenant}")
+    try:
+        token = t.open_token(load_kek(settings))
+    except LookupError as exc:
+        _fail(str(exc))
+
+    async def go() -> str:
+        async with GraphClient.from_settings(settings) as graph:
+            return await graph.upload_media(number, file.read_bytes(), mime_type=mime, token=token, filename=file.name)
+
+    try:
+        media_id = asyncio.run(go())
+    except (MediaTooLarge, ValueError) as exc:
+        _fail(str(exc))
+    except MetaError as exc:
+        _fail(f"Meta refused the upload: {exc}")
+    typer.echo(media_id)

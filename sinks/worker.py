@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from sinks.passthrough import PassThrough
 from sinks.rows import CONVERTERS, SINK_TOPICS, Converter, Retention, Unconvertible, convert, insert_settings
@@ -116,6 +116,7 @@ class SinkStats:
     dead: int = 0
     batches: int = 0
     insert_failures: int = 0
+    commit_failures: int = 0
     commits: int = 0
     last_flush_at: float = 0.0
 
@@ -155,10 +156,13 @@ class SinkWorker:
         self._held: list = []
         self._halted = False
         self._inflight: tuple | None = None
+        self._uncommitted: dict[tuple[str, int], int] = {}  # offsets written to ClickHouse, commit pending
+        self._written: dict[tuple[str, int], int] = {}  # per partition: the offset our writes reached
+        self._commit_failing_since: float | None = None
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
-        self.consumer.subscribe(list(self.topics), on_revoke=self._on_revoke)
+        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         if ready is not None:
             ready()
         try:
@@ -318,9 +322,7 @@ class SinkWorker:
         return True
 
     def _committed(self, b: Batch) -> None:
-        if b.offsets:
-            self.consumer.commit(offsets=b.commit_offsets(), asynchronous=False)
-            self.stats.commits += 1
+        self._commit(b)
         self._resume()
         self.stats.batches += 1
         self.stats.rows += sum(len(r) for r in b.rows.values()) + sum(len(f) for f in b.fast.values())
@@ -350,9 +352,7 @@ class SinkWorker:
                 if not self._wait(delay, stop):
                     log.warning("sink.stopped_before_flush", rows=sum(map(len, b.rows.values())))
                     return False
-        if b.offsets:
-            self.consumer.commit(offsets=b.commit_offsets(), asynchronous=False)
-            self.stats.commits += 1
+        self._commit(b)
         self._resume()
         self.stats.batches += 1
         self.stats.rows += sum(len(r) for r in b.rows.values()) + sum(len(f) for f in b.fast.values())
@@ -365,6 +365,33 @@ class SinkWorker:
             self._add(m)
         self._erasure()
         return True
+
+    def _commit(self, b: Batch) -> None:
+        """Commit the batch's offsets, with any an earlier commit could not. A commit the broker does
+        not take (its coordinator moving, the broker away, a rebalance under way) never stops the
+        sink: the rows are in ClickHouse, so their offsets wait for the next commit, which covers
+        them. Should a partition move meanwhile, its new owner writes those rows again and
+        ClickHouse absorbs them (insert dedup tokens, ReplacingMergeTree keys)."""
+        for tp in b.commit_offsets():
+            key = (tp.topic, tp.partition)
+            self._uncommitted[key] = max(tp.offset, self._uncommitted.get(key, -1))
+            self._written[key] = max(tp.offset, self._written.get(key, -1))
+        if not self._uncommitted:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self._uncommitted.items())]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            self.stats.commit_failures += 1
+            if self._commit_failing_since is None:  # once per episode
+                self._commit_failing_since = time.monotonic()
+                log.warning("sink.commit_deferred", partitions=len(offsets), error=str(exc)[:300])
+            return
+        self._uncommitted.clear()
+        self.stats.commits += 1
+        if self._commit_failing_since is not None:
+            log.info("sink.commit_recovered", after_s=round(time.monotonic() - self._commit_failing_since, 1))
+            self._commit_failing_since = None
 
     def _insert(self, b: Batch) -> None:
         for table, items in list(b.fast.items()):
@@ -477,6 +504,27 @@ class SinkWorker:
         except Exception as exc:  # erasure retries on its own schedule; the sink keeps loading
             log.warning("sink.erasure_failed", error=f"{type(exc).__name__}: {exc}")
 
+    def _on_assign(self, consumer, partitions) -> None:
+        """A partition that comes back to this sink after its commit could not be made (a broker
+        outage long enough to cost the group its membership) starts where this sink's writes to
+        ClickHouse reached, not at the older commit: those rows are not inserted again. Records
+        before that offset were written by this process, so starting there loses nothing."""
+        ours = [TopicPartition(tp.topic, tp.partition) for tp in partitions if (tp.topic, tp.partition) in self._written]
+        if ours:
+            try:
+                committed = {(c.topic, c.partition): c.offset for c in consumer.committed(ours, timeout=10)}
+            except KafkaException:
+                committed = {}
+            for tp in partitions:
+                key = (tp.topic, tp.partition)
+                mine = self._written.get(key)
+                if mine is not None and mine > committed.get(key, -1):
+                    tp.offset = mine
+                    self._uncommitted[key] = mine  # committed with the next batch, even an empty one
+                    log.info("sink.resume_after_own_writes", topic=tp.topic, partition=tp.partition, offset=mine,
+                             committed=committed.get(key))
+        consumer.assign(partitions)
+
     def _on_revoke(self, consumer, partitions) -> None:
         if (self.batch.count or self._inflight is not None) and not self._halted:
             try:
@@ -485,3 +533,7 @@ class SinkWorker:
             except Exception as exc:  # the new owner replays it; ReplacingMergeTree keys absorb it
                 log.warning("sink.flush_on_revoke_failed", error=str(exc))
                 self.batch = Batch()
+        # Offsets of partitions no longer ours are never committed later (the new owner reads on
+        # from the group's last commit; what it writes again, ClickHouse absorbs).
+        for tp in partitions:
+            self._uncommitted.pop((tp.topic, tp.partition), None)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
+import threading
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -29,3 +31,22 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return True
+
+
+def exit_by(seconds: float, reason: str) -> threading.Timer:
+    """Leave the process at the latest ``seconds`` from now (exit code 0, a stop that was asked
+    for): a daemon timer that ends the process if a clean shutdown is still under way then — a
+    broker that is gone can hold a Kafka client's close for a minute. Whatever was not committed
+    by then is read again after the restart, as after a crash, which every consumer here survives."""
+
+    def expire() -> None:
+        from wapipe.log import get_logger
+
+        get_logger(__name__).warning("shutdown.deadline_passed", seconds=seconds, reason=reason)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer

@@ -91,7 +91,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ACCOUNT_EVENTS, "WABA id", "AccountEvent"),
     TopicSpec(AUDIT, "tenant_id", "AuditEvent"),
     TopicSpec(SINK_DEAD, "source topic", "DeadLetter"),
-    TopicSpec(CAMPAIGN_CONTROL, "campaign_id", "CampaignControl", cleanup="compact", partitions=1),
+    TopicSpec(CAMPAIGN_CONTROL, "tenant_id/campaign_id", "CampaignControl", cleanup="compact", partitions=1),
     TopicSpec(SUBJECT_KEYS, "subject_id/key_id", "SubjectKey", cleanup="compact"),
     TopicSpec(TENANTS, "tenant_id", "TenantSettings", cleanup="compact", partitions=1),
     TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),

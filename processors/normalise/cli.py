@@ -22,11 +22,10 @@ def normalise_command(
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.tenants.registry import TenantRegistry
+    from wapipe.faust_worker import Worker
     from wapipe.group_start import start_at_end
     from wapipe.probe import beat_every_second, serving_probe
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
-
-    import faust
 
     settings = Settings()
     try:
@@ -74,7 +73,7 @@ def normalise_command(
         quiet_libraries()
         app = build_app(settings, bootstrap, normaliser, on_ready=ready)
         beat_every_second(app, probe)
-        worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
+        worker = Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False,
                               stdout=sys.stderr)  # stdout carries only the READY line
         worker.execute_from_commandline()
     finally:

@@ -452,7 +452,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
 
 def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING") -> None:
     """Run the worker in this process until SIGTERM/SIGINT."""
-    from faust.worker import Worker
+    from wapipe.faust_worker import Worker
 
     from wapipe.log import quiet_libraries
     from wapipe.probe import beat_every_second, serving_probe

@@ -43,36 +43,40 @@ def _control(campaign_id: str, state: str, tenant: str) -> None:
     except (RuntimeError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    console.print(f"campaign {campaign_id}: {state}")
+    console.print(f"campaign {campaign_id} of tenant {tenant}: {state}")
+
+
+TENANT = typer.Option(..., "--tenant", help="the tenant whose campaign it is (campaigns are per tenant)")
 
 
 @campaign_app.command("pause")
-def pause(campaign_id: str = typer.Argument(...), tenant: str = typer.Option("", help="tenant id (for the audit)")) -> None:
+def pause(campaign_id: str = typer.Argument(...), tenant: str = TENANT) -> None:
     """Hold the campaign's remaining commands (within a second); resume continues them."""
     _control(campaign_id, "PAUSED", tenant)
 
 
 @campaign_app.command("resume")
-def resume(campaign_id: str = typer.Argument(...), tenant: str = typer.Option("")) -> None:
+def resume(campaign_id: str = typer.Argument(...), tenant: str = TENANT) -> None:
     """Continue a paused campaign."""
     _control(campaign_id, "RUNNING", tenant)
 
 
 @campaign_app.command("stop")
-def stop(campaign_id: str = typer.Argument(...), tenant: str = typer.Option("")) -> None:
+def stop(campaign_id: str = typer.Argument(...), tenant: str = TENANT) -> None:
     """Stop for good: the remaining commands get CANCELLED results."""
     _control(campaign_id, "STOPPED", tenant)
 
 
 @campaign_app.command("progress")
-def progress_cmd(campaign_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Queued, sent, failed, remaining (read from the topics)."""
+def progress_cmd(campaign_id: str = typer.Argument(...), tenant: str = TENANT,
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Queued, sent, failed, remaining (read from the topics) of the tenant's campaign."""
     from processors.send.campaigns import progress
 
     s = Settings()
-    p = progress(_bootstrap(s), campaign_id)
+    p = progress(_bootstrap(s), campaign_id, tenant_id=tenant)
     if as_json:
         console.print_json(json.dumps(p.as_dict()))
     else:
-        console.print(f"campaign {p.campaign_id} ({p.state}): queued {p.queued}, sent {p.sent}, failed {p.failed}, "
-                      f"unknown {p.unknown}, cancelled {p.cancelled}, remaining {p.remaining}")
+        console.print(f"campaign {p.campaign_id} of tenant {p.tenant_id} ({p.state}): queued {p.queued}, sent {p.sent}, "
+                      f"failed {p.failed}, unknown {p.unknown}, cancelled {p.cancelled}, remaining {p.remaining}")

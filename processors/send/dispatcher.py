@@ -221,7 +221,10 @@ class Dispatcher:
     # --- the per-number loop ---------------------------------------------------------------
     async def _run_number(self, pnid: str) -> None:
         q, pacer, pairs, wake = self.queues[pnid], self.pacers[pnid], self.pairs[pnid], self._wake[pnid]
-        paused = self.campaigns.paused
+        # A number is one tenant's (q.tenant): its campaign queues are that tenant's campaigns.
+        def paused(campaign_id: str) -> bool:
+            return self.campaigns.paused(q.tenant, campaign_id)
+
         last_refresh = 0.0
         while not self._closing:
             try:
@@ -285,14 +288,14 @@ class Dispatcher:
         task.add_done_callback(done)
 
     async def _cancel_stopped(self, q: NumberQueue) -> None:
-        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.campaign))
+        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.cmd["tenant_id"], j.campaign))
         for job in stopped:
             await self._finish(job, R.Outcome.CANCELLED, attempts=job.attempt, reason="campaign stopped")
 
     def _precheck(self, job: Job) -> tuple | None:
         """Decisions that need no Graph call: (outcome, reason) or ("defer", seconds)."""
         cmd = job.cmd
-        if self.campaigns.stopped(job.campaign or None):
+        if self.campaigns.stopped(cmd["tenant_id"], job.campaign or None):
             return (R.Outcome.CANCELLED, "campaign stopped")
         now_ms = int(time.time() * 1000)
         refusal = validate(cmd, self.registry, now_ms=now_ms, last_inbound=self.windows.last_inbound,

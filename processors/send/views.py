@@ -3,7 +3,7 @@ all partitions of a topic without a consumer group:
 
 * ``ServiceWindows`` — last inbound message per (phone_number_id, subject_id) from
   ``wa.inbound.messages`` (the 24 h customer-service window), read from 24 h back.
-* ``CampaignStates`` — the latest ``CampaignControl`` per campaign (compacted topic, from the
+* ``CampaignStates`` — the latest ``CampaignControl`` per (tenant, campaign) (compacted topic, from the
   beginning); the dispatcher polls it, so a pause or stop takes effect within a second.
 """
 
@@ -130,19 +130,25 @@ class ServiceWindows:
 
 
 class CampaignStates:
+    """State per (tenant, campaign): tenant A's ``stop promo`` never stops tenant B's ``promo``."""
+
     def __init__(self) -> None:
-        self._state: dict[str, str] = {}
+        self._state: dict[tuple[str, str], str] = {}
 
     def apply(self, control: dict) -> None:
-        self._state[control["campaign_id"]] = control["state"]
+        tenant = control.get("tenant_id") or ""
+        if not tenant:  # written before campaigns were keyed by tenant: it names no tenant's campaign
+            logger.warning("campaign_control.no_tenant_ignored", campaign_id=control.get("campaign_id"))
+            return
+        self._state[(tenant, control["campaign_id"])] = control["state"]
 
-    def state(self, campaign_id: str | None) -> str:
+    def state(self, tenant_id: str, campaign_id: str | None) -> str:
         if not campaign_id:
             return "RUNNING"
-        return self._state.get(campaign_id, "RUNNING")
+        return self._state.get((tenant_id, campaign_id), "RUNNING")
 
-    def paused(self, campaign_id: str) -> bool:
-        return self.state(campaign_id) == "PAUSED"
+    def paused(self, tenant_id: str, campaign_id: str) -> bool:
+        return self.state(tenant_id, campaign_id) == "PAUSED"
 
-    def stopped(self, campaign_id: str | None) -> bool:
-        return self.state(campaign_id) == "STOPPED"
+    def stopped(self, tenant_id: str, campaign_id: str | None) -> bool:
+        return self.state(tenant_id, campaign_id) == "STOPPED"

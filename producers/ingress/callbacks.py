@@ -65,7 +65,10 @@ class MetaCallbacks:
         while rec is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             rec = self._view.get(code)
-        if rec is None:
+        if rec is None or rec.get("tenant_id"):
+            # A tenant's request (API/CLI) is the tenant's to look up (privacy API, scoped by its key):
+            # this public page answers only the requests Meta's callbacks made, and a tenant's code
+            # is answered like an unknown one (docs/security.md, "Tenant isolation").
             return JSONResponse({"error": "unknown confirmation code"}, status_code=404)
         doc = {
             "confirmation_code": rec["confirmation_code"],

@@ -310,6 +310,20 @@ def test_unknown_confirmation_code_is_404(http):
     assert http.get("/meta/deletion-status/NOSUCHCODE").status_code == 404
 
 
+def test_a_tenants_request_code_is_not_served_by_the_public_page(http, topics, unique):
+    """Only requests made by Meta's callbacks are public by code; a tenant's is answered like an
+    unknown code (the tenant reads it on the privacy API, with its key)."""
+    from wapipe.privacy.records import Publisher, new_request
+
+    req = new_request("ERASURE", source="api", tenant_id=f"t-{unique}", subject_id=f"s{unique}")
+    Publisher(producer(topics), serde).request(req)
+    meta = http.post("/meta/data-deletion", data={"signed_request": _signed()}).json()["confirmation_code"]
+    assert wait_until(lambda: http.get(f"/meta/deletion-status/{meta}").status_code == 200, 15)
+    assert _privacy_requests(topics, req["confirmation_code"])  # on the topic the page follows
+    got, none = (http.get(f"/meta/deletion-status/{c}") for c in (req["confirmation_code"], "NOSUCHCODE"))
+    assert (got.status_code, got.json()) == (none.status_code, none.json()) == (404, none.json())
+
+
 # --- health --------------------------------------------------------------------------------
 def test_health_and_readiness(http):
     assert http.get("/healthz").json() == {"status": "live"}

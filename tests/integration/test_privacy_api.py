@@ -49,9 +49,13 @@ def test_keys_scope_and_requests(api):
     assert got.status_code == 200 and got.json()["kind"] == "RESTRICTION"
     # the other tenant cannot see it even with the operator key on its own path
     assert client.get(f"/privacy/{u}/requests/{code}", headers={"X-API-Key": f"op-key-{unique}"}).status_code == 404
-    op = client.post(f"/privacy/{t}/requests", json={"kind": "erasure", "subject_id": "abc"},
+    op = client.post(f"/privacy/{t}/requests", json={"kind": "erasure", "wa_id": "+1 555 010 0042"},
                      headers={"X-API-Key": f"op-key-{unique}"})
     assert op.status_code == 202 and op.json()["kind"] == "ERASURE"
+    # a subject id nobody holds is a 404, for the operator too (cross-tenant ids: test_tenant_isolation.py)
+    op = client.post(f"/privacy/{t}/requests", json={"kind": "erasure", "subject_id": "abc"},
+                     headers={"X-API-Key": f"op-key-{unique}"})
+    assert op.status_code == 404
 
 
 def test_bad_input_gets_a_clear_400(api):

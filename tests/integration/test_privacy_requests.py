@@ -60,7 +60,8 @@ def test_restriction_reaches_another_process_and_can_be_lifted(settings, topics,
         eventually(lambda: reg.is_restricted(sid))
         assert reg.is_restricted(tenant, sid) and not reg.is_restricted(other)
         processor.tick()
-        eventually(lambda: (processor.tick() or True) and svc.status(rec["confirmation_code"])["status"] == "COMPLETED")
+        eventually(lambda: (processor.tick() or True)
+                   and svc.status(rec["confirmation_code"], tenant_id=tenant)["status"] == "COMPLETED")
         svc.submit("UNRESTRICTION", tenant_id=tenant, subject=sid)
         eventually(lambda: not reg.is_restricted(sid))
         # A restriction of the same number in another tenant is another subject.
@@ -133,7 +134,9 @@ def test_cli_erase_prints_a_unique_confirmation_code_and_status_finds_it(setting
         codes.add(out["confirmation_code"])
     assert len(codes) == 2
     code = codes.pop()
-    r = cli(settings, "status", code)
+    r = cli(settings, "status", code, "--tenant", f"t-{unique}")
     assert r.returncode == 0 and json.loads(r.stdout)["confirmation_code"] == code
+    r = cli(settings, "status", code, "--tenant", f"other-{unique}")  # another tenant's code: as if unknown
+    assert r.returncode == 1 and "no request" in r.stderr and code not in r.stdout
     r = cli(settings, "erase", "--tenant", f"t-{unique}")
     assert r.returncode == 1 and "wa_id" in r.stderr

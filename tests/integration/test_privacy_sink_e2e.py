@@ -18,6 +18,8 @@ import pytest
 from sinks.reader import open_reader
 from wapipe.avro import AvroSerde
 from wapipe.kafka import producer
+from wapipe.privacy.kek import load_kek
+from wapipe.privacy.keyring import KeyRing
 from wapipe.testing import make_settings
 from wapipe.topics import (INBOUND_MESSAGES, SEND_REQUESTED, STATUS_EVENTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
                            admin_client, apply_topics, spec)
@@ -63,8 +65,11 @@ def test_erasure_through_the_running_sink(topics, tmp_path, unique):
     tenant = f"t-{unique}"
     subjects = {"A": f"a{unique}", "B": f"b{unique}"}
     p = producer(topics)
+    # Real data keys of the tenant: `privacy erase --subject` accepts only a subject the tenant owns.
+    with KeyRing(settings, topics, load_kek(settings)) as ring:
+        sealed_for = {s: ring.seal(tenant, s, {"to": "x"}) for s in subjects.values()}
     for s in subjects.values():
-        sealed = {"key_id": f"{s}/k1", "nonce": b"n" * 12, "ciphertext": b"\x01\x02"}
+        sealed = sealed_for[s]
         for topic, name, rec in (
             (STATUS_EVENTS, "StatusEvent", {"event_id": f"e-{s}", "tenant_id": tenant, "waba_id": "w", "phone_number_id": "p",
                                             "wamid": f"wamid.{s}", "status": "delivered", "timestamp": now,

@@ -596,9 +596,9 @@ def test_campaign_pause_resume_stop_and_progress(send_world):
     assert {final[f"a-{i}"]["outcome"] for i in range(300)} == {"ACCEPTED"}
     outcomes_b = Counter(final[f"b-{i}"]["outcome"] for i in range(300))
     assert set(outcomes_b) <= {"ACCEPTED", "CANCELLED"} and outcomes_b["CANCELLED"] > 0
-    pa = progress(w.bootstrap, f"A{w.tenant_id}")
+    pa = progress(w.bootstrap, f"A{w.tenant_id}", tenant_id=w.tenant_id)
     assert (pa.queued, pa.sent, pa.failed, pa.remaining, pa.state) == (300, 300, 0, 0, "RUNNING")
-    pb = progress(w.bootstrap, f"B{w.tenant_id}")
+    pb = progress(w.bootstrap, f"B{w.tenant_id}", tenant_id=w.tenant_id)
     assert (pb.queued, pb.sent, pb.cancelled, pb.remaining, pb.state) == (300, outcomes_b["ACCEPTED"],
                                                                             outcomes_b["CANCELLED"], 0, "STOPPED")
     assert sum(1 for k in w.sent_by_key() if "/b-" in k) == outcomes_b["ACCEPTED"]

@@ -10,6 +10,8 @@ Every route is per tenant and needs that tenant's API key or the operator key
 * ``GET  /privacy/{tenant}/export?wa_id=...`` (or ``subject_id=``) -> everything held, as JSON
 
 Every request is an AuditEvent with the caller as actor. Bad input is a 400 with the reason.
+Every lookup is the path tenant's: a subject id, number or confirmation code that is not the
+tenant's is a 404, exactly as if it did not exist (docs/security.md, "Tenant isolation").
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from starlette.routing import Route
 
 from wapipe.config import Settings
 from wapipe.log import get_logger
-from wapipe.privacy.export import export_subject, jsonable
-from wapipe.privacy.records import audit_event, now_ms
+from wapipe.privacy.errors import UnknownSubject
+from wapipe.privacy.export import jsonable
 from wapipe.privacy.service import PrivacyService
 
 log = get_logger(__name__)
@@ -81,6 +83,17 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
             msg = "; ".join(e["msg"] for e in exc.errors()) if isinstance(exc, ValidationError) else "body is not JSON"
             return JSONResponse({"error": msg}, status_code=400)
 
+    async def _scoped(status: int, fn, /, *args, render=_status_doc, **kw) -> JSONResponse:
+        """Run a service call for the path's tenant: a subject that is not the tenant's is a 404,
+        exactly like one that does not exist; a number without digits is a 400."""
+        try:
+            out = await asyncio.to_thread(fn, *args, **kw)
+        except UnknownSubject:
+            return JSONResponse({"error": "no such subject for this tenant"}, status_code=404)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(render(out), status_code=status)
+
     async def submit(request: Request):
         who = await _auth(request)
         if isinstance(who, JSONResponse):
@@ -88,9 +101,8 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         body = await _body(request, RequestIn)
         if isinstance(body, JSONResponse):
             return body
-        rec = await asyncio.to_thread(service.submit, API_KINDS[body.kind.lower()], tenant_id=request.path_params["tenant"],
-                                      wa_id=body.wa_id, subject=body.subject_id, source="api", actor=who.actor)
-        return JSONResponse(_status_doc(rec), status_code=202)
+        return await _scoped(202, service.submit, API_KINDS[body.kind.lower()], tenant_id=request.path_params["tenant"],
+                             wa_id=body.wa_id, subject=body.subject_id, source="api", actor=who.actor)
 
     async def correct(request: Request):
         who = await _auth(request)
@@ -99,17 +111,15 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         body = await _body(request, CorrectionIn)
         if isinstance(body, JSONResponse):
             return body
-        rec = await asyncio.to_thread(service.correct, tenant_id=request.path_params["tenant"], field=body.field,
-                                      value=body.value, wa_id=body.wa_id, subject=body.subject_id, source="api",
-                                      actor=who.actor)
-        return JSONResponse(_status_doc(rec), status_code=202)
+        return await _scoped(202, service.correct, tenant_id=request.path_params["tenant"], field=body.field,
+                             value=body.value, wa_id=body.wa_id, subject=body.subject_id, source="api", actor=who.actor)
 
     async def status(request: Request):
         who = await _auth(request)
         if isinstance(who, JSONResponse):
             return who
-        rec = service.status(request.path_params["code"])
-        if rec is None or rec.get("tenant_id") != request.path_params["tenant"]:
+        rec = service.status(request.path_params["code"], tenant_id=request.path_params["tenant"])
+        if rec is None:
             return JSONResponse({"error": "no such request for this tenant"}, status_code=404)
         return JSONResponse(_status_doc(rec))
 
@@ -123,19 +133,13 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         except ValidationError as exc:
             return JSONResponse({"error": "; ".join(e["msg"] for e in exc.errors())}, status_code=400)
 
-        def run() -> dict:
-            rec = service.submit("ACCESS", tenant_id=tenant, wa_id=ref.wa_id, subject=ref.subject_id, source="api",
-                                 actor=who.actor)
-            reader = reader_factory() if reader_factory else None
-            doc = export_subject(bootstrap=service.bootstrap, serde=service.serde, keyring=service.keyring,
-                                 registry=service.registry, subject_id=rec["subject_id"], wa_id=ref.wa_id, reader=reader)
-            service.pub.request({**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()})
-            service.pub.audit(audit_event("privacy.access.completed", actor=who.actor, tenant_id=tenant,
-                                          subject_id=rec["subject_id"], target=rec["request_id"]))
-            doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
-            return doc
+        def owns_number(phone_number_id: str) -> bool:
+            t = tenants.tenant_for_number(phone_number_id)
+            return t is not None and t.tenant_id == tenant
 
-        return JSONResponse(await asyncio.to_thread(run))
+        return await _scoped(200, service.export, tenant_id=tenant, owns_number=owns_number, wa_id=ref.wa_id,
+                             subject=ref.subject_id, reader_factory=reader_factory, source="api", actor=who.actor,
+                             render=lambda doc: doc)
 
     return Starlette(routes=[
         Route("/privacy/{tenant}/requests", submit, methods=["POST"]),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from wapipe.privacy.errors import UnknownSubject
+
 app = typer.Typer(no_args_is_help=True, help="Privacy: erasure, access/export, correction, restriction (docs/privacy.md).")
 
 TENANT = typer.Option(..., "--tenant", help="tenant id")
@@ -47,7 +49,7 @@ def _submit(kind: str, tenant: str, wa_id: str | None, subject: str | None, wait
     try:
         try:
             rec = svc.submit(kind, tenant_id=tenant, wa_id=wa_id, subject=subject)
-        except ValueError as exc:
+        except (ValueError, UnknownSubject) as exc:
             _fail(str(exc))
         if wait > 0:
             rec = svc.wait(rec["request_id"], wait) or rec
@@ -83,20 +85,24 @@ def correct(tenant: str = TENANT, field: str = typer.Option(..., help="e.g. prof
     try:
         try:
             _show(svc.correct(tenant_id=tenant, field=field, value=value, wa_id=wa_id, subject=subject))
-        except ValueError as exc:
+        except (ValueError, UnknownSubject) as exc:
             _fail(str(exc))
     finally:
         svc.close()
 
 
 @app.command("status")
-def status(code: str = typer.Argument(..., help="confirmation code or request id")) -> None:
-    """A request's status and steps."""
+def status(code: str = typer.Argument(..., help="confirmation code or request id"),
+           tenant: str = typer.Option(None, "--tenant", help="the tenant whose request it is"),
+           meta: bool = typer.Option(False, "--meta", help="a request from Meta's data-deletion callback (no tenant)")) -> None:
+    """A request's status and steps: only the given tenant's requests (or, with --meta, Meta's)."""
+    if bool(tenant) == meta:
+        _fail("give --tenant T (the tenant's request) or --meta (a request from Meta's callback)")
     svc = _service()
     try:
-        rec = svc.status(code)
+        rec = svc.status(code, tenant_id=tenant or None)
         if rec is None:
-            _fail(f"no request with code or id {code}")
+            _fail(f"no request with code or id {code}" + (f" for tenant {tenant}" if tenant else " from Meta"))
         _show(rec)
     finally:
         svc.close()
@@ -114,41 +120,41 @@ def subject_cmd(tenant: str = TENANT, wa_id: str = typer.Option(..., "--wa-id"))
 @app.command("export")
 def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
            out: Path = typer.Option(None, help="write the JSON here instead of stdout")) -> None:
-    """Everything held about a person (Kafka records opened, ClickHouse rows) as JSON; recorded as an ACCESS request."""
-    from wapipe.privacy.export import export_subject
-    from wapipe.privacy.records import audit_event
+    """Everything the tenant holds about a person (Kafka records opened, the person's own items of
+    raw webhooks, ClickHouse rows) as JSON; recorded as an ACCESS request."""
+    from wapipe.tenants.registry import TenantRegistry
 
-    svc = _service()
-    try:
-        try:
-            rec = svc.submit("ACCESS", tenant_id=tenant, wa_id=wa_id, subject=subject)
-        except ValueError as exc:
-            _fail(str(exc))
-        reader = None
+    def reader_factory():
         try:
             from sinks.reader import open_reader
 
-            reader = open_reader(svc.s)
+            return open_reader(svc.s)
         except Exception as exc:  # no ClickHouse reachable: say so in the export
             typer.echo(f"warning: ClickHouse not readable ({exc}); exporting Kafka only", err=True)
-        doc = export_subject(bootstrap=svc.bootstrap, serde=svc.serde, keyring=svc.keyring, registry=svc.registry,
-                             subject_id=rec["subject_id"], wa_id=wa_id, reader=reader)
-        doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
+            return None
+
+    svc = _service()
+    tenants = TenantRegistry(svc.s, svc.bootstrap).start()
+    try:
+        tenants.wait_ready(60)
+
+        def owns_number(phone_number_id: str) -> bool:
+            t = tenants.tenant_for_number(phone_number_id)
+            return t is not None and t.tenant_id == tenant
+
+        try:
+            doc = svc.export(tenant_id=tenant, owns_number=owns_number, wa_id=wa_id, subject=subject,
+                             reader_factory=reader_factory)
+        except (ValueError, UnknownSubject) as exc:
+            _fail(str(exc))
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
         if out:
             out.write_text(text)
             out.chmod(0o600)
         else:
             typer.echo(text)
-        from wapipe.privacy.records import now_ms
-
-        done = {**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()}
-        svc.pub.request(done)
-        svc.pub.audit(audit_event("privacy.access.completed", actor="operator:cli", tenant_id=tenant,
-                                  subject_id=rec["subject_id"], target=rec["request_id"],
-                                  details={"kafka_records": str(sum(len(v) for v in doc["kafka"].values())),
-                                           "clickhouse_rows": str(sum(len(v) for v in doc["clickhouse"].values()))}))
     finally:
+        tenants.close()
         svc.close()
 
 

@@ -3,7 +3,8 @@
     PrivacyError
     ├── SecretsNotConfigured   production mode without a configured KEK / pepper
     ├── UnsealError            a Sealed value that cannot be opened (tampered, wrong KEK, wrong AAD)
-    └── SubjectErased          the subject's data key is tombstoned or unknown: the data is gone
+    ├── SubjectErased          the subject's data key is tombstoned or unknown: the data is gone
+    └── UnknownSubject         a subject id the calling tenant does not own (answered as "not found")
 """
 
 from __future__ import annotations
@@ -26,3 +27,11 @@ class SubjectErased(PrivacyError):
         super().__init__(f"{key_id}: {reason}")
         self.key_id = key_id
         self.subject_id = key_id.split("/", 1)[0]
+
+
+class UnknownSubject(PrivacyError, LookupError):
+    """A subject id that is not the tenant's: answered exactly like one that does not exist (HTTP 404)."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"no such subject in tenant {tenant_id}")
+        self.tenant_id = tenant_id

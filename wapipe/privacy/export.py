@@ -1,22 +1,33 @@
-"""Access / export: everything held about one subject, as JSON-ready data.
+"""Access / export: everything one tenant holds about one of its subjects, as JSON-ready data.
 
-Kafka: every record of every topic (from the beginning) whose ``subject_id`` is the subject or
-that holds a Sealed field of the subject, with each Sealed field opened (or marked erased), and
-raw webhooks whose cleartext body holds the subject's number. ClickHouse: every row of every
-table with a ``subject_id`` column. Corrections on record are applied to what is shown.
+Everything is scoped to the tenant (docs/security.md, "Tenant isolation"):
+
+* Kafka: every record of every topic (from the beginning) whose ``tenant_id`` is the tenant and
+  whose ``subject_id`` is the subject or that holds a Sealed field of the subject; the subject's
+  Sealed fields are opened (or marked erased), anyone else's are not.
+* Raw webhooks (``wa.webhook.raw``, ``wa.webhook.dead``: Meta's bodies in clear, one body may
+  carry several people and businesses): never whole. Only the subject's own items — a message
+  *from* the subject, a status *to* the subject, the subject's contact entry — of changes on one
+  of the tenant's numbers, matched by pseudonym (``subject_of(wa_id) == subject_id``), never by
+  a substring of the body.
+* ClickHouse: every row of every table with a ``subject_id`` column, filtered by the tenant
+  (``tenant_id`` column) as well as the subject.
+
+Corrections on record are applied to what is shown.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+from collections.abc import Callable
 from typing import Any
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.privacy.errors import SubjectErased, UnsealError
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.privacy.subjects import digits
 from wapipe.privacy.topicscan import scan
 from wapipe.topics import SUBJECT_KEYS, TOPICS, WEBHOOK_DEAD, WEBHOOK_RAW
 
@@ -64,8 +75,57 @@ def apply_corrections(registry: PrivacyRegistry, keyring: KeyRing, subject_id: s
     return out
 
 
+RAW_ITEMS = (("messages", "from"), ("statuses", "recipient_id"), ("contacts", "wa_id"))
+
+
+def own_raw_items(body: bytes, *, subject_id: str, subject_of: Callable[[str], str],
+                  owns_number: Callable[[str], bool]) -> list[dict]:
+    """The subject's own items of one raw webhook body: messages from, statuses to, and the contact
+    entry of the subject, in changes on one of the tenant's numbers. Anything else in the body
+    (other people, other businesses) is left out; a body that is not a webhook gives nothing."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, TypeError):
+        return []
+    out: list[dict] = []
+    entries = doc.get("entry") if isinstance(doc, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else ():
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                continue
+            metadata = value.get("metadata")
+            pnid = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+            if not isinstance(pnid, str) or not owns_number(pnid):
+                continue
+            for kind, field in RAW_ITEMS:
+                items = value.get(kind)
+                for item in items if isinstance(items, list) else ():
+                    wa = item.get(field) if isinstance(item, dict) else None
+                    if isinstance(wa, str) and _is_subject(wa, subject_id, subject_of):
+                        out.append({"phone_number_id": pnid, "kind": kind, "item": item})
+    return out
+
+
+def _is_subject(wa_id: str, subject_id: str, subject_of: Callable[[str], str]) -> bool:
+    try:
+        return subject_of(wa_id) == subject_id
+    except ValueError:  # no digits: nobody's number
+        return False
+
+
+def _raw_body(topic: str, rec: dict) -> bytes | None:
+    body = rec.get("body") if topic == WEBHOOK_RAW else rec.get("value")
+    return bytes(body) if isinstance(body, (bytes, bytearray)) else None
+
+
 def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, registry: PrivacyRegistry,
-                   subject_id: str, wa_id: str | None = None, reader: Any = None) -> dict:
+                   tenant_id: str, subject_id: str, subject_of: Callable[[str], str],
+                   owns_number: Callable[[str], bool], reader: Any = None) -> dict:
+    """Everything ``tenant_id`` holds about ``subject_id`` (which the caller checked is the tenant's).
+    ``subject_of(wa_id)`` is the tenant's pseudonym of a number; ``owns_number(phone_number_id)``
+    whether a business number is the tenant's."""
     def open_sealed(sealed: dict) -> Any:
         if not sealed["key_id"].startswith(subject_id + "/"):
             return "<another subject's data, not shown>"
@@ -76,7 +136,6 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
         except UnsealError as exc:
             return f"<unreadable: {exc}>"
 
-    phone = digits(wa_id).encode() if wa_id else None
     kafka: dict[str, list] = {}
     for t in TOPICS:
         if t.name == SUBJECT_KEYS:
@@ -84,19 +143,20 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
         for m in scan(bootstrap, t.name):
             if not m.value():
                 continue
-            if t.name in (WEBHOOK_RAW, WEBHOOK_DEAD) and phone and phone in m.value():
-                try:
-                    rec = serde.decode(m.value(), t.value)
-                except SerdeError:
-                    continue
-                kafka.setdefault(t.name, []).append({"partition": m.partition(), "offset": m.offset(),
-                                                     "record": jsonable(rec, open_sealed)})
-                continue
             try:
                 rec = serde.decode(m.value(), t.value)
             except SerdeError:
                 continue
-            if _mentions(rec, subject_id):
+            if t.name in (WEBHOOK_RAW, WEBHOOK_DEAD):
+                body = _raw_body(t.name, rec)
+                items = own_raw_items(body, subject_id=subject_id, subject_of=subject_of,
+                                      owns_number=owns_number) if body else []
+                if items:
+                    kafka.setdefault(t.name, []).append({
+                        "partition": m.partition(), "offset": m.offset(),
+                        "received_at": jsonable(rec.get("received_at") or m.timestamp()[1], str), "items": items})
+                continue
+            if rec.get("tenant_id") == tenant_id and _mentions(rec, subject_id):
                 kafka.setdefault(t.name, []).append({"partition": m.partition(), "offset": m.offset(),
                                                      "record": jsonable(rec, open_sealed)})
     clickhouse: dict[str, list] = {}
@@ -109,11 +169,14 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
                 "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String}"
                 " AND type NOT LIKE 'AggregateFunction%' ORDER BY position", {"t": table})]
             sel = ", ".join(f"`{c}`" for c in cols)
-            rows = reader.query(f"SELECT {sel} FROM `{table}` WHERE subject_id = {{s:String}}", {"s": subject_id})
+            # The pseudonym is per tenant already; the tenant filter is the second lock on the door.
+            where = "subject_id = {s:String}" + (" AND tenant_id = {t:String}" if "tenant_id" in cols else "")
+            rows = reader.query(f"SELECT {sel} FROM `{table}` WHERE {where}", {"s": subject_id, "t": tenant_id})
             if rows:
                 clickhouse[table] = [jsonable(dict(zip(cols, r)), open_sealed) for r in rows]
     requests = [jsonable({k: v for k, v in r.items() if k != "details"}, open_sealed)
-                for r in registry.requests() if r.get("subject_id") == subject_id]
-    return {"subject_id": subject_id, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                for r in registry.requests() if r.get("subject_id") == subject_id and r.get("tenant_id") == tenant_id]
+    return {"tenant_id": tenant_id, "subject_id": subject_id,
+            "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "kafka": kafka, "clickhouse": clickhouse, "requests": requests,
-            "restricted": registry.is_restricted(subject_id)}
+            "restricted": registry.is_restricted(tenant_id, subject_id)}

@@ -69,6 +69,9 @@ class KeyRing:
         self._create_lock = threading.Lock()
         self._keys: dict[str, bytes] = {}  # topic key -> data key
         self._by_subject: dict[str, set[str]] = {}  # subject -> live topic keys
+        # subject -> the tenant(s) its keys were created for (SubjectKey.tenant_id). Kept after an
+        # erasure: which tenant a pseudonym belongs to is what scopes every lookup (tenants_of).
+        self._owners: dict[str, set[str]] = {}
         self._dead: set[str] = set()  # topic keys seen tombstoned
         self._pos: dict[int, int] = {}  # partition -> next offset the thread will read
         self._partitions: list[int] = []
@@ -201,6 +204,8 @@ class KeyRing:
         self._keys[key] = data_key
         self._dead.discard(key)
         self._by_subject.setdefault(subject, set()).add(key)
+        if rec.get("tenant_id"):
+            self._owners.setdefault(subject, set()).add(rec["tenant_id"])
         return None
 
     def _high_watermark(self, partition: int, deadline: float) -> int:
@@ -236,6 +241,17 @@ class KeyRing:
     def keys_of(self, subject_id: str) -> list[str]:
         with self._cond:
             return sorted(self._by_subject.get(subject_id, ()))
+
+    def tenants_of(self, subject_id: str) -> set[str]:
+        """The tenant(s) the subject's data keys were created for; empty when no key of the subject
+        was ever seen (reads the topic up to its current end before saying so)."""
+        with self._cond:
+            found = set(self._owners.get(subject_id, ()))
+        if not found:
+            self._catch_up(self._catch_up_timeout)
+            with self._cond:
+                found = set(self._owners.get(subject_id, ()))
+        return found
 
     def _live_key(self, subject_id: str) -> tuple[str, bytes] | None:
         with self._cond:
@@ -280,6 +296,7 @@ class KeyRing:
                 self._keys[key] = data_key
                 self._dead.discard(key)
                 self._by_subject.setdefault(subject_id, set()).add(key)
+                self._owners.setdefault(subject_id, set()).add(tenant_id)
             log.info("keyring.key_created", subject_id=subject_id, key_id=key)
             return key, data_key
 

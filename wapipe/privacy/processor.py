@@ -179,6 +179,11 @@ class PrivacyProcessor:
                         self._save(child)
                     return self._save(rec, status="COMPLETED", subjects=str(len(linked)))
                 return self._reject(rec, "no subject")
+            owners = self.keyring.tenants_of(rec["subject_id"])
+            if owners and rec.get("tenant_id") not in owners:
+                # Only a tenant's own subject is erased: a request naming another tenant's pseudonym
+                # (written before the API checked ownership, or by hand) changes nothing.
+                return self._reject(rec, "no such subject in this tenant")
             rec = self._save(rec, status="IN_PROGRESS")
         if steps.get("kafka_keys") != DONE:
             n = self.keyring.erase(rec["subject_id"])

@@ -18,6 +18,10 @@ KINDS = ("ERASURE", "ACCESS", "CORRECTION", "RESTRICTION", "UNRESTRICTION", "DIS
 FINAL = ("COMPLETED", "FAILED", "REJECTED")
 # The audit action the ClickHouse erasure (sinks/erasure.py) writes when a request's rows are gone.
 CLICKHOUSE_DONE = "privacy.erasure.clickhouse_deleted"
+# The detail a request carries when its subject was checked to be its tenant's when it was made
+# (PrivacyService.subject: "number" = derived from the person's number in this tenant, "owned" =
+# a subject id the tenant holds). Only such requests prove that a tenant owns a subject id.
+SUBJECT_CHECKED = "subject_checked"
 
 
 def now_ms() -> int:

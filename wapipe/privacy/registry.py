@@ -10,6 +10,8 @@ Answers what other processes must consult:
 * ``corrections(subject_id)`` — corrected personal fields (sealed with the subject's key, so an
   erasure shreds them too); readers overlay them on what they open (``export.apply_corrections``).
 * ``by_code(code)`` / ``get(request_id)`` — request status for the CLI and the API.
+* ``tenants_of(subject_id)`` — the tenants whose checked requests (``records.SUBJECT_CHECKED``)
+  named the subject: with ``KeyRing.tenants_of``, which subject ids a tenant may name.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.privacy.follow import TopicFollower
-from wapipe.privacy.records import ms
+from wapipe.privacy.records import SUBJECT_CHECKED, ms
 from wapipe.topics import PRIVACY_REQUESTS
 
 log = get_logger(__name__)
@@ -56,6 +58,7 @@ class PrivacyRegistry:
         self._erased: dict[str, int] = {}  # subject -> earliest erasure requested_at (ms)
         self._erased_done: dict[str, int] = {}  # the same, for erasures whose ClickHouse step is done
         self._corrections: dict[str, dict[str, tuple[int, dict]]] = {}  # subject -> field -> (at, Sealed)
+        self._owners: dict[str, set[str]] = {}  # subject -> tenants whose checked requests named it
         self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._apply, name="privacy-registry")
 
     def start(self) -> "PrivacyRegistry":
@@ -95,6 +98,8 @@ class PrivacyRegistry:
         with self._lock:
             self._requests[rec["request_id"]] = rec
             self._by_code[rec["confirmation_code"]] = rec["request_id"]
+            if subject and rec.get("tenant_id") and (rec.get("details") or {}).get(SUBJECT_CHECKED):
+                self._owners.setdefault(subject, set()).add(rec["tenant_id"])
             if not subject or status in ("REJECTED", "FAILED"):
                 return
             if kind in ("RESTRICTION", "UNRESTRICTION"):
@@ -122,6 +127,10 @@ class PrivacyRegistry:
         with self._lock:
             entry = self._restriction.get(ids[-1])
         return bool(entry and entry[1])
+
+    def tenants_of(self, subject_id: str) -> set[str]:
+        with self._lock:
+            return set(self._owners.get(subject_id, ()))
 
     def erased_at(self, subject_id: str) -> int | None:
         with self._lock:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.kafka import producer as make_producer
+from wapipe.privacy.errors import UnknownSubject
+from wapipe.privacy.export import export_subject
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
-from wapipe.privacy.records import FINAL, Publisher, audit_event, new_request
+from wapipe.privacy.records import FINAL, SUBJECT_CHECKED, Publisher, audit_event, new_request, now_ms
 from wapipe.privacy.registry import PrivacyRegistry, sealed_to_detail
 from wapipe.privacy.subjects import pepper_from, subject_id
 
@@ -45,16 +49,36 @@ class PrivacyService:
         self._producer.flush(10)
 
     def subject(self, tenant_id: str, wa_id: str | None = None, subject: str | None = None) -> str:
-        if subject:
-            return subject
-        if not wa_id:
+        """The tenant's subject for a number, or a subject id the tenant owns.
+
+        A number gives the tenant's own pseudonym (per tenant by construction: subjects.py). A subject
+        id is accepted only when its data keys were created for this tenant (``KeyRing.tenants_of``)
+        or one of the tenant's checked requests named it (``PrivacyRegistry.tenants_of``); anything else — another tenant's subject, an id nobody holds, a number and an id that do not
+        match — raises ``UnknownSubject``, the same for all, so the answer reveals nothing."""
+        if not tenant_id:
+            raise ValueError("a subject belongs to a tenant: give the tenant")
+        if wa_id:
+            sid = subject_id(self.pepper, tenant_id, wa_id)
+            if subject and subject != sid:
+                raise UnknownSubject(tenant_id)
+            return sid
+        if not subject:
             raise ValueError("give the WhatsApp number (wa_id) or the subject id")
-        return subject_id(self.pepper, tenant_id, wa_id)
+        if tenant_id not in self.registry.tenants_of(subject) and tenant_id not in self.keyring.tenants_of(subject):
+            raise UnknownSubject(tenant_id)
+        return subject
 
     def submit(self, kind: str, *, tenant_id: str, wa_id: str | None = None, subject: str | None = None,
                source: str = "cli", actor: str = "operator:cli", details: dict[str, str] | None = None) -> dict:
         sid = self.subject(tenant_id, wa_id, subject)
-        rec = new_request(kind, source=source, tenant_id=tenant_id, subject_id=sid, details=details)
+        return self._record(kind, tenant_id, sid, source=source, actor=actor, details=details,
+                            checked="number" if wa_id else "owned")
+
+    def _record(self, kind: str, tenant_id: str, sid: str, *, source: str, actor: str, checked: str,
+                details: dict[str, str] | None = None) -> dict:
+        """Publish a request about ``sid``, a subject already resolved for the tenant (``subject``)."""
+        rec = new_request(kind, source=source, tenant_id=tenant_id, subject_id=sid,
+                          details={**(details or {}), SUBJECT_CHECKED: checked})
         self.pub.request(rec)
         self.registry.remember(rec)
         self.pub.audit(audit_event(f"privacy.{kind.lower()}.requested", actor=actor, tenant_id=tenant_id, subject_id=sid,
@@ -65,11 +89,44 @@ class PrivacyService:
                 source: str = "cli", actor: str = "operator:cli") -> dict:
         sid = self.subject(tenant_id, wa_id, subject)
         sealed = self.keyring.seal(tenant_id, sid, {"value": value})  # personal data: sealed, never in clear
-        return self.submit("CORRECTION", tenant_id=tenant_id, subject=sid, source=source, actor=actor,
-                           details={"field": field, "sealed": sealed_to_detail(sealed)})
+        return self._record("CORRECTION", tenant_id, sid, source=source, actor=actor,
+                            checked="number" if wa_id else "owned",
+                            details={"field": field, "sealed": sealed_to_detail(sealed)})
 
-    def status(self, code_or_id: str) -> dict | None:
-        return self.registry.by_code(code_or_id) or self.registry.get(code_or_id)
+    def status(self, code_or_id: str, *, tenant_id: str | None) -> dict | None:
+        """The request with this confirmation code (or request id) if it is ``tenant_id``'s; ``None``
+        otherwise, as for an unknown code. ``tenant_id=None`` finds only requests without a tenant
+        (Meta's data-deletion callback)."""
+        rec = self.registry.by_code(code_or_id) or self.registry.get(code_or_id)
+        if rec is None or (rec.get("tenant_id") or None) != (tenant_id or None):
+            return None
+        return rec
+
+    def export(self, *, tenant_id: str, owns_number: Callable[[str], bool], wa_id: str | None = None,
+               subject: str | None = None, reader_factory: Callable[[], Any] | None = None, source: str = "cli",
+               actor: str = "operator:cli") -> dict:
+        """An ACCESS request, served at once: everything the tenant holds about its subject
+        (export.export_subject), recorded as COMPLETED with an audit event. ``UnknownSubject`` for a
+        subject that is not the tenant's, before anything is read or recorded. ``reader_factory()``
+        opens the ClickHouse reader (None: Kafka only); it is closed after the export."""
+        sid = self.subject(tenant_id, wa_id, subject)
+        rec = self._record("ACCESS", tenant_id, sid, source=source, actor=actor, checked="number" if wa_id else "owned")
+        reader = reader_factory() if reader_factory is not None else None
+        try:
+            doc = export_subject(bootstrap=self.bootstrap, serde=self.serde, keyring=self.keyring,
+                                 registry=self.registry, tenant_id=tenant_id, subject_id=sid,
+                                 subject_of=lambda wa: subject_id(self.pepper, tenant_id, wa),
+                                 owns_number=owns_number, reader=reader)
+        finally:
+            if reader is not None:
+                reader.close()
+        self.pub.request({**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()})
+        self.pub.audit(audit_event("privacy.access.completed", actor=actor, tenant_id=tenant_id, subject_id=sid,
+                                   target=rec["request_id"],
+                                   details={"kafka_records": str(sum(len(v) for v in doc["kafka"].values())),
+                                            "clickhouse_rows": str(sum(len(v) for v in doc["clickhouse"].values()))}))
+        doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
+        return doc
 
     def wait(self, request_id: str, timeout: float) -> dict | None:
         deadline = time.monotonic() + timeout

@@ -28,6 +28,7 @@ __all__ = [
     "CtaUrlMessage",
     "FlowMessage",
     "LocationRequestMessage",
+    "MediaHeader",
     "ButtonComponent",
     "ButtonsMessage",
     "CurrencyParameter",
@@ -279,12 +280,28 @@ class ListMessage(_Interactive):
         return self._frame("list", {"button": self.button, "sections": sections})
 
 
+class MediaHeader(_Model):
+    """An interactive message's image, video or document header — by public link (Meta does not
+    take an uploaded media id in interactive headers)."""
+
+    kind: Literal["image", "video", "document"]
+    link: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @field_validator("link")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.lower().startswith(("https://", "http://")):
+            raise ValueError("a header media link must be an http(s) URL")
+        return value
+
+
 class CtaUrlMessage(_Interactive):
     """A call-to-action URL button: one button (label ≤ 20 chars) that opens ``url``, so the raw
-    link need not be in the body. Optional text header and footer."""
+    link need not be in the body. Optional header (text, or ``header_media``) and footer."""
 
     display_text: Annotated[str, Field(min_length=1, max_length=MAX_CTA_TEXT)]
     url: Annotated[str, Field(min_length=1, max_length=2000)]
+    header_media: MediaHeader | None = None
 
     @field_validator("url")
     @classmethod
@@ -293,8 +310,19 @@ class CtaUrlMessage(_Interactive):
             raise ValueError("a CTA URL button needs an http(s) URL")
         return value
 
+    @model_validator(mode="after")
+    def _one_header(self):
+        if self.header is not None and self.header_media is not None:
+            raise ValueError("a CTA URL message has one header: text or media, not both")
+        return self
+
     def _content(self) -> dict[str, Any]:
-        return self._frame("cta_url", {"name": "cta_url", "parameters": {"display_text": self.display_text, "url": self.url}})
+        content = self._frame("cta_url", {"name": "cta_url", "parameters": {"display_text": self.display_text, "url": self.url}})
+        if self.header_media is not None:
+            kind = self.header_media.kind
+            content = {"type": "cta_url", "header": {"type": kind, kind: {"link": self.header_media.link}},
+                       **{k: v for k, v in content.items() if k != "type"}}
+        return content
 
 
 class LocationRequestMessage(OutboundMessage):

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from connectors.meta import webhooks as W
 from connectors.meta.messages import (BodyComponent, ButtonComponent, CarouselCard, CarouselComponent, CtaUrlMessage,
-                                      FlowMessage, LocationRequestMessage, MediaParameter, TemplateMessage,
+                                      FlowMessage, LocationRequestMessage, MediaHeader, MediaParameter, TemplateMessage,
                                       TextParameter, quick_reply_button, url_button)
 from connectors.meta.sandbox.graph_errors import GraphError
 from connectors.meta.sandbox.validate import parse_send
@@ -38,6 +38,10 @@ BUILT = {
     "interactive_cta_url": lambda: CtaUrlMessage(
         to=TO, header="Your invoice", body="Invoice 4711 is ready. Open it in the portal.", footer="Link valid for 7 days",
         display_text="Open invoice", url="https://erp.example.com/i/4711"),
+    "interactive_cta_url_image_header": lambda: CtaUrlMessage(
+        to=TO, body="Spring sale: see what is new in the portal.", display_text="See offers",
+        url="https://erp.example.com/offers",
+        header_media=MediaHeader(kind="image", link="https://cdn.example.com/banner/spring.png")),
     "interactive_location_request": lambda: LocationRequestMessage(
         to=TO, body="Where should we deliver? Share your location."),
     "interactive_flow_navigate": lambda: FlowMessage(
@@ -83,6 +87,9 @@ def test_every_outbound_fixture_has_a_builder():
     (lambda: FlowMessage(to=TO, body="b", flow_cta="Go", flow_id="1", screen="S", data={}), "non-empty"),
     (lambda: FlowMessage(to=TO, body="b", flow_cta="x" * 31, flow_id="1", screen="S"), "flow_cta"),
     (lambda: LocationRequestMessage(to=TO, body=""), "body"),
+    (lambda: CtaUrlMessage(to=TO, body="b", display_text="Go", url="https://e.com", header="h",
+                           header_media=MediaHeader(kind="image", link="https://e.com/a.png")), "one header"),
+    (lambda: MediaHeader(kind="image", link="file:///etc/passwd"), "http"),
     (lambda: CarouselComponent(cards=[_card(0, {"id": "1"}, "1"), _card(0, {"id": "2"}, "2")]), "unique"),
     (lambda: CarouselComponent(cards=[_card(i % 10, {"id": "1"}, "1") for i in range(11)]), "10"),
     (lambda: CarouselComponent(cards=[_card(0, {"id": "1"}, "1"),
@@ -118,6 +125,10 @@ def _mutate(body: dict, path: list, value) -> dict:
     ("interactive_cta_url", ["interactive", "action", "parameters"], KeyError, 131008),
     ("interactive_cta_url", ["interactive", "body"], KeyError, 131008),
     ("interactive_location_request", ["interactive", "action", "name"], "cta_url", 100),
+    ("interactive_cta_url", ["interactive", "header", "text"], "x" * 61, 131009),
+    ("interactive_cta_url", ["interactive", "header", "type"], "sticker", 100),
+    ("interactive_cta_url_image_header", ["interactive", "header", "image"], {}, 131008),
+    ("interactive_location_request", ["interactive", "header"], {"type": "image", "image": {"link": "https://e.com/a"}}, 100),
     ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_message_version"], "2", 100),
     ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_action_payload", "screen"], KeyError, 131008),
     ("interactive_flow_navigate", ["interactive", "action", "parameters", "flow_cta"], "x" * 31, 131009),

@@ -14,7 +14,7 @@ def test_public_api_is_pinned():
         "DateTimeParameter", "DocumentMessage", "HeaderComponent", "ImageMessage", "ListMessage", "ListRow",
         "ListSection", "LocationMessage", "MediaParameter", "OutboundMessage", "PayloadParameter", "ReactionMessage", "ReadReceipt",
         "StickerMessage", "TemplateMessage", "TextMessage", "TextParameter", "VideoMessage", "quick_reply_button", "url_button",
-        "CarouselCard", "CarouselComponent", "CtaUrlMessage", "FlowMessage", "LocationRequestMessage",
+        "CarouselCard", "CarouselComponent", "CtaUrlMessage", "FlowMessage", "LocationRequestMessage", "MediaHeader",
         "InvalidWebhook", "WebhookEnvelope", "iter_errors", "iter_messages", "iter_other_changes", "iter_statuses",
         "parse_webhook",
         "sign", "verify", "verify_any",

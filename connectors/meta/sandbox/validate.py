@@ -128,6 +128,9 @@ def _interactive(obj: dict) -> None:
     action = obj.get("action")
     if not isinstance(action, dict):
         raise GraphError(131008, details="The parameter interactive['action'] is required.")
+    header = obj.get("header")
+    if header is not None:
+        _header(header, kind)
     if kind == "cta_url":
         _cta_url(action)
     elif kind == "location_request_message":
@@ -157,6 +160,24 @@ def _label(value: object, where: str, limit: int = 20) -> None:
         raise GraphError(131008, details=f"The parameter {where} is required.")
     if len(value) > limit:
         raise GraphError(131009, details=f"{where} must be between 1 and {limit} characters.")
+
+
+def _header(header: object, kind: str) -> None:
+    if not isinstance(header, dict) or header.get("type") not in ("text", "image", "video", "document"):
+        raise invalid("interactive['header']['type']", "must be one of {text, image, video, document}")
+    htype = header["type"]
+    if htype == "text":
+        text = header.get("text")
+        if not isinstance(text, str) or not text:
+            raise GraphError(131008, details="The parameter interactive['header']['text'] is required.")
+        if len(text) > 60:
+            raise GraphError(131009, details="interactive['header']['text'] must be at most 60 characters.")
+        return
+    if kind in ("list", "location_request_message"):  # list: text only; location request: no header
+        raise invalid("interactive['header']['type']", f"{htype} headers are not supported for {kind} messages")
+    media = header.get(htype)
+    if not isinstance(media, dict) or not (media.get("link") or media.get("id")):
+        raise GraphError(131008, details=f"The parameter interactive['header']['{htype}']['link'] is required.")
 
 
 def _cta_url(action: dict) -> None:

@@ -184,6 +184,10 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
         gone = _run(env, "get", "--tenant", ta, "--event-id", img.record["event_id"], "--out", str(tmp_path / "y"))
         assert gone.returncode == 3 and "erased" in gone.stderr
         assert not (tmp_path / "y").exists()
+        # ... and the next sweep removes the (unreadable) files: both were the erased sender's.
+        swept = _run(env, "sweep")
+        assert swept.returncode == 0 and "deleted=2" in swept.stdout and "erased=2" in swept.stdout, swept.stdout
+        assert list(folder.iterdir()) == []
 
 
 class _Tenants:

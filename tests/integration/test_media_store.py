@@ -55,6 +55,10 @@ class KeyTable:
     def erase(self, subject_id):
         self.keys.pop(subject_id, None)
 
+    def is_erased(self, sealed_or_key):
+        key_id = sealed_or_key if isinstance(sealed_or_key, str) else sealed_or_key["key_id"]
+        return key_id.split("/")[0] not in self.keys
+
 
 @pytest.fixture(scope="module")
 def s3_server():
@@ -171,3 +175,19 @@ def test_open_store_from_settings(tmp_path):
     with pytest.raises(ValueError):
         open_store(s, "ftp://host/x")
     check_id("acme", "0" * 32)
+
+
+async def test_sweep_removes_the_files_of_erased_subjects_and_leaves_others(store):
+    keys = KeyTable()
+    mine, theirs, junk = object_id_for("acme", "e1"), object_id_for("acme", "e2"), object_id_for("acme", "e3")
+    await store.put("acme", mine, seal_blob(keys, "acme", "subj-gone", mine, b"a" * 10))
+    await store.put("acme", theirs, seal_blob(keys, "acme", "subj-kept", theirs, b"b" * 10))
+    await store.put("acme", junk, b"not a sealed blob")  # never guessed at: left to retention
+    days = {"acme": 30}.__getitem__
+    before = await sweep(store, days, erased=keys.is_erased)
+    assert (before.deleted, before.kept) == (0, 3)
+    keys.erase("subj-gone")
+    after = await sweep(store, days, erased=keys.is_erased)
+    assert (after.deleted, after.erased, after.kept) == (1, 1, 2)
+    assert sorted(o.object_id for o in await store.list("acme")) == sorted([theirs, junk])
+    assert await store.head("acme", theirs, 5) == b"WAPM1"

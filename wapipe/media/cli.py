@@ -80,11 +80,14 @@ def fetch_command(
 
 @app.command("sweep")
 def sweep_command() -> None:
-    """Delete stored media older than each tenant's `content` retention (days)."""
+    """Delete stored media older than each tenant's `content` retention (days), and the files of
+    erased subjects (already unreadable)."""
     from sinks.retention import RetentionDays
     from wapipe.config import Settings
     from wapipe.media.store import open_store
     from wapipe.media.sweep import sweep
+    from wapipe.privacy.kek import load_kek
+    from wapipe.privacy.keyring import KeyRing
     from wapipe.tenants.registry import TenantRegistry
 
     settings = Settings()
@@ -93,11 +96,12 @@ def sweep_command() -> None:
         store = open_store(settings)
     except (ValueError, RuntimeError) as exc:
         _fail(str(exc))
-    with TenantRegistry(settings, bootstrap) as registry:
+    with TenantRegistry(settings, bootstrap) as registry, KeyRing(settings, bootstrap, load_kek(settings)) as ring:
         registry.wait_ready(60)
+        ring.wait_ready(60)
         days = RetentionDays(settings, registry)
-        result = asyncio.run(sweep(store, lambda t: days(t, "content")))
-    typer.echo(f"deleted={result.deleted} kept={result.kept}")
+        result = asyncio.run(sweep(store, lambda t: days(t, "content"), erased=ring.is_erased))
+    typer.echo(f"deleted={result.deleted} kept={result.kept} erased={result.erased}")
 
 
 @app.command("get")

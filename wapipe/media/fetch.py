@@ -168,7 +168,7 @@ class MediaFetcher:
                 if self.retention is not None and loop.time() >= next_sweep:
                     next_sweep = loop.time() + self.s.media_sweep_interval_s
                     try:
-                        await sweep(self.store, self.retention)
+                        await sweep(self.store, self.retention, erased=self.keyring.is_erased)
                     except Exception as e:  # storage hiccup: the next interval tries again
                         log.error("media.sweep_failed", error=f"{type(e).__name__}: {e}")
                 msgs = await asyncio.to_thread(consumer.consume, batch, 0.5)

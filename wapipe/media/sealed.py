@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wapipe.privacy.errors import UnsealError
 
-__all__ = ["CorruptMedia", "MediaFile", "Sealer", "object_id_for", "open_blob", "seal_blob"]
+__all__ = ["CorruptMedia", "MediaFile", "Sealer", "key_id_of", "object_id_for", "open_blob", "seal_blob"]
 
 MAGIC = b"WAPM1"
 _NONCE = 12
@@ -40,6 +40,7 @@ class Sealer(Protocol):
 
     def seal(self, tenant_id: str, subject_id: str, data: dict) -> dict: ...
     def unseal(self, sealed: dict) -> dict: ...
+    def is_erased(self, sealed_or_key: dict | str) -> bool: ...
 
 
 class CorruptMedia(ValueError):
@@ -96,6 +97,24 @@ def header_of(blob: bytes) -> dict:
     except (ValueError, KeyError, TypeError) as e:
         raise CorruptMedia(f"sealed media header unreadable: {type(e).__name__}") from None
     return header
+
+
+def header_size(prefix: bytes) -> int:
+    """How many leading bytes hold the header (``prefix`` needs only the first 9)."""
+    if len(prefix) < len(MAGIC) + 4 or not prefix.startswith(MAGIC):
+        raise CorruptMedia("not a sealed media object")
+    return len(MAGIC) + 4 + struct.unpack(">I", prefix[len(MAGIC):len(MAGIC) + 4])[0]
+
+
+def key_id_of(prefix: bytes) -> str:
+    """The data key a blob's content key is sealed with, from the blob's first ``header_size`` bytes."""
+    n = header_size(prefix)
+    if len(prefix) < n:
+        raise CorruptMedia("sealed media header is truncated")
+    try:
+        return str(json.loads(prefix[len(MAGIC) + 4:n])["sealed"]["key_id"])
+    except (ValueError, KeyError, TypeError):
+        raise CorruptMedia("sealed media header unreadable") from None
 
 
 def open_blob(sealer: Sealer, tenant_id: str, object_id: str, blob: bytes) -> MediaFile:

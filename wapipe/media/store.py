@@ -44,6 +44,7 @@ class StoredObject:
 class MediaStore(Protocol):
     async def put(self, tenant_id: str, object_id: str, blob: bytes) -> None: ...
     async def get(self, tenant_id: str, object_id: str) -> bytes: ...  # KeyError when absent
+    async def head(self, tenant_id: str, object_id: str, size: int) -> bytes: ...  # the first bytes
     async def delete(self, tenant_id: str, object_id: str) -> bool: ...
     async def list(self, tenant_id: str) -> list[StoredObject]: ...
     async def tenants(self) -> list[str]: ...
@@ -88,6 +89,16 @@ class LocalMediaStore:
 
     async def get(self, tenant_id: str, object_id: str) -> bytes:
         return await asyncio.to_thread(self._get, tenant_id, object_id)
+
+    def _head(self, tenant_id: str, object_id: str, size: int) -> bytes:
+        try:
+            with self._path(tenant_id, object_id).open("rb") as f:
+                return f.read(size)
+        except FileNotFoundError:
+            raise KeyError(object_id) from None
+
+    async def head(self, tenant_id: str, object_id: str, size: int) -> bytes:
+        return await asyncio.to_thread(self._head, tenant_id, object_id, size)
 
     async def delete(self, tenant_id: str, object_id: str) -> bool:
         path = self._path(tenant_id, object_id)
@@ -154,6 +165,15 @@ class S3MediaStore:
 
     async def get(self, tenant_id: str, object_id: str) -> bytes:
         return await asyncio.to_thread(self._get, self._key(tenant_id, object_id))
+
+    def _head(self, key: str, size: int) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max(0, size - 1)}")["Body"].read()
+        except self._s3.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+
+    async def head(self, tenant_id: str, object_id: str, size: int) -> bytes:
+        return await asyncio.to_thread(self._head, self._key(tenant_id, object_id), size)
 
     def _delete(self, key: str) -> bool:
         try:

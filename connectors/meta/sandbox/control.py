@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connectors.meta.sandbox.engine import Sandbox, _b64, dumps
+from connectors.meta.sandbox.engine import Sandbox, decode_b64, dumps
 from connectors.meta.sandbox.graph_errors import GraphError
 from connectors.meta.sandbox.models import (AccountUpdate, AppSeed, _http_url, BusinessChange, Faults, InboundRequest, MediaUpload, NumberChange, Seed,
                                             SignupCodeRequest, TemplateStatusChange)
@@ -171,7 +171,7 @@ class ControlApi:
             number = self.sb.world.numbers.get(u.phone_number_id)
             if number is None:
                 raise KeyError(f"unknown phone number {u.phone_number_id}")
-            m = self.sb.add_media(number, u.mime_type, _b64(u.content_b64))
+            m = self.sb.add_media(number, u.mime_type, decode_b64(u.content_b64))
             return {"id": m.id, "sha256": m.sha256_hex, "file_size": len(m.content)}
         return await self._call(request, MediaUpload, go)
 

@@ -327,7 +327,7 @@ class Sandbox:
         msg: dict = {"from": wa_id, "id": wamid, "timestamp": str(int(time.time())), "type": req.type}
         if req.media is not None:
             # The user's file: a media id of this number the business can GET and download.
-            m = self.add_media(number, req.media.mime_type, _b64(req.media.content_b64))
+            m = self.add_media(number, req.media.mime_type, decode_b64(req.media.content_b64))
             obj = {"mime_type": m.mime_type, "sha256": m.sha256_b64, "id": m.id}
             obj.update({k: v for k, v in (("caption", req.media.caption), ("filename", req.media.filename)) if v})
             msg[req.type] = obj
@@ -552,7 +552,8 @@ class Sandbox:
         }}
 
 
-def _b64(value: str) -> bytes:
+def decode_b64(value: str) -> bytes:
+    """``content_b64`` of the control API; a ValueError (422) when it is not base64."""
     try:
         return base64.b64decode(value, validate=True)
     except ValueError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.meta.sandbox.graph_errors import known
 
@@ -211,6 +211,12 @@ class InboundRequest(_Model):
         "message's type object filled with id, mime_type, sha256 (and caption/filename)"))
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _media_type(self):
+        if self.media is not None and self.type not in ("image", "audio", "video", "document", "sticker"):
+            raise ValueError(f"a message with media has type image, audio, video, document or sticker, not {self.type!r}")
+        return self
 
 
 class InboundMedia(_Model):

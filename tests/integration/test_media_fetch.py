@@ -243,17 +243,27 @@ async def test_fetch_outcomes_one_record_at_a_time(tmp_path, meta_sandbox):
 
 
 def test_the_service_says_ready_and_stops_cleanly_on_sigterm(tmp_path, kafka, topics, unique):
+    import queue
     import signal
+    import threading
+
+    import httpx
 
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(tmp_path / "state"),
            "WAPIPE_KEK": KEK, "WAPIPE_SUBJECT_PEPPER": PEPPER, "WAPIPE_MEDIA_GROUP": f"media-{unique}",
            "WAPIPE_MEDIA_URL": f"file://{tmp_path / 'media'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "wapipe", "media", "fetch"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # stderr to a file: a chatty child must never block on a full pipe nobody reads
+    with open(tmp_path / "stderr.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "wapipe", "media", "fetch"], env=env, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("READY media folder"), (line, proc.stderr.read() if proc.poll() is not None else "")
-        import httpx
+        try:
+            line = lines.get(timeout=150)
+        except queue.Empty:
+            line = ""
+        assert line.startswith("READY media folder"), (line, (tmp_path / "stderr.log").read_text()[-2000:])
         probe = json.loads((tmp_path / "state" / "probes" / "media.json").read_text())
         assert httpx.get(probe["url"] + "/readyz", timeout=5).status_code == 200
         assert f'wapipe_consumer_lag{{group="media-{unique}"' in httpx.get(probe["url"] + "/metrics", timeout=10).text

@@ -17,6 +17,7 @@ def sink_command(
     port: int = typer.Option(None, help="port of the read endpoint (default: WAPIPE_SINK_READ_PORT, else any free one)"),
 ) -> None:
     """Load status, send, inbound, account and audit events into ClickHouse. Prints `READY sink <read-url>`."""
+    from sinks.metrics import SinkMetrics
     from sinks.reader import DirectReader, endpoint_file
     from sinks.retention import RetentionDays
     from sinks.server import ReadEndpoint, build_app
@@ -95,6 +96,7 @@ def sink_command(
     try:
         with serving_probe(settings, "sink", alive=flushed_lately,
                            lag=(bootstrap, settings.sink_group, worker.topics)) as probe:
+            probe.registry.register(SinkMetrics(worker.stats))
             worker.run(stop, ready=ready)
     except DeadLetterLimit as exc:
         sys.stderr.write(f"error: dead-letter limit reached: {exc}\n")

@@ -117,6 +117,9 @@ class SinkStats:
     batches: int = 0
     insert_failures: int = 0
     commit_failures: int = 0
+    rows_by_table: dict = field(default_factory=dict)
+    inserts: int = 0  # batches written to ClickHouse
+    insert_s: float = 0.0  # seconds those writes took
     commits: int = 0
     last_flush_at: float = 0.0
 
@@ -325,7 +328,7 @@ class SinkWorker:
         self._commit(b)
         self._resume()
         self.stats.batches += 1
-        self.stats.rows += sum(len(r) for r in b.rows.values()) + sum(len(f) for f in b.fast.values())
+        self._count_rows(b)
         self.stats.last_flush_at = time.time()
         if self.on_flush is not None:
             self.on_flush(b)
@@ -355,7 +358,7 @@ class SinkWorker:
         self._commit(b)
         self._resume()
         self.stats.batches += 1
-        self.stats.rows += sum(len(r) for r in b.rows.values()) + sum(len(f) for f in b.fast.values())
+        self._count_rows(b)
         self.stats.last_flush_at = time.time()
         if self.on_flush is not None:
             self.on_flush(b)
@@ -393,7 +396,18 @@ class SinkWorker:
             log.info("sink.commit_recovered", after_s=round(time.monotonic() - self._commit_failing_since, 1))
             self._commit_failing_since = None
 
+    def _count_rows(self, b: Batch) -> None:
+        for table, rows in [*b.rows.items(), *b.fast.items()]:
+            self.stats.rows += len(rows)
+            self.stats.rows_by_table[table] = self.stats.rows_by_table.get(table, 0) + len(rows)
+
     def _insert(self, b: Batch) -> None:
+        started = time.monotonic()
+        self._insert_all(b)
+        self.stats.inserts += 1
+        self.stats.insert_s += time.monotonic() - started
+
+    def _insert_all(self, b: Batch) -> None:
         for table, items in list(b.fast.items()):
             key = f"{table}#avro"
             if key in b.inserted or not items:

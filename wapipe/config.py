@@ -193,8 +193,10 @@ class Settings(BaseSettings):
     verify_token: SecretStr | None = None
     # Base URL Meta and people reach us at (deletion-status links); else taken from the request.
     public_base_url: str | None = None
-    # Meta sends up to 3 MB per POST; a margin for envelopes and encodings.
-    ingress_max_body_bytes: int = Field(default=3 * 1024 * 1024 + 256 * 1024, ge=1024)
+    # Meta sends up to 3 MB per POST; a margin for envelopes and encodings. wa.webhook.raw's
+    # max.message.bytes and the ingress producer's message.max.bytes are derived from it
+    # (wapipe/topics.py), so every body the ingress accepts can be stored.
+    ingress_max_body_bytes: int = Field(default=3 * 1024 * 1024 + 256 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Bounded wait for the broker's ack: librdkafka's message.timeout.ms, and an overall deadline
     # above it (well under Meta's 1 s) after which the ingress answers 503 so Meta retries.
     ingress_publish_timeout_ms: int = Field(default=600, ge=50)
@@ -211,6 +213,8 @@ class Settings(BaseSettings):
     operator_api_key: SecretStr | None = None
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=0, ge=0, description="0: a free port, printed on the READY line")
+    # Largest JSON body the admin and privacy APIs read (413 above it); their requests are small.
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # --- health and metrics of every service (wapipe/probe.py) ------------------------------
     probe_enabled: bool = True

@@ -13,7 +13,8 @@ wedged. Bound to 127.0.0.1 unless told otherwise (a container binds 0.0.0.0 in i
 
 ``ConsumerLag`` is a collector: at scrape time (at most every ``ttl`` seconds) it reads the
 group's committed offsets and each partition's high watermark from the broker, and exports
-``wapipe_consumer_lag{group,topic,partition}`` — the records the group has yet to read.
+``wapipe_consumer_lag{group,topic,partition}`` — the records the group has yet to read — and
+``wapipe_consumer_committed_total`` (the committed offset: its rate is the records per second).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wapipe.config import Settings
 from wapipe.log import get_logger
@@ -126,11 +127,11 @@ class ConsumerLag:
     client_config: dict[str, str] = field(default_factory=dict)
     ttl: float = 5.0
     timeout: float = 3.0
-    _cache: tuple[float, list[tuple[str, int, int]]] = (0.0, [])
+    _cache: tuple[float, list[tuple[str, int, int, int]]] = (0.0, [])
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def lags(self) -> list[tuple[str, int, int]]:
-        """[(topic, partition, lag)], at most ``ttl`` seconds old."""
+    def lags(self) -> list[tuple[str, int, int, int]]:
+        """[(topic, partition, lag, committed offset)], at most ``ttl`` seconds old."""
         with self._lock:
             at, rows = self._cache
             if time.monotonic() - at < self.ttl:
@@ -143,7 +144,7 @@ class ConsumerLag:
             self._cache = (time.monotonic(), rows)
             return rows
 
-    def _read(self) -> list[tuple[str, int, int]]:
+    def _read(self) -> list[tuple[str, int, int, int]]:
         from confluent_kafka import Consumer, TopicPartition
 
         # Never subscribes: reading a group's commits does not join (or disturb) the group.
@@ -158,24 +159,30 @@ class ConsumerLag:
             for tp in committed:
                 low, high = c.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=self.timeout)
                 start = tp.offset if tp.offset >= 0 else low  # never committed: everything retained is due
-                rows.append((tp.topic, tp.partition, max(0, high - start)))
+                rows.append((tp.topic, tp.partition, max(0, high - start), start))
             return rows
         finally:
             c.close()
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        yield self._family()  # registering asks for names: no broker round trip for that
+        yield from self._families()  # registering asks for names: no broker round trip for that
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        g = self._family()
-        for topic, partition, lag in self.lags():
-            g.add_metric([self.group, topic, str(partition)], lag)
-        yield g
+        lag, done = self._families()
+        for topic, partition, behind, committed in self.lags():
+            lag.add_metric([self.group, topic, str(partition)], behind)
+            done.add_metric([self.group, topic, str(partition)], committed)
+        yield lag
+        yield done
 
     @staticmethod
-    def _family() -> GaugeMetricFamily:
-        return GaugeMetricFamily("wapipe_consumer_lag", "Records of a partition the consumer group has yet to read",
-                                 labels=["group", "topic", "partition"])
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        labels = ["group", "topic", "partition"]
+        return (GaugeMetricFamily("wapipe_consumer_lag", "Records of a partition the consumer group has yet to read",
+                                  labels=labels),
+                # its rate is the records per second the group handles
+                CounterMetricFamily("wapipe_consumer_committed", "The group's committed offset of the partition",
+                                    labels=labels))
 
 
 def probe_file(settings: Settings, service: str):

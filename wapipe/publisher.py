@@ -16,7 +16,9 @@ for them is ``poll_mode``:
 
 Every wait is bounded twice: librdkafka fails a message after ``message.timeout.ms``, and
 ``publish`` gives up at an overall deadline above it. A request that did not get an ack is
-answered 5xx, so Meta retries; it is never answered 200.
+answered 5xx, so Meta retries; it is never answered 200 — unless the write can never succeed:
+a record over the producer's ``message.max.bytes`` or the topic's ``max.message.bytes`` raises
+``PublishFailed`` with ``too_large`` set, which a caller answers 413, not "retry later".
 """
 
 from __future__ import annotations
@@ -38,7 +40,21 @@ log = get_logger(__name__)
 
 
 class PublishFailed(RuntimeError):
-    """The broker did not acknowledge the write in time (or refused it)."""
+    """The broker did not acknowledge the write in time (or refused it). ``too_large``: the record
+    is over the producer's or the topic's size limit, so no retry can ever store it."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+# Kafka's "record too large" answers: librdkafka's own check at produce() and the broker's
+# MESSAGE_TOO_LARGE share code 10; RECORD_LIST_TOO_LARGE is a batch over the segment size.
+_TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+def _failed(err: KafkaError) -> PublishFailed:
+    return PublishFailed(err.str(), too_large=err.code() in _TOO_LARGE)
 
 
 @dataclass(frozen=True)
@@ -53,7 +69,8 @@ _Done = tuple[asyncio.Future, KafkaError | None, object]
 
 class KafkaPublisher:
     def __init__(self, bootstrap: str, *, message_timeout_ms: int = 600, deadline_ms: int = 850,
-                 linger_ms: int = 1, poll_mode: str = "loop", **overrides: object) -> None:
+                 linger_ms: int = 1, poll_mode: str = "loop", message_max_bytes: int | None = None,
+                 **overrides: object) -> None:
         if poll_mode not in ("loop", "thread"):
             raise ValueError(f"poll_mode must be 'loop' or 'thread', not {poll_mode!r}")
         conf: dict[str, object] = {
@@ -67,6 +84,10 @@ class KafkaPublisher:
             "reconnect.backoff.max.ms": 500,
             "error_cb": self._on_error,
         }
+        if message_max_bytes is not None:
+            # The largest record this producer may write (librdkafka's default is 1,000,000 bytes):
+            # the caller derives it from the topic's max.message.bytes (wapipe/topics.py).
+            conf["message.max.bytes"] = message_max_bytes
         conf.update(overrides)
         self._producer = kafka.producer(bootstrap, **conf)
         self._deadline = deadline_ms / 1000.0
@@ -117,7 +138,8 @@ class KafkaPublisher:
         except BufferError as exc:
             raise PublishFailed("producer queue full") from exc
         except KafkaException as exc:
-            raise PublishFailed(str(exc)) from exc
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            raise (_failed(err) if err is not None else PublishFailed(str(exc))) from exc
         self._inflight += 1
         if self._wake is not None and not self._wake.is_set():
             self._wake.set()
@@ -132,7 +154,7 @@ class KafkaPublisher:
         if err is _TIMED_OUT:
             raise PublishFailed(f"no broker ack within {self._deadline:.3f}s")
         if err is not None:
-            raise PublishFailed(err.str())
+            raise _failed(err)
         return Delivered(msg.topic(), msg.partition(), msg.offset())
 
     def metadata_ok(self, topics: tuple[str, ...], timeout: float = 2.0) -> tuple[bool, str]:
@@ -212,13 +234,14 @@ class KafkaPublisher:
             log.info("producer error", error=err.str())
 
 
-def for_processor(bootstrap: str) -> KafkaPublisher:
+def for_processor(bootstrap: str, *, message_max_bytes: int | None = None) -> KafkaPublisher:
     """The writer of a stream processor (the send worker, the normaliser): a write waits up to two
     minutes for the broker (an outage) before it fails, and keyed records land where Faust's own
     producer would put them (``JAVA_PARTITIONER``). librdkafka, not Faust's aiokafka producer: a
-    third of the CPU per write (bench/faust_hop.py)."""
+    third of the CPU per write (bench/faust_hop.py). ``message_max_bytes``: for a processor that
+    writes records over 1 MB (the normaliser's dead letters of big webhooks)."""
     return KafkaPublisher(bootstrap, message_timeout_ms=120_000, deadline_ms=125_000, linger_ms=1,
-                          partitioner=kafka.JAVA_PARTITIONER)
+                          partitioner=kafka.JAVA_PARTITIONER, message_max_bytes=message_max_bytes)
 
 
 _TIMED_OUT = object()

@@ -9,6 +9,7 @@ cannot), and says so in its report instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,6 +53,27 @@ MEDIA_DEAD = "wa.media.dead"  # inbound media `wapipe media fetch` could not fet
 
 Cleanup = Literal["delete", "compact"]
 
+# What a webhook record adds to its body: the Avro envelope (ids, times, app id, the kept headers,
+# each cut to 1 KiB by the ingress), the key (at most 128 characters: producers/ingress/envelope.py)
+# and Kafka's record-batch framing. 64 KiB is far above the sum (~6 KiB).
+WEBHOOK_ENVELOPE_BYTES = 64 * 1024
+# The broker's default max.message.bytes. No topic goes below it: librdkafka packs small records
+# into batches of up to batch.size (1,000,000 bytes), and the topic limit applies to a whole batch.
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+
+def webhook_record_max_bytes(s: Settings) -> int:
+    """The largest ``wa.webhook.raw`` record: the ingress's largest body plus its envelope. The topic
+    (``max.message.bytes``) and the ingress's producer (``message.max.bytes``) take this much, so
+    every body the ingress accepts can be stored (docs/security.md, "HTTP boundaries")."""
+    return max(KAFKA_DEFAULT_MAX_MESSAGE_BYTES, s.ingress_max_body_bytes + WEBHOOK_ENVELOPE_BYTES)
+
+
+def webhook_dead_max_bytes(s: Settings) -> int:
+    """The largest ``wa.webhook.dead`` record: a dead letter carries a raw body (the ingress's) or a
+    whole raw record (the normaliser's), plus its own envelope."""
+    return webhook_record_max_bytes(s) + WEBHOOK_ENVELOPE_BYTES
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -65,15 +87,19 @@ class TopicSpec:
     # Compact topics whose keys matter only for a window (a Settings field, seconds): they also
     # delete by retention, the window plus a day.
     window_from: str | None = None
+    # Topics whose records can be larger than Kafka's default 1 MiB: their max.message.bytes.
+    max_bytes_from: Callable[[Settings], int] | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
 # The declaration. Keys carry the design: every per-number limit lives in one partition
 # because wa.send.accepted is keyed by phone_number_id.
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(WEBHOOK_RAW, "phone_number_id (or WABA id)", "RawWebhook", retention_from="raw_webhook_retention_ms"),
+    TopicSpec(WEBHOOK_RAW, "phone_number_id (or WABA id)", "RawWebhook", retention_from="raw_webhook_retention_ms",
+              max_bytes_from=webhook_record_max_bytes),
     # Dead raw webhooks carry the same cleartext as wa.webhook.raw: same short retention (docs/privacy.md).
-    TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter", retention_from="raw_webhook_retention_ms"),
+    TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter", retention_from="raw_webhook_retention_ms",
+              max_bytes_from=webhook_dead_max_bytes),
     TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
     TopicSpec(SEND_REQUESTED_BULK, "tenant_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
@@ -140,6 +166,8 @@ def desired_configs(t: TopicSpec, s: Settings) -> dict[str, str]:
         if t.retention_from == "raw_webhook_retention_ms":
             # Retention deletes whole segments: roll often enough that cleartext expires on time.
             cfg["segment.ms"] = str(min(s.raw_webhook_segment_ms, s.raw_webhook_retention_ms))
+    if t.max_bytes_from is not None:
+        cfg["max.message.bytes"] = str(t.max_bytes_from(s))
     cfg.update(t.extra)
     return cfg
 

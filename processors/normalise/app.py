@@ -40,7 +40,7 @@ from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
 from wapipe.publisher import KafkaPublisher, for_processor
-from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog
+from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog, webhook_dead_max_bytes, webhook_record_max_bytes
 
 log = get_logger(__name__)
 
@@ -100,6 +100,10 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         producer_acks=-1,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # A raw webhook can be as big as the ingress accepts (3 MB from Meta, plus its envelope):
+        # aiokafka skips a record larger than this with RecordTooLargeError, so it is sized from
+        # the same setting as the topic's max.message.bytes (wapipe/topics.py).
+        consumer_max_fetch_size=webhook_record_max_bytes(settings),
     )
     raw_topic = app.topic(WEBHOOK_RAW, key_serializer="raw", value_serializer="raw")
     # Its events and dead letters go through librdkafka (``publisher.for_processor``), made on first
@@ -108,7 +112,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
 
     def writes() -> KafkaPublisher:
         if not publisher:
-            publisher.append(for_processor(bootstrap))
+            publisher.append(for_processor(bootstrap, message_max_bytes=webhook_dead_max_bytes(settings)))
             publisher[0].start(asyncio.get_running_loop())
         return publisher[0]
     window = float(settings.normalise_dedup_window_s)

@@ -455,6 +455,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     from wapipe.faust_worker import Worker
 
     from wapipe.log import quiet_libraries
+    from processors.send.metrics import DispatchMetrics
     from wapipe.probe import beat_every_second, serving_probe
 
     quiet_libraries()
@@ -464,6 +465,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
         start_at_end(admin, settings.send_app_id, SOURCE_TOPICS)
     app = create_app(settings, bootstrap)
     with serving_probe(settings, "worker", lag=(bootstrap, settings.send_app_id, tuple(sorted(SOURCE_TOPICS)))) as probe:
+        probe.registry.register(DispatchMetrics(lambda: app.wapipe_runtime.dispatcher))
         beat_every_second(app, probe)
         app.finalize()
         worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

@@ -46,10 +46,18 @@ class Topics:
 
 @dataclass
 class Stats:
+    """Plain counters kept on the send path (a dict increment each); ``processors.send.metrics``
+    turns them into Prometheus figures when scraped."""
+
     accepted: int = 0
     outcomes: dict = field(default_factory=lambda: defaultdict(int))
     graph_calls: int = 0
     throttled: int = 0
+    calls_by_number: dict = field(default_factory=lambda: defaultdict(int))
+    throttled_by_number: dict = field(default_factory=lambda: defaultdict(int))  # 130429 and friends, 131048
+    meta_errors: dict = field(default_factory=lambda: defaultdict(int))  # Meta error code -> answers
+    ledger_writes: int = 0
+    ledger_write_s: float = 0.0  # total seconds the DISPATCHING writes took to be acknowledged
     # transactional lane: worst seconds from requested_at to admission, and admission to the call
     tx_to_admit: float = 0.0
     tx_admit_to_call: float = 0.0
@@ -346,7 +354,10 @@ class Dispatcher:
                                reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300])
             return
         try:
+            written = time.monotonic()
             await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
+            self.stats.ledger_writes += 1
+            self.stats.ledger_write_s += time.monotonic() - written
             # The slot reserved before the ledger write already counts in the window, so the call
             # leaves now, unless a throttle lowered the cap meanwhile. It then counts until 1 s
             # after its response (``NumberPacer.window_wait``): the server counts it somewhere in
@@ -358,6 +369,7 @@ class Dispatcher:
             raise
         pacer.start(time.monotonic())
         self.stats.graph_calls += 1
+        self.stats.calls_by_number[cmd["phone_number_id"]] += 1
         if job.lane == TRANSACTIONAL:
             self.stats.tx_admit_to_call = max(self.stats.tx_admit_to_call, time.monotonic() - job.enqueued)
         try:
@@ -382,6 +394,7 @@ class Dispatcher:
         now = time.monotonic()
         pnid = job.cmd["phone_number_id"]
         code = dict(error_code=exc.code, error_subcode=exc.subcode)
+        self.stats.meta_errors[exc.code if exc.code is not None else "none"] += 1
         if isinstance(exc, meta_errors.UnknownOutcome):
             await self._finish(job, R.Outcome.UNKNOWN, attempts=attempt, reason=str(exc)[:300], **code)
         elif isinstance(exc, meta_errors.PairRateLimited):
@@ -391,6 +404,7 @@ class Dispatcher:
             pause = exc.retry_after or self.s.send_spam_pause_s
             self.pacers[pnid].on_throttled(now, pause=pause)
             self.stats.throttled += 1
+            self.stats.throttled_by_number[pnid] += 1
             # parked for minutes: the ERP hears why (RETRYING), as for a transient error
             await self._retry_later(job, pause, attempts=attempt, reason=str(exc)[:300],
                                     via_topic=True, result=True, **code)
@@ -399,6 +413,7 @@ class Dispatcher:
             pause = min(exc.retry_after or 1.0, 60.0)
             self.pacers[pnid].on_throttled(now, pause=pause)
             self.stats.throttled += 1
+            self.stats.throttled_by_number[pnid] += 1
             await self._retry_later(job, pause, attempts=attempt, reason=str(exc)[:300], via_topic=False, **code)
         elif isinstance(exc, meta_errors.Transient):
             if attempt >= self.s.send_max_attempts:

@@ -150,6 +150,12 @@ class NumberPacer:
         self._last_throttle = now
         self._paused_until = max(self._paused_until, now + pause)
 
+    def window_now(self, now: float) -> int:
+        """``sent_in_last_second`` without changing anything: for a metrics scrape from another
+        thread (``tuple`` copies the deque in one step under the GIL; nothing is pruned)."""
+        edge = now - 1.0
+        return sum(1 for t in tuple(self._sent) if t > edge) + self._in_flight + self._reserved
+
     def sent_in_last_second(self, now: float) -> int:
         """Calls counted in the window now: reserved, in flight, or finished within the last second."""
         self._prune(now)

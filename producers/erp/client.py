@@ -51,13 +51,19 @@ def wait_ready(component: Any, timeout: float) -> bool:
 
 
 class ErpProducer:
+    """``timeout``: how long a command may wait for the broker's acknowledgement. The idempotent
+    producer keeps retrying for all of it (``message.timeout.ms``), so a broker restart or a
+    leader move shorter than that delays ``publish`` instead of failing it, and never writes a
+    command twice."""
+
     def __init__(self, bootstrap: str, *, sealer: Sealer, pepper: bytes, serde: AvroSerde | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 300.0) -> None:
         self.serde = serde or AvroSerde()
         self.sealer = sealer
         self.pepper = pepper
         self.timeout = timeout
-        self._producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER, **{"linger.ms": 5})
+        self._producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER,
+                                       **{"linger.ms": 5, "message.timeout.ms": int(timeout * 1000)})
 
     @classmethod
     def from_settings(cls, settings: Any, bootstrap: str) -> "ErpProducer":
@@ -97,7 +103,7 @@ class ErpProducer:
             n += 1
             if n % 1000 == 0:
                 self._producer.poll(0)
-        left = self._producer.flush(self.timeout)
+        left = self._producer.flush(self.timeout + 5)
         if left:
             raise PublishError(f"{left} command(s) not acknowledged within {self.timeout:.0f}s")
         if errors:

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producers.ingress.callbacks import MetaCallbacks
+from producers.ingress.limits import body_limit, topic_max_bytes
 from producers.ingress.metrics import CONTENT_TYPE, IngressMetrics
 from producers.ingress.privacy_status import PrivacyStatusView
 from producers.ingress.webhook import WebhookEndpoint
@@ -27,7 +28,7 @@ from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.publisher import KafkaPublisher
-from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW
+from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, webhook_dead_max_bytes
 
 log = get_logger(__name__)
 
@@ -60,12 +61,16 @@ class IngressApp:
         if not settings.meta_apps:
             log.warning("no Meta app configured (WAPIPE_META_APPS): every webhook will be refused")
         self.settings = settings
+        self.bootstrap = bootstrap
         self.metrics = IngressMetrics()
         self.serde = AvroSerde.from_settings(settings)
         self.publisher = KafkaPublisher(
             bootstrap, message_timeout_ms=settings.ingress_publish_timeout_ms,
             deadline_ms=settings.ingress_deadline_ms, linger_ms=settings.ingress_linger_ms,
             poll_mode=settings.ingress_poll_mode,
+            # Its largest record, a dead letter around a body of the largest accepted size, from the
+            # same setting as the body limit and the topics' max.message.bytes (wapipe/topics.py).
+            message_max_bytes=webhook_dead_max_bytes(settings),
         )
         self.view = PrivacyStatusView(bootstrap, self.serde)
         secrets = app_secrets(settings)
@@ -99,14 +104,33 @@ class IngressApp:
             return
         await self.router(scope, receive, send)
 
+    def check_topic_limits(self) -> None:
+        """Lower the body limit to what the webhook topics store (their max.message.bytes), and say
+        so: they were not applied with this ingress's setting. Best effort: a broker that does not
+        answer leaves the setting (and a too-large record is still a 413 when Kafka refuses it)."""
+        try:
+            limits = topic_max_bytes(admin_client(self.bootstrap))
+        except Exception as exc:
+            log.warning("webhook topic limits not read; body limit stays the setting", error=str(exc))
+            return
+        want = self.settings.ingress_max_body_bytes
+        got = body_limit(self.settings, limits)
+        if got < want:
+            self.webhook.lower_limit(got)
+            log.error("webhook topics take smaller records than WAPIPE_INGRESS_MAX_BODY_BYTES allows: bodies over "
+                      "the topics' size are refused (413); run `wapipe topics apply`", setting=want, limit=got,
+                      topics=limits)
+
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app):
         self.publisher.start(asyncio.get_running_loop())
         self.view.start()
+        limits = asyncio.create_task(asyncio.to_thread(self.check_topic_limits), name="topic-limits")
         log.info("ingress started", apps=sorted(self.settings.meta_apps))
         try:
             yield
         finally:
+            await limits
             unacked = await asyncio.to_thread(self.publisher.close, 10.0)
             self.view.close()
             log.info("ingress stopped", unacked=unacked)

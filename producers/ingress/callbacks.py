@@ -4,12 +4,17 @@ Both callbacks are a form POST with ``signed_request``. A valid one becomes a ``
 (status RECEIVED) on ``wa.privacy.requests`` — where the privacy processors pick it up and write
 its progress — plus an ``AuditEvent``, both acked before we answer. The data-deletion answer is
 Meta's ``{"url", "confirmation_code"}``; the URL shows the request's current state.
+
+Refusals: a form over ``MAX_FORM_BYTES`` → 413; a signed_request whose signature does not match →
+401; any other invalid one (not ``<sig>.<payload>``, not base64url or JSON, another algorithm,
+expired, no usable ``user_id``) → 400 with the reason. Nothing is written for a refused request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
+import re
 import secrets
 import time
 import uuid
@@ -24,6 +29,7 @@ from producers.ingress import signed_request
 from producers.ingress.metrics import IngressMetrics
 from producers.ingress.privacy_status import PrivacyStatusView
 from wapipe.avro import AvroSerde
+from wapipe.http_input import BadInput, read_body
 from wapipe.log import get_logger
 from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
@@ -31,6 +37,7 @@ from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 log = get_logger(__name__)
 
 MAX_FORM_BYTES = 64 * 1024
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # confirmation codes are hex (here and wapipe/privacy/records.py)
 STATUS_PATH = "/meta/deletion-status/"
 STATUS_WAIT_S = 1.0
 
@@ -59,6 +66,8 @@ class MetaCallbacks:
 
     async def status(self, request: Request) -> Response:
         code = request.path_params["code"]
+        if not _CODE.fullmatch(code):  # not a code we issue: no wait for the view to catch up
+            return JSONResponse({"error": "unknown confirmation code"}, status_code=404)
         rec = self._view.get(code)
         # Another worker may have written it a moment ago: give our consumer a moment to read it.
         deadline = time.monotonic() + STATUS_WAIT_S
@@ -87,12 +96,11 @@ class MetaCallbacks:
     # ---------------------------------------------------------------------------------------
     async def _record(self, request: Request, *, kind: str, source: str, endpoint: str) -> Response:
         m = self._metrics
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_FORM_BYTES:
-                m.requests.labels(endpoint, "too_large").inc()
-                return JSONResponse({"error": "payload too large"}, status_code=413)
+        try:
+            raw = await read_body(request, MAX_FORM_BYTES)
+        except BadInput as exc:
+            m.requests.labels(endpoint, "too_large").inc()
+            return exc.response()
         form = parse_qs(raw.decode("utf-8", "replace"))
         try:
             sr = signed_request.parse(form.get("signed_request", [None])[0], self._secrets, max_age_s=self._max_age)

@@ -4,6 +4,10 @@
 payload string with the app secret; the payload JSON carries ``algorithm`` (must be
 ``HMAC-SHA256``), ``issued_at``, maybe ``expires``, and the app-scoped ``user_id``. With several
 Meta apps configured, every secret is tried (no early exit) and the matching app id is returned.
+
+Any input string either parses or raises ``InvalidSignedRequest`` with a reason (property-tested in
+tests/unit/test_boundary_properties.py): non-ASCII, non-base64, numbers out of range, a
+``user_id`` that is not an id (a string or integer of at most ``USER_ID_MAX`` id characters).
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
+
+USER_ID_MAX = 128
+_USER_ID = re.compile(r"[A-Za-z0-9_.-]{1,%d}" % USER_ID_MAX)
 
 
 class InvalidSignedRequest(ValueError):
@@ -33,8 +41,8 @@ class SignedRequest:
 
 def b64url_decode(data: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-    except (binascii.Error, ValueError) as exc:
+        return base64.urlsafe_b64decode(data.encode("ascii") + b"=" * (-len(data) % 4))
+    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidSignedRequest("not base64url") from exc
 
 
@@ -55,9 +63,10 @@ def parse(signed_request: str | None, secrets: Mapping[str, bytes], *, max_age_s
         raise InvalidSignedRequest("signed_request is not <signature>.<payload>")
     sig_part, payload_part = signed_request.split(".")
     sig = b64url_decode(sig_part)
+    payload_bytes = payload_part.encode("utf-8", "surrogatepass")
     app_id = None
     for candidate, secret in secrets.items():
-        expected = hmac.new(secret, payload_part.encode(), hashlib.sha256).digest()
+        expected = hmac.new(secret, payload_bytes, hashlib.sha256).digest()
         if hmac.compare_digest(expected, sig) and app_id is None:
             app_id = candidate
     if app_id is None:
@@ -70,7 +79,7 @@ def parse(signed_request: str | None, secrets: Mapping[str, bytes], *, max_age_s
         raise InvalidSignedRequest("payload is not a JSON object")
     algorithm = str(payload.get("algorithm", "")).upper()
     if algorithm != "HMAC-SHA256":
-        raise InvalidSignedRequest(f"unsupported algorithm {payload.get('algorithm')!r}")
+        raise InvalidSignedRequest(f"unsupported algorithm {str(payload.get('algorithm'))[:40]!r}")
     now = time.time() if now is None else now
     expires, issued_at = payload.get("expires"), payload.get("issued_at")
     if expires not in (None, 0) and _int(expires, "expires") < now:
@@ -78,13 +87,17 @@ def parse(signed_request: str | None, secrets: Mapping[str, bytes], *, max_age_s
     if issued_at is not None and _int(issued_at, "issued_at") < now - max_age_s:
         raise InvalidSignedRequest("expired (issued too long ago)")
     user_id = payload.get("user_id")
-    if not user_id:
+    if user_id is None or user_id == "":
         raise InvalidSignedRequest("no user_id")
-    return SignedRequest(app_id, str(user_id), None if issued_at is None else int(issued_at), payload)
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or not _USER_ID.fullmatch(str(user_id)):
+        raise InvalidSignedRequest(f"user_id is not an id (letters, digits, '_.-', at most {USER_ID_MAX})")
+    return SignedRequest(app_id, str(user_id), None if issued_at is None else _int(issued_at, "issued_at"), payload)
 
 
 def _int(value: object, name: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidSignedRequest(f"{name} is not a number")
     try:
         return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidSignedRequest(f"{name} is not a number") from None

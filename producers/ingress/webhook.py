@@ -10,7 +10,12 @@ This is the hot path, written as a plain ASGI callable (no framework objects per
    ``wa.webhook.dead`` with the reason, acked 200 (Meta would only retry it forever).
 4. A ``RawWebhook`` (the raw bytes, received-at, app id, signature-verified) on ``wa.webhook.raw``
    keyed by phone_number_id; the 200 goes out only after the broker acknowledged it. No ack within
-   the deadline → 503, so Meta retries.
+   the deadline → 503, so Meta retries. A record the producer or the topic refuses as too large
+   → 413: it can never be stored, and a "retry later" would have Meta resend it for 7 days. (The
+   limits agree by construction — wapipe/topics.py sizes the topic from the same body limit — so
+   this answers only a cluster whose topics were not applied.)
+
+Kept headers are cut to ``HEADER_MAX`` characters each, so the record's envelope stays bounded.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ log = get_logger(__name__)
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 _KEPT_HEADERS = (b"content-type", b"user-agent", b"x-hub-signature-256", b"x-forwarded-for")
+HEADER_MAX = 1024
+_TOO_LARGE = b"payload too large"
+_TOO_LARGE_FOR_TOPIC = b"payload too large for the webhook topic (max.message.bytes)"
 
 
 class WebhookEndpoint:
@@ -44,6 +52,15 @@ class WebhookEndpoint:
         self._serde = serde
         self._metrics = metrics
         self._max = max_body_bytes
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max
+
+    def lower_limit(self, max_body_bytes: int) -> None:
+        """Refuse (413) bodies over ``max_body_bytes`` too: what the webhook topics can store
+        (producers/ingress/limits.py). Never raises the limit."""
+        self._max = min(self._max, max_body_bytes)
 
     async def __call__(self, scope, receive, send) -> None:
         method = scope["method"]
@@ -72,7 +89,7 @@ class WebhookEndpoint:
     async def _deliver(self, scope, receive, send) -> None:
         received_at = int(time.time() * 1000)
         m = self._metrics
-        signature = None
+        signature: bytes | None = None
         kept: dict[str, str] = {}
         declared = -1
         for name, value in scope["headers"]:
@@ -82,18 +99,18 @@ class WebhookEndpoint:
                 except ValueError:
                     declared = -1
             elif name == b"x-hub-signature-256":
-                signature = value.decode("latin-1")
+                signature = value
             if name in _KEPT_HEADERS:
-                kept[name.decode()] = value.decode("latin-1")
+                kept[name.decode()] = value[:HEADER_MAX].decode("latin-1")
         if declared > self._max:
             m.webhook_too_large.inc()
-            await _answer(send, 413, b"payload too large", close=True)
+            await _answer(send, 413, _TOO_LARGE, close=True)
             return
 
         body = await self._read(receive)
         if body is None:
             m.webhook_too_large.inc()
-            await _answer(send, 413, b"payload too large", close=True)
+            await _answer(send, 413, _TOO_LARGE, close=True)
             return
 
         app_id = verify_any(self._secrets, body, signature)
@@ -120,6 +137,9 @@ class WebhookEndpoint:
         try:
             await self._publisher.publish(WEBHOOK_RAW, value, routing.key)
         except PublishFailed as exc:
+            if exc.too_large:
+                await self._too_large_for_topic(send, exc, ingress_id, len(body))
+                return
             m.webhook_unavailable.inc()
             log.warning("webhook not acked, answering 503", reason=str(exc), ingress_id=ingress_id)
             await _answer(send, 503, b"temporarily unavailable", extra=[(b"retry-after", b"1")])
@@ -146,6 +166,12 @@ class WebhookEndpoint:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    async def _too_large_for_topic(self, send, exc: PublishFailed, ingress_id: str, size: int) -> None:
+        self._metrics.webhook_too_large.inc()
+        log.error("webhook refused by Kafka as too large, answering 413 (apply the topics: wapipe topics apply)",
+                  reason=str(exc), ingress_id=ingress_id, body_bytes=size, limit=self._max)
+        await _answer(send, 413, _TOO_LARGE_FOR_TOPIC)
+
     async def _dead_letter(self, send, body: bytes, reason: str, ingress_id: str, app_id: str,
                            received_at: int, kept: dict[str, str]) -> None:
         value = self._serde.encode("DeadLetter", {
@@ -158,6 +184,9 @@ class WebhookEndpoint:
         try:
             await self._publisher.publish(WEBHOOK_DEAD, value, ingress_id.encode())
         except PublishFailed as exc:
+            if exc.too_large:
+                await self._too_large_for_topic(send, exc, ingress_id, len(body))
+                return
             self._metrics.webhook_unavailable.inc()
             log.warning("dead letter not acked, answering 503", reason=str(exc), ingress_id=ingress_id)
             await _answer(send, 503, b"temporarily unavailable", extra=[(b"retry-after", b"1")])

@@ -73,12 +73,13 @@ def test_consumer_lag_per_partition(kafka, unique):
     c.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
     c.close()
     lag = ConsumerLag(kafka, group, (topic, "no-such-topic"), ttl=0)
-    assert sorted(lag.lags()) == [(topic, 0, 3), (topic, 1, 2)]  # p1 never committed: both records due
+    assert sorted(lag.lags()) == [(topic, 0, 3, 2), (topic, 1, 2, 0)]  # p1 never committed: both records due
     probe = Probe("svc")
     probe.registry.register(lag)
     url = probe.start()
     try:
         text = httpx.get(url + "/metrics", timeout=10).text
         assert f'wapipe_consumer_lag{{group="{group}",partition="0",topic="{topic}"}} 3.0' in text
+        assert f'wapipe_consumer_committed_total{{group="{group}",partition="0",topic="{topic}"}} 2.0' in text
     finally:
         probe.close()

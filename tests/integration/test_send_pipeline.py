@@ -449,6 +449,26 @@ def test_throughput_is_paced_under_the_limit_and_transactional_never_waits(send_
     first = min(r["decided_at"].timestamp() for r in final.values())
     assert 163 / 40 * 0.9 < campaign_done - first < 163 / 36 * 1.5
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/{k}": 1 for k in keys})
+    # The worker's /metrics agree with what the sandbox counted (warm-up included).
+    metrics = _scrape(w)
+    for n in w.numbers:
+        assert metrics[f'wapipe_number_calls_total{{number="{n}"}}'] == nums[n]["accepted"], n
+        assert metrics[f'wapipe_number_limit_mps{{number="{n}"}}'] == 40
+        assert metrics[f'wapipe_number_queue_depth{{number="{n}"}}'] == 0
+    accepted = sum(nums[n]["accepted"] for n in w.numbers)
+    assert metrics['wapipe_send_outcomes_total{outcome="ACCEPTED"}'] == accepted
+    assert metrics["wapipe_ledger_write_seconds_count"] >= accepted and metrics["wapipe_ledger_write_seconds_sum"] > 0
+
+
+def _scrape(w: SendWorld) -> dict[str, float]:
+    import json
+
+    import httpx
+
+    url = json.loads((w.settings.state_dir / "probes" / "worker.json").read_text())["url"]
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
 
 
 @pytest.mark.send_world(rates=[(1000, 1000)])

@@ -112,6 +112,19 @@ def test_wapipe_sink_end_to_end(topics, tmp_path, unique):
         while counts() != (2, 2, 1, 1, 1, 1) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert counts() == (2, 2, 1, 1, 1, 1)
+        # its /metrics count what it wrote (other tests' records on the shared topics are not ours)
+        import json as _json
+
+        import httpx
+
+        probe = _json.loads((state / "probes" / "sink.json").read_text())["url"]
+        metrics = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                   for ln in httpx.get(probe + "/metrics", timeout=10).text.splitlines() if ln and ln[0] != "#"}
+        for table, n in {"status_events": 2, "send_requests": 2, "send_results": 1, "inbound_messages": 1,
+                         "account_events": 1, "audit_log": 1}.items():
+            assert metrics[f'wapipe_sink_rows_total{{table="{table}"}}'] >= n, table
+        assert metrics["wapipe_sink_insert_seconds_count"] >= 1 and metrics["wapipe_sink_insert_seconds_sum"] > 0
+        assert metrics["wapipe_sink_last_flush_age_seconds"] < 30
         [(status, sent_at, retention)] = reader.query(
             "SELECT status, sent_at, (SELECT max(retention_days) FROM status_events WHERE tenant_id = {t:String})"
             " FROM message_status_current WHERE tenant_id = {t:String}", {"t": tenant})

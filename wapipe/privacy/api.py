@@ -9,7 +9,10 @@ Every route is per tenant and needs that tenant's API key or the operator key
 * ``GET  /privacy/{tenant}/requests/{code}`` -> the request's status and steps
 * ``GET  /privacy/{tenant}/export?wa_id=...`` (or ``subject_id=``) -> everything held, as JSON
 
-Every request is an AuditEvent with the caller as actor. Bad input is a 400 with the reason.
+Every request is an AuditEvent with the caller as actor. Bad input is a 400 with the reason
+(not JSON, a field out of its bounds, a path id that is not an id), a body over
+``WAPIPE_API_MAX_BODY_BYTES`` a 413: bodies are read by ``wapipe.http_input`` and every field is
+bounded here (docs/security.md, "HTTP boundaries").
 Every lookup is the path tenant's: a subject id, number or confirmation code that is not the
 tenant's is a 404, exactly as if it did not exist (docs/security.md, "Tenant isolation").
 """
@@ -17,38 +20,54 @@ tenant's is a 404, exactly as if it did not exist (docs/security.md, "Tenant iso
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from wapipe.config import Settings
+from wapipe.http_input import BadInput, check_id, json_body, validation_message
 from wapipe.log import get_logger
 from wapipe.privacy.errors import UnknownSubject
 from wapipe.privacy.export import jsonable
 from wapipe.privacy.service import PrivacyService
+from wapipe.tenants.models import TENANT_ID_PATTERN
 
 log = get_logger(__name__)
 
 API_KINDS = {"erasure": "ERASURE", "restriction": "RESTRICTION", "unrestriction": "UNRESTRICTION"}
 
 
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a confirmation code or request id
+E164_MAX_DIGITS = 15
+
+# A WhatsApp number as people write it (digits, "+", spaces, "()-."), or a subject id (32 hex chars
+# from wapipe.privacy.subjects; any id of letters, digits, "_-").
+WaId = Annotated[str, Field(max_length=32, pattern=r"^[0-9+ ().-]+$")]
+SubjectId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
 class SubjectRef(BaseModel):
-    wa_id: str | None = None
-    subject_id: str | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+    wa_id: WaId | None = None
+    subject_id: SubjectId | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "SubjectRef":
         if not (self.wa_id or self.subject_id):
             raise ValueError("give wa_id (the person's WhatsApp number) or subject_id")
+        if self.wa_id and not 1 <= sum(c.isdigit() for c in self.wa_id) <= E164_MAX_DIGITS:
+            raise ValueError(f"wa_id must have 1 to {E164_MAX_DIGITS} digits")
         return self
 
 
 class RequestIn(SubjectRef):
-    kind: str
+    kind: Annotated[str, Field(max_length=32)]
 
     @model_validator(mode="after")
     def _kind(self) -> "RequestIn":
@@ -58,8 +77,8 @@ class RequestIn(SubjectRef):
 
 
 class CorrectionIn(SubjectRef):
-    field: str
-    value: str
+    field: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")]
+    value: Annotated[str, Field(max_length=4096)]  # a WhatsApp text body's own limit
 
 
 def _status_doc(rec: dict) -> dict:
@@ -72,16 +91,21 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
 
     async def _auth(request: Request):
         try:
-            return authorize(settings, tenants, request, request.path_params["tenant"])
+            who = authorize(settings, tenants, request, request.path_params["tenant"])
+            check_id(request.path_params["tenant"], _TENANT_ID, "tenant")
+            if "code" in request.path_params:
+                check_id(request.path_params["code"], _CODE, "code")
+            return who
         except Unauthorized as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except BadInput as exc:
+            return exc.response()
 
     async def _body(request: Request, model):
         try:
-            return model.model_validate(await request.json())
-        except ValueError as exc:  # bad JSON or a failed validation (ValidationError is a ValueError)
-            msg = "; ".join(e["msg"] for e in exc.errors()) if isinstance(exc, ValidationError) else "body is not JSON"
-            return JSONResponse({"error": msg}, status_code=400)
+            return await json_body(request, model, settings.api_max_body_bytes)
+        except BadInput as exc:
+            return exc.response()
 
     async def _scoped(status: int, fn, /, *args, render=_status_doc, **kw) -> JSONResponse:
         """Run a service call for the path's tenant: a subject that is not the tenant's is a 404,
@@ -131,7 +155,7 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         try:
             ref = SubjectRef(wa_id=request.query_params.get("wa_id"), subject_id=request.query_params.get("subject_id"))
         except ValidationError as exc:
-            return JSONResponse({"error": "; ".join(e["msg"] for e in exc.errors())}, status_code=400)
+            return JSONResponse({"error": validation_message(exc)}, status_code=400)
 
         def owns_number(phone_number_id: str) -> bool:
             t = tenants.tenant_for_number(phone_number_id)

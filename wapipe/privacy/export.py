@@ -85,7 +85,7 @@ def own_raw_items(body: bytes, *, subject_id: str, subject_of: Callable[[str], s
     (other people, other businesses) is left out; a body that is not a webhook gives nothing."""
     try:
         doc = json.loads(body)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # a signed body the ingress dead-lettered can be anything
         return []
     out: list[dict] = []
     entries = doc.get("entry") if isinstance(doc, dict) else None

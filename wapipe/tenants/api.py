@@ -17,60 +17,92 @@ route                                                    who        what
 ``POST   /admin/tenants/{tenant_id}/templates/sync``     op/tenant  sync from Meta
 =======================================================  =========  ==================================
 
-Errors are JSON ``{"error": ...}``: 400 refused input, 401/403 keys, 404 unknown tenant, 409 a
-failed onboarding step (with ``step`` and how to resume), 502 Meta refused a call.
+Errors are JSON ``{"error": ...}``: 400 refused input (not JSON, a field out of its bounds, a
+``tenant_id`` that is not an id), 413 a body over ``WAPIPE_API_MAX_BODY_BYTES``, 401/403 keys, 404
+unknown tenant, 409 a failed onboarding step (with ``step`` and how to resume), 502 Meta refused a
+call. Bodies are read by ``wapipe.http_input`` and every field is bounded here (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from wapipe.config import Settings
+from wapipe.http_input import BadInput, check_id, json_body
 from wapipe.log import get_logger
 from wapipe.tenants.auth import Principal, Unauthorized, authorize, new_api_key
+from wapipe.tenants.models import (
+    AVRO_INT_MAX,
+    DISPLAY_NAME_MAX,
+    HIGH_MPS,
+    META_ID_PATTERN,
+    RETENTION_KINDS,
+    RETENTION_MAX_DAYS,
+    TENANT_ID_PATTERN,
+)
 from wapipe.tenants.onboarding import Onboarder, OnboardingFailed
 from wapipe.tenants.service import TenantError, TenantService
 
 log = get_logger(__name__)
 
 
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+TenantId = Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
+MetaId = Annotated[str, Field(pattern=META_ID_PATTERN)]
+SignupCode = Annotated[str, Field(min_length=1, max_length=4096)]
+Pin = Annotated[str, Field(pattern=r"^[0-9]{6}$")]  # Meta's two-step verification PIN
+DisplayName = Annotated[str, Field(max_length=DISPLAY_NAME_MAX)]
+RetentionKind = Annotated[str, Field(max_length=32)]  # one of RETENTION_KINDS (checked below)
+RetentionDays = Annotated[int, Field(ge=1, le=RETENTION_MAX_DAYS)]
+Mps = Annotated[int, Field(ge=1, le=HIGH_MPS)]  # Meta's highest per-number throughput
+
+
 class OnboardBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tenant_id: str = Field(min_length=1)
-    code: str = Field(min_length=1, repr=False)
-    app_id: str | None = None
-    waba_id: str | None = None
-    pin: str | None = Field(default=None, repr=False)
-    display_name: str = ""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    tenant_id: TenantId
+    code: SignupCode = Field(repr=False)
+    app_id: MetaId | None = None
+    waba_id: MetaId | None = None
+    pin: Pin | None = Field(default=None, repr=False)
+    display_name: DisplayName = ""
 
 
 class ResumeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    code: str | None = Field(default=None, repr=False)
-    waba_id: str | None = None
-    pin: str | None = Field(default=None, repr=False)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    code: SignupCode | None = Field(default=None, repr=False)
+    waba_id: MetaId | None = None
+    pin: Pin | None = Field(default=None, repr=False)
 
 
 class PatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    retention_days: dict[str, int] | None = None
-    throughput_mps: dict[str, int] | None = None
-    status: str | None = None
-    messaging_limit: int | None = Field(default=None, ge=0)
-    display_name: str | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+    retention_days: Annotated[dict[RetentionKind, RetentionDays], Field(max_length=len(RETENTION_KINDS))] | None = None
+    throughput_mps: Annotated[dict[MetaId, Mps], Field(max_length=1000)] | None = None
+    status: Annotated[str, Field(max_length=32)] | None = None
+    messaging_limit: Annotated[int, Field(ge=0, le=AVRO_INT_MAX)] | None = None
+    display_name: DisplayName | None = None
+
+    @field_validator("retention_days")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        unknown = sorted(set(v or ()) - set(RETENTION_KINDS))
+        if unknown:
+            raise ValueError(f"unknown retention data type(s) {unknown}; known: {', '.join(RETENTION_KINDS)}")
+        return v
 
 
 class DisconnectBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = "requested through the admin API"
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: Annotated[str, Field(max_length=1024)] = "requested through the admin API"
 
 
 def tenant_json(t) -> dict:
@@ -91,13 +123,8 @@ class AdminApi:
         self.apps = {k: v.get_secret_value() for k, v in settings.meta_apps.items()}
 
     # --- plumbing ---------------------------------------------------------------------------
-    async def _body(self, request: Request, model: type[BaseModel]) -> BaseModel:
-        raw = await request.body()
-        try:
-            return model.model_validate_json(raw or b"{}")
-        except ValidationError as exc:
-            raise TenantError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                                        for e in exc.errors(include_url=False, include_input=False))) from None
+    async def _body(self, request: Request, model: type[BaseModel]) -> Any:
+        return await json_body(request, model, self.settings.api_max_body_bytes)
 
     def _handle(self, fn, *, tenant_scoped: bool = True, operator_only: bool = False):
         async def endpoint(request: Request):
@@ -106,11 +133,15 @@ class AdminApi:
                 who = authorize(self.settings, self.service.registry, request, tid)
                 if operator_only and who.kind != "operator":
                     raise Unauthorized(403, "operator key required")
+                if tid is not None:
+                    check_id(tid, _TENANT_ID, "tenant_id")
                 if tid is not None and self.service.registry.tenant(tid) is None:
                     return _error(404, f"no tenant {tid!r}")
                 return await fn(request, who)
             except Unauthorized as exc:
                 return _error(exc.status, str(exc))
+            except BadInput as exc:
+                return exc.response()
             except OnboardingFailed as exc:
                 return _error(409, str(exc), step=exc.step, tenant_id=exc.tenant_id,
                               resume=f"POST /admin/tenants/{exc.tenant_id}/resume")

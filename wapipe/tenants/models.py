@@ -29,6 +29,13 @@ DEFAULT_RETENTION_DAYS = {"content": 30, "metadata": 365, "raw_webhooks": 1, "au
 DEFAULT_MPS = 80
 HIGH_MPS = 1000
 
+# Bounds of what a caller may set (the admin API refuses more with a 400; docs/security.md).
+TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+META_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # app, business, WABA, phone number ids (Meta's are digits)
+AVRO_INT_MAX = 2**31 - 1  # TenantSettings' numbers are Avro ints
+RETENTION_MAX_DAYS = 36_500
+DISPLAY_NAME_MAX = 256
+
 
 class TenantStatus(StrEnum):
     ONBOARDING = "ONBOARDING"
@@ -80,7 +87,7 @@ class PhoneNumber(BaseModel):
 
     phone_number_id: str = Field(min_length=1)
     display_phone_number: str = ""
-    throughput_mps: int = Field(default=DEFAULT_MPS, ge=1)
+    throughput_mps: int = Field(default=DEFAULT_MPS, ge=1, le=AVRO_INT_MAX)
     quality_rating: str | None = None  # GREEN, YELLOW, RED, UNKNOWN
     messaging_limit_tier: str | None = None  # TIER_250, TIER_1K, ..., TIER_UNLIMITED
     status: str = "CONNECTED"
@@ -91,16 +98,16 @@ class Tenant(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    tenant_id: str = Field(min_length=1, pattern=TENANT_ID_PATTERN)
     status: TenantStatus = TenantStatus.ONBOARDING
-    display_name: str = ""
+    display_name: str = Field(default="", max_length=DISPLAY_NAME_MAX)
     business_id: str | None = None
     waba_id: str | None = None
     app_id: str | None = None
     numbers: tuple[PhoneNumber, ...] = ()
     token: SealedToken | None = None
     retention_days: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_RETENTION_DAYS))
-    messaging_limit: int = Field(default=250, ge=0)
+    messaging_limit: int = Field(default=250, ge=0, le=AVRO_INT_MAX)
     onboarding_step: str | None = None
     api_key_sha256: str | None = None
     updated_at: dt.datetime = Field(default_factory=utcnow)
@@ -112,9 +119,9 @@ class Tenant(BaseModel):
         unknown = set(v) - set(RETENTION_KINDS)
         if unknown:
             raise ValueError(f"unknown retention data type(s) {sorted(unknown)}; known: {', '.join(RETENTION_KINDS)}")
-        bad = {k: d for k, d in v.items() if d < 1}
+        bad = {k: d for k, d in v.items() if not 1 <= d <= RETENTION_MAX_DAYS}
         if bad:
-            raise ValueError(f"retention must be at least 1 day: {bad}")
+            raise ValueError(f"retention must be at least 1 day and at most {RETENTION_MAX_DAYS}: {sorted(bad)}")
         return v
 
     @field_validator("updated_at")

@@ -177,6 +177,18 @@ class Settings(BaseSettings):
     meta_http_timeout: float = Field(default=30.0, gt=0, description="per-call timeout, seconds")
     meta_max_connections: int = Field(default=100, ge=1, description="pooled connections to Graph")
 
+    # --- inbound media (`wapipe media`, wapipe/media) -----------------------------------------
+    # Where fetched inbound media is kept, sealed per subject: a folder (a path or file://…, the
+    # default is <state_dir>/media) or S3-compatible storage (s3://bucket[/prefix]).
+    media_url: str | None = None
+    # An S3-compatible server's endpoint (MinIO, Ceph, …); None: AWS's own. Credentials come from
+    # boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, a role).
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str | None = None
+    media_group: str = "wapipe-media"
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest inbound file fetched (Meta: documents ≤ 100 MB)")
+    media_sweep_interval_s: float = Field(default=3600.0, gt=0, description="how often stored media past retention is deleted")
+
     # --- webhook ingress (`wapipe ingress`) --------------------------------------------------
     # Meta apps whose webhooks we accept: JSON {"<app id>": "<app secret>"} (WAPIPE_META_APPS).
     meta_apps: dict[str, SecretStr] = Field(default_factory=dict)

@@ -50,6 +50,7 @@ PRIVACY_REQUESTS = "wa.privacy.requests"
 TEMPLATES = "wa.templates"
 TENANTS_DEAD = "wa.tenants.dead"  # account events `wapipe tenants follow` could not read
 PRIVACY_DEAD = "wa.privacy.dead"  # records of wa.privacy.requests the privacy processor could not read
+MEDIA_DEAD = "wa.media.dead"  # inbound media `wapipe media fetch` could not fetch or store
 
 Cleanup = Literal["delete", "compact"]
 
@@ -124,6 +125,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TEMPLATES, "waba_id/name/language", "TemplateInfo", cleanup="compact", partitions=1),
     TopicSpec(TENANTS_DEAD, "source topic", "DeadLetter", partitions=1),
     TopicSpec(PRIVACY_DEAD, "source topic", "DeadLetter", partitions=1),
+    TopicSpec(MEDIA_DEAD, "tenant_id", "DeadLetter"),
 )
 
 

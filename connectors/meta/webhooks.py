@@ -29,6 +29,7 @@ Numbers that must fit the Kafka contract are bounded here: timestamps are unix s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple
@@ -53,6 +54,7 @@ __all__ = [
     "MessagesChange",
     "MessagesValue",
     "Metadata",
+    "NfmReply",
     "OrderMessage",
     "OtherChange",
     "OtherItem",
@@ -262,11 +264,38 @@ class Reply(_Model):
     description: str | None = None
 
 
+class NfmReply(_Model):
+    """A WhatsApp Flow's answer (``interactive.type`` ``nfm_reply``): ``name`` is ``flow`` (or
+    ``address_message``), ``body`` a label such as ``Sent``, and ``response_json`` a JSON *string*
+    with the flow's output fields and the ``flow_token`` we sent. Meta does not include the flow
+    id: ``flow_token`` is how to tell which flow answered."""
+
+    name: str | None = None
+    body: str | None = None
+    response_json: str | None = None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """``response_json`` decoded; None when absent or not a JSON object (kept as sent)."""
+        if not self.response_json:
+            return None
+        try:
+            value = json.loads(self.response_json)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def flow_token(self) -> str | None:
+        token = (self.response or {}).get("flow_token")
+        return token if isinstance(token, str) else None
+
+
 class Interactive(_Model):
     type: str  # button_reply, list_reply, nfm_reply (flows), …
     button_reply: Reply | None = None
     list_reply: Reply | None = None
-    nfm_reply: dict[str, Any] | None = None
+    nfm_reply: NfmReply | None = None
 
     @property
     def reply(self) -> Reply | None:

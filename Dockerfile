@@ -9,5 +9,5 @@ COPY connectors connectors
 COPY sinks sinks
 COPY schemas schemas
 COPY kafka kafka
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[s3]'   # boto3: S3-compatible media storage
 ENTRYPOINT ["wapipe"]

@@ -13,8 +13,12 @@ Modelled on snuba's consumers and arroyo's strategies:
 * **Backpressure.** While ClickHouse is slow or down the consumer's partitions are paused (the
   consumer keeps polling, so it stays in the group) and the insert is retried with capped
   exponential backoff, for as long as it takes: nothing lost, nothing doubled, the process lives.
-* **Dead letters.** A record that cannot be decoded or converted goes to ``wa.sink.dead`` with
-  its reason. When more than ``sink_dlq_max_ratio`` of the last ``sink_dlq_window`` records were
+* **Dead letters.** A record that cannot be decoded or converted (whatever the exception: one
+  record never stops the sink) goes to ``wa.sink.dead`` with its reason, through
+  ``wapipe.deadletter`` (cut down when it would not fit). A batch is committed only once each of
+  its dead letters is acked; one the broker refused is written again (cut to the minimum when it
+  was too large) before the commit, never dropped. If the sink stops on an error, nothing of the
+  batch is committed. When more than ``sink_dlq_max_ratio`` of the last ``sink_dlq_window`` records were
   dead (and at least ``sink_dlq_min``), the sink stops with ``DeadLetterLimit`` rather than
   dead-letter everything after a bad deploy; that batch is not committed.
 * Between batches it runs the ClickHouse side of erasure (``sinks.erasure.ErasureWorker``,
@@ -24,7 +28,6 @@ Modelled on snuba's consumers and arroyo's strategies:
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import threading
 import time
@@ -39,6 +42,8 @@ from sinks.passthrough import PassThrough
 from sinks.rows import CONVERTERS, SINK_TOPICS, Converter, Retention, Unconvertible, convert, insert_settings
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
+from wapipe.deadletter import encode as encode_dead_letter
 from wapipe.kafka import consumer as make_consumer
 from wapipe.kafka import producer as make_producer
 from wapipe.log import get_logger
@@ -153,7 +158,10 @@ class SinkWorker:
         self.producer = make_producer(bootstrap)
         self.batch = Batch()
         self._dead_at: deque[int] = deque()  # stats.consumed at each dead letter (for the ratio)
-        self._dlq_errors: list[str] = []
+        # Dead letters produced whose ack was not seen yet: [letter, done, error] each.
+        self._dl_pending: list[list] = []
+        self._dl_lock = threading.Lock()
+        self._dl = SyncDeadLetters(self.serde, SINK_DEAD, self.producer, settings.dead_letter_max_bytes)
         self._paused: list[TopicPartition] = []
         self._last_reason = ""
         self._held: list = []
@@ -174,6 +182,9 @@ class SinkWorker:
                 if self._due():
                     self.flush(stop)
             self.drain(stop)  # a clean stop writes what it holds (gives up, uncommitted, if ClickHouse is down)
+        except BaseException:
+            self._halted = True  # stopping on an error: the revoke on close must not commit this batch
+            raise
         finally:
             self.close()
 
@@ -218,6 +229,11 @@ class SinkWorker:
         except (SerdeError, Unconvertible) as exc:
             self._dead_letter(topic, partition, offset, m.key(), value, str(exc), type(exc).__name__)
             return
+        except Exception as exc:  # a bug on one record must not stop the sink: dead-letter it, with why
+            log.error("sink.convert_failed", topic=topic, offset=offset, error=f"{type(exc).__name__}: {exc}")
+            self._dead_letter(topic, partition, offset, m.key(), value, f"sink error: {type(exc).__name__}: {exc}",
+                              type(exc).__name__)
+            return
         self.batch.rows.setdefault(conv.table, []).append(row)
         self.batch.sources.setdefault(conv.table, []).append((topic, partition, offset, m.key(), value))
 
@@ -226,16 +242,19 @@ class SinkWorker:
         self.batch.dead += 1
         self.stats.dead += 1
         self._last_reason = reason
-        rec = {"source_topic": topic, "partition": partition, "offset": offset, "key": key,
-               "value": value, "reason": reason, "error_type": error_type, "tenant_id": None,
-               "subject_id": None, "headers": {}, "failed_at": dt.datetime.now(dt.timezone.utc)}
+        letter = DeadLetter(Source(topic, partition, offset, key, value), reason[:2000], error_type)
+        encoded, _ = encode_dead_letter(self.serde, letter, SINK_DEAD, self.s.dead_letter_max_bytes)
+        item: list = [letter, False, None]  # letter, ack seen, error
 
         def acked(err, _msg) -> None:
-            if err is not None:
-                self._dlq_errors.append(str(err))
+            item[1], item[2] = True, err
 
-        self.producer.produce(SINK_DEAD, key=topic.encode(), value=self.serde.encode("DeadLetter", rec, topic=SINK_DEAD),
-                              on_delivery=acked)
+        with self._dl_lock:
+            self._dl_pending.append(item)
+        try:
+            self.producer.produce(SINK_DEAD, key=topic.encode(), value=encoded, on_delivery=acked)
+        except (KafkaException, BufferError) as exc:  # written again (blocking) before the batch commits
+            item[1], item[2] = True, exc
         self.producer.poll(0)
         # The ratio over the last ``sink_dlq_window`` records, kept as the positions of the dead
         # ones (no per-record bookkeeping on the hot path).
@@ -262,7 +281,8 @@ class SinkWorker:
         if not self._finish_inflight(stop):
             return False
         b, self.batch = self.batch, Batch()
-        if not b.count:
+        if not b.count:  # an empty flush is the loop's heartbeat too (the probe's /healthz reads it)
+            self.stats.last_flush_at = time.time()
             self._erasure()
             return True
         done, result = threading.Event(), {}
@@ -477,10 +497,22 @@ class SinkWorker:
         return table(kind)
 
     def _ack_dead_letters(self) -> None:
+        """Every dead letter produced so far is acked before this returns (else it raises, and the
+        batch is retried uncommitted): one the broker refused is written again, blocking, by
+        ``SyncDeadLetters`` (cut to the minimum if it was too large)."""
         left = self.producer.flush(30)
-        if left or self._dlq_errors:
-            errs, self._dlq_errors = self._dlq_errors, []
-            raise RuntimeError(f"dead letters not acked ({left} in flight): {errs[:3]}")
+        if left:
+            raise RuntimeError(f"dead letters not acked ({left} in flight)")
+        with self._dl_lock:  # not done yet: produced after the flush began, by the next batch
+            failed = [i for i in self._dl_pending if i[1] and i[2] is not None]
+            self._dl_pending = [i for i in self._dl_pending if not i[1]]
+        for n, item in enumerate(failed):
+            try:
+                self._dl.write(item[0], key=item[0].source.topic.encode())
+            except Exception:
+                with self._dl_lock:
+                    self._dl_pending[:0] = failed[n:]
+                raise
 
     def _pause(self) -> None:
         if not self._paused:

@@ -224,6 +224,7 @@ def _register() -> None:
     app.command("normalise")(__import__("processors.normalise.cli", fromlist=["normalise_command"]).normalise_command)
     app.command("sink")(__import__("sinks.cli", fromlist=["sink_command"]).sink_command)
     app.add_typer(__import__("wapipe.privacy.cli", fromlist=["app"]).app, name="privacy")
+    app.add_typer(__import__("wapipe.media.cli", fromlist=["app"]).app, name="media")
 
 
 _register()

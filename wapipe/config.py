@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     compacted_segment_ms: int = 3600 * 1000
     tombstone_retention_ms: int = 24 * 3600 * 1000
     min_cleanable_dirty_ratio: float = 0.1
+    # A dead letter larger than this is cut down (wapipe/deadletter.py): below Kafka's default
+    # message limit (1,048,588 bytes on the broker, 1,000,000 in librdkafka's producer).
+    dead_letter_max_bytes: int = Field(default=900_000, ge=4096)
 
     # --- Avro --------------------------------------------------------------------------
     schema_registry_url: str | None = Field(default=None, validation_alias=_env("SCHEMA_REGISTRY_URL"))
@@ -181,6 +184,18 @@ class Settings(BaseSettings):
     meta_graph_version: str = "v23.0"
     meta_http_timeout: float = Field(default=30.0, gt=0, description="per-call timeout, seconds")
     meta_max_connections: int = Field(default=100, ge=1, description="pooled connections to Graph")
+
+    # --- inbound media (`wapipe media`, wapipe/media) -----------------------------------------
+    # Where fetched inbound media is kept, sealed per subject: a folder (a path or file://…, the
+    # default is <state_dir>/media) or S3-compatible storage (s3://bucket[/prefix]).
+    media_url: str | None = None
+    # An S3-compatible server's endpoint (MinIO, Ceph, …); None: AWS's own. Credentials come from
+    # boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, a role).
+    media_s3_endpoint_url: str | None = None
+    media_s3_region: str | None = None
+    media_group: str = "wapipe-media"
+    media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest inbound file fetched (Meta: documents ≤ 100 MB)")
+    media_sweep_interval_s: float = Field(default=3600.0, gt=0, description="how often stored media past retention is deleted")
 
     # --- webhook ingress (`wapipe ingress`) --------------------------------------------------
     # Meta apps whose webhooks we accept: JSON {"<app id>": "<app secret>"} (WAPIPE_META_APPS).

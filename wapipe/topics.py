@@ -49,6 +49,8 @@ TENANTS = "wa.tenants"
 PRIVACY_REQUESTS = "wa.privacy.requests"
 TEMPLATES = "wa.templates"
 TENANTS_DEAD = "wa.tenants.dead"  # account events `wapipe tenants follow` could not read
+PRIVACY_DEAD = "wa.privacy.dead"  # records of wa.privacy.requests the privacy processor could not read
+MEDIA_DEAD = "wa.media.dead"  # inbound media `wapipe media fetch` could not fetch or store
 
 Cleanup = Literal["delete", "compact"]
 
@@ -122,6 +124,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),
     TopicSpec(TEMPLATES, "waba_id/name/language", "TemplateInfo", cleanup="compact", partitions=1),
     TopicSpec(TENANTS_DEAD, "source topic", "DeadLetter", partitions=1),
+    TopicSpec(PRIVACY_DEAD, "source topic", "DeadLetter", partitions=1),
+    TopicSpec(MEDIA_DEAD, "tenant_id", "DeadLetter"),
 )
 
 

@@ -22,17 +22,30 @@ subscribe_app              ``POST /{v}/{waba_id}/subscribed_apps``
 unsubscribe_app            ``DELETE /{v}/{waba_id}/subscribed_apps``
 exchange_code              ``GET /{v}/oauth/access_token?client_id&client_secret&code``
 debug_token                ``GET /{v}/debug_token?input_token=…``
+upload_media               ``POST /{v}/{phone_number_id}/media`` (multipart: messaging_product, type, file)
+media_info / delete_media  ``GET|DELETE /{v}/{media_id}``
+download_media             ``GET <url from media_info>`` (same token; Meta's hosts or the Graph host only)
+start_upload               ``POST /{v}/{app_id}/uploads?file_name&file_length&file_type`` (resumable)
+upload_offset              ``GET /{v}/upload:{session}`` → where an interrupted upload resumes
+upload_chunk / upload_file ``POST /{v}/upload:{session}`` with header ``file_offset`` → handle ``h``
 =========================  ==================================================================
+
+Media limits (Meta's "supported media types"): images 5 MB, audio and video 16 MB, documents
+100 MB, stickers 500 KB. ``upload_media`` refuses a larger file before sending it
+(``MediaTooLarge``). A resumable upload yields a *file handle* for template examples (e.g. a
+carousel or header sample), not a media id for sending messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +65,10 @@ __all__ = [
     "TokenExchange",
     "TokenInfo",
     "GranularScope",
+    "MediaInfo",
+    "MediaTooLarge",
+    "UploadSession",
+    "MEDIA_LIMITS",
     "PHONE_NUMBER_FIELDS",
 ]
 
@@ -64,6 +81,23 @@ PHONE_NUMBER_FIELDS = (
     "id,display_phone_number,verified_name,status,quality_rating,throughput,"
     "whatsapp_business_manager_messaging_limit"
 )
+
+
+# Bytes per media type (Meta's supported media types). A sticker is 100 KB static, 500 KB animated.
+MEDIA_LIMITS = {
+    "image": 5 * 1024 * 1024,
+    "audio": 16 * 1024 * 1024,
+    "video": 16 * 1024 * 1024,
+    "document": 100 * 1024 * 1024,
+    "sticker": 500 * 1024,
+}
+# Hosts a media download URL may point at: the token travels with the download, so never to
+# anything else (a URL is data from an answer, not a place to send credentials).
+_MEDIA_HOST_SUFFIXES = (".fbsbx.com", ".facebook.com", ".whatsapp.net", ".fbcdn.net")
+
+
+class MediaTooLarge(ValueError):
+    """The file exceeds Meta's limit for its media type (refused before any request)."""
 
 
 # --- response models ------------------------------------------------------------------------
@@ -118,6 +152,26 @@ class TemplateInfo(_Reply):
     rejected_reason: str | None = None
     quality_score: dict[str, Any] | None = None
     parameter_format: str | None = None
+
+
+class MediaInfo(_Reply):
+    """``GET /{media_id}``: where to download it (``url`` expires after 5 minutes and needs the
+    token), its MIME type, hex SHA-256 and size in bytes."""
+
+    id: str
+    url: str
+    mime_type: str | None = None
+    sha256: str | None = None
+    file_size: int | None = None
+    messaging_product: str | None = None
+
+
+class UploadSession(_Reply):
+    """A resumable upload session (``upload:…``) and, once complete, the file handle ``h``."""
+
+    id: str
+    file_offset: int = 0
+    h: str | None = None
 
 
 class TemplateCreated(_Reply):
@@ -277,11 +331,19 @@ class GraphClient:
         json: Any = None,
         timeout: float | None = None,
         idempotent: bool | None = None,
+        data: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        url: str | None = None,
+        raw: bool = False,
+        auth_scheme: str = "Bearer",
     ) -> Any:
-        """One call: returns the decoded JSON of a 2xx answer or raises a ``MetaError``.
-        ``idempotent`` (default: GET) decides whether a lost answer is ``Transient`` or
-        ``UnknownOutcome``."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        """One call: returns the decoded JSON of a 2xx answer (its bytes with ``raw``) or raises a
+        ``MetaError``. ``idempotent`` (default: GET) decides whether a lost answer is ``Transient``
+        or ``UnknownOutcome``. ``url`` replaces ``/{version}/{path}`` (a media download);
+        ``data``/``files``/``content`` are a form, multipart or raw body instead of ``json``."""
+        headers = {**({"Authorization": f"{auth_scheme} {token}"} if token else {}), **(headers or {})}
         endpoint = f"{method} {label}"
         if idempotent is None:
             idempotent = method == "GET"
@@ -296,7 +358,8 @@ class GraphClient:
         try:
             try:
                 response = await self._http.request(
-                    method, f"/{self.version}/{path.lstrip('/')}", params=params, json=json, headers=headers, timeout=call_timeout
+                    method, url or f"/{self.version}/{path.lstrip('/')}", params=params, json=json, data=data,
+                    files=files, content=content, headers=headers, timeout=call_timeout
                 )
             except httpx.RequestError as exc:  # transport errors, and e.g. an undecodable answer
                 error = errors.from_transport_error(exc, idempotent=idempotent, endpoint=endpoint)
@@ -307,6 +370,8 @@ class GraphClient:
                 error = errors.from_response(response, endpoint=endpoint)
                 outcome = type(error).__name__
                 raise error
+            if raw:
+                return response.content
             try:
                 return response.json()
             except ValueError:
@@ -521,3 +586,154 @@ class GraphClient:
             "GET", "debug_token", "/debug_token", token=app_token, params={"input_token": input_token}, timeout=timeout
         )
         return TokenInfo.model_validate(reply.get("data") or {})
+
+    # --- media -------------------------------------------------------------------------
+    async def upload_media(
+        self,
+        phone_number_id: str,
+        content: bytes,
+        *,
+        mime_type: str,
+        token: str,
+        filename: str = "file",
+        media_type: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Upload a file for sending; returns its media id (valid 30 days). ``media_type`` (image,
+        audio, video, document, sticker; default: from ``mime_type``) picks Meta's size limit."""
+        kind = media_type or _kind_of(mime_type)
+        limit = MEDIA_LIMITS.get(kind)
+        if limit is None:
+            raise ValueError(f"unknown media type {kind!r}; one of {', '.join(MEDIA_LIMITS)}")
+        if not content:
+            raise ValueError("an empty file cannot be uploaded")
+        if len(content) > limit:
+            raise MediaTooLarge(f"{kind} of {len(content)} bytes exceeds Meta's limit of {limit} bytes")
+        reply = await self._call(
+            "POST", f"{phone_number_id}/media", "/{phone_number_id}/media", token=token,
+            data={"messaging_product": "whatsapp", "type": mime_type},
+            files={"file": (filename, content, mime_type)}, timeout=timeout,
+        )
+        media_id = reply.get("id") if isinstance(reply, dict) else None
+        if not media_id:
+            raise errors.UnknownOutcome("200 without a media id", http_status=200, endpoint="POST /{phone_number_id}/media")
+        return str(media_id)
+
+    async def media_info(
+        self, media_id: str, *, token: str, phone_number_id: str | None = None, timeout: float | None = None
+    ) -> MediaInfo:
+        """The download URL (valid 5 minutes), MIME type, SHA-256 and size of a media id.
+        ``phone_number_id`` makes Meta check that the media belongs to that number."""
+        params = {"phone_number_id": phone_number_id} if phone_number_id else None
+        reply = await self._call("GET", f"{media_id}", "/{media_id}", token=token, params=params, timeout=timeout)
+        return MediaInfo.model_validate(reply)
+
+    async def delete_media(
+        self, media_id: str, *, token: str, phone_number_id: str | None = None, timeout: float | None = None
+    ) -> bool:
+        params = {"phone_number_id": phone_number_id} if phone_number_id else None
+        reply = await self._call("DELETE", f"{media_id}", "/{media_id}", token=token, params=params, timeout=timeout)
+        return self._success(reply)
+
+    def _media_url_allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("https", "http") or not host:
+            return False
+        own = urlsplit(self.base_url)
+        if host == (own.hostname or "").lower() and parts.port == own.port:
+            return True
+        return parts.scheme == "https" and host.endswith(_MEDIA_HOST_SUFFIXES)
+
+    async def download_media(
+        self, info: MediaInfo, *, token: str, max_bytes: int = MEDIA_LIMITS["document"], timeout: float | None = None
+    ) -> bytes:
+        """The file behind ``media_info``'s URL, fetched with the token and checked against the
+        announced size and SHA-256 (``Transient`` when they differ: a truncated or altered
+        download is worth one more try). Refuses (``ValueError``) a URL on a host that is neither
+        Meta's nor this client's Graph host, and a file over ``max_bytes``."""
+        if not self._media_url_allowed(info.url):
+            raise ValueError("media URL host is not Meta's: the token is not sent there")
+        if info.file_size is not None and info.file_size > max_bytes:
+            raise MediaTooLarge(f"media of {info.file_size} bytes exceeds the limit of {max_bytes} bytes")
+        body = await self._call("GET", "", "<media url>", token=token, url=info.url, raw=True, timeout=timeout)
+        endpoint = "GET <media url>"
+        if len(body) > max_bytes:
+            raise MediaTooLarge(f"media of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
+        if info.file_size is not None and len(body) != info.file_size:
+            raise errors.Transient(f"downloaded {len(body)} bytes, Meta announced {info.file_size}", endpoint=endpoint)
+        if info.sha256 and hashlib.sha256(body).hexdigest() != info.sha256.lower():
+            raise errors.Transient("downloaded media does not match its SHA-256", endpoint=endpoint)
+        return body
+
+    # --- resumable upload (file handles for templates) ----------------------------------
+    async def start_upload(
+        self, app_id: str, *, file_name: str, file_length: int, file_type: str, token: str, timeout: float | None = None
+    ) -> UploadSession:
+        """Open a resumable upload session for a file of ``file_length`` bytes."""
+        if file_length < 1:
+            raise ValueError("file_length must be at least 1 byte")
+        reply = await self._call(
+            "POST", f"{app_id}/uploads", "/{app_id}/uploads", token=token,
+            params={"file_name": file_name, "file_length": file_length, "file_type": file_type}, timeout=timeout,
+        )
+        return UploadSession.model_validate(reply)
+
+    async def upload_offset(self, session_id: str, *, token: str, timeout: float | None = None) -> int:
+        """How many bytes of the session Meta already has: where an interrupted upload resumes."""
+        reply = await self._call("GET", _session_path(session_id), "/upload:{session}", token=token,
+                                 auth_scheme="OAuth", timeout=timeout)
+        return int(reply.get("file_offset", 0))
+
+    async def upload_chunk(
+        self, session_id: str, chunk: bytes, *, offset: int, token: str, timeout: float | None = None
+    ) -> UploadSession:
+        """Send ``chunk`` as the bytes from ``offset`` on. The answer carries the handle ``h``
+        once the whole file is there. Safe to repeat: the offset says where the bytes go."""
+        reply = await self._call(
+            "POST", _session_path(session_id), "/upload:{session}", token=token, auth_scheme="OAuth",
+            headers={"file_offset": str(offset), "Content-Type": "application/octet-stream"},
+            content=chunk, timeout=timeout, idempotent=True,
+        )
+        return UploadSession.model_validate({"id": session_id, **reply})
+
+    async def upload_file(
+        self, app_id: str, content: bytes, *, file_name: str, file_type: str, token: str,
+        chunk_size: int = 4 * 1024 * 1024, session_id: str | None = None, timeout: float | None = None,
+    ) -> str:
+        """Upload ``content`` through a resumable session and return its file handle. With
+        ``session_id`` (from an earlier, interrupted attempt) it resumes at Meta's offset."""
+        if session_id is None:
+            session_id = (await self.start_upload(app_id, file_name=file_name, file_length=len(content),
+                                                  file_type=file_type, token=token, timeout=timeout)).id
+            offset = 0
+        else:
+            offset = await self.upload_offset(session_id, token=token, timeout=timeout)
+        if offset >= len(content):
+            # Meta gives the handle only in the answer to the last chunk: an upload that completed
+            # but whose answer was lost cannot give it again. Start a new session.
+            raise errors.UnknownOutcome("the session already has every byte; its handle was not seen",
+                                        endpoint="/upload:{session}")
+        handle: str | None = None
+        while offset < len(content):
+            chunk = content[offset:offset + chunk_size]
+            step = await self.upload_chunk(session_id, chunk, offset=offset, token=token, timeout=timeout)
+            handle = step.h
+            offset += len(chunk)
+        if handle is None:
+            raise errors.UnknownOutcome("upload complete without a file handle", endpoint="/upload:{session}")
+        return handle
+
+
+def _session_path(session_id: str) -> str:
+    sid = session_id if session_id.startswith("upload:") else f"upload:{session_id}"
+    if not re.fullmatch(r"upload:[A-Za-z0-9_\-=.?&:%+]+", sid):
+        raise ValueError("not an upload session id")
+    return sid
+
+
+def _kind_of(mime_type: str) -> str:
+    major = mime_type.split("/", 1)[0].lower()
+    if mime_type.lower() == "image/webp":
+        return "sticker"
+    return major if major in ("image", "audio", "video") else "document"

@@ -23,6 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "AudioMessage",
     "Button",
+    "CarouselCard",
+    "CarouselComponent",
+    "CtaUrlMessage",
+    "FlowMessage",
+    "LocationRequestMessage",
+    "MediaHeader",
     "ButtonComponent",
     "ButtonsMessage",
     "CurrencyParameter",
@@ -61,6 +67,9 @@ MAX_OPAQUE = 512
 MAX_HEADER_TEXT = 60
 MAX_FOOTER = 60
 MAX_INTERACTIVE_BODY = 1024
+MAX_CTA_TEXT = 20
+MAX_FLOW_CTA = 30  # Meta's flow-message reference advises ≤ 30 (its older "Sending a Flow" page said 20)
+MAX_CAROUSEL_CARDS = 10
 
 _PHONE = re.compile(r"^\+?[0-9]{6,15}$")
 _WS_RUN = re.compile(r" {5,}")
@@ -271,6 +280,108 @@ class ListMessage(_Interactive):
         return self._frame("list", {"button": self.button, "sections": sections})
 
 
+class MediaHeader(_Model):
+    """An interactive message's image, video or document header — by public link (Meta does not
+    take an uploaded media id in interactive headers)."""
+
+    kind: Literal["image", "video", "document"]
+    link: Annotated[str, Field(min_length=1, max_length=2000)]
+
+    @field_validator("link")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.lower().startswith(("https://", "http://")):
+            raise ValueError("a header media link must be an http(s) URL")
+        return value
+
+
+class CtaUrlMessage(_Interactive):
+    """A call-to-action URL button: one button (label ≤ 20 chars) that opens ``url``, so the raw
+    link need not be in the body. Optional header (text, or ``header_media``) and footer."""
+
+    display_text: Annotated[str, Field(min_length=1, max_length=MAX_CTA_TEXT)]
+    url: Annotated[str, Field(min_length=1, max_length=2000)]
+    header_media: MediaHeader | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.lower().startswith(("https://", "http://")):
+            raise ValueError("a CTA URL button needs an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_header(self):
+        if self.header is not None and self.header_media is not None:
+            raise ValueError("a CTA URL message has one header: text or media, not both")
+        return self
+
+    def _content(self) -> dict[str, Any]:
+        content = self._frame("cta_url", {"name": "cta_url", "parameters": {"display_text": self.display_text, "url": self.url}})
+        if self.header_media is not None:
+            kind = self.header_media.kind
+            content = {"type": "cta_url", "header": {"type": kind, kind: {"link": self.header_media.link}},
+                       **{k: v for k, v in content.items() if k != "type"}}
+        return content
+
+
+class LocationRequestMessage(OutboundMessage):
+    """Asks the user to share their location (a "Send location" button); the answer arrives as an
+    ordinary inbound ``location`` message. Body only: no header or footer."""
+
+    type: ClassVar[str] = "interactive"
+    body: Annotated[str, Field(min_length=1, max_length=MAX_INTERACTIVE_BODY)]
+
+    def _content(self) -> dict[str, Any]:
+        return {"type": "location_request_message", "body": {"text": self.body}, "action": {"name": "send_location"}}
+
+
+class FlowMessage(_Interactive):
+    """Opens a WhatsApp Flow: by ``flow_id`` or ``flow_name`` (exactly one), with a CTA label
+    ≤ 30 chars. ``flow_action`` ``navigate`` (default) may name the first ``screen`` (Meta's
+    default: the flow's entry screen) and pass it ``data``; ``data_exchange`` takes neither (the
+    flow's endpoint decides). The user's answer arrives as an inbound ``interactive``
+    ``nfm_reply`` whose ``response_json`` carries ``flow_token`` back."""
+
+    flow_cta: Annotated[str, Field(min_length=1, max_length=MAX_FLOW_CTA)]
+    flow_id: Annotated[str, Field(min_length=1)] | None = None
+    flow_name: Annotated[str, Field(min_length=1)] | None = None
+    flow_token: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    flow_action: Literal["navigate", "data_exchange"] = "navigate"
+    screen: Annotated[str, Field(min_length=1)] | None = None
+    data: dict[str, Any] | None = None
+    mode: Literal["published", "draft"] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if (self.flow_id is None) == (self.flow_name is None):
+            raise ValueError("a flow message needs exactly one of 'flow_id' or 'flow_name'")
+        if self.data is not None and self.screen is None:
+            raise ValueError("flow 'data' is for the first 'screen': name it")
+        if self.flow_action == "data_exchange" and (self.screen is not None or self.data is not None):
+            raise ValueError("flow_action 'data_exchange' takes no 'screen' or 'data' (the flow endpoint decides)")
+        if self.data is not None and not self.data:
+            raise ValueError("flow 'data' must be a non-empty object when given")
+        return self
+
+    def _content(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"flow_message_version": "3", "flow_cta": self.flow_cta, "flow_action": self.flow_action}
+        if self.flow_id is not None:
+            params["flow_id"] = self.flow_id
+        else:
+            params["flow_name"] = self.flow_name
+        if self.flow_token is not None:
+            params["flow_token"] = self.flow_token
+        if self.mode is not None:
+            params["mode"] = self.mode
+        if self.screen is not None:
+            payload: dict[str, Any] = {"screen": self.screen}
+            if self.data is not None:
+                payload["data"] = self.data
+            params["flow_action_payload"] = payload
+        return self._frame("flow", {"name": "flow", "parameters": params})
+
+
 # --- reaction and read receipt -----------------------------------------------------------------
 class ReactionMessage(OutboundMessage):
     """React to ``message_id`` with ``emoji``; an empty emoji removes the reaction."""
@@ -435,7 +546,59 @@ def quick_reply_button(index: int, payload: str) -> ButtonComponent:
     return ButtonComponent(sub_type="quick_reply", index=index, parameters=[PayloadParameter(payload=payload)])
 
 
-Component = HeaderComponent | BodyComponent | ButtonComponent
+class CarouselCard(_Model):
+    """One card of a media-card carousel template: its image or video header (by id or link),
+    optional body parameters, and the parameters of its buttons."""
+
+    card_index: Annotated[int, Field(ge=0, lt=MAX_CAROUSEL_CARDS)]
+    header: MediaParameter
+    body: BodyComponent | None = None
+    buttons: list[ButtonComponent] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.header.kind not in ("image", "video"):
+            raise ValueError("a carousel card header is an image or a video")
+        if self.header.parameter_name is not None:
+            raise ValueError("a carousel card header takes no parameter_name")
+        if any(b.sub_type not in ("quick_reply", "url") for b in self.buttons):
+            raise ValueError("carousel card buttons are quick_reply or url")
+        indexes = [b.index for b in self.buttons]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError("two buttons with the same index on one carousel card")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        components: list[dict[str, Any]] = [{"type": "header", "parameters": [self.header.to_json()]}]
+        if self.body is not None:
+            components.append(self.body.to_json())
+        components.extend(b.to_json() for b in self.buttons)
+        return {"card_index": self.card_index, "components": components}
+
+
+class CarouselComponent(_Model):
+    """The ``carousel`` component of a media-card carousel template: up to 10 cards, indexes
+    unique, every card with the same kind of header and the same button kinds (Meta requires all
+    cards of a template to have the same components)."""
+
+    cards: Annotated[list[CarouselCard], Field(min_length=1, max_length=MAX_CAROUSEL_CARDS)]
+
+    @model_validator(mode="after")
+    def _same_shape(self):
+        indexes = [c.card_index for c in self.cards]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError("carousel card_index values must be unique")
+        shapes = {(c.header.kind, c.body is not None, tuple((b.index, b.sub_type) for b in sorted(c.buttons, key=lambda b: b.index)))
+                  for c in self.cards}
+        if len(shapes) > 1:
+            raise ValueError("every carousel card needs the same header kind, body presence and buttons")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "carousel", "cards": [c.to_json() for c in sorted(self.cards, key=lambda c: c.card_index)]}
+
+
+Component = HeaderComponent | BodyComponent | ButtonComponent | CarouselComponent
 
 
 class TemplateMessage(OutboundMessage):
@@ -449,8 +612,10 @@ class TemplateMessage(OutboundMessage):
     @model_validator(mode="after")
     def _structure(self):
         kinds = [type(c) for c in self.components]
-        if kinds.count(HeaderComponent) > 1 or kinds.count(BodyComponent) > 1:
-            raise ValueError("a template has at most one header and one body component")
+        if kinds.count(HeaderComponent) > 1 or kinds.count(BodyComponent) > 1 or kinds.count(CarouselComponent) > 1:
+            raise ValueError("a template has at most one header, one body and one carousel component")
+        if CarouselComponent in kinds and HeaderComponent in kinds:
+            raise ValueError("a carousel template has no message header (each card has its own)")
         indexes = [c.index for c in self.components if isinstance(c, ButtonComponent)]
         if len(set(indexes)) != len(indexes):
             raise ValueError("two button components with the same index")

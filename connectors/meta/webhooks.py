@@ -15,18 +15,32 @@ unix seconds as strings).
 
 Iterate with ``iter_statuses``, ``iter_messages`` (each with its sender's contact),
 ``iter_errors`` and ``iter_other_changes``.
+
+``parse_items(raw)`` is the per-item reading a consumer uses: every status, message, error and
+change is validated on its own, so one malformed item (a ``from`` of the wrong type, a timestamp
+``"asdf"``) becomes a ``BadItem`` naming its path in the webhook
+(``entry[0].changes[1].value.statuses[3]``) while the others go on. Only an envelope that is not
+one at all raises ``InvalidWebhook``. Whatever the body, these two functions either return or raise
+``InvalidWebhook``, nothing else (tests/unit/test_webhook_properties.py).
+
+Numbers that must fit the Kafka contract are bounded here: timestamps are unix seconds in
+``[0, 253402300799]`` (up to 9999-12-31), error codes fit Avro's 32-bit ``int``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 __all__ = [
     "AccountUpdate",
     "AccountUpdateChange",
+    "BadItem",
     "ButtonMessage",
     "Contact",
     "ContactsMessage",
@@ -40,6 +54,7 @@ __all__ = [
     "MessagesChange",
     "MessagesValue",
     "Metadata",
+    "NfmReply",
     "OrderMessage",
     "OtherChange",
     "OtherItem",
@@ -57,11 +72,13 @@ __all__ = [
     "UnsupportedMessage",
     "WebhookEnvelope",
     "WebhookError",
+    "WebhookItems",
     "ErrorItem",
     "iter_errors",
     "iter_messages",
     "iter_other_changes",
     "iter_statuses",
+    "parse_items",
     "parse_webhook",
 ]
 
@@ -77,6 +94,12 @@ class InvalidWebhook(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# Unix seconds a datetime (and Avro's timestamp-millis) can hold: 1970-01-01 .. 9999-12-31T23:59:59.
+UnixSeconds = Annotated[int, Field(ge=0, le=253_402_300_799)]
+# Meta's error codes are small; Avro's ``int`` (32 bits) carries them on the wire.
+ErrorCode = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 
 
 # --- shared pieces ------------------------------------------------------------------------------
@@ -101,7 +124,7 @@ class ErrorData(_Model):
 class WebhookError(_Model):
     """An error in ``statuses[].errors``, ``messages[].errors`` or ``value.errors``."""
 
-    code: int
+    code: ErrorCode
     title: str | None = None
     message: str | None = None
     error_data: ErrorData | None = None
@@ -122,7 +145,7 @@ class Conversation(_Model):
 
     id: str | None = None
     origin: ConversationOrigin | None = None
-    expiration_timestamp: int | None = None
+    expiration_timestamp: UnixSeconds | None = None
 
 
 class Pricing(_Model):
@@ -138,13 +161,18 @@ class Status(_Model):
 
     id: str
     status: str
-    timestamp: int | None = None
+    timestamp: UnixSeconds | None = None
     recipient_id: str | None = None
     recipient_type: str | None = None
     biz_opaque_callback_data: str | None = None
     conversation: Conversation | None = None
     pricing: Pricing | None = None
     errors: list[WebhookError] = Field(default_factory=list)
+
+    @property
+    def is_group(self) -> bool:
+        """A status of a message to a group: ``recipient_id`` is the group's id, not a person's."""
+        return (self.recipient_type or "").lower() == "group"
 
 
 # --- inbound messages ----------------------------------------------------------------------------
@@ -160,7 +188,7 @@ class Context(_Model):
 class _Message(_Model):
     from_: str = Field(alias="from")
     id: str
-    timestamp: int | None = None
+    timestamp: UnixSeconds | None = None
     type: str
     context: Context | None = None
     errors: list[WebhookError] = Field(default_factory=list)
@@ -236,11 +264,38 @@ class Reply(_Model):
     description: str | None = None
 
 
+class NfmReply(_Model):
+    """A WhatsApp Flow's answer (``interactive.type`` ``nfm_reply``): ``name`` is ``flow`` (or
+    ``address_message``), ``body`` a label such as ``Sent``, and ``response_json`` a JSON *string*
+    with the flow's output fields and the ``flow_token`` we sent. Meta does not include the flow
+    id: ``flow_token`` is how to tell which flow answered."""
+
+    name: str | None = None
+    body: str | None = None
+    response_json: str | None = None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """``response_json`` decoded; None when absent or not a JSON object (kept as sent)."""
+        if not self.response_json:
+            return None
+        try:
+            value = json.loads(self.response_json)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def flow_token(self) -> str | None:
+        token = (self.response or {}).get("flow_token")
+        return token if isinstance(token, str) else None
+
+
 class Interactive(_Model):
     type: str  # button_reply, list_reply, nfm_reply (flows), …
     button_reply: Reply | None = None
     list_reply: Reply | None = None
-    nfm_reply: dict[str, Any] | None = None
+    nfm_reply: NfmReply | None = None
 
     @property
     def reply(self) -> Reply | None:
@@ -339,7 +394,8 @@ _MESSAGE_TAGS = {
 
 def _message_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return _MESSAGE_TAGS.get(kind, "other")
+    # not a string (a list, an object): "other", whose model then refuses it as a bad type
+    return _MESSAGE_TAGS.get(kind, "other") if isinstance(kind, str) else "other"
 
 
 InboundMessage = Annotated[
@@ -455,7 +511,7 @@ _CHANGE_TAGS = {
 
 def _change_tag(value: Any) -> str:
     field = value.get("field") if isinstance(value, dict) else getattr(value, "field", None)
-    return _CHANGE_TAGS.get(field, "other")
+    return _CHANGE_TAGS.get(field, "other") if isinstance(field, str) else "other"
 
 
 Change = Annotated[
@@ -470,7 +526,7 @@ Change = Annotated[
 
 class Entry(_Model):
     id: str  # the WABA id
-    time: int | None = None
+    time: UnixSeconds | None = None
     changes: list[Change] = Field(default_factory=list)
 
 
@@ -490,6 +546,8 @@ def parse_webhook(raw: bytes | str) -> WebhookEnvelope:
         if first["type"] == "json_invalid":
             raise InvalidWebhook("body is not valid JSON") from None
         raise InvalidWebhook(f"not a webhook envelope: {where}: {first['msg']}") from None
+    except (TypeError, ValueError, RecursionError) as exc:  # the one typed error, whatever the body
+        raise InvalidWebhook(f"not a webhook envelope: {type(exc).__name__}") from None
 
 
 # --- iteration ----------------------------------------------------------------------------------
@@ -556,3 +614,131 @@ def iter_other_changes(env: WebhookEnvelope) -> Iterator[OtherItem]:
         for change in entry.changes:
             if not isinstance(change, MessagesChange):
                 yield OtherItem(entry.id, change.field, change.value)
+
+
+# --- per-item reading ------------------------------------------------------------------------------
+class BadItem(NamedTuple):
+    """One part of a webhook that cannot be read: ``path`` names it in the webhook
+    (``entry[0].changes[1].value.statuses[3]``), ``reason`` says why (no payload content),
+    ``raw`` is the part as received (JSON value) for its dead letter."""
+
+    path: str
+    reason: str
+    raw: Any
+
+
+@dataclass(frozen=True)
+class WebhookItems:
+    """A webhook read item by item: each good item with its path, and the bad ones."""
+
+    object: str
+    statuses: list[tuple[str, StatusItem]] = field(default_factory=list)
+    messages: list[tuple[str, MessageItem]] = field(default_factory=list)
+    errors: list[tuple[str, ErrorItem]] = field(default_factory=list)
+    others: list[tuple[str, OtherItem]] = field(default_factory=list)
+    entry_times: dict[str, int | None] = field(default_factory=dict)
+    bad: list[BadItem] = field(default_factory=list)
+
+
+class _EnvelopeHead(_Model):
+    object: str
+    entry: list[Any] = Field(default_factory=list)
+
+
+class _EntryHead(_Model):
+    id: str
+    time: UnixSeconds | None = None
+    changes: list[Any] = Field(default_factory=list)
+
+
+class _ChangeHead(_Model):
+    field: str
+    value: Any = None
+
+
+class _MessagesHead(_Model):
+    messaging_product: str | None = None
+    metadata: Metadata
+    contacts: list[Any] = Field(default_factory=list)
+    messages: list[Any] = Field(default_factory=list)
+    statuses: list[Any] = Field(default_factory=list)
+    errors: list[Any] = Field(default_factory=list)
+
+
+_CONTACT = TypeAdapter(Contact)
+_STATUS = TypeAdapter(Status)
+_MESSAGE: TypeAdapter[Any] = TypeAdapter(InboundMessage)
+_ERROR = TypeAdapter(WebhookError)
+_CHANGE: TypeAdapter[Any] = TypeAdapter(Change)
+
+
+def _why(exc: Exception) -> str:
+    """A short reason without payload content."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _read(adapter: Any, value: Any) -> Any:
+    """Validate one part; a ``ValueError`` (``ValidationError``) or ``TypeError`` when it is bad."""
+    if isinstance(adapter, TypeAdapter):
+        return adapter.validate_python(value)
+    return adapter.model_validate(value)
+
+
+def parse_items(raw: bytes | str) -> WebhookItems:
+    """Read a webhook body item by item (see the module's docstring). Raises ``InvalidWebhook``
+    only when the body is not JSON or not an envelope (no ``object``, ``entry`` not a list)."""
+    try:
+        doc = pydantic_core.from_json(raw)
+    except (ValueError, TypeError, RecursionError):
+        raise InvalidWebhook("body is not valid JSON") from None
+    try:
+        head = _EnvelopeHead.model_validate(doc)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidWebhook(f"not a webhook envelope: {_why(exc)}") from None
+    out = WebhookItems(head.object)
+
+    def part(adapter: Any, value: Any, path: str) -> Any:
+        try:
+            return _read(adapter, value)
+        except (ValueError, TypeError, RecursionError) as exc:
+            out.bad.append(BadItem(path, _why(exc), value))
+            return None
+
+    for i, raw_entry in enumerate(head.entry):
+        entry = part(_EntryHead, raw_entry, f"entry[{i}]")
+        if entry is None:
+            continue
+        out.entry_times[entry.id] = entry.time  # the last entry of a WABA wins, as in parse_webhook's users
+        for j, raw_change in enumerate(entry.changes):
+            cpath = f"entry[{i}].changes[{j}]"
+            change = part(_ChangeHead, raw_change, cpath)
+            if change is None:
+                continue
+            if change.field != "messages":
+                other = part(_CHANGE, raw_change, cpath)
+                if other is not None:
+                    out.others.append((cpath, OtherItem(entry.id, other.field, other.value)))
+                continue
+            value = part(_MessagesHead, change.value, f"{cpath}.value")
+            if value is None:
+                continue
+            vpath = f"{cpath}.value"
+            read = [part(_CONTACT, c, f"{vpath}.contacts[{k}]") for k, c in enumerate(value.contacts)]
+            contacts = [c for c in read if c is not None]
+            by_wa_id = {c.wa_id: c for c in contacts if c.wa_id}
+            only = contacts[0] if len(value.contacts) == 1 and contacts else None
+            for k, item in enumerate(value.statuses):
+                if (st := part(_STATUS, item, f"{vpath}.statuses[{k}]")) is not None:
+                    out.statuses.append((f"{vpath}.statuses[{k}]", StatusItem(entry.id, value.metadata, st)))
+            for k, item in enumerate(value.messages):
+                if (msg := part(_MESSAGE, item, f"{vpath}.messages[{k}]")) is not None:
+                    out.messages.append((f"{vpath}.messages[{k}]", MessageItem(
+                        entry.id, value.metadata, msg, by_wa_id.get(msg.from_, only))))
+            for k, item in enumerate(value.errors):
+                if (err := part(_ERROR, item, f"{vpath}.errors[{k}]")) is not None:
+                    out.errors.append((f"{vpath}.errors[{k}]", ErrorItem(entry.id, value.metadata, err)))
+    return out

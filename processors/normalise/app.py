@@ -2,9 +2,12 @@
 
 Per batch of raw records (``stream.take_events``: up to ``WAPIPE_NORMALISE_BATCH_MAX`` records or
 ``WAPIPE_NORMALISE_BATCH_WITHIN_S`` seconds; Avro is decoded inside the agent, interfaces.md §6):
-1. decode each ``RawWebhook`` and convert the batch (``convert.Normaliser``) in one thread hop,
-   since sealing may publish a new subject key with acks; an unreadable record → ``DeadLetter`` on
-   ``wa.webhook.dead`` with its reason, never a crashed agent;
+1. decode each ``RawWebhook`` and convert the batch (``convert.Normaliser.convert_items``) in one
+   thread hop, since sealing may publish a new subject key with acks; an unreadable record →
+   ``DeadLetter`` on ``wa.webhook.dead`` with its reason, and so is each item of a webhook that
+   cannot be converted or encoded (its path in the webhook in the reason and in ``headers.path``)
+   while the other items go on: never a crashed agent. Dead letters go through
+   ``wapipe.deadletter`` (cut down to fit, awaited) before the batch's offsets are acknowledged;
 2. drop events whose ``event_id`` the *seen* table holds, or that an earlier record of the same
    batch produced (Meta's duplicate deliveries): the table is changelog-backed (it survives
    restarts and rebalances) and co-partitioned with the source topic, since duplicates of one
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
+import json
 import time
 import weakref
 from typing import Any
@@ -33,14 +36,22 @@ import faust
 from confluent_kafka import KafkaException
 from faust.streams import _current_event  # no public setter: see _as_current
 
-from processors.normalise.convert import Normaliser, Unreadable
+from processors.normalise.convert import Converted, Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, DeadLetters, Source
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
-from wapipe.publisher import KafkaPublisher, for_processor
-from wapipe.topics import WEBHOOK_DEAD, WEBHOOK_RAW, TopicSpec, table_changelog, webhook_dead_max_bytes, webhook_record_max_bytes
+from wapipe.publisher import KafkaPublisher, PublishFailed, for_processor
+from wapipe.topics import (
+    WEBHOOK_DEAD,
+    WEBHOOK_RAW,
+    TopicSpec,
+    table_changelog,
+    webhook_dead_max_bytes,
+    webhook_record_max_bytes,
+)
 
 log = get_logger(__name__)
 
@@ -72,15 +83,9 @@ def _as_current(event: Any):
         _current_event.reset(token)
 
 
-def dead_letter(source: Any, reason: str, error_type: str) -> dict:
-    """A DeadLetter record for the Faust event ``source``."""
-    msg = source.message
-    return {
-        "source_topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-        "key": msg.key, "value": msg.value, "reason": reason, "error_type": error_type,
-        "tenant_id": None, "subject_id": None, "headers": {},
-        "failed_at": dt.datetime.now(dt.timezone.utc),
-    }
+def _item_json(raw: Any) -> bytes:
+    """A bad item of a webhook as JSON bytes, for its dead letter's value."""
+    return json.dumps(raw, ensure_ascii=False, default=str, allow_nan=True).encode("utf-8", "replace")
 
 
 def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, serde: AvroSerde | None = None,
@@ -120,7 +125,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     # ``seen_changelog`` before the app starts (cli.py).
     seen = app.Table(SEEN_TABLE, default=None, partitions=settings.topic_partitions, key_type=str, value_type=str,
                      help="event_id -> first seen (unix s)", options={"ttl": int(window)})
-    counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0}
+    counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0, "dead_items": 0}
 
     guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
     watch_stalls(app, guard, bootstrap, [WEBHOOK_RAW])
@@ -151,26 +156,50 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                     await _dead(event, str(exc), "SerdeError")
             converted = await _convert_all([raw for _, raw in decoded])
             now = time.time()
-            fresh: list[tuple[Any, Any]] = []
+            fresh: list[tuple[Any, Any, bytes]] = []
             in_batch: set[str] = set()  # a duplicate delivery can sit in the same batch
             for (event, _), result in zip(decoded, converted):
                 if isinstance(result, BaseException):
                     await _dead_for(event, result)
                     continue
-                for e in result:
+                for item in result.bad:
+                    await _dead_item(event, item.path, item.reason, "InvalidWebhook", _item_json(item.raw))
+                for e in result.events:
                     got = seen.get(e.event_id)
                     if e.event_id in in_batch or (got and _seen_at(got) >= now - window):
                         counters["duplicates"] += 1
                         continue
+                    try:  # an event Avro cannot write is that item's dead letter, not a dead agent
+                        value = serde.encode(e.record_name, e.record, topic=e.topic)
+                    except SerdeError as exc:
+                        await _dead_item(event, e.path, str(exc)[:500], "SerdeError", None)
+                        continue
                     in_batch.add(e.event_id)
-                    fresh.append((event, e))
+                    fresh.append((event, e, value))
             if fresh:  # acked by the broker before they count as seen
-                await asyncio.gather(*(writes().publish(e.topic, serde.encode(e.record_name, e.record, topic=e.topic),
-                                                      e.key.encode()) for _, e in fresh))
-            for source, e in fresh:
+                written = await asyncio.gather(*(_publish(source, e, value) for source, e, value in fresh))
+                fresh = [f for f, ok in zip(fresh, written) if ok]
+            for source, e, _ in fresh:
                 with _as_current(source):  # the changelog partition is the source record's
                     seen[e.event_id] = f"{now:.3f}"
             counters["out"] += len(fresh)
+
+    async def _publish(source, e, value: bytes) -> bool:
+        """Write one event, retrying while the broker does not take it; an event the broker can
+        never take (too large for its topic) is that item's dead letter instead. False then."""
+        delay = 0.2
+        while True:
+            try:
+                await writes().publish(e.topic, value, e.key.encode())
+                return True
+            except PublishFailed as exc:
+                if exc.too_large:
+                    await _dead_item(source, e.path, f"event too large for {e.topic} ({len(value)} bytes)",
+                                     "RecordTooLarge", None)
+                    return False
+                log.warning("normalise.publish_retry", topic=e.topic, error=str(exc)[:300], retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _dead_for(event, exc: BaseException) -> None:
         if isinstance(exc, Unreadable):
@@ -185,9 +214,9 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
             return []
         return await _with_retries(lambda: [_convert_one(raw) for raw in raws])
 
-    def _convert_one(raw: dict) -> Any:
+    def _convert_one(raw: dict) -> Converted | BaseException:
         try:
-            return normaliser.convert(raw)
+            return normaliser.convert_items(raw)
         except SubjectErased as exc:
             return exc
         except (PrivacyError, KafkaException):
@@ -207,12 +236,25 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    dead_letters: list[DeadLetters] = []
+
+    def letters() -> DeadLetters:
+        if not dead_letters:
+            # wa.webhook.dead takes a whole raw record plus a dead letter's envelope (wapipe/topics.py)
+            dead_letters.append(DeadLetters(serde, WEBHOOK_DEAD, writes().publish, webhook_dead_max_bytes(settings)))
+        return dead_letters[0]
+
     async def _dead(event, reason: str, error_type: str) -> None:
+        """Awaited until the broker acked it, before the batch's offsets are acknowledged."""
         counters["dead"] += 1
-        log.warning("normalise.dead_letter", reason=reason, error_type=error_type,
-                    partition=event.message.partition, offset=event.message.offset)
-        value = serde.encode("DeadLetter", dead_letter(event, reason, error_type), topic=WEBHOOK_DEAD)
-        await writes().publish(WEBHOOK_DEAD, value, event.message.key)
+        await letters().write(DeadLetter(Source.of_faust(event), reason, error_type))
+
+    async def _dead_item(event, path: str, reason: str, error_type: str, value: bytes | None) -> None:
+        """One item of a webhook: its path in the reason and the headers, the item as the value."""
+        counters["dead"] += 1
+        counters["dead_items"] += 1
+        await letters().write(DeadLetter(Source.of_faust(event), f"{path}: {reason}", error_type,
+                                         headers={"path": path, "part": "item"}, value=value))
 
     @app.task
     async def _announce():

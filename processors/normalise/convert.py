@@ -11,8 +11,15 @@ delivered twice yields the same ids and the dedup table drops the second copy. P
 (recipient and sender numbers, profile names, message content) only ever leaves here inside a
 ``Sealed`` record made by the caller's ``seal``; records otherwise carry the pseudonymous
 ``subject_id``. Wamids embed the other party's number: record keys and fields carry only
-``wamid_ref(wamid)`` (``wapipe/privacy/wamids.py``), the clear wamid only inside the sealed ``pii``. Fields this schema does not name are kept in ``extra`` (statuses) or inside the
+``wamid_ref(wamid)`` (``wapipe/privacy/wamids.py``), the clear wamid only inside the sealed ``pii``;
+account changes that name WhatsApp users become one event per person, sealed. Fields this schema does not name are kept in ``extra`` (statuses) or inside the
 sealed message object (inbound, since unknown message fields may be content).
+
+Each status, message, error and change converts on its own (``convert_items``): one that cannot
+(a wrong type, a timestamp out of range, a sender id without digits) becomes a ``BadItem`` naming
+its path in the webhook, for its own dead letter, and the others go on. A status of a message to a
+group (``recipient_type: "group"``) is a group status event: ``recipient_type`` says so, the
+group's id is kept in ``extra`` (``group_id``), and no person (subject) is derived from it.
 """
 
 from __future__ import annotations
@@ -24,22 +31,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connectors.meta.webhooks import (
-    InvalidWebhook,
-    WebhookEnvelope,
-    iter_errors,
-    iter_messages,
-    iter_other_changes,
-    iter_statuses,
-    parse_webhook,
-)
+from confluent_kafka import KafkaException
+
+from connectors.meta.webhooks import BadItem, InvalidWebhook, parse_items
+from wapipe.privacy.errors import PrivacyError
+from wapipe.privacy.subjects import digits
 from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS
 
 # Scope of subjects whose number no tenant claims (yet): they are still pseudonymised.
 UNASSIGNED_TENANT = "_unassigned"
 
-_STATUS_NAMED = {"id", "status", "timestamp", "recipient_id", "biz_opaque_callback_data", "conversation",
-                 "pricing", "errors"}
+# recipient_type stays in extra too (ClickHouse's status_events keeps extra, not the Avro field)
+_STATUS_NAMED = {"id", "status", "timestamp", "recipient_id", "biz_opaque_callback_data", "conversation", "pricing",
+                 "errors"}
 
 
 class Unreadable(ValueError):
@@ -60,12 +64,17 @@ Seal = Callable[[str, str, dict], dict]
 SubjectOf = Callable[[str, str], str]
 
 
+class BadInput(ValueError):
+    """One item of a webhook that cannot become an event (raised inside a conversion)."""
+
+
 @dataclass(frozen=True)
 class Event:
     topic: str
     key: str
     record_name: str
     record: dict
+    path: str = ""  # where in the webhook it came from (for a dead letter if it cannot be written)
 
     @property
     def event_id(self) -> str:
@@ -77,7 +86,22 @@ def event_id(*parts: object) -> str:
 
 
 def _ms(ts: int | None) -> dt.datetime | None:
+    # the webhook models bound timestamps to what a datetime holds (connectors/meta/webhooks.py)
     return None if ts is None else dt.datetime.fromtimestamp(int(ts), dt.timezone.utc)
+
+
+def _person(wa_id: str, what: str) -> str:
+    if not digits(wa_id):
+        raise BadInput(f"{what} has no digits: not a WhatsApp id")
+    return wa_id
+
+
+@dataclass
+class Converted:
+    """A webhook's events, and the items of it that could not be converted."""
+
+    events: list[Event]
+    bad: list[BadItem]
 
 
 def _canonical(obj: Any) -> str:
@@ -99,7 +123,7 @@ class Normaliser:
     # inbound content is then not stored (the event keeps its metadata, pii = null).
     restricted: Callable[[str, str], bool] | None = None
     # wamid -> its keyed ref (wapipe.privacy.wamids.WamidRefs); required to convert statuses and
-    # inbound messages, so that no wamid is ever published in clear.
+    # inbound messages, so that no wamid is ever published in clear (issue 18).
     wamid_ref: Callable[[str], str] | None = None
 
     def _ref(self, wamid: str | None) -> str | None:
@@ -110,17 +134,45 @@ class Normaliser:
         return self.wamid_ref(wamid)
 
     def convert(self, raw: dict) -> list[Event]:
-        """``raw`` is a decoded ``RawWebhook``. Raises ``Unreadable``."""
+        """All of the webhook's events, or ``Unreadable`` (the first bad item's path and reason)."""
+        done = self.convert_items(raw)
+        if done.bad:
+            first = done.bad[0]
+            raise Unreadable(f"{first.path}: {first.reason}", "InvalidWebhook")
+        return done.events
+
+    def convert_items(self, raw: dict) -> Converted:
+        """``raw`` is a decoded ``RawWebhook``: its events and its bad items. Raises ``Unreadable``
+        when the webhook as a whole cannot be read (not verified, not JSON, not an envelope)."""
         if not raw.get("signature_verified", False):
             raise Unreadable("signature not verified by the ingress", "Unverified")
         try:
-            env = parse_webhook(raw["body"])
+            items = parse_items(raw["body"])
         except InvalidWebhook as exc:
             raise Unreadable(exc.reason, "InvalidWebhook") from None
-        if env.object != "whatsapp_business_account":
-            raise Unreadable(f"object {env.object!r} is not whatsapp_business_account", "InvalidWebhook")
+        if items.object != "whatsapp_business_account":
+            raise Unreadable(f"object {items.object[:100]!r} is not whatsapp_business_account", "InvalidWebhook")
         received = raw["received_at"]
-        return [*self._statuses(env, received), *self._messages(env, received), *self._others(env, received)]
+        bad = list(items.bad)
+        events: list[Event] = []
+
+        def each(pairs, convert) -> None:
+            for path, item in pairs:
+                try:
+                    got = convert(item, path)  # one event, or one per person (account changes about users)
+                    events.extend(got if isinstance(got, list) else [got])
+                except (PrivacyError, KafkaException):
+                    raise  # infrastructure (sealing publishes keys): the caller retries the batch
+                except Exception as exc:  # this item only: its own dead letter, the others go on
+                    reason = str(exc)[:300] if isinstance(exc, BadInput) else f"{type(exc).__name__}: {str(exc)[:300]}"
+                    bad.append(BadItem(path, reason, _dump(item[2])))
+
+        each(items.statuses, lambda it, path: self._status(*it, received, path))
+        each(items.messages, lambda it, path: self._message(*it, received, path))
+        times = items.entry_times
+        each(items.others, lambda it, path: self._other(*it, times.get(it[0]), received, path))
+        each(items.errors, lambda it, path: self._error(*it, times.get(it[0]), received, path))
+        return Converted(events, bad)
 
     # --- tenants and subjects -------------------------------------------------------------
     def _tenant(self, phone_number_id: str | None, waba_id: str) -> str | None:
@@ -130,109 +182,108 @@ class Normaliser:
         return t.tenant_id if t is not None else None
 
     # --- statuses ---------------------------------------------------------------------------
-    def _statuses(self, env: WebhookEnvelope, received: dt.datetime) -> list[Event]:
-        out = []
-        for waba_id, md, st in iter_statuses(env):
-            pnid = md.phone_number_id
-            tenant = self._tenant(pnid, waba_id)
-            scope = tenant or UNASSIGNED_TENANT
-            subject, pii = None, None
-            ref = self._ref(st.id)
+    def _status(self, waba_id: str, md: Any, st: Any, received: dt.datetime, path: str) -> Event:
+        pnid = md.phone_number_id
+        tenant = self._tenant(pnid, waba_id)
+        scope = tenant or UNASSIGNED_TENANT
+        subject, pii = None, None
+        ref = self._ref(st.id)
+        extra = {k: v for k, v in _dump(st).items() if k not in _STATUS_NAMED}
+        if st.is_group:  # a group's id is not a person: no subject, kept as the group's id
             if st.recipient_id:
-                subject = self.subject_of(scope, st.recipient_id)
-                pii = self.seal(scope, subject, {"recipient_id": st.recipient_id, "wamid": st.id})
-            extra = {k: v for k, v in _dump(st).items() if k not in _STATUS_NAMED}
-            conv, pricing = st.conversation, st.pricing
-            if conv is not None and conv.model_extra:
-                extra["conversation"] = conv.model_extra
-            if pricing is not None and pricing.model_extra:
-                extra["pricing"] = pricing.model_extra
-            rec = {
-                "event_id": event_id("status", pnid, st.id, st.status),
-                "tenant_id": tenant,
-                "waba_id": waba_id,
-                "phone_number_id": pnid,
-                "wamid": ref,
-                "status": st.status,
-                "timestamp": _ms(st.timestamp) or received,
-                "subject_id": subject,
-                "pii": pii,
-                "biz_opaque_callback_data": st.biz_opaque_callback_data,
-                "conversation_id": conv.id if conv else None,
-                "conversation_origin": conv.origin.type if conv and conv.origin else None,
-                "conversation_expires_at": _ms(conv.expiration_timestamp) if conv else None,
-                "pricing_billable": pricing.billable if pricing else None,
-                "pricing_model": pricing.pricing_model if pricing else None,
-                "pricing_category": pricing.category if pricing else None,
-                "pricing_type": pricing.type if pricing else None,
-                "errors": [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
-                           for e in st.errors],
-                "received_at": received,
-                "extra": _canonical(extra),
-            }
-            out.append(Event(STATUS_EVENTS, ref, "StatusEvent", rec))
-        return out
+                extra["group_id"] = st.recipient_id
+        elif st.recipient_id:
+            subject = self.subject_of(scope, _person(st.recipient_id, "recipient_id"))
+            pii = self.seal(scope, subject, {"recipient_id": st.recipient_id, "wamid": st.id})
+        conv, pricing = st.conversation, st.pricing
+        if conv is not None and conv.model_extra:
+            extra["conversation"] = conv.model_extra
+        if pricing is not None and pricing.model_extra:
+            extra["pricing"] = pricing.model_extra
+        rec = {
+            "event_id": event_id("status", pnid, st.id, st.status),
+            "tenant_id": tenant,
+            "waba_id": waba_id,
+            "phone_number_id": pnid,
+            "wamid": ref,
+            "status": st.status,
+            "timestamp": _ms(st.timestamp) or received,
+            "subject_id": subject,
+            "pii": pii,
+            "biz_opaque_callback_data": st.biz_opaque_callback_data,
+            "conversation_id": conv.id if conv else None,
+            "conversation_origin": conv.origin.type if conv and conv.origin else None,
+            "conversation_expires_at": _ms(conv.expiration_timestamp) if conv else None,
+            "pricing_billable": pricing.billable if pricing else None,
+            "pricing_model": pricing.pricing_model if pricing else None,
+            "pricing_category": pricing.category if pricing else None,
+            "pricing_type": pricing.type if pricing else None,
+            "errors": [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
+                       for e in st.errors],
+            "received_at": received,
+            "extra": _canonical(extra),
+            "recipient_type": st.recipient_type,
+        }
+        return Event(STATUS_EVENTS, ref, "StatusEvent", rec, path)
 
     # --- inbound messages -----------------------------------------------------------------
-    def _messages(self, env: WebhookEnvelope, received: dt.datetime) -> list[Event]:
-        out = []
-        for waba_id, md, msg, contact in iter_messages(env):
-            pnid = md.phone_number_id
-            tenant = self._tenant(pnid, waba_id)
-            scope = tenant or UNASSIGNED_TENANT
-            subject = self.subject_of(scope, msg.from_)
-            message = _dump(msg)
-            profile = contact.profile.name if contact and contact.profile else None
-            extra: dict[str, Any] = {}
-            if self.restricted is not None and self.restricted(scope, subject):
-                pii = None
-                extra["content"] = "not stored: processing restricted by the data subject"
-            else:
-                pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
-            if msg.errors:
-                extra["errors"] = [{"code": e.code, "title": e.title} for e in msg.errors]
-            if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):
-                extra["forwarded"] = True
-            rec = {
-                "event_id": event_id("inbound", pnid, msg.id),
-                "tenant_id": tenant,
-                "waba_id": waba_id,
-                "phone_number_id": pnid,
-                "message_id": self._ref(msg.id),
-                "type": msg.type,
-                "timestamp": _ms(msg.timestamp) or received,
-                "subject_id": subject,
-                "pii": pii,
-                "context_message_id": self._ref(msg.context.id) if msg.context else None,
-                "received_at": received,
-                "extra": _canonical(extra),
-            }
-            out.append(Event(INBOUND_MESSAGES, pnid, "InboundMessage", rec))
-        return out
+    def _message(self, waba_id: str, md: Any, msg: Any, contact: Any, received: dt.datetime, path: str) -> Event:
+        pnid = md.phone_number_id
+        tenant = self._tenant(pnid, waba_id)
+        scope = tenant or UNASSIGNED_TENANT
+        subject = self.subject_of(scope, _person(msg.from_, "from"))
+        message = _dump(msg)
+        profile = contact.profile.name if contact and contact.profile else None
+        extra: dict[str, Any] = {}
+        if self.restricted is not None and self.restricted(scope, subject):
+            pii = None
+            extra["content"] = "not stored: processing restricted by the data subject"
+        else:
+            pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
+        if msg.errors:
+            extra["errors"] = [{"code": e.code, "title": e.title} for e in msg.errors]
+        if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):
+            extra["forwarded"] = True
+        rec = {
+            "event_id": event_id("inbound", pnid, msg.id),
+            "tenant_id": tenant,
+            "waba_id": waba_id,
+            "phone_number_id": pnid,
+            "message_id": self._ref(msg.id),
+            "type": msg.type,
+            "timestamp": _ms(msg.timestamp) or received,
+            "subject_id": subject,
+            "pii": pii,
+            "context_message_id": self._ref(msg.context.id) if msg.context else None,
+            "received_at": received,
+            "extra": _canonical(extra),
+        }
+        return Event(INBOUND_MESSAGES, pnid, "InboundMessage", rec, path)
 
     # --- everything else --------------------------------------------------------------------
-    def _others(self, env: WebhookEnvelope, received: dt.datetime) -> list[Event]:
-        out = []
-        times = {e.id: e.time for e in env.entry}
-        for waba_id, field_name, value in iter_other_changes(env):
-            body = _dump(value)
-            event = body.get("event") if isinstance(body, dict) else None
-            pnid = None
-            if isinstance(body, dict):
-                pnid = body.get("phone_number_id") or (body.get("metadata") or {}).get("phone_number_id")
-            personal = self._personal(waba_id, pnid, field_name, event, body, times.get(waba_id), received)
-            if personal is not None:
-                out.extend(personal)
-                continue
-            out.append(self._account(waba_id, pnid, field_name, event, body, times.get(waba_id), received))
-        for waba_id, md, err in iter_errors(env):
-            body = _dump(err)
-            out.append(self._account(waba_id, md.phone_number_id, "messages.errors", str(err.code), body,
-                                     times.get(waba_id), received))
-        return out
+    def _other(self, waba_id: str, field_name: str, value: Any, entry_time: int | None, received: dt.datetime,
+               path: str) -> Event:
+        body = _dump(value)
+        event = body.get("event") if isinstance(body, dict) else None
+        pnid = None
+        if isinstance(body, dict):
+            pnid = body.get("phone_number_id")
+            if not pnid and isinstance(body.get("metadata"), dict):
+                pnid = body["metadata"].get("phone_number_id")
+            if isinstance(pnid, dict | list):
+                raise BadInput("phone_number_id is not a string")
+        personal = self._personal(waba_id, pnid, field_name, event, body, entry_time, received, path)
+        if personal is not None:
+            return personal
+        return self._account(waba_id, pnid, field_name, event, body, entry_time, received, path)
+
+    def _error(self, waba_id: str, md: Any, err: Any, entry_time: int | None, received: dt.datetime,
+               path: str) -> Event:
+        return self._account(waba_id, md.phone_number_id, "messages.errors", str(err.code), _dump(err),
+                             entry_time, received, path)
 
     def _account(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
-                 entry_time: int | None, received: dt.datetime) -> Event:
+                 entry_time: int | None, received: dt.datetime, path: str = "") -> Event:
         value = _canonical(_wamids_to_refs(body, self._ref))
         rec = {
             "event_id": event_id("account", waba_id, field_name, entry_time, value),
@@ -247,17 +298,18 @@ class Normaliser:
             "subject_id": None,
             "pii": None,
         }
-        return Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec)
+        return Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec, path)
 
     def _personal(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
-                  entry_time: int | None, received: dt.datetime) -> list[Event] | None:
-        """A change that names WhatsApp users (``wa_id``, ``from``/``to``, ``recipient_id``,
-        ``phone_number`` or a wamid, outside the business's ``metadata``): one event per person, their
-        part of the value (list items about others dropped) sealed with their key, ``value`` redacted
-        to the business metadata. None when the change names nobody (kept whole, as before)."""
+                  entry_time: int | None, received: dt.datetime, path: str = "") -> list[Event] | None:
+        """A change that names WhatsApp users (``wa_id``, ``from``/``to``, ``recipient_id`` or
+        ``phone_number``, outside the business's ``metadata``): one event per person, their part of the
+        value (list items about others dropped) sealed with their key, ``value`` redacted to the
+        business metadata. None when the change names nobody, or is about the business (kept whole)."""
         if not isinstance(body, dict) or field_name in _BUSINESS_FIELDS:
             return None
-        business = _digits_of((body.get("metadata") or {}).get("display_phone_number"))
+        business = _digits_of((body.get("metadata") or {}).get("display_phone_number")
+                              if isinstance(body.get("metadata"), dict) else None)
         people = sorted(_people(body, business))
         if not people:
             return None
@@ -287,7 +339,7 @@ class Normaliser:
                 "subject_id": subject,
                 "pii": pii,
             }
-            out.append(Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec))
+            out.append(Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec, path))
         return out
 
 
@@ -301,7 +353,7 @@ _BUSINESS_FIELDS = frozenset({
 })
 
 # Keys whose value identifies a WhatsApp user in a webhook change (outside ``metadata``, which
-# describes the business's own number), and wamids, which embed one.
+# describes the business's own number).
 _PERSON_KEYS = frozenset({"wa_id", "from", "to", "recipient_id", "phone_number"})
 
 
@@ -310,8 +362,7 @@ def _digits_of(value: Any) -> str:
 
 
 def _people(obj: Any, business: str) -> set[str]:
-    """The WhatsApp ids ``obj`` names (numbers as digits; a wamid's own digits are not decoded:
-    the person it is about is named beside it)."""
+    """The WhatsApp ids ``obj`` names (numbers as digits)."""
     found: set[str] = set()
     if isinstance(obj, dict):
         for k, v in obj.items():

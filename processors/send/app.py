@@ -27,6 +27,7 @@ from typing import Any
 import faust
 
 from processors.send import records as R
+from processors.send.acks import InOrderAcks
 from processors.send.dispatcher import Dispatcher, Topics
 from processors.send.ledger import KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
@@ -36,6 +37,7 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
@@ -58,11 +60,12 @@ FINAL_FOR_DEDUP = {"ACCEPTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED", "CANCELLE
 
 @dataclass(frozen=True)
 class Write:
-    """One record to produce."""
+    """One record to produce; a dead letter is produced by ``wapipe.deadletter`` (cut down to fit)."""
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    letter: DeadLetter | None = None
 
 
 class Runtime:
@@ -265,11 +268,12 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     serde = rt.serde
     window_ms = s.send_dedup_window_s * 1000
 
-    def dead_letter(event: Any, exc: Exception) -> Write:
-        m = event.message
-        dl = R.dead_letter(source_topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
-                           reason=str(exc)[:500], error_type=type(exc).__name__)
-        return Write(T.SEND_DEAD, m.key, serde.encode(R.DEAD_LETTER, dl, topic=T.SEND_DEAD))
+    def dead_letter(event: Any, exc: Exception | str, error_type: str | None = None) -> Write:
+        letter = DeadLetter(Source.of_faust(event), str(exc)[:500], error_type or type(exc).__name__)
+        return Write(T.SEND_DEAD, event.message.key, None, letter)
+
+    letters: list[DeadLetters] = []
+    intake_acks: list[InOrderAcks] = []  # one per intake agent; forgets revoked partitions
 
     def result(cmd: dict, outcome: R.Outcome, **kw: Any) -> Write:
         return Write(T.SEND_RESULTS, cmd["tenant_id"].encode(),
@@ -315,16 +319,37 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             return dead_letter(event, exc)
 
     async def write(w: Write) -> None:
-        await rt.send(w.topic, w.key, w.value)
-
-    async def write_then_ack(stream: Any, event: Any, w: Write, slots: asyncio.Semaphore) -> None:
-        try:
-            await write(w)
-        except Exception:  # left unacknowledged: never committed, read again after a restart
-            logger.exception("intake.write_failed", topic=w.topic, offset=event.message.offset)
+        if w.letter is not None:  # acked by the broker when this returns (retried, cut down to fit)
+            if not letters:
+                letters.append(DeadLetters(serde, T.SEND_DEAD, lambda t, v, k: rt.send(t, k, v),
+                                           s.dead_letter_max_bytes))
+            await letters[0].write(w.letter, key=w.key)
         else:
-            await stream.ack(event)
-        finally:
+            await rt.send(w.topic, w.key, w.value)
+
+    async def write_then_ack(acks: InOrderAcks, entry: list, w: Write, slots: asyncio.Semaphore) -> None:
+        """Write the request's one record, then ack it (in offset order: ``acks.py``). Nothing is
+        acknowledged (so committed) past a request that was neither written nor dead-lettered: a
+        failed write is retried while the broker does not take it, and a record the broker can
+        never take (too large for its topic) becomes a dead letter."""
+        event = entry[0]
+        delay = 0.2
+        try:
+            while True:
+                try:
+                    await write(w)
+                    break
+                except Exception as exc:
+                    if w.letter is None and refused_as_too_large(exc):
+                        w = dead_letter(event, f"{w.topic}: record too large ({len(w.value or b'')} bytes)",
+                                        "RecordTooLarge")
+                        continue
+                    logger.warning("intake.write_failed", topic=w.topic, offset=event.message.offset,
+                                   error=f"{type(exc).__name__}: {str(exc)[:300]}", retry_in_s=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            await acks.done(entry)
+        finally:  # cancelled (shutting down): left unacknowledged, read again after a restart
             slots.release()
 
     async def intake(stream: Any) -> None:
@@ -332,6 +357,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         # writes go through the runtime's librdkafka producer without waiting one by one.
         manual = stream.noack()
         slots = asyncio.Semaphore(INTAKE_WRITES_IN_FLIGHT)
+        acks = InOrderAcks(manual.ack)
+        intake_acks.append(acks)
         async for event in manual.events():
             await rt.started()
             if not await guard.admit(app.consumer, event):
@@ -342,7 +369,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
             counts["intake"] += 1
             w = decide(event)
             await slots.acquire()
-            asyncio.ensure_future(write_then_ack(manual, event, w, slots))
+            asyncio.ensure_future(write_then_ack(acks, acks.started(event), w, slots))
 
     # Two agents over the same code: the bulk topic's backlog never delays the other.
     app.agent(requested, name="intake")(intake)
@@ -407,6 +434,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
         logger.info("partitions.revoked", partitions=_named(revoked))
         guard.forget(revoked)
+        for acks in intake_acks:
+            acks.forget(revoked)
         if rt.pauses is not None:
             rt.pauses.forget(revoked)
         d = rt.dispatcher

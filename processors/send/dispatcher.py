@@ -25,6 +25,8 @@ from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 from processors.send.slots import FairSlots
 from processors.send.validate import validate
 from wapipe import log
+from wapipe.deadletter import DeadLetter, Source
+from wapipe.deadletter import encode as encode_dead_letter
 
 logger = log.get_logger(__name__)
 
@@ -483,13 +485,12 @@ class Dispatcher:
             await job.ack()
 
     async def _dead(self, job: Job, exc: meta_errors.MetaError, attempts: int) -> None:
-        dl = R.dead_letter(source_topic=job.source, partition=job.partition, offset=-1,
-                           key=job.cmd["phone_number_id"].encode(), value=job.raw,
-                           reason=f"gave up after {attempts} attempts: {exc}"[:500], error_type=type(exc).__name__,
-                           tenant_id=job.cmd["tenant_id"], subject_id=job.cmd.get("subject_id"),
-                           headers={"idempotency_key": job.cmd["idempotency_key"]})
-        await self._send(self.topics.dead, job.cmd["tenant_id"].encode(),
-                         self.serde.encode(R.DEAD_LETTER, dl, topic=self.topics.dead))
+        letter = DeadLetter(Source(job.source, job.partition, -1, job.cmd["phone_number_id"].encode(), job.raw),
+                            f"gave up after {attempts} attempts: {exc}"[:500], type(exc).__name__,
+                            tenant_id=job.cmd["tenant_id"], subject_id=job.cmd.get("subject_id"),
+                            headers={"idempotency_key": job.cmd["idempotency_key"]})
+        value, _ = encode_dead_letter(self.serde, letter, self.topics.dead, self.s.dead_letter_max_bytes)
+        await self._send(self.topics.dead, job.cmd["tenant_id"].encode(), value)
         await self._finish(job, R.Outcome.DEAD, attempts=attempts, reason=f"gave up after {attempts} attempts: {exc}"[:300],
                            error_code=exc.code, error_subcode=exc.subcode)
 

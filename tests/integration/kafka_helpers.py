@@ -26,3 +26,20 @@ def delete_all_records(bootstrap: str, topic: str) -> None:
     assert md is not None and md.partitions, f"no topic {topic}"
     for fut in admin.delete_records([TopicPartition(topic, p, -1) for p in md.partitions]).values():
         fut.result()
+
+
+def produce_one_by_one(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]],
+                       partition: int | None = None, **conf) -> None:
+    """Write ``(key, value)`` records in order, each acknowledged before the next: a record near
+    Kafka's size limit never shares a request (and its fate) with the records around it. Records
+    up to 2,000,000 bytes leave the producer (the broker takes up to 1,048,588)."""
+    from confluent_kafka import KafkaError
+
+    from wapipe.kafka import JAVA_PARTITIONER, producer
+
+    p = producer(bootstrap, partitioner=JAVA_PARTITIONER, **{"message.max.bytes": 2_000_000, **conf})
+    where = {} if partition is None else {"partition": partition}
+    for key, value in items:
+        errors: list[KafkaError] = []
+        p.produce(topic, key=key, value=value, on_delivery=lambda err, _m: err and errors.append(err), **where)
+        assert p.flush(30) == 0 and not errors, f"{topic}: {errors}"

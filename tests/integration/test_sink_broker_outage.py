@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_sink_worker import _run, _status, _Topic, _wait, _worker
+from sinks.retention import RetentionDays
+from sinks.worker import SinkWorker
+from tests.integration.test_sink_worker import _run, _status, _Topic, _wait
 from wapipe.testing import dedicated_broker, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -17,7 +19,11 @@ def test_a_commit_the_broker_refuses_does_not_stop_the_sink(tmp_path, clickhouse
         settings = make_settings(tmp_path / "state", kafka_bootstrap_servers=provider.bootstrap)
         topic = _Topic(provider.bootstrap, unique)
         # A long batch window: the records are read, then the broker goes, then the batch is written.
-        w = _worker(settings, topic, clickhouse, unique, sink_batch_ms=4000)
+        # A short session: the group notices the member's loss (and its return) within seconds.
+        s = settings.model_copy(update={"sink_batch_ms": 4000, "sink_retry_max_s": 0.5})
+        w = SinkWorker(s, topic.bootstrap, clickhouse, retention=RetentionDays(s), group=f"sink-{unique}",
+                       converters=topic.converters(),
+                       consumer_overrides={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
         t, stop, errors = _run(w)
         try:
             topic.produce([_status(i, "sent") for i in range(300)])

@@ -450,3 +450,85 @@ async def test_undecodable_answer_to_a_send_is_unknown_outcome():
         with pytest.raises(E.UnknownOutcome) as info:
             await graph.send_message(PNID, MSG, token=TOKEN)
     assert "DecodingError" in str(info.value)
+
+
+# --- media download: the token only travels to Meta's hosts -------------------------------------
+from hypothesis import given, settings as hsettings, strategies as hst  # noqa: E402
+
+from connectors.meta.client import MediaInfo  # noqa: E402
+
+_ALLOWED = (".fbsbx.com", ".facebook.com", ".whatsapp.net", ".fbcdn.net")
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(host=hst.from_regex(r"[a-z0-9.-]{1,40}", fullmatch=True), scheme=hst.sampled_from(["https", "http", "ftp", ""]),
+       suffix=hst.sampled_from(["", ".fbsbx.com", ".fbsbx.com.evil.net", "fbsbx.com", ".facebook.com:8443"]))
+def test_property_a_download_never_sends_the_token_elsewhere(host, scheme, suffix):
+    """Property: for any URL in a media answer, either it is an https URL on one of Meta's media hosts
+    (or the Graph host itself) and is fetched with the token, or nothing is sent at all."""
+    import asyncio
+
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"abc")
+
+    url = f"{scheme}://{host}{suffix}/whatsapp_business/attachments/?mid=1" if scheme else f"{host}{suffix}/x"
+
+    async def go():
+        async with GraphClient("https://graph.facebook.com", transport=httpx.MockTransport(handler)) as g:
+            return await g.download_media(MediaInfo(id="1", url=url, file_size=3), token="TOKEN")
+
+    try:
+        assert asyncio.run(go()) == b"abc"
+        sent = True
+    except ValueError:
+        sent = False
+    parsed = httpx.URL(url) if scheme in ("https", "http") else None
+    meta_host = bool(parsed and parsed.scheme == "https" and parsed.host.endswith(_ALLOWED))
+    graph_host = bool(parsed and parsed.scheme == "https" and parsed.host == "graph.facebook.com" and parsed.port is None)
+    assert sent == (meta_host or graph_host)
+    assert len(seen) == (1 if sent else 0)
+    if sent:
+        assert seen[0].headers["authorization"] == "Bearer TOKEN" and seen[0].url.host == parsed.host
+
+
+def test_media_calls_have_meta_s_shape():
+    """upload_media is a multipart form (messaging_product, type, file); media_info takes Meta's
+    string file_size; the resumable chunk carries file_offset and the OAuth scheme."""
+    import asyncio
+
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/media"):
+            return httpx.Response(200, json={"id": "555"})
+        if request.url.path.endswith("/555"):
+            return httpx.Response(200, json={"messaging_product": "whatsapp", "url": "https://lookaside.fbsbx.com/x?mid=555",
+                                             "mime_type": "image/png", "sha256": "ab" * 32, "file_size": "303833", "id": "555"})
+        return httpx.Response(200, json={"h": "2:handle"})
+
+    async def go():
+        async with GraphClient("https://graph.facebook.com", transport=httpx.MockTransport(handler)) as g:
+            mid = await g.upload_media("123", b"\x89PNG", mime_type="image/png", token="T", filename="a.png")
+            info = await g.media_info(mid, token="T", phone_number_id="123")
+            done = await g.upload_chunk("upload:abc?sig=xyz", b"12345", offset=0, token="T")
+            return mid, info, done
+
+    mid, info, done = asyncio.run(go())
+    assert mid == "555" and info.file_size == 303833 and done.h == "2:handle"
+    upload, get, chunk = seen
+    body = upload.read()
+    assert upload.headers["content-type"].startswith("multipart/form-data; boundary=")
+    for part in (b'name="messaging_product"\r\n\r\nwhatsapp', b'name="type"\r\n\r\nimage/png',
+                 b'name="file"; filename="a.png"', b"\x89PNG"):
+        assert part in body
+    assert get.url.params["phone_number_id"] == "123" and get.headers["authorization"] == "Bearer T"
+    assert chunk.url.path == "/v23.0/upload:abc" and chunk.url.params["sig"] == "xyz"
+    assert chunk.headers["file_offset"] == "0" and chunk.headers["authorization"] == "OAuth T" and chunk.read() == b"12345"

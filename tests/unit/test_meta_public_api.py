@@ -6,7 +6,7 @@ import connectors.meta as meta
 def test_public_api_is_pinned():
     assert sorted(meta.__all__) == sorted([
         "CallTiming", "GraphClient", "PhoneNumberInfo", "SendAccepted", "TemplateCreated", "TemplateInfo",
-        "TokenExchange", "TokenInfo",
+        "TokenExchange", "TokenInfo", "MediaInfo", "MediaTooLarge", "UploadSession",
         "CODES", "AuthError", "MetaError", "NumberBlocked", "PairRateLimited", "Permanent", "RecipientError",
         "SpamLimited", "TemplateError", "Throttled", "Transient", "UnknownOutcome", "WindowClosed", "error_for",
         "from_response",
@@ -14,6 +14,7 @@ def test_public_api_is_pinned():
         "DateTimeParameter", "DocumentMessage", "HeaderComponent", "ImageMessage", "ListMessage", "ListRow",
         "ListSection", "LocationMessage", "MediaParameter", "OutboundMessage", "PayloadParameter", "ReactionMessage", "ReadReceipt",
         "StickerMessage", "TemplateMessage", "TextMessage", "TextParameter", "VideoMessage", "quick_reply_button", "url_button",
+        "CarouselCard", "CarouselComponent", "CtaUrlMessage", "FlowMessage", "LocationRequestMessage", "MediaHeader",
         "InvalidWebhook", "WebhookEnvelope", "iter_errors", "iter_messages", "iter_other_changes", "iter_statuses",
         "parse_webhook",
         "sign", "verify", "verify_any",

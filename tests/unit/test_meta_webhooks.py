@@ -34,7 +34,7 @@ def test_there_is_a_fixture_per_variant():
         "status_sent", "status_delivered", "status_read", "status_failed", "status_played", "status_pricing_pmp",
         "status_conversation_v23", "inbound_text", "inbound_image", "inbound_audio", "inbound_video", "inbound_document",
         "inbound_sticker", "inbound_location", "inbound_contacts", "inbound_interactive_button_reply",
-        "inbound_interactive_list_reply", "inbound_button", "inbound_reaction", "inbound_order", "inbound_system",
+        "inbound_interactive_list_reply", "inbound_interactive_nfm_reply", "inbound_location_shared", "inbound_button", "inbound_reaction", "inbound_order", "inbound_system",
         "inbound_unsupported", "batch_mixed", "template_approved", "template_rejected", "template_paused",
         "template_disabled", "quality_flagged", "quality_throughput_upgrade", "account_partner_added",
         "account_violation", "unknown_field", "unknown_extra_keys",

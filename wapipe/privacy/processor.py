@@ -16,7 +16,14 @@ ERASURE, step by step (each step is a key of ``PrivacyRequest.steps`` and an Aud
                          (sinks/erasure.py, inside the sink) reports ``privacy.erasure.clickhouse_deleted``:
                          the rows rewritten out of their parts and the replaced parts gone from disk.
 
-Only then is the request COMPLETED. Meta's data-deletion callback (a RECEIVED request with
+Only then is the request COMPLETED.
+
+A record of ``wa.privacy.requests`` that cannot be read or applied becomes a DeadLetter on
+``wa.privacy.dead`` (``wapipe.deadletter``: cut down when it would not fit, acked before the
+registry moves past it, retried for up to 5 minutes while the broker does not answer); the requests
+after it go on. The registry reads the topic from the beginning at every start, so a restart
+writes that dead letter again (same source topic, partition and offset), also one that could not
+be written before. Meta's data-deletion callback (a RECEIVED request with
 ``meta_user_id`` and no subject) names the business admin who connected an account: what we hold
 of them is the tenant's link to them (``Tenant.meta_user_id``, recorded at onboarding from
 ``debug_token``) and the access token their login granted. Every tenant linked to that user loses
@@ -35,6 +42,7 @@ from confluent_kafka import KafkaException
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
 from wapipe.kafka import consumer as make_consumer
 from wapipe.kafka import producer as make_producer
 from wapipe.log import get_logger
@@ -43,8 +51,8 @@ from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.records import CLICKHOUSE_DONE, FINAL, Publisher, audit_event, ms, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
 from wapipe.privacy.topicscan import oldest_timestamps, roll_segments, scan
-from wapipe.topics import (AUDIT, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, desired_configs, spec,
-                           window_retention_ms)
+from wapipe.topics import (AUDIT, PRIVACY_DEAD, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
+                           desired_configs, spec, window_retention_ms)
 
 log = get_logger(__name__)
 
@@ -61,7 +69,11 @@ class PrivacyProcessor:
         self.serde = AvroSerde.from_settings(settings)
         self.kek = kek or load_kek(settings)
         self.keyring = KeyRing(settings, bootstrap, self.kek, serde=self.serde)
-        self.registry = PrivacyRegistry(settings, bootstrap, serde=self.serde)
+        # its own producer: the registry's thread writes dead letters while the main thread publishes
+        self._dead_producer = make_producer(bootstrap)
+        self.dead_letters = SyncDeadLetters(self.serde, PRIVACY_DEAD, self._dead_producer,
+                                            settings.dead_letter_max_bytes, timeout=300.0)
+        self.registry = PrivacyRegistry(settings, bootstrap, serde=self.serde, on_unreadable=self._unreadable)
         self._producer = make_producer(bootstrap)
         self.pub = Publisher(self._producer, self.serde)
         # The ClickHouse confirmations are read from the start of wa.audit on every start (a fresh
@@ -91,6 +103,11 @@ class PrivacyProcessor:
             self._tenants.close()
         self._audit.close()
         self._producer.flush(10)
+        self._dead_producer.flush(10)
+
+    def _unreadable(self, m, reason: str, error_type: str) -> None:
+        """A record of wa.privacy.requests the registry cannot read: dead-lettered, acked."""
+        self.dead_letters.write(DeadLetter(Source.of_kafka(m), reason[:2000], error_type), key=m.topic().encode())
 
     def run(self, stop) -> None:
         """Until ``stop.is_set()``: one pass over open requests every ``check_interval``."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Callable
 
 from confluent_kafka import Message
 
@@ -49,8 +50,12 @@ def _sealed_from(detail: str | None) -> dict | None:
 
 
 class PrivacyRegistry:
-    def __init__(self, settings: Settings, bootstrap: str, *, serde: AvroSerde | None = None) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, *, serde: AvroSerde | None = None,
+                 on_unreadable: Callable[[Message, str, str], None] | None = None) -> None:
+        """``on_unreadable(message, reason, error_type)``: a record that cannot be read or applied
+        (the privacy processor dead-letters it; other processes log it)."""
         self._serde = serde or AvroSerde.from_settings(settings)
+        self._on_unreadable = on_unreadable
         self._lock = threading.Lock()
         self._requests: dict[str, dict] = {}
         self._by_code: dict[str, str] = {}
@@ -84,11 +89,12 @@ class PrivacyRegistry:
             self.forget(key)
             return
         try:
-            rec = self._serde.decode(m.value(), "PrivacyRequest")
-        except SerdeError as exc:
-            log.error("privacy_registry.unreadable", offset=m.offset(), error=str(exc))
-            return
-        self.remember(rec)
+            self.remember(self._serde.decode(m.value(), "PrivacyRequest"))
+        except Exception as exc:  # one bad record never stops the registry
+            reason = str(exc) if isinstance(exc, SerdeError) else f"{type(exc).__name__}: {exc}"
+            log.error("privacy_registry.unreadable", offset=m.offset(), error=reason[:300])
+            if self._on_unreadable is not None:
+                self._on_unreadable(m, reason, type(exc).__name__)
 
     def remember(self, rec: dict) -> None:
         """Apply a request record (from the topic, or one this process just wrote)."""

@@ -15,7 +15,9 @@ Consumes ``wa.account.events`` (AccountEvent records the normaliser writes) in t
   tenant is disconnected locally (token deleted). Other events are audited.
 
 Each applied change is an AuditEvent (actor ``meta``). Offsets are committed after the change was
-acknowledged. A record that cannot be read becomes a DeadLetter on ``wa.tenants.dead``.
+acknowledged. A record that cannot be read or applied (whatever the exception) becomes a DeadLetter
+on ``wa.tenants.dead`` through ``wapipe.deadletter`` (cut down when it would not fit), acked before
+its offset is committed.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from typing import Any
 
 from wapipe.avro import SerdeError
 from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
 from wapipe.kafka import consumer as make_consumer
 from wapipe.log import get_logger
 from wapipe.tenants.limits import UNLIMITED, limit_for_tier, mps_for_level
-from wapipe.tenants.models import Template, Tenant, TenantStatus, utcnow
+from wapipe.tenants.models import Template, Tenant, TenantStatus
 from wapipe.tenants.service import TenantService
-from wapipe.tenants.store import PublishError, _produce
+from wapipe.tenants.store import PublishError
 from wapipe.topics import ACCOUNT_EVENTS, TENANTS_DEAD
 
 log = get_logger(__name__)
@@ -51,6 +54,8 @@ class Follower:
         self.service = service
         self.serde = service.serde
         self.group = group
+        self.dead_letters = SyncDeadLetters(service.serde, TENANTS_DEAD, service.producer,
+                                            service.settings.dead_letter_max_bytes)
 
     # --- one event ----------------------------------------------------------------------------
     def handle(self, ev: dict) -> str:
@@ -203,11 +208,10 @@ class Follower:
             c.close()
 
     def _dead(self, msg, reason: str, error_type: str, tenant_id: str | None = None) -> None:
-        rec = {"source_topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(), "key": msg.key(),
-               "value": msg.value(), "reason": reason[:2000], "error_type": error_type, "tenant_id": tenant_id,
-               "subject_id": None, "headers": {}, "failed_at": utcnow()}
-        _produce(self.service.producer, TENANTS_DEAD, msg.topic(), self.serde.encode("DeadLetter", rec, topic=TENANTS_DEAD),
-                 30.0)
+        """Acked before the caller commits the record's offset (raises when the broker does not answer)."""
+        tenant = tenant_id if isinstance(tenant_id, str) else None
+        self.dead_letters.write(DeadLetter(Source.of_kafka(msg), reason[:2000], error_type, tenant_id=tenant),
+                                key=msg.topic().encode())
 
 
 def follow(settings: Settings, bootstrap: str, stop: threading.Event, *, on_ready=None, on_poll=None) -> None:

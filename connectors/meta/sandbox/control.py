@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from connectors.meta.sandbox.engine import Sandbox, dumps
-from connectors.meta.sandbox.models import (AccountUpdate, AppSeed, _http_url, BusinessChange, Faults, InboundRequest, NumberChange, Seed,
+from connectors.meta.sandbox.engine import Sandbox, decode_b64, dumps
+from connectors.meta.sandbox.graph_errors import GraphError
+from connectors.meta.sandbox.models import (AccountUpdate, AppSeed, _http_url, BusinessChange, Faults, InboundRequest, MediaUpload, NumberChange, Seed,
                                             SignupCodeRequest, TemplateStatusChange)
 
 
@@ -68,6 +69,7 @@ class ControlApi:
             r("/_sandbox/webhook", self.webhook, methods=["PUT"]),
             r("/_sandbox/faults", self.faults, methods=["GET", "PUT", "DELETE"]),
             r("/_sandbox/inbound", self.inbound, methods=["POST"]),
+            r("/_sandbox/media", self.media, methods=["POST"]),
             r("/_sandbox/templates/{waba_id}/{name}/{language}/status", self.template_status, methods=["POST"]),
             r("/_sandbox/numbers/{number_id}", self.number, methods=["PATCH"]),
             r("/_sandbox/businesses/{business_id}", self.business, methods=["PATCH"]),
@@ -92,6 +94,8 @@ class ControlApi:
             return _problem(422, json.loads(e.json(include_url=False)))
         except KeyError as e:
             return _problem(404, str(e.args[0]) if e.args else "not found")
+        except GraphError as e:
+            return _problem(422, e.details or str(e))
         except ValueError as e:
             return _problem(422, str(e))
 
@@ -161,6 +165,15 @@ class ControlApi:
 
     async def inbound(self, request: Request) -> Response:
         return await self._call(request, InboundRequest, lambda r: {"wamid": self.sb.inbound(r)})
+
+    async def media(self, request: Request) -> Response:
+        def go(u: MediaUpload) -> dict:
+            number = self.sb.world.numbers.get(u.phone_number_id)
+            if number is None:
+                raise KeyError(f"unknown phone number {u.phone_number_id}")
+            m = self.sb.add_media(number, u.mime_type, decode_b64(u.content_b64))
+            return {"id": m.id, "sha256": m.sha256_hex, "file_size": len(m.content)}
+        return await self._call(request, MediaUpload, go)
 
     async def template_status(self, request: Request) -> Response:
         p = request.path_params

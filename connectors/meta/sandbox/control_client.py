@@ -3,6 +3,7 @@ benchmarks and the demo. Every method raises ``httpx.HTTPStatusError`` on a non-
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -87,6 +88,19 @@ class SandboxControl:
     def inbound(self, phone_number_id: str, wa_id: str, text: str = "hello", **kw: Any) -> str:
         """A user message arriving at ``phone_number_id``: webhook + opens the service window."""
         return self._do("POST", "/inbound", {"phone_number_id": phone_number_id, "from": wa_id, "text": text, **kw})["wamid"]
+
+    def add_media(self, phone_number_id: str, mime_type: str, content: bytes) -> dict:
+        """A media object of ``phone_number_id`` (as if uploaded): ``{id, sha256, file_size}``."""
+        return self._do("POST", "/media", {"phone_number_id": phone_number_id, "mime_type": mime_type,
+                                           "content_b64": base64.b64encode(content).decode()})
+
+    def inbound_media(self, phone_number_id: str, wa_id: str, kind: str, mime_type: str, content: bytes,
+                      caption: str | None = None, filename: str | None = None) -> str:
+        """The user sends a file (image, document, …): the webhook carries its media id."""
+        media = {"mime_type": mime_type, "content_b64": base64.b64encode(content).decode(), "caption": caption,
+                 "filename": filename}
+        return self._do("POST", "/inbound", {"phone_number_id": phone_number_id, "from": wa_id, "type": kind,
+                                             "text": None, "media": media})["wamid"]
 
     def set_template_status(self, waba_id: str, name: str, language: str, status: str,
                             reason: str | None = None) -> dict:

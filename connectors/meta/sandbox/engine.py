@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from connectors.meta.sandbox.graph_errors import THROTTLING, GraphError, status_error, unknown_object
+from connectors.meta.sandbox.media import Media, MediaStore
 from connectors.meta.sandbox.limits import PairBuckets, ServiceWindows, SlidingWindow, TierBudget
 from connectors.meta.sandbox.models import (TIERS, BusinessChange, Faults, InboundRequest, NumberChange,
                                             SandboxConfig, Seed, SignupCodeRequest, TemplateStatusChange)
@@ -66,6 +67,7 @@ class Sandbox:
         self.dispatcher = WebhookDispatcher(self.world, lambda: self.config, self.counters)
         self._conversations: dict[tuple[str, str, str], tuple[str, int]] = {}
         self._management: dict[tuple[str, str], SlidingWindow] = {}
+        self.media = MediaStore()
         if seed is not None:
             self.load(seed)
 
@@ -323,6 +325,12 @@ class Sandbox:
         wa_id = re.sub(r"\D", "", req.wa_id)
         wamid = new_wamid(wa_id)
         msg: dict = {"from": wa_id, "id": wamid, "timestamp": str(int(time.time())), "type": req.type}
+        if req.media is not None:
+            # The user's file: a media id of this number the business can GET and download.
+            m = self.add_media(number, req.media.mime_type, decode_b64(req.media.content_b64))
+            obj = {"mime_type": m.mime_type, "sha256": m.sha256_b64, "id": m.id}
+            obj.update({k: v for k, v in (("caption", req.media.caption), ("filename", req.media.filename)) if v})
+            msg[req.type] = obj
         if req.message is not None:
             msg.update(req.message)
         elif req.type == "text":
@@ -337,6 +345,10 @@ class Sandbox:
         item = {"contact": {"profile": {"name": req.name}, "wa_id": wa_id}, "message": msg}
         self.dispatcher.schedule(0.0, number.waba_id, "messages", item, number.id)
         return wamid
+
+    # --- media -------------------------------------------------------------------------------
+    def add_media(self, number: Number, mime_type: str, content: bytes) -> Media:
+        return self.media.add(number.waba_id, number.id, mime_type, content, self.config.media_ttl_s)
 
     def change_template(self, waba_id: str, name: str, language: str, change: TemplateStatusChange) -> Template:
         t = self.world.templates.get((waba_id, name, language))
@@ -538,6 +550,14 @@ class Sandbox:
             "granular_scopes": [{"scope": s, "target_ids": wabas} for s in scopes],
             "user_id": "1" + hashlib.sha1(t.token.encode()).hexdigest()[:14].translate(str.maketrans("abcdef", "123456")),
         }}
+
+
+def decode_b64(value: str) -> bytes:
+    """``content_b64`` of the control API; a ValueError (422) when it is not base64."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError as e:
+        raise ValueError(f"content_b64 is not base64: {e}") from None
 
 
 def _deep_merge(base: dict, patch: dict) -> dict:

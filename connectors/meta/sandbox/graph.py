@@ -15,6 +15,8 @@ import socket
 from urllib.parse import parse_qs
 import struct
 
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,6 +32,8 @@ def _token(request: Request) -> str | None:
     auth = request.headers.get("authorization")
     if auth and auth[:7].lower() == "bearer ":
         return auth[7:].strip()
+    if auth and auth[:6].lower() == "oauth ":  # the Resumable Upload API's scheme
+        return auth[6:].strip()
     return request.query_params.get("access_token")
 
 
@@ -94,7 +98,10 @@ class GraphApi:
             Route("/{version}/{node}/phone_numbers", self.phone_numbers, methods=["GET"]),
             Route("/{version}/{node}/message_templates", self.templates, methods=["GET", "POST", "DELETE"]),
             Route("/{version}/{node}/subscribed_apps", self.subscribed_apps, methods=["GET", "POST", "DELETE"]),
-            Route("/{version}/{node}", self.node, methods=["GET"]),
+            Route("/{version}/{node}/media", self.upload_media, methods=["POST"]),
+            Route("/{version}/{node}/uploads", self.start_upload, methods=["POST"]),
+            Route("/whatsapp_business/attachments/", self.download, methods=["GET"]),
+            Route("/{version}/{node}", self.node, methods=["GET", "POST", "DELETE"]),
             Route("/{path:path}", self.unknown, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
         ]
 
@@ -169,8 +176,14 @@ class GraphApi:
     async def node(self, request: Request) -> Response:
         async def go():
             version_major(request.path_params["version"])
-            token = self.sb.auth(_token(request))
             node = request.path_params["node"]
+            if node.startswith("upload:"):
+                return await self._upload_session(request, node)
+            token = self.sb.auth(_token(request))
+            if node in self.sb.media.media or request.method == "DELETE":
+                return self._media_node(request, token, node)
+            if request.method != "GET":
+                raise unknown_object(node)
             if node in self.sb.world.numbers:
                 return self.sb.number_fields(self.sb.number_for(token, node, manage=True),
                                              request.query_params.get("fields"))
@@ -179,6 +192,76 @@ class GraphApi:
             return {"id": waba.id, "name": waba.name, "owner_business_info": {"id": biz.id, "name": biz.name},
                     "currency": "USD", "timezone_id": "1", "message_template_namespace": "sandbox_" + waba.id}
         return await self._answer(go)
+
+    # --- media ---------------------------------------------------------------------------------
+    def _media_node(self, request: Request, token, media_id: str) -> dict:
+        if request.method == "POST":
+            raise unknown_object(media_id)
+        pnid = request.query_params.get("phone_number_id")
+        m = self.sb.media.get(media_id, token.may_use)
+        if pnid is not None and pnid != m.phone_number_id:
+            raise unknown_object(media_id)
+        if request.method == "DELETE":
+            self.sb.media.delete(media_id, token.may_use)
+            return {"success": True}
+        return self.sb.media.info(m, str(request.base_url).rstrip("/"), self.sb.config.media_url_ttl_s)
+
+    async def upload_media(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            number = self.sb.number_for(self.sb.auth(_token(request)), request.path_params["node"])
+            if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+                raise GraphError(100, message="(#100) The request must be multipart/form-data with a file")
+            try:
+                form = await request.form(max_files=1, max_fields=10)
+            except (MultiPartException, HTTPException, ValueError, KeyError) as e:
+                # Starlette answers a malformed multipart body with its own plain-text 400: say it Meta's way.
+                raise GraphError(100, message="(#100) The multipart body could not be parsed",
+                                 details=str(getattr(e, "detail", e))[:200]) from None
+            try:
+                if form.get("messaging_product") != "whatsapp":
+                    raise GraphError(100, message="(#100) The parameter messaging_product is required.")
+                upload = form.get("file")
+                if upload is None or isinstance(upload, str):
+                    raise GraphError(100, message="(#100) The parameter file is required.")
+                mime = form.get("type") or upload.content_type or ""
+                if not isinstance(mime, str) or not mime:
+                    raise GraphError(100, message="(#100) The parameter type is required.")
+                content = await upload.read()
+            finally:
+                await form.close()
+            return {"id": self.sb.add_media(number, mime, content).id}
+        return await self._answer(go)
+
+    async def download(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            m = self.sb.media.download(q.get("mid"), q.get("ext"), q.get("hash"), self.sb.auth(_token(request)).may_use)
+        except GraphError as e:
+            await self._latency()
+            return _err(e)
+        await self._latency()
+        return Response(m.content, media_type=m.mime_type)
+
+    async def start_upload(self, request: Request) -> Response:
+        async def go():
+            version_major(request.path_params["version"])
+            app_id = self.sb.app_from_token(_token(request))
+            if app_id != request.path_params["node"]:
+                raise unknown_object(request.path_params["node"])
+            q = request.query_params
+            return {"id": self.sb.media.start(app_id, q.get("file_name"), q.get("file_length"), q.get("file_type")).id}
+        return await self._answer(go)
+
+    async def _upload_session(self, request: Request, sid: str) -> dict:
+        # Meta's session ids carry a signature as a query string ("upload:…?sig=…"): the route sees
+        # only the path part, which is the sandbox's whole id.
+        session = self.sb.media.session(sid, self.sb.app_from_token(_token(request)))
+        if request.method == "GET":
+            return {"id": session.id, "file_offset": len(session.data)}
+        if request.method != "POST":
+            raise unknown_object(sid)
+        return self.sb.media.chunk(session, request.headers.get("file_offset"), await request.body())
 
     async def templates(self, request: Request) -> Response:
         async def go():

@@ -29,6 +29,7 @@ _CATALOGUE: dict[int, tuple[str, int, str]] = {
     131047: ("Re-engagement message", 400, "OAuthException"),
     131048: ("Spam rate limit hit", 400, "OAuthException"),
     131049: ("This message was not delivered to maintain healthy ecosystem engagement.", 400, "OAuthException"),
+    131053: ("Media upload error", 400, "OAuthException"),
     131056: ("(Business Account, Consumer Account) pair rate limit hit", 400, "OAuthException"),
     132000: ("Number of parameters does not match the expected number of params", 400, "OAuthException"),
     132001: ("Template name does not exist in the translation", 404, "OAuthException"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.meta.sandbox.graph_errors import known
 
@@ -101,6 +101,8 @@ class SandboxConfig(_Model):
     habits: Habits = Habits()
     template_review_s: float | None = Field(0.2, description="a created template is APPROVED after this delay; None: stays PENDING")
     record_messages: bool = Field(True, description="keep the list of accepted messages (turn off for very long runs)")
+    media_ttl_s: float = Field(30 * 24 * 3600.0, gt=0, description="an uploaded media id stays valid this long (Meta: 30 days)")
+    media_url_ttl_s: float = Field(300.0, gt=0, description="a media download URL expires after this (Meta: 5 minutes)")
     random_seed: int | None = None
 
 
@@ -204,8 +206,24 @@ class InboundRequest(_Model):
     text: str | None = "hello"
     message: dict | None = Field(None, description="the full type object, e.g. {'image': {...}}; overrides text")
     context_id: str | None = None
+    media: "InboundMedia | None" = Field(None, description=(
+        "a file the user sends: stored as a media id the business can GET and download, and the "
+        "message's type object filled with id, mime_type, sha256 (and caption/filename)"))
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _media_type(self):
+        if self.media is not None and self.type not in ("image", "audio", "video", "document", "sticker"):
+            raise ValueError(f"a message with media has type image, audio, video, document or sticker, not {self.type!r}")
+        return self
+
+
+class InboundMedia(_Model):
+    mime_type: str
+    content_b64: str = Field(description="the file, base64")
+    caption: str | None = None
+    filename: str | None = None
 
 
 class TemplateStatusChange(_Model):
@@ -233,3 +251,14 @@ class AccountUpdate(_Model):
     waba_id: str
     event: str = Field(description="PARTNER_REMOVED, ACCOUNT_VIOLATION, ACCOUNT_RESTRICTION, … (any name: Meta adds them)")
     details: dict | None = Field(None, description="extra value fields, e.g. {'violation_info': {...}}")
+
+
+InboundRequest.model_rebuild()
+
+
+class MediaUpload(_Model):
+    """``POST /_sandbox/media``: a media object owned by a number, as if uploaded or received."""
+
+    phone_number_id: str
+    mime_type: str
+    content_b64: str

@@ -106,6 +106,8 @@ def _template(body: dict, to: str, wa_id: str) -> SendRequest:
     for c in comps:
         if not isinstance(c, dict) or "type" not in c:
             raise GraphError(131008, details="The parameter template['components'][]['type'] is required.")
+        if str(c["type"]).lower() == "carousel":
+            _carousel(c)
         if str(c["type"]).lower() == "body":
             params = c.get("parameters") or []
             for p in params:
@@ -118,11 +120,24 @@ def _template(body: dict, to: str, wa_id: str) -> SendRequest:
 def _interactive(obj: dict) -> None:
     kind = _required(obj, "type", "interactive")
     body = obj.get("body")
-    if kind in ("button", "list") and (not isinstance(body, dict) or not body.get("text")):
+    if kind in ("button", "list", "cta_url", "flow", "location_request_message") and (
+            not isinstance(body, dict) or not body.get("text")):
         raise GraphError(131008, details="The parameter interactive['body']['text'] is required.")
+    if isinstance(body, dict) and isinstance(body.get("text"), str) and len(body["text"]) > 4096:
+        raise GraphError(100, details="Param interactive['body']['text'] must be at most 4096 characters long.")
     action = obj.get("action")
     if not isinstance(action, dict):
         raise GraphError(131008, details="The parameter interactive['action'] is required.")
+    header = obj.get("header")
+    if header is not None:
+        _header(header, kind)
+    if kind == "cta_url":
+        _cta_url(action)
+    elif kind == "location_request_message":
+        if action.get("name") != "send_location":
+            raise invalid("interactive['action']['name']", "must be send_location")
+    elif kind == "flow":
+        _flow(action)
     if kind == "button":
         buttons = action.get("buttons") or []
         if not 1 <= len(buttons) <= 3:
@@ -138,3 +153,98 @@ def _interactive(obj: dict) -> None:
             raise GraphError(131008, details="The parameters interactive['action']['button'] and sections are required.")
         if not 1 <= rows <= 10:
             raise GraphError(131009, details="The total number of rows across sections must be between 1 and 10.")
+
+
+def _label(value: object, where: str, limit: int = 20) -> None:
+    if not isinstance(value, str) or not value:
+        raise GraphError(131008, details=f"The parameter {where} is required.")
+    if len(value) > limit:
+        raise GraphError(131009, details=f"{where} must be between 1 and {limit} characters.")
+
+
+def _header(header: object, kind: str) -> None:
+    if not isinstance(header, dict) or header.get("type") not in ("text", "image", "video", "document"):
+        raise invalid("interactive['header']['type']", "must be one of {text, image, video, document}")
+    htype = header["type"]
+    if htype == "text":
+        text = header.get("text")
+        if not isinstance(text, str) or not text:
+            raise GraphError(131008, details="The parameter interactive['header']['text'] is required.")
+        if len(text) > 60:
+            raise GraphError(131009, details="interactive['header']['text'] must be at most 60 characters.")
+        return
+    if kind in ("list", "location_request_message"):  # list: text only; location request: no header
+        raise invalid("interactive['header']['type']", f"{htype} headers are not supported for {kind} messages")
+    media = header.get(htype)
+    if not isinstance(media, dict) or not (media.get("link") or media.get("id")):
+        raise GraphError(131008, details=f"The parameter interactive['header']['{htype}']['link'] is required.")
+
+
+def _cta_url(action: dict) -> None:
+    if action.get("name") != "cta_url":
+        raise invalid("interactive['action']['name']", "must be cta_url")
+    params = action.get("parameters")
+    if not isinstance(params, dict):
+        raise GraphError(131008, details="The parameter interactive['action']['parameters'] is required.")
+    _label(params.get("display_text"), "interactive['action']['parameters']['display_text']")
+    url = params.get("url")
+    if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+        raise GraphError(131009, details="interactive['action']['parameters']['url'] must be a valid URL.")
+
+
+def _flow(action: dict) -> None:
+    if action.get("name") != "flow":
+        raise invalid("interactive['action']['name']", "must be flow")
+    params = action.get("parameters")
+    if not isinstance(params, dict):
+        raise GraphError(131008, details="The parameter interactive['action']['parameters'] is required.")
+    where = "interactive['action']['parameters']"
+    if str(params.get("flow_message_version", "")) != "3":
+        raise invalid(f"{where}['flow_message_version']", "must be 3")
+    _label(params.get("flow_cta"), f"{where}['flow_cta']", 30)
+    if ("flow_id" in params) == ("flow_name" in params):
+        raise GraphError(131009, details=f"Exactly one of {where}['flow_id'] or ['flow_name'] is required.")
+    flow_action = params.get("flow_action", "navigate")
+    if flow_action not in ("navigate", "data_exchange"):
+        raise invalid(f"{where}['flow_action']", "must be one of {navigate, data_exchange}")
+    payload = params.get("flow_action_payload")
+    if flow_action == "navigate" and payload is not None:
+        if not isinstance(payload, dict) or not payload.get("screen"):
+            raise GraphError(131008, details=f"The parameter {where}['flow_action_payload']['screen'] is required.")
+        if "data" in payload and (not isinstance(payload["data"], dict) or not payload["data"]):
+            raise invalid(f"{where}['flow_action_payload']['data']", "must be a non-empty object")
+    elif payload is not None:
+        raise invalid(f"{where}['flow_action_payload']", "is not allowed with flow_action data_exchange")
+
+
+def _carousel(comp: dict) -> None:
+    cards = comp.get("cards")
+    if not isinstance(cards, list) or not cards:
+        raise GraphError(131008, details="The parameter template['components'][]['cards'] is required.")
+    if len(cards) > 10:
+        raise GraphError(131009, details="A carousel has at most 10 cards.")
+    seen: set[int] = set()
+    shapes = set()
+    for card in cards:
+        if not isinstance(card, dict):
+            raise invalid("template['components'][]['cards'][]", "must be an object")
+        idx = card.get("card_index")
+        if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < 10 or idx in seen:
+            raise GraphError(131009, details="card_index must be unique integers from 0 to 9.")
+        seen.add(idx)
+        comps = card.get("components")
+        if not isinstance(comps, list):
+            raise GraphError(131008, details="The parameter cards[]['components'] is required.")
+        header = next((c for c in comps if isinstance(c, dict) and str(c.get("type")).lower() == "header"), None)
+        params = (header or {}).get("parameters") or []
+        kind = params[0].get("type") if params and isinstance(params[0], dict) else None
+        if kind not in ("image", "video"):
+            raise GraphError(131009, details="Each carousel card needs an image or video header parameter.")
+        media = params[0].get(kind)
+        if not isinstance(media, dict) or not (media.get("id") or media.get("link")):
+            raise GraphError(131008, details=f"The parameter cards[]['header'][{kind}]['id' or 'link'] is required.")
+        buttons = tuple(sorted((str(c.get("index")), str(c.get("sub_type"))) for c in comps
+                               if isinstance(c, dict) and str(c.get("type")).lower() == "button"))
+        shapes.add((kind, buttons))
+    if len(shapes) > 1:
+        raise GraphError(131009, details="All carousel cards must have the same components.")

@@ -251,3 +251,38 @@ async def test_flow_answer_and_user_media_arrive_as_signed_webhooks_the_models_p
     assert base64.b64decode(image.media.sha256) == hashlib.sha256(photo).digest()
     info = await graph.media_info(image.media.id, token=meta_sandbox.token, phone_number_id=meta_sandbox.number_id)
     assert await graph.download_media(info, token=meta_sandbox.token) == photo
+
+
+def test_uploads_are_bounded_before_the_sandbox_holds_them(meta_sandbox):
+    """A declared body over Meta's largest file, and a resumable session longer than it, are
+    refused with Meta's media error before any byte is kept."""
+    import httpx
+
+    from connectors.meta.sandbox.media import MAX_UPLOAD_BYTES
+
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    auth = {"Authorization": f"Bearer {meta_sandbox.token}"}
+    # a client declaring 110 MB: answered from the headers, the body is never read
+    url = urlsplit(meta_sandbox.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall((f"POST /v23.0/{meta_sandbox.number_id}/media HTTP/1.1\r\nHost: sandbox\r\n"
+                      f"Authorization: Bearer {meta_sandbox.token}\r\n"
+                      "Content-Type: multipart/form-data; boundary=x\r\n"
+                      f"Content-Length: {MAX_UPLOAD_BYTES + 10 * 1024 * 1024}\r\n\r\n--x").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["error"]["code"] == 131053
+    with httpx.Client(base_url=meta_sandbox.url, timeout=10) as http:
+        app_id = meta_sandbox.app_id
+        r = http.post(f"/v23.0/{app_id}/uploads", headers=auth,
+                      params={"file_name": "a.pdf", "file_length": str(MAX_UPLOAD_BYTES + 1),
+                              "file_type": "application/pdf"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == 131053

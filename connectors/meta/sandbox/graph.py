@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from connectors.meta.sandbox.engine import Sandbox, dumps, version_major
 from connectors.meta.sandbox.graph_errors import GraphError, unknown_object
+from connectors.meta.sandbox.media import MAX_UPLOAD_BYTES
 
 _MESSAGES = re.compile(r"^/([^/]+)/([^/]+)/messages$")
 _JSON = "application/json"
@@ -212,6 +213,10 @@ class GraphApi:
             number = self.sb.number_for(self.sb.auth(_token(request)), request.path_params["node"])
             if not request.headers.get("content-type", "").startswith("multipart/form-data"):
                 raise GraphError(100, message="(#100) The request must be multipart/form-data with a file")
+            declared = request.headers.get("content-length", "")
+            if not declared.isdigit() or int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:  # + the form's framing
+                raise GraphError(131053, details=f"the body must declare a Content-Length of at most "
+                                                 f"{MAX_UPLOAD_BYTES} bytes of file")
             try:
                 form = await request.form(max_files=1, max_fields=10)
             except (MultiPartException, HTTPException, ValueError, KeyError) as e:

@@ -33,6 +33,7 @@ MIME_KINDS = {
 }
 LIMITS = {"image": 5 * 1024 * 1024, "audio": 16 * 1024 * 1024, "video": 16 * 1024 * 1024,
           "document": 100 * 1024 * 1024, "sticker": 500 * 1024}
+MAX_UPLOAD_BYTES = max(LIMITS.values())  # the largest file Meta takes (documents)
 # The Resumable Upload API's accepted file types (Meta's "Upload a file" guide).
 UPLOAD_TYPES = frozenset({"application/pdf", "image/jpeg", "image/jpg", "image/png", "video/mp4"})
 
@@ -140,6 +141,8 @@ class MediaStore:
             raise GraphError(100, message="(#100) Param file_length must be an integer") from None
         if length < 1:
             raise GraphError(100, message="(#100) Param file_length must be a positive integer")
+        if length > MAX_UPLOAD_BYTES:  # the session's bytes are held in memory: bounded by Meta's largest file
+            raise GraphError(131053, details=f"file_length {length} exceeds the limit of {MAX_UPLOAD_BYTES} bytes.")
         if file_type not in UPLOAD_TYPES:
             raise GraphError(100, message=f"(#100) Param file_type must be one of {{{', '.join(sorted(UPLOAD_TYPES))}}}")
         sid = "upload:" + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode().rstrip("=")

@@ -225,6 +225,7 @@ def _register() -> None:
     app.command("sink")(__import__("sinks.cli", fromlist=["sink_command"]).sink_command)
     app.add_typer(__import__("wapipe.privacy.cli", fromlist=["app"]).app, name="privacy")
     app.add_typer(__import__("wapipe.media.cli", fromlist=["app"]).app, name="media")
+    app.add_typer(__import__("processors.erp_inbound.cli", fromlist=["app"]).app, name="erp")
 
 
 _register()

@@ -197,6 +197,12 @@ class Settings(BaseSettings):
     media_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1, description="largest inbound file fetched (Meta: documents ≤ 100 MB)")
     media_sweep_interval_s: float = Field(default=3600.0, gt=0, description="how often stored media past retention is deleted")
 
+    # --- inbound to the ERP (`wapipe erp inbound`, processors/erp_inbound) -----------------------
+    erp_inbound_group: str = "wapipe-erp-inbound"
+    # How long a lookup of a reply's wamid waits for wa.send.results to be read up to its end.
+    erp_link_catch_up_s: float = Field(default=10.0, gt=0)
+    erp_read_attempts: int = Field(default=3, ge=1, description="Graph attempts of one mark-as-read on transient errors")
+
     # --- webhook ingress (`wapipe ingress`) --------------------------------------------------
     # Meta apps whose webhooks we accept: JSON {"<app id>": "<app secret>"} (WAPIPE_META_APPS).
     meta_apps: dict[str, SecretStr] = Field(default_factory=dict)

@@ -51,6 +51,10 @@ TEMPLATES = "wa.templates"
 TENANTS_DEAD = "wa.tenants.dead"  # account events `wapipe tenants follow` could not read
 PRIVACY_DEAD = "wa.privacy.dead"  # records of wa.privacy.requests the privacy processor could not read
 MEDIA_DEAD = "wa.media.dead"  # inbound media `wapipe media fetch` could not fetch or store
+# What the ERP receives (`wapipe erp inbound`): inbound messages and its commands' statuses, per tenant.
+ERP_INBOUND = "wa.erp.inbound"
+ERP_READS = "wa.erp.reads"  # the ERP's mark-as-read requests
+ERP_DEAD = "wa.erp.dead"  # records `wapipe erp inbound` could not read or carry out, with why
 
 Cleanup = Literal["delete", "compact"]
 
@@ -126,6 +130,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TENANTS_DEAD, "source topic", "DeadLetter", partitions=1),
     TopicSpec(PRIVACY_DEAD, "source topic", "DeadLetter", partitions=1),
     TopicSpec(MEDIA_DEAD, "tenant_id", "DeadLetter"),
+    # Keyed by tenant: a tenant's events share one partition (in order) and an ERP reads that one.
+    TopicSpec(ERP_INBOUND, "tenant_id", "ErpInbound"),
+    TopicSpec(ERP_READS, "tenant_id", "ReadCommand"),
+    TopicSpec(ERP_DEAD, "tenant_id", "DeadLetter"),
 )
 
 

@@ -394,6 +394,11 @@ _MESSAGE_TAGS = {
 
 def _message_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    # A message Meta could not deliver to the business: its type, ``errors`` (e.g. 131051) and no
+    # type object. Kept as "other" (errors read, nothing required) instead of a missing-field refusal.
+    if (isinstance(value, dict) and isinstance(kind, str) and value.get("errors") and value.get(kind) is None
+            and _MESSAGE_TAGS.get(kind) not in (None, "unsupported")):
+        return "other"
     # not a string (a list, an object): "other", whose model then refuses it as a bad type
     return _MESSAGE_TAGS.get(kind, "other") if isinstance(kind, str) else "other"
 

@@ -241,7 +241,8 @@ class Normaliser:
         else:
             pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
         if msg.errors:
-            extra["errors"] = [{"code": e.code, "title": e.title} for e in msg.errors]
+            extra["errors"] = [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
+                               for e in msg.errors]
         if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):
             extra["forwarded"] = True
         rec = {

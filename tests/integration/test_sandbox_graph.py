@@ -234,6 +234,23 @@ def test_mark_read(meta_sandbox, graph):
     assert meta_sandbox.control.state()["read_marked"] == [wamid]
 
 
+def test_mark_read_is_scoped_to_the_receiving_number_and_recorded(meta_sandbox, graph):
+    c = meta_sandbox.control
+    other = "3999000111"
+    c.add_number(other, meta_sandbox.waba_id)  # same WABA, same token: still not the number it was sent to
+    wamid = c.inbound(meta_sandbox.number_id, TO, "hi")
+    read = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
+    assert_meta_error(graph.post(f"/v23.0/{other}/messages", json=read), 100)
+    assert_meta_error(graph.post(f"/v23.0/{meta_sandbox.number_id}/messages",
+                                 json={**read, "typing_indicator": {"type": "voice"}}), 100)
+    assert c.reads() == []
+    url = f"/v23.0/{meta_sandbox.number_id}/messages"
+    assert graph.post(url, json={**read, "typing_indicator": {"type": "text"}}).json() == {"success": True}
+    [r] = c.reads(meta_sandbox.number_id)
+    assert (r["message_id"], r["wa_id"], r["typing_indicator"]) == (wamid, TO, True)
+    assert c.reads(other) == []
+
+
 def test_control_api_rejects_bad_input(meta_sandbox):
     c = meta_sandbox.control
     with pytest.raises(httpx.HTTPStatusError) as e:

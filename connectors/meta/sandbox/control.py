@@ -80,6 +80,7 @@ class ControlApi:
             r("/_sandbox/counters", self.counters, methods=["GET"]),
             r("/_sandbox/counters/reset", self.reset_counters, methods=["POST"]),
             r("/_sandbox/messages", self.messages, methods=["GET"]),
+            r("/_sandbox/reads", self.reads, methods=["GET"]),
             r("/_sandbox/webhooks/pending", self.pending, methods=["GET"]),
         ]
 
@@ -249,6 +250,11 @@ class ControlApi:
         except ValueError:
             return _problem(422, "offset and limit must be integers")
         return _ok({"total": len(msgs), "messages": msgs[offset:offset + limit]})
+
+    async def reads(self, request: Request) -> Response:
+        """Read receipts the numbers sent (``status: read``), oldest first."""
+        pnid = request.query_params.get("phone_number_id")
+        return _ok({"reads": [r for r in self.sb.world.reads if not pnid or r["phone_number_id"] == pnid]})
 
     async def pending(self, request: Request) -> Response:
         return _ok({"pending": self.sb.dispatcher.pending})

@@ -136,6 +136,10 @@ class SandboxControl:
             params["phone_number_id"] = phone_number_id
         return self._do("GET", "/messages", params=params)["messages"]
 
+    def reads(self, phone_number_id: str | None = None) -> list[dict]:
+        """Read receipts accepted: ``{message_id, phone_number_id, wa_id, typing_indicator, at}``."""
+        return self._do("GET", "/reads", params={"phone_number_id": phone_number_id} if phone_number_id else None)["reads"]
+
     def pending_webhooks(self) -> int:
         return self._do("GET", "/webhooks/pending")["pending"]
 

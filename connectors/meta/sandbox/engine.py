@@ -313,9 +313,16 @@ class Sandbox:
         mid = body.get("message_id")
         if not mid:
             raise GraphError(100, message="(#100) The parameter message_id is required.")
-        if mid not in self.world.inbound_ids:
+        got = self.world.inbound_to.get(mid) if isinstance(mid, str) else None
+        if got is None or got[0] != number.id:  # another number's message is as unknown as a made-up id
             raise GraphError(100, message="(#100) Invalid parameter", details=f"message_id {mid} is not valid")
+        typing = body.get("typing_indicator")
+        if typing is not None and typing != {"type": "text"}:
+            raise GraphError(100, message="(#100) Invalid parameter",
+                             details='typing_indicator must be {"type": "text"}')
         self.world.read_marked.append(mid)
+        self.world.reads.append({"message_id": mid, "phone_number_id": number.id, "wa_id": got[1],
+                                 "typing_indicator": typing is not None, "at": time.time()})
 
     # --- inbound, changes --------------------------------------------------------------------
     def inbound(self, req: InboundRequest) -> str:
@@ -338,6 +345,7 @@ class Sandbox:
         if req.context_id:
             msg["context"] = {"from": number.display_phone_number, "id": req.context_id}
         self.world.inbound_ids.add(wamid)
+        self.world.inbound_to[wamid] = (number.id, wa_id)
         now = time.monotonic()
         self.windows.open(number.id, wa_id, now)
         if self.config.limits.inbound_counts:

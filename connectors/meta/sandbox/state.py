@@ -106,7 +106,12 @@ class World:
         self.codes: dict[str, SignupCode] = {}
         self.invalid_recipients: set[str] = set()
         self.inbound_ids: set[str] = set()
+        # wamid of a user's message -> (the number that received it, the user): a number marks
+        # only its own received messages read
+        self.inbound_to: dict[str, tuple[str, str]] = {}
         self.read_marked: list[str] = []
+        # every accepted read receipt: {message_id, phone_number_id, wa_id, typing_indicator, at}
+        self.reads: list[dict] = []
         self._template_seq = 0
 
     def next_template_id(self) -> str:

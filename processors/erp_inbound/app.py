@@ -1,0 +1,165 @@
+"""``wapipe erp inbound``: what the ERP receives, and its mark-as-read requests.
+
+One consumer group (``WAPIPE_ERP_INBOUND_GROUP``) reads
+
+* ``wa.inbound.messages`` and ``wa.status.events`` -> an ``ErpInbound`` record per event for the
+  ERP on ``wa.erp.inbound``, keyed by ``tenant_id`` (``convert.py``; links to commands from
+  ``links.CommandLinks``);
+* ``wa.erp.reads`` -> ``POST /{phone_number_id}/messages {status: read}`` with the tenant's token
+  (``reads.py``).
+
+Nothing is dropped silently: a record that does not decode, does not convert or cannot be carried
+out becomes a ``DeadLetter`` on ``wa.erp.dead`` with its reason (``wapipe.deadletter``, acked), and
+the next record goes on; events that are no ERP's (no tenant, a status of a message no command
+sent, an erased subject) are counted. A batch's offsets are committed only after its records and
+dead letters were acknowledged, so a crash re-sends them (at-least-once: the ERP reads by
+``event_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status
+from processors.erp_inbound.links import CommandLinks
+from processors.erp_inbound.reads import mark_read
+from wapipe.avro import AvroSerde, SerdeError
+from wapipe.config import Settings
+from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
+from wapipe.kafka import JAVA_PARTITIONER
+from wapipe.kafka import consumer as make_consumer
+from wapipe.kafka import producer as make_producer
+from wapipe.log import get_logger
+from wapipe.privacy.wamids import WamidRefs
+from wapipe.topics import ERP_DEAD, ERP_INBOUND, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS
+
+log = get_logger(__name__)
+
+SOURCES = (INBOUND_MESSAGES, STATUS_EVENTS, ERP_READS)
+_RECORDS = {INBOUND_MESSAGES: "InboundMessage", STATUS_EVENTS: "StatusEvent", ERP_READS: "ReadCommand"}
+
+
+@dataclass(slots=True)
+class Stats:
+    outcomes: Counter = field(default_factory=Counter)  # message, status, read, dead, no_tenant, ...
+
+
+class ErpInbound:
+    def __init__(self, settings: Settings, *, links: CommandLinks, ring: Any, tenants: Any, kek: Any, graph: Any,
+                 refs: WamidRefs, serde: AvroSerde | None = None, backoff_s: float = 0.5) -> None:
+        self.s = settings
+        self.links = links
+        self.ring = ring
+        self.tenants = tenants
+        self.kek = kek
+        self.graph = graph
+        self.refs = refs
+        self.serde = serde or AvroSerde.from_settings(settings)
+        self.backoff_s = backoff_s
+        self.stats = Stats()
+
+    # --- one record ----------------------------------------------------------------------------
+    async def handle(self, topic: str, value: bytes | None) -> tuple[dict, bytes] | None:
+        """The ErpInbound record for the ERP and its encoding (None when there is nothing to
+        write). Raises ``Dead`` or ``Skip``."""
+        try:
+            rec = self.serde.decode(value or b"", _RECORDS[topic])
+        except SerdeError as exc:
+            raise Dead(f"undecodable {_RECORDS[topic]}: {exc}", "SerdeError") from None
+        if topic == ERP_READS:
+            await mark_read(rec, tenants=self.tenants, ring=self.ring, kek=self.kek, graph=self.graph, ref=self.refs,
+                            attempts=self.s.erp_read_attempts, backoff_s=self.backoff_s)
+            self.stats.outcomes["read"] += 1
+            return None
+        if topic == INBOUND_MESSAGES:
+            out = await asyncio.to_thread(from_inbound, rec, link_of=self.links.get, open_=self.ring.unseal,
+                                          ref=self.refs)
+        else:
+            out = await asyncio.to_thread(from_status, rec, link_of=self.links.get)
+        try:
+            encoded = self.serde.encode("ErpInbound", out, topic=ERP_INBOUND)
+        except SerdeError as exc:  # this record's dead letter, not a stopped stream
+            raise Dead(f"not a valid ErpInbound: {str(exc)[:500]}", "SerdeError") from None
+        self.stats.outcomes[out["kind"].lower()] += 1
+        return out, encoded
+
+    # --- the consumer loop ---------------------------------------------------------------------
+    async def run(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
+                  on_poll: Callable[[], None] | None = None, batch: int = 200) -> Stats:
+        consumer = make_consumer(bootstrap, self.s.erp_inbound_group)
+        producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER)  # the ERP SDK finds its tenant's partition
+        letters = SyncDeadLetters(self.serde, ERP_DEAD, producer, self.s.dead_letter_max_bytes)
+        consumer.subscribe(list(SOURCES))
+        announced = False
+        try:
+            while not stop.is_set():
+                msgs = await asyncio.to_thread(consumer.consume, batch, 0.5)
+                if on_poll is not None:
+                    on_poll()
+                if not announced:
+                    announced = True
+                    if ready is not None:
+                        ready()
+                good = [m for m in msgs if m.error() is None]
+                for m in msgs:
+                    if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("erp_inbound.kafka_error", error=str(m.error()))
+                if not good:
+                    continue
+                errors: list[str] = []
+                for m in good:
+                    await self._one(m, producer, letters, errors)
+                left = await asyncio.to_thread(producer.flush, 60)
+                if left or errors:
+                    raise RuntimeError(f"{ERP_INBOUND}: {left} record(s) not acknowledged, {errors[:1]}; not committing")
+                await asyncio.to_thread(consumer.commit, asynchronous=False)
+        finally:
+            consumer.close()
+            producer.flush(10)
+        return self.stats
+
+    async def _one(self, m: Any, producer: Any, letters: SyncDeadLetters, errors: list[str]) -> None:
+        try:
+            done = await self.handle(m.topic(), m.value())
+        except Skip as s:
+            self.stats.outcomes[s.outcome] += 1
+            return
+        except Dead as d:
+            await self._dead(m, letters, d.reason, d.error_type)
+            return
+        except Exception as exc:  # a bug on one record never stops the stream nor loses the next one
+            log.error("erp_inbound.failed", topic=m.topic(), error=f"{type(exc).__name__}: {exc}")
+            await self._dead(m, letters, f"{type(exc).__name__}: {str(exc)[:500]}", type(exc).__name__)
+            return
+        if done is None:
+            return
+        out, value = done
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        producer.produce(ERP_INBOUND, key=out["tenant_id"].encode(), value=value, on_delivery=delivered)
+        producer.poll(0)
+
+    async def _dead(self, m: Any, letters: SyncDeadLetters, reason: str, error_type: str) -> None:
+        self.stats.outcomes["dead"] += 1
+        tenant = _tenant_of(self.serde, m)
+        await asyncio.to_thread(letters.write, DeadLetter(Source.of_kafka(m), reason, error_type, tenant_id=tenant),
+                                key=(tenant or "").encode() or None)
+
+
+def _tenant_of(serde: AvroSerde, m: Any) -> str | None:
+    """The tenant a bad record names, if it decodes at all (for the dead letter's key)."""
+    try:
+        t = serde.decode(m.value() or b"", _RECORDS[m.topic()]).get("tenant_id")
+    except Exception:
+        return None
+    return t if isinstance(t, str) and t else None

@@ -1,0 +1,152 @@
+"""One normalised event -> the ``ErpInbound`` record the ERP receives. No Kafka here.
+
+* ``InboundMessage`` -> kind MESSAGE, BUTTON_REPLY (interactive ``button_reply``, template quick
+  reply ``button``), LIST_REPLY (interactive ``list_reply``), REACTION or FAILED (the message has
+  Meta's ``errors``); ``command`` = the SendCommand whose message it answers: ``context.id`` (a
+  reply, a button or list answer), or the message reacted to.
+* ``StatusEvent`` -> kind STATUS, only for messages a SendCommand of the tenant sent (other
+  statuses are not the ERP's); ``command`` found by the wamid ref, else by Meta's echo of
+  ``biz_opaque_callback_data`` (``tenant_id/idempotency_key``) when it names this tenant.
+
+The sealed ``pii`` is passed on as it is (still sealed with the subject's key). The processor opens
+it only to tell a button from a list answer and to find the message a reaction names; a subject
+who restricted processing has no content (``pii`` null), so the kind then comes from the type alone.
+Events of numbers no tenant claims are skipped (counted): no ERP owns them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from processors.erp_inbound.links import CommandLink
+from wapipe.privacy.errors import SubjectErased, UnsealError
+
+LinkOf = Callable[[str, str | None], CommandLink | None]  # (tenant_id, wamid ref) -> its command
+Open = Callable[[dict], dict]  # KeyRing.unseal
+Ref = Callable[[str], str | None]  # WamidRefs
+
+
+class Skip(Exception):
+    """Not for the ERP: counted under ``outcome``, nothing written."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class Dead(Exception):
+    """This record goes to ``wa.erp.dead`` with ``reason``."""
+
+    def __init__(self, reason: str, error_type: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+_BUTTON_TYPES = {"button_reply": "BUTTON_REPLY", "list_reply": "LIST_REPLY"}
+
+
+def _extra(rec: dict) -> dict:
+    try:
+        extra = json.loads(rec.get("extra") or "{}")
+    except ValueError:
+        raise Dead("extra is not JSON", "BadExtra") from None
+    if not isinstance(extra, dict):
+        raise Dead("extra is not a JSON object", "BadExtra")
+    return extra
+
+
+def _errors(items: Any) -> list[dict]:
+    if not isinstance(items, list):
+        raise Dead("errors is not a list", "BadErrors")
+    out = []
+    for e in items:
+        code = e.get("code") if isinstance(e, dict) else None
+        if isinstance(code, bool) or not isinstance(code, int) or not -2**31 <= code < 2**31:
+            raise Dead("an error without an integer code", "BadErrors")
+        text = lambda k: None if e.get(k) is None else str(e[k])[:2000]  # noqa: E731
+        out.append({"code": code, "title": text("title"), "message": text("message"), "details": text("details")})
+    return out
+
+
+def _require(rec: dict, *names: str) -> None:
+    for n in names:
+        if not isinstance(rec.get(n), str) or not rec[n]:
+            raise Dead(f"{n} missing", "MissingField")
+
+
+def from_inbound(rec: dict, *, link_of: LinkOf, open_: Open, ref: Ref) -> dict:
+    """The ErpInbound of one ``InboundMessage`` (Avro dict as decoded)."""
+    tenant = rec.get("tenant_id")
+    if not tenant:
+        raise Skip("no_tenant")
+    _require(rec, "event_id", "phone_number_id", "waba_id", "message_id", "type")
+    extra = _extra(rec)
+    mtype = rec["type"]
+    message: dict | None = None
+    if rec.get("pii") is not None:
+        try:
+            content = open_(rec["pii"])
+        except SubjectErased:
+            raise Skip("erased") from None
+        except UnsealError as exc:
+            raise Dead(f"sealed content does not open: {exc}", "UnsealError") from None
+        message = content.get("message") if isinstance(content, dict) else None
+        if not isinstance(message, dict):
+            raise Dead("sealed content has no message object", "BadContent")
+    errors = _errors(extra.get("errors", []))
+    target = rec.get("context_message_id")  # already a ref (the normaliser's)
+    kind = "MESSAGE"
+    if errors:
+        kind = "FAILED"
+    elif mtype == "button":
+        kind = "BUTTON_REPLY"
+    elif mtype == "interactive" and message is not None:
+        sub = (message.get("interactive") or {}).get("type") if isinstance(message.get("interactive"), dict) else None
+        kind = _BUTTON_TYPES.get(sub, "MESSAGE")
+    elif mtype == "reaction":
+        kind = "REACTION"
+        reaction = (message or {}).get("reaction")
+        if isinstance(reaction, dict) and isinstance(reaction.get("message_id"), str):
+            target = ref(reaction["message_id"])
+    link = link_of(tenant, target) if target else None
+    keep = {k: v for k, v in extra.items() if k != "errors"}
+    return {
+        "event_id": rec["event_id"], "tenant_id": tenant, "kind": kind, "phone_number_id": rec["phone_number_id"],
+        "waba_id": rec["waba_id"], "subject_id": rec.get("subject_id"), "message_ref": rec["message_id"],
+        "message_type": mtype, "status": None, "command": link.avro() if link else None, "errors": errors,
+        "timestamp": rec["timestamp"], "received_at": rec["received_at"], "pii": rec.get("pii"),
+        "extra": json.dumps(keep, sort_keys=True, ensure_ascii=False),
+    }
+
+
+def from_status(rec: dict, *, link_of: LinkOf) -> dict:
+    """The ErpInbound of one ``StatusEvent``; ``Skip`` when no command of the tenant sent the message."""
+    tenant = rec.get("tenant_id")
+    if not tenant:
+        raise Skip("no_tenant")
+    _require(rec, "event_id", "phone_number_id", "waba_id", "wamid", "status")
+    link = link_of(tenant, rec["wamid"])
+    if link is None:
+        link = _echoed(tenant, rec.get("biz_opaque_callback_data"), rec["wamid"])
+    if link is None:
+        raise Skip("not_a_command")
+    return {
+        "event_id": rec["event_id"], "tenant_id": tenant, "kind": "STATUS", "phone_number_id": rec["phone_number_id"],
+        "waba_id": rec["waba_id"], "subject_id": rec.get("subject_id"), "message_ref": rec["wamid"],
+        "message_type": None, "status": rec["status"], "command": link.avro(), "errors": _errors(rec.get("errors") or []),
+        "timestamp": rec["timestamp"], "received_at": rec["received_at"], "pii": rec.get("pii"), "extra": "{}",
+    }
+
+
+def _echoed(tenant: str, cb: str | None, ref: str) -> CommandLink | None:
+    """Meta echoes ``biz_opaque_callback_data`` = ``tenant_id/idempotency_key`` (the send worker
+    sets it): a link without the command id, only when it names this tenant."""
+    if not cb:
+        return None
+    owner, sep, key = cb.partition("/")
+    if not sep or owner != tenant or not key:
+        return None
+    return CommandLink(key, None, None, ref)

@@ -1,0 +1,259 @@
+"""What the ERP receives, per webhook shape: the real normaliser turns Meta's fixtures into events,
+``processors.erp_inbound`` turns those into ErpInbound records (kind, link to the command, errors),
+and any malformed record becomes a dead letter with a reason or is skipped, never another error.
+Kafka-backed parts (key ring, links index, the loop) are covered in tests/integration/test_erp_inbound.py."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from processors.erp_inbound.app import ErpInbound
+from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status
+from processors.erp_inbound.links import CommandLink
+from processors.normalise.convert import Normaliser
+from wapipe.avro import AvroSerde
+from wapipe.config import Settings
+from wapipe.privacy.errors import SubjectErased, UnsealError
+from wapipe.privacy.wamids import WamidRefs
+from wapipe.topics import ERP_INBOUND, INBOUND_MESSAGES, STATUS_EVENTS
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+REF = WamidRefs.from_pepper(b"q" * 32)
+NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.timezone.utc)
+SERDE = AvroSerde()
+OUR_WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"  # the message our command sent
+
+
+class _Tenant:
+    tenant_id = "acme"
+
+
+class _Directory:
+    def tenant_for_number(self, pnid):
+        return _Tenant()
+
+    def tenant_for_waba(self, waba_id):
+        return None
+
+
+class _Keys:
+    """AES-256-GCM, one key per subject (the Kafka-backed KeyRing is tested in integration)."""
+
+    def __init__(self):
+        self.keys: dict[str, bytes] = {}
+
+    def seal(self, tenant, subject, data):
+        key = self.keys.setdefault(subject, os.urandom(32))
+        nonce = os.urandom(12)
+        kid = f"{subject}/k"
+        return {"key_id": kid, "nonce": nonce,
+                "ciphertext": AESGCM(key).encrypt(nonce, json.dumps(data).encode(), kid.encode())}
+
+    def unseal(self, sealed):
+        subject = sealed["key_id"].split("/")[0]
+        if subject not in self.keys:
+            raise SubjectErased(sealed["key_id"])
+        try:
+            return json.loads(AESGCM(self.keys[subject]).decrypt(bytes(sealed["nonce"]), bytes(sealed["ciphertext"]),
+                                                                sealed["key_id"].encode()))
+        except Exception as exc:
+            raise UnsealError(str(exc)) from None
+
+
+KEYS = _Keys()
+NORMALISER = Normaliser(_Directory(), KEYS.seal, lambda scope, wa: f"s{scope}{''.join(c for c in wa if c.isdigit())}",
+                        wamid_ref=REF)
+COMMAND = CommandLink("invoice-17", "cmd-1", None, REF(OUR_WAMID))
+
+
+def link_of(tenant, ref):
+    return COMMAND if (tenant, ref) == ("acme", COMMAND.message_ref) else None
+
+
+def events(doc: dict) -> list:
+    raw = {"signature_verified": True, "received_at": NOW, "body": json.dumps(doc).encode()}
+    done = NORMALISER.convert_items(raw)
+    assert not done.bad, done.bad
+    return [SERDE.decode(SERDE.encode(e.record_name, e.record), e.record_name) | {"_topic": e.topic}
+            for e in done.events]
+
+
+def fixture(name: str, **message) -> dict:
+    doc = json.loads((FIXTURES / f"{name}.json").read_text())
+    value = doc["entry"][0]["changes"][0]["value"]
+    if message:
+        value["messages"][0].update(message)
+    return doc
+
+
+def erp(rec: dict) -> dict:
+    topic = rec.pop("_topic")
+    out = (from_inbound(rec, link_of=link_of, open_=KEYS.unseal, ref=REF) if topic == INBOUND_MESSAGES
+           else from_status(rec, link_of=link_of))
+    SERDE.encode("ErpInbound", out, topic=ERP_INBOUND)  # always a valid record
+    return out
+
+
+REPLY = {"context": {"from": "15550783881", "id": OUR_WAMID}}
+
+
+@pytest.mark.parametrize("name,kind,mtype", [
+    ("inbound_text_reply", "MESSAGE", "text"),
+    ("inbound_interactive_button_reply", "BUTTON_REPLY", "interactive"),
+    ("inbound_interactive_list_reply", "LIST_REPLY", "interactive"),
+    ("inbound_button", "BUTTON_REPLY", "button"),
+    ("inbound_location", "MESSAGE", "location"),
+    ("inbound_contacts", "MESSAGE", "contacts"),
+    ("inbound_image", "MESSAGE", "image"),
+])
+def test_a_reply_is_linked_to_the_command_it_answers(name, kind, mtype):
+    [rec] = events(fixture(name, **REPLY))
+    out = erp(rec)
+    assert (out["kind"], out["message_type"], out["tenant_id"]) == (kind, mtype, "acme")
+    assert out["command"] == COMMAND.avro()
+    assert out["message_ref"].startswith("wref.") and out["pii"] == rec["pii"]  # content stays sealed
+    assert OUR_WAMID not in json.dumps(out, default=str)
+
+
+def test_without_context_a_message_is_not_linked():
+    [rec] = events(fixture("inbound_text"))
+    out = erp(rec)
+    assert out["kind"] == "MESSAGE" and out["command"] is None
+
+
+def test_a_reply_to_another_tenants_message_is_not_linked():
+    [rec] = events(fixture("inbound_text_reply", **REPLY))
+    rec["tenant_id"] = "other"
+    assert erp(rec)["command"] is None
+
+
+def test_a_reaction_is_linked_to_the_message_reacted_to():
+    doc = fixture("inbound_reaction")
+    doc["entry"][0]["changes"][0]["value"]["messages"][0]["reaction"]["message_id"] = OUR_WAMID
+    [rec] = events(doc)
+    out = erp(rec)
+    assert out["kind"] == "REACTION" and out["command"] == COMMAND.avro()
+
+
+def test_failed_inbound_keeps_metas_error_code():
+    doc = fixture("inbound_text")
+    msg = doc["entry"][0]["changes"][0]["value"]["messages"][0]
+    del msg["text"]
+    msg.update(type="interactive", errors=[{"code": 131051, "title": "Message type unknown",
+                                            "message": "Message type unknown",
+                                            "error_data": {"details": "Message type is currently not supported."}}])
+    [rec] = events(doc)  # before: "interactive.interactive: Field required", a dead letter
+    out = erp(rec)
+    assert out["kind"] == "FAILED" and out["message_type"] == "interactive"
+    assert out["errors"] == [{"code": 131051, "title": "Message type unknown", "message": "Message type unknown",
+                              "details": "Message type is currently not supported."}]
+
+
+def _status(name: str, wamid: str, cb: str | None = None) -> dict:
+    doc = json.loads((FIXTURES / f"{name}.json").read_text())
+    st_ = doc["entry"][0]["changes"][0]["value"]["statuses"][0]
+    st_["id"] = wamid
+    if cb is None:
+        st_.pop("biz_opaque_callback_data", None)
+    else:
+        st_["biz_opaque_callback_data"] = cb
+    [rec] = events(doc)
+    return rec
+
+
+@pytest.mark.parametrize("name", ["status_sent", "status_delivered", "status_read", "status_failed"])
+def test_a_status_of_a_command_is_linked(name):
+    out = erp(_status(name, OUR_WAMID))
+    assert out["kind"] == "STATUS" and out["status"] == name.split("_")[1] and out["command"] == COMMAND.avro()
+    if name == "status_failed":
+        assert out["errors"] and out["errors"][0]["code"]
+
+
+def test_a_status_of_no_command_is_skipped_and_an_echo_links_only_within_the_tenant():
+    with pytest.raises(Skip):
+        erp(_status("status_read", "wamid.someoneelse"))
+    with pytest.raises(Skip):  # Meta's echo names another tenant's key
+        erp(_status("status_read", "wamid.someoneelse", cb="other/invoice-17"))
+    out = erp(_status("status_read", "wamid.sentbeforeitsresult", cb="acme/invoice-18"))
+    assert out["command"]["idempotency_key"] == "invoice-18" and out["command"]["command_id"] is None
+
+
+def test_no_tenant_and_erased_are_skipped():
+    [rec] = events(fixture("inbound_text"))
+    with pytest.raises(Skip) as e:
+        erp({**rec, "tenant_id": None})
+    assert e.value.outcome == "no_tenant"
+    with pytest.raises(Skip) as e:
+        erp({**rec, "pii": {**rec["pii"], "key_id": "erased-subject/k"}})
+    assert e.value.outcome == "erased"
+
+
+def test_tampered_content_is_a_dead_letter():
+    [rec] = events(fixture("inbound_text"))
+    bad = {**rec, "pii": {**rec["pii"], "ciphertext": bytes(rec["pii"]["ciphertext"])[:-1] + b"\x00"}}
+    with pytest.raises(Dead) as e:
+        erp(bad)
+    assert e.value.error_type == "UnsealError"
+
+
+# --- the processor's one-record step on anything ---------------------------------------------
+class _Links:
+    get = staticmethod(link_of)
+
+
+PROC = ErpInbound(Settings(), links=_Links(), ring=KEYS, tenants=None, kek=None, graph=None, refs=REF, serde=SERDE)
+BASE = {t: events(fixture(n, **REPLY))[0] for t, n in ((INBOUND_MESSAGES, "inbound_text_reply"),)}
+BASE[STATUS_EVENTS] = _status("status_read", OUR_WAMID)
+JUNK = st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=20) | st.binary(max_size=20) \
+    | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2) \
+    | st.recursive(st.none() | st.integers() | st.text(max_size=5), lambda i: st.lists(i, max_size=3)
+                   | st.dictionaries(st.sampled_from(["errors", "code", "title", "forwarded"]), i, max_size=3),
+                   max_leaves=8).map(json.dumps) \
+    | st.sampled_from(["wref.x", "", "interactive", "reaction", "button", '{"errors": [{"code": 1}]}'])
+
+
+def _run(topic: str, value: bytes):
+    try:
+        done = asyncio.run(PROC.handle(topic, value))
+    except (Dead, Skip) as exc:
+        return exc
+    return done
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), topic=st.sampled_from([INBOUND_MESSAGES, STATUS_EVENTS]), drop=st.booleans())
+def test_a_malformed_event_is_a_dead_letter_or_skipped_never_an_error(data, topic, drop):
+    rec = copy.deepcopy({k: v for k, v in BASE[topic].items() if k != "_topic"})
+    for name in data.draw(st.lists(st.sampled_from(sorted(rec)), min_size=1, max_size=3, unique=True)):
+        if drop:
+            rec.pop(name, None)
+        else:
+            rec[name] = data.draw(JUNK)
+    try:
+        value = SERDE.encode("InboundMessage" if topic == INBOUND_MESSAGES else "StatusEvent", rec)
+    except Exception:
+        value = json.dumps(rec, default=str).encode()  # not even Avro: the decoder's dead letter
+    got = _run(topic, value)
+    if isinstance(got, Dead):
+        assert got.reason and got.error_type
+    elif not isinstance(got, Skip):
+        out, encoded = got
+        assert SERDE.decode(encoded, "ErpInbound")["event_id"] == out["event_id"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.binary(max_size=200))
+def test_any_bytes_are_a_dead_letter_with_a_reason(value):
+    for topic in (INBOUND_MESSAGES, STATUS_EVENTS):
+        got = _run(topic, value)
+        assert isinstance(got, Dead) and "undecodable" in got.reason

@@ -304,5 +304,7 @@ def pipeline_services(*, ingress_port: int = 0, ready_timeout: float = 120.0) ->
         Catalogued(spec("normalise", "normalise"), True, "raw webhooks → status/inbound/account events"),
         Catalogued(spec("worker", "worker"), True, "send commands → validate, dedup, pace, Graph API"),
         Catalogued(spec("media", "media", "fetch"), False, "inbound media → tenant storage, sealed per subject"),
+        Catalogued(spec("erp-inbound", "erp", "inbound"), False,
+                   "inbound messages and command statuses → the ERP (wa.erp.inbound); mark-as-read"),
         Catalogued(spec("ingress", "ingress", args=("--port", str(ingress_port))), True, "Meta webhooks → Kafka"),
     ]

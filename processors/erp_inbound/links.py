@@ -30,8 +30,9 @@ from wapipe.topics import SEND_RESULTS
 
 log = get_logger(__name__)
 
-# Results that carry the wamid Meta gave the command's message (DUPLICATE repeats the first's).
-_SENT = frozenset({"ACCEPTED", "UNKNOWN", "DUPLICATE"})
+# Results that carry the wamid Meta gave the command's message. Not DUPLICATE: it repeats the first
+# command's wamid under the second command's id, and the message is the first's.
+_SENT = frozenset({"ACCEPTED", "UNKNOWN"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +131,9 @@ class CommandLinks:
         ref = r.get("wamid")
         if not ref or r.get("outcome") not in _SENT:
             return
-        self._links[(r["tenant_id"], ref)] = CommandLink(r["idempotency_key"], r.get("command_id"),
-                                                         r.get("campaign_id"), ref)
+        # the first result naming the wamid wins: a repeated final result changes nothing
+        self._links.setdefault((r["tenant_id"], ref), CommandLink(r["idempotency_key"], r.get("command_id"),
+                                                                  r.get("campaign_id"), ref))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until every result published before this call has been read."""

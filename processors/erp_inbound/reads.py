@@ -46,17 +46,18 @@ async def mark_read(cmd: dict, *, tenants: Tenants, ring: Opener, kek: Any, grap
         raise Dead(f"tenant {tenant_id} unknown", "UnknownTenant")
     if tenant.number(pnid) is None:
         raise Dead(f"phone number {pnid} is not tenant {tenant_id}'s", "ForeignNumber")
-    sealed = cmd.get("pii") or {}
-    if not str(sealed.get("key_id") or "").startswith(subject + "/"):
+    sealed = cmd.get("pii")
+    if not isinstance(sealed, dict) or not str(sealed.get("key_id") or "").startswith(subject + "/"):
         raise Dead("the sealed wamid is not under the subject's key", "ForeignKey")
     if tenant_id not in await asyncio.to_thread(ring.tenants_of, subject):
         raise Dead(f"subject {subject} is not tenant {tenant_id}'s", "ForeignSubject")
     try:
-        wamid = (await asyncio.to_thread(ring.unseal, sealed)).get("wamid")
+        opened = await asyncio.to_thread(ring.unseal, sealed)
     except SubjectErased:
         raise Dead("the user's data was erased: nothing to mark read", "SubjectErased") from None
     except UnsealError as exc:
         raise Dead(f"sealed wamid does not open: {exc}", "UnsealError") from None
+    wamid = opened.get("wamid") if isinstance(opened, dict) else None
     if not isinstance(wamid, str) or ref(wamid) != cmd["message_ref"]:
         raise Dead("the sealed wamid is not the message the command names", "RefMismatch")
     try:

@@ -124,7 +124,7 @@ class InboundEvent:
 
 class ErpConsumer:
     def __init__(self, bootstrap: str, tenant_id: str, *, keys: Keys, serde: AvroSerde | None = None,
-                 group_id: str | None = None, from_beginning: bool = False, timeout: float = 30.0) -> None:
+                 group_id: str | None = None, from_beginning: bool = True, timeout: float = 30.0) -> None:
         if not tenant_id:
             raise ValueError("an ERP consumer reads for one tenant")
         self.tenant_id = tenant_id

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status
 from processors.erp_inbound.links import CommandLinks
@@ -37,13 +37,21 @@ from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.kafka import consumer as make_consumer
 from wapipe.kafka import producer as make_producer
 from wapipe.log import get_logger
+from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.wamids import WamidRefs
 from wapipe.topics import ERP_DEAD, ERP_INBOUND, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS
 
 log = get_logger(__name__)
 
 SOURCES = (INBOUND_MESSAGES, STATUS_EVENTS, ERP_READS)
+# Not the record's fault: retried in place (the stream waits) instead of dead-lettered. Unseal
+# failures and erased subjects are PrivacyErrors too, but convert.py / reads.py decide on them first.
+_INFRASTRUCTURE = (KafkaException, PrivacyError, TimeoutError)
 _RECORDS = {INBOUND_MESSAGES: "InboundMessage", STATUS_EVENTS: "StatusEvent", ERP_READS: "ReadCommand"}
+
+
+class _Stopped(Exception):
+    """Asked to stop while a record waited for the broker or the key ring."""
 
 
 @dataclass(slots=True)
@@ -64,6 +72,7 @@ class ErpInbound:
         self.serde = serde or AvroSerde.from_settings(settings)
         self.backoff_s = backoff_s
         self.stats = Stats()
+        self._stop: threading.Event | None = None
 
     # --- one record ----------------------------------------------------------------------------
     async def handle(self, topic: str, value: bytes | None) -> tuple[dict, bytes] | None:
@@ -97,6 +106,7 @@ class ErpInbound:
         producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER)  # the ERP SDK finds its tenant's partition
         letters = SyncDeadLetters(self.serde, ERP_DEAD, producer, self.s.dead_letter_max_bytes)
         consumer.subscribe(list(SOURCES))
+        self._stop = stop
         announced = False
         try:
             while not stop.is_set():
@@ -120,24 +130,36 @@ class ErpInbound:
                 if left or errors:
                     raise RuntimeError(f"{ERP_INBOUND}: {left} record(s) not acknowledged, {errors[:1]}; not committing")
                 await asyncio.to_thread(consumer.commit, asynchronous=False)
+        except _Stopped:
+            log.warning("erp_inbound.stopped_while_retrying")
         finally:
             consumer.close()
             producer.flush(10)
         return self.stats
 
     async def _one(self, m: Any, producer: Any, letters: SyncDeadLetters, errors: list[str]) -> None:
-        try:
-            done = await self.handle(m.topic(), m.value())
-        except Skip as s:
-            self.stats.outcomes[s.outcome] += 1
-            return
-        except Dead as d:
-            await self._dead(m, letters, d.reason, d.error_type)
-            return
-        except Exception as exc:  # a bug on one record never stops the stream nor loses the next one
-            log.error("erp_inbound.failed", topic=m.topic(), error=f"{type(exc).__name__}: {exc}")
-            await self._dead(m, letters, f"{type(exc).__name__}: {str(exc)[:500]}", type(exc).__name__)
-            return
+        delay = 0.2
+        while True:  # the broker or the key ring not answering: this record waits, it is no dead letter
+            try:
+                done = await self.handle(m.topic(), m.value())
+                break
+            except _INFRASTRUCTURE as exc:
+                if self._stop is not None and self._stop.is_set():
+                    raise _Stopped() from exc  # offsets not committed: the record comes again
+                log.warning("erp_inbound.retry", topic=m.topic(), offset=m.offset(), error=str(exc)[:300],
+                            retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Skip as s:
+                self.stats.outcomes[s.outcome] += 1
+                return
+            except Dead as d:
+                await self._dead(m, letters, d.reason, d.error_type)
+                return
+            except Exception as exc:  # a bug on one record never stops the stream nor loses the next one
+                log.error("erp_inbound.failed", topic=m.topic(), error=f"{type(exc).__name__}: {exc}")
+                await self._dead(m, letters, f"{type(exc).__name__}: {str(exc)[:500]}", type(exc).__name__)
+                return
         if done is None:
             return
         out, value = done

@@ -6,7 +6,9 @@
   reply, a button or list answer), or the message reacted to.
 * ``StatusEvent`` -> kind STATUS, only for messages a SendCommand of the tenant sent (other
   statuses are not the ERP's); ``command`` found by the wamid ref, else by Meta's echo of
-  ``biz_opaque_callback_data`` (``tenant_id/idempotency_key``) when it names this tenant.
+  ``biz_opaque_callback_data`` (``tenant_id/idempotency_key``) when it names this tenant (then
+  the command id is looked up with a wait for ``wa.send.results``' end; without an echo, only in
+  what was already read).
 
 The sealed ``pii`` is passed on as it is (still sealed with the subject's key). The processor opens
 it only to tell a button from a list answer and to find the message a reaction names; a subject
@@ -18,12 +20,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from processors.erp_inbound.links import CommandLink
 from wapipe.privacy.errors import SubjectErased, UnsealError
 
-LinkOf = Callable[[str, str | None], CommandLink | None]  # (tenant_id, wamid ref) -> its command
+class LinkOf(Protocol):
+    """``CommandLinks.get``: (tenant_id, wamid ref) -> its command; ``wait``: read results to the end on a miss."""
+
+    def __call__(self, tenant_id: str, ref: str | None, *, wait: bool = True) -> CommandLink | None: ...
+
+
+
 Open = Callable[[dict], dict]  # KeyRing.unseal
 Ref = Callable[[str], str | None]  # WamidRefs
 
@@ -128,9 +136,11 @@ def from_status(rec: dict, *, link_of: LinkOf) -> dict:
     if not tenant:
         raise Skip("no_tenant")
     _require(rec, "event_id", "phone_number_id", "waba_id", "wamid", "status")
-    link = link_of(tenant, rec["wamid"])
-    if link is None:
-        link = _echoed(tenant, rec.get("biz_opaque_callback_data"), rec["wamid"])
+    # Every send of the worker carries biz_opaque_callback_data, and Meta echoes it: without an echo
+    # naming this tenant, only a result already read links the status (no wait for the topic's end,
+    # which would cost a watermark query per status of every message no command sent).
+    echo = _echoed(tenant, rec.get("biz_opaque_callback_data"), rec["wamid"])
+    link = link_of(tenant, rec["wamid"], wait=echo is not None) or echo
     if link is None:
         raise Skip("not_a_command")
     return {

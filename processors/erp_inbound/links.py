@@ -163,14 +163,14 @@ class CommandLinks:
                     raise
                 time.sleep(0.2)
 
-    def get(self, tenant_id: str, ref: str | None) -> CommandLink | None:
-        """The command of ``tenant_id`` whose message has this wamid ref, or None (read up to the
-        end of ``wa.send.results`` before saying so)."""
+    def get(self, tenant_id: str, ref: str | None, *, wait: bool = True) -> CommandLink | None:
+        """The command of ``tenant_id`` whose message has this wamid ref, or None (with ``wait``,
+        read up to the end of ``wa.send.results`` before saying so)."""
         if not ref or not tenant_id:
             return None
         with self._cond:
             found = self._links.get((tenant_id, ref))
-        if found is None:
+        if found is None and wait:
             self._catch_up(self._catch_up_timeout)
             with self._cond:
                 found = self._links.get((tenant_id, ref))

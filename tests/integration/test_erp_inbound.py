@@ -92,6 +92,12 @@ def test_replies_buttons_reactions_and_statuses_reach_the_erp_linked_to_their_co
         c.inbound(number_a, user, type="interactive", context_id=wamid,
                   message={"interactive": {"type": "button_reply", "button_reply": {"id": "confirm", "title": "Confirm"}}})
         c.inbound(number_a, user, type="reaction", message={"reaction": {"message_id": wamid, "emoji": "👍"}})
+        c.inbound(number_a, user, type="interactive", context_id=wamid, message={"interactive": {
+            "type": "list_reply", "list_reply": {"id": "slot-2", "title": "Tuesday", "description": "9-12"}}})
+        # A message Meta could not deliver to the business: its type, errors, no type object.
+        c.inbound(number_a, user, type="interactive", message={"errors": [{
+            "code": 131051, "title": "Message type unknown", "message": "Message type unknown",
+            "error_data": {"details": "Message type is currently not supported."}}]})
         c.inbound(number_b, "4915100000001", "hello B")
         # A poison record on the processor's input, then one more message: the stream goes on.
         poison = make_producer(kafka)
@@ -101,7 +107,8 @@ def test_replies_buttons_reactions_and_statuses_reach_the_erp_linked_to_their_co
 
         def complete(evs):
             kinds = {(e.kind, e.status) for e in evs}
-            return ({("MESSAGE", None), ("BUTTON_REPLY", None), ("REACTION", None), ("STATUS", "read")} <= kinds
+            return ({("MESSAGE", None), ("BUTTON_REPLY", None), ("LIST_REPLY", None), ("REACTION", None),
+                     ("FAILED", None), ("STATUS", "read")} <= kinds
                     and any(e.text == "after the poison" for e in evs))
         events = _collect(inbox_a, complete, timeout=90)
         assert {e.tenant_id for e in events} == {tenant_a}
@@ -111,12 +118,17 @@ def test_replies_buttons_reactions_and_statuses_reach_the_erp_linked_to_their_co
         [reply] = [e for e in by_kind["MESSAGE"] if e.text == "yes, deliver on Monday"]
         [button] = by_kind["BUTTON_REPLY"]
         [reaction] = by_kind["REACTION"]
-        for e in (reply, button, reaction):
+        [choice] = by_kind["LIST_REPLY"]
+        [failed] = by_kind["FAILED"]
+        for e in (reply, button, reaction, choice):
             assert e.command is not None and e.command.idempotency_key == "order-1", e
             assert e.command.command_id == cmd["command_id"]
             assert e.subject_id == w.subject(user) and e.sender == user  # opened with the tenant's key
         assert button.reply == {"id": "confirm", "title": "Confirm"}
         assert reaction.reaction == "👍"
+        assert choice.reply == {"id": "slot-2", "title": "Tuesday", "description": "9-12"}
+        assert failed.message_type == "interactive" and failed.command is None
+        assert [e["code"] for e in failed.errors] == [131051]
         statuses = {e.status for e in by_kind["STATUS"] if e.command and e.command.idempotency_key == "order-1"}
         assert {"sent", "delivered", "read"} <= statuses
         [after] = [e for e in by_kind["MESSAGE"] if e.text == "after the poison"]

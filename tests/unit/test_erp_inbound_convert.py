@@ -76,7 +76,7 @@ NORMALISER = Normaliser(_Directory(), KEYS.seal, lambda scope, wa: f"s{scope}{''
 COMMAND = CommandLink("invoice-17", "cmd-1", None, REF(OUR_WAMID))
 
 
-def link_of(tenant, ref):
+def link_of(tenant, ref, *, wait=True):
     return COMMAND if (tenant, ref) == ("acme", COMMAND.message_ref) else None
 
 
@@ -257,3 +257,79 @@ def test_any_bytes_are_a_dead_letter_with_a_reason(value):
     for topic in (INBOUND_MESSAGES, STATUS_EVENTS):
         got = _run(topic, value)
         assert isinstance(got, Dead) and "undecodable" in got.reason
+
+
+def test_a_status_waits_for_the_results_topic_only_when_metas_echo_names_the_tenant():
+    waits = []
+
+    def recording(tenant, ref, *, wait=True):
+        waits.append(wait)
+        return None
+
+    with pytest.raises(Skip):
+        from_status({k: v for k, v in _status("status_read", "wamid.x").items() if k != "_topic"}, link_of=recording)
+    out = from_status({k: v for k, v in _status("status_read", "wamid.y", cb="acme/k9").items() if k != "_topic"},
+                      link_of=recording)
+    assert waits == [False, True] and out["command"]["idempotency_key"] == "k9"
+
+
+# --- the loop's one-record step: an infrastructure failure waits, it is no dead letter -------------
+class _Msg:
+    def __init__(self, topic, value):
+        self._t, self._v = topic, value
+
+    def topic(self):
+        return self._t
+
+    def value(self):
+        return self._v
+
+    def offset(self):
+        return 7
+
+    def partition(self):
+        return 0
+
+    def key(self):
+        return b"k"
+
+
+class _Producer:
+    def __init__(self):
+        self.produced = []
+
+    def produce(self, topic, key, value, on_delivery):
+        self.produced.append((topic, key, value))
+
+    def poll(self, _t):
+        return 0
+
+
+class _Letters:
+    def __init__(self):
+        self.written = []
+
+    def write(self, letter, key=None):
+        self.written.append(letter)
+
+
+def test_a_broker_timeout_is_retried_in_place_and_a_bad_record_is_a_dead_letter():
+    calls = []
+
+    class Flaky:
+        def get(self, tenant, ref, *, wait=True):
+            calls.append(ref)
+            if len(calls) == 1:
+                raise TimeoutError("wa.send.results not read to its end")
+            return link_of(tenant, ref)
+
+    proc = ErpInbound(Settings(), links=Flaky(), ring=KEYS, tenants=None, kek=None, graph=None, refs=REF, serde=SERDE)
+    rec = {k: v for k, v in BASE[INBOUND_MESSAGES].items() if k != "_topic"}
+    producer, letters, errors = _Producer(), _Letters(), []
+    asyncio.run(proc._one(_Msg(INBOUND_MESSAGES, SERDE.encode("InboundMessage", rec)), producer, letters, errors))
+    assert len(calls) == 2 and letters.written == []
+    [(topic, key, value)] = producer.produced
+    assert topic == ERP_INBOUND and key == b"acme" and SERDE.decode(value, "ErpInbound")["command"] == COMMAND.avro()
+    asyncio.run(proc._one(_Msg(INBOUND_MESSAGES, b"garbage"), producer, letters, errors))
+    [letter] = letters.written
+    assert letter.error_type == "SerdeError" and "undecodable" in letter.reason and len(producer.produced) == 1

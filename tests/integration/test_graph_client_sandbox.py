@@ -73,7 +73,7 @@ async def test_session_message_needs_an_open_window(meta_sandbox, graph):
     assert (await graph.send_message(meta_sandbox.number_id, image, token=meta_sandbox.token)).wamid
     with pytest.raises(E.Permanent) as bad_read:
         await graph.mark_read(meta_sandbox.number_id, "wamid.unknown", token=meta_sandbox.token)
-    assert bad_read.value.code == 100
+    assert bad_read.value.code == 131009  # Meta, "Mark messages as read": an invalid message id
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0])  # throttling answered as 400, then as 429

@@ -230,7 +230,7 @@ def test_mark_read(meta_sandbox, graph):
     wamid = meta_sandbox.control.inbound(meta_sandbox.number_id, TO, "hi")
     url = f"/v23.0/{meta_sandbox.number_id}/messages"
     assert graph.post(url, json={"messaging_product": "whatsapp", "status": "read", "message_id": wamid}).json() == {"success": True}
-    assert_meta_error(graph.post(url, json={"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.nope"}), 100)
+    assert_meta_error(graph.post(url, json={"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.nope"}), 131009)
     assert meta_sandbox.control.state()["read_marked"] == [wamid]
 
 
@@ -238,17 +238,21 @@ def test_mark_read_is_scoped_to_the_receiving_number_and_recorded(meta_sandbox, 
     c = meta_sandbox.control
     other = "3999000111"
     c.add_number(other, meta_sandbox.waba_id)  # same WABA, same token: still not the number it was sent to
-    wamid = c.inbound(meta_sandbox.number_id, TO, "hi")
+    first = c.inbound(meta_sandbox.number_id, TO, "hi")
+    elsewhere = c.inbound(other, TO, "hi other")
+    wamid = c.inbound(meta_sandbox.number_id, TO, "hi again")
+    later = c.inbound(meta_sandbox.number_id, TO, "and again")
     read = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
-    assert_meta_error(graph.post(f"/v23.0/{other}/messages", json=read), 100)
+    assert_meta_error(graph.post(f"/v23.0/{other}/messages", json=read), 131009)
     assert_meta_error(graph.post(f"/v23.0/{meta_sandbox.number_id}/messages",
-                                 json={**read, "typing_indicator": {"type": "voice"}}), 100)
+                                 json={**read, "typing_indicator": {"type": "voice"}}), 131009)
     assert c.reads() == []
     url = f"/v23.0/{meta_sandbox.number_id}/messages"
     assert graph.post(url, json={**read, "typing_indicator": {"type": "text"}}).json() == {"success": True}
     [r] = c.reads(meta_sandbox.number_id)
     assert (r["message_id"], r["wa_id"], r["typing_indicator"]) == (wamid, TO, True)
-    assert c.reads(other) == []
+    assert r["marks"] == [first, wamid]  # the earlier message of the chat too; not the other number's, not later
+    assert c.reads(other) == [] and elsewhere not in r["marks"] and later not in r["marks"]
 
 
 def test_control_api_rejects_bad_input(meta_sandbox):

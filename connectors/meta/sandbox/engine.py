@@ -313,16 +313,24 @@ class Sandbox:
         mid = body.get("message_id")
         if not mid:
             raise GraphError(100, message="(#100) The parameter message_id is required.")
+        # Meta, "Mark messages as read" (updated 2026-10-15): an invalid message id is 131009; marking
+        # one also marks the earlier messages of the conversation read. No webhook follows.
         got = self.world.inbound_to.get(mid) if isinstance(mid, str) else None
         if got is None or got[0] != number.id:  # another number's message is as unknown as a made-up id
-            raise GraphError(100, message="(#100) Invalid parameter", details=f"message_id {mid} is not valid")
+            raise GraphError(131009, details=f"message_id {mid} is not a message this number received")
         typing = body.get("typing_indicator")
         if typing is not None and typing != {"type": "text"}:
-            raise GraphError(100, message="(#100) Invalid parameter",
-                             details='typing_indicator must be {"type": "text"}')
+            raise GraphError(131009, details='typing_indicator must be {"type": "text"}')
+        marks = []
+        for wamid, owner in self.world.inbound_to.items():  # in arrival order, up to this one
+            if owner == got and wamid not in self.world.read_ids:
+                marks.append(wamid)
+            if wamid == mid:
+                break
+        self.world.read_ids.update(marks)
         self.world.read_marked.append(mid)
         self.world.reads.append({"message_id": mid, "phone_number_id": number.id, "wa_id": got[1],
-                                 "typing_indicator": typing is not None, "at": time.time()})
+                                 "typing_indicator": typing is not None, "marks": marks, "at": time.time()})
 
     # --- inbound, changes --------------------------------------------------------------------
     def inbound(self, req: InboundRequest) -> str:

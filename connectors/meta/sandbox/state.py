@@ -110,8 +110,10 @@ class World:
         # only its own received messages read
         self.inbound_to: dict[str, tuple[str, str]] = {}
         self.read_marked: list[str] = []
-        # every accepted read receipt: {message_id, phone_number_id, wa_id, typing_indicator, at}
+        # every accepted read receipt: {message_id, phone_number_id, wa_id, typing_indicator, marks, at};
+        # marks: the user's messages it turned read (it and the earlier unread ones), read_ids: all so far
         self.reads: list[dict] = []
+        self.read_ids: set[str] = set()
         self._template_seq = 0
 
     def next_template_id(self) -> str:

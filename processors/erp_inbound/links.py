@@ -116,11 +116,12 @@ class CommandLinks:
                         if err.code() == KafkaError._PARTITION_EOF:
                             self._pos[m.partition()] = max(self._pos.get(m.partition(), 0), m.offset())
                         continue
-                    self._apply(m.value())
+                    self.apply(m.value())
                     self._pos[m.partition()] = m.offset() + 1
                 self._cond.notify_all()
 
-    def _apply(self, value: bytes | None) -> None:
+    def apply(self, value: bytes | None) -> None:
+        """Take one wa.send.results record into the index (the reading thread calls it, lock held)."""
         if not value:
             return
         try:

@@ -103,6 +103,10 @@ def test_replies_buttons_reactions_and_statuses_reach_the_erp_linked_to_their_co
         poison = make_producer(kafka)
         poison.produce(INBOUND_MESSAGES, key=number_a.encode(), value=b"\x00 not an InboundMessage")
         assert poison.flush(10) == 0
+        # ...and one on the ERP's own topic, in A's partition: the SDK skips it, with why.
+        erp_poison = make_producer(kafka, partitioner=JAVA_PARTITIONER)
+        erp_poison.produce(ERP_INBOUND, key=tenant_a.encode(), value=b"\xc3\x01 not an ErpInbound")
+        assert erp_poison.flush(10) == 0
         c.inbound(number_a, user, "after the poison")
 
         def complete(evs):
@@ -133,6 +137,7 @@ def test_replies_buttons_reactions_and_statuses_reach_the_erp_linked_to_their_co
         assert {"sent", "delivered", "read"} <= statuses
         [after] = [e for e in by_kind["MESSAGE"] if e.text == "after the poison"]
         assert after.command is None  # not a reply
+        assert len(inbox_a.skipped) == 1 and "fingerprint" in inbox_a.skipped[0][1], inbox_a.skipped
 
         # Tenant B reads the same partition: its own message only, A's records ignored.
         b_events = _collect(inbox_b, lambda evs: any(e.text == "hello B" for e in evs))

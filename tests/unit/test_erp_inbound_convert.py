@@ -333,3 +333,28 @@ def test_a_broker_timeout_is_retried_in_place_and_a_bad_record_is_a_dead_letter(
     asyncio.run(proc._one(_Msg(INBOUND_MESSAGES, b"garbage"), producer, letters, errors))
     [letter] = letters.written
     assert letter.error_type == "SerdeError" and "undecodable" in letter.reason and len(producer.produced) == 1
+
+
+def test_links_keep_the_command_that_sent_the_message_within_its_tenant():
+    from processors.erp_inbound.links import CommandLinks
+
+    links = CommandLinks("127.0.0.1:1")  # not started: records are applied by hand
+
+    def result(outcome, command_id, wamid, tenant="acme", key="invoice-17"):
+        return SERDE.encode("SendResult", {
+            "command_id": command_id, "tenant_id": tenant, "idempotency_key": key, "phone_number_id": "301",
+            "subject_id": "s", "lane": "TRANSACTIONAL", "campaign_id": None, "outcome": outcome, "wamid": wamid,
+            "message_status": None, "error_code": None, "error_subcode": None, "reason": None, "attempts": 1,
+            "original_outcome": "ACCEPTED" if outcome == "DUPLICATE" else None, "decided_at": NOW})
+
+    links.apply(result("RETRYING", "cmd-1", None))
+    links.apply(result("ACCEPTED", "cmd-1", "wref.a"))
+    links.apply(result("DUPLICATE", "cmd-2", "wref.a"))  # a second command with the same key: not the sender
+    links.apply(result("ACCEPTED", "cmd-1", "wref.a"))  # a repeated final result
+    links.apply(result("ACCEPTED", "cmd-9", "wref.b", tenant="other"))
+    links.apply(b"\x00garbage")
+    got = links.get("acme", "wref.a", wait=False)
+    assert (got.command_id, got.idempotency_key, got.message_ref) == ("cmd-1", "invoice-17", "wref.a")
+    assert links.get("acme", "wref.b", wait=False) is None  # another tenant's message
+    assert links.get("other", "wref.b", wait=False).command_id == "cmd-9"
+    assert links.unreadable == 1

@@ -349,8 +349,8 @@ def test_links_keep_the_command_that_sent_the_message_within_its_tenant():
 
     links.apply(result("RETRYING", "cmd-1", None))
     links.apply(result("ACCEPTED", "cmd-1", "wref.a"))
-    links.apply(result("DUPLICATE", "cmd-2", "wref.a"))  # a second command with the same key: not the sender
     links.apply(result("ACCEPTED", "cmd-1", "wref.a"))  # a repeated final result
+    links.apply(result("DUPLICATE", "cmd-2", "wref.a"))  # a second command with the same key: not the sender
     links.apply(result("ACCEPTED", "cmd-9", "wref.b", tenant="other"))
     links.apply(b"\x00garbage")
     got = links.get("acme", "wref.a", wait=False)

@@ -1,0 +1,128 @@
+"""`wapipe erp inbound` on the real broker with poison between good records: each bad record on each
+of its inputs becomes a dead letter on wa.erp.dead with its reason (and tenant when it names one),
+and the good record after it still reaches the ERP's consumer."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from processors.normalise.convert import Normaliser
+from producers.erp import ErpConsumer
+from tests.integration.kafka_helpers import read_all
+from wapipe.avro import AvroSerde
+from wapipe.group_start import start_at_end
+from wapipe.kafka import producer as make_producer
+from wapipe.privacy.kek import load_kek
+from wapipe.privacy.keyring import KeyRing
+from wapipe.privacy.subjects import pepper_from, subject_id
+from wapipe.privacy.wamids import WamidRefs
+from wapipe.services import ServiceSpec, Supervisor
+from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
+from wapipe.tenants.registry import TenantRegistry
+from wapipe.tenants.store import publish_tenant
+from wapipe.testing import make_settings
+from wapipe.topics import ERP_DEAD, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS, admin_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+KEK = base64.b64encode(os.urandom(32)).decode()
+PEPPER = base64.b64encode(os.urandom(32)).decode()
+
+
+def _inbound(norm: Normaliser, pnid: str, waba: str, wa_id: str, text: str) -> dict:
+    doc = json.loads((FIXTURES / "inbound_text.json").read_text())
+    doc["entry"][0]["id"] = waba
+    value = doc["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = pnid
+    value["contacts"][0]["wa_id"] = wa_id
+    msg = value["messages"][0]
+    msg.update({"from": wa_id, "id": "wamid." + uuid.uuid4().hex, "text": {"body": text}})
+    [ev] = norm.convert({"signature_verified": True, "received_at": dt.datetime.now(dt.timezone.utc),
+                         "body": json.dumps(doc).encode()})
+    return ev.record
+
+
+def test_poison_on_every_input_is_a_dead_letter_and_the_next_record_goes_on(tmp_path, kafka, topics, meta_sandbox,
+                                                                           unique):
+    sb = meta_sandbox
+    s = make_settings(tmp_path / "state", kafka_bootstrap_servers=kafka, kek=SecretStr(KEK),
+                      subject_pepper=SecretStr(PEPPER), meta_graph_url=sb.url)
+    tenant, pnid = f"tp{unique}", f"38{unique[:8].translate(str.maketrans('abcdef', '123456'))}"
+    sb.control.add_number(pnid, sb.waba_id)
+    p = make_producer(kafka)
+    publish_tenant(p, Tenant(tenant_id=tenant, status=TenantStatus.ACTIVE, waba_id=sb.waba_id,
+                             numbers=(PhoneNumber(phone_number_id=pnid),)).with_token(load_kek(s), sb.token))
+    group = f"erp-poison-{unique}"
+    start_at_end(admin_client(kafka), group, [INBOUND_MESSAGES, STATUS_EVENTS, ERP_READS])
+    started = dt.datetime.now(dt.timezone.utc)
+    serde = AvroSerde.from_settings(s)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(s.state_dir), "WAPIPE_KEK": KEK,
+           "WAPIPE_SUBJECT_PEPPER": PEPPER, "WAPIPE_META_GRAPH_URL": sb.url, "WAPIPE_ERP_INBOUND_GROUP": group}
+    with KeyRing(s, kafka, load_kek(s)) as ring, TenantRegistry(s, kafka) as registry, \
+            Supervisor(tmp_path / "logs", env=env) as sup:
+        ring.wait_ready(60)
+        registry.wait_ready(60)
+        norm = Normaliser(registry, ring.seal, lambda scope, wa: subject_id(pepper_from(s), scope, wa),
+                          wamid_ref=WamidRefs.from_settings(s))
+        user = "4915112340099"
+        good = [_inbound(norm, pnid, sb.waba_id, user, f"good {i}") for i in range(4)]
+        assert {g["tenant_id"] for g in good} == {tenant}
+        bad_extra = {**good[0], "event_id": uuid.uuid4().hex, "extra": "{not json"}
+        tampered = {**good[0], "event_id": uuid.uuid4().hex,
+                    "pii": {**good[0]["pii"], "ciphertext": bytes(good[0]["pii"]["ciphertext"])[:-1] + b"\x00"}}
+        status = {"event_id": uuid.uuid4().hex, "tenant_id": tenant, "waba_id": sb.waba_id, "phone_number_id": pnid,
+                  "wamid": "wref.x", "status": "read", "timestamp": started, "received_at": started}
+        enc = lambda name, rec: serde.encode(name, rec)  # noqa: E731
+        key = pnid.encode()
+        records = [
+            (INBOUND_MESSAGES, b"\x00 not avro"), (INBOUND_MESSAGES, enc("InboundMessage", good[0])),
+            (INBOUND_MESSAGES, enc("StatusEvent", status)),  # the wrong record on the topic
+            (INBOUND_MESSAGES, enc("InboundMessage", bad_extra)), (INBOUND_MESSAGES, enc("InboundMessage", good[1])),
+            (INBOUND_MESSAGES, enc("InboundMessage", tampered)), (INBOUND_MESSAGES, enc("InboundMessage", good[2])),
+            (STATUS_EVENTS, b"\xc3\x01\x00\x00\x00\x00\x00\x00\x00\x00"),
+            (ERP_READS, b"junk"),
+            (ERP_READS, enc("ReadCommand", {
+                "command_id": "r1", "tenant_id": f"nobody{unique}", "phone_number_id": pnid,
+                "subject_id": good[0]["subject_id"], "message_ref": good[0]["message_id"], "pii": good[0]["pii"],
+                "typing_indicator": False, "requested_at": started})),
+            (INBOUND_MESSAGES, enc("InboundMessage", good[3])),
+        ]
+        for topic, value in records:
+            p.produce(topic, key=key, value=value)
+        assert p.flush(10) == 0
+        sup.start(ServiceSpec("erp-inbound", ("erp", "inbound"), ready_timeout=120))
+
+        with ErpConsumer(kafka, tenant, keys=ring, serde=serde, group_id=f"erp-{unique}") as inbox:
+            texts: list[str] = []
+            deadline = time.monotonic() + 60
+            while len(texts) < 4 and time.monotonic() < deadline:
+                texts += [e.text for e in inbox.poll(0.5)]
+            assert sorted(texts) == ["good 0", "good 1", "good 2", "good 3"]
+        deadline = time.monotonic() + 30
+        while True:
+            dead = [d for d in (serde.decode(m.value(), "DeadLetter") for m in read_all(kafka, ERP_DEAD))
+                    if d["failed_at"] >= started and d["source_topic"] in (INBOUND_MESSAGES, STATUS_EVENTS, ERP_READS)
+                    and (d["key"] == key)]
+            if len(dead) >= 7 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        kinds = sorted((d["source_topic"], d["error_type"]) for d in dead)
+        assert kinds == sorted([(INBOUND_MESSAGES, "SerdeError"), (INBOUND_MESSAGES, "SerdeError"),
+                                (INBOUND_MESSAGES, "BadExtra"), (INBOUND_MESSAGES, "UnsealError"),
+                                (STATUS_EVENTS, "SerdeError"), (ERP_READS, "SerdeError"),
+                                (ERP_READS, "UnknownTenant")]), kinds
+        assert all(d["reason"] for d in dead)
+        by_type = {d["error_type"]: d for d in dead}
+        assert by_type["BadExtra"]["tenant_id"] == tenant and by_type["UnknownTenant"]["tenant_id"] == f"nobody{unique}"
+        assert any("expected a InboundMessage record, got a StatusEvent" in d["reason"] for d in dead)
+        assert sb.control.reads() == []

@@ -34,7 +34,7 @@ from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.kafka import producer as make_producer
-from wapipe.privacy.errors import SubjectErased, UnsealError
+from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 
 
 class Keys(Protocol):
@@ -143,6 +143,7 @@ class ErpConsumer:
         self.foreign = 0  # records of other tenants on the same partition, ignored
         self.refused: list[tuple[int, str]] = []  # (offset, why) records of ours whose content was not opened
         self.skipped: list[tuple[int, str]] = []  # (offset, why) records that do not decode
+        self.last_error: str | None = None  # why the last poll stopped early (the key ring did not answer)
 
     @classmethod
     def from_settings(cls, settings: Any, bootstrap: str, tenant_id: str, **kw: Any) -> "ErpConsumer":
@@ -158,14 +159,23 @@ class ErpConsumer:
 
     # --- reading -----------------------------------------------------------------------------
     def poll(self, timeout: float = 1.0, max_records: int = 500) -> list[InboundEvent]:
+        """The tenant's next events. When the key ring cannot answer (the broker away), the events
+        before the record it could not open are returned and that record comes again next time
+        (``last_error`` says why); nothing is skipped for it."""
         out = []
+        self.last_error = None
         for m in self._c.consume(max_records, timeout=timeout):
             err = m.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     self.skipped.append((-1, f"kafka: {err.str()}"))
                 continue
-            ev = self._event(m.offset(), m.value())
+            try:
+                ev = self._event(m.offset(), m.value())
+            except PrivacyError as exc:  # not the record's fault (erased/unreadable are handled in _event)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._c.seek(TopicPartition(m.topic(), m.partition(), m.offset()))
+                break
             if ev is not None:
                 out.append(ev)
         return out

@@ -126,3 +126,65 @@ def test_poison_on_every_input_is_a_dead_letter_and_the_next_record_goes_on(tmp_
         assert by_type["BadExtra"]["tenant_id"] == tenant and by_type["UnknownTenant"]["tenant_id"] == f"nobody{unique}"
         assert any("expected a InboundMessage record, got a StatusEvent" in d["reason"] for d in dead)
         assert sb.control.reads() == []
+
+
+def test_the_sdk_consumer_neither_skips_nor_loses_a_record_when_the_key_ring_cannot_answer(kafka, topics, unique):
+    """A key ring that times out (broker away) is not the record's fault: the consumer returns what
+    came before it, and the record comes again on the next poll."""
+    from confluent_kafka import Consumer
+
+    from wapipe.kafka import JAVA_PARTITIONER
+    from wapipe.privacy.errors import PrivacyError
+    from wapipe.topics import ERP_INBOUND
+
+    tenant = f"tk{unique}"
+    now = dt.datetime.now(dt.timezone.utc)
+
+    class Keys:  # the pipeline's KeyRing is tested elsewhere; here it fails once on the second record
+        calls = 0
+
+        def tenants_of(self, subject):
+            Keys.calls += 1
+            if Keys.calls == 2:
+                raise PrivacyError("wa.subject.keys not caught up within 10s")
+            return {tenant}
+
+        def unseal(self, sealed):
+            return {"from": "4915100000000", "message": {"id": "wamid.x", "type": "text",
+                                                         "text": {"body": sealed["key_id"]}}}
+
+    serde = AvroSerde()
+    p = make_producer(kafka, partitioner=JAVA_PARTITIONER)
+    for i in range(3):
+        p.produce(ERP_INBOUND, key=tenant.encode(), value=serde.encode("ErpInbound", {
+            "event_id": f"e{i}", "tenant_id": tenant, "kind": "MESSAGE", "phone_number_id": "301", "waba_id": "201",
+            "subject_id": f"s{i}", "message_ref": f"wref.{i}", "message_type": "text", "status": None, "command": None,
+            "errors": [], "timestamp": now, "received_at": now, "extra": "{}",
+            "pii": {"key_id": f"s{i}/k", "nonce": b"", "ciphertext": b""}}))
+    assert p.flush(10) == 0
+    with ErpConsumer(kafka, tenant, keys=Keys(), serde=serde, group_id=f"erp-k-{unique}") as inbox:
+        first: list = []
+        deadline = time.monotonic() + 30
+        while not first and time.monotonic() < deadline:
+            first = inbox.poll(0.5)
+        assert [e.event_id for e in first] == ["e0"] and "not caught up" in inbox.last_error
+        inbox.commit()
+        rest: list = []
+        while len(rest) < 2 and time.monotonic() < deadline:
+            rest += inbox.poll(0.5)
+        assert [e.event_id for e in rest] == ["e1", "e2"] and [e.text for e in rest] == ["s1/k", "s2/k"]
+        assert inbox.skipped == [] and inbox.refused == []
+        inbox.commit()
+    # committed past all three, none twice
+    c = Consumer({"bootstrap.servers": kafka, "group.id": f"erp-k-{unique}"})
+    try:
+        from confluent_kafka import TopicPartition
+
+        from producers.erp.consumer import partition_for
+
+        parts = len(c.list_topics(ERP_INBOUND, timeout=10).topics[ERP_INBOUND].partitions)
+        [tp] = c.committed([TopicPartition(ERP_INBOUND, partition_for(tenant, parts))], timeout=10)
+        low, high = c.get_watermark_offsets(tp, timeout=10)
+        assert tp.offset == high
+    finally:
+        c.close()

@@ -16,7 +16,7 @@ from wapipe.testing import dedicated_broker
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # the normaliser last: its Faust consumer hung on a broker lost shortly after it joined (60 s and more)
-SERVICES = ("sink", "tenants-follow", "privacy", "worker", "normalise")
+SERVICES = ("sink", "tenants-follow", "privacy", "erp-inbound", "worker", "normalise")
 
 
 def test_every_service_stops_within_10_s_of_sigterm_with_the_broker_gone(tmp_path):

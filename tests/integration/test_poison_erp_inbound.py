@@ -39,6 +39,21 @@ KEK = base64.b64encode(os.urandom(32)).decode()
 PEPPER = base64.b64encode(os.urandom(32)).decode()
 
 
+def start_group_at_end(kafka: str, group: str, topics: list[str]) -> None:
+    """A new group starts at the end of the session broker's topics; a fresh broker answers
+    "coordinator load in progress" (or times out under load) for a while."""
+    from confluent_kafka import KafkaException
+
+    for attempt in range(30):
+        try:
+            start_at_end(admin_client(kafka), group, topics)
+            return
+        except KafkaException:
+            if attempt == 29:
+                raise
+            time.sleep(1)
+
+
 def _inbound(norm: Normaliser, pnid: str, waba: str, wa_id: str, text: str) -> dict:
     doc = json.loads((FIXTURES / "inbound_text.json").read_text())
     doc["entry"][0]["id"] = waba
@@ -63,7 +78,7 @@ def test_poison_on_every_input_is_a_dead_letter_and_the_next_record_goes_on(tmp_
     publish_tenant(p, Tenant(tenant_id=tenant, status=TenantStatus.ACTIVE, waba_id=sb.waba_id,
                              numbers=(PhoneNumber(phone_number_id=pnid),)).with_token(load_kek(s), sb.token))
     group = f"erp-poison-{unique}"
-    start_at_end(admin_client(kafka), group, [INBOUND_MESSAGES, STATUS_EVENTS, ERP_READS])
+    start_group_at_end(kafka, group, [INBOUND_MESSAGES, STATUS_EVENTS, ERP_READS])
     started = dt.datetime.now(dt.timezone.utc)
     serde = AvroSerde.from_settings(s)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(s.state_dir), "WAPIPE_KEK": KEK,
@@ -89,7 +104,9 @@ def test_poison_on_every_input_is_a_dead_letter_and_the_next_record_goes_on(tmp_
             (INBOUND_MESSAGES, enc("StatusEvent", status)),  # the wrong record on the topic
             (INBOUND_MESSAGES, enc("InboundMessage", bad_extra)), (INBOUND_MESSAGES, enc("InboundMessage", good[1])),
             (INBOUND_MESSAGES, enc("InboundMessage", tampered)), (INBOUND_MESSAGES, enc("InboundMessage", good[2])),
-            (STATUS_EVENTS, b"\xc3\x01\x00\x00\x00\x00\x00\x00\x00\x00"),
+            # wa.status.events is read whole by other tests (the erasure scan decodes every record): its
+            # poison is a valid StatusEvent without a wamid; undecodable bytes are unit-tested.
+            (STATUS_EVENTS, enc("StatusEvent", {**status, "event_id": uuid.uuid4().hex, "wamid": ""})),
             (ERP_READS, b"junk"),
             (ERP_READS, enc("ReadCommand", {
                 "command_id": "r1", "tenant_id": f"nobody{unique}", "phone_number_id": pnid,
@@ -119,7 +136,7 @@ def test_poison_on_every_input_is_a_dead_letter_and_the_next_record_goes_on(tmp_
         kinds = sorted((d["source_topic"], d["error_type"]) for d in dead)
         assert kinds == sorted([(INBOUND_MESSAGES, "SerdeError"), (INBOUND_MESSAGES, "SerdeError"),
                                 (INBOUND_MESSAGES, "BadExtra"), (INBOUND_MESSAGES, "UnsealError"),
-                                (STATUS_EVENTS, "SerdeError"), (ERP_READS, "SerdeError"),
+                                (STATUS_EVENTS, "MissingField"), (ERP_READS, "SerdeError"),
                                 (ERP_READS, "UnknownTenant")]), kinds
         assert all(d["reason"] for d in dead)
         by_type = {d["error_type"]: d for d in dead}

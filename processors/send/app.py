@@ -403,8 +403,11 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                         in_flight=d.slots.in_use, admitted=d.stats.accepted, rekeyed=counts["rekeyed"],
                         queues={k: q.size for k, q in d.queues.items()},
                         throttled=d.stats.throttled, outcomes=dict(d.stats.outcomes), ledger=len(d.ledger),
-                        tx_to_admit_s=round(d.stats.tx_to_admit, 3), tx_admit_to_call_s=round(d.stats.tx_admit_to_call, 3))
-            d.stats.tx_to_admit = d.stats.tx_admit_to_call = 0.0
+                        tx_to_admit_s=round(d.stats.tx_to_admit, 3), tx_admit_to_call_s=round(d.stats.tx_admit_to_call, 3),
+                        reserve_to_write_ms=round(1000 * d.stats.reserve_to_write_s / max(1, d.stats.reserve_to_write_n), 2),
+                        reserve_to_write_max_ms=round(1000 * d.stats.reserve_to_write_max, 1))
+            d.stats.tx_to_admit = d.stats.tx_admit_to_call = d.stats.reserve_to_write_max = 0.0
+            d.stats.reserve_to_write_s, d.stats.reserve_to_write_n = 0.0, 0
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: Any, **kw: Any) -> None:

@@ -83,26 +83,29 @@ class InboundEvent:
     @property
     def message(self) -> dict:
         """Meta's message object (empty for statuses and unopened content)."""
-        m = (self.content or {}).get("message")
+        m = self._content("message")
         return m if isinstance(m, dict) else {}
+
+    def _content(self, key: str) -> Any:
+        return self.content.get(key) if isinstance(self.content, dict) else None
 
     @property
     def sender(self) -> str | None:
-        return (self.content or {}).get("from")
+        return _str(self._content("from"))
 
     @property
     def profile_name(self) -> str | None:
-        return (self.content or {}).get("profile_name")
+        return _str(self._content("profile_name"))
 
     @property
     def wamid(self) -> str | None:
         """The clear wamid (personal data: keep it only as long as you need it)."""
-        return self.message.get("id") or (self.content or {}).get("wamid")
+        return _str(self.message.get("id")) or _str(self._content("wamid"))
 
     @property
     def text(self) -> str | None:
         body = self.message.get("text")
-        return body.get("body") if isinstance(body, dict) else None
+        return _str(body.get("body")) if isinstance(body, dict) else None
 
     @property
     def reply(self) -> dict | None:
@@ -112,14 +115,20 @@ class InboundEvent:
             return None
         inter = self.message.get("interactive")
         if isinstance(inter, dict):
-            return inter.get(inter.get("type")) or None
-        return self.message.get("button") or None
+            sub = inter.get(inter["type"]) if isinstance(inter.get("type"), str) else None
+            return sub if isinstance(sub, dict) and sub else None
+        button = self.message.get("button")
+        return button if isinstance(button, dict) and button else None
 
     @property
     def reaction(self) -> str | None:
         """The emoji ("" when the user removed their reaction)."""
         r = self.message.get("reaction")
-        return r.get("emoji", "") if isinstance(r, dict) else None
+        return (_str(r.get("emoji")) or "") if isinstance(r, dict) else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 class ErpConsumer:

@@ -358,3 +358,40 @@ def test_links_keep_the_command_that_sent_the_message_within_its_tenant():
     assert links.get("acme", "wref.b", wait=False) is None  # another tenant's message
     assert links.get("other", "wref.b", wait=False).command_id == "cmd-9"
     assert links.unreadable == 1
+
+
+# --- the SDK's view of an opened event: any content, never an error -----------------------------
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+                       lambda i: st.lists(i, max_size=3) | st.dictionaries(
+                           st.sampled_from(["message", "from", "profile_name", "wamid", "id", "text", "body",
+                                            "interactive", "type", "button_reply", "list_reply", "button",
+                                            "reaction", "emoji"]), i, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(content=JSONISH, kind=st.sampled_from(["MESSAGE", "BUTTON_REPLY", "LIST_REPLY", "REACTION", "STATUS"]))
+def test_the_sdk_event_helpers_take_any_content(content, kind):
+    from producers.erp.consumer import InboundEvent
+
+    ev = InboundEvent(event_id="e", tenant_id="acme", kind=kind, phone_number_id="301", subject_id="s",
+                      message_ref="wref.x", message_type=None, status=None, command=None, errors=(),
+                      timestamp=NOW, received_at=NOW, content=content)
+    assert isinstance(ev.message, dict)
+    for v in (ev.sender, ev.profile_name, ev.wamid, ev.text, ev.reaction):
+        assert v is None or isinstance(v, str)
+    assert ev.reply is None or isinstance(ev.reply, dict)
+
+
+def test_the_sdk_event_helpers_read_metas_shapes():
+    from producers.erp.consumer import InboundEvent
+
+    def ev(kind, message):
+        return InboundEvent(event_id="e", tenant_id="acme", kind=kind, phone_number_id="301", subject_id="s",
+                            message_ref="wref.x", message_type=None, status=None, command=None, errors=(),
+                            timestamp=NOW, received_at=NOW, content={"from": "4915", "message": message})
+
+    assert ev("MESSAGE", {"id": "wamid.a", "text": {"body": "hi"}}).text == "hi"
+    assert ev("BUTTON_REPLY", {"button": {"payload": "P", "text": "Yes"}}).reply == {"payload": "P", "text": "Yes"}
+    assert ev("LIST_REPLY", {"interactive": {"type": "list_reply", "list_reply": {"id": "r"}}}).reply == {"id": "r"}
+    assert ev("REACTION", {"reaction": {"message_id": "wamid.b"}}).reaction == ""  # removed
+    assert ev("MESSAGE", {"id": "wamid.a"}).wamid == "wamid.a" and ev("MESSAGE", {}).sender == "4915"

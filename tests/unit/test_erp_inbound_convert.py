@@ -368,7 +368,7 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
                                             "reaction", "emoji"]), i, max_size=4), max_leaves=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(content=JSONISH, kind=st.sampled_from(["MESSAGE", "BUTTON_REPLY", "LIST_REPLY", "REACTION", "STATUS"]))
 def test_the_sdk_event_helpers_take_any_content(content, kind):
     from producers.erp.consumer import InboundEvent

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic.fields import FieldInfo
@@ -74,6 +74,21 @@ class Settings(BaseSettings):
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(default=None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    # Security of every Kafka client (confluent-kafka, aiokafka, Faust: wapipe/kafka_edge.py).
+    # Passwords and keys: KAFKA_SASL_PASSWORD_FILE / KAFKA_SSL_KEY_PASSWORD_FILE (docs/security.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL"))
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, validation_alias=_env("KAFKA_SASL_MECHANISM"))
+    kafka_sasl_username: str | None = Field(default=None, validation_alias=_env("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(default=None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
+    kafka_ssl_ca_file: Path | None = Field(default=None, validation_alias=_env("KAFKA_SSL_CA_FILE"),
+                                           description="PEM CA bundle the brokers' certificates are checked against")
+    kafka_ssl_cert_file: Path | None = Field(default=None, validation_alias=_env("KAFKA_SSL_CERT_FILE"),
+                                             description="mTLS: this client's PEM certificate (chain)")
+    kafka_ssl_key_file: Path | None = Field(default=None, validation_alias=_env("KAFKA_SSL_KEY_FILE"),
+                                            description="mTLS: this client's PEM private key")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, validation_alias=_env("KAFKA_SSL_KEY_PASSWORD"))
     kafka_version: str = "4.1.1"
     jars_dir: Path = Field(default=REPO_ROOT / ".wapipe" / "jars", description="Maven-fetched broker jars (shared by runs)")
     kafka_heap: str = "512m"

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wapipe.config import Settings
+from wapipe.kafka_edge import confluent_conf
 from wapipe.log import get_logger
 
 log = get_logger(__name__)
@@ -148,7 +149,7 @@ class ConsumerLag:
         from confluent_kafka import Consumer, TopicPartition
 
         # Never subscribes: reading a group's commits does not join (or disturb) the group.
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+        c = Consumer({**confluent_conf(self.bootstrap), "group.id": self.group, "enable.auto.commit": False,
                       **self.client_config})
         try:
             meta = c.list_topics(timeout=self.timeout)

@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
 )
 
 from wapipe.config import Settings
+from wapipe.kafka_edge import Endpoint, confluent_conf
 
 # Topic names: import these, never spell a topic name twice.
 WEBHOOK_RAW = "wa.webhook.raw"
@@ -263,5 +264,5 @@ def _await_configs(admin: AdminClient, want: dict[str, dict[str, str]], timeout:
             time.sleep(0.1)
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def admin_client(bootstrap: Endpoint) -> AdminClient:
+    return AdminClient(confluent_conf(bootstrap))

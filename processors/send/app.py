@@ -40,6 +40,7 @@ from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
+from wapipe.kafka_edge import faust_app_kwargs
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.publisher import KafkaPublisher, for_processor
 
@@ -238,7 +239,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust.App(
         # RocksDB (rocksdict) for the dedup table: a restart reads only the changelog written since
         # the last run (a memory store recovered the whole 7-day window: minutes after a few demos).
-        s.send_app_id, broker=_broker(bootstrap), store="rocksdb://", web_enabled=False,
+        s.send_app_id, **faust_app_kwargs(bootstrap), store="rocksdb://", web_enabled=False,
         datadir=str(s.state_dir / "faust" / s.send_app_id),  # not "<app id>-data" in the working directory
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,

@@ -204,9 +204,13 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, hel
     """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
     from wapipe.privacy.api import serve_forever
     from wapipe.config import Settings
+    from wapipe.kafka import NoKafka
     from wapipe.probe import serving_probe
 
     # The API answers on its own port; the probe says the process is up (for an orchestrator).
     with serving_probe(Settings(), "privacy-serve", alive=lambda: None) as probe:
         probe.mark_ready()
-        serve_forever(host, port)
+        try:
+            serve_forever(host, port)
+        except NoKafka as exc:  # no broker configured, or it refused our credentials
+            _fail(str(exc))

@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     # wa.privacy.requests (a tombstone, then compaction) this long after its last update; a
     # restriction still in effect stays. 400 days: longer than the longest data retention (365).
     privacy_request_retention_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=1000)
+    # The legal deadline of an erasure request (GDPR Art. 12(3): one month), for the
+    # wapipe_erasure_deadline_seconds gauge of `wapipe privacy run` (wapipe/privacy/metrics.py).
+    privacy_legal_deadline_s: float = Field(default=30 * 24 * 3600, gt=0)
 
     @property
     def production(self) -> bool:

@@ -164,6 +164,7 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
     """The request processor: drives every request to COMPLETED. SIGTERM stops it cleanly."""
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.privacy.metrics import ErasureMetrics
     from wapipe.privacy.processor import PrivacyProcessor
     from wapipe.probe import serving_probe
 
@@ -184,6 +185,8 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
         worker, client = ErasureWorker(s, bootstrap), clickhouse_client(s.clickhouse_dsn)
     try:
         with serving_probe(s, "privacy") as probe:
+            probe.registry.register(ErasureMetrics(proc.registry.requests, s.privacy_legal_deadline_s,
+                                                   proc.deadline_ms / 1000))
             probe.mark_ready()
             print("READY privacy", flush=True)
             while not stop.is_set():

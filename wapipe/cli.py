@@ -233,7 +233,17 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="wapipe")
+    from pydantic import ValidationError
+
+    try:
+        app(prog_name="wapipe")
+    except ValidationError as exc:  # a setting with a bad value: say which, not a traceback
+        if exc.title != "Settings":
+            raise
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"])
+            print(f"error: setting {name}: {err['msg']}", file=sys.stderr)  # never the value: it may be a secret
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -159,3 +159,19 @@ def test_no_client_is_built_outside_the_edge():
                 if any(p.search(code) for p in BARE):
                     offenders.append(f"{path.relative_to(REPO_ROOT)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_a_setting_with_a_bad_value_is_named_by_the_cli_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "WAPIPE_KAFKA_"))}
+    env.update({"KAFKA_SECURITY_PROTOCOL": "TLS", "KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u",
+                "KAFKA_SASL_PASSWORD": "hunter2", "WAPIPE_STATE_DIR": str(tmp_path)})
+    proc = subprocess.run([sys.executable, "-m", "wapipe", "topics", "apply"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "error: setting KAFKA_SECURITY_PROTOCOL: Input should be 'PLAINTEXT'" in proc.stderr
+    assert "error: setting KAFKA_SASL_MECHANISM: Input should be 'PLAIN'" in proc.stderr
+    assert "Traceback" not in proc.stderr and "hunter2" not in proc.stderr + proc.stdout

@@ -12,7 +12,9 @@ client libraries get it in their own terms from here alone:
 A bare ``str`` is accepted wherever an endpoint is (a plaintext broker: tests, local tools).
 ``check_access`` asks the brokers once for metadata and turns a refused login or a failed TLS
 handshake into ``KafkaAuthError`` with the broker's own words, instead of a client that retries
-forever; an unreachable broker is not an error there (services ride out broker outages).
+forever; an unreachable broker is not an error there (services ride out broker outages). A
+secured librdkafka client that is refused later (credentials rotated under a running service)
+logs ``kafka.refused`` with the reason, once per client.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+from wapipe.log import get_logger
+
 if TYPE_CHECKING:
     from wapipe.config import Settings
+
+log = get_logger(__name__)
 
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -196,7 +202,10 @@ def endpoint_for(settings: "Settings", target: Endpoint) -> KafkaEndpoint:
 def confluent_conf(target: Endpoint, **conf: Any) -> dict[str, Any]:
     """A confluent-kafka (librdkafka) config: bootstrap and security, then ``conf``."""
     ep = endpoint(target)
-    return {"bootstrap.servers": ep.bootstrap, **ep.security.confluent(), **conf}
+    base: dict[str, Any] = {"bootstrap.servers": ep.bootstrap, **ep.security.confluent()}
+    if ep.security.protocol != "PLAINTEXT":
+        base["error_cb"] = RefusalLog(ep)
+    return {**base, **conf}
 
 
 def aiokafka_kwargs(target: Endpoint) -> dict[str, Any]:
@@ -271,6 +280,21 @@ def check_access(target: Endpoint, *, timeout: float = 10.0) -> None:
             err = refused[0]
             raise KafkaAuthError(f"Kafka at {ep.bootstrap} refused this client ({ep.security.describe()}): "
                                  f"{_what(err)}: {err.str()}")
+
+
+class RefusalLog:
+    """``error_cb`` of a secured librdkafka client: a refusal is logged once (``kafka.refused``),
+    never with a secret; other errors are left to librdkafka's own log."""
+
+    def __init__(self, ep: KafkaEndpoint) -> None:
+        self.ep = ep
+        self.said = False
+
+    def __call__(self, err: Any) -> None:
+        if not self.said and refusal(err):
+            self.said = True
+            log.error("kafka.refused", bootstrap=self.ep.bootstrap, client=self.ep.security.describe(),
+                      reason=f"{_what(err)}: {err.str()}")
 
 
 class _Quiet:

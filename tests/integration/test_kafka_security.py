@@ -170,3 +170,26 @@ def test_the_whole_pipeline_runs_over_sasl_ssl(broker, tmp_path):
     assert seen["delivered"] == report["delivered"] == sandbox["statuses"].get("delivered", 0) > 0
     assert seen["failed"] == sum(sandbox["failed_async"].values()) == 4
     assert report["rejected"] == 4 and report["duplicate"] == 2 and report["pending"] == 0
+
+
+def test_a_running_client_refused_later_says_so_once(broker):
+    """Credentials rotated under a running service: its librdkafka clients log `kafka.refused`."""
+    from structlog.testing import capture_logs
+
+    sec = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_username=USERS["SCRAM-SHA-256"][0],
+                        sasl_password="rotated-away", ssl_ca_file=str(broker.certs.ca))
+    c = consumer(KafkaEndpoint(broker.sasl_ssl, sec), f"sec-{uuid.uuid4().hex}", log_level=0)
+    try:
+        with capture_logs() as logs:
+            c.subscribe([TOPIC])
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not logs:
+                c.poll(0.5)
+            for _ in range(4):  # more refusals: still one line
+                c.poll(0.5)
+    finally:
+        c.close()
+    refused = [e for e in logs if e["event"] == "kafka.refused"]
+    assert len(refused) == 1, logs
+    assert refused[0]["reason"].startswith("authentication failed: ") and "SCRAM-SHA-256" in refused[0]["reason"]
+    assert "rotated-away" not in str(logs)

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from wapipe.config import REPO_ROOT, Settings
 from wapipe.kafka_edge import (
-    KafkaEndpoint, KafkaSecurity, NoKafka, aiokafka_kwargs, confluent_conf, endpoint, endpoint_for, faust_app_kwargs,
+    KafkaEndpoint, KafkaSecurity, NoKafka, RefusalLog, aiokafka_kwargs, confluent_conf, endpoint, endpoint_for,
+    faust_app_kwargs,
 )
 
 ENV_NAMES = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
@@ -41,7 +42,9 @@ def test_sasl_ssl_scram_from_the_environment_with_the_password_from_a_file(clean
     clean_env.setenv("KAFKA_SSL_CA_FILE", str(ca))
     s = Settings()
     ep = KafkaEndpoint.from_settings(s, s.kafka_bootstrap_servers)
-    assert confluent_conf(ep, **{"group.id": "g"}) == {
+    conf = confluent_conf(ep, **{"group.id": "g"})
+    assert isinstance(conf.pop("error_cb"), RefusalLog)
+    assert conf == {
         "bootstrap.servers": "b1:9093, b2:9093", "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "wapipe", "sasl.password": "s3cret", "ssl.ca.location": str(ca), "group.id": "g"}
     assert "s3cret" not in repr(ep) and "s3cret" not in repr(s)
@@ -86,7 +89,7 @@ def test_faust_gets_sasl_credentials_of_the_mechanism():
 
 
 def test_a_bare_string_is_plaintext_and_endpoint_for_adds_the_settings_security(clean_env):
-    assert confluent_conf("h:1") == {"bootstrap.servers": "h:1", "security.protocol": "PLAINTEXT"}
+    assert confluent_conf("h:1") == {"bootstrap.servers": "h:1", "security.protocol": "PLAINTEXT"}  # no error_cb
     assert faust_app_kwargs("h:1")["broker_credentials"] is None
     s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN", kafka_sasl_username="u",
                  kafka_sasl_password="p")
@@ -134,6 +137,7 @@ def test_any_combination_is_a_coherent_config_or_a_named_error(protocol, mechani
         assert str(exc).startswith(("KAFKA_", "SASL settings", "TLS files", "mTLS needs"))
         return
     conf = confluent_conf(KafkaEndpoint("h:1", sec))
+    conf.pop("error_cb", None)
     assert conf["security.protocol"] == protocol
     assert ("sasl.mechanism" in conf) == protocol.startswith("SASL_")
     if protocol.startswith("SASL_"):
@@ -175,3 +179,19 @@ def test_a_setting_with_a_bad_value_is_named_by_the_cli_without_a_traceback(tmp_
     assert "error: setting KAFKA_SECURITY_PROTOCOL: Input should be 'PLAINTEXT'" in proc.stderr
     assert "error: setting KAFKA_SASL_MECHANISM: Input should be 'PLAIN'" in proc.stderr
     assert "Traceback" not in proc.stderr and "hunter2" not in proc.stderr + proc.stdout
+
+
+def test_a_secured_client_logs_a_refusal_once_and_nothing_else():
+    from confluent_kafka import KafkaError
+    from structlog.testing import capture_logs
+
+    sec = KafkaSecurity(protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="pw-123")
+    cb = confluent_conf(KafkaEndpoint("h:1", sec))["error_cb"]
+    with capture_logs() as logs:
+        cb(KafkaError(KafkaError._TRANSPORT, "h:1/bootstrap: Connection refused"))
+        cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+        for _ in range(3):
+            cb(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: invalid credentials"))
+    assert [(e["event"], e["log_level"]) for e in logs] == [("kafka.refused", "error")]
+    assert logs[0]["reason"] == "authentication failed: SASL authentication error: invalid credentials"
+    assert logs[0]["client"] == "SASL_SSL, PLAIN as 'u'" and "pw-123" not in str(logs)

@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wapipe.config import Settings
-from wapipe.kafka_edge import KafkaEndpoint, confluent_conf, endpoint_for
+from wapipe.kafka_edge import KafkaEndpoint, NoKafka, confluent_conf, endpoint_for
 from wapipe.log import get_logger
 from wapipe.privacy.secrets import write_private
 from wapipe.services import Backoff, CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
@@ -244,7 +244,7 @@ class DemoRun:
             except KeyboardInterrupt:
                 self.console.print("[yellow]interrupted: stopping everything[/]")
                 code = 130
-            except (ServiceError, DemoError) as exc:
+            except (ServiceError, DemoError, NoKafka) as exc:
                 self.console.print(f"[red]demo failed:[/] {exc}")
                 code = 1
         self.summary["duration_s"] = round(time.monotonic() - t0, 1)

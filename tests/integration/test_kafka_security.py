@@ -128,7 +128,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subproces
 def test_cli_and_service_with_a_wrong_password_exit_with_the_reason(broker, tmp_path):
     env = {**broker.sasl_env("SCRAM-SHA-512", tmp_path / "pw", password="not-the-password"),
            "WAPIPE_STATE_DIR": str(tmp_path / "state"), "WAPIPE_PROBE_ENABLED": "false"}
-    for args in (["topics", "apply"], ["sink"], ["normalise"]):
+    for args in (["topics", "apply"], ["sink"], ["normalise"], ["stack", "up"], ["demo", "--messages", "10"]):
         t0 = time.monotonic()
         proc = _run(args, env)
         out = proc.stdout + proc.stderr

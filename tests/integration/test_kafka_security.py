@@ -193,3 +193,20 @@ def test_a_running_client_refused_later_says_so_once(broker):
     assert len(refused) == 1, logs
     assert refused[0]["reason"].startswith("authentication failed: ") and "SCRAM-SHA-256" in refused[0]["reason"]
     assert "rotated-away" not in str(logs)
+
+
+@pytest.mark.slow
+def test_the_send_worker_runs_over_mtls(broker, tmp_path):
+    """Faust with SSLCredentials, aiokafka followers and librdkafka clients with a client
+    certificate: the worker prints READY only once its partitions are assigned."""
+    from wapipe.services import ServiceSpec, Supervisor
+
+    unique = uuid.uuid4().hex[:8]
+    env = {**os.environ, **broker.mtls_env(), "WAPIPE_STATE_DIR": str(tmp_path / "state"),
+           "WAPIPE_SEND_APP_ID": f"sec-mtls-{unique}", "WAPIPE_SEND_OFFSET_RESET": "latest"}
+    with Supervisor(tmp_path / "logs", env=env) as sup:
+        svc = sup.start(ServiceSpec("worker", ("worker",), ready_timeout=150))
+        time.sleep(3)
+        assert svc.alive(), svc.tail()[-3000:]
+    text = (tmp_path / "logs" / "worker.log").read_text()
+    assert "kafka.refused" not in text and "READY worker" in text

@@ -426,6 +426,12 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     from wapipe.probe import beat_every_second, serving_probe
 
     quiet_libraries()
+    try:  # uvloop: the worker's one event loop is its limit (callbacks, futures, sockets)
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     admin = T.admin_client(bootstrap)
     if settings.send_offset_reset == "latest":
         start_at_end(admin, settings.send_app_id, SOURCE_TOPICS)

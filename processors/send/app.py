@@ -225,10 +225,6 @@ def ledger_dir(settings: Settings) -> Path:
     return settings.state_dir / "ledger" / settings.send_app_id
 
 
-def _broker(bootstrap: str) -> list[str]:
-    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
-
-
 class Partitions:
     """The partition Kafka's Java partitioner (murmur2, the SDK's and Faust's) gives a number's id:
     where every one of the number's commands, ledger entries and retries belongs."""

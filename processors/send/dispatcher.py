@@ -29,7 +29,7 @@ from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 from processors.send.slots import FairSlots
 from processors.send.validate import validate
 from wapipe import log
-from wapipe.deadletter import DeadLetter, Source
+from wapipe.deadletter import PROCESS_TALLY, DeadLetter, Source
 from wapipe.deadletter import encode as encode_dead_letter
 
 logger = log.get_logger(__name__)
@@ -632,6 +632,7 @@ class Dispatcher:
                             headers={"idempotency_key": job.cmd["idempotency_key"]})
         value, _ = encode_dead_letter(self.serde, letter, self.topics.dead, self.s.dead_letter_max_bytes)
         await self._send(self.topics.dead, job.cmd["tenant_id"].encode(), value)
+        PROCESS_TALLY.add(letter.error_type[:200])  # wapipe_dead_letters_total{service="worker"}
         await self._finish(job, R.Outcome.DEAD, attempts=attempts, reason=f"gave up after {attempts} attempts: {exc}"[:300],
                            error_code=exc.code, error_subcode=exc.subcode)
 

@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # has 2 s of sendable work queued, or when the worker holds this many campaign commands in all
     # (a paused campaign's commands are held, so the other numbers of its partition go on).
     send_held_max: int = Field(default=50_000, ge=100, description="campaign commands held in memory per worker")
+    # Faust's fetch-and-deliver loop for the worker: records per poll and per stream buffer.
+    send_max_poll_records: int = Field(default=100, ge=1, le=10_000)
+    send_stream_buffer: int = Field(default=256, ge=1, le=100_000)
     # The most the server counts a call later after its request was written than another call
     # (processors/send/pacing.py: NumberPacer.window_wait); a larger value trades throughput for
     # tolerance of a slow or stalling server.

@@ -258,7 +258,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest", producer_acks=-1,
         # Small fetches and buffers: a record of the transactional topics is never far behind a
         # campaign burst in faust's single fetch-and-deliver loop.
-        stream_buffer_maxsize=256, broker_max_poll_records=100,
+        stream_buffer_maxsize=s.send_stream_buffer, broker_max_poll_records=s.send_max_poll_records,
         # A worker that died is noticed after this long and its partitions move on.
         broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
     )

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.topics import SUBJECT_LINKS
 
-__all__ = ["link_key", "link_record", "linked_subjects", "closure", "read_links"]
+__all__ = ["link_key", "link_record", "linked_subjects", "closure", "read_links", "read_link_partitions"]
 
 
 def link_key(tenant_id: str, linked_subject_id: str) -> str:
@@ -76,3 +76,22 @@ def read_links(bootstrap: str, serde: AvroSerde, tenant_id: str) -> list[tuple[s
 def linked_subjects(bootstrap: str, serde: AvroSerde, tenant_id: str, subject_id: str) -> set[str]:
     """``subject_id`` and every subject of ``tenant_id`` that is the same person."""
     return closure(read_links(bootstrap, serde, tenant_id), subject_id)
+
+
+def read_link_partitions(bootstrap: str, serde: AvroSerde, tenant_id: str, subjects: set[str]) -> dict[bytes, set[int]]:
+    """Keys (and the partitions holding them) of the tenant's links that touch ``subjects``: what
+    an erasure of those subjects tombstones."""
+    from wapipe.privacy.topicscan import scan
+
+    out: dict[bytes, set[int]] = {}
+    for m in scan(bootstrap, SUBJECT_LINKS):
+        key = m.key() or b""
+        if not key.startswith(f"{tenant_id}/".encode()) or m.value() is None:
+            continue
+        try:
+            rec = serde.decode(m.value(), "SubjectLink")
+        except SerdeError:
+            continue
+        if rec.get("tenant_id") == tenant_id and {rec["subject_id"], rec["linked_subject_id"]} & subjects:
+            out.setdefault(key, set()).add(m.partition())
+    return out

@@ -12,8 +12,12 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
+import httpx
 import pytest
+
+from connectors.meta.signature import sign
 
 from producers.erp import template, text
 from sinks.reader import open_reader
@@ -22,6 +26,11 @@ from wapipe.privacy.service import PrivacyService
 from wapipe.services import ServiceSpec
 
 pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+# One fixture per shape, written from Meta's "Business-scoped user IDs" page (tests/fixtures/webhooks).
+SHAPES = ("inbound_text_username", "inbound_text_phone_and_bsuid", "status_delivered_username",
+          "status_read_phone_and_bsuid", "status_sent_group")
 
 
 def _bsuid(prefix: str = "PT.") -> str:
@@ -89,7 +98,36 @@ def test_a_username_user_writes_in_gets_answers_by_bsuid_and_is_exported_and_era
         assert statuses == ["sent"] and subject == w.subject(user)
         assert all(user not in e and parent not in e for e in extras)
 
-    # 4. Privacy by BSUID: the links (inbound: BSUID <-> parent; the SDK: number <-> other BSUID),
+    # 4. Every fixture shape, signed and posted to the ingress as Meta would: one event each in
+    #    ClickHouse, the person's subject from the number when there is one, else from the BSUID;
+    #    the group's status a group event (no subject, recipient_type 'group'); no dead letter.
+    url = ingress.ready_value.rstrip("/") + "/webhook"
+    for name in SHAPES:
+        doc = json.loads((FIXTURES / f"{name}.json").read_text())
+        doc["entry"][0]["id"] = sb.waba_id
+        doc["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = w.numbers[0]
+        body = json.dumps(doc).encode()
+        r = httpx.post(url, content=body, headers={"X-Hub-Signature-256": sign(sb.app_secret.encode(), body),
+                                                   "Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 200, (name, r.status_code, r.text)
+    fx_in = _wait("the fixtures' inbound messages", lambda: (lambda r: r if len(r) == 3 else None)(reader.query(
+        "SELECT subject_id FROM inbound_messages WHERE tenant_id = {t:String} ORDER BY subject_id", {"t": w.tenant_id})))
+    assert sorted(x for (x,) in fx_in) == sorted([w.subject(user), w.subject("PT.4410283746592013847"),
+                                                   w.subject("46701234567")])
+    fixture_refs = {w.ref(json.loads((FIXTURES / f"{n}.json").read_text())["entry"][0]["changes"][0]["value"]
+                          ["statuses"][0]["id"]): n for n in SHAPES if n.startswith("status_")}
+    fx_st = _wait("the fixtures' statuses", lambda: (lambda r: r if len(r) == 3 else None)(reader.query(
+        "SELECT wamid, status, subject_id, recipient_type, extra FROM status_events"
+        " WHERE tenant_id = {t:String} AND wamid IN {r:Array(String)}", {"t": w.tenant_id, "r": list(fixture_refs)})))
+    got = {fixture_refs[ref]: (status, subject, rtype, json.loads(extra)) for ref, status, subject, rtype, extra in fx_st}
+    assert got["status_delivered_username"][:3] == ("delivered", w.subject("PT.4410283746592013847"), "individual")
+    assert got["status_read_phone_and_bsuid"][:3] == ("read", w.subject("46701234567"), "individual")
+    group = got["status_sent_group"]
+    assert group[:3] == ("sent", "", "group") and group[3]["group_id"] == "Y2FwaS1ncm91cDo0NDExOTI4Mzc0NjU="
+    for _, _, _, extra in got.values():
+        assert not any(k.startswith("recipient_") and k != "recipient_type" for k in extra), extra
+
+    # 5. Privacy by BSUID: the links (inbound: BSUID <-> parent; the SDK: number <-> other BSUID),
     #    an export named by BSUID, an erasure named by number reaching the linked BSUID's subject.
     svc = PrivacyService(w.settings, w.bootstrap).start()
     try:

@@ -258,3 +258,20 @@ def test_a_bad_bsuid_dead_letters_its_item_only(bad, where):
 def test_closure_follows_links_both_ways():
     assert closure([("n", "b"), ("b", "p"), ("x", "y")], "p") == {"n", "b", "p"}
     assert closure([], "n") == {"n"}
+
+
+# --- the privacy API's person reference ----------------------------------------------------------------
+@PROPS
+@given(st.one_of(st.text(max_size=160), st.integers(), st.none()))
+def test_the_privacy_api_takes_a_bsuid_or_refuses_it_as_bad_input(value):
+    from pydantic import ValidationError
+
+    from wapipe.privacy.api import SubjectRef
+
+    try:
+        ref = SubjectRef(user_id=value)
+    except ValidationError as exc:  # the API's 400 (wapipe.http_input), never a 500
+        assert not (isinstance(value, str) and is_bsuid(value))
+        assert len(str(exc)) < 2000
+        return
+    assert ref.person == value and is_bsuid(value)

@@ -46,6 +46,7 @@ AUDIT = "wa.audit"
 SINK_DEAD = "wa.sink.dead"
 CAMPAIGN_CONTROL = "wa.campaign.control"
 SUBJECT_KEYS = "wa.subject.keys"
+SUBJECT_LINKS = "wa.subject.links"  # a number's subject and its BSUID's are one person (pseudonyms)
 TENANTS = "wa.tenants"
 PRIVACY_REQUESTS = "wa.privacy.requests"
 TEMPLATES = "wa.templates"
@@ -121,6 +122,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SINK_DEAD, "source topic", "DeadLetter"),
     TopicSpec(CAMPAIGN_CONTROL, "tenant_id/campaign_id", "CampaignControl", cleanup="compact", partitions=1),
     TopicSpec(SUBJECT_KEYS, "subject_id/key_id", "SubjectKey", cleanup="compact"),
+    TopicSpec(SUBJECT_LINKS, "tenant_id/linked_subject_id", "SubjectLink", cleanup="compact"),
     TopicSpec(TENANTS, "tenant_id", "TenantSettings", cleanup="compact", partitions=1),
     TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),
     TopicSpec(TEMPLATES, "waba_id/name/language", "TemplateInfo", cleanup="compact", partitions=1),

@@ -447,8 +447,7 @@ class Dispatcher:
         # Inline: the data key is normally in the ring's memory already (it is published before
         # any command sealed with it), and an AES-GCM open is microseconds.
         pii = self.keyring.unseal(cmd["pii"])
-        body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
-                "to": pii["to"], "biz_opaque_callback_data": job.key}
+        body = R.graph_body(pii, job.key)  # the recipient's number and/or BSUID (issue 20): records.py
         return token, orjson.dumps(body)
 
     async def _dispatch_batch(self, jobs: list[Job]) -> None:

@@ -30,6 +30,7 @@ from wapipe import topics as T
 from wapipe.avro import AvroSerde
 from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
 from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
+from wapipe.privacy.links import link_record
 
 
 class PublishError(RuntimeError):
@@ -98,17 +99,24 @@ class ErpProducer:
             if err is not None:
                 errors.append(err.str())
 
+        def produce(topic: str, key: bytes, value: bytes) -> None:
+            while True:
+                try:
+                    self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                    return
+                except BufferError:  # local queue full: let deliveries drain
+                    self._producer.poll(0.05)
+
         n = 0
         for cmd in commands:
             topic = T.SEND_REQUESTED_BULK if cmd.get("lane") == "CAMPAIGN" else T.SEND_REQUESTED
             value = self.serde.encode("SendCommand", cmd, topic=topic)
-            while True:
-                try:
-                    self._producer.produce(topic, key=cmd["phone_number_id"].encode(), value=value,
-                                           on_delivery=delivered)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    self._producer.poll(0.05)
+            user_subject = cmd.get("user_subject_id")
+            if user_subject and user_subject != cmd["subject_id"]:  # a number and a BSUID: one person
+                link = link_record(cmd["tenant_id"], cmd["subject_id"], user_subject, cmd["requested_at"])
+                produce(T.SUBJECT_LINKS, link["key"].encode(),
+                        self.serde.encode("SubjectLink", link["record"], topic=T.SUBJECT_LINKS))
+            produce(topic, cmd["phone_number_id"].encode(), value)
             n += 1
             if n % 1000 == 0:
                 self._producer.poll(0)

@@ -15,7 +15,7 @@ from wapipe.privacy.errors import UnknownSubject
 app = typer.Typer(no_args_is_help=True, help="Privacy: erasure, access/export, correction, restriction (docs/privacy.md).")
 
 TENANT = typer.Option(..., "--tenant", help="tenant id")
-WA_ID = typer.Option(None, "--wa-id", help="the person's WhatsApp number")
+WA_ID = typer.Option(None, "--wa-id", help="the person's WhatsApp number, or their business-scoped user id (BSUID, e.g. US.13491208655302741918) for a username user")
 SUBJECT = typer.Option(None, "--subject", help="the subject id (instead of --wa-id)")
 
 

@@ -106,6 +106,10 @@ class World:
         self.codes: dict[str, SignupCode] = {}
         self.invalid_recipients: set[str] = set()
         self.inbound_ids: set[str] = set()
+        # Users with a business-scoped user id: BSUID -> number (None: a username user whose number
+        # is withheld), and number -> BSUID (statuses of sends by number carry it, as Meta's do).
+        self.users: dict[str, str | None] = {}
+        self.bsuid_of: dict[str, str] = {}
         self.read_marked: list[str] = []
         self._template_seq = 0
 

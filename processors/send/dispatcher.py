@@ -399,7 +399,14 @@ class Dispatcher:
         task.add_done_callback(done)
 
     async def _cancel_stopped(self, q: NumberQueue) -> None:
-        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.cmd["tenant_id"], j.campaign))
+        """Cancel the queued jobs of stopped campaigns (a job of one that waits in the timed heap,
+        or rides the transactional lane, is cancelled by ``_precheck`` when its turn comes). Only
+        the queue's campaign ids are looked at: walking every queued job 4× a second cost 2 % of
+        the worker's CPU with a campaign backlog."""
+        ids = [cid for cid in q.campaigns if cid and self.campaigns.stopped(q.tenant, cid)]
+        if not ids:
+            return
+        stopped = q.drain(lambda j: j.campaign in ids)
         for job in stopped:
             await self._finish(job, R.Outcome.CANCELLED, attempts=job.attempt, reason="campaign stopped")
 

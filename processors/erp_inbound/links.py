@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.kafka_edge import Endpoint, confluent_conf
 from wapipe.log import get_logger
 from wapipe.topics import SEND_RESULTS
 
@@ -48,7 +49,7 @@ class CommandLink:
 
 
 class CommandLinks:
-    def __init__(self, bootstrap: str, *, serde: AvroSerde | None = None, topic: str = SEND_RESULTS,
+    def __init__(self, bootstrap: Endpoint, *, serde: AvroSerde | None = None, topic: str = SEND_RESULTS,
                  catch_up_timeout: float = 10.0) -> None:
         self._bootstrap = bootstrap
         self._serde = serde or AvroSerde()
@@ -66,7 +67,7 @@ class CommandLinks:
         self.unreadable = 0  # results that did not decode (the send worker's dead letters hold them)
 
     def start(self) -> "CommandLinks":
-        conf = {"bootstrap.servers": self._bootstrap, "enable.auto.commit": False}
+        conf = confluent_conf(self._bootstrap, **{"enable.auto.commit": False})
         self._consumer = Consumer({**conf, "group.id": f"wapipe-erp-links-{uuid.uuid4().hex}",
                                    "enable.partition.eof": True})
         md = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]

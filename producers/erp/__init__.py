@@ -10,12 +10,18 @@
         for ev in inbox.poll():   # opened, linked to the command they answer (ev.command)
             ...
 
+Against a secured cluster: ``KafkaEndpoint("broker:9093", KafkaSecurity(protocol="SASL_SSL",
+sasl_mechanism="SCRAM-SHA-512", sasl_username="erp", sasl_password=..., ssl_ca_file="ca.pem"))``
+in place of ``bootstrap``; ``check_access(endpoint)`` raises ``KafkaAuthError`` when the brokers
+refuse it.
+
 Other languages: see docs/erp-producer.md and docs/erp-consumer.md (the Avro schema and the wire format are the contract).
 """
 
 from producers.erp.client import ErpProducer, PublishError, ResultReader
 from producers.erp.commands import Lane, Routing, build_command, template, text
 from producers.erp.consumer import Command, ErpConsumer, InboundEvent
+from wapipe.kafka_edge import KafkaAuthError, KafkaEndpoint, KafkaSecurity, check_access
 
-__all__ = ["Command", "ErpConsumer", "ErpProducer", "InboundEvent", "Lane", "PublishError", "ResultReader", "Routing",
-           "build_command", "template", "text"]
+__all__ = ["Command", "ErpConsumer", "ErpProducer", "InboundEvent", "KafkaAuthError", "KafkaEndpoint", "KafkaSecurity",
+           "Lane", "PublishError", "ResultReader", "Routing", "build_command", "check_access", "template", "text"]

@@ -34,6 +34,7 @@ from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.kafka import producer as make_producer
+from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 
 
@@ -132,7 +133,7 @@ def _str(v: Any) -> str | None:
 
 
 class ErpConsumer:
-    def __init__(self, bootstrap: str, tenant_id: str, *, keys: Keys, serde: AvroSerde | None = None,
+    def __init__(self, bootstrap: Endpoint, tenant_id: str, *, keys: Keys, serde: AvroSerde | None = None,
                  group_id: str | None = None, from_beginning: bool = True, timeout: float = 30.0) -> None:
         if not tenant_id:
             raise ValueError("an ERP consumer reads for one tenant")
@@ -140,9 +141,9 @@ class ErpConsumer:
         self.keys = keys
         self.serde = serde or AvroSerde()
         self.timeout = timeout
-        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id or f"erp-inbound-{tenant_id}",
-                            "enable.auto.commit": False, "isolation.level": "read_committed",
-                            "auto.offset.reset": "earliest" if from_beginning else "latest"})
+        self._c = Consumer(confluent_conf(bootstrap, **{
+            "group.id": group_id or f"erp-inbound-{tenant_id}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest"}))
         md = self._c.list_topics(T.ERP_INBOUND, timeout=10).topics[T.ERP_INBOUND]
         self.partition = partition_for(tenant_id, len(md.partitions))
         self._c.assign([TopicPartition(T.ERP_INBOUND, self.partition)])
@@ -155,11 +156,13 @@ class ErpConsumer:
         self.last_error: str | None = None  # why the last poll stopped early (the key ring did not answer)
 
     @classmethod
-    def from_settings(cls, settings: Any, bootstrap: str, tenant_id: str, **kw: Any) -> "ErpConsumer":
-        """With the pipeline's own KeyRing (started), as ``ErpProducer.from_settings``."""
+    def from_settings(cls, settings: Any, bootstrap: Endpoint, tenant_id: str, **kw: Any) -> "ErpConsumer":
+        """With the pipeline's own KeyRing (started) and the settings' Kafka security, as
+        ``ErpProducer.from_settings``."""
         from wapipe.privacy.kek import load_kek
         from wapipe.privacy.keyring import KeyRing
 
+        bootstrap = endpoint_for(settings, bootstrap)
         ring = KeyRing(settings, bootstrap, load_kek(settings)).start()
         wait_ready(ring, 30)
         c = cls(bootstrap, tenant_id, keys=ring, serde=AvroSerde.from_settings(settings), **kw)

@@ -109,6 +109,10 @@ class World:
         # wamid of a user's message -> (the number that received it, the user): a number marks
         # only its own received messages read
         self.inbound_to: dict[str, tuple[str, str]] = {}
+        # Users with a business-scoped user id: BSUID -> number (None: a username user whose number
+        # is withheld), and number -> BSUID (statuses of sends by number carry it, as Meta's do).
+        self.users: dict[str, str | None] = {}
+        self.bsuid_of: dict[str, str] = {}
         self.read_marked: list[str] = []
         # every accepted read receipt: {message_id, phone_number_id, wa_id, typing_indicator, marks, at};
         # marks: the user's messages it turned read (it and the earlier unread ones), read_ids: all so far

@@ -51,6 +51,9 @@ TEMPLATES = "wa.templates"
 TENANTS_DEAD = "wa.tenants.dead"  # account events `wapipe tenants follow` could not read
 PRIVACY_DEAD = "wa.privacy.dead"  # records of wa.privacy.requests the privacy processor could not read
 MEDIA_DEAD = "wa.media.dead"  # inbound media `wapipe media fetch` could not fetch or store
+# Marketing opt-outs per tenant and subject (user_preferences stop/resume, error 131050): the send
+# worker refuses marketing templates to a suppressed subject (processors/send/suppression.py).
+SUPPRESSIONS = "wa.suppressions"
 
 Cleanup = Literal["delete", "compact"]
 
@@ -126,6 +129,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(TENANTS_DEAD, "source topic", "DeadLetter", partitions=1),
     TopicSpec(PRIVACY_DEAD, "source topic", "DeadLetter", partitions=1),
     TopicSpec(MEDIA_DEAD, "tenant_id", "DeadLetter"),
+    # Kept while the person's preference holds (compacted, no retention): never a number in the key.
+    TopicSpec(SUPPRESSIONS, "tenant_id/subject_id", "Suppression", cleanup="compact"),
 )
 
 

@@ -62,7 +62,7 @@ def is_template(cmd: dict) -> bool:
     return cmd.get("kind") == "TEMPLATE" or cmd.get("template") is not None
 
 
-def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, wamid: str | None = None,
+def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, reason_code: str | None = None, wamid: str | None = None,
            message_status: str | None = None, error_code: int | None = None, error_subcode: int | None = None,
            attempts: int = 0, original_outcome: str | None = None, at: dt.datetime | None = None) -> dict[str, Any]:
     """A SendResult for ``cmd`` (a decoded SendCommand, or the fields of one)."""
@@ -80,6 +80,7 @@ def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, wamid: str
         "error_code": error_code,
         "error_subcode": error_subcode,
         "reason": reason,
+        "reason_code": reason_code,
         "attempts": attempts,
         "original_outcome": original_outcome,
         "decided_at": at or now_utc(),

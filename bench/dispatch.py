@@ -7,9 +7,13 @@ Figures: achieved msg/s per number as % of its limit (utilization_min is the wor
 over the steady middle of its run), the most requests the sandbox saw in any sliding 1 s window per
 number, 130429s received, duplicates and lost commands (sandbox counters by
 biz_opaque_callback_data), p50/p99 command→Graph latency at a steady load, transactional p99 while
-the campaign runs, worker CPU seconds per 1,000 messages. The last line is JSON.
+the campaign runs, worker and broker CPU-ms per message. The last line is JSON.
 
-    python bench/dispatch.py [--messages 20000] [--limits 1000,1000,80] [--latency-ms 50]
+    python bench/dispatch.py [--messages 30000] [--limits 1000] [--latency-ms 50]
+
+Defaults (issue 19): one tenant, one number limited to 1,000 msg/s, 30,000 campaign messages,
+transactional probes during the campaign, one worker process; ``--limits 1000,1000,80`` is the old
+three-number scenario, ``--limits 80 --messages 3000`` the tier most numbers are on.
 
 Starts and stops its own broker and sandbox unless KAFKA_BOOTSTRAP_SERVERS is set (then uses that
 broker; the sandbox is always its own). The absolute numbers depend on this machine's load.
@@ -191,6 +195,8 @@ class Bench:
         time.sleep(2.0 if self.a.workers > 1 else 0.0)  # let the group settle on its final assignment
         self.warm_up(erp, reader)
         cpu0 = cpu_seconds_all([w.pid for w in workers])
+        broker = [self.provider.pid] if self.provider is not None and self.provider.pid else []
+        bcpu0 = cpu_seconds_all(broker) if broker else None
         t_pub = time.time()
         erp.publish(campaign)
         log(f"published in {time.time() - t_pub:.1f}s; the campaign runs")
@@ -209,6 +215,7 @@ class Bench:
         final = reader.wait_final(keys, timeout=expected_s * 3 + 60)
         t_done = time.time()
         cpu1 = cpu_seconds_all([w.pid for w in workers])
+        bcpu1 = cpu_seconds_all(broker) if broker else None
         log(f"{len(final)}/{len(keys)} final results after {t_done - t_pub:.1f}s")
 
         # steady phase: 30 % of the aggregate limit, for command->Graph latency without a backlog
@@ -267,6 +274,9 @@ class Bench:
             "transactional_p50_ms": round(pct(tx_lat, 0.5), 1), "transactional_p99_ms": round(pct(tx_lat, 0.99), 1),
             "transactional_probes": len(tx_lat),
             "cpu_s_per_1000": round((cpu1 - cpu0) / max(1, len(final)) * 1000, 3) if cpu0 is not None else None,
+            "worker_cpu_ms_per_msg": round((cpu1 - cpu0) / max(1, len(final)) * 1000, 3) if cpu0 is not None else None,
+            "broker_cpu_ms_per_msg": (round((bcpu1 - bcpu0) / max(1, len(final)) * 1000, 3)
+                                      if bcpu0 is not None and bcpu1 is not None else None),
         }
 
     def warm_up(self, erp, reader) -> None:
@@ -340,8 +350,8 @@ class Bench:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_MESSAGES", 20_000)))
-    ap.add_argument("--limits", default=os.environ.get("BENCH_LIMITS", "1000,1000,80"),
+    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_MESSAGES", 30_000)))
+    ap.add_argument("--limits", default=os.environ.get("BENCH_LIMITS", "1000"),
                     help="throughput limit of each number (msg/s), comma-separated")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--steady-s", type=float, default=5.0)
@@ -359,9 +369,11 @@ def main() -> None:
     finally:
         b.stop()
     summary = {k: result[k] for k in ("utilization_min", "over_limit_windows", "throttled_130429", "duplicates",
-                                      "lost", "aggregate_msgs_per_s")}
+                                      "lost", "worker_cpu_ms_per_msg", "broker_cpu_ms_per_msg",
+                                      "transactional_p99_ms", "aggregate_msgs_per_s")}
     summary["baseline_msgs_per_s"] = base["baseline_msgs_per_s"]
-    summary.update({k: result[k] for k in ("p99_ms", "transactional_p99_ms")})
+    summary["limits"] = b.limits
+    summary.update({k: result[k] for k in ("p99_ms", "transactional_probes", "final_results", "commands")})
     print(json.dumps(summary), flush=True)
 
 

@@ -28,6 +28,7 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -65,6 +66,32 @@ class Delivered:
 
 
 _Done = tuple[asyncio.Future, KafkaError | None, object]
+Record = tuple[str, "bytes | None", "bytes | str | None", "list[tuple[str, bytes]] | None", "int | None"]
+
+
+class _Batch:
+    """The delivery reports of one ``publish_many`` (filled in by the poll)."""
+
+    __slots__ = ("fut", "left", "delivered", "error")
+
+    def __init__(self, fut: asyncio.Future, n: int) -> None:
+        self.fut = fut
+        self.left = n
+        self.delivered: list[Delivered | None] = [None] * n
+        self.error: KafkaError | None = None
+
+    def answer(self, i: int, err: KafkaError | None, msg: object) -> bool:
+        """Record one report; True when it was the last."""
+        if err is not None:
+            self.error = self.error or err
+        else:
+            self.delivered[i] = Delivered(msg.topic(), msg.partition(), msg.offset())  # type: ignore[attr-defined]
+        self.left -= 1
+        return self.left == 0
+
+    def abandon(self, n: int) -> None:
+        """``n`` records were never produced: nothing will answer them."""
+        self.left -= n
 
 
 class KafkaPublisher:
@@ -156,6 +183,50 @@ class KafkaPublisher:
         if err is not None:
             raise _failed(err)
         return Delivered(msg.topic(), msg.partition(), msg.offset())
+
+    async def publish_many(self, records: Sequence[Record]) -> list[Delivered]:
+        """Write ``records`` and resume once the broker acknowledged every one of them: one future
+        for the batch, not one per record (the send worker writes a batch of ledger entries, or of
+        outcomes and results, per pacing tick). The first failure raises after all are answered;
+        the records acknowledged before it stay written (each caller's protocol tolerates that)."""
+        assert self._loop is not None, "start() first"
+        if not records:
+            return []
+        batch = _Batch(self._loop.create_future(), len(records))
+        produce = self._producer.produce
+        try:
+            for i, (topic, value, key, headers, partition) in enumerate(records):
+                where = {} if partition is None else {"partition": partition}
+                produce(topic, value, key, headers=headers, on_delivery=partial(self._collect_one, batch, i), **where)
+                self._inflight += 1
+        except BufferError as exc:
+            batch.abandon(len(records) - i)
+            raise PublishFailed("producer queue full") from exc
+        except KafkaException as exc:
+            batch.abandon(len(records) - i)
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            raise (_failed(err) if err is not None else PublishFailed(str(exc))) from exc
+        if self._wake is not None and not self._wake.is_set():
+            self._wake.set()
+        if self._poll_mode == "loop":
+            self._deadlines.append((self._loop.time() + self._deadline, batch.fut))
+            err, _ = await batch.fut
+        else:
+            timer = self._loop.call_later(self._deadline, _expire, batch.fut)
+            err, _ = await batch.fut
+            timer.cancel()
+        if err is _TIMED_OUT:
+            raise PublishFailed(f"no broker ack within {self._deadline:.3f}s")
+        if batch.error is not None:
+            raise _failed(batch.error)
+        return batch.delivered  # type: ignore[return-value]
+
+    def _collect_one(self, batch: "_Batch", i: int, err: KafkaError | None, msg: object) -> None:
+        # runs inside poll(): one record of a batch answered; the batch's future when all are
+        self._inflight -= 1
+        if batch.answer(i, err, msg):
+            self._done.append((batch.fut, None, None))
+            self._inflight += 1  # _resolve counts every entry it answers
 
     def metadata_ok(self, topics: tuple[str, ...], timeout: float = 2.0) -> tuple[bool, str]:
         """A real metadata request: every topic exists and each partition has a leader."""

@@ -104,8 +104,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Dead raw webhooks carry the same cleartext as wa.webhook.raw: same short retention (docs/privacy.md).
     TopicSpec(WEBHOOK_DEAD, "ingress id", "DeadLetter", retention_from="raw_webhook_retention_ms",
               max_bytes_from=webhook_dead_max_bytes),
-    TopicSpec(SEND_REQUESTED, "tenant_id", "SendCommand"),
-    TopicSpec(SEND_REQUESTED_BULK, "tenant_id", "SendCommand"),
+    TopicSpec(SEND_REQUESTED, "phone_number_id", "SendCommand"),
+    TopicSpec(SEND_REQUESTED_BULK, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED, "phone_number_id", "SendCommand"),
     TopicSpec(SEND_ACCEPTED_TX, "phone_number_id", "SendCommand"),
     # Written to the partition number of the command's wa.send.accepted partition (explicitly), so

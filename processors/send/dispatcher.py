@@ -16,8 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from connectors.meta import errors as meta_errors
+from connectors.meta.send_call import CallTrace
 from processors.send import records as R
+from processors.send.batching import Coalescer
 from processors.send.lanes import TRANSACTIONAL, Job, NumberQueue
 from processors.send.ledger import DISPATCHING, DONE, RETRY, Entry, Ledger
 from processors.send.ledger_store import TierSend
@@ -37,6 +41,13 @@ REPEATED = "result repeated: its command was read again after a restart or rebal
 ANSWERED_REMEMBERED = 50_000
 
 Send = Callable[..., Awaitable[None]]  # (topic, key, value, *, partition=None, headers=None) -> acked
+SendMany = Callable[[list], Awaitable[list]]  # [(topic, value, key, headers, partition)] -> deliveries, all acked
+
+# Slots reserved per number and pacing tick: their DISPATCHING entries are written and
+# acknowledged together before their calls start (a tick at 1,000 msg/s is a few ms: a handful).
+BATCH_MOST = 64
+# A command is validated when it is admitted; again before its call only if it waited longer.
+REVALIDATE_AFTER_S = 1.0
 
 
 @dataclass
@@ -87,24 +98,29 @@ class Answered:
 
 
 class Dispatcher:
-    def __init__(self, settings: Any, *, ledger: Ledger, send: Send, serde: Any, topics: Topics, graph: Any,
-                 registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
+    def __init__(self, settings: Any, *, ledger: Ledger, send: Send, send_many: SendMany, serde: Any,
+                 topics: Topics, sender: Any, registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
                  wamid_ref: Callable[[str], str],
                  is_restricted: Callable[[str], bool] | None = None, suppressions: Any = None,
                  pause: Callable[[int], None] | None = None, resume: Callable[[int], None] | None = None) -> None:
         """``pause(p)`` / ``resume(p)`` stop and restart fetching the campaign lane's partition
         ``p`` (backpressure without blocking the agent, which would stall every other topic).
         ``wamid_ref`` turns Meta's wamid into its keyed ref (wapipe/privacy/wamids.py): the ledger,
-        the results and everything downstream keep only that, never the wamid (it embeds the number)."""
+        the results and everything downstream keep only that, never the wamid (it embeds the number).
+        ``sender``: the send call (``connectors.meta.send_call.MessageSender``); ``send_many``:
+        batched writes, acknowledged together (``KafkaPublisher.publish_many``)."""
         self.s = settings
         self._pause = pause
         self._resume = resume
         self._paused: set[int] = set()
         self.ledger = ledger
         self._send = send
+        self._send_many = send_many
         self.serde = serde
         self.topics = topics
-        self.graph = graph
+        self.sender = sender
+        self._outcomes: Coalescer[tuple] = Coalescer(self._write_outcomes)
+        self._window_ms = int(settings.send_dedup_window_s * 1000)
         self.registry = registry
         self.kek = kek
         self.keyring = keyring
@@ -133,9 +149,18 @@ class Dispatcher:
     # --- admission -------------------------------------------------------------------------
     async def admit(self, cmd: dict, *, raw: bytes, partition: int, source: str, ack: Callable[[], Awaitable[Any]],
                     backpressure: bool = True) -> None:  # noqa: ARG002 - kept for callers
-        """A command read from wa.send.accepted(.transactional) or wa.send.retry."""
+        """A command read from its request topic (on its number's partition), wa.send.accepted
+        (re-keyed there) or wa.send.retry: validated, then decided from the ledger — the one
+        dedup record — and queued."""
         self._revoked.discard(partition)
         self.stats.accepted += 1
+        now_ms = int(time.time() * 1000)
+        refusal = validate(cmd, self.registry, now_ms=now_ms, last_inbound=self.windows.last_inbound,
+                           window_s=self.s.send_session_window_s, is_restricted=self.is_restricted)
+        if refusal is not None:  # not remembered: the ERP may fix the cause and resend the key
+            await self._emit(cmd, refusal.outcome, reason=refusal.reason)
+            await ack()
+            return
         await self.ledger.ensure_loaded(partition)
         key = R.command_key(cmd)
         active = self._active.get(key)
@@ -150,8 +175,10 @@ class Dispatcher:
                 active.ack = _chained(active.ack, ack)
             return
         entry = self.ledger.get(key)
+        if entry is not None and entry.state == DONE and entry.at_ms < now_ms - self._window_ms:
+            entry = None  # older than the dedup window: the key is free again
         job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.get("lane") or TRANSACTIONAL, ack=ack,
-                  enqueued=time.monotonic(), source=source, raw=raw)
+                  enqueued=time.monotonic(), source=source, raw=raw, checked=time.monotonic())
         if job.lane == TRANSACTIONAL and cmd.get("requested_at") is not None:
             self.stats.tx_to_admit = max(self.stats.tx_to_admit, time.time() - cmd["requested_at"].timestamp())
         if entry is not None:
@@ -261,28 +288,37 @@ class Dispatcher:
                 if t > now:
                     await asyncio.sleep(t - now)
                     continue
-                await self.slots.acquire(q.tenant, urgent=bool(q.tx), who=pnid)
-                now = time.monotonic()
-                job = q.pop(now, paused=paused)
-                if job is None:
-                    self.slots.release()
-                    continue
-                ready = pairs.ready_at(job.subject, now)
-                if ready > now:  # this recipient must wait; others go on
-                    q.size += 1
-                    q.defer(job, ready)
-                    self.slots.release()
-                    continue
-                early = self._precheck(job)
-                if early is not None:  # decided without a Graph call: no slot used
-                    self._spawn(job, self._settle(job, *early))
-                    continue
-                if not pacer.reserve(now):
-                    q.push(job, front=True)
-                    self.slots.release()
-                    continue
-                pairs.take(job.subject, now)
-                self._spawn(job, self._dispatch(job))
+                batch: list[Job] = []
+                for i in range(pacer.due(now, BATCH_MOST)):
+                    if i == 0:
+                        await self.slots.acquire(q.tenant, urgent=bool(q.tx), who=pnid)
+                    elif not self.slots.try_acquire():  # never wait holding a batch's slots
+                        break
+                    now = time.monotonic()
+                    job = q.pop(now, paused=paused)
+                    if job is None:
+                        self.slots.release()
+                        break
+                    ready = pairs.ready_at(job.subject, now)
+                    if ready > now:  # this recipient must wait; others go on
+                        q.size += 1
+                        q.defer(job, ready)
+                        self.slots.release()
+                        continue
+                    early = self._precheck(job)
+                    if early is not None:  # decided without a Graph call: no slot used
+                        self._spawn(job, self._settle(job, *early))
+                        continue
+                    if not pacer.reserve(now):
+                        q.push(job, front=True)
+                        self.slots.release()
+                        break
+                    pairs.take(job.subject, now)
+                    batch.append(job)
+                if batch:
+                    self._start_batch(batch)
+                else:
+                    await asyncio.sleep(0)  # nothing reserved this turn: let the loop run
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug must not stop a number forever
@@ -302,6 +338,22 @@ class Dispatcher:
 
         task.add_done_callback(done)
 
+    def _start_batch(self, jobs: list[Job]) -> None:
+        """Write the batch's DISPATCHING entries (one acknowledgement), then start its calls. The
+        batch task counts as work under way for its partitions (a revocation waits for it)."""
+        task = asyncio.ensure_future(self._dispatch_batch(jobs))
+        owners = [self._inflight_by_partition[p] for p in {j.partition for j in jobs}]
+        for tasks in owners:
+            tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            for tasks in owners:
+                tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("dispatcher.batch_failed", jobs=len(jobs), error=repr(t.exception()))
+
+        task.add_done_callback(done)
+
     async def _cancel_stopped(self, q: NumberQueue) -> None:
         stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.cmd["tenant_id"], j.campaign))
         for job in stopped:
@@ -313,13 +365,15 @@ class Dispatcher:
         if self.campaigns.stopped(cmd["tenant_id"], job.campaign or None):
             return (R.Outcome.CANCELLED, "campaign stopped")
         now_ms = int(time.time() * 1000)
-        refusal = validate(cmd, self.registry, now_ms=now_ms, last_inbound=self.windows.last_inbound,
-                           window_s=self.s.send_session_window_s, is_restricted=self.is_restricted)
-        if refusal is not None:
-            return (refusal.outcome, refusal.reason)
+        if time.monotonic() - job.checked > REVALIDATE_AFTER_S:  # it waited: things may have changed
+            job.checked = time.monotonic()
+            refusal = validate(cmd, self.registry, now_ms=now_ms, last_inbound=self.windows.last_inbound,
+                               window_s=self.s.send_session_window_s, is_restricted=self.is_restricted)
+            if refusal is not None:
+                return (refusal.outcome, refusal.reason)
         # >>> MARKETING OPT-OUT HOOK (processors/send/suppression.py): the one call, just before any
-        # Graph call. A MARKETING template to a subject who stopped marketing messages is REJECTED
-        # here (reason_code MARKETING_OPT_OUT) and never reaches Meta.
+        # Graph call (every time: one dict lookup). A MARKETING template to a subject who stopped
+        # marketing messages is REJECTED here (reason_code MARKETING_OPT_OUT) and never reaches Meta.
         if self.suppressions is not None and (optout := self.suppressions.refusal(cmd, self.registry)) is not None:
             return (optout.outcome, optout.reason, optout.code)
         # <<< MARKETING OPT-OUT HOOK
@@ -348,33 +402,61 @@ class Dispatcher:
             tok = self._tokens[k] = tenant.open_token(self.kek)
         return tok
 
-    async def _dispatch(self, job: Job) -> None:
-        """One Graph call, in the slot the number's loop reserved for it (released if it never starts)."""
+    def _prepare(self, job: Job) -> tuple[str, bytes]:
+        """The tenant's token and the request body (JSON bytes) of ``job``'s call."""
+        cmd = job.cmd
+        token = self._token(self.registry.tenant(cmd["tenant_id"]))
+        # Inline: the data key is normally in the ring's memory already (it is published before
+        # any command sealed with it), and an AES-GCM open is microseconds.
+        pii = self.keyring.unseal(cmd["pii"])
+        body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
+                "to": pii["to"], "biz_opaque_callback_data": job.key}
+        return token, orjson.dumps(body)
+
+    async def _dispatch_batch(self, jobs: list[Job]) -> None:
+        """Graph calls in the slots the number's loop reserved for them: their DISPATCHING entries
+        first, written together and acknowledged (acks=all) before any of the calls starts."""
+        pacer = self.pacers[jobs[0].cmd["phone_number_id"]]
+        ready: list[tuple[Job, str, bytes]] = []
+        for job in jobs:
+            try:
+                token, body = self._prepare(job)
+            except Exception as exc:  # erased subject, unreadable seal, no token: refused before any call
+                pacer.release()
+                self._spawn(job, self._finish(job, R.Outcome.FAILED, attempts=job.attempt,
+                                              reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300]))
+                continue
+            ready.append((job, token, body))
+        if not ready:
+            return
+        written = time.monotonic()
+        try:
+            await self.ledger.record_many([(job.key, job.partition,
+                                            R.ledger_entry(job.cmd, DISPATCHING, attempts=job.attempt + 1))
+                                           for job, _, _ in ready])
+        except BaseException as exc:
+            for job, _, _ in ready:  # no call made: they go back to the front of their queue
+                pacer.release()
+                self.slots.release()
+                if not isinstance(exc, asyncio.CancelledError) and not self._closing:
+                    self._enqueue(job, front=True)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            logger.warning("dispatcher.intent_write_failed", jobs=len(ready), error=f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(0.5)
+            return
+        self.stats.ledger_writes += len(ready)
+        self.stats.ledger_write_s += (time.monotonic() - written) * len(ready)
+        for job, token, body in ready:
+            self._spawn(job, self._call(job, token, body, pacer))
+
+    async def _call(self, job: Job, token: str, body: bytes, pacer: NumberPacer) -> None:
+        """One Graph call, whose intent is on the ledger. The slot reserved before the ledger write
+        already counts in the window, so the call leaves now, unless a throttle lowered the cap
+        meanwhile; it then counts until 1 s after its request was written (``NumberPacer``)."""
         cmd = job.cmd
         attempt = job.attempt + 1
-        pacer = self.pacers[cmd["phone_number_id"]]
         try:
-            tenant = self.registry.tenant(cmd["tenant_id"])
-            token = self._token(tenant)
-            # Inline: the data key is normally in the ring's memory already (it is published before
-            # any command sealed with it), and an AES-GCM open is microseconds.
-            pii = self.keyring.unseal(cmd["pii"])
-            body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
-                    "to": pii["to"], "biz_opaque_callback_data": job.key}
-        except Exception as exc:  # erased subject, unreadable seal, no token: refused before any call
-            pacer.release()
-            await self._finish(job, R.Outcome.FAILED, attempts=job.attempt,
-                               reason=f"cannot prepare the message: {type(exc).__name__}: {exc}"[:300])
-            return
-        try:
-            written = time.monotonic()
-            await self.ledger.record(job.key, job.partition, R.ledger_entry(cmd, DISPATCHING, attempts=attempt))
-            self.stats.ledger_writes += 1
-            self.stats.ledger_write_s += time.monotonic() - written
-            # The slot reserved before the ledger write already counts in the window, so the call
-            # leaves now, unless a throttle lowered the cap meanwhile. It then counts until 1 s
-            # after its response (``NumberPacer.window_wait``): the server counts it somewhere in
-            # between, however late the pool or the loop sends it.
             while (wait := pacer.start_wait(time.monotonic())) > 0:
                 await asyncio.sleep(wait)
         except BaseException:
@@ -385,12 +467,13 @@ class Dispatcher:
         self.stats.calls_by_number[cmd["phone_number_id"]] += 1
         if job.lane == TRANSACTIONAL:
             self.stats.tx_admit_to_call = max(self.stats.tx_admit_to_call, time.monotonic() - job.enqueued)
+        trace = CallTrace()
         try:
             try:
-                accepted = await self.graph.send_message(cmd["phone_number_id"], body, token=token,
-                                                         timeout=self.s.send_graph_timeout_s)
+                accepted = await self.sender.send(cmd["phone_number_id"], body, token=token,
+                                                  timeout=self.s.send_graph_timeout_s, trace=trace)
             finally:
-                pacer.finish(time.monotonic())
+                pacer.finish(time.monotonic(), written_at=trace.written_at)
         except meta_errors.MetaError as exc:
             await self._on_error(job, exc, attempt)
             return
@@ -440,6 +523,9 @@ class Dispatcher:
             await self._finish(job, R.Outcome.FAILED, attempts=attempt, reason=str(exc)[:300], **code)
 
     # --- outcomes --------------------------------------------------------------------------
+    async def _write_outcomes(self, items: list[tuple]) -> None:
+        await self.ledger.record_many([entry for entry, _ in items], extra=[r for _, r in items])
+
     async def _emit(self, cmd: dict, outcome: R.Outcome, **kw: Any) -> None:
         self.stats.outcomes[str(outcome)] += 1
         value = self.serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=self.topics.results)
@@ -460,8 +546,12 @@ class Dispatcher:
         entry = R.ledger_entry(job.cmd, DONE, attempts=attempts, outcome=str(outcome), wamid=kw.get("wamid"),
                                message_status=kw.get("message_status"), error_code=kw.get("error_code"),
                                error_subcode=kw.get("error_subcode"), at=at)
-        await asyncio.gather(self.ledger.record(job.key, job.partition, entry),
-                             self._emit(job.cmd, outcome, attempts=attempts, at=at, **kw))
+        value = self.serde.encode(R.RESULT, R.result(job.cmd, outcome, attempts=attempts, at=at, **kw),
+                                  topic=self.topics.results)
+        # The DONE entry and the result leave with every other outcome of this loop turn.
+        await self._outcomes.submit(((job.key, job.partition, entry),
+                                     (self.topics.results, value, job.cmd["tenant_id"].encode(), None, None)))
+        self.stats.outcomes[str(outcome)] += 1
         self._answered.add(job.key, job.cmd["command_id"], str(outcome))
         await self._released(job)
         if outcome == R.Outcome.UNKNOWN and self.on_unknown is not None:

@@ -33,6 +33,7 @@ class Job:
     source: str = ""
     raw: bytes = b""  # the command as read, for wa.send.retry / wa.send.dead
     held: bool = False  # counted against its partition's buffer
+    checked: float = 0.0  # monotonic instant it was last validated
 
     @property
     def campaign(self) -> str:

@@ -161,8 +161,9 @@ class Ledger:
     from the topic at each load and by this worker's own acknowledged writes."""
 
     def __init__(self, store: LedgerStore, serde: AvroSerde, write: Writer, reader: TopicReader, *,
-                 topic: str) -> None:
+                 topic: str, write_many: Callable[[list], Awaitable[list]] | None = None) -> None:
         self.store = store
+        self._write_many = write_many
         self.serde = serde
         self.topic = topic
         self._write = write
@@ -304,7 +305,28 @@ class Ledger:
             self._advance(partition, offset)
         return Entry.from_record(record)
 
-    def _advance(self, partition: int, offset: int) -> None:
+    async def record_many(self, items: list[tuple[str, int, dict]], extra: list | None = None) -> list:
+        """Write several entries (key, partition, DispatchEntry) — and ``extra`` records for other
+        topics (the results), in the same batch — and wait once for the broker to acknowledge them
+        all. Returns the deliveries of ``extra``. Needs a batch writer (``write_many``)."""
+        assert self._write_many is not None, "a Ledger built without write_many writes one entry at a time"
+        values = [self.serde.encode(LEDGER, record, topic=self.topic) for _, _, record in items]
+        records = [(self.topic, v, key.encode(), None, partition) for (key, partition, _), v in zip(items, values)]
+        delivered = await self._write_many(records + list(extra or ()))
+        touched: set[int] = set()
+        for (key, partition, record), value, d in zip(items, values, delivered):
+            offset = d.offset if d is not None else None
+            self._apply(partition, offset, key, value, record)
+            if offset is not None:
+                self._advance(partition, offset, persist=False)
+                touched.add(partition)
+        for partition in touched:  # the frontier once per batch, not once per entry
+            front = self._front.get(partition)
+            if front is not None:
+                self.store.set_frontier(partition, front)
+        return delivered[len(items):]
+
+    def _advance(self, partition: int, offset: int, *, persist: bool = True) -> None:
         """Move the frontier over this worker's own acknowledged writes, as long as they are
         contiguous with it (anything else in between is read at the next load)."""
         front, ahead = self._front.get(partition), self._ahead.get(partition)
@@ -317,7 +339,8 @@ class Ledger:
             moved += 1
         if moved != front:
             self._front[partition] = moved
-            self.store.set_frontier(partition, moved)
+            if persist:
+                self.store.set_frontier(partition, moved)
         elif len(ahead) > MAX_AHEAD:  # a gap that will not fill (a write that failed): stop following
             self._front.pop(partition, None)
             self._ahead.pop(partition, None)

@@ -3,9 +3,10 @@
 * ``NumberPacer`` — one per phone number: even spacing at ``safety`` × the number's limit
   (no bursts), plus a hard cap on the count in any sliding 1 s window, and an adaptive factor
   that a throttle error lowers and quiet time restores. The cap counts each call from the instant
-  its slot is reserved until one second after its response came back (see ``window_wait``), so the
-  server's count stays under the cap whenever in that span the server counts it, and a call whose
-  slot was reserved never has to wait for the window once its ledger entry is written.
+  its slot is reserved until 1 s plus ``jitter`` after its request was written to the socket (see
+  ``window_wait``), so the server's count stays under the cap as long as the server counts a call
+  within ``jitter`` of the others' delay, and a call whose slot was reserved never has to wait for
+  the window once its ledger entry is written.
 * ``PairLimiter`` — one message per ``interval`` to the same recipient with a borrowed burst
   (a token bucket per recipient), and Meta's 4^X backoff after a 131056.
 * ``TierBudget`` — unique recipients of business-initiated messages per moving 24 h
@@ -35,15 +36,18 @@ class NumberPacer:
     _paused_until: float = 0.0
     _last_throttle: float = -1e9
     _last_recover: float = 0.0
-    poll: float = 0.002  # how soon to look again when only a response in flight can free the window
-    _sent: deque = field(default_factory=deque)  # response instants of finished calls, in order
+    poll: float = 0.002  # how soon to look again when only a call under way can free the window
+    # The most the server's counting instant of one call can lag behind another's, relative to
+    # the instants their requests were written (network and server-side jitter, not the delay).
+    jitter: float = 0.015
+    _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
 
     @property
     def cap(self) -> int:
         """Most sends allowed in any sliding 1 s window: the limit less a margin of at least one
-        message (network jitter can move one send into a neighbour's window)."""
+        message (rounding, and a counting jitter a little over ``jitter``)."""
         top = max(1, math.floor(self.limit * self.factor))
         margin = max(1, math.ceil(top * (1 - self.safety) / 2))
         return max(1, top - margin)
@@ -57,9 +61,9 @@ class NumberPacer:
         self.limit = float(max(1.0, limit))
 
     def _prune(self, now: float) -> None:
-        sent = self._sent
-        while sent and sent[0] <= now - 1.0:
-            sent.popleft()
+        tails = self._tails
+        while tails and tails[0] <= now:
+            tails.popleft()
 
     def _recover(self, now: float) -> None:
         # Back up by 2 % of the limit per quiet second, from 3 s after the last throttle.
@@ -72,14 +76,17 @@ class NumberPacer:
     def window_wait(self, now: float) -> float:
         """Seconds until the sliding window has room for one more reservation (0: now).
 
-        A call counts from its ``reserve`` (before its ledger write and before its request leaves)
-        until 1 s after its ``finish`` (after its response arrived): the server counts it at some
-        instant s with reserve <= s <= finish. Take any server window (t-1, t] and the last call k
-        counted in it to have been reserved: every other call j counted there was reserved before
-        k and finished after s_j > t-1 >= reserve_k - 1 — at reserve_k, j was reserved, in flight
-        or finished less than 1 s ago, so ``window_wait`` counted it. Hence at most ``cap`` calls
-        in any server window, whatever the network, connection pool or event-loop stalls do to the
-        arrival instants.
+        A call counts from its ``reserve`` until ``w + 1 + jitter``, ``w`` being the instant its
+        request was written (``finish(written_at=w)``; without it, the instant it ended). The
+        server counts call i at ``s_i = w_i + d_i``, its delay ``d_i`` within ``jitter`` of every
+        other's. Take any server window (t-1, t] and the last call k counted in it to have been
+        reserved: every other call j counted there was reserved before k, and
+        ``w_j = s_j - d_j > s_k - 1 - d_j >= w_k - 1 - jitter >= reserve_k - 1 - jitter``, so at
+        ``reserve_k`` call j was reserved, under way, or within its ``1 + jitter`` tail:
+        ``window_wait`` counted it. Hence at most ``cap`` calls in any server window, however long
+        the round trips, and whatever stalls do to when requests leave, since ``w`` is taken when
+        the request is written. (Until 2026-12 a call counted until 1 s after its *response*: the
+        round trip was added to every slot, and a number at 80 msg/s got 57.)
         """
         return self._wait(now, self._reserved)
 
@@ -90,18 +97,28 @@ class NumberPacer:
 
     def _wait(self, now: float, reserved: int) -> float:
         self._prune(now)
-        busy = len(self._sent) + self._in_flight + reserved
+        busy = len(self._tails) + self._in_flight + reserved
         if busy < self.cap:
             return 0.0
-        expire = busy - self.cap  # index of the finished call whose expiry makes room
-        if expire < len(self._sent):
-            return max(self.poll, self._sent[expire] + 1.0 - now)
-        return self.poll  # only a response still in flight can make room
+        expire = busy - self.cap  # index of the tail whose end makes room
+        if expire < len(self._tails):
+            return max(self.poll, self._tails[expire] - now)
+        return self.poll  # only a call under way can make room
 
     def ready_at(self, now: float) -> float:
         """Earliest instant the next slot starts (``<= now``: right away)."""
         self._recover(now)
         return max(self._next, self._paused_until, now + self.window_wait(now))
+
+    def due(self, now: float, most: int) -> int:
+        """How many even-paced slots are due at ``now`` (at most ``most``), window room aside."""
+        self._recover(now)
+        if now < self._paused_until:
+            return 0
+        start = max(self._next, now - self.max_lag)
+        if start > now:
+            return 0
+        return min(most, 1 + int((now - start) * self.rate))
 
     def reserve(self, now: float) -> bool:
         """Take the next even-paced slot if it is due and the window has room for it. The call
@@ -121,15 +138,25 @@ class NumberPacer:
 
     def start(self, now: float) -> None:
         """A call is about to leave (checked with ``start_wait`` just before, with no await in
-        between): its reservation, if it holds one, becomes a call in flight. Every ``start``
+        between): its reservation, if it holds one, becomes a call under way. Every ``start``
         must be followed by one ``finish``."""
         self._reserved = max(0, self._reserved - 1)
         self._in_flight += 1
 
-    def finish(self, now: float) -> None:
-        """The call's response (or its error, or our giving up on it) arrived at ``now``."""
+    def finish(self, now: float, written_at: float | None = None) -> None:
+        """The call ended at ``now`` (its response, its error, or our giving up on it);
+        ``written_at``: when its request was written, if known. It counts until 1 s + ``jitter``
+        after that (after ``now`` when not known: a request may leave as late as its end)."""
         self._in_flight = max(0, self._in_flight - 1)
-        self._sent.append(now)
+        tail = (now if written_at is None else min(written_at, now)) + 1.0 + self.jitter
+        tails = self._tails
+        if not tails or tails[-1] <= tail:
+            tails.append(tail)
+        else:  # out of order (a slow call ended after faster ones): keep them sorted
+            i = len(tails) - 1
+            while i > 0 and tails[i - 1] > tail:
+                i -= 1
+            tails.insert(i, tail)
 
     def try_take(self, now: float) -> bool:
         """``reserve``, ``start`` and ``finish`` at once (a call answered instantly)."""
@@ -153,13 +180,12 @@ class NumberPacer:
     def window_now(self, now: float) -> int:
         """``sent_in_last_second`` without changing anything: for a metrics scrape from another
         thread (``tuple`` copies the deque in one step under the GIL; nothing is pruned)."""
-        edge = now - 1.0
-        return sum(1 for t in tuple(self._sent) if t > edge) + self._in_flight + self._reserved
+        return sum(1 for t in tuple(self._tails) if t > now) + self._in_flight + self._reserved
 
     def sent_in_last_second(self, now: float) -> int:
-        """Calls counted in the window now: reserved, in flight, or finished within the last second."""
+        """Calls counted in the window now: reserved, under way, or within their tail."""
         self._prune(now)
-        return len(self._sent) + self._in_flight + self._reserved
+        return len(self._tails) + self._in_flight + self._reserved
 
 
 @dataclass

@@ -45,6 +45,14 @@ class FairSlots:
             if who and self._waiting.get(who) is fut:
                 del self._waiting[who]
 
+    def try_acquire(self) -> bool:
+        """A slot now, if one is free (never waits: a number's loop that already holds slots for a
+        batch must not wait for more while others wait for its own)."""
+        if self.free > 0:
+            self.free -= 1
+            return True
+        return False
+
     def promote(self, who: str) -> None:
         """``who`` waits for a transactional command now: it goes before the tenants' turns (its
         place in its tenant's queue is skipped once it is served)."""

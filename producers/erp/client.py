@@ -2,8 +2,11 @@
 
 ``ErpProducer.send(message, routing)`` returns only once the broker acknowledged the command
 (idempotent producer, acks=all): a command the ERP was told is sent is on ``wa.send.requested``.
-Records are keyed by tenant with Kafka's Java (murmur2) partitioner, the one every other writer
-of the pipeline uses, so a tenant's commands and results share a partition number. Campaign-lane
+Records are keyed by the sender's ``phone_number_id`` with Kafka's Java (murmur2) partitioner, the
+one every other writer of the pipeline uses: a command lands on its number's partition, where the
+one worker pacing that number reads it, dedups it in the number's ledger and sends it (a command
+keyed otherwise is moved there once by the worker, at the cost of one more write). Idempotency
+keys are unique per tenant and sender number. Campaign-lane
 commands go to ``wa.send.requested.bulk``, the rest to ``wa.send.requested``: the two are read by
 separate agents, so an invoice never waits behind a campaign's backlog (the worker accepts either
 lane on either topic).
@@ -95,7 +98,7 @@ class ErpProducer:
             value = self.serde.encode("SendCommand", cmd, topic=topic)
             while True:
                 try:
-                    self._producer.produce(topic, key=cmd["tenant_id"].encode(), value=value,
+                    self._producer.produce(topic, key=cmd["phone_number_id"].encode(), value=value,
                                            on_delivery=delivered)
                     break
                 except BufferError:  # local queue full: let deliveries drain

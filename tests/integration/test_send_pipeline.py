@@ -355,29 +355,55 @@ def test_duplicates_get_the_original_result_and_are_sent_once(send_world):
     assert w.sent_by_key() == Counter({f"{w.tenant_id}/dup-{i}": 1 for i in (1, 2, 3, 4)})
 
 
-def test_the_dedup_table_survives_a_restart_from_its_local_store(send_world):
-    """The dedup table lives in RocksDB under the state dir: a restarted worker still knows a key
-    when the changelog has nothing to recover from (its records deleted here, as retention would
-    after the window), so the intake answers the duplicate itself."""
-    from processors.send.app import dedup_changelog
-    from tests.integration.kafka_helpers import delete_all_records
-
+def test_the_ledger_answers_a_duplicate_after_a_restart(send_world):
+    """The ledger is the one dedup record (no Faust table): a restarted worker loads its number's
+    ledger partition and answers a reused key DUPLICATE with the original's outcome, unsent."""
     w = send_world
     w.start_worker()
     w.send(template(w.recipient(5), "hello_world"), w.routing("restart-1"))
     assert w.final(["restart-1"])["restart-1"]["outcome"] == "ACCEPTED"
-    time.sleep(1.5)  # the outcomes agent records ACCEPTED in the table
     w.supervisor.stop(w.worker)
-    changelog = dedup_changelog(w.settings.model_copy(update={"send_app_id": w.env["WAPIPE_SEND_APP_ID"]})).name
-    delete_all_records(w.bootstrap, changelog)
     w.start_worker("worker-2")
     second = w.send(template(w.recipient(5), "hello_world"), w.routing("restart-1"))
     deadline = time.monotonic() + 30
     while not (mine := [r for r in w.results() if r["command_id"] == second["command_id"]]):
         assert time.monotonic() < deadline, "no result for the re-sent key"
     assert [(r["outcome"], r["original_outcome"], r["reason"]) for r in mine] == [
-        ("DUPLICATE", "ACCEPTED", "idempotency key seen before")]
+        ("DUPLICATE", "ACCEPTED", "idempotency key already dispatched")]
     assert w.sent_by_key(check=False)[f"{w.tenant_id}/restart-1"] == 1  # (the 2nd warm-up counts it as warm)
+
+
+def test_a_command_keyed_otherwise_is_moved_once_to_its_numbers_partition(send_world):
+    """An ERP not using the SDK keys its commands by tenant: each is re-keyed once to its number's
+    partition (wa.send.accepted / .transactional), sent once, and answered like any other."""
+    from confluent_kafka import Producer
+
+    from processors.send.app import Partitions
+    from tests.integration.kafka_helpers import read_all
+    from wapipe.kafka import JAVA_PARTITIONER
+    from wapipe.topics import SEND_ACCEPTED, SEND_ACCEPTED_TX, SEND_REQUESTED, SEND_REQUESTED_BULK
+
+    w = send_world
+    w.start_worker()
+    parts = Partitions(w.settings.topic_partitions)
+    # a tenant key whose partition is not the number's: the command arrives on the wrong one
+    key = next(f"{w.tenant_id}-{i}" for i in range(1000)
+               if Partitions(w.settings.topic_partitions).of(f"{w.tenant_id}-{i}") != parts.of(w.numbers[0]))
+    tx = w.erp.command(template(w.recipient(6), "hello_world"), w.routing("rekey-tx"))
+    bulk = w.erp.command(template(w.recipient(7), "hello_world"), w.routing("rekey-bulk", lane=Lane.CAMPAIGN,
+                                                                              campaign="rk"))
+    p = Producer({"bootstrap.servers": w.bootstrap, "partitioner": JAVA_PARTITIONER})
+    for topic, cmd in ((SEND_REQUESTED, tx), (SEND_REQUESTED_BULK, bulk)):
+        p.produce(topic, key=key.encode(), value=w.erp.serde.encode("SendCommand", cmd, topic=topic))
+    assert p.flush(10) == 0
+    final = w.final(["rekey-tx", "rekey-bulk"])
+    assert {k: v["outcome"] for k, v in final.items()} == {"rekey-tx": "ACCEPTED", "rekey-bulk": "ACCEPTED"}
+    moved = {t: [m for m in read_all(w.bootstrap, t) if m.key() == w.numbers[0].encode()]
+             for t in (SEND_ACCEPTED_TX, SEND_ACCEPTED)}
+    assert [m.partition() for m in moved[SEND_ACCEPTED_TX]] == [parts.of(w.numbers[0])]
+    assert [m.partition() for m in moved[SEND_ACCEPTED]] == [parts.of(w.numbers[0])]
+    assert w.sent_by_key(check=False)[f"{w.tenant_id}/rekey-tx"] == 1
+    assert w.sent_by_key(check=False)[f"{w.tenant_id}/rekey-bulk"] == 1
 
 
 def test_permanent_failures_are_failed_without_retry(send_world):
@@ -490,9 +516,9 @@ def test_transactional_commands_do_not_wait_behind_a_campaign_backlog(send_world
     w.start_worker()
     protos = [w.erp.command(template(w.recipient(r), "hello_world"), w.routing("proto", lane=Lane.CAMPAIGN,
                                                                                  campaign="backlog"))
-              for r in range(150)]
+              for r in range(400)]
     campaign = []
-    for i in range(3000):
+    for i in range(8000):  # at the number's 1,000/s: 8 s of backlog
         c = copy.copy(protos[i // 20])  # 20 per recipient: well inside Meta's pair burst
         c["command_id"], c["idempotency_key"] = str(uuid.uuid4()), f"c-{i}"
         campaign.append(c)
@@ -507,8 +533,8 @@ def test_transactional_commands_do_not_wait_behind_a_campaign_backlog(send_world
         waited[f"tx-{i}"] = round(decided["decided_at"].timestamp() - t0, 2)
         time.sleep(0.5)
     t_tx = time.time()
-    final = w.final([f"c-{i}" for i in range(3000)], timeout=120)
-    assert len(final) == 3000 and {r["outcome"] for r in final.values()} == {"ACCEPTED"}
+    final = w.final([f"c-{i}" for i in range(8000)], timeout=120)
+    assert len(final) == 8000 and {r["outcome"] for r in final.values()} == {"ACCEPTED"}
     after_tx = sum(1 for r in final.values() if r["decided_at"].timestamp() > t_tx)
     assert after_tx > 300, f"the campaign was nearly over before the transactional commands ({after_tx} left)"
     assert max(waited.values()) < 2.0, f"transactional commands waited behind the campaign: {waited}"

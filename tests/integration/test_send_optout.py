@@ -130,3 +130,14 @@ def test_opt_out_refuses_marketing_before_meta_utility_goes_opt_in_lifts_it_and_
         assert sent[f"{w.tenant_id}/{key}"] == 0, key
     for key in ("util-1", "mkt-2", "mkt-b1", "util-b"):
         assert sent[f"{w.tenant_id}/{key}"] == 1, key
+
+    # 5. The person's access request shows their opt-out record (the tenant's, no number in it).
+    from wapipe.privacy.service import PrivacyService
+
+    svc = PrivacyService(w.settings, w.bootstrap).start()
+    try:
+        out = svc.export(tenant_id=w.tenant_id, owns_number=lambda p: p in w.numbers, wa_id=bob)
+    finally:
+        svc.close()
+    mine = [r["record"] for r in out["kafka"].get(SUPPRESSIONS, [])]
+    assert [r["source"] for r in mine] == ["error 131050"] and mine[0]["suppressed"] is True, out["kafka"].keys()

@@ -92,22 +92,23 @@ def from_user_preferences(body: object, path: str, *, tenant_id: str | None, pho
         except ValidationError as exc:
             bad.append(BadItem(ipath, _why(exc), raw))
             continue
-        user = pref.wa_id or pref.user_id
-        if not user:
+        users = [u for u in (pref.wa_id, pref.user_id) if u]
+        if not users:
             bad.append(BadItem(ipath, "names no user (neither wa_id nor user_id)", raw))
             continue
         if pref.category != CATEGORY or tenant_id is None:
             continue  # nothing to suppress: another category, or no tenant claims the number
-        try:
-            subject = subject_of(tenant_id, user)
+        try:  # the person's every subject here: by number and by BSUID (a send may name either)
+            subjects = list(dict.fromkeys(subject_of(tenant_id, u) for u in users))
         except ValueError as exc:
             bad.append(BadItem(ipath, f"user id: {exc}"[:300], raw))
             continue
         at = dt.datetime.fromtimestamp(pref.timestamp, dt.timezone.utc) if pref.timestamp is not None else received
-        out.append((key(tenant_id, subject), record(
-            tenant_id=tenant_id, subject_id=subject, suppressed=pref.value == "stop", source=f"{FIELD} {pref.value}",
-            at=at, received_at=received, phone_number_id=phone_number_id,
-            cause=f"{pref.value}:{pref.timestamp if pref.timestamp is not None else received.isoformat()}")))
+        for subject in subjects:
+            out.append((key(tenant_id, subject), record(
+                tenant_id=tenant_id, subject_id=subject, suppressed=pref.value == "stop",
+                source=f"{FIELD} {pref.value}", at=at, received_at=received, phone_number_id=phone_number_id,
+                cause=f"{pref.value}:{pref.timestamp if pref.timestamp is not None else received.isoformat()}")))
     return out, bad
 
 

@@ -112,8 +112,14 @@ class SuppressionList:
         return e is not None and e.suppressed
 
     def refusal(self, cmd: dict, registry: Registry) -> Refusal | None:
-        """The hook's one call: ``decide`` for this command, looked up in its own tenant."""
-        entry = self.entry(cmd.get("tenant_id") or "", cmd.get("subject_id") or "")
+        """The hook's one call: ``decide`` for this command, looked up in its own tenant. A command
+        naming the recipient by number and by BSUID has two subjects (``subject_id``,
+        ``user_subject_id``): the latest entry of either is the person's choice."""
+        tenant = cmd.get("tenant_id") or ""
+        entry = self.entry(tenant, cmd.get("subject_id") or "")
+        other = cmd.get("user_subject_id")
+        if other and (e2 := self.entry(tenant, other)) is not None and (entry is None or e2.at_ms > entry.at_ms):
+            entry = e2
         if entry is None or not entry.suppressed:
             return None  # the common case costs one dict lookup
         return decide(cmd, category_of(cmd, registry), entry)

@@ -123,7 +123,7 @@ def test_any_items_convert_or_are_bad_items_never_both_and_never_crash(items):
             subject = subject_id(PEPPER, "acme", it["wa_id"])
             assert any(e.record["subject_id"] == subject and e.record["suppressed"] == (it["value"] == "stop")
                        for e in sup), (i, it)
-    assert len(sup) <= len(items) - len(bad_idx)
+    assert len(sup) <= 2 * (len(items) - len(bad_idx))  # one per subject: by number and by BSUID
     for e in sup:
         wire = e.key.encode() + serde.encode("Suppression", e.record)
         for it in items:
@@ -138,3 +138,12 @@ def test_record_shape_round_trips_through_avro():
     back = serde.decode(serde.encode("Suppression", s.record), "Suppression")
     assert back == {**s.record, "at": back["at"], "received_at": back["received_at"]}
     assert json.loads(json.dumps(preferences.key("t", "s"))) == "t/s"
+
+
+def test_an_item_with_a_number_and_a_bsuid_suppresses_both_subjects():
+    n, _ = _normaliser({"1001": "acme"})
+    bsuid = "US.13491208655302741918"
+    done = n.convert_items(_raw(_prefs(_item("491711234567", user_id=bsuid))))
+    got = sorted(e.record["subject_id"] for e in _suppressions(done.events))
+    assert got == sorted({subject_id(PEPPER, "acme", "491711234567"), subject_id(PEPPER, "acme", bsuid)})
+    assert len({e.event_id for e in _suppressions(done.events)}) == 2

@@ -134,3 +134,15 @@ def test_property_state_is_the_latest_event_per_tenant_and_subject_in_any_delive
             assert refused == (expect and tenant == "acme")  # globex's promo is UTILITY
             for tpl in ("invoice", "otp", None):
                 assert lst.refusal(_cmd(tenant=tenant, subject=subject, template=tpl), REG) is None
+
+
+def test_a_command_with_a_number_and_a_bsuid_subject_follows_the_latest_choice_of_either():
+    """SendCommand v3 (BSUID) carries the BSUID's subject in ``user_subject_id`` beside the number's."""
+    lst = SuppressionList()
+    lst.apply(_rec(True, 10, subject="bsuid-subject"))  # opted out while known only by username
+    both = _cmd(subject="number-subject", user_subject_id="bsuid-subject")
+    assert lst.refusal(both, REG) is not None and lst.refusal(_cmd(subject="number-subject"), REG) is None
+    lst.apply(_rec(False, 20, subject="number-subject"))  # later resumed (the webhook had the number)
+    assert lst.refusal(both, REG) is None
+    lst.apply(_rec(True, 30, subject="bsuid-subject"))
+    assert lst.refusal(both, REG) is not None

@@ -240,9 +240,10 @@ class Bench:
         for n, lim in self.numbers.items():
             times = sorted(m["at"] for m in msgs if m["phone_number_id"] == n
                            and (m.get("biz_opaque_callback_data") or "").split("/", 1)[-1].startswith("c-"))
-            # steady middle: drop the first and last 10 % of the number's run (start-up and tail)
+            # steady middle: drop the first and last 10 % of the number's campaign (start-up and
+            # tail); every send of the number in it counts (the transactional probes use it too)
             lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
-            mid = [t for t in times if lo <= t <= hi]
+            mid = [m["at"] for m in msgs if m["phone_number_id"] == n and lo <= m["at"] <= hi]
             util[n] = (len(mid) - 1) / (hi - lo) / lim if hi > lo else 0.0
             windows[n] = counters["numbers"].get(n, {}).get("max_requests_1s", 0)
         dup = sum(1 for k in [c["idempotency_key"] for c in campaign + probes + steady] if len(at_by_key.get(k, [])) > 1)

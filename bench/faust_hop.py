@@ -7,6 +7,8 @@ the smallest such step alone: a Faust agent that reads a record and forwards it 
 nothing else, with the send worker's own Faust settings, in these variants:
 
 * ``faust-read``: the agent reads the record and writes nothing (what Faust's consumer costs);
+* ``faust-read-confluent``: the same through Faust's ``confluent://`` transport (librdkafka's
+  consumer instead of aiokafka's);
 * ``faust``: ``await out.send(...)`` through Faust's producer (aiokafka; buffered, not waiting for
   the broker's ack);
 * ``faust-ack``: ``await (await out.send(...))`` — the way the worker wrote its ledger until it
@@ -43,7 +45,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from own_broker import own_broker  # noqa: E402
 
 PARTITIONS = 4
-KINDS = ("faust-read", "faust", "faust-ack", "faust-librdkafka", "plain")  # "plain" (the baseline) last
+KINDS = ("faust-read", "faust-read-confluent", "faust", "faust-ack", "faust-librdkafka", "plain")  # "plain" last
 VALUE = os.urandom(600)  # the size of an Avro SendCommand with its sealed PII
 
 
@@ -61,8 +63,9 @@ def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str,
     from wapipe.publisher import KafkaPublisher
 
     # The send worker's settings (processors/send/app.py), memory store, no web server.
+    scheme = "confluent" if kind.endswith("-confluent") else "kafka"
     app = faust.App(
-        f"hop-{uuid.uuid4().hex[:8]}", broker=[f"kafka://{bootstrap}"], store="memory://", web_enabled=False,
+        f"hop-{uuid.uuid4().hex[:8]}", broker=[f"{scheme}://{bootstrap}"], store="memory://", web_enabled=False,
         datadir=tempfile.mkdtemp(prefix="faust-hop-"), topic_partitions=PARTITIONS, topic_disable_leader=True,
         stream_wait_empty=False, broker_commit_interval=0.5, consumer_auto_offset_reset="earliest",
         producer_acks=-1, stream_buffer_maxsize=256, broker_max_poll_records=100,
@@ -91,7 +94,7 @@ def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str,
             if kind == "faust-librdkafka":
                 await slots.acquire()
                 asyncio.ensure_future(publish(event.key, event.value))
-            elif kind != "faust-read":
+            elif not kind.startswith("faust-read"):
                 fut = await sink.send(key=event.key, value=event.value)
                 if kind == "faust-ack":
                     await fut
@@ -196,19 +199,25 @@ def measure(bootstrap: str, records: int) -> int:
     log(f"{records} records of {len(VALUE)} bytes on {src} ({PARTITIONS} partitions)")
     results = {}
     for kind in kinds:
-        results[kind] = run_child(kind, bootstrap, src, records, timeout=max(120.0, records / 100))
+        try:
+            results[kind] = run_child(kind, bootstrap, src, records, timeout=max(120.0, records / 100))
+        except RuntimeError as exc:  # a transport that never consumes is a finding, not a crash
+            log(f"{kind:10} FAILED: {exc}")
+            results[kind] = {"records_per_s": 0.0, "cpu_ms_per_record": None, "error": str(exc)}
+            continue
         r = results[kind]
         log(f"{kind:10} {r['records_per_s']:>9,.0f} records/s  {r['cpu_ms_per_record']:.3f} CPU-ms per record")
     base = results["plain"]["cpu_ms_per_record"]
     for kind in KINDS[:-1]:
-        log(f"{kind}: {results[kind]['cpu_ms_per_record'] / base:.1f}x the CPU of the plain loop per record")
+        if results[kind]["cpu_ms_per_record"] is not None:
+            log(f"{kind}: {results[kind]['cpu_ms_per_record'] / base:.1f}x the CPU of the plain loop per record")
     admin.delete_topics(names)
     figures = {}
     for kind in KINDS:
         name = "baseline" if kind == "plain" else kind.replace("-", "_")
         figures[f"{name}_cpu_ms_per_record"] = results[kind]["cpu_ms_per_record"]
         figures[f"{name}_records_per_s"] = results[kind]["records_per_s"]
-    print(json.dumps(figures))
+    print(json.dumps(figures))  # faust_read vs faust_read_confluent: the two transports
     return 0
 
 

@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     send_pair_interval_s: float = Field(default=6.0, ge=0, description="one message per this many s to one recipient")
     send_pair_burst: int = Field(default=45, ge=1, description="pair-rate burst Meta lets a number borrow")
     send_buffer_per_partition: int = Field(default=4000, ge=10, description="commands held in memory per partition")
+    # A partition is paused (no more campaign commands read from it) only when every number on it
+    # has 2 s of sendable work queued, or when the worker holds this many campaign commands in all
+    # (a paused campaign's commands are held, so the other numbers of its partition go on).
+    send_held_max: int = Field(default=50_000, ge=100, description="campaign commands held in memory per worker")
+    # The most the server counts a call later after its request was written than another call
+    # (processors/send/pacing.py: NumberPacer.window_wait); a larger value trades throughput for
+    # tolerance of a slow or stalling server.
+    send_window_jitter_s: float = Field(default=0.02, ge=0.0, le=1.0)
     send_session_window_s: int = Field(default=24 * 3600, ge=1, description="customer-service window")
     send_graph_timeout_s: float = Field(default=15.0, gt=0)
     send_reconcile_memory_s: float = Field(default=3600.0, gt=0, description="status webhooks remembered for UNKNOWN outcomes recorded later")

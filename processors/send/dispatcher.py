@@ -74,6 +74,10 @@ class Stats:
     # transactional lane: worst seconds from requested_at to admission, and admission to the call
     tx_to_admit: float = 0.0
     tx_admit_to_call: float = 0.0
+    # from a slot's reservation to its request written (what a slot costs the window beyond 1 s)
+    reserve_to_write_s: float = 0.0
+    reserve_to_write_n: int = 0
+    reserve_to_write_max: float = 0.0
 
 
 class Answered:
@@ -140,6 +144,8 @@ class Dispatcher:
         self._active: dict[str, Job] = {}  # key -> job queued or in flight in this process
         self._inflight_by_partition: dict[int, set[asyncio.Task]] = defaultdict(set)
         self._held: dict[int, int] = defaultdict(int)  # campaign-lane jobs held per partition
+        self._held_by: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))  # ... per number
+        self._held_total = 0
         self.slots = FairSlots(settings.send_max_in_flight)  # Graph calls in flight, fair between tenants
         self._revoked: set[int] = set()
         self._tokens: dict[tuple[str, int], str] = {}
@@ -211,18 +217,41 @@ class Dispatcher:
                 job.not_before = (entry.not_before_ms or 0) / 1000
         self._enqueue(job)
         if (job.held and self._pause is not None and partition not in self._paused
-                and self._held[partition] >= self.s.send_buffer_per_partition):
+                and self._held[partition] >= self.s.send_buffer_per_partition and self._may_pause(partition)):
             self._paused.add(partition)
             self._pause(partition)
+
+    def _may_pause(self, partition: int) -> bool:
+        """Stop reading a partition's campaign commands only when no number on it would starve:
+        every number holding commands from it has 2 s of sendable work queued (a paused campaign's
+        commands are not sendable), or the worker holds ``send_held_max`` campaign commands."""
+        if self._held_total >= self.s.send_held_max:
+            return True
+        return all(self._sendable(pnid) >= self._enough(pnid)
+                   for pnid, n in self._held_by[partition].items() if n > 0)
+
+    def _sendable(self, pnid: str) -> int:
+        q = self.queues.get(pnid)
+        if q is None:
+            return 0
+        return len(q.tx) + sum(len(jobs) for cid, jobs in q.campaigns.items()
+                               if not (cid and self.campaigns.paused(q.tenant, cid)))
+
+    def _enough(self, pnid: str) -> int:
+        pacer = self.pacers.get(pnid)
+        return max(64, int(2 * (pacer.limit if pacer is not None else self.s.send_default_mps)))
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
         pnid = job.cmd["phone_number_id"]
         q = self._queue(pnid)
         q.tenant = job.cmd["tenant_id"]
         self._active[job.key] = job
+        q.partition = job.partition
         if job.lane != TRANSACTIONAL and not job.held:
             job.held = True
             self._held[job.partition] += 1
+            self._held_by[job.partition][pnid] += 1
+            self._held_total += 1
         delay = job.not_before - time.time()
         if delay > 0:
             q.size += 1
@@ -237,7 +266,8 @@ class Dispatcher:
         q = self.queues.get(pnid)
         if q is None:
             q = self.queues[pnid] = NumberQueue()
-            self.pacers[pnid] = NumberPacer(self._limit(pnid), safety=self.s.send_rate_safety)
+            self.pacers[pnid] = NumberPacer(self._limit(pnid), safety=self.s.send_rate_safety,
+                                            jitter=self.s.send_window_jitter_s)
             self.pairs[pnid] = PairLimiter(self.s.send_pair_interval_s, self.s.send_pair_burst)
             self._wake[pnid] = asyncio.Event()
             self._loops[pnid] = asyncio.ensure_future(self._run_number(pnid))
@@ -255,6 +285,8 @@ class Dispatcher:
             job.held = False
             p = job.partition
             self._held[p] -= 1
+            self._held_by[p][job.cmd["phone_number_id"]] -= 1
+            self._held_total -= 1
             if p in self._paused and self._held[p] <= self.s.send_buffer_per_partition // 2:
                 self._paused.discard(p)
                 if self._resume is not None and p not in self._revoked:
@@ -276,6 +308,7 @@ class Dispatcher:
                     pacer.set_limit(self._limit(pnid))
                     await self._cancel_stopped(q)
                 if not q.has_ready(now, paused=paused):
+                    self._unstarve(q)
                     due = q.next_due()
                     wake.clear()
                     timeout = 0.25 if due is None else min(0.25, max(0.0, due - now))
@@ -314,6 +347,7 @@ class Dispatcher:
                         self.slots.release()
                         break
                     pairs.take(job.subject, now)
+                    job.reserved_at = now
                     batch.append(job)
                 if batch:
                     self._start_batch(batch)
@@ -324,6 +358,17 @@ class Dispatcher:
             except Exception:  # a bug must not stop a number forever
                 logger.exception("dispatcher.loop_error", phone_number_id=pnid)
                 await asyncio.sleep(0.5)
+
+    def _unstarve(self, q: NumberQueue) -> None:
+        """A number with nothing to send reads on from its partition, if that was paused because
+        of other numbers' (or paused campaigns') backlog: no head-of-line blocking between the
+        numbers of one partition, up to ``send_held_max`` commands held."""
+        p = q.partition
+        if (p is not None and p in self._paused and p not in self._revoked and self._resume is not None
+                and self._held_total < self.s.send_held_max):
+            self._paused.discard(p)
+            self._resume(p)
+            logger.info("dispatcher.partition_resumed_for_idle_number", partition=p, held=self._held[p])
 
     def _spawn(self, job: Job, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -474,6 +519,12 @@ class Dispatcher:
                                                   timeout=self.s.send_graph_timeout_s, trace=trace)
             finally:
                 pacer.finish(time.monotonic(), written_at=trace.written_at)
+                if trace.written_at is not None:
+                    lag = trace.written_at - job.reserved_at
+                    st = self.stats
+                    st.reserve_to_write_s += lag
+                    st.reserve_to_write_n += 1
+                    st.reserve_to_write_max = max(st.reserve_to_write_max, lag)
         except meta_errors.MetaError as exc:
             await self._on_error(job, exc, attempt)
             return

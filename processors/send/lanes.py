@@ -34,6 +34,7 @@ class Job:
     raw: bytes = b""  # the command as read, for wa.send.retry / wa.send.dead
     held: bool = False  # counted against its partition's buffer
     checked: float = 0.0  # monotonic instant it was last validated
+    reserved_at: float = 0.0  # monotonic instant its pacing slot was reserved
 
     @property
     def campaign(self) -> str:
@@ -52,6 +53,7 @@ class NumberQueue:
     _seq: Any = field(default_factory=itertools.count)
     size: int = 0
     tenant: str = ""  # the number's tenant (its share of the Graph calls in flight: slots.py)
+    partition: int | None = None  # the number's partition (all its commands are read from it)
 
     def push(self, job: Job, *, front: bool = False) -> None:
         self.size += 1

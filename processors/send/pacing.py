@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 class NumberPacer:
     limit: float  # messages per second Meta allows this number
     safety: float = 0.985  # pace at this share of the limit
-    max_lag: float = 0.02  # after a stall, catch up at most this much (s) — never a burst
+    # After a stall (the process descheduled on a busy machine), catch up at most this much (s):
+    # the window cap bounds any burst; 20 ms lost slots whenever a loaded 2-core machine held the
+    # worker's loop back longer than that.
+    max_lag: float = 0.1
     min_factor: float = 0.1
     factor: float = 1.0  # adaptive: lowered by throttles, restored over quiet time
     _next: float = 0.0
@@ -37,9 +40,9 @@ class NumberPacer:
     _last_throttle: float = -1e9
     _last_recover: float = 0.0
     poll: float = 0.002  # how soon to look again when only a call under way can free the window
-    # The most the server's counting instant of one call can lag behind another's, relative to
-    # the instants their requests were written (network and server-side jitter, not the delay).
-    jitter: float = 0.015
+    # The most the server counts a call after its request was written, beyond the least any call
+    # takes (network and server-side jitter, not the delay itself): an assumption, see window_wait.
+    jitter: float = 0.02
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
@@ -76,17 +79,23 @@ class NumberPacer:
     def window_wait(self, now: float) -> float:
         """Seconds until the sliding window has room for one more reservation (0: now).
 
-        A call counts from its ``reserve`` until ``w + 1 + jitter``, ``w`` being the instant its
-        request was written (``finish(written_at=w)``; without it, the instant it ended). The
-        server counts call i at ``s_i = w_i + d_i``, its delay ``d_i`` within ``jitter`` of every
-        other's. Take any server window (t-1, t] and the last call k counted in it to have been
-        reserved: every other call j counted there was reserved before k, and
-        ``w_j = s_j - d_j > s_k - 1 - d_j >= w_k - 1 - jitter >= reserve_k - 1 - jitter``, so at
-        ``reserve_k`` call j was reserved, under way, or within its ``1 + jitter`` tail:
-        ``window_wait`` counted it. Hence at most ``cap`` calls in any server window, however long
-        the round trips, and whatever stalls do to when requests leave, since ``w`` is taken when
-        the request is written. (Until 2026-12 a call counted until 1 s after its *response*: the
-        round trip was added to every slot, and a number at 80 msg/s got 57.)
+        A call counts from its ``reserve`` until 1 s after ``min(f, w + jitter)``: ``w`` the instant
+        its request was written, ``f`` the instant it ended (``finish``). The server counts call i
+        at ``s_i``, before its response (``s_i <= f_i``) and — the one assumption — within
+        ``jitter`` of its write beyond any other call's delay (``s_i - w_i`` varies by at most
+        ``jitter``; a delay common to all calls shifts every window alike). Take any server window
+        (t-1, t] and the last call k counted in it to have been reserved: every other call j
+        counted there was reserved before k, and ``s_j > s_k - 1``, so both
+        ``f_j >= s_j > s_k - 1 >= reserve_k - 1`` and ``w_j + jitter > reserve_k - 1`` hold
+        (``s_k >= w_k >= reserve_k`` up to the common delay) — at ``reserve_k`` call j was reserved,
+        under way, or within its tail: ``window_wait`` counted it. Hence at most ``cap`` calls in
+        any server window, however long the round trips, and whatever stalls in this process do
+        to when requests leave, since ``w`` is taken when the request is written. Without a known
+        ``w`` the tail runs from ``f``, which needs no assumption. (Until 2026-12 a call counted
+        until 1 s after its response: the round trip was added to every slot.) A server that
+        stalls longer than ``jitter`` between a request's arrival and its count breaks the
+        assumption; the cap's margin absorbs a little of it (bench/dispatch.py on a 2-core
+        machine running four test suites beside it: 84 in a window of 80 with a 10 ms jitter).
         """
         return self._wait(now, self._reserved)
 
@@ -145,10 +154,12 @@ class NumberPacer:
 
     def finish(self, now: float, written_at: float | None = None) -> None:
         """The call ended at ``now`` (its response, its error, or our giving up on it);
-        ``written_at``: when its request was written, if known. It counts until 1 s + ``jitter``
-        after that (after ``now`` when not known: a request may leave as late as its end)."""
+        ``written_at``: when its request was written, if known. It counts until 1 s after the
+        earlier of ``now`` and ``written_at + jitter`` (1 s after ``now`` when not known)."""
         self._in_flight = max(0, self._in_flight - 1)
-        tail = (now if written_at is None else min(written_at, now)) + 1.0 + self.jitter
+        # The server counted it before its response arrived, and (the assumption) within
+        # ``jitter`` of its write; the earlier of the two bounds it.
+        tail = (now if written_at is None else min(now, written_at + self.jitter)) + 1.0
         tails = self._tails
         if not tails or tails[-1] <= tail:
             tails.append(tail)

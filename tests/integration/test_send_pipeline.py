@@ -807,3 +807,46 @@ def test_a_full_pool_of_calls_in_flight_is_shared_between_tenants_in_turn(send_w
     assert len(order) - first_b > 60 + 60, "tenant A's campaign was over before B's began: nothing was shared"
     assert a_meanwhile <= 90, f"tenant A sent {a_meanwhile} while tenant B sent its 60"
     print(f"\ntenant A sent {a_meanwhile} while tenant B sent its 60")
+
+
+@pytest.mark.send_world(rates=[(200, 200)], env={"WAPIPE_SEND_BUFFER_PER_PARTITION": "100"})
+def test_a_paused_campaign_does_not_hold_up_another_number_of_its_partition(send_world):
+    """Two numbers on one partition: number A's campaign is paused with 600 commands held (six
+    times the partition's buffer); number B's campaign, published after it on the same partition,
+    is sent meanwhile. Before, the partition paused at 100 held commands and B waited for A."""
+    from processors.send.app import Partitions
+    from processors.send.campaigns import publish_control
+    from wapipe.kafka import producer as make_producer
+    from wapipe.privacy.kek import load_kek
+    from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
+    from wapipe.tenants.store import publish_tenant
+
+    w, sb = send_world, send_world.sandbox
+    parts = Partitions(w.settings.topic_partitions)
+    a = w.numbers[0]
+    b = next(n for n in ("38" + _digits(8) for _ in range(100_000)) if parts.of(n) == parts.of(a))
+    sb.control.add_number(b, sb.waba_id, throughput=200)
+    w.numbers.append(b)  # counted by sent_by_key (and the warm-up sends from it)
+    tenant = Tenant(tenant_id=w.tenant_id, status=TenantStatus.ACTIVE, display_name="test", business_id=sb.business_id,
+                    waba_id=sb.waba_id, numbers=(PhoneNumber(phone_number_id=a, throughput_mps=200),
+                                                 PhoneNumber(phone_number_id=b, throughput_mps=200)),
+                    messaging_limit=10_000).with_token(load_kek(w.settings), sb.token)
+    p = make_producer(w.bootstrap)
+    publish_tenant(p, tenant)
+    assert p.flush(10) == 0
+    w.start_worker()
+    held, other = f"X{w.tenant_id}", f"Y{w.tenant_id}"
+    publish_control(w.bootstrap, held, "PAUSED", tenant_id=w.tenant_id)
+    time.sleep(1.0)
+    w.publish([(template(w.recipient(i), "hello_world"), w.routing(f"x-{i}", lane=Lane.CAMPAIGN, campaign=held))
+               for i in range(600)])
+    w.erp.publish([w.erp.command(template(w.recipient(1000 + i), "hello_world"),
+                                 Routing(tenant_id=w.tenant_id, phone_number_id=b, idempotency_key=f"y-{i}",
+                                         lane=Lane.CAMPAIGN, campaign_id=other)) for i in range(100)])
+    done = w.final([f"y-{i}" for i in range(100)], timeout=30)
+    assert len(done) == 100 and {r["outcome"] for r in done.values()} == {"ACCEPTED"}
+    assert not any("/x-" in k for k in w.sent_by_key(check=False)), "the paused campaign was sent"
+    publish_control(w.bootstrap, held, "RUNNING", tenant_id=w.tenant_id)
+    final = w.final([f"x-{i}" for i in range(600)], timeout=60)
+    assert len(final) == 600 and {r["outcome"] for r in final.values()} == {"ACCEPTED"}
+    assert w.sent_by_key() == Counter({f"{w.tenant_id}/{k}": 1 for k in [*final, *done]})

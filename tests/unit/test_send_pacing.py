@@ -45,8 +45,8 @@ def test_small_limits_keep_a_whole_message_of_margin():
 def test_stalls_do_not_turn_into_bursts(limit):
     sent = run(NumberPacer(limit), 10.0, stalls=True)
     assert max_in_any_window(sent) <= limit
-    # no more than max_lag worth of catch-up at one instant
-    assert max(sent.count(t) for t in set(sent)) <= max(2, int(limit * 0.02) + 1)
+    # no more than max_lag worth of catch-up at one instant (the window cap bounds the rest)
+    assert max(sent.count(t) for t in set(sent)) <= max(2, int(limit * NumberPacer.max_lag) + 1)
 
 
 def test_throttle_slows_then_recovers():
@@ -190,11 +190,11 @@ def test_server_count_never_exceeds_the_limit_whenever_it_counts(limit, seed, wr
 @pytest.mark.parametrize("limit", [80, 1000])
 def test_the_round_trip_no_longer_costs_throughput(limit):
     """Round trips of 50 ms (the bench's sandbox): a call's slot ends 1 s + jitter after its write,
-    not after its response, so the window admits ~cap / 1.02 per second: >= 97 % of the limit
-    (counting to the response gave 57 of 80 in the bench)."""
+    not after its response, so the window admits ~cap / 1.025 per second: >= 96 % of the limit,
+    more than counting to the response allows."""
     p = NumberPacer(limit)
     _, calls = run_calls(p, 10.0, seed=4, rtt=(0.05, 0.05))
-    assert calls / 10.0 >= 0.97 * limit
+    assert calls / 10.0 >= 0.96 * limit
     old = NumberPacer(limit)
     _, old_calls = run_calls(old, 10.0, seed=4, rtt=(0.05, 0.05), written=False)
     assert old_calls < calls
@@ -205,14 +205,19 @@ def test_calls_count_until_one_second_and_jitter_after_their_write():
     for _ in range(p.cap):
         p.start(0.0)
     assert p.window_wait(0.5) > 0  # all under way: only their ends make room
-    p.finish(0.6, written_at=0.1)
-    assert p.window_wait(0.6) == pytest.approx(0.1 + 1.0 + p.jitter - 0.6)
+    p.finish(0.6, written_at=0.1)  # a slow response: counted from its write (+ jitter)
+    assert p.window_wait(0.6) == pytest.approx(0.1 + p.jitter + 1.0 - 0.6)
     assert p.window_wait(1.1 + p.jitter + 1e-6) == 0.0
     q = NumberPacer(10)
     for _ in range(q.cap):
         q.start(0.0)
     q.finish(0.6)  # the write instant unknown: counted from the end
-    assert q.window_wait(1.6) > 0 and q.window_wait(1.6 + q.jitter + 1e-6) == 0.0
+    assert q.window_wait(1.6 - 1e-6) > 0 and q.window_wait(1.6 + 1e-6) == 0.0
+    r = NumberPacer(10)
+    for _ in range(r.cap):
+        r.start(0.0)
+    r.finish(0.105, written_at=0.1)  # answered within the jitter: counted from its response
+    assert r.window_wait(1.105 - 1e-6) > 0 and r.window_wait(1.105 + 1e-6) == 0.0
 
 
 def test_reserved_slots_count_in_the_window_until_started_or_released():

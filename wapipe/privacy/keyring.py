@@ -73,6 +73,9 @@ class KeyRing:
         # erasure: which tenant a pseudonym belongs to is what scopes every lookup (tenants_of).
         self._owners: dict[str, set[str]] = {}
         self._dead: set[str] = set()  # topic keys seen tombstoned
+        # AES-GCM objects by key id and data key (built once per key, not per unseal; a key that
+        # dies is refused by _data_key before its cached object is looked at)
+        self._aeads: dict[tuple[str, bytes], AESGCM] = {}
         self._pos: dict[int, int] = {}  # partition -> next offset the thread will read
         self._partitions: list[int] = []
         self._on_erase: list[Callable[[str], None]] = []
@@ -188,6 +191,7 @@ class KeyRing:
         if value is None:
             self._keys.pop(key, None)
             self._dead.add(key)
+            self._aeads.clear()  # (rare) no key object of an erased subject stays in memory
             live = self._by_subject.get(subject)
             if live is not None:
                 live.discard(key)
@@ -318,8 +322,13 @@ class KeyRing:
         if key.startswith(KEK_PREFIX):
             raise UnsealError("a KEK-sealed value: open it with Kek.unseal")
         data_key = self._data_key(key)
+        aead = self._aeads.get((key, data_key))
+        if aead is None:
+            if len(self._aeads) >= 50_000:
+                self._aeads.clear()
+            aead = self._aeads[(key, data_key)] = AESGCM(data_key)
         try:
-            plain = AESGCM(data_key).decrypt(bytes(sealed["nonce"]), bytes(sealed["ciphertext"]), key.encode())
+            plain = aead.decrypt(bytes(sealed["nonce"]), bytes(sealed["ciphertext"]), key.encode())
         except InvalidTag:
             raise UnsealError(f"{key}: sealed value does not authenticate (tampered or relabelled)") from None
         return json.loads(plain)
@@ -359,6 +368,7 @@ class KeyRing:
             for key in keys:
                 self._keys.pop(key, None)
                 self._dead.add(key)
+            self._aeads.clear()
             self._by_subject.pop(subject_id, None)
         log.info("keyring.subject_erased", subject_id=subject_id, keys=len(keys))
         return len(keys)

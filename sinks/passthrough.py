@@ -88,6 +88,7 @@ _STATUS_SELECT = ", ".join([
     "arrayMap(e -> ifNull(e.message, ''), errors)", "arrayMap(e -> ifNull(e.details, ''), errors)",
     _MS.format("received_at"), "extra",
     "transform(ifNull(tenant_id, ''), {tenants:Array(String)}, {days:Array(UInt16)}, {default_days:UInt16})",
+    "substring(lower(ifNull(recipient_type, '')), 1, 32)",  # 'group' for a group's status (issue 20)
 ])
 
 

@@ -65,6 +65,7 @@ def _status_row(r: dict, days: Retention) -> list:
         [int(e["code"]) for e in errors], [_s(e.get("title")) for e in errors],
         [_s(e.get("message")) for e in errors], [_s(e.get("details")) for e in errors],
         r["received_at"], r.get("extra") or "{}", days(r.get("tenant_id"), "metadata"),
+        (r.get("recipient_type") or "").lower()[:32],
     ]
 
 
@@ -121,7 +122,7 @@ CONVERTERS: dict[str, Converter] = {c.topic: c for c in (
         "event_id", "tenant_id", "waba_id", "phone_number_id", "wamid", "status", "status_rank", "timestamp",
         "subject_id", "biz_opaque_callback_data", "conversation_id", "conversation_origin", "conversation_expires_at",
         "pricing_billable", "pricing_model", "pricing_category", "pricing_type", "error_codes", "error_titles",
-        "error_messages", "error_details", "received_at", "extra", "retention_days"), _status_row),
+        "error_messages", "error_details", "received_at", "extra", "retention_days", "recipient_type"), _status_row),
     Converter(SEND_REQUESTED, "SendCommand", "send_requests", (
         "command_id", "tenant_id", "idempotency_key", "phone_number_id", "subject_id", "lane", "campaign_id", "kind",
         "template_name", "template_lang", "requested_at", "valid_until", "retention_days"), _request_row),

@@ -248,6 +248,8 @@ class SinkWorker:
 
         def acked(err, _msg) -> None:
             item[1], item[2] = True, err
+            if err is None:  # one the broker refused is counted when SyncDeadLetters writes it again
+                self._dl.tally.add(error_type[:200])
 
         with self._dl_lock:
             self._dl_pending.append(item)

@@ -52,6 +52,7 @@ def stack_up() -> None:
     """Start (or find) Kafka, apply the topics, migrate ClickHouse. A local broker that died is
     started again on its old ports, so running services find it where they left it."""
     from wapipe.stack.local import KafkaProvider, PortTaken, restart_ports, stack_status, state_file
+    from wapipe.kafka_edge import endpoint_for
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()
@@ -74,7 +75,8 @@ def stack_up() -> None:
         provider.state().save(state_file(s))
         again = " (restarted on its old address)" if ports else ""
         console.print(f"kafka up{again}: {bootstrap} ({provider.source}{', pid %s' % provider.pid if provider.pid else ''})")
-    report = apply_topics(admin_client(bootstrap), s)
+    # An external cluster (KAFKA_BOOTSTRAP_SERVERS) with its security settings; the local broker is plaintext.
+    report = apply_topics(admin_client(endpoint_for(s, bootstrap) if s.kafka_bootstrap_servers else bootstrap), s)
     console.print(f"topics: {len(report.created)} created, {len(report.altered)} altered")
     console.print(_migrate_line(s))
     console.print(f"export KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
@@ -231,7 +233,17 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="wapipe")
+    from pydantic import ValidationError
+
+    try:
+        app(prog_name="wapipe")
+    except ValidationError as exc:  # a setting with a bad value: say which, not a traceback
+        if exc.title != "Settings":
+            raise
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"])
+            print(f"error: setting {name}: {err['msg']}", file=sys.stderr)  # never the value: it may be a secret
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic.fields import FieldInfo
@@ -74,6 +74,21 @@ class Settings(BaseSettings):
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(default=None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    # Security of every Kafka client (confluent-kafka, aiokafka, Faust: wapipe/kafka_edge.py).
+    # Passwords and keys: KAFKA_SASL_PASSWORD_FILE / KAFKA_SSL_KEY_PASSWORD_FILE (docs/security.md).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL"))
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, validation_alias=_env("KAFKA_SASL_MECHANISM"))
+    kafka_sasl_username: str | None = Field(default=None, validation_alias=_env("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(default=None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
+    kafka_ssl_ca_file: Path | None = Field(default=None, validation_alias=_env("KAFKA_SSL_CA_FILE"),
+                                           description="PEM CA bundle the brokers' certificates are checked against")
+    kafka_ssl_cert_file: Path | None = Field(default=None, validation_alias=_env("KAFKA_SSL_CERT_FILE"),
+                                             description="mTLS: this client's PEM certificate (chain)")
+    kafka_ssl_key_file: Path | None = Field(default=None, validation_alias=_env("KAFKA_SSL_KEY_FILE"),
+                                            description="mTLS: this client's PEM private key")
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, validation_alias=_env("KAFKA_SSL_KEY_PASSWORD"))
     kafka_version: str = "4.1.1"
     jars_dir: Path = Field(default=REPO_ROOT / ".wapipe" / "jars", description="Maven-fetched broker jars (shared by runs)")
     kafka_heap: str = "512m"
@@ -141,6 +156,9 @@ class Settings(BaseSettings):
     # has 2 s of sendable work queued, or when the worker holds this many campaign commands in all
     # (a paused campaign's commands are held, so the other numbers of its partition go on).
     send_held_max: int = Field(default=50_000, ge=100, description="campaign commands held in memory per worker")
+    # Faust's fetch-and-deliver loop for the worker: records per poll and per stream buffer.
+    send_max_poll_records: int = Field(default=100, ge=1, le=10_000)
+    send_stream_buffer: int = Field(default=256, ge=1, le=100_000)
     # The most the server counts a call later after its request was written than another call
     # (processors/send/pacing.py: NumberPacer.window_wait); a larger value trades throughput for
     # tolerance of a slow or stalling server.
@@ -181,6 +199,9 @@ class Settings(BaseSettings):
     # wa.privacy.requests (a tombstone, then compaction) this long after its last update; a
     # restriction still in effect stays. 400 days: longer than the longest data retention (365).
     privacy_request_retention_ms: int = Field(default=400 * 24 * 3600 * 1000, ge=1000)
+    # The legal deadline of an erasure request (GDPR Art. 12(3): one month), for the
+    # wapipe_erasure_deadline_seconds gauge of `wapipe privacy run` (wapipe/privacy/metrics.py).
+    privacy_legal_deadline_s: float = Field(default=30 * 24 * 3600, gt=0)
 
     @property
     def production(self) -> bool:

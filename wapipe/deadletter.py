@@ -19,13 +19,21 @@ always kept.
 
 * ``DeadLetters`` — async (Faust agents, over ``wapipe.publisher.KafkaPublisher.publish``).
 * ``SyncDeadLetters`` — blocking (the confluent-kafka loops: sink, tenants follower, privacy).
+
+Each written dead letter is counted in a ``DeadLetterTally`` by its reason (the ``error_type``,
+a short class of failure; the free-text ``reason`` stays in the record). By default that is
+``PROCESS_TALLY``, the process's own: one process runs one service, and its probe
+(wapipe/probe.py) exports the tally as ``wapipe_dead_letters_total{service, reason}`` — the way
+Prometheus clients keep a process registry. Tests give a writer a tally of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +63,25 @@ def refused_as_too_large(exc: BaseException) -> bool:
         return True
     err = exc.args[0] if exc.args else None
     return isinstance(err, KafkaError) and too_large(err.code())
+
+
+class DeadLetterTally:
+    """Dead letters written, by reason (``error_type``); safe to add from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, reason: str) -> None:
+        with self._lock:
+            self._counts[reason or "unknown"] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+PROCESS_TALLY = DeadLetterTally()
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,7 @@ class DeadLetters:
     max_bytes: int
     retry_max_s: float = 10.0
     written: int = 0
+    tally: DeadLetterTally = PROCESS_TALLY
 
     async def write(self, letter: DeadLetter, *, key: bytes | None = None) -> None:
         value, prefix = encode(self.serde, letter, self.topic, self.max_bytes)
@@ -158,6 +186,7 @@ class DeadLetters:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
         self.written += 1
+        self.tally.add(letter.error_type[:200])
         log.warning("dead_letter", topic=self.topic, source=letter.source.topic, partition=letter.source.partition,
                     offset=letter.source.offset, error_type=letter.error_type, reason=letter.reason[:300],
                     cut=prefix is not None)
@@ -169,12 +198,13 @@ class SyncDeadLetters:
     (the caller then does not commit, and a restart meets the record again)."""
 
     def __init__(self, serde: AvroSerde, topic: str, producer: Producer, max_bytes: int, *,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, tally: DeadLetterTally = PROCESS_TALLY) -> None:
         self.serde = serde
         self.topic = topic
         self.producer = producer
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.tally = tally
         self.written = 0
 
     def write(self, letter: DeadLetter, *, key: bytes | None = None) -> None:
@@ -196,6 +226,7 @@ class SyncDeadLetters:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
         self.written += 1
+        self.tally.add(letter.error_type[:200])
         log.warning("dead_letter", topic=self.topic, source=letter.source.topic, partition=letter.source.partition,
                     offset=letter.source.offset, error_type=letter.error_type, reason=letter.reason[:300],
                     cut=prefix is not None)

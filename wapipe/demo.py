@@ -35,6 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wapipe.config import Settings
+from wapipe.kafka_edge import KafkaEndpoint, NoKafka, confluent_conf, endpoint_for
 from wapipe.log import get_logger
 from wapipe.privacy.secrets import write_private
 from wapipe.services import Backoff, CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
@@ -164,7 +165,7 @@ class DemoRun:
         self.started = dt.datetime.now(dt.timezone.utc)
         self.stages: list[Stage] = []
         self.expected = Expected()
-        self.bootstrap = ""
+        self.bootstrap: KafkaEndpoint | str = ""
         self.sandbox_url = ""
         self.ingress_url = ""
         self.app_secret = secrets.token_hex(16)
@@ -193,7 +194,7 @@ class DemoRun:
     def service_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_BOOTSTRAP_SERVERS": str(self.bootstrap),
             "WAPIPE_STATE_DIR": str(self.s.state_dir),
             "WAPIPE_META_APPS": json.dumps({APP_ID: self.app_secret}),
             "WAPIPE_LOG_LEVEL": os.environ.get("WAPIPE_LOG_LEVEL", "WARNING"),
@@ -243,7 +244,7 @@ class DemoRun:
             except KeyboardInterrupt:
                 self.console.print("[yellow]interrupted: stopping everything[/]")
                 code = 130
-            except (ServiceError, DemoError) as exc:
+            except (ServiceError, DemoError, NoKafka) as exc:
                 self.console.print(f"[red]demo failed:[/] {exc}")
                 code = 1
         self.summary["duration_s"] = round(time.monotonic() - t0, 1)
@@ -263,12 +264,12 @@ class DemoRun:
 
         st, status = stack_status(self.s)
         if status == "up":
-            self.bootstrap = st.bootstrap
+            self.bootstrap = endpoint_for(self.s, st.bootstrap)
             self.stage("kafka", "ok", f"using the running stack at {self.bootstrap}")
             return
         provider = KafkaProvider(self.s, data_dir=self.s.kafka_dir / "demo-data")
         t0 = time.monotonic()
-        self.bootstrap = provider.start()
+        self.bootstrap = endpoint_for(self.s, provider.start())
         stack.callback(provider.stop)
         stack.callback(lambda: self.console.print("stopping Kafka ..."))
         if provider.pid:
@@ -434,7 +435,7 @@ class Tracker:
         self.dead_letters = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wapipe-demo-{uuid.uuid4().hex[:8]}",
+        self._c = Consumer({**confluent_conf(bootstrap), "group.id": f"wapipe-demo-{uuid.uuid4().hex[:8]}",
                             "enable.auto.commit": False, "isolation.level": "read_committed"})
         assign = []
         for topic in (SEND_RESULTS, SEND_DEAD):
@@ -916,7 +917,7 @@ def up_command(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     apply_topics(admin_client(bootstrap), s)
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "WAPIPE_STATE_DIR": str(s.state_dir)}
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": str(bootstrap), "WAPIPE_STATE_DIR": str(s.state_dir)}
     mig = subprocess.run([sys.executable, "-m", "wapipe", "db", "migrate"], env=env, capture_output=True, text=True)
     if mig.returncode != 0:
         err.print(f"[red]error:[/] ClickHouse migrations failed:\n{mig.stdout}{mig.stderr}")

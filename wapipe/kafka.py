@@ -7,7 +7,10 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from wapipe.config import Settings
+from wapipe.kafka_edge import Endpoint, KafkaEndpoint, NoKafka, check_access, confluent_conf
 from wapipe.stack.local import StackState, state_file
+
+__all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer", "resolve_bootstrap"]
 
 
 # Kafka's Java client partitioner (murmur2), the one Faust's producer (aiokafka) uses: a keyed record
@@ -17,24 +20,27 @@ from wapipe.stack.local import StackState, state_file
 JAVA_PARTITIONER = "murmur2_random"
 
 
-class NoKafka(RuntimeError):
-    pass
-
-
-def resolve_bootstrap(settings: Settings) -> str:
-    """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started."""
+def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
+    """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started; with the security of
+    ``settings``. A secured endpoint is tried once (``check``): refused credentials raise
+    ``KafkaAuthError`` (a ``NoKafka``) here, with the broker's reason, before any client retries."""
     if settings.kafka_bootstrap_servers:
-        return settings.kafka_bootstrap_servers
-    st = StackState.load(state_file(settings))
-    if st is None:
-        raise NoKafka("no Kafka: run `wapipe stack up` or set KAFKA_BOOTSTRAP_SERVERS")
-    return st.bootstrap
+        bootstrap = settings.kafka_bootstrap_servers
+    else:
+        st = StackState.load(state_file(settings))
+        if st is None:
+            raise NoKafka("no Kafka: run `wapipe stack up` or set KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = st.bootstrap
+    ep = KafkaEndpoint.from_settings(settings, bootstrap)
+    if check and ep.security.protocol != "PLAINTEXT":
+        check_access(ep)
+    return ep
 
 
-def producer(bootstrap: str, **overrides: Any) -> Producer:
+def producer(bootstrap: Endpoint, **overrides: Any) -> Producer:
     """Idempotent, acks=all: a write acknowledged is on every in-sync replica, once."""
     conf = {
-        "bootstrap.servers": bootstrap,
+        **confluent_conf(bootstrap),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
@@ -45,10 +51,10 @@ def producer(bootstrap: str, **overrides: Any) -> Producer:
     return Producer(conf)
 
 
-def consumer(bootstrap: str, group_id: str, **overrides: Any) -> Consumer:
+def consumer(bootstrap: Endpoint, group_id: str, **overrides: Any) -> Consumer:
     """Manual commits only: offsets move after the work is done, never before."""
     conf = {
-        "bootstrap.servers": bootstrap,
+        **confluent_conf(bootstrap),
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

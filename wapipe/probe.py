@@ -15,6 +15,9 @@ wedged. Bound to 127.0.0.1 unless told otherwise (a container binds 0.0.0.0 in i
 group's committed offsets and each partition's high watermark from the broker, and exports
 ``wapipe_consumer_lag{group,topic,partition}`` — the records the group has yet to read — and
 ``wapipe_consumer_committed_total`` (the committed offset: its rate is the records per second).
+
+``DeadLetterMetrics`` exports the process's dead-letter tally (wapipe/deadletter.py) as
+``wapipe_dead_letters_total{service, reason}``; every probe has it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wapipe.config import Settings
+from wapipe.deadletter import PROCESS_TALLY, DeadLetterTally
+from wapipe.kafka_edge import confluent_conf
 from wapipe.log import get_logger
 
 log = get_logger(__name__)
@@ -148,7 +153,7 @@ class ConsumerLag:
         from confluent_kafka import Consumer, TopicPartition
 
         # Never subscribes: reading a group's commits does not join (or disturb) the group.
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+        c = Consumer({**confluent_conf(self.bootstrap), "group.id": self.group, "enable.auto.commit": False,
                       **self.client_config})
         try:
             meta = c.list_topics(timeout=self.timeout)
@@ -185,6 +190,28 @@ class ConsumerLag:
                                     labels=labels))
 
 
+@dataclass(eq=False)
+class DeadLetterMetrics:
+    """``wapipe_dead_letters_total{service, reason}``: dead letters this service wrote, by reason."""
+
+    service: str
+    tally: DeadLetterTally = PROCESS_TALLY
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        fam = self._family()
+        for reason, n in sorted(self.tally.counts().items()):
+            fam.add_metric([self.service, reason], n)
+        yield fam
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily("wapipe_dead_letters", "Dead letters written, by reason (the error type)",
+                                   labels=["service", "reason"])
+
+
 def probe_file(settings: Settings, service: str):
     """Where a running service writes its probe's URL (for `wapipe health` and a local Prometheus)."""
     return settings.state_dir / "probes" / f"{service}.json"
@@ -199,6 +226,7 @@ def serving_probe(settings: Settings, service: str, *, ready: Ready | None = Non
     ``<state>/probes/<service>.json``. ``/readyz`` says "starting" until ``mark_ready``."""
     probe = Probe(service, ready=ready or (lambda: None), stale_after=stale_after, started=False, alive=alive)
     ProcessCollector(registry=probe.registry)
+    probe.registry.register(DeadLetterMetrics(service))
     if lag is not None:
         bootstrap, group, topics = lag
         probe.registry.register(ConsumerLag(bootstrap, group, tuple(topics)))

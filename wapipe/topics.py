@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
 )
 
 from wapipe.config import Settings
+from wapipe.kafka_edge import Endpoint, confluent_conf
 
 # Topic names: import these, never spell a topic name twice.
 WEBHOOK_RAW = "wa.webhook.raw"
@@ -45,6 +46,7 @@ AUDIT = "wa.audit"
 SINK_DEAD = "wa.sink.dead"
 CAMPAIGN_CONTROL = "wa.campaign.control"
 SUBJECT_KEYS = "wa.subject.keys"
+SUBJECT_LINKS = "wa.subject.links"  # a number's subject and its BSUID's are one person (pseudonyms)
 TENANTS = "wa.tenants"
 PRIVACY_REQUESTS = "wa.privacy.requests"
 TEMPLATES = "wa.templates"
@@ -123,6 +125,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SINK_DEAD, "source topic", "DeadLetter"),
     TopicSpec(CAMPAIGN_CONTROL, "tenant_id/campaign_id", "CampaignControl", cleanup="compact", partitions=1),
     TopicSpec(SUBJECT_KEYS, "subject_id/key_id", "SubjectKey", cleanup="compact"),
+    TopicSpec(SUBJECT_LINKS, "tenant_id/linked_subject_id", "SubjectLink", cleanup="compact"),
     TopicSpec(TENANTS, "tenant_id", "TenantSettings", cleanup="compact", partitions=1),
     TopicSpec(PRIVACY_REQUESTS, "request_id", "PrivacyRequest", cleanup="compact", partitions=1),
     TopicSpec(TEMPLATES, "waba_id/name/language", "TemplateInfo", cleanup="compact", partitions=1),
@@ -268,5 +271,5 @@ def _await_configs(admin: AdminClient, want: dict[str, dict[str, str]], timeout:
             time.sleep(0.1)
 
 
-def admin_client(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def admin_client(bootstrap: Endpoint) -> AdminClient:
+    return AdminClient(confluent_conf(bootstrap))

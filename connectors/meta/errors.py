@@ -10,7 +10,7 @@ The hierarchy::
     ├── Permanent                  do not retry this request as it is
     │   ├── WindowClosed           131047: outside the 24 h service window; send a template
     │   ├── TemplateError          132xxx: template missing, paused, disabled, bad parameters
-    │   └── RecipientError         131026, 131049, 131050, 130472: this recipient cannot get it
+    │   └── RecipientError         131026, 131049, 131050, 130472, 131062: this recipient cannot get it
     ├── NumberBlocked              131031, 368, 133010: stop sending from this number
     ├── AuthError                  190, 10, 200, 0, 3: stop the tenant, an operator must act
     └── UnknownOutcome             the request may have reached Meta (timeout after send,
@@ -274,6 +274,7 @@ CODES: dict[int, type[MetaError]] = {
     131049: RecipientError,  # not delivered to keep ecosystem engagement healthy
     131050: RecipientError,  # user stopped marketing messages
     130472: RecipientError,  # user's number is part of an experiment
+    131062: RecipientError,  # a BSUID recipient is not supported for this message (e.g. one-tap/zero-tap/copy-code auth)
     # the number or account
     131031: NumberBlocked,  # business account locked
     368: NumberBlocked,  # temporarily blocked for policy violations

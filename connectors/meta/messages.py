@@ -7,9 +7,13 @@ Each model validates Meta's limits when it is built (a clear ``pydantic.Validati
     == {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "4915112345678",
         "type": "text", "text": {"body": "Hello", "preview_url": False}}
 
-Common fields: ``to`` (digits with country code, a leading ``+`` allowed and dropped),
+Common fields: ``to`` (digits with country code, a leading ``+`` allowed and dropped) and/or
+``recipient`` (a business-scoped user id, BSUID or parent BSUID, sent exactly as Meta gave it:
+how to reach a username user whose number is withheld; when both are given Meta uses ``to``),
 ``biz_opaque_callback_data`` (our own id; Meta echoes it on every status webhook) and
-``reply_to`` (an inbound wamid, sent as ``context.message_id``).
+``reply_to`` (an inbound wamid, sent as ``context.message_id``). ``addressed(message, to=…,
+recipient=…)`` puts the recipient fields on a message object (what the send worker does with a
+command's sealed recipient).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.meta.bsuid import Bsuid
 
 __all__ = [
     "AudioMessage",
@@ -53,6 +59,7 @@ __all__ = [
     "VideoMessage",
     "url_button",
     "quick_reply_button",
+    "addressed",
     "MAX_TEXT",
     "MAX_CAPTION",
 ]
@@ -79,35 +86,59 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def phone_number(value: str) -> str:
+    """A recipient's number as Meta takes it (digits with country code; ``+``, spaces, dashes dropped)."""
+    cleaned = value.strip().replace(" ", "").replace("-", "")
+    if not _PHONE.match(cleaned):
+        raise ValueError(f"'to' must be a phone number in international format (digits, optional +), got {value!r}")
+    return cleaned.lstrip("+")
+
+
+def addressed(body: dict[str, Any], *, to: str | None, recipient: str | None) -> dict[str, Any]:
+    """``body`` with the Graph request's recipient fields: ``to`` (a number) and/or ``recipient``
+    (a BSUID), only those given. Meta's send API takes a BSUID in ``recipient`` and uses ``to`` when
+    both are there (docs/meta-api.md). ``ValueError`` when neither is given."""
+    if not to and not recipient:
+        raise ValueError("no recipient: neither a phone number ('to') nor a BSUID ('recipient')")
+    out = dict(body)
+    if to:
+        out["to"] = to
+    if recipient:
+        out["recipient"] = recipient
+    return out
+
+
 # --- common envelope ------------------------------------------------------------------------
 class OutboundMessage(_Model):
     """Fields shared by every message; subclasses add their object and ``_content()``."""
 
     type: ClassVar[str]
 
-    to: str
+    to: str | None = None
+    recipient: Bsuid | None = None  # a BSUID or parent BSUID (username users); ``to`` wins when both
     biz_opaque_callback_data: Annotated[str, Field(max_length=MAX_OPAQUE)] | None = None
     reply_to: str | None = None
 
     @field_validator("to")
     @classmethod
-    def _check_to(cls, value: str) -> str:
-        cleaned = value.strip().replace(" ", "").replace("-", "")
-        if not _PHONE.match(cleaned):
-            raise ValueError(f"'to' must be a phone number in international format (digits, optional +), got {value!r}")
-        return cleaned.lstrip("+")
+    def _check_to(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return phone_number(value)
+
+    @model_validator(mode="after")
+    def _has_recipient(self) -> "OutboundMessage":
+        if self.to is None and self.recipient is None:
+            raise ValueError("a message needs its recipient: 'to' (a phone number) or 'recipient' (a BSUID)")
+        return self
 
     def _content(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def to_request(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": self.to,
-            "type": self.type,
-            self.type: self._content(),
-        }
+        body: dict[str, Any] = addressed({"messaging_product": "whatsapp", "recipient_type": "individual"},
+                                         to=self.to, recipient=self.recipient)
+        body |= {"type": self.type, self.type: self._content()}
         if self.reply_to:
             body["context"] = {"message_id": self.reply_to}
         if self.biz_opaque_callback_data is not None:

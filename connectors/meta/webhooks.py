@@ -9,7 +9,15 @@ Meta adds fields and event names often, so every model keeps what it does not kn
 (``extra="allow"``; read it from ``model_extra``), an unknown ``field`` parses into
 ``OtherChange`` and an unknown message type into ``OtherMessage`` — never an error. Only the
 few fields without which an update means nothing are required (a status's ``id`` and
-``status``, a message's ``id``, ``from`` and ``type``, the messages value's ``metadata``).
+``status``, a message's ``id``, ``type`` and its sender — ``from`` or ``from_user_id`` — and the
+messages value's ``metadata``).
+
+Username users (2026): a user may come with a business-scoped user id (BSUID,
+``connectors/meta/bsuid.py``) beside or instead of a phone number: ``contacts[].user_id`` /
+``parent_user_id`` / ``profile.username``, ``messages[].from_user_id`` / ``from_parent_user_id``
+(and no ``from`` when Meta withholds the number), statuses' ``recipient_user_id`` /
+``recipient_parent_user_id``. BSUIDs are checked for their shape and kept exactly as sent; a
+malformed one makes its item a ``BadItem``.
 Ids are strings even when Meta sends numbers (template ids); timestamps are ints (Meta sends
 unix seconds as strings).
 
@@ -35,7 +43,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, NamedTuple
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
+
+from connectors.meta.bsuid import Bsuid
 
 __all__ = [
     "AccountUpdate",
@@ -110,10 +120,16 @@ class Metadata(_Model):
 
 class Profile(_Model):
     name: str | None = None
+    username: str | None = None  # a username user's chosen name (can change; not an identifier)
 
 
 class Contact(_Model):
+    """The sender of inbound messages: ``wa_id`` (their number; absent for a username user whose
+    number Meta withholds), ``user_id`` (BSUID) and ``parent_user_id`` (parent BSUID)."""
+
     wa_id: str | None = None
+    user_id: Bsuid | None = None
+    parent_user_id: Bsuid | None = None
     profile: Profile | None = None
 
 
@@ -163,6 +179,8 @@ class Status(_Model):
     status: str
     timestamp: UnixSeconds | None = None
     recipient_id: str | None = None
+    recipient_user_id: Bsuid | None = None  # the recipient's BSUID (beside or instead of recipient_id)
+    recipient_parent_user_id: Bsuid | None = None
     recipient_type: str | None = None
     biz_opaque_callback_data: str | None = None
     conversation: Conversation | None = None
@@ -186,13 +204,21 @@ class Context(_Model):
 
 
 class _Message(_Model):
-    from_: str = Field(alias="from")
+    from_: str | None = Field(default=None, alias="from")  # absent when Meta withholds a username user's number
+    from_user_id: Bsuid | None = None
+    from_parent_user_id: Bsuid | None = None
     id: str
     timestamp: UnixSeconds | None = None
     type: str
     context: Context | None = None
     errors: list[WebhookError] = Field(default_factory=list)
     referral: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _has_sender(self) -> "_Message":
+        if not self.from_ and not self.from_user_id:
+            raise ValueError("a message needs its sender: from (a number) or from_user_id (a BSUID)")
+        return self
 
 
 class Text(_Model):
@@ -593,13 +619,23 @@ def iter_statuses(env: WebhookEnvelope) -> Iterator[StatusItem]:
 
 
 def iter_messages(env: WebhookEnvelope) -> Iterator[MessageItem]:
-    """Inbound messages, each with the contact whose ``wa_id`` is its sender (or the only
-    contact of the value when Meta left ``wa_id`` out)."""
+    """Inbound messages, each with the contact whose ``wa_id`` (or ``user_id``) is its sender (or
+    the only contact of the value when Meta left both out)."""
     for waba_id, value in _messages_values(env):
-        by_wa_id = {c.wa_id: c for c in value.contacts if c.wa_id}
         only = value.contacts[0] if len(value.contacts) == 1 else None
+        sender = _senders(value.contacts, only)
         for message in value.messages:
-            yield MessageItem(waba_id, value.metadata, message, by_wa_id.get(message.from_, only))
+            yield MessageItem(waba_id, value.metadata, message, sender(message))
+
+
+def _senders(contacts: list[Contact], only: Contact | None) -> Any:
+    """``message -> its sender's contact entry``: matched by number, else by BSUID, else ``only``."""
+    by_wa_id = {c.wa_id: c for c in contacts if c.wa_id}
+    by_user_id = {c.user_id: c for c in contacts if c.user_id}
+
+    def sender(message: Any) -> Contact | None:
+        return by_wa_id.get(message.from_) or by_user_id.get(message.from_user_id) or only
+    return sender
 
 
 def iter_errors(env: WebhookEnvelope) -> Iterator[ErrorItem]:
@@ -729,15 +765,15 @@ def parse_items(raw: bytes | str) -> WebhookItems:
             vpath = f"{cpath}.value"
             read = [part(_CONTACT, c, f"{vpath}.contacts[{k}]") for k, c in enumerate(value.contacts)]
             contacts = [c for c in read if c is not None]
-            by_wa_id = {c.wa_id: c for c in contacts if c.wa_id}
             only = contacts[0] if len(value.contacts) == 1 and contacts else None
+            sender = _senders(contacts, only)
             for k, item in enumerate(value.statuses):
                 if (st := part(_STATUS, item, f"{vpath}.statuses[{k}]")) is not None:
                     out.statuses.append((f"{vpath}.statuses[{k}]", StatusItem(entry.id, value.metadata, st)))
             for k, item in enumerate(value.messages):
                 if (msg := part(_MESSAGE, item, f"{vpath}.messages[{k}]")) is not None:
                     out.messages.append((f"{vpath}.messages[{k}]", MessageItem(
-                        entry.id, value.metadata, msg, by_wa_id.get(msg.from_, only))))
+                        entry.id, value.metadata, msg, sender(msg))))
             for k, item in enumerate(value.errors):
                 if (err := part(_ERROR, item, f"{vpath}.errors[{k}]")) is not None:
                     out.errors.append((f"{vpath}.errors[{k}]", ErrorItem(entry.id, value.metadata, err)))

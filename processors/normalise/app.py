@@ -40,6 +40,7 @@ from processors.normalise.convert import Converted, Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source
+from wapipe.kafka_edge import faust_app_kwargs
 from wapipe.log import get_logger
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
@@ -95,7 +96,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
         settings.normalise_app_id,
-        broker=[f"kafka://{h.strip()}" for h in bootstrap.split(",")],
+        **faust_app_kwargs(bootstrap),  # broker URLs and credentials (TLS/SASL)
         store="rocksdb://",  # rocksdict: a restart resumes from its persisted changelog offsets
         datadir=str(datadir),
         topic_partitions=settings.topic_partitions,

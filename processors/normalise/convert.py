@@ -22,6 +22,13 @@ Each status, message, error and change converts on its own (``convert_items``): 
 its path in the webhook, for its own dead letter, and the others go on. A status of a message to a
 group (``recipient_type: "group"``) is a group status event: ``recipient_type`` says so, the
 group's id is kept in ``extra`` (``group_id``), and no person (subject) is derived from it.
+
+Username users (BSUIDs, ``connectors/meta/bsuid.py``): a person is their number when the item
+has one, else their BSUID (else their parent BSUID) — ``subject_of`` derives the subject from
+either (``wapipe/privacy/subjects.py``). The BSUIDs, the parent BSUID and the username are personal
+data: sealed in ``pii`` beside the number, never in ``extra``. An item that names a number *and*
+a BSUID (or parent BSUID) also yields a ``SubjectLink`` on ``wa.subject.links`` (pseudonyms only),
+so that access, export and erasure of either reach both (``wapipe/privacy/links.py``).
 """
 
 from __future__ import annotations
@@ -35,18 +42,20 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaException
 
+from connectors.meta.bsuid import is_bsuid
 from connectors.meta.webhooks import BadItem, InvalidWebhook, parse_items
 from processors.normalise import preferences
 from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.subjects import digits
-from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS
+from wapipe.privacy.links import link_record
+from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS, SUBJECT_LINKS
 
 # Scope of subjects whose number no tenant claims (yet): they are still pseudonymised.
 UNASSIGNED_TENANT = "_unassigned"
 
 # recipient_type stays in extra too (ClickHouse's status_events keeps extra, not the Avro field)
 _STATUS_NAMED = {"id", "status", "timestamp", "recipient_id", "biz_opaque_callback_data", "conversation", "pricing",
-                 "errors"}
+                 "errors", "recipient_user_id", "recipient_parent_user_id"}
 
 
 class Unreadable(ValueError):
@@ -97,6 +106,25 @@ def _person(wa_id: str, what: str) -> str:
     if not digits(wa_id):
         raise BadInput(f"{what} has no digits: not a WhatsApp id")
     return wa_id
+
+
+@dataclass(frozen=True)
+class Who:
+    """One person as an item names them: number, BSUID, parent BSUID (any may be missing)."""
+
+    phone: str | None
+    user_id: str | None
+    parent_user_id: str | None
+
+    @property
+    def primary(self) -> str | None:
+        """What their subject is derived from: the number first (the subject they always had),
+        else the BSUID, else the parent BSUID."""
+        return self.phone or self.user_id or self.parent_user_id
+
+    def others(self) -> list[str]:
+        """The ids besides the primary one, to link to it."""
+        return [i for i in (self.user_id, self.parent_user_id) if i and i != self.primary]
 
 
 @dataclass
@@ -176,9 +204,17 @@ class Normaliser:
         times = items.entry_times
         each(items.others, lambda it, path: self._other(*it, times.get(it[0]), received, path))
         each(items.errors, lambda it, path: self._error(*it, times.get(it[0]), received, path))
-        return Converted(events, bad)
+        return Converted(_one_link_each(events), bad)
 
     # --- tenants and subjects -------------------------------------------------------------
+    def _links(self, scope: str, subject: str, who: Who, received: dt.datetime, path: str) -> list[Event]:
+        """A ``SubjectLink`` for each id of ``who`` besides the one ``subject`` comes from."""
+        out = []
+        for other in who.others():
+            rec = link_record(scope, subject, self.subject_of(scope, other), received)
+            out.append(Event(SUBJECT_LINKS, rec["key"], "SubjectLink", rec["record"], path))
+        return out
+
     def _tenant(self, phone_number_id: str | None, waba_id: str) -> str | None:
         t = self.tenants.tenant_for_number(phone_number_id) if phone_number_id else None
         if t is None and waba_id:
@@ -186,19 +222,29 @@ class Normaliser:
         return t.tenant_id if t is not None else None
 
     # --- statuses ---------------------------------------------------------------------------
-    def _status(self, waba_id: str, md: Any, st: Any, received: dt.datetime, path: str) -> Event | list[Event]:
+    def _status(self, waba_id: str, md: Any, st: Any, received: dt.datetime, path: str) -> list[Event]:
         pnid = md.phone_number_id
         tenant = self._tenant(pnid, waba_id)
         scope = tenant or UNASSIGNED_TENANT
         subject, pii = None, None
+        links: list[Event] = []
         ref = self._ref(st.id)
         extra = {k: v for k, v in _dump(st).items() if k not in _STATUS_NAMED}
         if st.is_group:  # a group's id is not a person: no subject, kept as the group's id
             if st.recipient_id:
                 extra["group_id"] = st.recipient_id
-        elif st.recipient_id:
-            subject = self.subject_of(scope, _person(st.recipient_id, "recipient_id"))
-            pii = self.seal(scope, subject, {"recipient_id": st.recipient_id, "wamid": st.id})
+        else:
+            who = Who(_person(st.recipient_id, "recipient_id") if st.recipient_id else None,
+                      st.recipient_user_id, st.recipient_parent_user_id)
+            if who.primary:
+                subject = self.subject_of(scope, who.primary)
+                sealed = {"recipient_id": st.recipient_id, "wamid": st.id}
+                if st.recipient_user_id:
+                    sealed["recipient_user_id"] = st.recipient_user_id
+                if st.recipient_parent_user_id:
+                    sealed["recipient_parent_user_id"] = st.recipient_parent_user_id
+                pii = self.seal(scope, subject, sealed)
+                links = self._links(scope, subject, who, received, path)
         conv, pricing = st.conversation, st.pricing
         if conv is not None and conv.model_extra:
             extra["conversation"] = conv.model_extra
@@ -232,16 +278,20 @@ class Normaliser:
         optout = preferences.from_failed_status(  # error 131050: the user stopped marketing messages
             tenant_id=tenant, subject_id=subject, status=st.status, error_codes=[e.code for e in st.errors],
             wamid_ref=ref, at=rec["timestamp"], received=received, phone_number_id=pnid)
-        if optout is None:
-            return status
-        return [status, Event(preferences.TOPIC, optout[0], preferences.RECORD, optout[1], path)]
+        if optout is not None:
+            links.append(Event(preferences.TOPIC, optout[0], preferences.RECORD, optout[1], path))
+        return [status, *links]
 
     # --- inbound messages -----------------------------------------------------------------
-    def _message(self, waba_id: str, md: Any, msg: Any, contact: Any, received: dt.datetime, path: str) -> Event:
+    def _message(self, waba_id: str, md: Any, msg: Any, contact: Any, received: dt.datetime,
+                 path: str) -> list[Event]:
         pnid = md.phone_number_id
         tenant = self._tenant(pnid, waba_id)
         scope = tenant or UNASSIGNED_TENANT
-        subject = self.subject_of(scope, _person(msg.from_, "from"))
+        who = Who(_person(msg.from_, "from") if msg.from_ else None,
+                  msg.from_user_id or (contact.user_id if contact else None),
+                  msg.from_parent_user_id or (contact.parent_user_id if contact else None))
+        subject = self.subject_of(scope, who.primary)  # the model requires from or from_user_id
         message = _dump(msg)
         profile = contact.profile.name if contact and contact.profile else None
         extra: dict[str, Any] = {}
@@ -249,7 +299,12 @@ class Normaliser:
             pii = None
             extra["content"] = "not stored: processing restricted by the data subject"
         else:
-            pii = self.seal(scope, subject, {"from": msg.from_, "profile_name": profile, "message": message})
+            sealed = {"from": msg.from_, "profile_name": profile, "message": message}
+            for k, v in (("from_user_id", who.user_id), ("from_parent_user_id", who.parent_user_id),
+                         ("username", contact.profile.username if contact and contact.profile else None)):
+                if v:
+                    sealed[k] = v
+            pii = self.seal(scope, subject, sealed)
         if msg.errors:
             extra["errors"] = [{"code": e.code, "title": e.title} for e in msg.errors]
         if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):
@@ -268,7 +323,8 @@ class Normaliser:
             "received_at": received,
             "extra": _canonical(extra),
         }
-        return Event(INBOUND_MESSAGES, pnid, "InboundMessage", rec, path)
+        return [Event(INBOUND_MESSAGES, pnid, "InboundMessage", rec, path),
+                *self._links(scope, subject, who, received, path)]
 
     # --- everything else --------------------------------------------------------------------
     def _other(self, waba_id: str, field_name: str, value: Any, entry_time: int | None, received: dt.datetime,
@@ -362,6 +418,19 @@ class Normaliser:
         return out
 
 
+def _one_link_each(events: list[Event]) -> list[Event]:
+    """The same person's link shows in several items of one webhook (a status and a message): once."""
+    seen: set[str] = set()
+    out = []
+    for e in events:
+        if e.topic == SUBJECT_LINKS:
+            if e.event_id in seen:
+                continue
+            seen.add(e.event_id)
+        out.append(e)
+    return out
+
+
 # Changes about the business itself (its templates, numbers, account, limits): kept whole, even
 # where they name the business's own number (``account_update`` has ``phone_number``). Every other
 # field, including those Meta adds later, is examined for people.
@@ -372,8 +441,10 @@ _BUSINESS_FIELDS = frozenset({
 })
 
 # Keys whose value identifies a WhatsApp user in a webhook change (outside ``metadata``, which
-# describes the business's own number).
+# describes the business's own number); the BSUID keys name them by business-scoped user id.
 _PERSON_KEYS = frozenset({"wa_id", "from", "to", "recipient_id", "phone_number"})
+_BSUID_KEYS = frozenset({"user_id", "parent_user_id", "from_user_id", "from_parent_user_id", "recipient_user_id",
+                         "recipient_parent_user_id"})
 
 
 def _digits_of(value: Any) -> str:
@@ -381,13 +452,15 @@ def _digits_of(value: Any) -> str:
 
 
 def _people(obj: Any, business: str) -> set[str]:
-    """The WhatsApp ids ``obj`` names (numbers as digits)."""
+    """The WhatsApp ids ``obj`` names (numbers as digits, BSUIDs as sent)."""
     found: set[str] = set()
     if isinstance(obj, dict):
         for k, v in obj.items():
             if k == "metadata":
                 continue
-            if k in _PERSON_KEYS and isinstance(v, (str, int)):
+            if k in _BSUID_KEYS and is_bsuid(v):
+                found.add(v)
+            elif k in _PERSON_KEYS and isinstance(v, (str, int)):
                 d = _digits_of(v)
                 if len(d) >= 6 and d != business:
                     found.add(d)

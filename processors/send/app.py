@@ -41,6 +41,7 @@ from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
+from wapipe.kafka_edge import faust_app_kwargs
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.publisher import KafkaPublisher, for_processor
 
@@ -227,10 +228,6 @@ def ledger_dir(settings: Settings) -> Path:
     return settings.state_dir / "ledger" / settings.send_app_id
 
 
-def _broker(bootstrap: str) -> list[str]:
-    return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
-
-
 class Partitions:
     """The partition Kafka's Java partitioner (murmur2, the SDK's and Faust's) gives a number's id:
     where every one of the number's commands, ledger entries and retries belongs."""
@@ -255,7 +252,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
     s = settings
     (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
-        s.send_app_id, broker=_broker(bootstrap), web_enabled=False,
+        s.send_app_id, **faust_app_kwargs(bootstrap), web_enabled=False,
         datadir=str(s.state_dir / "faust" / s.send_app_id),  # not "<app id>-data" in the working directory
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
@@ -264,7 +261,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest", producer_acks=-1,
         # Small fetches and buffers: a record of the transactional topics is never far behind a
         # campaign burst in faust's single fetch-and-deliver loop.
-        stream_buffer_maxsize=256, broker_max_poll_records=100,
+        stream_buffer_maxsize=s.send_stream_buffer, broker_max_poll_records=s.send_max_poll_records,
         # A worker that died is noticed after this long and its partitions move on.
         broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
     )

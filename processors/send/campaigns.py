@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, TopicPartition
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.kafka import producer as make_producer
+from wapipe.kafka_edge import confluent_conf
 
 STATES = ("RUNNING", "PAUSED", "STOPPED")
 
@@ -74,7 +75,7 @@ class Progress:
 
 
 def _read(bootstrap: str, topic: str, timeout: float = 30.0):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"campaign-progress-{time.monotonic_ns()}",
+    c = Consumer({**confluent_conf(bootstrap), "group.id": f"campaign-progress-{time.monotonic_ns()}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]

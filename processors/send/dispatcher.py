@@ -29,7 +29,7 @@ from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 from processors.send.slots import FairSlots
 from processors.send.validate import validate
 from wapipe import log
-from wapipe.deadletter import DeadLetter, Source
+from wapipe.deadletter import PROCESS_TALLY, DeadLetter, Source
 from wapipe.deadletter import encode as encode_dead_letter
 
 logger = log.get_logger(__name__)
@@ -400,7 +400,14 @@ class Dispatcher:
         task.add_done_callback(done)
 
     async def _cancel_stopped(self, q: NumberQueue) -> None:
-        stopped = q.drain(lambda j: bool(j.campaign) and self.campaigns.stopped(j.cmd["tenant_id"], j.campaign))
+        """Cancel the queued jobs of stopped campaigns (a job of one that waits in the timed heap,
+        or rides the transactional lane, is cancelled by ``_precheck`` when its turn comes). Only
+        the queue's campaign ids are looked at: walking every queued job 4× a second cost 2 % of
+        the worker's CPU with a campaign backlog."""
+        ids = [cid for cid in q.campaigns if cid and self.campaigns.stopped(q.tenant, cid)]
+        if not ids:
+            return
+        stopped = q.drain(lambda j: j.campaign in ids)
         for job in stopped:
             await self._finish(job, R.Outcome.CANCELLED, attempts=job.attempt, reason="campaign stopped")
 
@@ -454,8 +461,7 @@ class Dispatcher:
         # Inline: the data key is normally in the ring's memory already (it is published before
         # any command sealed with it), and an AES-GCM open is microseconds.
         pii = self.keyring.unseal(cmd["pii"])
-        body = {"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
-                "to": pii["to"], "biz_opaque_callback_data": job.key}
+        body = R.graph_body(pii, job.key)  # the recipient's number and/or BSUID (issue 20): records.py
         return token, orjson.dumps(body)
 
     async def _dispatch_batch(self, jobs: list[Job]) -> None:
@@ -639,6 +645,7 @@ class Dispatcher:
                             headers={"idempotency_key": job.cmd["idempotency_key"]})
         value, _ = encode_dead_letter(self.serde, letter, self.topics.dead, self.s.dead_letter_max_bytes)
         await self._send(self.topics.dead, job.cmd["tenant_id"].encode(), value)
+        PROCESS_TALLY.add(letter.error_type[:200])  # wapipe_dead_letters_total{service="worker"}
         await self._finish(job, R.Outcome.DEAD, attempts=attempts, reason=f"gave up after {attempts} attempts: {exc}"[:300],
                            error_code=exc.code, error_subcode=exc.subcode)
 

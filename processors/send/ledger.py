@@ -31,6 +31,7 @@ from typing import Protocol
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.kafka_edge import aiokafka_kwargs
 from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
@@ -130,7 +131,7 @@ class KafkaLedgerReader:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.topic, partition)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+        consumer = AIOKafkaConsumer(**aiokafka_kwargs(self.bootstrap), enable_auto_commit=False, group_id=None,
                                     isolation_level="read_committed", auto_offset_reset="earliest")
         await consumer.start()
         try:

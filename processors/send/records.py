@@ -11,6 +11,8 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
+from connectors.meta.messages import addressed
+
 RESULT = "SendResult"
 COMMAND = "SendCommand"
 DEAD_LETTER = "DeadLetter"
@@ -62,7 +64,24 @@ def is_template(cmd: dict) -> bool:
     return cmd.get("kind") == "TEMPLATE" or cmd.get("template") is not None
 
 
-def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, reason_code: str | None = None, wamid: str | None = None,
+def graph_body(pii: dict, callback: str) -> dict[str, Any]:
+    """The Graph request for a command's opened ``pii`` (``{"to"?, "recipient"?, "message"}``): the
+    message object, its recipient — the number in ``to``, the BSUID in ``recipient``, both when
+    the command has both (Meta then uses the number) — and our id in ``biz_opaque_callback_data``.
+    ``ValueError`` when the command names no recipient."""
+    return addressed({"messaging_product": "whatsapp", "recipient_type": "individual", **pii["message"],
+                      "biz_opaque_callback_data": callback}, to=pii.get("to"), recipient=pii.get("recipient"))
+
+
+def user_subjects(cmd: dict) -> tuple[str, ...]:
+    """The recipient's subjects: its number's (or only BSUID's) ``subject_id``, and its BSUID's when
+    the command has both (SendCommand v3 ``user_subject_id``; v1/v2 commands have none)."""
+    other = cmd.get("user_subject_id")
+    return (cmd["subject_id"], other) if other and other != cmd["subject_id"] else (cmd["subject_id"],)
+
+
+def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, reason_code: str | None = None,
+           wamid: str | None = None,
            message_status: str | None = None, error_code: int | None = None, error_subcode: int | None = None,
            attempts: int = 0, original_outcome: str | None = None, at: dt.datetime | None = None) -> dict[str, Any]:
     """A SendResult for ``cmd`` (a decoded SendCommand, or the fields of one)."""

@@ -3,15 +3,21 @@
 Pure function over lookups (the tenant registry, the customer-service-window view, the
 restriction check) so the same rules run in the intake agent and again at dispatch time
 (a template can be paused or a window can close while a command waits in a queue).
+
+A recipient addressed by number and BSUID (SendCommand v3) is one person with two subjects: its
+service window is open when it wrote under either, and a restriction under either holds.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from processors.send.records import Outcome, is_template, ms
+from processors.send.records import Outcome, is_template, ms, user_subjects
+
+_SUBJECT = re.compile(r"[0-9a-f]{32}")  # wapipe.privacy.subjects.subject_id
 
 # Number states in which Meta refuses to send (the registry keeps Meta's words).
 _DEAD_NUMBER_STATES = frozenset({"DISCONNECTED", "BANNED", "DELETED", "RESTRICTED", "BLOCKED"})
@@ -38,6 +44,9 @@ def validate(cmd: dict, registry: Registry, *, now_ms: int, last_inbound: Window
     for field in ("tenant_id", "idempotency_key", "phone_number_id", "subject_id", "command_id"):
         if not cmd.get(field):
             return Refusal(Outcome.REJECTED, f"{field} is empty")
+    other = cmd.get("user_subject_id")
+    if other is not None and not _SUBJECT.fullmatch(other):
+        return Refusal(Outcome.REJECTED, "user_subject_id is not a subject id (32 hex digits from the SDK)")
     valid_until = ms(cmd.get("valid_until"))
     if valid_until is not None and now_ms > valid_until:
         return Refusal(Outcome.EXPIRED, f"valid_until passed {(now_ms - valid_until) / 1000:.1f}s ago")
@@ -71,7 +80,8 @@ def validate(cmd: dict, registry: Registry, *, now_ms: int, last_inbound: Window
             return Refusal(Outcome.REJECTED, f"template {ref['name']!r} takes {tpl.body_parameter_count} body "
                                              f"parameter(s), the command has {have}")
     else:
-        last = last_inbound(cmd["phone_number_id"], cmd["subject_id"])
+        seen = [t for t in (last_inbound(cmd["phone_number_id"], s) for s in user_subjects(cmd)) if t is not None]
+        last = max(seen) if seen else None
         if last is None:
             return Refusal(Outcome.REJECTED, "session message but the recipient never wrote to this number "
                                              "(no open 24 h customer-service window); send a template")
@@ -79,6 +89,6 @@ def validate(cmd: dict, registry: Registry, *, now_ms: int, last_inbound: Window
             return Refusal(Outcome.REJECTED, f"session message outside the 24 h customer-service window "
                                              f"(last inbound {(now_ms - last) / 3600_000:.1f} h ago); send a template")
 
-    if is_restricted is not None and is_restricted(cmd["subject_id"]):
+    if is_restricted is not None and any(is_restricted(s) for s in user_subjects(cmd)):
         return Refusal(Outcome.REJECTED, "the recipient restricted the processing of their data")
     return None

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.kafka_edge import aiokafka_kwargs
 
 logger = log.get_logger(__name__)
 
@@ -61,7 +62,7 @@ class TopicFollower:
         await cancel(self._task)
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+        consumer = AIOKafkaConsumer(**aiokafka_kwargs(self.bootstrap), enable_auto_commit=False, group_id=None,
                                     auto_offset_reset="earliest")
         await consumer.start()
         try:

@@ -6,10 +6,17 @@
         cmd = erp.send(template("+4915112345678", "order_update", "en_US", body=["A-17", "shipped"]),
                        Routing(tenant_id="acme", phone_number_id="3000000001", idempotency_key="inv-17"))
 
+Against a secured cluster: ``KafkaEndpoint("broker:9093", KafkaSecurity(protocol="SASL_SSL",
+sasl_mechanism="SCRAM-SHA-512", sasl_username="erp", sasl_password=..., ssl_ca_file="ca.pem"))``
+in place of ``bootstrap``; ``check_access(endpoint)`` raises ``KafkaAuthError`` when the brokers
+refuse it.
+
 Other languages: see docs/erp-producer.md (the Avro schema and the wire format are the contract).
 """
 
 from producers.erp.client import ErpProducer, PublishError, ResultReader
 from producers.erp.commands import Lane, Routing, build_command, template, text
+from wapipe.kafka_edge import KafkaAuthError, KafkaEndpoint, KafkaSecurity, check_access
 
-__all__ = ["ErpProducer", "Lane", "PublishError", "ResultReader", "Routing", "build_command", "template", "text"]
+__all__ = ["ErpProducer", "KafkaAuthError", "KafkaEndpoint", "KafkaSecurity", "Lane", "PublishError", "ResultReader",
+           "Routing", "build_command", "check_access", "template", "text"]

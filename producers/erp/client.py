@@ -10,6 +10,10 @@ keys are unique per tenant and sender number. Campaign-lane
 commands go to ``wa.send.requested.bulk``, the rest to ``wa.send.requested``: the two are read by
 separate agents, so an invoice never waits behind a campaign's backlog (the worker accepts either
 lane on either topic).
+
+Security: ``bootstrap`` is a ``KafkaEndpoint`` (``wapipe.kafka_edge``: bootstrap servers with TLS,
+SASL PLAIN/SCRAM or mTLS) or a bare ``host:port`` list (plaintext); ``from_settings`` takes the
+security of the pipeline's settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from producers.erp.commands import Routing, Sealer, build_command
 from wapipe import topics as T
 from wapipe.avro import AvroSerde
 from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
+from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
+from wapipe.privacy.links import link_record
 
 
 class PublishError(RuntimeError):
@@ -59,7 +65,7 @@ class ErpProducer:
     leader move shorter than that delays ``publish`` instead of failing it, and never writes a
     command twice."""
 
-    def __init__(self, bootstrap: str, *, sealer: Sealer, pepper: bytes, serde: AvroSerde | None = None,
+    def __init__(self, bootstrap: Endpoint, *, sealer: Sealer, pepper: bytes, serde: AvroSerde | None = None,
                  timeout: float = 300.0) -> None:
         self.serde = serde or AvroSerde()
         self.sealer = sealer
@@ -69,12 +75,13 @@ class ErpProducer:
                                        **{"linger.ms": 5, "message.timeout.ms": int(timeout * 1000)})
 
     @classmethod
-    def from_settings(cls, settings: Any, bootstrap: str) -> "ErpProducer":
-        """With the pipeline's own KeyRing (started) and pepper."""
+    def from_settings(cls, settings: Any, bootstrap: Endpoint) -> "ErpProducer":
+        """With the pipeline's own KeyRing (started) and pepper, and the settings' Kafka security."""
         from wapipe.privacy.kek import load_kek
         from wapipe.privacy.keyring import KeyRing
         from wapipe.privacy.subjects import pepper_from
 
+        bootstrap = endpoint_for(settings, bootstrap)
         ring = KeyRing(settings, bootstrap, load_kek(settings)).start()
         wait_ready(ring, 30)
         p = cls(bootstrap, sealer=ring, pepper=pepper_from(settings), serde=AvroSerde.from_settings(settings))
@@ -92,17 +99,24 @@ class ErpProducer:
             if err is not None:
                 errors.append(err.str())
 
+        def produce(topic: str, key: bytes, value: bytes) -> None:
+            while True:
+                try:
+                    self._producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                    return
+                except BufferError:  # local queue full: let deliveries drain
+                    self._producer.poll(0.05)
+
         n = 0
         for cmd in commands:
             topic = T.SEND_REQUESTED_BULK if cmd.get("lane") == "CAMPAIGN" else T.SEND_REQUESTED
             value = self.serde.encode("SendCommand", cmd, topic=topic)
-            while True:
-                try:
-                    self._producer.produce(topic, key=cmd["phone_number_id"].encode(), value=value,
-                                           on_delivery=delivered)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    self._producer.poll(0.05)
+            user_subject = cmd.get("user_subject_id")
+            if user_subject and user_subject != cmd["subject_id"]:  # a number and a BSUID: one person
+                link = link_record(cmd["tenant_id"], cmd["subject_id"], user_subject, cmd["requested_at"])
+                produce(T.SUBJECT_LINKS, link["key"].encode(),
+                        self.serde.encode("SubjectLink", link["record"], topic=T.SUBJECT_LINKS))
+            produce(topic, cmd["phone_number_id"].encode(), value)
             n += 1
             if n % 1000 == 0:
                 self._producer.poll(0)
@@ -135,9 +149,9 @@ class ErpProducer:
 class ResultReader:
     """Reads ``wa.send.results`` from the beginning (or from now) — for the ERP's bookkeeping."""
 
-    def __init__(self, bootstrap: str, *, serde: AvroSerde | None = None, from_beginning: bool = True) -> None:
+    def __init__(self, bootstrap: Endpoint, *, serde: AvroSerde | None = None, from_beginning: bool = True) -> None:
         self.serde = serde or AvroSerde()
-        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"erp-results-{time.monotonic_ns()}",
+        self._c = Consumer({**confluent_conf(bootstrap), "group.id": f"erp-results-{time.monotonic_ns()}",
                             "enable.auto.commit": False, "auto.offset.reset": "earliest" if from_beginning else "latest"})
         md = self._c.list_topics(T.SEND_RESULTS, timeout=10).topics[T.SEND_RESULTS]
         start = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END

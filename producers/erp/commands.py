@@ -4,6 +4,12 @@
 media, interactive …) plus the routing fields into the Avro ``SendCommand`` dict. The recipient and
 the message object are sealed with the recipient's data key (``KeyRing.seal``) into ``pii``:
 nothing personal is readable on the topic, and erasing the subject's key erases the command.
+
+A recipient is a phone number (the message's ``to``), a business-scoped user id (its
+``recipient``: a username user whose number Meta withholds), or both (Meta then uses the number).
+``subject_id`` is the number's subject when there is one, else the BSUID's; ``user_subject_id``
+(SendCommand v3) the BSUID's, so the worker finds the person's service window and restriction
+under either, and the producer links the two subjects (``wapipe/privacy/links.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from wapipe.privacy.subjects import subject_id as make_subject_id
 _KINDS = {"template": "TEMPLATE", "text": "TEXT", "image": "IMAGE", "document": "DOCUMENT", "video": "VIDEO",
           "audio": "AUDIO", "interactive": "INTERACTIVE"}
 # Fields of the Graph request the pipeline sets itself.
-_ENVELOPE = ("messaging_product", "recipient_type", "to", "biz_opaque_callback_data")
+_ENVELOPE = ("messaging_product", "recipient_type", "to", "recipient", "biz_opaque_callback_data")
 
 
 class Lane(StrEnum):
@@ -70,11 +76,15 @@ def body_parameter_count(message: OutboundMessage) -> int:
 
 def build_command(message: OutboundMessage, routing: Routing, *, sealer: Sealer, pepper: bytes,
                   command_id: str | None = None, requested_at: dt.datetime | None = None) -> dict[str, Any]:
-    """The Avro ``SendCommand`` dict for ``message`` (its ``to`` is the recipient)."""
+    """The Avro ``SendCommand`` dict for ``message`` (its ``to`` and/or ``recipient`` is the recipient)."""
     request = message.to_request()
-    to = request["to"]
+    to, bsuid = request.get("to"), request.get("recipient")
     graph_message = {k: v for k, v in request.items() if k not in _ENVELOPE}
-    subject = make_subject_id(pepper, routing.tenant_id, to)
+    user_subject = make_subject_id(pepper, routing.tenant_id, bsuid) if bsuid else None
+    subject = make_subject_id(pepper, routing.tenant_id, to) if to else user_subject
+    recipient: dict[str, Any] = {"to": to} if to else {}
+    if bsuid:
+        recipient["recipient"] = bsuid
     template = None
     if isinstance(message, TemplateMessage):
         template = {"name": message.name, "language": message.language,
@@ -85,11 +95,12 @@ def build_command(message: OutboundMessage, routing: Routing, *, sealer: Sealer,
         "idempotency_key": routing.idempotency_key,
         "phone_number_id": routing.phone_number_id,
         "subject_id": subject,
+        "user_subject_id": user_subject,
         "lane": str(routing.lane),
         "campaign_id": routing.campaign_id,
         "kind": _KINDS.get(message.type, "OTHER"),
         "template": template,
-        "pii": sealer.seal(routing.tenant_id, subject, {"to": to, "message": graph_message}),
+        "pii": sealer.seal(routing.tenant_id, subject, {**recipient, "message": graph_message}),
         "requested_at": requested_at or dt.datetime.now(dt.timezone.utc),
         "valid_until": routing.valid_until,
         "priority": routing.priority,
@@ -97,12 +108,14 @@ def build_command(message: OutboundMessage, routing: Routing, *, sealer: Sealer,
     }
 
 
-def template(to: str, name: str, language: str = "en_US", body: list[str] | None = None) -> TemplateMessage:
-    """A template message with positional text body parameters (the common ERP case)."""
+def template(to: str | None, name: str, language: str = "en_US", body: list[str] | None = None, *,
+             recipient: str | None = None) -> TemplateMessage:
+    """A template message with positional text body parameters (the common ERP case). ``to`` a
+    phone number, ``recipient`` a BSUID: either or both."""
     components = [BodyComponent(parameters=[TextParameter(text=p) for p in body])] if body else []
-    return TemplateMessage(to=to, name=name, language=language, components=components)
+    return TemplateMessage(to=to, recipient=recipient, name=name, language=language, components=components)
 
 
-def text(to: str, body: str) -> TextMessage:
+def text(to: str | None, body: str, *, recipient: str | None = None) -> TextMessage:
     """A session (free-form) text message: only inside the recipient's 24 h window."""
-    return TextMessage(to=to, body=body)
+    return TextMessage(to=to, recipient=recipient, body=body)

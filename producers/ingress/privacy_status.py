@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.kafka_edge import confluent_conf
 from wapipe.log import get_logger
 from wapipe.topics import PRIVACY_REQUESTS
 
@@ -73,7 +74,7 @@ class PrivacyStatusView:
     # --- the consumer thread ---------------------------------------------------------------
     def _run(self) -> None:
         c = Consumer({
-            "bootstrap.servers": self._bootstrap,
+            **confluent_conf(self._bootstrap),
             "group.id": f"ingress-privacy-view-{uuid.uuid4().hex[:8]}",  # never committed: assign()
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -162,7 +162,7 @@ def _serve_granian(bootstrap: str, host: str, port: int, workers: int, out: Text
     port = port or free_port()
     url = f"http://{host}:{port}"
     # The workers build their own Settings from the environment: hand them the resolved broker.
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = str(bootstrap)
     threading.Thread(target=_announce_when_serving, args=(host, port, url, out), daemon=True).start()
     Granian(
         "producers.ingress.server:create_app", factory=True, interface=Interfaces.ASGI, address=host, port=port,

@@ -73,6 +73,15 @@ def _cases() -> list[tuple[str, str, dict, int, str]]:
         ("GET", "export?wa_id=abc", {}, 400, "wa_id"),
         ("GET", "export?subject_id=..%2F..%2Fetc%2Fpasswd", {}, 400, "subject_id"),
         ("GET", "export?wa_id=" + "1" * 40, {}, 400, "wa_id"),
+        # a person named by business-scoped user id (username users, issue 20)
+        ("POST", R, {"json": {"kind": "erasure", "user_id": "us.1349"}}, 400, "business-scoped user id"),
+        ("POST", R, {"json": {"kind": "erasure", "user_id": "US.12 34"}}, 400, "business-scoped user id"),
+        ("POST", R, {"json": {"kind": "erasure", "user_id": "15550100001"}}, 400, "business-scoped user id"),
+        ("POST", R, {"json": {"kind": "erasure", "user_id": 123}}, 400, "user_id"),
+        ("POST", R, {"json": {"kind": "erasure", "user_id": "US." + "1" * 300}}, 400, "user_id"),
+        ("POST", R, {"json": {"kind": "erasure", "user_id": "US.1349", "wa_id": "1555"}}, 400, "not both"),
+        ("POST", C, {"json": {"user_id": "US..1", "field": "profile_name", "value": "v"}}, 400, "business-scoped"),
+        ("GET", "export?user_id=US.%00", {}, 400, "business-scoped user id"),
     ]
 
 
@@ -94,6 +103,10 @@ def test_bad_input_table(api, topics):
     r = client.post(f"/privacy/{t}/requests", json={"kind": "restriction", "wa_id": "+1 555 010 0042"})
     assert r.status_code == 202, r.text
     assert [q["confirmation_code"] for q in _requests_of(topics, t)] == [r.json()["confirmation_code"]]
+    # and one named by BSUID: the BSUID's own subject in the tenant
+    r2 = client.post(f"/privacy/{t}/requests", json={"kind": "restriction", "user_id": "US.13491208655302741918"})
+    assert r2.status_code == 202, r2.text
+    assert r2.json()["subject_id"] == svc.subject(t, "US.13491208655302741918") != r.json()["subject_id"]
 
 
 def test_a_path_tenant_that_is_not_an_id_is_400(api):

@@ -48,6 +48,22 @@ def test_every_service_has_a_probe_and_wapipe_health_reads_them(topics, tmp_path
             assert "process_cpu_seconds_total" in metrics
             if group:
                 assert f'wapipe_consumer_lag{{group="{group}"' in metrics, name
+        # issue 21 #3: the erasure backlog on the privacy service; dead letters by reason on each service
+        privacy = httpx.get(urls["privacy"] + "/metrics", timeout=10).text
+        for gauge in ("wapipe_erasure_open_requests", "wapipe_erasure_oldest_age_seconds",
+                      "wapipe_erasure_overdue_requests"):
+            assert f"\n{gauge} " in privacy, gauge
+        from wapipe.kafka import producer
+        from wapipe.topics import STATUS_EVENTS
+
+        p = producer(topics)
+        p.produce(STATUS_EVENTS, key=b"poison", value=b"\x00 not an Avro record")
+        assert p.flush(10) == 0
+        counted = 'wapipe_dead_letters_total{reason="SerdeError",service="sink"}'
+        deadline = time.monotonic() + 60
+        while counted not in (sink := httpx.get(urls["sink"] + "/metrics", timeout=10).text):
+            assert time.monotonic() < deadline, sink[-3000:]
+            time.sleep(0.5)
         run = subprocess.run([sys.executable, "-m", "wapipe", "health", "--ready"], env=env, capture_output=True,
                              text=True, timeout=60)
         assert run.returncode == 0, run.stdout + run.stderr

@@ -42,6 +42,9 @@ def test_passthrough_rows_equal_python_rows(clickhouse, settings):
          "timestamp": now, "subject_id": None, "received_at": now},
         {"event_id": "e3", "tenant_id": "other", "waba_id": "w", "phone_number_id": "p", "wamid": "m3", "status": "played",
          "timestamp": now, "subject_id": "s3", "received_at": now},
+        {"event_id": "e4", "tenant_id": "acme", "waba_id": "w", "phone_number_id": "p", "wamid": "m4", "status": "sent",
+         "timestamp": now, "subject_id": None, "received_at": now, "recipient_type": "GROUP",
+         "extra": '{"group_id":"g1"}'},  # a group's status (issue 20): no subject, recipient_type kept
     ]
     days = RetentionDays(settings, _Tenants({"acme": 7, "other": 3}))
     conv = CONVERTERS[STATUS_EVENTS]
@@ -56,8 +59,10 @@ def test_passthrough_rows_equal_python_rows(clickhouse, settings):
     cols = ", ".join(c for c in conv.columns if c != "event_id")
     fast = clickhouse.query(f"SELECT event_id, {cols} FROM status_events WHERE NOT startsWith(event_id, 'py-') ORDER BY event_id").result_rows
     slow = clickhouse.query(f"SELECT substring(event_id, 4), {cols} FROM status_events WHERE startsWith(event_id, 'py-') ORDER BY event_id").result_rows
-    assert fast == slow and len(fast) == 3
-    assert [r[-1] for r in fast] == [7, settings.retention_defaults["metadata"], 3]
+    assert fast == slow and len(fast) == 4
+    at = ["event_id", *(c for c in conv.columns if c != "event_id")].index
+    assert [r[at("retention_days")] for r in fast] == [7, settings.retention_defaults["metadata"], 3, 7]
+    assert [(r[at("subject_id")], r[at("recipient_type")]) for r in fast][3] == ("", "group")
     # the same block again with the same token is absorbed
     pt.insert(clickhouse, values, days.table("metadata"), "tok-fast")
-    assert clickhouse.query("SELECT count() FROM status_events").result_rows == [(6,)]
+    assert clickhouse.query("SELECT count() FROM status_events").result_rows == [(8,)]

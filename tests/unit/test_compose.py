@@ -152,3 +152,19 @@ def test_the_dashboard_queries_only_exported_metrics():
             for metric in used:
                 base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
                 assert base in exported or metric in exported, f"{panel['title']}: {metric} is not exported"
+
+
+def test_the_dashboard_shows_dead_letters_by_service_and_reason_and_the_erasure_backlog():
+    """Issue 21 #3: dead letters by reason on every service; the erasure backlog and deadline."""
+    dash = json.loads((REPO_ROOT / "deploy" / "grafana" / "dashboards" / "wapipe.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    dead = [e for e in exprs if "wapipe_dead_letters_total" in e]
+    assert dead and any(re.search(r"by \(service, reason\)", e) for e in dead), dead
+    for metric in ("wapipe_erasure_open_requests", "wapipe_erasure_oldest_age_seconds",
+                   "wapipe_erasure_deadline_seconds", "wapipe_erasure_overdue_requests"):
+        assert any(metric in e for e in exprs), metric
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = [(x, y) for p in dash["panels"] for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+             for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])]
+    assert len(cells) == len(set(cells)), "panels overlap"

@@ -22,7 +22,7 @@ EXPECTED: dict[int, type[E.MetaError]] = {
     1: E.Transient, 2: E.Transient, 131000: E.Transient, 131016: E.Transient, 133004: E.Transient,
     # permanent
     131047: E.WindowClosed,
-    131026: E.RecipientError, 131049: E.RecipientError, 131050: E.RecipientError, 131021: E.RecipientError,
+    131026: E.RecipientError, 131049: E.RecipientError, 131050: E.RecipientError, 131021: E.RecipientError, 131062: E.RecipientError,
     130472: E.RecipientError,
     131042: E.Permanent, 33: E.Permanent, 100: E.Permanent, 131008: E.Permanent, 131009: E.Permanent,
     131051: E.Permanent, 131052: E.Permanent, 131053: E.Permanent, 131055: E.Permanent, 131045: E.Permanent,

@@ -220,11 +220,13 @@ def test_unknown_keys_are_retrievable_everywhere():
     assert env.entry[0].model_extra == {"extra_entry_key": "kept too"}
     value = env.entry[0].changes[0].value
     assert value.model_extra == {"brand_new_value_key": "kept"}
-    assert value.contacts[0].model_extra == {"user_id": "US.13491208655302741918"}
-    assert value.contacts[0].profile.model_extra == {"username": "@kerry"}
+    # BSUID fields are named since username users (issue 20): read, not left in extras
+    assert value.contacts[0].model_extra == {} and value.contacts[0].user_id == "US.13491208655302741918"
+    assert value.contacts[0].profile.model_extra == {} and value.contacts[0].profile.username == "@kerry"
     status = value.statuses[0]
     assert status.recipient_type == "individual"
-    assert status.model_extra == {"recipient_user_id": "US.13491208655302741918", "new_status_field": {"nested": [1, 2, 3]}}
+    assert status.recipient_user_id == "US.13491208655302741918"
+    assert status.model_extra == {"new_status_field": {"nested": [1, 2, 3]}}
     message = value.messages[0]
     assert message.model_extra == {"future_flag": True} and message.text.model_extra == {"markup": "plain"}
 

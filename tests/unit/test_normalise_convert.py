@@ -99,15 +99,18 @@ def _personal_strings(doc: dict) -> set[str]:
                 continue
             for s in v.get("statuses", []):
                 found.add(s["id"])  # a wamid embeds the number
-                if s.get("recipient_id"):
+                for k in ("recipient_user_id", "recipient_parent_user_id"):
+                    found.add(s.get(k) or "")
+                if s.get("recipient_id") and s.get("recipient_type") != "group":
                     found.add(s["recipient_id"])
             for c in v.get("contacts", []):
-                if c.get("wa_id"):
-                    found.add(c["wa_id"])
-                if (c.get("profile") or {}).get("name"):
-                    found.add(c["profile"]["name"])
+                for k in ("wa_id", "user_id", "parent_user_id"):
+                    found.add(c.get(k) or "")
+                for k in ("name", "username"):
+                    found.add((c.get("profile") or {}).get(k) or "")
             for m in v.get("messages", []):
-                found.add(m["from"])
+                for k in ("from", "from_user_id", "from_parent_user_id"):
+                    found.add(m.get(k) or "")
                 found.add(m["id"])
                 if (m.get("context") or {}).get("id"):
                     found.add(m["context"]["id"])

@@ -3,11 +3,12 @@
 Every route is per tenant and needs that tenant's API key or the operator key
 (``wapipe.tenants.auth.authorize``: ``Authorization: Bearer <key>`` or ``X-API-Key``):
 
-* ``POST /privacy/{tenant}/requests`` ``{"kind": "erasure|restriction|unrestriction", "wa_id"|"subject_id"}``
+* ``POST /privacy/{tenant}/requests`` ``{"kind": "erasure|restriction|unrestriction", "wa_id"|"user_id"|"subject_id"}``
+  (``user_id``: the person's business-scoped user id, BSUID, for a username user without a number)
   -> 202 ``{request_id, confirmation_code, status}``
 * ``POST /privacy/{tenant}/corrections`` ``{"wa_id"|"subject_id", "field", "value"}`` -> 202
 * ``GET  /privacy/{tenant}/requests/{code}`` -> the request's status and steps
-* ``GET  /privacy/{tenant}/export?wa_id=...`` (or ``subject_id=``) -> everything held, as JSON
+* ``GET  /privacy/{tenant}/export?wa_id=...`` (or ``user_id=``, ``subject_id=``) -> everything held, as JSON
 
 Every request is an AuditEvent with the caller as actor. Bad input is a 400 with the reason
 (not JSON, a field out of its bounds, a path id that is not an id), a body over
@@ -29,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from connectors.meta.bsuid import BSUID_MAX_LENGTH, check_bsuid
 from wapipe.config import Settings
 from wapipe.http_input import BadInput, check_id, json_body, validation_message
 from wapipe.log import get_logger
@@ -55,15 +57,25 @@ SubjectId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 class SubjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     wa_id: WaId | None = None
+    user_id: Annotated[str, Field(max_length=BSUID_MAX_LENGTH)] | None = None  # a BSUID, checked below
     subject_id: SubjectId | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "SubjectRef":
-        if not (self.wa_id or self.subject_id):
-            raise ValueError("give wa_id (the person's WhatsApp number) or subject_id")
+        if not (self.wa_id or self.user_id or self.subject_id):
+            raise ValueError("give wa_id (the person's WhatsApp number), user_id (their BSUID) or subject_id")
+        if self.wa_id and self.user_id:
+            raise ValueError("give wa_id or user_id, not both (a person's number and BSUID are linked already)")
+        if self.user_id is not None:
+            check_bsuid(self.user_id)
         if self.wa_id and not 1 <= sum(c.isdigit() for c in self.wa_id) <= E164_MAX_DIGITS:
             raise ValueError(f"wa_id must have 1 to {E164_MAX_DIGITS} digits")
         return self
+
+    @property
+    def person(self) -> str | None:
+        """The number or the BSUID the caller named (``subjects.subject_id`` takes either)."""
+        return self.wa_id or self.user_id
 
 
 class RequestIn(SubjectRef):
@@ -126,7 +138,7 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         if isinstance(body, JSONResponse):
             return body
         return await _scoped(202, service.submit, API_KINDS[body.kind.lower()], tenant_id=request.path_params["tenant"],
-                             wa_id=body.wa_id, subject=body.subject_id, source="api", actor=who.actor)
+                             wa_id=body.person, subject=body.subject_id, source="api", actor=who.actor)
 
     async def correct(request: Request):
         who = await _auth(request)
@@ -136,7 +148,7 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         if isinstance(body, JSONResponse):
             return body
         return await _scoped(202, service.correct, tenant_id=request.path_params["tenant"], field=body.field,
-                             value=body.value, wa_id=body.wa_id, subject=body.subject_id, source="api", actor=who.actor)
+                             value=body.value, wa_id=body.person, subject=body.subject_id, source="api", actor=who.actor)
 
     async def status(request: Request):
         who = await _auth(request)
@@ -153,7 +165,8 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
             return who
         tenant = request.path_params["tenant"]
         try:
-            ref = SubjectRef(wa_id=request.query_params.get("wa_id"), subject_id=request.query_params.get("subject_id"))
+            ref = SubjectRef(wa_id=request.query_params.get("wa_id"), user_id=request.query_params.get("user_id"),
+                             subject_id=request.query_params.get("subject_id"))
         except ValidationError as exc:
             return JSONResponse({"error": validation_message(exc)}, status_code=400)
 
@@ -161,7 +174,7 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
             t = tenants.tenant_for_number(phone_number_id)
             return t is not None and t.tenant_id == tenant
 
-        return await _scoped(200, service.export, tenant_id=tenant, owns_number=owns_number, wa_id=ref.wa_id,
+        return await _scoped(200, service.export, tenant_id=tenant, owns_number=owns_number, wa_id=ref.person,
                              subject=ref.subject_id, reader_factory=reader_factory, source="api", actor=who.actor,
                              render=lambda doc: doc)
 

@@ -15,7 +15,7 @@ from wapipe.privacy.errors import UnknownSubject
 app = typer.Typer(no_args_is_help=True, help="Privacy: erasure, access/export, correction, restriction (docs/privacy.md).")
 
 TENANT = typer.Option(..., "--tenant", help="tenant id")
-WA_ID = typer.Option(None, "--wa-id", help="the person's WhatsApp number")
+WA_ID = typer.Option(None, "--wa-id", help="the person's WhatsApp number, or their business-scoped user id (BSUID, e.g. US.13491208655302741918) for a username user")
 SUBJECT = typer.Option(None, "--subject", help="the subject id (instead of --wa-id)")
 
 
@@ -164,6 +164,7 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
     """The request processor: drives every request to COMPLETED. SIGTERM stops it cleanly."""
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.privacy.metrics import ErasureMetrics
     from wapipe.privacy.processor import PrivacyProcessor
     from wapipe.probe import serving_probe
 
@@ -184,6 +185,8 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
         worker, client = ErasureWorker(s, bootstrap), clickhouse_client(s.clickhouse_dsn)
     try:
         with serving_probe(s, "privacy") as probe:
+            probe.registry.register(ErasureMetrics(proc.registry.requests, s.privacy_legal_deadline_s,
+                                                   proc.deadline_ms / 1000))
             probe.mark_ready()
             print("READY privacy", flush=True)
             while not stop.is_set():
@@ -204,9 +207,13 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, hel
     """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
     from wapipe.privacy.api import serve_forever
     from wapipe.config import Settings
+    from wapipe.kafka import NoKafka
     from wapipe.probe import serving_probe
 
     # The API answers on its own port; the probe says the process is up (for an orchestrator).
     with serving_probe(Settings(), "privacy-serve", alive=lambda: None) as probe:
         probe.mark_ready()
-        serve_forever(host, port)
+        try:
+            serve_forever(host, port)
+        except NoKafka as exc:  # no broker configured, or it refused our credentials
+            _fail(str(exc))

@@ -75,7 +75,11 @@ def apply_corrections(registry: PrivacyRegistry, keyring: KeyRing, subject_id: s
     return out
 
 
-RAW_ITEMS = (("messages", "from"), ("statuses", "recipient_id"), ("contacts", "wa_id"))
+# The fields that name the person an item is about: by number, and by business-scoped user id
+# (username users: their items may have no number at all).
+RAW_ITEMS = (("messages", "from"), ("statuses", "recipient_id"), ("contacts", "wa_id"),
+             ("messages", "from_user_id"), ("messages", "from_parent_user_id"), ("statuses", "recipient_user_id"),
+             ("statuses", "recipient_parent_user_id"), ("contacts", "user_id"), ("contacts", "parent_user_id"))
 
 
 def own_raw_items(body: bytes, *, subject_id: str, subject_of: Callable[[str], str],
@@ -99,11 +103,13 @@ def own_raw_items(body: bytes, *, subject_id: str, subject_of: Callable[[str], s
             pnid = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
             if not isinstance(pnid, str) or not owns_number(pnid):
                 continue
+            taken: set[int] = set()  # an item naming the person by number and BSUID: once
             for kind, field in RAW_ITEMS:
                 items = value.get(kind)
                 for item in items if isinstance(items, list) else ():
                     wa = item.get(field) if isinstance(item, dict) else None
-                    if isinstance(wa, str) and _is_subject(wa, subject_id, subject_of):
+                    if isinstance(wa, str) and id(item) not in taken and _is_subject(wa, subject_id, subject_of):
+                        taken.add(id(item))
                         out.append({"phone_number_id": pnid, "kind": kind, "item": item})
     return out
 
@@ -180,3 +186,20 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "kafka": kafka, "clickhouse": clickhouse, "requests": requests,
             "restricted": registry.is_restricted(tenant_id, subject_id)}
+
+
+def merge_exports(docs: list[dict]) -> dict:
+    """One export of a person from the exports of their linked subjects (the first is the one the
+    request named): records and rows of all, ``linked_subjects`` naming the others."""
+    first = dict(docs[0])
+    first["kafka"] = {k: list(v) for k, v in first["kafka"].items()}
+    first["clickhouse"] = {k: list(v) for k, v in first["clickhouse"].items()}
+    first["requests"] = list(first["requests"])
+    for other in docs[1:]:
+        for part in ("kafka", "clickhouse"):
+            for k, v in other[part].items():
+                first[part].setdefault(k, []).extend(v)
+        first["requests"].extend(other["requests"])
+        first["restricted"] = first["restricted"] or other["restricted"]
+    first["linked_subjects"] = [d["subject_id"] for d in docs[1:]]
+    return first

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from wapipe.kafka_edge import confluent_conf
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError
 
@@ -35,7 +36,7 @@ class TopicFollower:
     def start(self) -> None:
         if self._thread is not None:
             return
-        conf = {"bootstrap.servers": self.bootstrap, "enable.auto.commit": False, "isolation.level": "read_committed"}
+        conf = {**confluent_conf(self.bootstrap), "enable.auto.commit": False, "isolation.level": "read_committed"}
         self._consumer = Consumer({**conf, "group.id": f"wapipe-{self._name}-{uuid.uuid4().hex}",
                                    "enable.partition.eof": True})
         self._probe = Consumer({**conf, "group.id": f"wapipe-{self._name}-probe-{uuid.uuid4().hex}"})

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.kafka import producer as make_producer
+from wapipe.kafka_edge import confluent_conf
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 from wapipe.privacy.kek import KEK_PREFIX, KEY_BYTES, NONCE_BYTES, Kek
@@ -94,7 +95,7 @@ class KeyRing:
         if self._thread is not None:
             return self
         self._consumer = Consumer({
-            "bootstrap.servers": self._bootstrap,
+            **confluent_conf(self._bootstrap),
             "group.id": f"wapipe-keyring-{uuid.uuid4().hex}",  # never committed: always from the beginning
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -105,7 +106,7 @@ class KeyRing:
             raise PrivacyError(f"{self._topic}: {md.error}")
         self._partitions = sorted(md.partitions)
         self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in self._partitions])
-        self._probe = Consumer({"bootstrap.servers": self._bootstrap, "group.id": f"wapipe-keyring-probe-{uuid.uuid4().hex}",
+        self._probe = Consumer({**confluent_conf(self._bootstrap), "group.id": f"wapipe-keyring-probe-{uuid.uuid4().hex}",
                                 "enable.auto.commit": False})
         # Each key is published alone and waited for (_publish): lingering for a batch only adds
         # its 5 ms to every new subject (bench/normalise.py: a webhook per new subject).

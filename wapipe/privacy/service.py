@@ -1,4 +1,12 @@
-"""Submitting and reading privacy requests: what the CLI and the admin API share."""
+"""Submitting and reading privacy requests: what the CLI and the admin API share.
+
+A person is named by their number or their business-scoped user id (BSUID): ``wa_id`` takes
+either (``subjects.subject_id``). A person seen with both has two subjects, linked on
+``wa.subject.links`` (``links.py``): an erasure, restriction or unrestriction of one is also
+made for every linked subject (their own requests, ``details.linked_to`` naming the first; the
+first lists them in ``details.linked_requests``), an erasure tombstones the links, and an
+export covers all of them.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +17,18 @@ from typing import Any
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.kafka import producer as make_producer
-from wapipe.privacy.errors import UnknownSubject
-from wapipe.privacy.export import export_subject
+from wapipe.privacy.errors import PrivacyError, UnknownSubject
+from wapipe.privacy.export import export_subject, merge_exports
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
+from wapipe.privacy.links import linked_subjects, read_link_partitions
 from wapipe.privacy.records import FINAL, SUBJECT_CHECKED, Publisher, audit_event, new_request, now_ms
 from wapipe.privacy.registry import PrivacyRegistry, sealed_to_detail
 from wapipe.privacy.subjects import pepper_from, subject_id
+from wapipe.topics import SUBJECT_LINKS
+
+# Requests made for every subject linked to the one named (``PrivacyService.submit``).
+_FANNED_OUT = frozenset({"ERASURE", "RESTRICTION", "UNRESTRICTION"})
 
 
 class PrivacyService:
@@ -71,8 +84,28 @@ class PrivacyService:
     def submit(self, kind: str, *, tenant_id: str, wa_id: str | None = None, subject: str | None = None,
                source: str = "cli", actor: str = "operator:cli", details: dict[str, str] | None = None) -> dict:
         sid = self.subject(tenant_id, wa_id, subject)
-        return self._record(kind, tenant_id, sid, source=source, actor=actor, details=details,
-                            checked="number" if wa_id else "owned")
+        checked = "number" if wa_id else "owned"
+        linked = sorted(self.linked(tenant_id, sid) - {sid}) if kind in _FANNED_OUT else []
+        others = [self._record(kind, tenant_id, other, source=source, actor=actor, checked="linked",
+                               details={**(details or {}), "linked_to": sid}) for other in linked]
+        if others:
+            details = {**(details or {}), "linked_requests": ",".join(r["request_id"] for r in others)}
+        rec = self._record(kind, tenant_id, sid, source=source, actor=actor, details=details, checked=checked)
+        if kind == "ERASURE":
+            self._unlink(tenant_id, {sid, *linked})
+        return rec
+
+    def linked(self, tenant_id: str, sid: str) -> set[str]:
+        """``sid`` and the tenant's subjects linked to it (the same person by number and BSUID)."""
+        return linked_subjects(self.bootstrap, self.serde, tenant_id, sid)
+
+    def _unlink(self, tenant_id: str, subjects: set[str]) -> None:
+        """Tombstone the tenant's links between ``subjects`` (in the partitions that hold them)."""
+        for key, partitions in read_link_partitions(self.bootstrap, self.serde, tenant_id, subjects).items():
+            for partition in partitions:
+                self._producer.produce(SUBJECT_LINKS, key=key, value=None, partition=partition)
+        if self._producer.flush(30):
+            raise PrivacyError(f"{SUBJECT_LINKS}: link tombstones not acknowledged within 30s")
 
     def _record(self, kind: str, tenant_id: str, sid: str, *, source: str, actor: str, checked: str,
                 details: dict[str, str] | None = None) -> dict:
@@ -113,13 +146,15 @@ class PrivacyService:
         rec = self._record("ACCESS", tenant_id, sid, source=source, actor=actor, checked="number" if wa_id else "owned")
         reader = reader_factory() if reader_factory is not None else None
         try:
-            doc = export_subject(bootstrap=self.bootstrap, serde=self.serde, keyring=self.keyring,
-                                 registry=self.registry, tenant_id=tenant_id, subject_id=sid,
-                                 subject_of=lambda wa: subject_id(self.pepper, tenant_id, wa),
-                                 owns_number=owns_number, reader=reader)
+            linked = sorted(self.linked(tenant_id, sid) - {sid})
+            docs = [export_subject(bootstrap=self.bootstrap, serde=self.serde, keyring=self.keyring,
+                                   registry=self.registry, tenant_id=tenant_id, subject_id=one,
+                                   subject_of=lambda wa: subject_id(self.pepper, tenant_id, wa),
+                                   owns_number=owns_number, reader=reader) for one in (sid, *linked)]
         finally:
             if reader is not None:
                 reader.close()
+        doc = merge_exports(docs)
         self.pub.request({**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()})
         self.pub.audit(audit_event("privacy.access.completed", actor=actor, tenant_id=tenant_id, subject_id=None,
                                    target=rec["request_id"],

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from wapipe.kafka_edge import confluent_conf
+
 ROLL_KEY = b"__roll__"  # a tombstone of a key nobody uses: rolls a compacted topic's active segment
 
 
@@ -15,7 +17,7 @@ def _consumer(bootstrap: str) -> Consumer:
     # An offset that retention deleted while we read (out of range) resumes at the oldest record
     # still held: the default ("latest") jumped to the end, so a scan skipped records still on the
     # topic and oldest_timestamps answered "nothing held" for a partition that held some.
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": f"wapipe-scan-{uuid.uuid4().hex}",
+    return Consumer({**confluent_conf(bootstrap), "group.id": f"wapipe-scan-{uuid.uuid4().hex}",
                      "enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"})
 
 

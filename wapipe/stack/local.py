@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from wapipe.config import Settings
+from wapipe.kafka_edge import KafkaEndpoint, check_access
 from wapipe.stack.docker import ContainerBroker, docker_engine_available
 from wapipe.net import port_free
 from wapipe.stack.jvm import JvmBroker, ensure_jars, pid_alive, stop_pid
@@ -84,7 +85,10 @@ class KafkaProvider:
         self.source = self.choose()
         if self.source == "env":
             self.bootstrap = self.settings.kafka_bootstrap_servers
-            wait_for_metadata(self.bootstrap, timeout=timeout)
+            ep = KafkaEndpoint.from_settings(self.settings, self.bootstrap)
+            if ep.security.protocol != "PLAINTEXT":
+                check_access(ep)  # a refused login is named now, not after the readiness timeout
+            wait_for_metadata(ep, timeout=timeout)
         elif self.source == "docker":
             self._container = ContainerBroker(self.settings.kafka_version)
             self.bootstrap = self._container.start()

@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
+from wapipe.kafka_edge import Endpoint, confluent_conf
 
-def wait_for_metadata(bootstrap: str, *, timeout: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+
+def wait_for_metadata(bootstrap: Endpoint, *, timeout: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:
+    admin = AdminClient({**confluent_conf(bootstrap), "log_level": 0, "logger": _quiet})
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:

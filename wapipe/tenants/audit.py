@@ -10,6 +10,7 @@ import uuid
 from confluent_kafka import Producer
 
 from wapipe.avro import AvroSerde
+from wapipe.kafka_edge import confluent_conf
 from wapipe.tenants.models import utcnow
 from wapipe.tenants.store import _produce
 from wapipe.topics import AUDIT
@@ -41,7 +42,7 @@ def read_audit(bootstrap: str, tenant_id: str, *, serde: AvroSerde | None = None
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     serde = serde or AvroSerde()
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wapipe-audit-reader-{uuid.uuid4().hex[:8]}",
+    c = Consumer({**confluent_conf(bootstrap), "group.id": f"wapipe-audit-reader-{uuid.uuid4().hex[:8]}",
                   "enable.auto.commit": False, "enable.partition.eof": True})
     try:
         parts = c.list_topics(AUDIT, timeout=10).topics[AUDIT].partitions

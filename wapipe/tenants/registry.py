@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.kafka_edge import confluent_conf
 from wapipe.log import get_logger
 from wapipe.tenants.models import TEMPLATE_RECORD, TENANT_RECORD, Template, Tenant, TenantStatus, template_key
 from wapipe.topics import TEMPLATES, TENANTS
@@ -93,7 +94,7 @@ class TenantRegistry:
         if self._thread is not None:
             return self
         consumer = Consumer({
-            "bootstrap.servers": self._bootstrap,
+            **confluent_conf(self._bootstrap),
             "group.id": f"wapipe-tenant-registry-{uuid.uuid4().hex[:8]}",  # never committed
             "enable.auto.commit": False,
             "enable.partition.eof": True,

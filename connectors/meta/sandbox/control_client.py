@@ -85,9 +85,11 @@ class SandboxControl:
         return self._do("DELETE", "/faults")
 
     # --- events ----------------------------------------------------------------------------------
-    def inbound(self, phone_number_id: str, wa_id: str, text: str = "hello", **kw: Any) -> str:
-        """A user message arriving at ``phone_number_id``: webhook + opens the service window."""
-        return self._do("POST", "/inbound", {"phone_number_id": phone_number_id, "from": wa_id, "text": text, **kw})["wamid"]
+    def inbound(self, phone_number_id: str, wa_id: str | None, text: str = "hello", **kw: Any) -> str:
+        """A user message arriving at ``phone_number_id``: webhook + opens the service window. A
+        username user: ``wa_id=None`` and ``user_id=<BSUID>`` (maybe ``username=``, ``parent_user_id=``)."""
+        sender = {"from": wa_id} if wa_id else {}
+        return self._do("POST", "/inbound", {"phone_number_id": phone_number_id, **sender, "text": text, **kw})["wamid"]
 
     def add_media(self, phone_number_id: str, mime_type: str, content: bytes) -> dict:
         """A media object of ``phone_number_id`` (as if uploaded): ``{id, sha256, file_size}``."""

@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from connectors.meta.sandbox.graph_errors import THROTTLING, GraphError, status_error, unknown_object
 from connectors.meta.sandbox.media import Media, MediaStore
@@ -51,9 +52,15 @@ def new_wamid(wa_id: str) -> str:
 @dataclass(slots=True)
 class Accepted:
     wamid: str
-    wa_id: str
-    to: str
+    wa_id: str | None  # None for a send by BSUID only
+    to: str  # what the request named the recipient by (contacts[].input)
     message_status: str = "accepted"
+    user_id: str | None = None  # the BSUID of a send by BSUID (contacts[].user_id)
+
+    def contact(self) -> dict:
+        """Meta's ``contacts[0]`` of the answer: ``wa_id`` for a send by number, ``user_id`` for one
+        by BSUID."""
+        return {"input": self.to, **({"wa_id": self.wa_id} if self.wa_id else {"user_id": self.user_id})}
 
 
 class Sandbox:
@@ -189,9 +196,23 @@ class Sandbox:
             nc.rejected[e.code] += 1
             raise
 
+    def _person(self, wa_id: str | None, user_id: str | None) -> str:
+        """The key of a user's per-recipient state (window, pair rate, tier): their number when the
+        sandbox knows it, else their BSUID (a username user)."""
+        return wa_id or self.world.users.get(user_id or "") or user_id or ""
+
+    def _recipient(self, req: Any) -> dict:
+        """A status's recipient fields: ``recipient_id`` (and the user's ``recipient_user_id`` when
+        known) for a send by number; ``recipient_user_id`` alone for a send by BSUID."""
+        if req.wa_id:
+            bsuid = self.world.bsuid_of.get(req.wa_id)
+            return {"recipient_id": req.wa_id, **({"recipient_user_id": bsuid} if bsuid else {})}
+        return {"recipient_user_id": req.user_id}
+
     def _send(self, number: Number, body: object, raw: bytes, version: int, now: float) -> Accepted:
         req = parse_send(body)
         assert isinstance(body, dict)
+        person = self._person(req.wa_id, req.user_id)
         cb = body.get("biz_opaque_callback_data")
         if cb is not None and (not isinstance(cb, str) or len(cb) > 512):
             raise GraphError(100, message="(#100) Param biz_opaque_callback_data must be at most 512 characters long.")
@@ -207,19 +228,21 @@ class Sandbox:
                 raise GraphError(132015, details=f"Template {name} is paused due to low quality.")
             if template.status == "DISABLED":
                 raise GraphError(132016, details=f"Template {name} has been disabled.")
+            if req.user_id and template.category == "AUTHENTICATION":
+                raise GraphError(131062, details="Business-scoped User ID recipients are not supported for this message.")
             if req.body_params != template.body_params:
                 raise GraphError(132000, details=(f"body: number of localizable_params ({req.body_params}) does not "
                                                   f"match the expected number of params ({template.body_params})"))
         if number.admitted.count(now) >= number.throughput:
             raise self.throttle(GraphError(130429, details="Cloud API message throughput has been reached."))
-        if not self.pairs.take(number.id, req.wa_id, now):
+        if not self.pairs.take(number.id, person, now):
             raise self.throttle(GraphError(131056, details=(
                 "Message failed to send because there were too many messages sent from this phone number to the "
                 "same phone number in a short period of time.")))
 
         lim = self.config.limits
         fail: int | None = None
-        window_open = self.windows.is_open(number.id, req.wa_id, now)
+        window_open = self.windows.is_open(number.id, person, now)
         if template is None and not window_open:
             if lim.window_mode == "reject":
                 raise GraphError(131047, details=(
@@ -228,11 +251,11 @@ class Sandbox:
             fail = 131047
         elif template is not None and not window_open:
             business = self.world.business_of(number)
-            if not self.tier.admit(business.id, req.wa_id, business.limit, now):
+            if not self.tier.admit(business.id, person, business.limit, now):
                 if lim.tier_mode == "reject":
                     raise GraphError(lim.tier_error_code, details="Messaging limit reached for this business portfolio.")
                 fail = lim.tier_error_code
-        if fail is None and req.wa_id in self.world.invalid_recipients:
+        if fail is None and ({person, req.user_id} & self.world.invalid_recipients):
             fail = 131026
         if (fail is None and template is not None and template.category == "MARKETING"
                 and (number.waba_id, req.wa_id) in self.world.marketing_opt_outs):
@@ -240,7 +263,7 @@ class Sandbox:
 
         number.admitted.add(now)
         self.counters.numbers[number.id].accept(now, time.time())
-        wamid = new_wamid(req.wa_id)
+        wamid = new_wamid(req.wa_id or req.user_id or "")
         if cb is not None:
             self.counters.by_callback[cb] += 1
         self.counters.by_payload[hashlib.blake2b(raw, digest_size=8).hexdigest()] += 1
@@ -248,23 +271,24 @@ class Sandbox:
             self.counters.failed_async[fail] += 1
         if self.config.record_messages:
             self.counters.messages.append({
-                "wamid": wamid, "phone_number_id": number.id, "to": req.to, "wa_id": req.wa_id, "type": req.type,
+                "wamid": wamid, "phone_number_id": number.id, "to": req.to, "wa_id": req.wa_id,
+                "user_id": req.user_id, "type": req.type,
                 "template": req.template[0] if req.template else None, "biz_opaque_callback_data": cb,
                 "idempotency_key": cb, "at": time.time(), "failed_with": fail})
         if self.world.apps_for(number.waba_id):
             category = template.category.lower() if template is not None else "service"
-            self._schedule_statuses(number, wamid, req.wa_id, cb, category, fail, version)
+            self._schedule_statuses(number, wamid, person, cb, category, fail, version, self._recipient(req))
         held = self.config.habits.held_for_quality
         if held and template is not None and template.category == "MARKETING" and self.rng.random() < held:
-            return Accepted(wamid, req.wa_id, req.to, "held_for_quality_assessment")
-        return Accepted(wamid, req.wa_id, req.to)
+            return Accepted(wamid, req.wa_id, req.input, "held_for_quality_assessment", req.user_id)
+        return Accepted(wamid, req.wa_id, req.input, user_id=req.user_id)
 
     def _schedule_statuses(self, number: Number, wamid: str, wa_id: str, cb: str | None, category: str,
-                           fail: int | None, version: int) -> None:
+                           fail: int | None, version: int, recipient: dict | None = None) -> None:
         pol, habits, rng = self.config.webhooks, self.config.habits, self.rng
         wall = time.time()
         sent_at = pol.sent_after.sample_s(rng)
-        base = {"id": wamid, "recipient_id": wa_id}
+        base = {"id": wamid, **(recipient or {"recipient_id": wa_id})}
         if cb is not None:
             base["biz_opaque_callback_data"] = cb
         if fail is not None:
@@ -330,9 +354,18 @@ class Sandbox:
         number = self.world.numbers.get(req.phone_number_id)
         if number is None:
             raise KeyError(f"unknown phone number {req.phone_number_id}")
-        wa_id = re.sub(r"\D", "", req.wa_id)
-        wamid = new_wamid(wa_id)
-        msg: dict = {"from": wa_id, "id": wamid, "timestamp": str(int(time.time())), "type": req.type}
+        wa_id = re.sub(r"\D", "", req.wa_id) if req.wa_id else None
+        if req.user_id:  # a user with a BSUID; a username user's number stays withheld
+            if wa_id:
+                self.world.users[req.user_id] = wa_id
+                self.world.bsuid_of[wa_id] = req.user_id
+            else:
+                self.world.users.setdefault(req.user_id, None)
+        person = self._person(wa_id, req.user_id)
+        wamid = new_wamid(wa_id or req.user_id or "")
+        sender = {k: v for k, v in (("from", wa_id), ("from_user_id", req.user_id),
+                                    ("from_parent_user_id", req.parent_user_id)) if v}
+        msg: dict = {**sender, "id": wamid, "timestamp": str(int(time.time())), "type": req.type}
         if req.media is not None:
             # The user's file: a media id of this number the business can GET and download.
             m = self.add_media(number, req.media.mime_type, decode_b64(req.media.content_b64))
@@ -347,10 +380,13 @@ class Sandbox:
             msg["context"] = {"from": number.display_phone_number, "id": req.context_id}
         self.world.inbound_ids.add(wamid)
         now = time.monotonic()
-        self.windows.open(number.id, wa_id, now)
+        self.windows.open(number.id, person, now)
         if self.config.limits.inbound_counts:
             number.admitted.add(now)
-        item = {"contact": {"profile": {"name": req.name}, "wa_id": wa_id}, "message": msg}
+        profile = {"name": req.name, **({"username": req.username} if req.username else {})}
+        contact = {"profile": profile, **{k: v for k, v in (("wa_id", wa_id), ("user_id", req.user_id),
+                                                            ("parent_user_id", req.parent_user_id)) if v}}
+        item = {"contact": contact, "message": msg}
         self.dispatcher.schedule(0.0, number.waba_id, "messages", item, number.id)
         return wamid
 

@@ -133,7 +133,7 @@ class GraphApi:
             else:
                 acc = sb.send(number, body, raw, major)
                 status, out = 200, dumps({
-                    "messaging_product": "whatsapp", "contacts": [{"input": acc.to, "wa_id": acc.wa_id}],
+                    "messaging_product": "whatsapp", "contacts": [acc.contact()],
                     "messages": [{"id": acc.wamid, "message_status": acc.message_status}]})
         except GraphError as e:
             status, out = e.status(), e.encode()

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connectors.meta.bsuid import Bsuid
 from connectors.meta.sandbox.graph_errors import known
 
 TIERS = {"TIER_250": 250, "TIER_2K": 2_000, "TIER_10K": 10_000, "TIER_100K": 100_000, "TIER_UNLIMITED": None}
@@ -199,8 +200,14 @@ class Faults(_Model):
 
 
 class InboundRequest(_Model):
+    """A user's message to a business number. A username user comes with ``user_id`` (their BSUID,
+    maybe ``parent_user_id`` and ``username``) and no ``from``: the webhook then has no number."""
+
     phone_number_id: str
-    wa_id: str = Field(alias="from")
+    wa_id: str | None = Field(None, alias="from")
+    user_id: Bsuid | None = None
+    parent_user_id: Bsuid | None = None
+    username: str | None = None
     name: str = "Sandbox User"
     type: str = "text"
     text: str | None = "hello"
@@ -211,6 +218,12 @@ class InboundRequest(_Model):
         "message's type object filled with id, mime_type, sha256 (and caption/filename)"))
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _sender(self):
+        if not self.wa_id and not self.user_id:
+            raise ValueError("an inbound message needs 'from' (a number) or 'user_id' (a BSUID)")
+        return self
 
     @model_validator(mode="after")
     def _media_type(self):

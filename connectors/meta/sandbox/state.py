@@ -108,6 +108,10 @@ class World:
         # (WABA id, wa_id) of users who stopped marketing messages from that business (user_preferences)
         self.marketing_opt_outs: set[tuple[str, str]] = set()
         self.inbound_ids: set[str] = set()
+        # Users with a business-scoped user id: BSUID -> number (None: a username user whose number
+        # is withheld), and number -> BSUID (statuses of sends by number carry it, as Meta's do).
+        self.users: dict[str, str | None] = {}
+        self.bsuid_of: dict[str, str] = {}
         self.read_marked: list[str] = []
         self._template_seq = 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from connectors.meta.bsuid import is_bsuid
 from connectors.meta.sandbox.graph_errors import GraphError, invalid, missing
 
 MEDIA = frozenset({"image", "audio", "video", "document", "sticker"})
@@ -19,11 +20,21 @@ _DIGITS = re.compile(r"^\+?[0-9][0-9 ()\-]{6,20}$")
 
 @dataclass(slots=True)
 class SendRequest:
+    """``to`` (a number, as given) wins over ``recipient`` (a BSUID) when both are there, as at Meta:
+    ``wa_id`` is then the number's digits and ``user_id`` None; a send by BSUID only has ``wa_id``
+    None and ``user_id`` the BSUID."""
+
     type: str
-    to: str  # as given
-    wa_id: str  # digits only
+    to: str | None  # as given
+    wa_id: str | None  # digits only
     template: tuple[str, str] | None = None  # (name, language code)
     body_params: int = 0
+    user_id: str | None = None  # the BSUID the message went to (sent without a number)
+
+    @property
+    def input(self) -> str:
+        """What the request named the recipient by (Meta's ``contacts[].input``)."""
+        return self.to if self.to is not None else self.user_id or ""
 
 
 def _required(obj: dict, key: str, where: str) -> object:
@@ -39,22 +50,32 @@ def parse_send(body: object) -> SendRequest:
     if body.get("messaging_product") != "whatsapp":
         raise missing("messaging_product") if "messaging_product" not in body else invalid(
             "messaging_product", "must be one of {WHATSAPP}")
-    to = body.get("to")
-    if not to:
+    to, recipient = body.get("to"), body.get("recipient")
+    if not to and not recipient:
         raise missing("to")
-    if not isinstance(to, str) or not _DIGITS.match(to):
-        raise GraphError(100, details=f"Invalid parameter: to. '{to}' is not a valid WhatsApp phone number.",
+    wa_id: str | None = None
+    user_id: str | None = None
+    if to:  # the number takes precedence over a BSUID (Meta, "Business-scoped user IDs")
+        if not isinstance(to, str) or not _DIGITS.match(to):
+            raise GraphError(100, details=f"Invalid parameter: to. '{to}' is not a valid WhatsApp phone number.",
+                             message="(#100) Invalid parameter")
+        wa_id = re.sub(r"\D", "", to)
+        if not 8 <= len(wa_id) <= 15:
+            raise GraphError(100, details=f"Invalid parameter: to. '{to}' is not a valid WhatsApp phone number.",
+                             message="(#100) Invalid parameter")
+    if recipient is not None and not is_bsuid(recipient):
+        raise GraphError(100, details="Invalid parameter: recipient is not a valid business-scoped user ID.",
                          message="(#100) Invalid parameter")
-    wa_id = re.sub(r"\D", "", to)
-    if not 8 <= len(wa_id) <= 15:
-        raise GraphError(100, details=f"Invalid parameter: to. '{to}' is not a valid WhatsApp phone number.",
-                         message="(#100) Invalid parameter")
+    if not to:
+        user_id = recipient
     rt = body.get("recipient_type", "individual")
     if rt not in ("individual", "group"):
         raise invalid("recipient_type", "must be one of {individual, group}")
     kind = body.get("type", "text")
     if kind == "template":
-        return _template(body, to, wa_id)
+        req = _template(body, to, wa_id)
+        req.user_id = user_id
+        return req
     if kind not in SESSION_TYPES:
         raise invalid("type", f"must be one of {{template, {', '.join(sorted(SESSION_TYPES))}}}")
     obj = body.get(kind)
@@ -88,10 +109,10 @@ def parse_send(body: object) -> SendRequest:
         _required(obj, "longitude", "location")
     elif kind == "contacts" and not obj:
         raise GraphError(131008, details="The parameter contacts is required.")
-    return SendRequest(kind, to, wa_id)
+    return SendRequest(kind, to, wa_id, user_id=user_id)
 
 
-def _template(body: dict, to: str, wa_id: str) -> SendRequest:
+def _template(body: dict, to: str | None, wa_id: str | None) -> SendRequest:
     tpl = body.get("template")
     if not isinstance(tpl, dict):
         raise GraphError(131008, details="The parameter template is required.")

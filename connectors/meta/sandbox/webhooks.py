@@ -129,7 +129,8 @@ class WebhookDispatcher:
             if inbound:
                 contacts: dict[str, dict] = {}
                 for i in inbound:
-                    contacts.setdefault(i["contact"]["wa_id"], i["contact"])
+                    c = i["contact"]
+                    contacts.setdefault(c.get("wa_id") or c.get("user_id") or "", c)
                 value["contacts"] = list(contacts.values())
                 value["messages"] = [i["message"] for i in inbound]
             if statuses:

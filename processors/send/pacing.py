@@ -42,7 +42,7 @@ class NumberPacer:
     poll: float = 0.002  # how soon to look again when only a call under way can free the window
     # The most the server counts a call after its request was written, beyond the least any call
     # takes (network and server-side jitter, not the delay itself): an assumption, see window_wait.
-    jitter: float = 0.02
+    jitter: float = 0.05
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet

@@ -189,15 +189,15 @@ def test_server_count_never_exceeds_the_limit_whenever_it_counts(limit, seed, wr
 
 @pytest.mark.parametrize("limit", [80, 1000])
 def test_the_round_trip_no_longer_costs_throughput(limit):
-    """Round trips of 50 ms (the bench's sandbox): a call's slot ends 1 s + jitter after its write,
-    not after its response, so the window admits ~cap / 1.025 per second: >= 96 % of the limit,
-    more than counting to the response allows."""
+    """Round trips of 200 ms (Meta's seen from Europe): a slot ends 1 s after min(response, write +
+    jitter), not after the response, so the window admits ~cap / 1.05 per second, where counting to
+    the response admitted ~cap / 1.2."""
     p = NumberPacer(limit)
-    _, calls = run_calls(p, 10.0, seed=4, rtt=(0.05, 0.05))
-    assert calls / 10.0 >= 0.96 * limit
+    _, calls = run_calls(p, 10.0, seed=4, rtt=(0.2, 0.2))
     old = NumberPacer(limit)
-    _, old_calls = run_calls(old, 10.0, seed=4, rtt=(0.05, 0.05), written=False)
-    assert old_calls < calls
+    _, old_calls = run_calls(old, 10.0, seed=4, rtt=(0.2, 0.2), written=False)
+    assert calls / 10.0 >= 0.93 * limit
+    assert old_calls / 10.0 < 0.85 * limit
 
 
 def test_calls_count_until_one_second_and_jitter_after_their_write():

@@ -57,6 +57,9 @@ MEDIA_DEAD = "wa.media.dead"  # inbound media `wapipe media fetch` could not fet
 ERP_INBOUND = "wa.erp.inbound"
 ERP_READS = "wa.erp.reads"  # the ERP's mark-as-read requests
 ERP_DEAD = "wa.erp.dead"  # records `wapipe erp inbound` could not read or carry out, with why
+# Marketing opt-outs per tenant and subject (user_preferences stop/resume, error 131050): the send
+# worker refuses marketing templates to a suppressed subject (processors/send/suppression.py).
+SUPPRESSIONS = "wa.suppressions"
 
 Cleanup = Literal["delete", "compact"]
 
@@ -137,6 +140,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(ERP_INBOUND, "tenant_id", "ErpInbound"),
     TopicSpec(ERP_READS, "tenant_id", "ReadCommand"),
     TopicSpec(ERP_DEAD, "tenant_id", "DeadLetter"),
+    # Kept while the person's preference holds (compacted, no retention): never a number in the key.
+    TopicSpec(SUPPRESSIONS, "tenant_id/subject_id", "Suppression", cleanup="compact"),
 )
 
 

@@ -5,6 +5,8 @@
 * every other change (template status, number quality, account updates, fields Meta adds later,
   and ``value.errors`` not tied to one message) → ``AccountEvent`` on ``wa.account.events``
   (key: WABA id), its value kept whole as JSON.
+* marketing opt-outs and opt-ins (``user_preferences`` items, failed statuses with error 131050)
+  → also ``Suppression`` on ``wa.suppressions`` (key: ``<tenant>/<subject>``; ``preferences.py``).
 
 Each event has a deterministic ``event_id`` (a hash of what identifies it), so the same webhook
 delivered twice yields the same ids and the dedup table drops the second copy. Personal data
@@ -42,6 +44,7 @@ from confluent_kafka import KafkaException
 
 from connectors.meta.bsuid import is_bsuid
 from connectors.meta.webhooks import BadItem, InvalidWebhook, parse_items
+from processors.normalise import preferences
 from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.subjects import digits
 from wapipe.privacy.links import link_record
@@ -187,8 +190,9 @@ class Normaliser:
         def each(pairs, convert) -> None:
             for path, item in pairs:
                 try:
-                    got = convert(item, path)  # one event, or one per person (account changes about users)
-                    events.extend(got if isinstance(got, list) else [got])
+                    got = convert(item, path)  # one event, or several (per person; with suppressions)
+                    for e in got if isinstance(got, list) else [got]:
+                        (bad if isinstance(e, BadItem) else events).append(e)  # a bad part of the item
                 except (PrivacyError, KafkaException):
                     raise  # infrastructure (sealing publishes keys): the caller retries the batch
                 except Exception as exc:  # this item only: its own dead letter, the others go on
@@ -270,7 +274,13 @@ class Normaliser:
             "extra": _canonical(extra),
             "recipient_type": st.recipient_type,
         }
-        return [Event(STATUS_EVENTS, ref, "StatusEvent", rec, path), *links]
+        status = Event(STATUS_EVENTS, ref, "StatusEvent", rec, path)
+        optout = preferences.from_failed_status(  # error 131050: the user stopped marketing messages
+            tenant_id=tenant, subject_id=subject, status=st.status, error_codes=[e.code for e in st.errors],
+            wamid_ref=ref, at=rec["timestamp"], received=received, phone_number_id=pnid)
+        if optout is not None:
+            links.append(Event(preferences.TOPIC, optout[0], preferences.RECORD, optout[1], path))
+        return [status, *links]
 
     # --- inbound messages -----------------------------------------------------------------
     def _message(self, waba_id: str, md: Any, msg: Any, contact: Any, received: dt.datetime,
@@ -319,7 +329,7 @@ class Normaliser:
 
     # --- everything else --------------------------------------------------------------------
     def _other(self, waba_id: str, field_name: str, value: Any, entry_time: int | None, received: dt.datetime,
-               path: str) -> Event:
+               path: str) -> Event | list:
         body = _dump(value)
         event = body.get("event") if isinstance(body, dict) else None
         pnid = None
@@ -330,9 +340,18 @@ class Normaliser:
             if isinstance(pnid, dict | list):
                 raise BadInput("phone_number_id is not a string")
         personal = self._personal(waba_id, pnid, field_name, event, body, entry_time, received, path)
-        if personal is not None:
-            return personal
-        return self._account(waba_id, pnid, field_name, event, body, entry_time, received, path)
+        kept = personal if personal is not None else [
+            self._account(waba_id, pnid, field_name, event, body, entry_time, received, path)]
+        if field_name == preferences.FIELD:  # marketing opt-out / opt-in: also wa.suppressions
+            return kept + self._suppressions(waba_id, pnid, body, received, path)
+        return kept if personal is not None else kept[0]
+
+    def _suppressions(self, waba_id: str, pnid: str | None, body: Any, received: dt.datetime,
+                      path: str) -> list[Event | BadItem]:
+        tenant = self._tenant(str(pnid) if pnid else None, waba_id)
+        found, bad = preferences.from_user_preferences(body, path, tenant_id=tenant, phone_number_id=pnid,
+                                                       subject_of=self.subject_of, received=received)
+        return [Event(preferences.TOPIC, k, preferences.RECORD, rec, path) for k, rec in found] + bad
 
     def _error(self, waba_id: str, md: Any, err: Any, entry_time: int | None, received: dt.datetime,
                path: str) -> Event:

@@ -27,6 +27,7 @@ from typing import Any
 import faust
 
 from processors.send import records as R
+from processors.send import suppression
 from processors.send.acks import InOrderAcks
 from processors.send.dispatcher import Dispatcher, Topics
 from processors.send.ledger import KafkaLedgerReader, Ledger
@@ -81,6 +82,7 @@ class Runtime:
         self.serde = AvroSerde.from_settings(settings)
         self.windows = ServiceWindows(settings.send_session_window_s)
         self.campaigns = CampaignStates()
+        self.suppressions = suppression.SuppressionList()
         self.registry: Any = None
         self.keyring: Any = None
         self.kek: Any = None
@@ -130,10 +132,11 @@ class Runtime:
             win = TopicFollower(self.bootstrap, T.INBOUND_MESSAGES, "InboundMessage", self.serde, self.windows.apply,
                                 since_ms=self.windows.since_ms)
             ctl = TopicFollower(self.bootstrap, T.CAMPAIGN_CONTROL, R.CONTROL, self.serde, self.campaigns.apply)
-            self._followers = [win, ctl]
+            optouts = suppression.follower(self.bootstrap, self.serde, self.suppressions)  # marketing opt-outs
+            self._followers = [win, ctl, optouts]
             for f in self._followers:
                 f.start()
-            await asyncio.wait_for(asyncio.gather(win.ready.wait(), ctl.ready.wait()), 60)
+            await asyncio.wait_for(asyncio.gather(*(f.ready.wait() for f in self._followers)), 60)
             self.ledger_store = LedgerStore(ledger_dir(s), ttl_s=T.window_retention_ms(s.send_dedup_window_s) // 1000)
             ledger = Ledger(self.ledger_store, self.serde, self._write_ledger,
                             KafkaLedgerReader(self.bootstrap, T.SEND_LEDGER), topic=T.SEND_LEDGER,
@@ -158,7 +161,7 @@ class Runtime:
                 topics=Topics(results=T.SEND_RESULTS, retry=T.SEND_RETRY, dead=T.SEND_DEAD),
                 sender=self.graph, registry=self.registry, kek=self.kek, keyring=self.keyring,
                 windows=self.windows, campaigns=self.campaigns, wamid_ref=wamid_ref,
-                is_restricted=self.is_restricted, pause=pause, resume=resume)
+                is_restricted=self.is_restricted, suppressions=self.suppressions, pause=pause, resume=resume)
             rec = self.reconciler = Reconciler(ledger, self.dispatcher._emit, memory_s=s.send_reconcile_memory_s,
                                                unknown_timeout_s=s.send_unknown_timeout_s, wamid_ref=wamid_ref)
             self.dispatcher.on_unknown = rec.on_unknown

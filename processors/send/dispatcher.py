@@ -105,7 +105,7 @@ class Dispatcher:
     def __init__(self, settings: Any, *, ledger: Ledger, send: Send, send_many: SendMany, serde: Any,
                  topics: Topics, sender: Any, registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
                  wamid_ref: Callable[[str], str],
-                 is_restricted: Callable[[str], bool] | None = None,
+                 is_restricted: Callable[[str], bool] | None = None, suppressions: Any = None,
                  pause: Callable[[int], None] | None = None, resume: Callable[[int], None] | None = None) -> None:
         """``pause(p)`` / ``resume(p)`` stop and restart fetching the campaign lane's partition
         ``p`` (backpressure without blocking the agent, which would stall every other topic).
@@ -131,6 +131,7 @@ class Dispatcher:
         self.windows = windows
         self.campaigns = campaigns
         self.is_restricted = is_restricted
+        self.suppressions = suppressions  # processors.send.suppression.SuppressionList (marketing opt-outs)
         self.wamid_ref = wamid_ref
         self.stats = Stats()
         self.on_unknown: Callable[[str], None] | None = None  # the reconciler (processors/send/reconcile.py)
@@ -422,6 +423,12 @@ class Dispatcher:
                                window_s=self.s.send_session_window_s, is_restricted=self.is_restricted)
             if refusal is not None:
                 return (refusal.outcome, refusal.reason)
+        # >>> MARKETING OPT-OUT HOOK (processors/send/suppression.py): the one call, just before any
+        # Graph call (every time: one dict lookup). A MARKETING template to a subject who stopped
+        # marketing messages is REJECTED here (reason_code MARKETING_OPT_OUT) and never reaches Meta.
+        if self.suppressions is not None and (optout := self.suppressions.refusal(cmd, self.registry)) is not None:
+            return (optout.outcome, optout.reason, optout.code)
+        # <<< MARKETING OPT-OUT HOOK
         if R.is_template(cmd):
             tenant = self.registry.tenant(cmd["tenant_id"])
             limit = int(getattr(tenant, "messaging_limit", 0) or 0)
@@ -436,8 +443,8 @@ class Dispatcher:
     async def _settle(self, job: Job, what: Any, arg: Any, reason: str | None = None) -> None:
         if what == "defer":  # (the tier: maybe hours) the ERP is told why with a RETRYING result
             await self._retry_later(job, float(arg), attempts=job.attempt, reason=reason, via_topic=True, result=True)
-        else:
-            await self._finish(job, what, attempts=job.attempt, reason=arg)
+        else:  # (outcome, reason[, reason_code])
+            await self._finish(job, what, attempts=job.attempt, reason=arg, reason_code=reason)
 
     # --- one Graph call --------------------------------------------------------------------
     def _token(self, tenant: Any) -> str:

@@ -80,7 +80,8 @@ def user_subjects(cmd: dict) -> tuple[str, ...]:
     return (cmd["subject_id"], other) if other and other != cmd["subject_id"] else (cmd["subject_id"],)
 
 
-def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, wamid: str | None = None,
+def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, reason_code: str | None = None,
+           wamid: str | None = None,
            message_status: str | None = None, error_code: int | None = None, error_subcode: int | None = None,
            attempts: int = 0, original_outcome: str | None = None, at: dt.datetime | None = None) -> dict[str, Any]:
     """A SendResult for ``cmd`` (a decoded SendCommand, or the fields of one)."""
@@ -98,6 +99,7 @@ def result(cmd: dict, outcome: Outcome, *, reason: str | None = None, wamid: str
         "error_code": error_code,
         "error_subcode": error_subcode,
         "reason": reason,
+        "reason_code": reason_code,
         "attempts": attempts,
         "original_outcome": original_outcome,
         "decided_at": at or now_utc(),

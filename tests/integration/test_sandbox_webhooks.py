@@ -330,3 +330,49 @@ def test_callback_url_handshake_like_the_app_dashboard(meta_sandbox):
         meta_sandbox.control.set_webhook(f"http://127.0.0.1:{free_port()}/webhook", verify_token="verify-me")
     assert e.value.response.status_code == 422 and "ConnectError" in e.value.response.text
     assert meta_sandbox.control.state()["apps"][0]["webhook_url"] == r.url  # failed attempts changed nothing
+
+
+def test_user_preferences_stop_and_resume_webhooks_and_131050_for_marketing_only(meta_sandbox, graph, receiver):
+    """A user who stops marketing messages: the signed user_preferences webhook (Meta's payload) goes
+    out; a MARKETING template to them is accepted and then fails with 131050 (as Meta reports it); a
+    UTILITY template still goes; after resume, marketing is delivered again."""
+    ctl, user = meta_sandbox.control, "491710000555"
+    ctl.configure(webhooks={"batch_interval_s": 0.05})
+    assert ctl.user_preferences(meta_sandbox.number_id, "+49 171 0000555", "stop")["opted_out"] is True
+
+    def send(name: str) -> str:
+        r = graph.post(f"/v23.0/{meta_sandbox.number_id}/messages", json={
+            "messaging_product": "whatsapp", "to": user, "type": "template",
+            "template": {"name": name, "language": {"code": "en_US"}}})
+        assert r.status_code == 200, r.text
+        return r.json()["messages"][0]["id"]
+
+    promo, utility = send("promo"), send("hello_world")
+    ctl.wait_webhooks_idle()
+    [change] = receiver.changes("user_preferences")
+    v = change["value"]
+    assert v["metadata"]["phone_number_id"] == meta_sandbox.number_id and v["contacts"][0]["wa_id"] == user
+    [pref] = v["user_preferences"]
+    assert (pref["wa_id"], pref["category"], pref["value"]) == (user, "marketing_messages", "stop")
+    assert pref["detail"] == "User requested to stop marketing messages" and isinstance(pref["timestamp"], int)
+    seq = by_message(receiver.statuses())
+    assert seq[promo] == ["failed"] and sorted(seq[utility]) == ["delivered", "read", "sent"]
+    failed = next(s for s in receiver.statuses() if s["id"] == promo)
+    assert failed["errors"][0]["code"] == 131050 and "marketing" in failed["errors"][0]["error_data"]["details"]
+
+    ctl.user_preferences(meta_sandbox.number_id, user, "resume")
+    again = send("promo")
+    ctl.wait_webhooks_idle()
+    assert [c["value"]["user_preferences"][0]["value"] for c in receiver.changes("user_preferences")] == ["stop", "resume"]
+    assert sorted(by_message(receiver.statuses())[again]) == ["delivered", "read", "sent"]
+    assert receiver.bad_signatures == 0
+    assert ctl.counters()["webhooks"]["user_preferences_scheduled"] == {"stop": 1, "resume": 1}
+
+
+def test_user_preferences_control_refuses_bad_input(meta_sandbox):
+    for body, status in (({"phone_number_id": meta_sandbox.number_id, "wa_id": "4917", "value": "maybe"}, 422),
+                         ({"phone_number_id": "nope", "wa_id": "4917", "value": "stop"}, 404),
+                         ({"phone_number_id": meta_sandbox.number_id, "wa_id": "abc", "value": "stop"}, 422),
+                         ({"phone_number_id": meta_sandbox.number_id, "value": "stop"}, 422)):
+        r = httpx.post(f"{meta_sandbox.url}/_sandbox/user_preferences", json=body)
+        assert r.status_code == status, (body, r.text)

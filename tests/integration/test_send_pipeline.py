@@ -205,10 +205,12 @@ def send_world(tmp_path, kafka, topics, meta_sandbox, request):
                     messaging_limit=opts.get("messaging_limit", 10_000)).with_token(kek, sb.token)
     p = make_producer(kafka)
     publish_tenant(p, tenant)
-    for name, params, status in (("hello_world", 0, "APPROVED"), ("order_update", 2, "APPROVED"),
-                                 ("promo", 0, "APPROVED"), ("paused_one", 0, "PAUSED")):
+    # the categories the sandbox has (connectors/meta/sandbox/fixture.py): the worker's opt-out check reads them
+    for name, params, status, category in (("hello_world", 0, "APPROVED", "UTILITY"),
+                                           ("order_update", 2, "APPROVED", "UTILITY"),
+                                           ("promo", 0, "APPROVED", "MARKETING"), ("paused_one", 0, "PAUSED", "UTILITY")):
         publish_template(p, Template(tenant_id=tenant_id, waba_id=sb.waba_id, name=name, language="en_US",
-                                     status=status, body_parameter_count=params))
+                                     status=status, category=category, body_parameter_count=params))
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(tmp_path / "state"), "WAPIPE_KEK": SESSION_KEK,
         "WAPIPE_SUBJECT_PEPPER": SESSION_PEPPER, "WAPIPE_META_GRAPH_URL": sb.url,

@@ -267,3 +267,26 @@ def test_follower_template_edge_events_and_capability_update(tenant, world, foll
         "max_daily_conversation_per_phone": 10000, "max_phone_numbers_per_business": 2,
         "max_daily_conversations_per_business": "TIER_10K"})
     eventually(lambda: dispatcher_view.tenant(tid).messaging_limit == 10_000)
+
+
+
+async def test_follower_applies_metas_template_category_changes(
+        service, tenant, world, meta_sandbox, follower, dispatcher_view, topics):
+    """Meta recategorises a UTILITY template as MARKETING (template_category_update): the registry the
+    send worker reads takes the new category, which its marketing opt-out check relies on. Both of
+    Meta's variants carry the category in force as ``new_category``; an unknown template is ignored."""
+    waba = world["waba"]
+    async with GraphClient(meta_sandbox.url) as graph:
+        await sync_templates(service, graph, tenant)
+    eventually(lambda: dispatcher_view.template(waba, "invoice_due", "en_US"))
+    assert dispatcher_view.template(waba, "invoice_due", "en_US").category == "UTILITY"
+    base = {"message_template_id": 7, "message_template_name": "invoice_due", "message_template_language": "en_US"}
+    publish_account_event(topics, dispatcher_view, waba, "template_category_update", {
+        **base, "correct_category": "MARKETING", "new_category": "UTILITY",
+        "category_update_timestamp": int(time.time()) + 86400})  # impending: still UTILITY
+    publish_account_event(topics, dispatcher_view, waba, "template_category_update", {
+        **base, "previous_category": "UTILITY", "new_category": "MARKETING"})
+    publish_account_event(topics, dispatcher_view, waba, "template_category_update", {
+        **base, "message_template_name": "never_seen", "previous_category": "UTILITY", "new_category": "MARKETING"})
+    eventually(lambda: dispatcher_view.template(waba, "invoice_due", "en_US").category == "MARKETING")
+    assert dispatcher_view.template(waba, "never_seen", "en_US") is None

@@ -25,7 +25,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 DOCS = {p.stem: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))}
 SERDE = AvroSerde()
 NOW = dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.timezone.utc)
-PATH = re.compile(r"^entry\[\d+\](\.changes\[\d+\](\.value(\.(statuses|messages|errors|contacts)\[\d+\])?)?)?$")
+# (a user_preferences change: its list, or one item of it: processors/normalise/preferences.py)
+PATH = re.compile(r"^entry\[\d+\](\.changes\[\d+\](\.value(\.(statuses|messages|errors|contacts)\[\d+\]"
+                  r"|\.user_preferences(\[\d+\])?)?)?)?$")
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Values that broke the parser or the normaliser on main (issue 18), and their kin.

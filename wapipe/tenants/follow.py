@@ -7,6 +7,8 @@ Consumes ``wa.account.events`` (AccountEvent records the normaliser writes) in t
   PAUSED, DISABLED, ...; REINSTATED -> APPROVED; FLAGGED keeps the status and notes it; DELETED
   tombstones it). The send pipeline reads the catalogue live, so a PAUSED template is refused
   before any call to Meta.
+* ``template_category_update`` — the template's category becomes ``new_category`` (a UTILITY
+  template Meta recategorises as MARKETING is then refused to users who opted out of marketing).
 * ``phone_number_quality_update`` — quality rating and throughput of the number (matched by its
   display number), and the portfolio's messaging-limit tier (``current_limit``) on every number of
   the tenant plus ``Tenant.messaging_limit``. The dispatcher hears it via ``TenantRegistry.on_change``.
@@ -74,6 +76,8 @@ class Follower:
         field = ev["field"]
         if field == "message_template_status_update":
             return self._template(tenant, ev["waba_id"], value, ev.get("timestamp"))
+        if field == "template_category_update":
+            return self._category(tenant, ev["waba_id"], value)
         if field == "phone_number_quality_update":
             return self._quality(tenant, ev.get("phone_number_id"), value)
         if field == "business_capability_update":
@@ -115,6 +119,27 @@ class Follower:
         self.service.audit("tenant.template.status", tenant.tenant_id, target=f"{name}/{lang}",
                            details={**details, "status": status})
         return f"template {name}/{lang} {status}"
+
+    def _category(self, tenant: Tenant, waba_id: str, v: dict) -> str:
+        """Meta changed (or is about to change) a template's category: ``new_category`` is the category
+        now in force in both of Meta's variants (completed: with ``previous_category``; impending: with
+        ``correct_category`` and ``category_update_timestamp``). The send worker's marketing opt-out
+        check reads it (processors/send/suppression.py)."""
+        name, lang = v.get("message_template_name"), v.get("message_template_language")
+        new = str(v.get("new_category") or "").upper()
+        if not name or not lang or not new:
+            return "ignored: category event without name/language/new_category"
+        have = self.service.registry.template(waba_id, name, lang)
+        details = {"previous_category": v.get("previous_category"), "new_category": new,
+                   "correct_category": v.get("correct_category"), "template_id": v.get("message_template_id")}
+        if have is None:
+            self.service.audit("tenant.template.category", tenant.tenant_id, target=f"{name}/{lang}",
+                               outcome="ignored", details={**details, "why": "template not in the catalogue"})
+            return f"template {name}/{lang}: unknown, category {new} ignored"
+        if have.category != new:
+            self.service.save_template(have.evolve(category=new))
+        self.service.audit("tenant.template.category", tenant.tenant_id, target=f"{name}/{lang}", details=details)
+        return f"template {name}/{lang} category {new}"
 
     def _quality(self, tenant: Tenant, pnid: str | None, v: dict) -> str:
         number = tenant.number(pnid) if pnid else None

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from connectors.meta.sandbox.engine import Sandbox, decode_b64, dumps
 from connectors.meta.sandbox.graph_errors import GraphError
 from connectors.meta.sandbox.models import (AccountUpdate, AppSeed, _http_url, BusinessChange, Faults, InboundRequest, MediaUpload, NumberChange, Seed,
-                                            SignupCodeRequest, TemplateStatusChange)
+                                            SignupCodeRequest, TemplateStatusChange, UserPreferenceRequest)
 
 
 def _ok(obj: object, status: int = 200) -> Response:
@@ -74,6 +74,7 @@ class ControlApi:
             r("/_sandbox/numbers/{number_id}", self.number, methods=["PATCH"]),
             r("/_sandbox/businesses/{business_id}", self.business, methods=["PATCH"]),
             r("/_sandbox/account_update", self.account_update, methods=["POST"]),
+            r("/_sandbox/user_preferences", self.user_preferences, methods=["POST"]),
             r("/_sandbox/invalid_recipients", self.invalid_recipients, methods=["POST", "DELETE"]),
             r("/_sandbox/tokens/{token}/revoke", self.revoke, methods=["POST"]),
             r("/_sandbox/signup_codes", self.signup_code, methods=["POST"]),
@@ -201,6 +202,10 @@ class ControlApi:
             self.sb.account_update(a.waba_id, a.event, a.details)
             return {"scheduled": True}
         return await self._call(request, AccountUpdate, go)
+
+    async def user_preferences(self, request: Request) -> Response:
+        """A user stops or resumes marketing messages: the signed user_preferences webhook follows."""
+        return await self._call(request, UserPreferenceRequest, self.sb.user_preference)
 
     async def invalid_recipients(self, request: Request) -> Response:
         class Body(BaseModel):

@@ -121,6 +121,12 @@ class SandboxControl:
         """An ``account_update`` webhook (PARTNER_REMOVED, ACCOUNT_VIOLATION, …) to the WABA's apps."""
         return self._do("POST", "/account_update", {"waba_id": waba_id, "event": event, "details": details or None})
 
+    def user_preferences(self, phone_number_id: str, wa_id: str, value: str, name: str | None = "Sandbox User") -> dict:
+        """The user stops (``value="stop"``) or resumes (``"resume"``) marketing messages from the
+        number's business: a signed ``user_preferences`` webhook, and 131050 for MARKETING templates."""
+        return self._do("POST", "/user_preferences", {"phone_number_id": phone_number_id, "wa_id": wa_id,
+                                                      "value": value, "name": name})
+
     def signup_code(self, app_id: str, waba_ids: list[str], token: str | None = None) -> str:
         return self._do("POST", "/signup_codes", {"app_id": app_id, "waba_ids": waba_ids, "token": token})["code"]
 

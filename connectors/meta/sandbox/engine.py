@@ -22,11 +22,14 @@ from connectors.meta.sandbox.graph_errors import THROTTLING, GraphError, status_
 from connectors.meta.sandbox.media import Media, MediaStore
 from connectors.meta.sandbox.limits import PairBuckets, ServiceWindows, SlidingWindow, TierBudget
 from connectors.meta.sandbox.models import (TIERS, BusinessChange, Faults, InboundRequest, NumberChange,
-                                            SandboxConfig, Seed, SignupCodeRequest, TemplateStatusChange)
+                                            SandboxConfig, Seed, SignupCodeRequest, TemplateStatusChange,
+                                            UserPreferenceRequest)
 from connectors.meta.sandbox.state import Counters, Number, SignupCode, Template, Token, Waba, World
 from connectors.meta.sandbox.validate import parse_send
 from connectors.meta.sandbox.webhooks import WebhookDispatcher
 
+# The user stopped marketing messages from this business (Meta reports it in a failed status).
+OPTED_OUT_OF_MARKETING = 131050
 _VERSION = re.compile(r"^v(\d+)\.\d+$")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9_]{1,512}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
@@ -254,6 +257,9 @@ class Sandbox:
                 fail = lim.tier_error_code
         if fail is None and ({person, req.user_id} & self.world.invalid_recipients):
             fail = 131026
+        if (fail is None and template is not None and template.category == "MARKETING"
+                and (number.waba_id, req.wa_id) in self.world.marketing_opt_outs):
+            fail = OPTED_OUT_OF_MARKETING  # accepted, then a failed status (as Meta reports it)
 
         number.admitted.add(now)
         self.counters.numbers[number.id].accept(now, time.time())
@@ -287,6 +293,8 @@ class Sandbox:
             base["biz_opaque_callback_data"] = cb
         if fail is not None:
             details = {131026: "Message undeliverable: the recipient cannot receive this message.",
+                       OPTED_OUT_OF_MARKETING: "Unable to deliver the message. This recipient has chosen to stop "
+                                               "receiving marketing messages on WhatsApp from your business.",
                        131047: "Message failed to send because more than 24 hours have passed since the customer "
                                "last replied to this number."}.get(fail, "Message was not delivered.")
             item = {**base, "status": "failed", "timestamp": str(int(wall + sent_at)),
@@ -397,6 +405,35 @@ class Sandbox:
         item = {"contact": contact, "message": msg}
         self.dispatcher.schedule(0.0, number.waba_id, "messages", item, number.id)
         return wamid
+
+    def user_preference(self, req: UserPreferenceRequest) -> dict:
+        """The user stops or resumes marketing messages from the number's business: from now on
+        MARKETING templates to them fail with 131050 (or go again), and the signed
+        ``user_preferences`` webhook goes to the WABA's apps (Meta's payload, docs/meta-api.md)."""
+        number = self.world.numbers.get(req.phone_number_id)
+        if number is None:
+            raise KeyError(f"unknown phone number {req.phone_number_id}")
+        wa_id = re.sub(r"\D", "", req.wa_id)
+        if not wa_id:
+            raise ValueError("wa_id needs digits")
+        who = (number.waba_id, wa_id)
+        if req.value == "stop":
+            self.world.marketing_opt_outs.add(who)
+        else:
+            self.world.marketing_opt_outs.discard(who)
+        contact: dict = {"wa_id": wa_id}
+        if req.name:
+            contact["profile"] = {"name": req.name}
+        value = {"messaging_product": "whatsapp",
+                 "metadata": {"display_phone_number": number.display_phone_number, "phone_number_id": number.id},
+                 "contacts": [contact],
+                 "user_preferences": [{"wa_id": wa_id, "detail": f"User requested to {req.value} marketing messages",
+                                       "category": "marketing_messages", "value": req.value,
+                                       "timestamp": int(time.time())}]}
+        self.counters.webhooks.user_preferences[req.value] += 1
+        self.dispatcher.schedule(0.0, number.waba_id, "user_preferences", value, number.id)
+        return {"phone_number_id": number.id, "wa_id": wa_id, "value": req.value,
+                "opted_out": who in self.world.marketing_opt_outs}
 
     # --- media -------------------------------------------------------------------------------
     def add_media(self, number: Number, mime_type: str, content: bytes) -> Media:

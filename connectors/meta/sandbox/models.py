@@ -266,6 +266,19 @@ class AccountUpdate(_Model):
     details: dict | None = Field(None, description="extra value fields, e.g. {'violation_info': {...}}")
 
 
+class UserPreferenceRequest(_Model):
+    """``POST /_sandbox/user_preferences``: a user stops or resumes marketing messages from the
+    business of ``phone_number_id`` (Meta's "Offers and announcements" setting): the sandbox then
+    sends the signed ``user_preferences`` webhook, and fails MARKETING templates to them with 131050."""
+
+    phone_number_id: str
+    wa_id: str
+    value: Literal["stop", "resume"]
+    name: str | None = "Sandbox User"
+
+    model_config = ConfigDict(extra="forbid")
+
+
 InboundRequest.model_rebuild()
 
 

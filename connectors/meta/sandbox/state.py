@@ -105,6 +105,8 @@ class World:
         self.apps: dict[str, App] = {}
         self.codes: dict[str, SignupCode] = {}
         self.invalid_recipients: set[str] = set()
+        # (WABA id, wa_id) of users who stopped marketing messages from that business (user_preferences)
+        self.marketing_opt_outs: set[tuple[str, str]] = set()
         self.inbound_ids: set[str] = set()
         # wamid of a user's message -> (the number that received it, the user): a number marks
         # only its own received messages read
@@ -215,6 +217,7 @@ class WebhookCounters:
     posts_dropped: int = 0  # given up after the max age
     updates_delivered: int = 0
     statuses: Counter = field(default_factory=Counter)  # status name -> scheduled count
+    user_preferences: Counter = field(default_factory=Counter)  # stop / resume -> scheduled count
 
 
 class Counters:
@@ -248,5 +251,6 @@ class Counters:
             "faults": dict(self.faults),
             "webhooks": {"posts_attempted": w.posts_attempted, "posts_delivered": w.posts_delivered,
                          "posts_failed": w.posts_failed, "posts_dropped": w.posts_dropped,
-                         "updates_delivered": w.updates_delivered, "statuses_scheduled": dict(w.statuses)},
+                         "updates_delivered": w.updates_delivered, "statuses_scheduled": dict(w.statuses),
+                         "user_preferences_scheduled": dict(w.user_preferences)},
         }

@@ -46,7 +46,7 @@ def test_stalls_do_not_turn_into_bursts(limit):
     sent = run(NumberPacer(limit), 10.0, stalls=True)
     assert max_in_any_window(sent) <= limit
     # no more than max_lag worth of catch-up at one instant (the window cap bounds the rest)
-    assert max(sent.count(t) for t in set(sent)) <= max(2, int(limit * NumberPacer.max_lag) + 1)
+    assert max(sent.count(t) for t in set(sent)) <= max(5, int(limit * NumberPacer.max_lag) + 1)
 
 
 def test_throttle_slows_then_recovers():

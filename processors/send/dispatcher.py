@@ -167,6 +167,13 @@ class Dispatcher:
             await self._emit(cmd, refusal.outcome, reason=refusal.reason)
             await ack()
             return
+        # A marketing opt-out known at admission is a refusal like the above (the key stays free
+        # for a resend after an opt-in); one that arrives while the command waits is caught by
+        # the hook in _precheck, just before the call.
+        if self.suppressions is not None and (optout := self.suppressions.refusal(cmd, self.registry)) is not None:
+            await self._emit(cmd, optout.outcome, reason=optout.reason, reason_code=optout.code)
+            await ack()
+            return
         await self.ledger.ensure_loaded(partition)
         key = R.command_key(cmd)
         active = self._active.get(key)

@@ -42,7 +42,7 @@ class NumberPacer:
     poll: float = 0.002  # how soon to look again when only a call under way can free the window
     # The most the server counts a call after its request was written, beyond the least any call
     # takes (network and server-side jitter, not the delay itself): an assumption, see window_wait.
-    jitter: float = 0.05
+    jitter: float | None = None  # None: count to the response (no assumption; the default)
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
@@ -165,7 +165,7 @@ class NumberPacer:
         self._in_flight = max(0, self._in_flight - 1)
         # The server counted it before its response arrived, and (the assumption) within
         # ``jitter`` of its write; the earlier of the two bounds it.
-        tail = (now if written_at is None else min(now, written_at + self.jitter)) + 1.0
+        tail = (now if written_at is None or self.jitter is None else min(now, written_at + self.jitter)) + 1.0
         tails = self._tails
         if not tails or tails[-1] <= tail:
             tails.append(tail)

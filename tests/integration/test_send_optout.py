@@ -83,6 +83,12 @@ def test_opt_out_refuses_marketing_before_meta_utility_goes_opt_in_lifts_it_and_
     _suppression(w, alice, False)
     w.send(template(alice, "promo"), w.routing("mkt-2", lane=Lane.CAMPAIGN, campaign="spring"))
     assert w.final(["mkt-2"])["mkt-2"]["outcome"] == "ACCEPTED"
+    # The key refused at admission was not remembered: the same key goes now.
+    again = w.send(template(alice, "promo"), w.routing("mkt-1", lane=Lane.CAMPAIGN, campaign="spring"))
+    deadline = time.monotonic() + 30
+    while not (mine := [r for r in w.results() if r["command_id"] == again["command_id"]]):
+        assert time.monotonic() < deadline, "no result for the resent key"
+    assert [r["outcome"] for r in mine] == ["ACCEPTED"], mine
 
     # 3. Bob stopped marketing but the app never got the webhook (not subscribed at the time): Meta
     # accepts the send and reports 131050 in a failed status, which suppresses the next one.
@@ -126,7 +132,8 @@ def test_opt_out_refuses_marketing_before_meta_utility_goes_opt_in_lifts_it_and_
     assert "value" in mine[0]["reason"] and json.loads(mine[0]["value"])["wa_id"] == carol
 
     sent = w.sent_by_key()
-    for key in ("mkt-1", "mkt-b2", "mkt-d"):
+    assert sent[f"{w.tenant_id}/mkt-1"] == 1  # refused while Alice had stopped, sent once after her resume
+    for key in ("mkt-b2", "mkt-d"):
         assert sent[f"{w.tenant_id}/{key}"] == 0, key
     for key in ("util-1", "mkt-2", "mkt-b1", "util-b"):
         assert sent[f"{w.tenant_id}/{key}"] == 1, key

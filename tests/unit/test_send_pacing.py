@@ -142,6 +142,7 @@ def run_calls(pacer: NumberPacer, seconds: float, *, seed: int, step: float = 0.
     ``written=False`` the pacer is not told the write instant, and the server counts anywhere
     between the start and the response. Returns the server's count instants and the calls."""
     rnd = random.Random(seed)
+    jit = pacer.jitter or 0.0
     now, server, flying = 0.0, [], []  # flying: [response instant, server instant, written instant]
     calls = 0
     base = 0.01
@@ -151,7 +152,7 @@ def run_calls(pacer: NumberPacer, seconds: float, *, seed: int, step: float = 0.
             for f in flying:
                 if f[2] > now:  # not written yet: it leaves at the end of the stall
                     f[2] = hold
-                    f[1] = hold + base + (pacer.jitter if rnd.random() < 0.5 else 0.0)
+                    f[1] = hold + base + (jit if rnd.random() < 0.5 else 0.0)
                 f[0] = max(f[0], hold, f[1])
                 if not written:
                     f[1] = hold if rnd.random() < 0.5 else f[1]
@@ -164,7 +165,7 @@ def run_calls(pacer: NumberPacer, seconds: float, *, seed: int, step: float = 0.
             pacer.start(now)
             calls += 1
             w = now + rnd.uniform(0.0, 0.005)
-            s = w + base + (pacer.jitter if rnd.random() < 0.5 else 0.0)
+            s = w + base + (jit if rnd.random() < 0.5 else 0.0)
             trip = rnd.uniform(*rtt)
             if not written:
                 s = now + (trip if rnd.random() < 0.5 else 0.0)
@@ -181,7 +182,7 @@ def test_server_count_never_exceeds_the_limit_whenever_it_counts(limit, seed, wr
     """Counting calls from their reservation to 1 s + jitter after their request was written keeps
     every server window at the cap, whatever the round trips and stalls; without the write instant
     the pacer counts to the response, and the cap still holds."""
-    p = NumberPacer(limit)
+    p = NumberPacer(limit, jitter=0.05)
     server, calls = run_calls(p, 8.0, seed=seed, written=written)
     assert max_in_any_window(server) <= p.cap < limit
     assert calls / 8.0 >= 0.8 * limit
@@ -192,16 +193,16 @@ def test_the_round_trip_no_longer_costs_throughput(limit):
     """Round trips of 200 ms (Meta's seen from Europe): a slot ends 1 s after min(response, write +
     jitter), not after the response, so the window admits ~cap / 1.05 per second, where counting to
     the response admitted ~cap / 1.2."""
-    p = NumberPacer(limit)
+    p = NumberPacer(limit, jitter=0.05)
     _, calls = run_calls(p, 10.0, seed=4, rtt=(0.2, 0.2))
-    old = NumberPacer(limit)
-    _, old_calls = run_calls(old, 10.0, seed=4, rtt=(0.2, 0.2), written=False)
+    old = NumberPacer(limit)  # the default: no jitter assumed, counted to the response
+    _, old_calls = run_calls(old, 10.0, seed=4, rtt=(0.2, 0.2))
     assert calls / 10.0 >= 0.93 * limit
     assert old_calls / 10.0 < 0.85 * limit
 
 
 def test_calls_count_until_one_second_and_jitter_after_their_write():
-    p = NumberPacer(10)
+    p = NumberPacer(10, jitter=0.05)
     for _ in range(p.cap):
         p.start(0.0)
     assert p.window_wait(0.5) > 0  # all under way: only their ends make room
@@ -211,9 +212,9 @@ def test_calls_count_until_one_second_and_jitter_after_their_write():
     q = NumberPacer(10)
     for _ in range(q.cap):
         q.start(0.0)
-    q.finish(0.6)  # the write instant unknown: counted from the end
+    q.finish(0.6, written_at=0.1)  # the default assumes no jitter bound: counted from the end
     assert q.window_wait(1.6 - 1e-6) > 0 and q.window_wait(1.6 + 1e-6) == 0.0
-    r = NumberPacer(10)
+    r = NumberPacer(10, jitter=0.05)
     for _ in range(r.cap):
         r.start(0.0)
     r.finish(0.105, written_at=0.1)  # answered within the jitter: counted from its response

@@ -88,7 +88,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
         self.sup = Supervisor(self.tmp / "logs")
         self.provider = None
-        self.limits = [int(x) for x in args.limits.split(",")]
+        self.limits = args.limits
         self.numbers = {f"37{random.randint(10**7, 10**8 - 1)}": lim for lim in self.limits}
         self.base_numbers = {f"36{random.randint(10**7, 10**8 - 1)}": lim for lim in self.limits}
         self.tenant = f"bench{uuid.uuid4().hex[:6]}"
@@ -349,10 +349,31 @@ class Bench:
         }
 
 
+def limits_arg(text: str) -> list[int]:
+    """``1000,1000,80``: each number's limit, 1..1,000 msg/s (Meta's range); anything else is a usage error."""
+    try:
+        limits = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not limits or len(limits) > 20 or any(not 1 <= x <= 1000 for x in limits):
+        raise argparse.ArgumentTypeError("1 to 20 limits, each between 1 and 1000 msg/s")
+    return limits
+
+
+def positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= n <= 10_000_000:
+        raise argparse.ArgumentTypeError("between 1 and 10,000,000")
+    return n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_MESSAGES", 30_000)))
-    ap.add_argument("--limits", default=os.environ.get("BENCH_LIMITS", "1000"),
+    ap.add_argument("--messages", type=positive, default=int(os.environ.get("BENCH_MESSAGES", 30_000)))
+    ap.add_argument("--limits", type=limits_arg, default=os.environ.get("BENCH_LIMITS", "1000"),
                     help="throughput limit of each number (msg/s), comma-separated")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--steady-s", type=float, default=5.0)

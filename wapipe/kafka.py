@@ -20,6 +20,13 @@ __all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer", "resolve_boots
 JAVA_PARTITIONER = "murmur2_random"
 
 
+def partition_for(key: str, partitions: int) -> int:
+    """The partition ``JAVA_PARTITIONER`` (Kafka's Java murmur2, Faust's and the SDK's) puts ``key`` on."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
 def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
     """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started; with the security of
     ``settings``. A secured endpoint is tried once (``check``): refused credentials raise

@@ -41,6 +41,7 @@ from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
+from wapipe.kafka import partition_for
 from wapipe.kafka_edge import faust_app_kwargs
 from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.publisher import KafkaPublisher, for_processor
@@ -233,10 +234,7 @@ class Partitions:
     where every one of the number's commands, ledger entries and retries belongs."""
 
     def __init__(self, count: int) -> None:
-        from aiokafka.partitioner import murmur2
-
         self.count = count
-        self._murmur2 = murmur2
         self._of: dict[str, int] = {}
 
     def of(self, phone_number_id: str) -> int:
@@ -244,7 +242,7 @@ class Partitions:
         if p is None:
             if len(self._of) > 100_000:
                 self._of.clear()
-            p = self._of[phone_number_id] = (self._murmur2(phone_number_id.encode()) & 0x7FFFFFFF) % self.count
+            p = self._of[phone_number_id] = partition_for(phone_number_id, self.count)
         return p
 
 

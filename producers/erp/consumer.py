@@ -26,13 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from producers.erp.client import PublishError, wait_ready
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka import JAVA_PARTITIONER
+from wapipe.kafka import JAVA_PARTITIONER, partition_for
 from wapipe.kafka import producer as make_producer
 from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
@@ -44,12 +43,6 @@ class Keys(Protocol):
     def unseal(self, sealed: dict) -> dict: ...
     def tenants_of(self, subject_id: str) -> set[str]: ...
     def seal(self, tenant_id: str, subject_id: str, data: dict) -> dict: ...
-
-
-def partition_for(tenant_id: str, partitions: int) -> int:
-    """The partition Kafka's Java partitioner (murmur2, ``wapipe.kafka.JAVA_PARTITIONER``) puts the
-    key ``tenant_id`` on."""
-    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)

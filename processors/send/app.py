@@ -158,7 +158,7 @@ class Runtime:
 
             wamid_ref = WamidRefs.from_settings(s)
             self.dispatcher = Dispatcher(
-                s, ledger=ledger, send=self.send, send_many=self.producer.publish_many, serde=self.serde,
+                s, ledger=ledger, send=self.send, serde=self.serde,
                 topics=Topics(results=T.SEND_RESULTS, retry=T.SEND_RETRY, dead=T.SEND_DEAD),
                 sender=self.graph, registry=self.registry, kek=self.kek, keyring=self.keyring,
                 windows=self.windows, campaigns=self.campaigns, wamid_ref=wamid_ref,

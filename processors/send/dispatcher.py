@@ -41,7 +41,6 @@ REPEATED = "result repeated: its command was read again after a restart or rebal
 ANSWERED_REMEMBERED = 50_000
 
 Send = Callable[..., Awaitable[None]]  # (topic, key, value, *, partition=None, headers=None) -> acked
-SendMany = Callable[[list], Awaitable[list]]  # [(topic, value, key, headers, partition)] -> deliveries, all acked
 
 # Slots reserved per number and pacing tick: their DISPATCHING entries are written and
 # acknowledged together before their calls start (a tick at 1,000 msg/s is a few ms: a handful).
@@ -102,7 +101,7 @@ class Answered:
 
 
 class Dispatcher:
-    def __init__(self, settings: Any, *, ledger: Ledger, send: Send, send_many: SendMany, serde: Any,
+    def __init__(self, settings: Any, *, ledger: Ledger, send: Send, serde: Any,
                  topics: Topics, sender: Any, registry: Any, kek: Any, keyring: Any, windows: Any, campaigns: Any,
                  wamid_ref: Callable[[str], str],
                  is_restricted: Callable[[str], bool] | None = None, suppressions: Any = None,
@@ -111,15 +110,14 @@ class Dispatcher:
         ``p`` (backpressure without blocking the agent, which would stall every other topic).
         ``wamid_ref`` turns Meta's wamid into its keyed ref (wapipe/privacy/wamids.py): the ledger,
         the results and everything downstream keep only that, never the wamid (it embeds the number).
-        ``sender``: the send call (``connectors.meta.send_call.MessageSender``); ``send_many``:
-        batched writes, acknowledged together (``KafkaPublisher.publish_many``)."""
+        ``sender``: the send call (``connectors.meta.send_call.MessageSender``); the ledger writes
+        batches itself (``Ledger.record_many``)."""
         self.s = settings
         self._pause = pause
         self._resume = resume
         self._paused: set[int] = set()
         self.ledger = ledger
         self._send = send
-        self._send_many = send_many
         self.serde = serde
         self.topics = topics
         self.sender = sender

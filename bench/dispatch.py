@@ -130,7 +130,7 @@ class Bench:
         self._publish_tenant()
 
     def _publish_tenant(self) -> None:
-        from wapipe.kafka import producer as make_producer
+        from wapipe.edge.clients import producer as make_producer
         from wapipe.privacy.kek import load_kek
         from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
         from wapipe.tenants.store import publish_template, publish_tenant

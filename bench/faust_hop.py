@@ -107,7 +107,7 @@ def child_faust(bootstrap: str, src: str, dst: str, records: int, out_file: str,
 
 
 def child_plain(bootstrap: str, src: str, dst: str, records: int, out_file: str) -> None:
-    from wapipe.kafka import consumer, producer
+    from wapipe.edge.clients import consumer, producer
 
     c = consumer(bootstrap, f"hop-{uuid.uuid4().hex[:8]}")
     p = producer(bootstrap, **{"linger.ms": 1})
@@ -181,7 +181,7 @@ def main() -> int:
 def measure(bootstrap: str, records: int) -> int:
     from confluent_kafka.admin import NewTopic
 
-    from wapipe.kafka import producer
+    from wapipe.edge.clients import producer
     from wapipe.topics import admin_client
 
     src = f"bench.hop.{uuid.uuid4().hex[:8]}"

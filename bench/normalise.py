@@ -56,7 +56,7 @@ def count_status_events(bootstrap: str, run: str, want: int, timeout: float) -> 
     """Read wa.status.events from the start until ``want`` events of this run are there; returns
     (count, time the last one was read)."""
     from wapipe.avro import AvroSerde
-    from wapipe.kafka import consumer
+    from wapipe.edge.clients import consumer
     from wapipe.topics import STATUS_EVENTS
 
     serde = AvroSerde()
@@ -88,7 +88,7 @@ def main() -> int:
 
 def measure(bootstrap: str, webhooks: int, per: int) -> int:
     from wapipe.avro import AvroSerde
-    from wapipe.kafka import producer
+    from wapipe.edge.clients import producer
     from wapipe.testing import make_settings
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
 

@@ -44,8 +44,8 @@ from sinks.rows import CONVERTERS  # noqa: E402
 from sinks.worker import SinkWorker  # noqa: E402
 from wapipe.avro import AvroSerde  # noqa: E402
 from wapipe.clickhouse import clickhouse_client, migrate  # noqa: E402
-from wapipe.kafka import consumer as make_consumer  # noqa: E402
-from wapipe.kafka import producer  # noqa: E402
+from wapipe.edge.clients import consumer as make_consumer  # noqa: E402
+from wapipe.edge.clients import producer  # noqa: E402
 from wapipe.testing import make_settings  # noqa: E402
 from wapipe.topics import STATUS_EVENTS, WEBHOOK_RAW, admin_client, apply_topics  # noqa: E402
 

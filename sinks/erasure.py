@@ -43,8 +43,8 @@ from confluent_kafka import KafkaException
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.kafka import consumer as make_consumer
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, audit_event, now_ms
 from wapipe.privacy.registry import PrivacyRegistry

@@ -44,8 +44,8 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
 from wapipe.deadletter import encode as encode_dead_letter
-from wapipe.kafka import consumer as make_consumer
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.topics import SINK_DEAD
 

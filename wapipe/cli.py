@@ -52,7 +52,7 @@ def stack_up() -> None:
     """Start (or find) Kafka, apply the topics, migrate ClickHouse. A local broker that died is
     started again on its old ports, so running services find it where they left it."""
     from wapipe.stack.local import KafkaProvider, PortTaken, restart_ports, stack_status, state_file
-    from wapipe.kafka_edge import endpoint_for
+    from wapipe.edge.endpoint import endpoint_for
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()
@@ -117,7 +117,8 @@ def stack_status_cmd() -> None:
 @topics_app.command("apply")
 def topics_apply() -> None:
     """Create missing topics and apply changed settings."""
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(default=None, validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
-    # Security of every Kafka client (confluent-kafka, aiokafka, Faust: wapipe/kafka_edge.py).
+    # Security of every Kafka client (confluent-kafka, aiokafka, Faust: wapipe/edge/endpoint.py).
     # Passwords and keys: KAFKA_SASL_PASSWORD_FILE / KAFKA_SSL_KEY_PASSWORD_FILE (docs/security.md).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL"))
@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     send_reconcile_memory_s: float = Field(default=3600.0, gt=0, description="status webhooks remembered for UNKNOWN outcomes recorded later")
     send_unknown_timeout_s: float = Field(default=3600.0, gt=0, description="an UNKNOWN with no status webhook this long is reported (never resent)")
     # Where a new consumer group starts: "earliest" never skips a command; "latest" (the end of every
-    # partition, committed once when the group is new: wapipe/group_start.py) is for tests and
+    # partition, committed once when the group is new: wapipe/edge/group_start.py) is for tests and
     # benchmarks that share a broker with earlier runs.
     send_offset_reset: str = Field(default="earliest", pattern="^(earliest|latest)$")
 

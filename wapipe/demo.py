@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wapipe.config import Settings
-from wapipe.kafka_edge import KafkaEndpoint, NoKafka, confluent_conf, endpoint_for
+from wapipe.edge.endpoint import KafkaEndpoint, NoKafka, confluent_conf, endpoint_for
 from wapipe.log import get_logger
 from wapipe.privacy.secrets import write_private
 from wapipe.services import Backoff, CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
@@ -659,7 +659,7 @@ class Publisher(threading.Thread):
 
     def _unreadable(self) -> None:
         """A few records that are not SendCommands at all: they must become dead letters."""
-        from wapipe.kafka import producer
+        from wapipe.edge.clients import producer
         from wapipe.topics import SEND_REQUESTED
 
         n = self.run_.plan.unreadable
@@ -903,7 +903,8 @@ def up_command(
     """Run wapipe's services for real: Meta's Graph API with the configured apps, your Kafka and
     ClickHouse (KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or the local stack). No sandbox, no workload.
     Stops everything on Ctrl-C / SIGTERM; a service that dies is started again with backoff."""
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()

@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wapipe.config import Settings
 from wapipe.deadletter import PROCESS_TALLY, DeadLetterTally
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.endpoint import confluent_conf
 from wapipe.log import get_logger
 
 log = get_logger(__name__)

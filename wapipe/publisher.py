@@ -34,7 +34,7 @@ from functools import partial
 
 from confluent_kafka import KafkaError, KafkaException
 
-from wapipe import kafka
+from wapipe.edge import clients as kafka
 from wapipe.log import get_logger
 
 log = get_logger(__name__)

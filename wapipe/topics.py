@@ -23,7 +23,7 @@ from confluent_kafka.admin import (
 )
 
 from wapipe.config import Settings
-from wapipe.kafka_edge import Endpoint, confluent_conf
+from wapipe.edge.endpoint import Endpoint, confluent_conf
 
 # Topic names: import these, never spell a topic name twice.
 WEBHOOK_RAW = "wa.webhook.raw"

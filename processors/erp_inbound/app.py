@@ -33,9 +33,9 @@ from processors.erp_inbound.reads import mark_read
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
-from wapipe.kafka import JAVA_PARTITIONER
-from wapipe.kafka import consumer as make_consumer
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import JAVA_PARTITIONER
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.wamids import WamidRefs

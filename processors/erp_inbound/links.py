@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka_edge import Endpoint, confluent_conf
+from wapipe.edge.endpoint import Endpoint, confluent_conf
 from wapipe.log import get_logger
 from wapipe.topics import SEND_RESULTS
 

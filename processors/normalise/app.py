@@ -26,23 +26,21 @@ TTL); a lookup ignores an older entry that is still there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-import weakref
 from typing import Any
 
 import faust
 from confluent_kafka import KafkaException
-from faust.streams import _current_event  # no public setter: see _as_current
 
 from processors.normalise.convert import Converted, Normaliser, Unreadable
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source
-from wapipe.kafka_edge import faust_app_kwargs
+from wapipe.edge.endpoint import faust_app_kwargs
+from wapipe.edge.faust_internals import as_current_event, check_shape
 from wapipe.log import get_logger
-from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
+from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
 from wapipe.publisher import KafkaPublisher, PublishFailed, for_processor
 from wapipe.topics import (
@@ -70,20 +68,6 @@ def seen_changelog(settings: Settings) -> TopicSpec:
     return table_changelog(settings.normalise_app_id, SEEN_TABLE, settings.normalise_dedup_window_s, "event_id")
 
 
-@contextlib.contextmanager
-def _as_current(event: Any):
-    """Make ``event`` Faust's current event for table writes in this task only.
-
-    A table write goes to the changelog partition of ``faust.streams.current_event()``, a context
-    variable; in a ``take_events`` batch it is not the record being handled (the stream's own
-    ``current_event`` attribute belongs to the task filling the buffer and must not be touched)."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
 def _item_json(raw: Any) -> bytes:
     """A bad item of a webhook as JSON bytes, for its dead letter's value."""
     return json.dumps(raw, ensure_ascii=False, default=str, allow_nan=True).encode("utf-8", "replace")
@@ -102,7 +86,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor,
         web_enabled=False,
-        consumer_auto_offset_reset="earliest",  # "latest" is done by the cli for a new group only (wapipe/group_start.py)
+        consumer_auto_offset_reset="earliest",  # "latest" is done by the cli for a new group only (wapipe/edge/group_start.py)
         producer_acks=-1,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -128,7 +112,8 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                      help="event_id -> first seen (unix s)", options={"ttl": int(window)})
     counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0, "dead_items": 0}
 
-    guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
+    check_shape(require=("current_event",))  # table writes name their event through Faust's internals
+    guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/edge/offset_guard.py
     watch_stalls(app, guard, bootstrap, [WEBHOOK_RAW])
 
     @app.on_partitions_revoked.connect
@@ -181,7 +166,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                 written = await asyncio.gather(*(_publish(source, e, value) for source, e, value in fresh))
                 fresh = [f for f, ok in zip(fresh, written) if ok]
             for source, e, _ in fresh:
-                with _as_current(source):  # the changelog partition is the source record's
+                with as_current_event(source):  # the changelog partition is the source record's
                     seen[e.event_id] = f"{now:.3f}"
             counters["out"] += len(fresh)
 

@@ -16,7 +16,8 @@ def normalise_command(
     from processors.normalise.app import build_app, seen_changelog
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.log import quiet_libraries
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
@@ -24,7 +25,7 @@ def normalise_command(
     from wapipe.privacy.wamids import WamidRefs
     from wapipe.tenants.registry import TenantRegistry
     from wapipe.faust_worker import Worker
-    from wapipe.group_start import start_at_end
+    from wapipe.edge.group_start import start_at_end
     from wapipe.probe import beat_every_second, serving_probe
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
 

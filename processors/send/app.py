@@ -39,11 +39,11 @@ from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
-from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
-from wapipe.group_start import start_at_end
-from wapipe.kafka import partition_for
-from wapipe.kafka_edge import faust_app_kwargs
-from wapipe.offset_guard import OffsetGuard, broker_committed, watch_stalls
+from wapipe.edge.fetch_rotation import PollPauses, serve_partitions_in_turn
+from wapipe.edge.group_start import start_at_end
+from wapipe.edge.clients import partition_for
+from wapipe.edge.endpoint import faust_app_kwargs
+from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.publisher import KafkaPublisher, for_processor
 
 logger = log.get_logger(__name__)
@@ -55,7 +55,7 @@ LANE_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_REQUESTED_BULK, T.SEND_ACCEPTE
 GUARDED_TOPICS = LANE_TOPICS
 # Every topic the worker's consumer group reads (its agents' sources).
 SOURCE_TOPICS = LANE_TOPICS
-# Served before any other buffered partition in each poll (see wapipe/fetch_rotation.py).
+# Served before any other buffered partition in each poll (see wapipe/edge/fetch_rotation.py).
 TRANSACTIONAL_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX})
 # How long a lane agent works through buffered records before it lets the loop run others.
 YIELD_EVERY_S = 0.002
@@ -255,7 +255,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
         topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
         # Never "latest" here: Kafka would apply it to any partition without a commit, also one a
-        # dead member had read. A new group is started at the end by run_worker (wapipe/group_start.py).
+        # dead member had read. A new group is started at the end by run_worker (wapipe/edge/group_start.py).
         consumer_auto_offset_reset="earliest", producer_acks=-1,
         # Small fetches and buffers: a record of the transactional topics is never far behind a
         # campaign burst in faust's single fetch-and-deliver loop.
@@ -279,7 +279,7 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         letter = DeadLetter(Source.of_faust(event), str(exc)[:500], error_type or type(exc).__name__)
         return Write(T.SEND_DEAD, event.message.key, None, letter)
 
-    guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/offset_guard.py
+    guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/edge/offset_guard.py
     app.wapipe_offset_guard = guard  # type: ignore[attr-defined]
     watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=rt.ready,
                  quiet=lambda: rt.pauses.pending if rt.pauses is not None else ())

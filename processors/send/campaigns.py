@@ -25,8 +25,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka import producer as make_producer
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.endpoint import confluent_conf
 
 STATES = ("RUNNING", "PAUSED", "STOPPED")
 

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka_edge import aiokafka_kwargs
+from wapipe.edge.endpoint import aiokafka_kwargs
 from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka_edge import aiokafka_kwargs
+from wapipe.edge.clients import topic_partitions
+from wapipe.edge.endpoint import aiokafka_kwargs
 
 logger = log.get_logger(__name__)
 
@@ -66,14 +67,13 @@ class TopicFollower:
                                     auto_offset_reset="earliest")
         await consumer.start()
         try:
-            parts = None
+            parts: list[int] = []
             for _ in range(50):
-                cluster = await consumer._client.fetch_all_metadata()  # aiokafka has no public per-topic call
-                parts = cluster.partitions_for_topic(self.topic)
+                parts = await asyncio.to_thread(topic_partitions, self.bootstrap, self.topic)
                 if parts:
                     break
                 await asyncio.sleep(0.1)
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts or [])]
+            tps = [TopicPartition(self.topic, p) for p in parts]
             if not tps:
                 logger.warning("follower.no_topic", topic=self.topic)
                 self.ready.set()

@@ -21,7 +21,7 @@ Other languages: see docs/erp-producer.md and docs/erp-consumer.md (the Avro sch
 from producers.erp.client import ErpProducer, PublishError, ResultReader
 from producers.erp.commands import Lane, Routing, build_command, template, text
 from producers.erp.consumer import Command, ErpConsumer, InboundEvent
-from wapipe.kafka_edge import KafkaAuthError, KafkaEndpoint, KafkaSecurity, check_access
+from wapipe.edge.endpoint import KafkaAuthError, KafkaEndpoint, KafkaSecurity, check_access
 
 __all__ = ["Command", "ErpConsumer", "ErpProducer", "InboundEvent", "KafkaAuthError", "KafkaEndpoint", "KafkaSecurity",
            "Lane", "PublishError", "ResultReader", "Routing", "build_command", "check_access", "template", "text"]

@@ -11,7 +11,7 @@ commands go to ``wa.send.requested.bulk``, the rest to ``wa.send.requested``: th
 separate agents, so an invoice never waits behind a campaign's backlog (the worker accepts either
 lane on either topic).
 
-Security: ``bootstrap`` is a ``KafkaEndpoint`` (``wapipe.kafka_edge``: bootstrap servers with TLS,
+Security: ``bootstrap`` is a ``KafkaEndpoint`` (``wapipe.edge.endpoint``: bootstrap servers with TLS,
 SASL PLAIN/SCRAM or mTLS) or a bare ``host:port`` list (plaintext); ``from_settings`` takes the
 security of the pipeline's settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*).
 """
@@ -28,8 +28,8 @@ from connectors.meta.messages import OutboundMessage
 from producers.erp.commands import Routing, Sealer, build_command
 from wapipe import topics as T
 from wapipe.avro import AvroSerde
-from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
-from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
+from wapipe.edge.clients import JAVA_PARTITIONER, producer as make_producer
+from wapipe.edge.endpoint import Endpoint, confluent_conf, endpoint_for
 from wapipe.privacy.links import link_record
 
 

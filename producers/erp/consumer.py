@@ -31,9 +31,9 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from producers.erp.client import PublishError, wait_ready
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka import JAVA_PARTITIONER, partition_for
-from wapipe.kafka import producer as make_producer
-from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
+from wapipe.edge.clients import JAVA_PARTITIONER, partition_for
+from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.endpoint import Endpoint, confluent_conf, endpoint_for
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 
 

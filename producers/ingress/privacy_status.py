@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.endpoint import confluent_conf
 from wapipe.log import get_logger
 from wapipe.topics import PRIVACY_REQUESTS
 

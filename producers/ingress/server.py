@@ -145,7 +145,7 @@ def create_app():
     """Granian's app factory, run in each worker process: configuration from the environment."""
     from producers.ingress.app import IngressApp
     from wapipe import log as wlog
-    from wapipe.kafka import resolve_bootstrap
+    from wapipe.stack.bootstrap import resolve_bootstrap
 
     # A spawned (not forked) worker has not run the CLI's logging setup: logs go to stderr, never
     # to stdout where the READY line is.

@@ -35,7 +35,7 @@ def produce_one_by_one(bootstrap: str, topic: str, items: list[tuple[bytes | Non
     up to 2,000,000 bytes leave the producer (the broker takes up to 1,048,588)."""
     from confluent_kafka import KafkaError
 
-    from wapipe.kafka import JAVA_PARTITIONER, producer
+    from wapipe.edge.clients import JAVA_PARTITIONER, producer
 
     p = producer(bootstrap, partitioner=JAVA_PARTITIONER, **{"message.max.bytes": 2_000_000, **conf})
     where = {} if partition is None else {"partition": partition}

@@ -6,7 +6,7 @@ import pytest
 
 from tests.integration.kafka_helpers import read_all
 from tests.integration.test_kafka_avro import make_topic
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 
 pytestmark = [pytest.mark.integration]
 

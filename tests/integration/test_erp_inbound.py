@@ -20,8 +20,8 @@ from tests.integration.kafka_helpers import read_all
 from tests.integration.test_send_pipeline import send_world  # noqa: F401  (the fixture)
 from wapipe.avro import AvroSerde, SerdeError
 from tests.integration.test_poison_erp_inbound import start_group_at_end
-from wapipe.kafka import JAVA_PARTITIONER
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import JAVA_PARTITIONER
+from wapipe.edge.clients import producer as make_producer
 from wapipe.privacy.kek import load_kek
 from wapipe.services import ServiceSpec
 from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus

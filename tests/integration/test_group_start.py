@@ -7,8 +7,8 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from wapipe import kafka as K
-from wapipe.group_start import start_at_end
+from wapipe.edge import clients as K
+from wapipe.edge.group_start import start_at_end
 from wapipe.topics import admin_client
 
 pytestmark = pytest.mark.integration

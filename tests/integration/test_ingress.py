@@ -16,7 +16,7 @@ from producers.ingress import signed_request
 from producers.ingress.process import IngressProcess, wait_until
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 pytestmark = pytest.mark.integration

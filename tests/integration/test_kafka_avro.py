@@ -7,7 +7,7 @@ from confluent_kafka.admin import NewTopic
 
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.topics import admin_client
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,9 @@ import pytest
 
 from tests.integration.secure_kafka import CLIENT_KEY_PASSWORD, USERS, secure_broker
 from wapipe.config import Settings
-from wapipe.kafka import consumer, producer, resolve_bootstrap
-from wapipe.kafka_edge import KafkaAuthError, KafkaEndpoint, KafkaSecurity, aiokafka_kwargs, check_access
+from wapipe.edge.clients import consumer, producer
+from wapipe.stack.bootstrap import resolve_bootstrap
+from wapipe.edge.endpoint import KafkaAuthError, KafkaEndpoint, KafkaSecurity, aiokafka_kwargs, check_access
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ from processors.normalise.convert import Normaliser
 from wapipe.privacy.wamids import WamidRefs
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.group_start import start_at_end
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.group_start import start_at_end
+from wapipe.edge.clients import producer as make_producer
 from wapipe.media.sealed import object_id_for
 from wapipe.privacy.kek import load_kek
 from wapipe.privacy.keyring import KeyRing

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.kafka_helpers import delete_all_records, read_all
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.topics import ACCOUNT_EVENTS, INBOUND_MESSAGES, STATUS_EVENTS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from wapipe.offset_guard import broker_committed
+from wapipe.edge.offset_guard import broker_committed
 from wapipe.topics import admin_client
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def test_end_offsets_come_back_after_a_broker_restart(tmp_path, caplog):
     from confluent_kafka import Producer
     from structlog.testing import capture_logs
 
-    from wapipe.offset_guard import BrokerEnds
+    from wapipe.edge.offset_guard import BrokerEnds
     from wapipe.testing import dedicated_broker
     from wapipe.topics import WEBHOOK_RAW
 

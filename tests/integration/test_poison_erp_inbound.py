@@ -19,8 +19,8 @@ from processors.normalise.convert import Normaliser
 from producers.erp import ErpConsumer
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.group_start import start_at_end
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.group_start import start_at_end
+from wapipe.edge.clients import producer as make_producer
 from wapipe.privacy.kek import load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.subjects import pepper_from, subject_id
@@ -150,7 +150,7 @@ def test_the_sdk_consumer_neither_skips_nor_loses_a_record_when_the_key_ring_can
     came before it, and the record comes again on the next poll."""
     from confluent_kafka import Consumer
 
-    from wapipe.kafka import JAVA_PARTITIONER
+    from wapipe.edge.clients import JAVA_PARTITIONER
     from wapipe.privacy.errors import PrivacyError
     from wapipe.topics import ERP_INBOUND
 

@@ -13,7 +13,7 @@ from confluent_kafka import KafkaException
 from tests.integration.kafka_helpers import produce_one_by_one, read_all
 from tests.integration.test_sink_worker import _run, _status, _Topic, _wait, _worker
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.topics import SINK_DEAD
 
 pytestmark = pytest.mark.integration

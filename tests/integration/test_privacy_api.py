@@ -6,7 +6,7 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy.api import create_app
 from wapipe.privacy.service import PrivacyService
 from wapipe.tenants.models import Tenant, hash_api_key

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from tests.integration.kafka_helpers import read_all
 from tests.strategies import ANY_JSON, IDS, dumps
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy.api import create_app
 from wapipe.privacy.service import PrivacyService
 from wapipe.tenants.models import Tenant, hash_api_key

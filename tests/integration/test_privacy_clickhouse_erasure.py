@@ -9,7 +9,7 @@ import pytest
 
 from sinks.erasure import ErasureWorker, running_mutations, subject_tables
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, new_request
 from wapipe.privacy.topicscan import scan
 from wapipe.topics import AUDIT

@@ -18,7 +18,7 @@ import pytest
 
 from sinks.erasure import ErasureWorker, subject_tables
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy import KeyRing, SubjectErased, load_kek, pepper_from, subject_id
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.processor import PrivacyProcessor

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy import KeyRing, load_kek, pepper_from, subject_id
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import Publisher, new_request

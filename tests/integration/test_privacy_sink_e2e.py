@@ -17,7 +17,7 @@ import pytest
 
 from sinks.reader import open_reader
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy.kek import load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.testing import make_settings

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.privacy.topicscan import _consumer
 from wapipe.topics import admin_client
 

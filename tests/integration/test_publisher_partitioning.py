@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka.admin import NewTopic
 
-from wapipe.kafka import JAVA_PARTITIONER
+from wapipe.edge.clients import JAVA_PARTITIONER
 from wapipe.publisher import KafkaPublisher
 from wapipe.topics import admin_client
 

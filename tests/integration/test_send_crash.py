@@ -67,7 +67,7 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     from processors.send import records as R
     from processors.send.ledger import DONE
     from wapipe.avro import AvroSerde
-    from wapipe.kafka import producer as make_producer
+    from wapipe.edge.clients import producer as make_producer
     from wapipe.topics import SEND_LEDGER
 
     w = send_world

@@ -98,7 +98,7 @@ class SendWorld:
         """A user wrote to our number: the sandbox opens its window, and the InboundMessage the
         normaliser would publish lands on wa.inbound.messages (written here directly)."""
         from wapipe.avro import AvroSerde
-        from wapipe.kafka import producer as make_producer
+        from wapipe.edge.clients import producer as make_producer
         from wapipe.topics import INBOUND_MESSAGES
 
         pnid = self.numbers[number]
@@ -180,7 +180,7 @@ def _digits(n: int) -> str:
 
 @pytest.fixture
 def send_world(tmp_path, kafka, topics, meta_sandbox, request):
-    from wapipe.kafka import producer as make_producer
+    from wapipe.edge.clients import producer as make_producer
     from wapipe.privacy.kek import load_kek
     from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
     from wapipe.tenants.store import publish_template, publish_tenant
@@ -254,7 +254,7 @@ def test_template_and_session_messages_are_sent_once(send_world):
 
 
 def _publish_raw(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
+    from wapipe.edge.clients import JAVA_PARTITIONER, producer as make_producer
 
     p = make_producer(bootstrap, partitioner=JAVA_PARTITIONER)
     p.produce(topic, key=key, value=value)
@@ -271,7 +271,7 @@ def _dead_letters(bootstrap: str) -> list[dict]:
 
 
 def test_every_validation_failure_is_a_clear_result_and_nothing_is_sent(send_world):
-    from wapipe.kafka import producer as make_producer
+    from wapipe.edge.clients import producer as make_producer
     from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
     from wapipe.tenants.store import publish_tenant
     from wapipe.topics import SEND_REQUESTED
@@ -380,7 +380,7 @@ def test_a_command_keyed_otherwise_is_moved_once_to_its_numbers_partition(send_w
 
     from processors.send.app import Partitions
     from tests.integration.kafka_helpers import read_all
-    from wapipe.kafka import JAVA_PARTITIONER
+    from wapipe.edge.clients import JAVA_PARTITIONER
     from wapipe.topics import SEND_ACCEPTED, SEND_ACCEPTED_TX, SEND_REQUESTED, SEND_REQUESTED_BULK
 
     w = send_world
@@ -509,7 +509,7 @@ def _scrape(w: SendWorld) -> dict[str, float]:
 def test_transactional_commands_do_not_wait_behind_a_campaign_backlog(send_world):
     """A campaign backlog the worker needs seconds to read (its CPU is the limit here, not the number's
     1,000/s): a transactional command published meanwhile is sent within a second or two, not after
-    the backlog. Before wapipe/fetch_rotation.py it waited for the campaign's whole buffered fetch."""
+    the backlog. Before wapipe/edge/fetch_rotation.py it waited for the campaign's whole buffered fetch."""
     import copy
 
     w = send_world
@@ -664,7 +664,7 @@ def _status_event(w: SendWorld, msg: dict, status: str, errors: list | None = No
     import hashlib
 
     from wapipe.avro import AvroSerde
-    from wapipe.kafka import producer as make_producer
+    from wapipe.edge.clients import producer as make_producer
     from wapipe.topics import STATUS_EVENTS
 
     now = dt.datetime.now(dt.timezone.utc)
@@ -769,7 +769,7 @@ def test_a_full_pool_of_calls_in_flight_is_shared_between_tenants_in_turn(send_w
     """Tenant A keeps four numbers busy with a campaign; tenant B, with one number, publishes its
     campaign after A's. With at most two calls in flight and 40 ms per call the pool is the limit:
     while both wait, B gets every other slot (served first come, A's four loops got four of five)."""
-    from wapipe.kafka import producer as make_producer
+    from wapipe.edge.clients import producer as make_producer
     from wapipe.privacy.kek import load_kek
     from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
     from wapipe.tenants.store import publish_template, publish_tenant
@@ -816,7 +816,7 @@ def test_a_paused_campaign_does_not_hold_up_another_number_of_its_partition(send
     is sent meanwhile. Before, the partition paused at 100 held commands and B waited for A."""
     from processors.send.app import Partitions
     from processors.send.campaigns import publish_control
-    from wapipe.kafka import producer as make_producer
+    from wapipe.edge.clients import producer as make_producer
     from wapipe.privacy.kek import load_kek
     from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
     from wapipe.tenants.store import publish_tenant

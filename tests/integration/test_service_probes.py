@@ -53,7 +53,7 @@ def test_every_service_has_a_probe_and_wapipe_health_reads_them(topics, tmp_path
         for gauge in ("wapipe_erasure_open_requests", "wapipe_erasure_oldest_age_seconds",
                       "wapipe_erasure_overdue_requests"):
             assert f"\n{gauge} " in privacy, gauge
-        from wapipe.kafka import producer
+        from wapipe.edge.clients import producer
         from wapipe.topics import STATUS_EVENTS
 
         p = producer(topics)

@@ -19,8 +19,8 @@ from sinks.rows import CONVERTERS
 from sinks.worker import DeadLetterLimit, SinkWorker
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.kafka import consumer as make_consumer
-from wapipe.kafka import producer
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.clients import producer
 from wapipe.topics import SINK_DEAD, STATUS_EVENTS, admin_client
 
 pytestmark = pytest.mark.integration

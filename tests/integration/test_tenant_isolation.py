@@ -26,7 +26,7 @@ from processors.normalise.convert import Normaliser
 from sinks.reader import DirectReader
 from sinks.rows import CONVERTERS, convert
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.privacy.api import create_app
 from wapipe.privacy.kek import load_kek
 from wapipe.privacy.wamids import WamidRefs

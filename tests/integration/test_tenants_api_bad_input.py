@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from tests.strategies import ANY_JSON, IDS, dumps
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.tenants.api import create_app
 from wapipe.tenants.models import PhoneNumber, Tenant
 from wapipe.tenants.store import publish_tenant

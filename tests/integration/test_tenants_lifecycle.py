@@ -18,7 +18,7 @@ from connectors.meta.client import GraphClient
 from processors.normalise.convert import Normaliser
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.tenants.follow import Follower
 from wapipe.tenants.guard import refusal
 from wapipe.tenants.lifecycle import disconnect, refresh

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from wapipe.kafka import producer
+from wapipe.edge.clients import producer
 from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import delete_template, publish_template, publish_tenant

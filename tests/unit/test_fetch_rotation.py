@@ -1,4 +1,4 @@
-"""The poll order the send worker installs on Faust's aiokafka consumer (wapipe/fetch_rotation.py).
+"""The poll order the send worker installs on Faust's aiokafka consumer (wapipe/edge/fetch_rotation.py).
 The end-to-end effect (a transactional command sent while a campaign backlog is read) is
 test_send_pipeline's test_transactional_commands_do_not_wait_behind_a_campaign_backlog."""
 
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from aiokafka.structs import TopicPartition as TP
 
-from wapipe.fetch_rotation import put_first, rotated, serve_partitions_in_turn
+from wapipe.edge.fetch_rotation import put_first, rotated, serve_partitions_in_turn
 
 BULK, TX, RESULTS = TP("wa.send.requested.bulk", 0), TP("wa.send.requested", 0), TP("wa.send.results", 3)
 
@@ -78,7 +78,7 @@ class _Consumer:
 
 
 def test_a_pause_takes_effect_at_the_next_poll_not_during_the_current_one():
-    from wapipe.fetch_rotation import PollPauses
+    from wapipe.edge.fetch_rotation import PollPauses
 
     accepted = TP("wa.send.accepted", 2)
     c = _Consumer({accepted, TX})
@@ -93,7 +93,7 @@ def test_a_pause_takes_effect_at_the_next_poll_not_during_the_current_one():
 
 
 def test_a_pause_pending_for_a_revoked_partition_is_forgotten():
-    from wapipe.fetch_rotation import PollPauses
+    from wapipe.edge.fetch_rotation import PollPauses
 
     accepted = TP("wa.send.accepted", 2)
     c = _Consumer({accepted, TX})

@@ -11,7 +11,7 @@ from hypothesis import given, settings as hsettings
 from hypothesis import strategies as st
 
 from wapipe.config import REPO_ROOT, Settings
-from wapipe.kafka_edge import (
+from wapipe.edge.endpoint import (
     KafkaEndpoint, KafkaSecurity, NoKafka, RefusalLog, aiokafka_kwargs, confluent_conf, endpoint, endpoint_for,
     faust_app_kwargs,
 )
@@ -113,12 +113,40 @@ def test_settings_that_do_not_fit_together_are_named(kw, says):
 
 
 def test_resolve_bootstrap_reports_bad_security_settings_as_no_kafka(clean_env):
-    from wapipe.kafka import resolve_bootstrap
+    from wapipe.stack.bootstrap import resolve_bootstrap
 
     s = Settings(kafka_bootstrap_servers="h:1", kafka_security_protocol="SASL_SSL")
     with pytest.raises(NoKafka, match="KAFKA_SASL_MECHANISM"):
         resolve_bootstrap(s)
     assert resolve_bootstrap(Settings(kafka_bootstrap_servers="h:1")) == KafkaEndpoint("h:1")
+
+
+def test_the_edge_takes_its_bootstrap_from_settings_only(clean_env, tmp_path):
+    """No KAFKA_BOOTSTRAP_SERVERS: the edge says so even when a local stack's state exists; the app
+    layer's ``resolve_bootstrap`` fills in that stack's broker."""
+    from wapipe.edge.clients import settings_endpoint
+    from wapipe.stack.bootstrap import resolve_bootstrap
+    from wapipe.stack.local import StackState, state_file
+
+    s = Settings(state_dir=tmp_path)
+    with pytest.raises(NoKafka, match="set KAFKA_BOOTSTRAP_SERVERS"):
+        resolve_bootstrap(s)
+    StackState(source="jvm", bootstrap="127.0.0.1:39092").save(state_file(s))
+    with pytest.raises(NoKafka, match="set KAFKA_BOOTSTRAP_SERVERS"):
+        settings_endpoint(s)
+    assert resolve_bootstrap(s) == KafkaEndpoint("127.0.0.1:39092")
+    env = Settings(state_dir=tmp_path, kafka_bootstrap_servers="h:1")
+    assert resolve_bootstrap(env) == settings_endpoint(env) == KafkaEndpoint("h:1")
+
+
+def test_the_edge_does_not_import_the_stack():
+    import ast
+
+    for path in (REPO_ROOT / "wapipe" / "edge").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("wapipe.stack") for n in names), path
 
 
 opt = st.one_of(st.none(), st.text(min_size=1, max_size=8))
@@ -156,7 +184,7 @@ def test_no_client_is_built_outside_the_edge():
     offenders = []
     for folder in ("wapipe", "processors", "sinks", "producers", "connectors"):
         for path in (REPO_ROOT / folder).rglob("*.py"):
-            if path.name == "kafka_edge.py":
+            if path == REPO_ROOT / "wapipe" / "edge" / "endpoint.py":
                 continue
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 code = line.split("#", 1)[0]

@@ -8,7 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from wapipe.offset_guard import OffsetGuard
+from wapipe.edge.offset_guard import OffsetGuard
 
 
 class TP(NamedTuple):

@@ -37,8 +37,8 @@ from connectors.meta import errors as meta_errors
 from connectors.meta.client import GraphClient, MediaTooLarge
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.kafka import consumer as make_consumer
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.media.sealed import Sealer, object_id_for, seal_blob
 from wapipe.media.store import MediaStore

@@ -189,7 +189,7 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
 def serve_forever(host: str, port: int) -> None:
     import uvicorn
 
-    from wapipe.kafka import resolve_bootstrap
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.net import free_port
     from wapipe.tenants.registry import TenantRegistry
 

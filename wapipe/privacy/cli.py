@@ -26,7 +26,8 @@ def _fail(msg: str) -> None:
 
 def _service():
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.privacy.errors import PrivacyError
     from wapipe.privacy.service import PrivacyService
 
@@ -163,7 +164,8 @@ def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
 def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHouse erasure here (when no sink runs)")) -> None:
     """The request processor: drives every request to COMPLETED. SIGTERM stops it cleanly."""
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.privacy.metrics import ErasureMetrics
     from wapipe.privacy.processor import PrivacyProcessor
     from wapipe.probe import serving_probe
@@ -207,7 +209,7 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, hel
     """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
     from wapipe.privacy.api import serve_forever
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka
+    from wapipe.edge.endpoint import NoKafka
     from wapipe.probe import serving_probe
 
     # The API answers on its own port; the probe says the process is up (for an orchestrator).

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.endpoint import confluent_conf
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError
 

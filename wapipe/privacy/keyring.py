@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.kafka import producer as make_producer
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.endpoint import confluent_conf
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 from wapipe.privacy.kek import KEK_PREFIX, KEY_BYTES, NONCE_BYTES, Kek

@@ -63,7 +63,7 @@ def audit_event(action: str, *, actor: str, tenant_id: str | None = None, subjec
 
 
 class Publisher:
-    """Produce records and wait for acks (acks=all, idempotent producer from wapipe.kafka)."""
+    """Produce records and wait for acks (acks=all, idempotent producer from wapipe.edge.clients)."""
 
     def __init__(self, producer: Producer, serde: AvroSerde) -> None:
         self.producer = producer

@@ -16,7 +16,7 @@ from typing import Any
 
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.privacy.errors import PrivacyError, UnknownSubject
 from wapipe.privacy.export import export_subject, merge_exports
 from wapipe.privacy.kek import Kek, load_kek

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.endpoint import confluent_conf
 
 ROLL_KEY = b"__roll__"  # a tombstone of a key nobody uses: rolls a compacted topic's active segment
 

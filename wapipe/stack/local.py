@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from wapipe.config import Settings
-from wapipe.kafka_edge import KafkaEndpoint, check_access
+from wapipe.edge.endpoint import KafkaEndpoint, check_access
 from wapipe.stack.docker import ContainerBroker, docker_engine_available
 from wapipe.net import port_free
 from wapipe.stack.jvm import JvmBroker, ensure_jars, pid_alive, stop_pid

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
 
-from wapipe.kafka_edge import Endpoint, confluent_conf
+from wapipe.edge.endpoint import Endpoint, confluent_conf
 
 
 def wait_for_metadata(bootstrap: Endpoint, *, timeout: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:

@@ -10,7 +10,7 @@ import uuid
 from confluent_kafka import Producer
 
 from wapipe.avro import AvroSerde
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.endpoint import confluent_conf
 from wapipe.tenants.models import utcnow
 from wapipe.tenants.store import _produce
 from wapipe.topics import AUDIT

@@ -36,7 +36,8 @@ def _read_secret(path: Path | None, what: str) -> str | None:
 
 def _service(actor: str = "operator:cli"):
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.tenants.service import TenantError, TenantService
 
     s = Settings()
@@ -239,7 +240,8 @@ def follow_cmd() -> None:
     import threading
 
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.probe import serving_probe
     from wapipe.tenants.follow import GROUP as FOLLOW_GROUP
     from wapipe.tenants.follow import follow
@@ -348,7 +350,8 @@ def serve_cmd() -> None:
     import uvicorn
 
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.net import free_port
     from wapipe.tenants.api import create_app
 
@@ -387,7 +390,8 @@ def serve_cmd() -> None:
 def audit_cmd(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
     """The tenant's audit trail on wa.audit (onboarding steps, changes, webhooks applied, disconnect)."""
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.edge.endpoint import NoKafka
+    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.tenants.audit import read_audit
 
     s = Settings()

@@ -32,7 +32,7 @@ from typing import Any
 from wapipe.avro import SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
-from wapipe.kafka import consumer as make_consumer
+from wapipe.edge.clients import consumer as make_consumer
 from wapipe.log import get_logger
 from wapipe.tenants.limits import UNLIMITED, limit_for_tier, mps_for_level
 from wapipe.tenants.models import Template, Tenant, TenantStatus

@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.kafka_edge import confluent_conf
+from wapipe.edge.endpoint import confluent_conf
 from wapipe.log import get_logger
 from wapipe.tenants.models import TEMPLATE_RECORD, TENANT_RECORD, Template, Tenant, TenantStatus, template_key
 from wapipe.topics import TEMPLATES, TENANTS

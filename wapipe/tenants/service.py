@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
-from wapipe.kafka import producer as make_producer
+from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.tenants.audit import publish_audit
 from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus

@@ -54,7 +54,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from wapipe.group_start import committed_offsets, end_offsets
+from wapipe.edge import faust_internals as fi
+from wapipe.edge.group_start import committed_offsets, end_offsets
 from wapipe.log import get_logger
 from wapipe.topics import admin_client
 
@@ -107,7 +108,7 @@ class OffsetGuard:
         if last is None:
             committed = self._committed.get(tp)
             if committed is None:  # not read at assignment: Faust's bookkeeping, if it has it
-                committed = getattr(consumer, "_committed_offset", {}).get(tp)
+                committed = fi.committed_offset(consumer, tp)
             last = committed - 1 if committed is not None and committed >= 0 else None
         if last is not None and offset <= last and not self._in_gap(tp, offset):
             return SEEN
@@ -301,6 +302,7 @@ def watch_stalls(app: Any, guard: OffsetGuard, bootstrap: str, topics: Iterable[
     (the agents wait for their own start) and while the broker does not answer, are not judged."""
     topics = frozenset(topics)
     reader = BrokerEnds(bootstrap)
+    fi.check_shape()  # what of Faust's internals the guards reach is gone: logged at start-up
 
     @app.timer(interval=interval, name=f"{guard.name}.watch_stalls")
     async def watch() -> None:
@@ -310,4 +312,4 @@ def watch_stalls(app: Any, guard: OffsetGuard, bootstrap: str, topics: Iterable[
         if len(ends) < len(tps):  # not judged then, nor while the broker does not answer
             guard.rested(tps)
             return
-        await guard.repair_stalls(consumer, ends, set(getattr(consumer, "_paused_partitions", ())) | set(quiet()))
+        await guard.repair_stalls(consumer, ends, fi.paused_partitions(consumer) | set(quiet()))

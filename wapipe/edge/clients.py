@@ -1,16 +1,16 @@
-"""confluent-kafka client configs in one place: the delivery guarantees are set here."""
+"""confluent-kafka producers and consumers of the edge: the delivery guarantees are set here."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from wapipe.config import Settings
-from wapipe.kafka_edge import Endpoint, KafkaEndpoint, NoKafka, check_access, confluent_conf
-from wapipe.stack.local import StackState, state_file
+from wapipe.edge.endpoint import Endpoint, KafkaEndpoint, NoKafka, check_access, confluent_conf
 
-__all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer", "resolve_bootstrap"]
+__all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer", "settings_endpoint", "topic_partitions"]
 
 
 # Kafka's Java client partitioner (murmur2), the one Faust's producer (aiokafka) uses: a keyed record
@@ -27,18 +27,14 @@ def partition_for(key: str, partitions: int) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
-    """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started; with the security of
-    ``settings``. A secured endpoint is tried once (``check``): refused credentials raise
-    ``KafkaAuthError`` (a ``NoKafka``) here, with the broker's reason, before any client retries."""
-    if settings.kafka_bootstrap_servers:
-        bootstrap = settings.kafka_bootstrap_servers
-    else:
-        st = StackState.load(state_file(settings))
-        if st is None:
-            raise NoKafka("no Kafka: run `wapipe stack up` or set KAFKA_BOOTSTRAP_SERVERS")
-        bootstrap = st.bootstrap
-    ep = KafkaEndpoint.from_settings(settings, bootstrap)
+def settings_endpoint(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
+    """KAFKA_BOOTSTRAP_SERVERS with the security of ``settings`` (the app layer fills the bootstrap
+    in from a local stack first: ``wapipe.stack.bootstrap``). A secured endpoint is tried once
+    (``check``): refused credentials raise ``KafkaAuthError`` (a ``NoKafka``) here, with the
+    broker's reason, before any client retries."""
+    if not settings.kafka_bootstrap_servers:
+        raise NoKafka("no Kafka: set KAFKA_BOOTSTRAP_SERVERS")
+    ep = KafkaEndpoint.from_settings(settings, settings.kafka_bootstrap_servers)
     if check and ep.security.protocol != "PLAINTEXT":
         check_access(ep)
     return ep
@@ -69,3 +65,13 @@ def consumer(bootstrap: Endpoint, group_id: str, **overrides: Any) -> Consumer:
     }
     conf.update(overrides)
     return Consumer(conf)
+
+
+def topic_partitions(bootstrap: Endpoint, topic: str, timeout: float = 5.0) -> list[int]:
+    """The partition ids of ``topic`` on the brokers ([]: no such topic yet), from the cluster's
+    metadata (all topics are asked for: naming one could create it on a broker that auto-creates)."""
+    metadata = AdminClient(confluent_conf(bootstrap)).list_topics(timeout=timeout)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        return []
+    return sorted(found.partitions)

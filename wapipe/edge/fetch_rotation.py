@@ -39,20 +39,21 @@ from __future__ import annotations
 from typing import Any
 
 from wapipe import log
+from wapipe.edge import faust_internals as fi
 
 logger = log.get_logger(__name__)
 
 
 def put_first(fetcher: Any, topics: frozenset[str]) -> None:
     """Move the buffered partitions of ``topics`` to the front: the next poll serves them first."""
-    buffered = fetcher._records
+    buffered = fi.buffered(fetcher)
     for tp in [tp for tp in buffered if tp.topic in topics]:
         buffered.move_to_end(tp, last=False)
 
 
 def rotated(fetcher: Any, drained: dict) -> dict:
     """Move each drained partition that still has buffered records behind the others."""
-    buffered = fetcher._records
+    buffered = fi.buffered(fetcher)
     for tp in drained:
         if tp in buffered:
             buffered.move_to_end(tp)
@@ -66,27 +67,25 @@ def serve_partitions_in_turn(app: Any, *, first: frozenset[str] = frozenset(), m
 
     Returns False (and logs) when the driver is not the one this was written against, so a Faust
     upgrade that renames these internals degrades to Faust's own behaviour instead of failing."""
-    thread = getattr(app.consumer, "_thread", None)
-    fetch = getattr(thread, "_fetch_records", None)
-    consumer = getattr(thread, "_consumer", None)
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetch is None or fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+    internals = fi.fetch_internals(app.consumer)
+    if internals is None:
         logger.warning("fetch_rotation.unsupported_driver", driver=type(app.consumer).__name__)
         return False
-    fetcher._fetch_max_wait_ms = max_wait_ms
-    fetcher._prefetch_backoff = prefetch_backoff_s
+    fi.set_fetch_wait(internals.fetcher, max_wait_ms, prefetch_backoff_s)
+    fetch = internals.fetch_records
     if getattr(fetch, "wapipe_rotating", False):
         return True
 
     async def fetch_records(consumer: Any, active_partitions: Any, timeout: float | None = None,
                             max_records: int | None = None) -> dict:
+        fetcher = fi.fetcher_of(consumer)
         if first:
-            put_first(consumer._fetcher, first)
+            put_first(fetcher, first)
         drained = await fetch(consumer, active_partitions, timeout=timeout, max_records=max_records)
-        return rotated(consumer._fetcher, drained)
+        return rotated(fetcher, drained)
 
     fetch_records.wapipe_rotating = True  # type: ignore[attr-defined]
-    thread._fetch_records = fetch_records
+    fi.replace_fetch_records(internals.thread, fetch_records)
     return True
 
 
@@ -106,21 +105,20 @@ class PollPauses:
 
     Here a pause is recorded and applied by the consumer just before its next poll; a resume
     takes effect at once (adding a partition to the set drops nothing), and a partition revoked
-    meanwhile is forgotten (a pause applied after its revocation would outlive a re-assignment)."""
+    meanwhile is forgotten (a pause applied after its revocation would outlive a re-assignment).
+    A consumer without that step (``faust_internals.wrap_wait_next_records``) is paused at once."""
 
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
         self._pending: set = set()
-        wait_next = consumer._wait_next_records
-
-        async def wait_next_records(timeout: float) -> Any:
-            self.apply()
-            return await wait_next(timeout)
-
-        consumer._wait_next_records = wait_next_records
+        self.between_polls = fi.wrap_wait_next_records(consumer, self.apply)
+        if not self.between_polls:
+            logger.warning("poll_pauses.unsupported_consumer", consumer=type(consumer).__name__)
 
     def pause(self, tp: Any) -> None:
         self._pending.add(tp)
+        if not self.between_polls:  # no step between two polls to hook: Faust's own behaviour
+            self.apply()
 
     def resume(self, tp: Any) -> None:
         self._pending.discard(tp)

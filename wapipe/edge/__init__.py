@@ -1,0 +1,10 @@
+"""The Kafka edge: every Kafka client of wapipe is built here, from the one ``Settings``.
+
+* ``endpoint``: where the brokers are and how to reach them (TLS/SASL), in each library's terms;
+* ``clients``: confluent-kafka producers and consumers with their delivery guarantees;
+* ``group_start``: a consumer group's committed and end offsets, asked without joining it;
+* ``offset_guard``, ``fetch_rotation``, ``faust_internals``: what must still guard against (or
+  reach into) Faust, aiokafka and mode; only ``faust_internals`` names their private attributes.
+
+Nothing here imports ``wapipe.stack`` or the app layer.
+"""

@@ -33,8 +33,8 @@ from processors.erp_inbound.reads import mark_read
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
+from wapipe.edge.batches import consume_batches
 from wapipe.edge.clients import JAVA_PARTITIONER
-from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError
@@ -102,38 +102,24 @@ class ErpInbound:
     # --- the consumer loop ---------------------------------------------------------------------
     async def run(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
                   on_poll: Callable[[], None] | None = None, batch: int = 200) -> Stats:
-        consumer = make_consumer(bootstrap, self.s.erp_inbound_group)
         producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER)  # the ERP SDK finds its tenant's partition
         letters = SyncDeadLetters(self.serde, ERP_DEAD, producer, self.s.dead_letter_max_bytes)
-        consumer.subscribe(list(SOURCES))
         self._stop = stop
-        announced = False
+
+        async def handle(good: list[Any]) -> None:
+            errors: list[str] = []
+            for m in good:
+                await self._one(m, producer, letters, errors)
+            left = await asyncio.to_thread(producer.flush, 60)
+            if left or errors:
+                raise RuntimeError(f"{ERP_INBOUND}: {left} record(s) not acknowledged, {errors[:1]}; not committing")
+
         try:
-            while not stop.is_set():
-                msgs = await asyncio.to_thread(consumer.consume, batch, 0.5)
-                if on_poll is not None:
-                    on_poll()
-                if not announced:
-                    announced = True
-                    if ready is not None:
-                        ready()
-                good = [m for m in msgs if m.error() is None]
-                for m in msgs:
-                    if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("erp_inbound.kafka_error", error=str(m.error()))
-                if not good:
-                    continue
-                errors: list[str] = []
-                for m in good:
-                    await self._one(m, producer, letters, errors)
-                left = await asyncio.to_thread(producer.flush, 60)
-                if left or errors:
-                    raise RuntimeError(f"{ERP_INBOUND}: {left} record(s) not acknowledged, {errors[:1]}; not committing")
-                await asyncio.to_thread(consumer.commit, asynchronous=False)
+            await consume_batches(bootstrap, self.s.erp_inbound_group, SOURCES, stop, handle, batch=batch,
+                                  ready=ready, on_poll=on_poll)
         except _Stopped:
             log.warning("erp_inbound.stopped_while_retrying")
         finally:
-            consumer.close()
             producer.flush(10)
         return self.stats
 

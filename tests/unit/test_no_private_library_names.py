@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,13 +65,11 @@ def _parse(path: Path) -> ast.AST | None:
 def library_private_names() -> frozenset[str]:
     names: set[str] = set()
     for lib in LIBRARIES:
-        spec = importlib.util.find_spec(lib)
-        assert spec is not None and spec.submodule_search_locations, f"{lib} is not installed"
-        for folder in spec.submodule_search_locations:
-            for path in Path(folder).rglob("*.py"):
-                tree = _parse(path)
-                if tree is not None:
-                    names |= defined_private_names(tree)
+        folder = Path(importlib.import_module(lib).__file__).parent  # faust's lazy module has no __spec__
+        for path in folder.rglob("*.py"):
+            tree = _parse(path)
+            if tree is not None:
+                names |= defined_private_names(tree)
     return frozenset(names)
 
 

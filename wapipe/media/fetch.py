@@ -37,7 +37,7 @@ from connectors.meta import errors as meta_errors
 from connectors.meta.client import GraphClient, MediaTooLarge
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.batches import consume_batches, read_to_end
 from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
 from wapipe.media.sealed import Sealer, object_id_for, seal_blob
@@ -156,43 +156,35 @@ class MediaFetcher:
 
     async def _run(self, bootstrap: str, stop: threading.Event, ready, batch: int, concurrency: int, *,
                    idle_stop: bool = False, on_poll: Callable[[], None] | None = None) -> None:
-        consumer = make_consumer(bootstrap, self.s.media_group)
         producer = make_producer(bootstrap)
-        consumer.subscribe([INBOUND_MESSAGES])
         limit = asyncio.Semaphore(concurrency)
-        announced = False
-        next_sweep = 0.0
         loop = asyncio.get_running_loop()
-        try:
-            while not stop.is_set():
-                if self.retention is not None and loop.time() >= next_sweep:
-                    next_sweep = loop.time() + self.s.media_sweep_interval_s
-                    try:
-                        await sweep(self.store, self.retention, erased=self.keyring.is_erased)
-                    except Exception as e:  # storage hiccup: the next interval tries again
-                        log.error("media.sweep_failed", error=f"{type(e).__name__}: {e}")
-                msgs = await asyncio.to_thread(consumer.consume, batch, 0.5)
-                if on_poll is not None:
-                    on_poll()
-                if not announced:
-                    announced = True
-                    if ready is not None:
-                        ready()
-                good = [m for m in msgs if m.error() is None]
-                if not good:
-                    if idle_stop and await asyncio.to_thread(_caught_up, consumer):
-                        break
-                    continue
+        next_sweep = 0.0
 
-                async def one(m) -> None:
-                    async with limit:
-                        await self._one(m, producer)
-                await asyncio.gather(*(one(m) for m in good))
-                if producer.flush(30) != 0:
-                    raise RuntimeError(f"{MEDIA_DEAD}: dead letters not acknowledged; not committing")
-                await asyncio.to_thread(consumer.commit, asynchronous=False)
+        async def swept() -> None:
+            nonlocal next_sweep
+            if self.retention is not None and loop.time() >= next_sweep:
+                next_sweep = loop.time() + self.s.media_sweep_interval_s
+                try:
+                    await sweep(self.store, self.retention, erased=self.keyring.is_erased)
+                except Exception as e:  # storage hiccup: the next interval tries again
+                    log.error("media.sweep_failed", error=f"{type(e).__name__}: {e}")
+
+        async def handle(good: list) -> None:
+            async def one(m) -> None:
+                async with limit:
+                    await self._one(m, producer)
+            await asyncio.gather(*(one(m) for m in good))
+            if producer.flush(30) != 0:
+                raise RuntimeError(f"{MEDIA_DEAD}: dead letters not acknowledged; not committing")
+
+        async def idle(consumer) -> bool:
+            return idle_stop and await asyncio.to_thread(read_to_end, consumer)
+
+        try:
+            await consume_batches(bootstrap, self.s.media_group, [INBOUND_MESSAGES], stop, handle, batch=batch,
+                                  ready=ready, on_poll=on_poll, before_poll=swept, on_idle=idle)
         finally:
-            consumer.close()
             producer.flush(10)
 
     async def _one(self, m, producer) -> None:
@@ -220,22 +212,6 @@ class MediaFetcher:
             "value": m.value(), "reason": reason[:2000], "error_type": error_type, "tenant_id": tenant_id,
             "subject_id": (rec or {}).get("subject_id"), "headers": {}, "failed_at": utcnow()}, topic=MEDIA_DEAD)
         producer.produce(MEDIA_DEAD, key=(tenant_id or "").encode(), value=value)
-
-
-def _caught_up(consumer) -> bool:
-    """Every assigned partition read to its end (for ``--once``)."""
-    assignment = consumer.assignment()
-    if not assignment:
-        return False
-    for tp in assignment:
-        pos = consumer.position([tp])[0].offset
-        low, high = consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
-        if pos < 0:
-            committed = consumer.committed([tp], timeout=5.0)[0].offset
-            pos = committed if committed >= 0 else low
-        if pos < high:
-            return False
-    return True
 
 
 def _same_sha256(expected: str, data: bytes) -> bool:

@@ -28,14 +28,14 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.edge.clients import producer as make_producer
-from wapipe.edge.endpoint import confluent_conf
+from wapipe.edge.follow import TopicFollower
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 from wapipe.privacy.kek import KEK_PREFIX, KEY_BYTES, NONCE_BYTES, Kek
@@ -66,7 +66,7 @@ class KeyRing:
         self._serde = serde or AvroSerde.from_settings(settings)
         self._topic = topic
         self._catch_up_timeout = catch_up_timeout
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._create_lock = threading.Lock()
         self._keys: dict[str, bytes] = {}  # topic key -> data key
         self._by_subject: dict[str, set[str]] = {}  # subject -> live topic keys
@@ -77,42 +77,18 @@ class KeyRing:
         # AES-GCM objects by key id and data key (built once per key, not per unseal; a key that
         # dies is refused by _data_key before its cached object is looked at)
         self._aeads: dict[tuple[str, bytes], AESGCM] = {}
-        self._pos: dict[int, int] = {}  # partition -> next offset the thread will read
-        self._partitions: list[int] = []
         self._on_erase: list[Callable[[str], None]] = []
-        self._consumer: Consumer | None = None
-        # A second client for watermark queries: confluent-kafka's Consumer must not be called
-        # from two threads at once (a watermark query blocks behind the thread's consume()).
-        self._probe: Consumer | None = None
-        self._probe_lock = threading.Lock()
+        self._follower = TopicFollower(bootstrap, topic, self._on_record, name="keyring", error=PrivacyError)
         self._producer = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._failure: BaseException | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> "KeyRing":
-        if self._thread is not None:
+        if self._producer is not None:
             return self
-        self._consumer = Consumer({
-            **confluent_conf(self._bootstrap),
-            "group.id": f"wapipe-keyring-{uuid.uuid4().hex}",  # never committed: always from the beginning
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        })
-        md = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
-        if md.error is not None:
-            raise PrivacyError(f"{self._topic}: {md.error}")
-        self._partitions = sorted(md.partitions)
-        self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in self._partitions])
-        self._probe = Consumer({**confluent_conf(self._bootstrap), "group.id": f"wapipe-keyring-probe-{uuid.uuid4().hex}",
-                                "enable.auto.commit": False})
+        self._follower.start()  # the whole topic, from the beginning, in its thread (wapipe.edge.follow)
         # Each key is published alone and waited for (_publish): lingering for a batch only adds
         # its 5 ms to every new subject (bench/normalise.py: a webhook per new subject).
         self._producer = make_producer(self._bootstrap, **{"linger.ms": 0})
-        self._thread = threading.Thread(target=self._run, name="keyring", daemon=True)
-        self._thread.start()
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -120,20 +96,10 @@ class KeyRing:
         self._catch_up(timeout)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
-        if self._probe is not None:
-            with self._probe_lock:
-                self._probe.close()
-                self._probe = None
+        self._follower.close()
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
-        self._thread = None
 
     def __enter__(self) -> "KeyRing":
         return self.start()
@@ -145,40 +111,16 @@ class KeyRing:
         """``callback(subject_id)`` whenever a tombstone drops the last key of a subject."""
         self._on_erase.append(callback)
 
-    # --- the consumer thread ---------------------------------------------------------------
-    def _run(self) -> None:
-        assert self._consumer is not None
-        while not self._stop.is_set():
-            try:
-                msgs = self._consumer.consume(500, timeout=0.2)
-            except Exception as exc:  # pragma: no cover - broker gone; surfaced to callers
-                self._failure = exc
-                log.error("keyring.consume_failed", error=str(exc))
-                time.sleep(1)
-                continue
-            if not msgs:
-                continue
-            erased: list[str] = []
-            with self._cond:
-                for m in msgs:
-                    err = m.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            self._pos[m.partition()] = max(self._pos.get(m.partition(), 0), m.offset())
-                        else:
-                            log.warning("keyring.kafka_error", error=str(err))
-                        continue
-                    gone = self._apply(m.key(), m.value())
-                    if gone:
-                        erased.append(gone)
-                    self._pos[m.partition()] = m.offset() + 1
-                self._cond.notify_all()
-            for subject in erased:
-                for cb in self._on_erase:
-                    try:
-                        cb(subject)
-                    except Exception as exc:  # a listener's bug must not stop key updates
-                        log.error("keyring.on_erase_failed", error=str(exc))
+    # --- the follower's thread -------------------------------------------------------------
+    def _on_record(self, m: Message) -> None:
+        with self._lock:
+            gone = self._apply(m.key(), m.value())
+        if gone:
+            for cb in self._on_erase:
+                try:
+                    cb(gone)
+                except Exception as exc:  # a listener's bug must not stop key updates
+                    log.error("keyring.on_erase_failed", error=str(exc))
 
     def _apply(self, raw_key: bytes | None, value: bytes | None) -> str | None:
         """Apply one record (lock held). Returns a subject id whose last key just went."""
@@ -213,53 +155,27 @@ class KeyRing:
             self._owners.setdefault(subject, set()).add(rec["tenant_id"])
         return None
 
-    def _high_watermark(self, partition: int, deadline: float) -> int:
-        while True:
-            try:
-                with self._probe_lock:
-                    assert self._probe is not None
-                    left = max(deadline - time.monotonic(), 0.5)
-                    return self._probe.get_watermark_offsets(TopicPartition(self._topic, partition),
-                                                             timeout=min(left, 5.0), cached=False)[1]
-            except KafkaException as exc:  # leader election on a young topic, a broker restart
-                if time.monotonic() >= deadline:
-                    raise PrivacyError(f"{self._topic}[{partition}]: no watermark: {exc}") from exc
-                time.sleep(0.2)
-
     def _catch_up(self, timeout: float) -> None:
-        if self._probe is None:
-            raise PrivacyError("KeyRing not started")
-        deadline = time.monotonic() + timeout
-        targets = {}
-        for p in self._partitions:
-            targets[p] = self._high_watermark(p, deadline)
-        with self._cond:
-            while not all(self._pos.get(p, 0) >= t for p, t in targets.items()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    behind = {p: (self._pos.get(p, 0), t) for p, t in targets.items() if self._pos.get(p, 0) < t}
-                    raise PrivacyError(f"{self._topic} not caught up within {timeout}s: {behind}"
-                                       + (f" ({self._failure})" if self._failure else ""))
-                self._cond.wait(min(left, 0.5))
+        self._follower.wait_ready(timeout)
 
     # --- keys --------------------------------------------------------------------------------
     def keys_of(self, subject_id: str) -> list[str]:
-        with self._cond:
+        with self._lock:
             return sorted(self._by_subject.get(subject_id, ()))
 
     def tenants_of(self, subject_id: str) -> set[str]:
         """The tenant(s) the subject's data keys were created for; empty when no key of the subject
         was ever seen (reads the topic up to its current end before saying so)."""
-        with self._cond:
+        with self._lock:
             found = set(self._owners.get(subject_id, ()))
         if not found:
             self._catch_up(self._catch_up_timeout)
-            with self._cond:
+            with self._lock:
                 found = set(self._owners.get(subject_id, ()))
         return found
 
     def _live_key(self, subject_id: str) -> tuple[str, bytes] | None:
-        with self._cond:
+        with self._lock:
             live = self._by_subject.get(subject_id)
             if not live:
                 return None
@@ -297,7 +213,7 @@ class KeyRing:
                 "nonce": nonce, "wrapped_key": wrapped, "created_at": dt.datetime.now(dt.timezone.utc),
             }
             self._publish(key, self._serde.encode("SubjectKey", record, topic=self._topic))
-            with self._cond:
+            with self._lock:
                 self._keys[key] = data_key
                 self._dead.discard(key)
                 self._by_subject.setdefault(subject_id, set()).add(key)
@@ -335,7 +251,7 @@ class KeyRing:
         return json.loads(plain)
 
     def _data_key(self, key: str) -> bytes:
-        with self._cond:
+        with self._lock:
             if key in self._dead:
                 raise SubjectErased(key)
             found = self._keys.get(key)
@@ -344,7 +260,7 @@ class KeyRing:
         # Not seen yet: the key is published (with acks) before any ciphertext, so reading up
         # to the current end of the topic either finds it or proves it is gone.
         self._catch_up(self._catch_up_timeout)
-        with self._cond:
+        with self._lock:
             found = self._keys.get(key)
         if found is None:
             raise SubjectErased(key)
@@ -365,7 +281,7 @@ class KeyRing:
         keys = self.keys_of(subject_id)
         for key in keys:
             self._publish(key, None)
-        with self._cond:
+        with self._lock:
             for key in keys:
                 self._keys.pop(key, None)
                 self._dead.add(key)

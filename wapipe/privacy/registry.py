@@ -25,8 +25,9 @@ from confluent_kafka import Message
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.edge.follow import TopicFollower
 from wapipe.log import get_logger
-from wapipe.privacy.follow import TopicFollower
+from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.records import SUBJECT_CHECKED, ms
 from wapipe.topics import PRIVACY_REQUESTS
 
@@ -64,14 +65,15 @@ class PrivacyRegistry:
         self._erased_done: dict[str, int] = {}  # the same, for erasures whose ClickHouse step is done
         self._corrections: dict[str, dict[str, tuple[int, dict]]] = {}  # subject -> field -> (at, Sealed)
         self._owners: dict[str, set[str]] = {}  # subject -> tenants whose checked requests named it
-        self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._apply, name="privacy-registry")
+        self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._apply, name="privacy-registry",
+                                       error=PrivacyError)
 
     def start(self) -> "PrivacyRegistry":
         self._follower.start()
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        self._follower.catch_up(timeout)
+        self._follower.wait_ready(timeout)
         return True
 
     def close(self) -> None:

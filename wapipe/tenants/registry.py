@@ -5,8 +5,9 @@ builds the whole table) and keeps reading, so a change published by ``wapipe ten
 ``wapipe tenants follow`` reaches every worker within a poll interval, without a restart. Tombstones
 remove entries. Reads are thread-safe and return immutable models.
 
-``wait_ready(timeout)`` returns once the registry has read up to the end offsets that existed when
-it started (end of partition reached), i.e. it knows every tenant written before ``start()``.
+``wait_ready(timeout)`` returns True once the registry has read every record written before the
+call (``wapipe.edge.follow``: the partitions' end offsets, asked fresh), i.e. it knows every tenant
+written before it was asked.
 
 ``on_change(callback)`` registers ``callback(change: Change)``, called on the registry thread after
 each applied record (keep it short; hand work off to your own loop). A failing callback is logged
@@ -16,17 +17,15 @@ and does not stop the registry.
 from __future__ import annotations
 
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.edge.endpoint import confluent_conf
+from wapipe.edge.follow import FollowError, TopicFollower
 from wapipe.log import get_logger
 from wapipe.tenants.models import TEMPLATE_RECORD, TENANT_RECORD, Template, Tenant, TenantStatus, template_key
 from wapipe.topics import TEMPLATES, TENANTS
@@ -45,22 +44,6 @@ class Change:
 Listener = Callable[[Change], None]
 
 
-def _watermarks(consumer: Consumer, tp: TopicPartition, *, timeout: float = 20.0) -> tuple[int, int]:
-    """Watermarks, retried while a freshly created topic elects its leader."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return consumer.get_watermark_offsets(tp, timeout=5)
-        except KafkaException as exc:
-            if not exc.args[0].retriable() and exc.args[0].code() not in _LEADERLESS or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-_LEADERLESS = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-               KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TIMED_OUT)
-
-
 def _unindex(index: dict[str, set[str]], value: str, tenant_id: str) -> None:
     owners = index.get(value)
     if owners is not None:
@@ -74,7 +57,6 @@ class TenantRegistry:
         self._settings = settings
         self._bootstrap = bootstrap
         self._serde = AvroSerde.from_settings(settings)
-        self._poll_timeout = poll_timeout
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
         # phone_number_id / waba_id -> tenant ids; a disconnected former owner may linger beside the new one
@@ -82,55 +64,27 @@ class TenantRegistry:
         self._by_waba: dict[str, set[str]] = {}
         self._templates: dict[str, Template] = {}
         self._listeners: list[Listener] = []
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-        self._pending: set[tuple[str, int]] = set()  # partitions not yet read to their start-time end
-        self._applied: dict[tuple[str, int], int] = {}  # (topic, partition) -> last applied offset
+        self._follower = TopicFollower(bootstrap, (TENANTS, TEMPLATES), self._on_record, name="tenant-registry",
+                                       poll_s=poll_timeout)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> "TenantRegistry":
-        if self._thread is not None:
-            return self
-        consumer = Consumer({
-            **confluent_conf(self._bootstrap),
-            "group.id": f"wapipe-tenant-registry-{uuid.uuid4().hex[:8]}",  # never committed
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        })
-        assignment = []
-        for topic in (TENANTS, TEMPLATES):
-            md = consumer.list_topics(topic, timeout=10).topics[topic]
-            if md.error is not None:
-                consumer.close()
-                raise RuntimeError(f"{topic}: {md.error.str()} (run `wapipe topics apply`)")
-            for p in md.partitions:
-                low, high = _watermarks(consumer, TopicPartition(topic, p))
-                if high > low:
-                    self._pending.add((topic, p))
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        consumer.assign(assignment)
-        if not self._pending:
-            self._ready.set()
-        self._thread = threading.Thread(target=self._run, args=(consumer,), name="tenant-registry", daemon=True)
-        self._thread.start()
+        self._follower.start()  # both topics from the beginning, in its thread (wapipe.edge.follow)
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        """True once caught up with what existed at ``start()``; raises if the reader thread died."""
-        ok = self._ready.wait(timeout)
-        if self._error is not None:
-            raise RuntimeError(f"tenant registry failed: {self._error}") from self._error
-        return ok
+        """True once every tenant and template written before this call has been read; False when
+        that takes longer than ``timeout``; raises if the reader failed."""
+        try:
+            self._follower.wait_ready(timeout)
+            return True
+        except FollowError as exc:
+            if self._follower.failure is not None:
+                raise RuntimeError(f"tenant registry failed: {self._follower.failure}") from exc
+            return False
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._follower.close()
 
     def __enter__(self) -> "TenantRegistry":
         return self.start()
@@ -179,44 +133,15 @@ class TenantRegistry:
     def has_read(self, topic: str, partition: int, offset: int) -> bool:
         """True once the record at ``offset`` (or a later one) of that partition was applied:
         read-your-writes for a writer that knows where its record landed."""
-        with self._lock:
-            return self._applied.get((topic, partition), -1) >= offset
+        return self._follower.has_read(topic, partition, offset)
 
     def on_change(self, callback: Listener) -> None:
         with self._lock:
             self._listeners.append(callback)
 
-    # --- the reader thread -------------------------------------------------------------------
-    def _run(self, consumer: Consumer) -> None:
-        try:
-            while not self._stop.is_set():
-                msg = consumer.poll(self._poll_timeout)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        self._reached((msg.topic(), msg.partition()))
-                    elif err.fatal():
-                        raise RuntimeError(err.str())
-                    else:
-                        log.warning("tenant_registry.kafka_error", error=err.str())
-                    continue
-                self._apply(msg.topic(), msg.key(), msg.value(), msg.offset())
-                with self._lock:
-                    self._applied[(msg.topic(), msg.partition())] = msg.offset()
-        except BaseException as exc:  # surfaced by wait_ready
-            self._error = exc
-            log.error("tenant_registry.failed", error=str(exc))
-            self._ready.set()
-        finally:
-            consumer.close()
-
-    def _reached(self, tp: tuple[str, int]) -> None:
-        if tp in self._pending:
-            self._pending.discard(tp)
-            if not self._pending:
-                self._ready.set()
+    # --- the follower's thread ------------------------------------------------------------
+    def _on_record(self, m: Message) -> None:
+        self._apply(m.topic(), m.key(), m.value(), m.offset())
 
     def _apply(self, topic: str, raw_key: bytes | None, value: bytes | None, offset: int) -> None:
         key = raw_key.decode() if raw_key else ""

@@ -16,7 +16,8 @@ def normalise_command(
     from processors.normalise.app import build_app, seen_changelog
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.log import quiet_libraries
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing

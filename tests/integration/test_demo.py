@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from wapipe.services import command_exists
-from wapipe.stack.jvm import pid_alive
+from wapipe.app.services import command_exists
+from wapipe.app.stack.jvm import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from wapipe.services import CommandMissing, ServiceError, ServiceSpec, Supervisor, command_exists
-from wapipe.stack.jvm import pid_alive
+from wapipe.app.services import CommandMissing, ServiceError, ServiceSpec, Supervisor, command_exists
+from wapipe.app.stack.jvm import pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ DIES_TWICE = """
 def test_a_dead_service_is_restarted_with_backoff_and_the_others_run_on(tmp_path):
     """`wapipe up` keeps the pipeline running: a service that dies is started again after a
     growing wait, in its place in start order; its neighbours are never touched."""
-    from wapipe.services import Backoff
+    from wapipe.app.services import Backoff
 
     counter = tmp_path / "starts"
     with Supervisor(tmp_path / "logs") as sup:
@@ -168,7 +168,7 @@ def test_a_dead_service_is_restarted_with_backoff_and_the_others_run_on(tmp_path
 
 
 def test_backoff_doubles_after_short_runs_and_starts_over_after_a_healthy_one():
-    from wapipe.services import Backoff
+    from wapipe.app.services import Backoff
 
     b = Backoff(first=1.0, cap=8.0, healthy=60.0)
     waits = []

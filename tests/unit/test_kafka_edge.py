@@ -113,7 +113,7 @@ def test_settings_that_do_not_fit_together_are_named(kw, says):
 
 
 def test_resolve_bootstrap_reports_bad_security_settings_as_no_kafka(clean_env):
-    from wapipe.stack.bootstrap import resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
 
     s = Settings(kafka_bootstrap_servers="h:1", kafka_security_protocol="SASL_SSL")
     with pytest.raises(NoKafka, match="KAFKA_SASL_MECHANISM"):
@@ -124,9 +124,9 @@ def test_resolve_bootstrap_reports_bad_security_settings_as_no_kafka(clean_env):
 def test_the_edge_takes_its_bootstrap_from_settings_only(clean_env, tmp_path):
     """No KAFKA_BOOTSTRAP_SERVERS: the edge says so even when a local stack's state exists; the app
     layer's ``resolve_bootstrap`` fills in that stack's broker."""
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.app.stack.local import StackState, state_file
     from wapipe.edge.clients import settings_endpoint
-    from wapipe.stack.bootstrap import resolve_bootstrap
-    from wapipe.stack.local import StackState, state_file
 
     s = Settings(state_dir=tmp_path)
     with pytest.raises(NoKafka, match="set KAFKA_BOOTSTRAP_SERVERS"):
@@ -139,14 +139,14 @@ def test_the_edge_takes_its_bootstrap_from_settings_only(clean_env, tmp_path):
     assert resolve_bootstrap(env) == settings_endpoint(env) == KafkaEndpoint("h:1")
 
 
-def test_the_edge_does_not_import_the_stack():
+def test_the_edge_does_not_import_the_app_layer():
     import ast
 
     for path in (REPO_ROOT / "wapipe" / "edge").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            assert not any(n.startswith("wapipe.stack") for n in names), path
+            assert not any(n.startswith("wapipe.app") for n in names), path
 
 
 opt = st.one_of(st.none(), st.text(min_size=1, max_size=8))

@@ -6,5 +6,5 @@
 * ``offset_guard``, ``fetch_rotation``, ``faust_internals``: what must still guard against (or
   reach into) Faust, aiokafka and mode; only ``faust_internals`` names their private attributes.
 
-Nothing here imports ``wapipe.stack`` or the app layer.
+Nothing here imports the app layer (``wapipe.app``).
 """

@@ -29,7 +29,7 @@ def partition_for(key: str, partitions: int) -> int:
 
 def settings_endpoint(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
     """KAFKA_BOOTSTRAP_SERVERS with the security of ``settings`` (the app layer fills the bootstrap
-    in from a local stack first: ``wapipe.stack.bootstrap``). A secured endpoint is tried once
+    in from a local stack first: ``wapipe.app.bootstrap``). A secured endpoint is tried once
     (``check``): refused credentials raise ``KafkaAuthError`` (a ``NoKafka``) here, with the
     broker's reason, before any client retries."""
     if not settings.kafka_bootstrap_servers:

@@ -69,7 +69,7 @@ class ServiceSpec:
 
 def command_exists(command: Iterable[str]) -> bool:
     """Is ``wapipe <command...>`` registered? Walks the click tree of the CLI, in-process."""
-    from wapipe.cli import app
+    from wapipe.app.cli import app
 
     node = typer.main.get_command(app)
     for part in command:

@@ -15,8 +15,8 @@ def ingress_command(
 ) -> None:
     """Webhook ingress: verify, write to wa.webhook.raw, answer 200 only after Kafka acked."""
     from producers.ingress.server import serve
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
 
     settings = Settings()
     try:

@@ -24,8 +24,8 @@ def sink_command(
     from sinks.worker import DeadLetterLimit, SinkWorker
     from wapipe.clickhouse import MigrationError, clickhouse_client, migrate
     from wapipe.config import Settings
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.log import get_logger
     from wapipe.net import free_port
     from wapipe.probe import serving_probe

@@ -15,8 +15,8 @@ campaign_app = typer.Typer(no_args_is_help=True, help="Pause, resume, stop a cam
 
 
 def _bootstrap(s: Settings) -> str:
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
 
     try:
         return resolve_bootstrap(s)

@@ -1,15 +1,14 @@
-"""Which brokers a command talks to: KAFKA_BOOTSTRAP_SERVERS, else the one `wapipe stack up` started.
+"""The broker a command talks to: KAFKA_BOOTSTRAP_SERVERS, else the one ``wapipe stack up`` started.
 
-The Kafka edge (``wapipe.edge``) takes its bootstrap from ``Settings`` alone; this fills it in
-from the local stack's state when the environment names none.
-"""
+The state file of ``wapipe stack up`` is the app's business: below the app, clients take their
+bootstrap from the Settings object only (``wapipe.edge.clients.settings_endpoint``)."""
 
 from __future__ import annotations
 
+from wapipe.app.stack.local import StackState, state_file
 from wapipe.config import Settings
 from wapipe.edge.clients import settings_endpoint
 from wapipe.edge.endpoint import KafkaEndpoint, NoKafka
-from wapipe.stack.local import StackState, state_file
 
 
 def with_stack_bootstrap(settings: Settings) -> Settings:
@@ -23,6 +22,7 @@ def with_stack_bootstrap(settings: Settings) -> Settings:
 
 
 def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
-    """The endpoint of KAFKA_BOOTSTRAP_SERVERS, else of the local stack's broker, with the security
-    of ``settings`` (checked once when secured: ``wapipe.edge.clients.settings_endpoint``)."""
+    """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started; with the security of
+    ``settings``. A secured endpoint is tried once (``check``): refused credentials raise
+    ``KafkaAuthError`` (a ``NoKafka``) here, with the broker's reason, before any client retries."""
     return settings_endpoint(with_stack_bootstrap(settings), check=check)

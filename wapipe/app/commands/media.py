@@ -21,8 +21,8 @@ def _fail(msg: str, code: int = 1) -> None:
 
 
 def _bootstrap(settings) -> str:
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
 
     try:
         return resolve_bootstrap(settings)

@@ -16,8 +16,8 @@ def normalise_command(
     from processors.normalise.app import build_app, seen_changelog
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.log import quiet_libraries
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing

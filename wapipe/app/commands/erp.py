@@ -22,8 +22,8 @@ def inbound_command() -> None:
     from processors.erp_inbound.links import CommandLinks
     from wapipe.avro import AvroSerde
     from wapipe.config import Settings
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.wamids import WamidRefs

@@ -38,7 +38,7 @@ from wapipe.config import Settings
 from wapipe.edge.endpoint import KafkaEndpoint, NoKafka, confluent_conf, endpoint_for
 from wapipe.log import get_logger
 from wapipe.privacy.secrets import write_private
-from wapipe.services import Backoff, CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
+from wapipe.app.services import Backoff, CommandMissing, ServiceError, ServiceSpec, Supervisor, pipeline_services
 
 log = get_logger(__name__)
 console = Console()
@@ -260,7 +260,7 @@ class DemoRun:
         return code
 
     def start_kafka(self, stack: ExitStack) -> None:
-        from wapipe.stack.local import KafkaProvider, stack_status
+        from wapipe.app.stack.local import KafkaProvider, stack_status
 
         st, status = stack_status(self.s)
         if status == "up":
@@ -903,8 +903,8 @@ def up_command(
     """Run wapipe's services for real: Meta's Graph API with the configured apps, your Kafka and
     ClickHouse (KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or the local stack). No sandbox, no workload.
     Stops everything on Ctrl-C / SIGTERM; a service that dies is started again with backoff."""
+    from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.stack.bootstrap import resolve_bootstrap
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()

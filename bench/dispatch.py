@@ -97,7 +97,8 @@ class Bench:
     # --- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
         from bench.own_broker import make_settings
-        from wapipe.topics import admin_client, apply_topics
+        from wapipe.edge.clients import admin_client
+        from wapipe.topics import apply_topics
 
         kek = base64.b64encode(os.urandom(32)).decode()
         pepper = base64.b64encode(os.urandom(32)).decode()

@@ -182,7 +182,7 @@ def measure(bootstrap: str, records: int) -> int:
     from confluent_kafka.admin import NewTopic
 
     from wapipe.edge.clients import producer
-    from wapipe.topics import admin_client
+    from wapipe.edge.clients import admin_client
 
     src = f"bench.hop.{uuid.uuid4().hex[:8]}"
     kinds = KINDS

@@ -298,7 +298,8 @@ def main() -> int:
     from producers.ingress.process import IngressProcess, wait_until
     from wapipe.config import Settings
     from bench.own_broker import make_settings
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     wrk = None if args.generator == "python" else ensure_wrk()
     if args.generator == "wrk" and wrk is None:

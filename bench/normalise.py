@@ -89,7 +89,8 @@ def main() -> int:
 def measure(bootstrap: str, webhooks: int, per: int) -> int:
     from wapipe.avro import AvroSerde
     from wapipe.edge.clients import producer
-    from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import WEBHOOK_RAW, apply_topics
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-normalise-state-"))
     settings = make_settings(tmp / "state", kafka_bootstrap_servers=bootstrap)

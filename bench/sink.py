@@ -47,7 +47,8 @@ from wapipe.clickhouse import clickhouse_client, migrate  # noqa: E402
 from wapipe.edge.clients import consumer as make_consumer  # noqa: E402
 from wapipe.edge.clients import producer  # noqa: E402
 from bench.own_broker import make_settings  # noqa: E402
-from wapipe.topics import STATUS_EVENTS, WEBHOOK_RAW, admin_client, apply_topics  # noqa: E402
+from wapipe.edge.clients import admin_client
+from wapipe.topics import STATUS_EVENTS, WEBHOOK_RAW, apply_topics  # noqa: E402
 
 
 def say(msg: str) -> None:

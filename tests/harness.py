@@ -43,7 +43,8 @@ def dedicated_broker(folder: Path, **overrides) -> Iterator:
     ``.start()``: same ports, same data) without touching the session's broker. Yields the
     ``KafkaProvider``; stopped at the end, also on failure."""
     from wapipe.app.stack.local import KafkaProvider
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     s = make_settings(folder / "state", kafka_bootstrap_servers=None, **overrides)
     provider = KafkaProvider(s, prefer="jvm", data_dir=folder / "kafka-data")
@@ -81,7 +82,8 @@ def settings(tmp_path, kafka) -> Settings:
 
 @pytest.fixture(scope="session")
 def topics(kafka, tmp_path_factory) -> str:
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     s = make_settings(tmp_path_factory.mktemp("topics"), kafka_bootstrap_servers=kafka)
     apply_topics(admin_client(kafka), s)

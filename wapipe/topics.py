@@ -23,7 +23,6 @@ from confluent_kafka.admin import (
 )
 
 from wapipe.config import Settings
-from wapipe.edge.endpoint import Endpoint, confluent_conf
 
 # Topic names: import these, never spell a topic name twice.
 WEBHOOK_RAW = "wa.webhook.raw"
@@ -277,7 +276,3 @@ def _await_configs(admin: AdminClient, want: dict[str, dict[str, str]], timeout:
             raise TimeoutError(f"topic configs not visible after {timeout}s: {sorted(pending)}")
         if pending:
             time.sleep(0.1)
-
-
-def admin_client(bootstrap: Endpoint) -> AdminClient:
-    return AdminClient(confluent_conf(bootstrap))

@@ -41,7 +41,7 @@ from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.edge.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.edge.group_start import start_at_end
-from wapipe.edge.clients import partition_for
+from wapipe.edge.clients import admin_client, partition_for
 from wapipe.edge.endpoint import faust_app_kwargs
 from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.publisher import KafkaPublisher, for_processor
@@ -441,7 +441,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    admin = T.admin_client(bootstrap)
+    admin = admin_client(bootstrap)
     if settings.send_offset_reset == "latest":
         start_at_end(admin, settings.send_app_id, SOURCE_TOPICS)
     app = create_app(settings, bootstrap)

@@ -31,7 +31,7 @@ from typing import Protocol
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.edge.endpoint import aiokafka_kwargs
+from wapipe.edge.clients import aiokafka_reader
 from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
@@ -115,7 +115,7 @@ class KafkaLedgerReader:
         def describe() -> str | None:
             from confluent_kafka import TopicCollection
 
-            from wapipe.topics import admin_client
+            from wapipe.edge.clients import admin_client
 
             admin = admin_client(self.bootstrap)  # referenced until the future resolves
             desc = admin.describe_topics(TopicCollection([self.topic]), request_timeout=10)[self.topic].result()
@@ -128,11 +128,10 @@ class KafkaLedgerReader:
             return None
 
     async def read(self, partition: int, start: int, sink: Sink) -> int:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         tp = TopicPartition(self.topic, partition)
-        consumer = AIOKafkaConsumer(**aiokafka_kwargs(self.bootstrap), enable_auto_commit=False, group_id=None,
-                                    isolation_level="read_committed", auto_offset_reset="earliest")
+        consumer = aiokafka_reader(self.bootstrap)
         await consumer.start()
         try:
             consumer.assign([tp])

@@ -13,12 +13,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
-from wapipe.edge.clients import topic_partitions
-from wapipe.edge.endpoint import aiokafka_kwargs
+from wapipe.edge.clients import aiokafka_reader, topic_partitions
 
 logger = log.get_logger(__name__)
 
@@ -63,8 +62,7 @@ class TopicFollower:
         await cancel(self._task)
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(**aiokafka_kwargs(self.bootstrap), enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest")
+        consumer = aiokafka_reader(self.bootstrap, isolation_level="read_uncommitted")
         await consumer.start()
         try:
             parts: list[int] = []

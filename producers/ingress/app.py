@@ -28,7 +28,8 @@ from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.log import get_logger
 from wapipe.publisher import KafkaPublisher
-from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, webhook_dead_max_bytes
+from wapipe.edge.clients import admin_client
+from wapipe.topics import AUDIT, PRIVACY_REQUESTS, WEBHOOK_DEAD, WEBHOOK_RAW, webhook_dead_max_bytes
 
 log = get_logger(__name__)
 

@@ -19,7 +19,7 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 20.0, expect: int |
 
 def delete_all_records(bootstrap: str, topic: str) -> None:
     """Delete every record of every partition of ``topic`` (what retention does to old ones)."""
-    from wapipe.topics import admin_client
+    from wapipe.edge.clients import admin_client
 
     admin = admin_client(bootstrap)
     md = admin.list_topics(topic, timeout=10).topics.get(topic)

@@ -160,7 +160,8 @@ def _add_scram_users(admin) -> None:
 def secure_broker(folder: Path, **settings_overrides) -> Iterator[SecureBroker]:
     """Start the broker (stopped at the end, also on failure), apply every topic, add SCRAM users."""
     from wapipe.app.stack.local import KafkaProvider
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     certs = make_certs(folder / "certs")
     ports: dict[str, int] = {}

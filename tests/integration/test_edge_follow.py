@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from wapipe.edge.clients import producer
 from wapipe.edge.follow import FollowError, TopicFollower
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 

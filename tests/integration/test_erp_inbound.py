@@ -26,7 +26,8 @@ from wapipe.privacy.kek import load_kek
 from wapipe.app.services import ServiceSpec
 from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
 from wapipe.tenants.store import publish_tenant
-from wapipe.topics import ERP_DEAD, ERP_INBOUND, ERP_READS, INBOUND_MESSAGES, admin_client
+from wapipe.edge.clients import admin_client
+from wapipe.topics import ERP_DEAD, ERP_INBOUND, ERP_READS, INBOUND_MESSAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from confluent_kafka.admin import NewTopic
 
 from wapipe.edge import clients as K
 from wapipe.edge.group_start import start_at_end
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 

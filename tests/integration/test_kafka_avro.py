@@ -8,7 +8,7 @@ from confluent_kafka.admin import NewTopic
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
 from wapipe.edge.clients import producer
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)

@@ -15,7 +15,7 @@ from processors.send import records as R
 from processors.send.ledger import DISPATCHING, DONE, KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
 from wapipe.avro import AvroSerde
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()

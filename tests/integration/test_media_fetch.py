@@ -34,7 +34,8 @@ from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
 from tests.harness import make_settings
-from wapipe.topics import INBOUND_MESSAGES, MEDIA_DEAD, admin_client
+from wapipe.edge.clients import admin_client
+from wapipe.topics import INBOUND_MESSAGES, MEDIA_DEAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -192,7 +192,7 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
     from confluent_kafka.admin import ConfigResource
 
     from processors.normalise.app import seen_changelog
-    from wapipe.topics import admin_client
+    from wapipe.edge.clients import admin_client
 
     changelog = seen_changelog(make_settings(tmp_path / "state", kafka_bootstrap_servers=bootstrap,
                                              normalise_app_id=f"normalise-{unique}"))

@@ -30,7 +30,8 @@ from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
 from tests.harness import make_settings
-from wapipe.topics import ERP_DEAD, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS, admin_client
+from wapipe.edge.clients import admin_client
+from wapipe.topics import ERP_DEAD, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

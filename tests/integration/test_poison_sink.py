@@ -60,7 +60,7 @@ def test_a_dead_letter_the_broker_refuses_as_too_large_is_cut_further_not_skippe
     refuses the dead letter; it is cut to the minimum and written before the offset moves on."""
     from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
-    from wapipe.topics import admin_client
+    from wapipe.edge.clients import admin_client
 
     topic = _Topic(topics, unique)
     garbage = b"\xbe\xef" + unique.encode() + os.urandom(200_000)  # incompressible

@@ -24,8 +24,21 @@ from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.topicscan import scan
 from tests.harness import make_settings
-from wapipe.topics import (AUDIT, INBOUND_MESSAGES, PRIVACY_REQUESTS, SEND_DEAD, SEND_REQUESTED, STATUS_EVENTS,
-                           SUBJECT_KEYS, TOPICS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec)
+from wapipe.edge.clients import admin_client
+from wapipe.topics import (
+    AUDIT,
+    INBOUND_MESSAGES,
+    PRIVACY_REQUESTS,
+    SEND_DEAD,
+    SEND_REQUESTED,
+    STATUS_EVENTS,
+    SUBJECT_KEYS,
+    TOPICS,
+    WEBHOOK_DEAD,
+    WEBHOOK_RAW,
+    apply_topics,
+    spec,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,8 @@ from tests.integration.disk_scan import chdb_files, files_bytes, holds, rocksdb_
 from tests.integration.test_send_pipeline import send_world  # noqa: F401 - the fixture
 from wapipe.app.services import ServiceSpec
 from tests.harness import make_settings
-from wapipe.topics import STATUS_EVENTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec
+from wapipe.edge.clients import admin_client
+from wapipe.topics import STATUS_EVENTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, apply_topics, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,7 +17,8 @@ from wapipe.tenants.models import Tenant
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
 from tests.harness import make_settings
-from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics, spec
+from wapipe.edge.clients import admin_client
+from wapipe.topics import WEBHOOK_RAW, apply_topics, spec
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from tests.harness import make_settings
-from wapipe.topics import SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec
+from wapipe.edge.clients import admin_client
+from wapipe.topics import SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, apply_topics, spec
 
 pytestmark = pytest.mark.integration
 

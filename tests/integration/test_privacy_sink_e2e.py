@@ -21,8 +21,17 @@ from wapipe.edge.clients import producer
 from wapipe.privacy.kek import load_kek
 from wapipe.privacy.keyring import KeyRing
 from tests.harness import make_settings
-from wapipe.topics import (INBOUND_MESSAGES, SEND_REQUESTED, STATUS_EVENTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
-                           admin_client, apply_topics, spec)
+from wapipe.edge.clients import admin_client
+from wapipe.topics import (
+    INBOUND_MESSAGES,
+    SEND_REQUESTED,
+    STATUS_EVENTS,
+    SUBJECT_KEYS,
+    WEBHOOK_DEAD,
+    WEBHOOK_RAW,
+    apply_topics,
+    spec,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

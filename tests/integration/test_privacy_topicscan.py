@@ -13,7 +13,7 @@ from confluent_kafka.admin import NewTopic
 
 from wapipe.edge.clients import producer
 from wapipe.privacy.topicscan import _consumer
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from confluent_kafka.admin import NewTopic
 from prometheus_client import Counter
 
 from wapipe.probe import ConsumerLag, Probe
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from confluent_kafka.admin import NewTopic
 
 from wapipe.edge.clients import JAVA_PARTITIONER
 from wapipe.publisher import KafkaPublisher
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
 KEYS = [f"tenant-{i}".encode() for i in range(40)]

@@ -21,7 +21,8 @@ from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
 from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer
-from wapipe.topics import SINK_DEAD, STATUS_EVENTS, admin_client
+from wapipe.edge.clients import admin_client
+from wapipe.topics import SINK_DEAD, STATUS_EVENTS
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,8 @@
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from wapipe.topics import TOPICS, TopicSpec, admin_client, apply_topics, desired_configs
+from wapipe.edge.clients import admin_client
+from wapipe.topics import TOPICS, TopicSpec, apply_topics, desired_configs
 
 pytestmark = pytest.mark.integration
 

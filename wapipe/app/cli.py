@@ -55,7 +55,8 @@ def stack_up() -> None:
     started again on its old ports, so running services find it where they left it."""
     from wapipe.app.stack.local import KafkaProvider, PortTaken, restart_ports, stack_status, state_file
     from wapipe.edge.endpoint import endpoint_for
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     s = Settings()
     st, status = stack_status(s)
@@ -121,7 +122,8 @@ def topics_apply() -> None:
     """Create missing topics and apply changed settings."""
     from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     s = Settings()
     try:

@@ -277,7 +277,8 @@ class DemoRun:
         self.stage("kafka", "ok", f"{provider.source} broker at {self.bootstrap}, up in {time.monotonic() - t0:.1f}s")
 
     def prepare_state(self) -> None:
-        from wapipe.topics import admin_client, apply_topics
+        from wapipe.edge.clients import admin_client
+        from wapipe.topics import apply_topics
 
         r = apply_topics(admin_client(self.bootstrap), self.s)
         self.stage("topics", "ok", f"{len(r.created)} created, {len(r.altered)} altered")
@@ -905,7 +906,8 @@ def up_command(
     Stops everything on Ctrl-C / SIGTERM; a service that dies is started again with backoff."""
     from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
-    from wapipe.topics import admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import apply_topics
 
     s = Settings()
     err = Console(stderr=True)

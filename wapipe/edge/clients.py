@@ -8,9 +8,10 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from wapipe.config import Settings
-from wapipe.edge.endpoint import Endpoint, KafkaEndpoint, NoKafka, check_access, confluent_conf
+from wapipe.edge.endpoint import Endpoint, KafkaEndpoint, NoKafka, aiokafka_kwargs, check_access, confluent_conf
 
-__all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer", "settings_endpoint", "topic_partitions"]
+__all__ = ["JAVA_PARTITIONER", "NoKafka", "admin_client", "aiokafka_reader", "consumer", "producer", "settings_endpoint",
+           "topic_partitions"]
 
 
 # Kafka's Java client partitioner (murmur2), the one Faust's producer (aiokafka) uses: a keyed record
@@ -67,10 +68,26 @@ def consumer(bootstrap: Endpoint, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(conf)
 
 
+def admin_client(bootstrap: Endpoint) -> AdminClient:
+    """A confluent-kafka admin client (topics, offsets, groups) with the endpoint's security."""
+    return AdminClient(confluent_conf(bootstrap))
+
+
+def aiokafka_reader(bootstrap: Endpoint, **overrides: Any) -> Any:
+    """An aiokafka consumer outside any group (assign, never commit), from the beginning, committed
+    records only: the send worker's views and its ledger. Started by the caller."""
+    from aiokafka import AIOKafkaConsumer
+
+    kw: dict[str, Any] = {**aiokafka_kwargs(bootstrap), "enable_auto_commit": False, "group_id": None,
+                          "isolation_level": "read_committed", "auto_offset_reset": "earliest"}
+    kw.update(overrides)
+    return AIOKafkaConsumer(**kw)
+
+
 def topic_partitions(bootstrap: Endpoint, topic: str, timeout: float = 5.0) -> list[int]:
     """The partition ids of ``topic`` on the brokers ([]: no such topic yet), from the cluster's
     metadata (all topics are asked for: naming one could create it on a broker that auto-creates)."""
-    metadata = AdminClient(confluent_conf(bootstrap)).list_topics(timeout=timeout)
+    metadata = admin_client(bootstrap).list_topics(timeout=timeout)
     found = metadata.topics.get(topic)
     if found is None or found.error is not None:
         return []

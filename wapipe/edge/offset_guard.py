@@ -57,7 +57,7 @@ from typing import Any
 from wapipe.edge import faust_internals as fi
 from wapipe.edge.group_start import committed_offsets, end_offsets
 from wapipe.log import get_logger
-from wapipe.topics import admin_client
+from wapipe.edge.clients import admin_client
 
 log = get_logger(__name__)
 

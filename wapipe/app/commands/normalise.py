@@ -27,7 +27,8 @@ def normalise_command(
     from wapipe.faust_worker import Worker
     from wapipe.edge.group_start import start_at_end
     from wapipe.probe import beat_every_second, serving_probe
-    from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
+    from wapipe.edge.clients import admin_client
+    from wapipe.topics import WEBHOOK_RAW, apply_topics
 
     settings = Settings()
     try:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 
 from wapipe import log
-from wapipe.app import demo
-from wapipe.app.commands import erp, ingress, media, normalise, privacy, report, sandbox, send, sink, tenants
+from wapipe.app.commands import erp, ingress, media, normalise, privacy, report, sandbox, send, sink, tenants, up
+from wapipe.app.demo.command import demo_command
 from wapipe.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="wapipe: ERP -> Kafka -> WhatsApp Cloud API")
@@ -216,8 +218,8 @@ def health_cmd(
 
 # --- the areas' commands ----------------------------------------------------------------
 # Each command module keeps its heavy imports inside its commands: `wapipe --help` stays fast.
-app.command("demo")(demo.demo_command)
-app.command("up")(demo.up_command)
+app.command("demo")(demo_command)
+app.command("up")(up.up_command)
 app.command("report")(report.report_command)
 app.command("ingress")(ingress.ingress_command)
 app.add_typer(tenants.app, name="tenants")
@@ -229,6 +231,17 @@ app.command("sink")(sink.sink_command)
 app.add_typer(privacy.app, name="privacy")
 app.add_typer(media.app, name="media")
 app.add_typer(erp.app, name="erp")
+
+
+def command_exists(command: Iterable[str]) -> bool:
+    """Is ``wapipe <command...>`` registered? Walks the click tree of the CLI, in-process."""
+    node = typer.main.get_command(app)
+    for part in command:
+        children = getattr(node, "commands", None)  # a group (typer vendors its own click)
+        if not isinstance(children, dict) or part not in children:
+            return False
+        node = children[part]
+    return True
 
 
 def main() -> None:

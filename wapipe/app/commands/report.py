@@ -19,8 +19,16 @@ def report_command(
     out_dir: Path | None = typer.Option(None, "--out-dir", help="where to write it (default: Settings.reports_dir)"),
 ) -> None:
     """The delivery report from ClickHouse: key tables here, plots in a self-contained HTML file."""
-    from sinks.analytics import Scope, collect, open_reader
-    from sinks.report import print_report, write_html
+    from sinks.analytics import Scope, collect
+    from sinks.reader import open_reader
+
+    try:
+        from sinks.report import print_report, write_html
+    except ModuleNotFoundError as exc:  # plotly is the `report` extra
+        if (exc.name or "").partition(".")[0] != "plotly":
+            raise
+        typer.echo("error: the report needs plotly: pip install 'wapipe[report]'", err=True)
+        raise typer.Exit(1) from None
 
     s = Settings()
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=since_minutes) if since_minutes else None

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 def finish(run: "DemoRun", tracker: Tracker, groups: Groups, deadline: float) -> int:
     """Statuses settle, the report is read back from ClickHouse, and checked against the sandbox."""
-    from sinks.analytics import Scope, collect, open_reader, totals
+    from sinks.analytics import Scope, collect, totals
+    from sinks.reader import open_reader
     from sinks.report import print_report, write_html
 
     ctl = run.control()

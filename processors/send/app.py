@@ -119,7 +119,7 @@ class Runtime:
             self.kek = load_kek(s)
             self.registry = TenantRegistry(s, self.bootstrap).start()
             self.keyring = KeyRing(s, self.bootstrap, self.kek).start()
-            from producers.erp.client import wait_ready
+            from wapipe.ready import wait_ready
 
             await loop.run_in_executor(None, self.registry.wait_ready, 60.0)
             if not await loop.run_in_executor(None, wait_ready, self.keyring, 5.0):

@@ -49,3 +49,20 @@ def test_an_import_against_the_layers_is_caught(copy, module, line, says):
     p = lint(copy)
     assert p.returncode == 1, p.stdout + p.stderr
     assert says in p.stdout, p.stdout
+
+
+def test_every_package_has_a_layer():
+    """A new module of wapipe (or a new top-level package) must be placed in a layer, or the
+    contracts say nothing about it."""
+    import pkgutil
+    import tomllib
+
+    import wapipe
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    placed = {name.strip().strip("()") for layer in layers for name in layer.replace("|", ":").split(":")}
+    children = {f"wapipe.{m.name}" for m in pkgutil.iter_modules(wapipe.__path__)} - {"wapipe.__main__"}
+    assert children - placed == set()
+    assert {"processors", "producers", "sinks", "connectors"} <= placed
+    assert set(config["root_packages"]) == {"wapipe", *{p for p in placed if "." not in p}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from wapipe.app.commands.output import console, err, fail
+from wapipe.app.commands.output import console, err
 from wapipe.config import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Kafka topics, declared in wapipe/topics.py.")
@@ -14,15 +14,11 @@ app = typer.Typer(no_args_is_help=True, help="Kafka topics, declared in wapipe/t
 @app.command("apply")
 def topics_apply() -> None:
     """Create missing topics and apply changed settings."""
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()
-    try:
-        bootstrap = resolve_bootstrap(s)
-    except NoKafka as exc:
-        fail(str(exc))
+    bootstrap = bootstrap_or_exit(s)
     r = apply_topics(admin_client(bootstrap), s)
     for name in r.created:
         console.print(f"created {name}")

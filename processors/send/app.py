@@ -38,6 +38,7 @@ from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
+from wapipe.messages.send import SendCommand
 from wapipe.deadletter import DeadLetter, DeadLetters, Source, refused_as_too_large
 from wapipe.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.group_start import start_at_end
@@ -163,7 +164,7 @@ class Runtime:
                 sender=self.graph, registry=self.registry, kek=self.kek, keyring=self.keyring,
                 windows=self.windows, campaigns=self.campaigns, wamid_ref=wamid_ref,
                 is_restricted=self.is_restricted, suppressions=self.suppressions, pause=pause, resume=resume)
-            rec = self.reconciler = Reconciler(ledger, self.dispatcher._emit, memory_s=s.send_reconcile_memory_s,
+            rec = self.reconciler = Reconciler(ledger, self.dispatcher.emit_result, memory_s=s.send_reconcile_memory_s,
                                                unknown_timeout_s=s.send_unknown_timeout_s, wamid_ref=wamid_ref)
             self.dispatcher.on_unknown = rec.on_unknown
             ledger.on_tier = self.dispatcher.rebuild_tier
@@ -309,15 +310,14 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def rekey(cmd: dict, raw: bytes) -> Write:
+    def rekey(cmd: SendCommand, raw: bytes) -> Write:
         """A command on another number's partition (an ERP that keyed it otherwise): moved once to
         its number's partition, where the one process pacing that number reads it."""
         counts["rekeyed"] += 1
         if counts["rekeyed"] in (1, 10, 100, 1000) or counts["rekeyed"] % 10_000 == 0:
-            logger.warning("lane.rekeyed", tenant_id=cmd.get("tenant_id"), rekeyed=counts["rekeyed"],
+            logger.warning("lane.rekeyed", tenant_id=cmd.tenant_id, rekeyed=counts["rekeyed"],
                            note="SendCommands must be keyed by phone_number_id (docs/erp-producer.md)")
-        return Write(REKEYED.get(cmd.get("lane") or "TRANSACTIONAL", T.SEND_ACCEPTED_TX),
-                     cmd["phone_number_id"].encode(), raw)
+        return Write(REKEYED.get(cmd.lane, T.SEND_ACCEPTED_TX), cmd.phone_number_id.encode(), raw)
 
     def lane_agent(source: Any, name: str, backpressure: bool) -> None:
         async def run(stream: Any) -> None:
@@ -345,13 +345,13 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
                     await acks.done(entry)
 
                 try:
-                    cmd = serde.decode(event.value, R.COMMAND)
+                    cmd = SendCommand.from_avro(serde.decode(event.value, R.COMMAND))
                 except SerdeError as exc:
                     await write(dead_letter(event, exc))
                     await ack()
                     continue
                 try:
-                    if m.topic != T.SEND_RETRY and partitions.of(cmd["phone_number_id"]) != m.partition:
+                    if m.topic != T.SEND_RETRY and partitions.of(cmd.phone_number_id) != m.partition:
                         await write(rekey(cmd, event.value))
                         await ack()
                         continue

@@ -23,7 +23,8 @@ from connectors.meta.send_call import CallTrace
 from processors.send import records as R
 from processors.send.batching import Coalescer
 from processors.send.lanes import TRANSACTIONAL, Job, NumberQueue
-from processors.send.ledger import DISPATCHING, DONE, RETRY, Entry, Ledger
+from processors.send.ledger import Entry, Ledger
+from wapipe.messages.send import DISPATCHING, DONE, RETRY, SendCommand, SendResult
 from processors.send.ledger_store import TierSend
 from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 from processors.send.slots import FairSlots
@@ -151,7 +152,7 @@ class Dispatcher:
         self._closing = False
 
     # --- admission -------------------------------------------------------------------------
-    async def admit(self, cmd: dict, *, raw: bytes, partition: int, source: str, ack: Callable[[], Awaitable[Any]],
+    async def admit(self, cmd: SendCommand, *, raw: bytes, partition: int, source: str, ack: Callable[[], Awaitable[Any]],
                     backpressure: bool = True) -> None:  # noqa: ARG002 - kept for callers
         """A command read from its request topic (on its number's partition), wa.send.accepted
         (re-keyed there) or wa.send.retry: validated, then decided from the ledger — the one
@@ -173,10 +174,10 @@ class Dispatcher:
             await ack()
             return
         await self.ledger.ensure_loaded(partition)
-        key = R.command_key(cmd)
+        key = cmd.key
         active = self._active.get(key)
         if active is not None:
-            if active.cmd["command_id"] != cmd["command_id"]:
+            if active.cmd.command_id != cmd.command_id:
                 await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome="QUEUED",
                                  reason="a command with this idempotency key is already queued")
                 await ack()
@@ -188,22 +189,22 @@ class Dispatcher:
         entry = self.ledger.get(key)
         if entry is not None and entry.state == DONE and entry.at_ms < now_ms - self._window_ms:
             entry = None  # older than the dedup window: the key is free again
-        job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.get("lane") or TRANSACTIONAL, ack=ack,
+        job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.lane, ack=ack,
                   enqueued=time.monotonic(), source=source, raw=raw, checked=time.monotonic())
-        if job.lane == TRANSACTIONAL and cmd.get("requested_at") is not None:
-            self.stats.tx_to_admit = max(self.stats.tx_to_admit, time.time() - cmd["requested_at"].timestamp())
+        if job.lane == TRANSACTIONAL:
+            self.stats.tx_to_admit = max(self.stats.tx_to_admit, time.time() - cmd.requested_at.timestamp())
         if entry is not None:
-            if entry.state != DONE and entry.command_id != cmd["command_id"]:
+            if entry.state != DONE and entry.command_id != cmd.command_id:
                 # Another command holds this key and is not finished: only it may be sent.
                 await self._emit(cmd, R.Outcome.DUPLICATE, reason="idempotency key already in dispatch",
                                  original_outcome="RETRYING" if entry.state == RETRY else "UNKNOWN")
                 await ack()
                 return
             if entry.state == DONE:
-                if entry.command_id != cmd["command_id"]:
+                if entry.command_id != cmd.command_id:
                     await self._emit(cmd, R.Outcome.DUPLICATE, original_outcome=entry.outcome, wamid=entry.wamid,
                                      reason="idempotency key already dispatched")
-                elif not self._answered.holds(key, cmd["command_id"], entry.outcome):
+                elif not self._answered.holds(key, cmd.command_id, entry.outcome):
                     # A replay of a command already decided (its offset was not committed): the
                     # process that decided it may have died between the ledger write and the
                     # result's, so the result is answered again from the ledger. Nothing is sent.
@@ -247,9 +248,9 @@ class Dispatcher:
         return max(64, int(2 * (pacer.limit if pacer is not None else self.s.send_default_mps)))
 
     def _enqueue(self, job: Job, *, front: bool = False) -> None:
-        pnid = job.cmd["phone_number_id"]
+        pnid = job.cmd.phone_number_id
         q = self._queue(pnid)
-        q.tenant = job.cmd["tenant_id"]
+        q.tenant = job.cmd.tenant_id
         self._active[job.key] = job
         q.partition = job.partition
         if job.lane != TRANSACTIONAL and not job.held:
@@ -290,7 +291,7 @@ class Dispatcher:
             job.held = False
             p = job.partition
             self._held[p] -= 1
-            self._held_by[p][job.cmd["phone_number_id"]] -= 1
+            self._held_by[p][job.cmd.phone_number_id] -= 1
             self._held_total -= 1
             if p in self._paused and self._held[p] <= self.s.send_buffer_per_partition // 2:
                 self._paused.discard(p)
@@ -419,7 +420,7 @@ class Dispatcher:
     def _precheck(self, job: Job) -> tuple | None:
         """Decisions that need no Graph call: (outcome, reason) or ("defer", seconds)."""
         cmd = job.cmd
-        if self.campaigns.stopped(cmd["tenant_id"], job.campaign or None):
+        if self.campaigns.stopped(cmd.tenant_id, job.campaign or None):
             return (R.Outcome.CANCELLED, "campaign stopped")
         now_ms = int(time.time() * 1000)
         if time.monotonic() - job.checked > REVALIDATE_AFTER_S:  # it waited: things may have changed
@@ -434,13 +435,13 @@ class Dispatcher:
         if self.suppressions is not None and (optout := self.suppressions.refusal(cmd, self.registry)) is not None:
             return (optout.outcome, optout.reason, optout.code)
         # <<< MARKETING OPT-OUT HOOK
-        if R.is_template(cmd):
-            tenant = self.registry.tenant(cmd["tenant_id"])
+        if cmd.is_template:
+            tenant = self.registry.tenant(cmd.tenant_id)
             limit = int(getattr(tenant, "messaging_limit", 0) or 0)
-            last = self.windows.last_inbound(cmd["phone_number_id"], job.subject)
+            last = self.windows.last_inbound(cmd.phone_number_id, job.subject)
             in_window = last is not None and now_ms - last <= self.s.send_session_window_s * 1000
             if not in_window:
-                at = self.tier.admit_at(cmd["tenant_id"], job.subject, limit, now_ms / 1000)
+                at = self.tier.admit_at(cmd.tenant_id, job.subject, limit, now_ms / 1000)
                 if at > now_ms / 1000:
                     return ("defer", at - now_ms / 1000, f"messaging tier of {limit} unique recipients per 24 h reached")
         return None
@@ -462,17 +463,17 @@ class Dispatcher:
     def _prepare(self, job: Job) -> tuple[str, bytes]:
         """The tenant's token and the request body (JSON bytes) of ``job``'s call."""
         cmd = job.cmd
-        token = self._token(self.registry.tenant(cmd["tenant_id"]))
+        token = self._token(self.registry.tenant(cmd.tenant_id))
         # Inline: the data key is normally in the ring's memory already (it is published before
         # any command sealed with it), and an AES-GCM open is microseconds.
-        pii = self.keyring.unseal(cmd["pii"])
+        pii = self.keyring.open(cmd.pii.key_id, cmd.pii.nonce, cmd.pii.ciphertext)
         body = R.graph_body(pii, job.key)  # the recipient's number and/or BSUID (issue 20): records.py
         return token, orjson.dumps(body)
 
     async def _dispatch_batch(self, jobs: list[Job]) -> None:
         """Graph calls in the slots the number's loop reserved for them: their DISPATCHING entries
         first, written together and acknowledged (acks=all) before any of the calls starts."""
-        pacer = self.pacers[jobs[0].cmd["phone_number_id"]]
+        pacer = self.pacers[jobs[0].cmd.phone_number_id]
         ready: list[tuple[Job, str, bytes]] = []
         for job in jobs:
             try:
@@ -520,13 +521,13 @@ class Dispatcher:
             raise
         pacer.start(time.monotonic())
         self.stats.graph_calls += 1
-        self.stats.calls_by_number[cmd["phone_number_id"]] += 1
+        self.stats.calls_by_number[cmd.phone_number_id] += 1
         if job.lane == TRANSACTIONAL:
             self.stats.tx_admit_to_call = max(self.stats.tx_admit_to_call, time.monotonic() - job.enqueued)
         trace = CallTrace()
         try:
             try:
-                accepted = await self.sender.send(cmd["phone_number_id"], body, token=token,
+                accepted = await self.sender.send(cmd.phone_number_id, body, token=token,
                                                   timeout=self.s.send_graph_timeout_s, trace=trace)
             finally:
                 pacer.finish(time.monotonic(), written_at=trace.written_at)
@@ -543,14 +544,14 @@ class Dispatcher:
             logger.exception("dispatcher.graph_unexpected", key=job.key)
             await self._finish(job, R.Outcome.UNKNOWN, attempts=attempt, reason=f"unexpected {type(exc).__name__}")
             return
-        if R.is_template(cmd):
-            self.tier.record(cmd["tenant_id"], job.subject, time.time())
+        if cmd.is_template:
+            self.tier.record(cmd.tenant_id, job.subject, time.time())
         await self._finish(job, R.Outcome.ACCEPTED, attempts=attempt, wamid=self.wamid_ref(accepted.wamid),
                            message_status=accepted.message_status)
 
     async def _on_error(self, job: Job, exc: meta_errors.MetaError, attempt: int) -> None:
         now = time.monotonic()
-        pnid = job.cmd["phone_number_id"]
+        pnid = job.cmd.phone_number_id
         code = dict(error_code=exc.code, error_subcode=exc.subcode)
         self.stats.meta_errors[exc.code if exc.code is not None else "none"] += 1
         if isinstance(exc, meta_errors.UnknownOutcome):
@@ -588,18 +589,22 @@ class Dispatcher:
     async def _write_outcomes(self, items: list[tuple]) -> None:
         await self.ledger.record_many([entry for entry, _ in items], extra=[r for _, r in items])
 
-    async def _emit(self, cmd: dict, outcome: R.Outcome, **kw: Any) -> None:
-        self.stats.outcomes[str(outcome)] += 1
-        value = self.serde.encode(R.RESULT, R.result(cmd, outcome, **kw), topic=self.topics.results)
-        await self._send(self.topics.results, cmd["tenant_id"].encode(), value)
+    async def _emit(self, cmd: SendCommand, outcome: R.Outcome, **kw: Any) -> None:
+        await self.emit_result(R.result(cmd, outcome, **kw))
 
-    async def _emit_again(self, cmd: dict, entry: Entry) -> None:
+    async def emit_result(self, result: SendResult) -> None:
+        """Produce one SendResult (keyed by its tenant) and wait for the broker's acknowledgement."""
+        self.stats.outcomes[str(result.outcome)] += 1
+        value = self.serde.encode(R.RESULT, result.to_avro(), topic=self.topics.results)
+        await self._send(self.topics.results, result.tenant_id.encode(), value)
+
+    async def _emit_again(self, cmd: SendCommand, entry: Entry) -> None:
         """The SendResult of a DONE ledger entry once more: same outcome, codes and decided_at."""
-        rec = entry.record or {}
+        rec = entry.record
         await self._emit(cmd, R.Outcome(entry.outcome), attempts=entry.attempts, wamid=entry.wamid,
-                         message_status=rec.get("message_status"), error_code=rec.get("error_code"),
-                         error_subcode=rec.get("error_subcode"), at=rec.get("at"), reason=REPEATED)
-        self._answered.add(R.command_key(cmd), cmd["command_id"], str(entry.outcome))
+                         message_status=rec and rec.message_status, error_code=rec and rec.error_code,
+                         error_subcode=rec and rec.error_subcode, at=rec and rec.at, reason=REPEATED)
+        self._answered.add(cmd.key, cmd.command_id, str(entry.outcome))
 
     async def _finish(self, job: Job, outcome: R.Outcome, *, attempts: int, **kw: Any) -> None:
         """Final outcome: ledger DONE and the SendResult, both acknowledged, then the source ack.
@@ -608,13 +613,13 @@ class Dispatcher:
         entry = R.ledger_entry(job.cmd, DONE, attempts=attempts, outcome=str(outcome), wamid=kw.get("wamid"),
                                message_status=kw.get("message_status"), error_code=kw.get("error_code"),
                                error_subcode=kw.get("error_subcode"), at=at)
-        value = self.serde.encode(R.RESULT, R.result(job.cmd, outcome, attempts=attempts, at=at, **kw),
+        value = self.serde.encode(R.RESULT, R.result(job.cmd, outcome, attempts=attempts, at=at, **kw).to_avro(),
                                   topic=self.topics.results)
         # The DONE entry and the result leave with every other outcome of this loop turn.
         await self._outcomes.submit(((job.key, job.partition, entry),
-                                     (self.topics.results, value, job.cmd["tenant_id"].encode(), None, None)))
+                                     (self.topics.results, value, job.cmd.tenant_id.encode(), None, None)))
         self.stats.outcomes[str(outcome)] += 1
-        self._answered.add(job.key, job.cmd["command_id"], str(outcome))
+        self._answered.add(job.key, job.cmd.command_id, str(outcome))
         await self._released(job)
         if outcome == R.Outcome.UNKNOWN and self.on_unknown is not None:
             self.on_unknown(job.key)
@@ -637,19 +642,19 @@ class Dispatcher:
             return
         # Long wait: park it on wa.send.retry and let the source offset move on.
         await self._released(job)
-        await self._send(self.topics.retry, job.cmd["phone_number_id"].encode(), job.raw,
+        await self._send(self.topics.retry, job.cmd.phone_number_id.encode(), job.raw,
                          partition=job.partition,
                          headers=[("attempt", str(attempts).encode()), ("not_before", str(nb_ms).encode())])
         if job.ack is not None and job.partition not in self._revoked:
             await job.ack()
 
     async def _dead(self, job: Job, exc: meta_errors.MetaError, attempts: int) -> None:
-        letter = DeadLetter(Source(job.source, job.partition, -1, job.cmd["phone_number_id"].encode(), job.raw),
+        letter = DeadLetter(Source(job.source, job.partition, -1, job.cmd.phone_number_id.encode(), job.raw),
                             f"gave up after {attempts} attempts: {exc}"[:500], type(exc).__name__,
-                            tenant_id=job.cmd["tenant_id"], subject_id=job.cmd.get("subject_id"),
-                            headers={"idempotency_key": job.cmd["idempotency_key"]})
+                            tenant_id=job.cmd.tenant_id, subject_id=job.cmd.subject_id,
+                            headers={"idempotency_key": job.cmd.idempotency_key})
         value, _ = encode_dead_letter(self.serde, letter, self.topics.dead, self.s.dead_letter_max_bytes)
-        await self._send(self.topics.dead, job.cmd["tenant_id"].encode(), value)
+        await self._send(self.topics.dead, job.cmd.tenant_id.encode(), value)
         PROCESS_TALLY.add(letter.error_type[:200])  # wapipe_dead_letters_total{service="worker"}
         await self._finish(job, R.Outcome.DEAD, attempts=attempts, reason=f"gave up after {attempts} attempts: {exc}"[:300],
                            error_code=exc.code, error_subcode=exc.subcode)

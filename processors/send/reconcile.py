@@ -28,12 +28,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
 from processors.send.views import cancel
+from wapipe.messages.send import DispatchEntry, SendResult
 from wapipe import log
 
 logger = log.get_logger(__name__)
@@ -41,7 +41,7 @@ logger = log.get_logger(__name__)
 ACCEPTED_STATUSES = frozenset({"sent", "delivered", "read", "played"})
 REASON = "reconciled from status webhook"
 
-Emit = Callable[..., Awaitable[None]]  # (cmd, outcome, **SendResult fields) -> acknowledged
+Emit = Callable[[SendResult], Awaitable[None]]  # produce one result, acknowledged
 
 
 @dataclass(frozen=True)
@@ -108,10 +108,10 @@ class Reconciler:
         self._unknown_since.setdefault(key, time.monotonic())
         self._queue.put_nowait(key)
 
-    def on_loaded(self, partition: int, record: dict) -> None:
+    def on_loaded(self, partition: int, record: DispatchEntry) -> None:
         """Ledger load hook: an UNKNOWN this worker now owns."""
-        if record.get("state") == DONE and record.get("outcome") == str(R.Outcome.UNKNOWN):
-            self.on_unknown(R.dedup_key(record["tenant_id"], record["idempotency_key"]))
+        if record.state == DONE and record.outcome == str(R.Outcome.UNKNOWN):
+            self.on_unknown(record.key)
 
     # --- the loop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,14 +164,11 @@ class Reconciler:
         if entry is None or entry.state != DONE or entry.outcome != str(R.Outcome.UNKNOWN):
             return False
         partition = self.ledger.partition_of(key)
-        rec: dict[str, Any] = dict(entry.record or {})
-        if partition is None or not rec:
+        rec = entry.record
+        if partition is None or rec is None:
             return False
-        tenant_id, _, idem = key.partition("/")
-        cmd = {"tenant_id": tenant_id, "idempotency_key": idem, "command_id": entry.command_id,
-               "phone_number_id": rec.get("phone_number_id") or st.phone_number_id,
-               "subject_id": rec.get("subject_id") or st.subject_id or "", "campaign_id": rec.get("campaign_id"),
-               "lane": "CAMPAIGN" if rec.get("campaign_id") else "TRANSACTIONAL"}
+        rec = replace(rec, phone_number_id=rec.phone_number_id or st.phone_number_id,
+                      subject_id=rec.subject_id or st.subject_id or "")
         wamid = (self.wamid_ref(st.wamid) if self.wamid_ref else st.wamid) or None
         if st.status == "failed":
             outcome, kw = R.Outcome.FAILED, dict(error_code=st.error_code, wamid=wamid,
@@ -183,10 +180,11 @@ class Reconciler:
         # (a second identical result), where the other order could settle it without any result.
         # Once the ledger says DONE, a second status (or a replay) finds the key settled.
         at = R.now_utc()
-        await self._emit(cmd, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN), at=at, **kw)
-        done = {**rec, "state": DONE, "outcome": str(outcome), "wamid": kw.get("wamid"),
-                "message_status": kw.get("message_status"), "error_code": kw.get("error_code"), "error_subcode": None,
-                "at": at}
+        await self._emit(R.result(rec, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN),
+                                  at=at, **kw))
+        done = replace(rec, state=DONE, outcome=str(outcome), wamid=kw.get("wamid"),
+                       message_status=kw.get("message_status"), error_code=kw.get("error_code"), error_subcode=None,
+                       at=at)
         await self.ledger.record(key, partition, done)
         self._unknown_since.pop(key, None)
         self.reconciled += 1

@@ -8,6 +8,7 @@ import pytest
 
 from processors.send.records import Outcome
 from processors.send.validate import validate
+from tests.unit.commands import command
 from wapipe.tenants.models import PhoneNumber, SealedToken, Template, Tenant, TenantStatus
 
 NOW = 1_800_000_000_000
@@ -42,7 +43,7 @@ def cmd(**kw):
             "subject_id": "s1", "kind": "TEMPLATE", "template": {"name": "hello", "language": "en_US", "parameter_count": 0},
             "valid_until": None}
     base.update(kw)
-    return base
+    return command(**base)
 
 
 def check(c, last_inbound=lambda n, s: None, restricted=None):

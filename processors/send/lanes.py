@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wapipe.messages.send import CAMPAIGN, TRANSACTIONAL, SendCommand
+from wapipe.messages.send import TRANSACTIONAL, SendCommand
 
 @dataclass(eq=False)
 class Job:

@@ -35,7 +35,7 @@ from wapipe.kafka_edge import aiokafka_kwargs
 from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
-from wapipe.messages.send import DISPATCHING, DONE, RETRY, DispatchEntry
+from wapipe.messages.send import DONE, DispatchEntry
 
 logger = log.get_logger(__name__)
 

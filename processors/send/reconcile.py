@@ -71,9 +71,28 @@ class Status:
                    err.get("code"), err.get("title") or err.get("message"), seen)
 
 
+class Unknowns:
+    """The keys the reconciler is to look at: an UNKNOWN just recorded (``add``) or found by a
+    ledger load (``loaded``, the ledger's hook), with the instant each was first seen."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.since: dict[str, float] = {}
+
+    def add(self, key: str) -> None:
+        self.since.setdefault(key, time.monotonic())
+        self.queue.put_nowait(key)
+
+    def loaded(self, partition: int, record: DispatchEntry) -> None:  # noqa: ARG002 - the ledger's hook shape
+        if record.state == DONE and record.outcome == str(R.Outcome.UNKNOWN):
+            self.add(record.key)
+
+
 class Reconciler:
     def __init__(self, ledger: Ledger, emit: Emit, *, memory_s: float, unknown_timeout_s: float,
-                 max_remembered: int = 200_000, wamid_ref: Callable[[str], str] | None = None) -> None:
+                 unknowns: Unknowns | None = None, max_remembered: int = 200_000,
+                 wamid_ref: Callable[[str], str] | None = None) -> None:
+        """``unknowns``: shared with the ledger (its load hook) and the outcomes (a new UNKNOWN)."""
         self.ledger = ledger
         # Statuses carry the wamid's keyed ref already (the normaliser's); one from an older
         # normaliser still carrying a wamid is turned into its ref before it is written anywhere.
@@ -83,8 +102,9 @@ class Reconciler:
         self.unknown_timeout_s = unknown_timeout_s
         self.max_remembered = max_remembered
         self._recent: OrderedDict[str, Status] = OrderedDict()  # key -> best status seen
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._unknown_since: dict[str, float] = {}
+        self.unknowns = unknowns or Unknowns()
+        self._queue = self.unknowns.queue
+        self._unknown_since = self.unknowns.since
         self._task: asyncio.Task | None = None
         self.reconciled = 0
 
@@ -104,14 +124,8 @@ class Reconciler:
         self._queue.put_nowait(st.key)
 
     def on_unknown(self, key: str) -> None:
-        """The dispatcher recorded UNKNOWN for ``key`` (a status may have arrived already)."""
-        self._unknown_since.setdefault(key, time.monotonic())
-        self._queue.put_nowait(key)
-
-    def on_loaded(self, partition: int, record: DispatchEntry) -> None:
-        """Ledger load hook: an UNKNOWN this worker now owns."""
-        if record.state == DONE and record.outcome == str(R.Outcome.UNKNOWN):
-            self.on_unknown(record.key)
+        """UNKNOWN was recorded for ``key`` (a status may have arrived already)."""
+        self.unknowns.add(key)
 
     # --- the loop ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -13,8 +13,8 @@ from confluent_kafka.admin import NewTopic
 
 from processors.send import records as R
 from tests.unit.commands import command
-from wapipe.messages.send import DispatchEntry
-from processors.send.ledger import DISPATCHING, DONE, KafkaLedgerReader, Ledger
+from wapipe.messages.send import DISPATCHING, DONE, DispatchEntry
+from processors.send.ledger import KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
 from wapipe.avro import AvroSerde
 from wapipe.topics import admin_client

@@ -65,9 +65,8 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     replay finds DONE with the same command_id: the result is answered again from the ledger
     (outcome, wamid, Meta's codes, decided_at), and nothing is sent again."""
     from processors.send import records as R
-    from processors.send.ledger import DONE
     from wapipe.avro import AvroSerde
-    from wapipe.messages.send import SendCommand
+    from wapipe.messages.send import DONE, SendCommand
     from wapipe.kafka import producer as make_producer
     from wapipe.topics import SEND_LEDGER
 

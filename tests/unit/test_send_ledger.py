@@ -11,11 +11,11 @@ import datetime as dt
 import pytest
 
 from processors.send import records as R
-from processors.send.ledger import DISPATCHING, DONE, Ledger
+from processors.send.ledger import Ledger
 from processors.send.ledger_store import LedgerStore
 from tests.unit.commands import command
 from tests.unit.ledger_topic import ListTopic
-from wapipe.messages.send import DispatchEntry
+from wapipe.messages.send import DISPATCHING, DONE, DispatchEntry
 from wapipe.avro import AvroSerde
 
 SERDE = AvroSerde()

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from tests.unit.commands import command
-from processors.send.lanes import CAMPAIGN, TRANSACTIONAL, Job, NumberQueue
+from processors.send.lanes import Job, NumberQueue
+from wapipe.messages.send import CAMPAIGN, TRANSACTIONAL
 from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 
 

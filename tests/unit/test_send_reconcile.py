@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from processors.send import records as R
-from processors.send.ledger import DONE, Ledger
+from processors.send.ledger import Ledger
 from processors.send.ledger_store import LedgerStore
 from processors.send.reconcile import Reconciler
 from tests.unit.commands import command
 from tests.unit.ledger_topic import ListTopic
-from wapipe.messages.send import SendCommand, SendResult
+from wapipe.messages.send import DONE, SendCommand, SendResult
 from wapipe.avro import AvroSerde
 
 

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,report]'
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 setup: $(STAMP)
@@ -33,7 +33,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench-ingress: jars
-	@$(PY) -c "import fastapi" 2>/dev/null || $(PY) -m pip install -q -e '.[test,bench]'
+	@$(PY) -c "import fastapi" 2>/dev/null || $(PY) -m pip install -q -e '.[test,report,bench]'
 	$(PY) bench/ingress.py $(BENCH_ARGS)
 
 bench-dispatch: jars

@@ -46,7 +46,7 @@ from pydantic import SecretStr  # noqa: E402
 
 from proc_cpu import cpu_seconds_all  # noqa: E402
 from wapipe.config import Settings  # noqa: E402
-from wapipe.services import ServiceSpec, Supervisor  # noqa: E402
+from wapipe.app.services import ServiceSpec, Supervisor  # noqa: E402
 
 WABA, BUSINESS, APP, TOKEN = "2900000001", "2800000001", "2700000001", "EAAbenchTOKEN"
 
@@ -96,7 +96,7 @@ class Bench:
 
     # --- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
-        from wapipe.testing import make_settings
+        from bench.own_broker import make_settings
         from wapipe.topics import admin_client, apply_topics
 
         kek = base64.b64encode(os.urandom(32)).decode()
@@ -104,7 +104,7 @@ class Bench:
         base = Settings()
         bootstrap = base.kafka_bootstrap_servers
         if not bootstrap:
-            from wapipe.stack.local import KafkaProvider
+            from wapipe.app.stack.local import KafkaProvider
 
             self.provider = KafkaProvider(make_settings(self.tmp / "stack"), data_dir=self.tmp / "kafka")
             bootstrap = self.provider.start()

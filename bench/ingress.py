@@ -297,7 +297,7 @@ def main() -> int:
 
     from producers.ingress.process import IngressProcess, wait_until
     from wapipe.config import Settings
-    from wapipe.testing import make_settings
+    from bench.own_broker import make_settings
     from wapipe.topics import admin_client, apply_topics
 
     wrk = None if args.generator == "python" else ensure_wrk()
@@ -314,7 +314,7 @@ def main() -> int:
             bootstrap = settings.kafka_bootstrap_servers
             print(f"broker: {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)", flush=True)
         else:
-            from wapipe.stack.local import KafkaProvider
+            from wapipe.app.stack.local import KafkaProvider
 
             provider = KafkaProvider(settings, data_dir=workdir / "kafka-data")
             bootstrap = provider.start()

@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from own_broker import own_broker  # noqa: E402
+from own_broker import make_settings, own_broker  # noqa: E402
 from proc_cpu import cpu_seconds  # noqa: E402
 
-from wapipe.services import ServiceSpec, Supervisor  # noqa: E402
+from wapipe.app.services import ServiceSpec, Supervisor  # noqa: E402
 
 STATUSES = ("sent", "delivered", "read")
 
@@ -89,7 +89,6 @@ def main() -> int:
 def measure(bootstrap: str, webhooks: int, per: int) -> int:
     from wapipe.avro import AvroSerde
     from wapipe.kafka import producer
-    from wapipe.testing import make_settings
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-normalise-state-"))

@@ -46,7 +46,7 @@ from wapipe.avro import AvroSerde  # noqa: E402
 from wapipe.clickhouse import clickhouse_client, migrate  # noqa: E402
 from wapipe.kafka import consumer as make_consumer  # noqa: E402
 from wapipe.kafka import producer  # noqa: E402
-from wapipe.testing import make_settings  # noqa: E402
+from bench.own_broker import make_settings  # noqa: E402
 from wapipe.topics import STATUS_EVENTS, WEBHOOK_RAW, admin_client, apply_topics  # noqa: E402
 
 
@@ -278,7 +278,7 @@ def main() -> int:
     provider = None
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
-        from wapipe.stack.local import KafkaProvider
+        from wapipe.app.stack.local import KafkaProvider
 
         provider = KafkaProvider(settings, data_dir=tmp / "kafka")
         bootstrap = provider.start()

@@ -1,4 +1,4 @@
-"""``wapipe report``: the delivery report, in the terminal (rich) and as one self-contained HTML
+"""The delivery report (``wapipe report``), in the terminal (rich) and as one self-contained HTML
 file (plotly, its JavaScript inlined, so it opens offline in any browser).
 
 The numbers come from ``sinks.analytics.collect`` (ClickHouse views); this module only renders.
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
-import typer
 from rich.console import Console, Group
 from rich.table import Table
 
-from sinks.analytics import FUNNEL_COLUMNS, FunnelRow, Latency, ReportData, Scope, collect, open_reader
+from sinks.analytics import FUNNEL_COLUMNS, FunnelRow, Latency, ReportData
 
 
 def _pct(n: int, d: int) -> str:
@@ -242,34 +241,3 @@ def write_html(data: ReportData, reports_dir: Path) -> Path:
     path = reports_dir / f"report-{data.generated_at:%Y%m%dT%H%M%S}-{data.generated_at.microsecond // 1000:03d}.html"
     path.write_text(render_html(data), encoding="utf-8")
     return path
-
-
-# --- the command --------------------------------------------------------------------------
-def report_command(
-    tenant: list[str] = typer.Option([], "--tenant", "-t", help="only these tenants (repeatable)"),
-    campaign: list[str] = typer.Option([], "--campaign", "-c", help="only these campaigns (repeatable)"),
-    since_minutes: float | None = typer.Option(None, "--since-minutes", help="only commands requested in the last N minutes"),
-    html_report: bool = typer.Option(True, "--html/--no-html", help="write the HTML report"),
-    out_dir: Path | None = typer.Option(None, "--out-dir", help="where to write it (default: Settings.reports_dir)"),
-) -> None:
-    """The delivery report from ClickHouse: key tables here, plots in a self-contained HTML file."""
-    from wapipe.config import Settings
-
-    s = Settings()
-    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=since_minutes) if since_minutes else None
-    scope = Scope(tenants=tuple(tenant), campaigns=tuple(campaign), since=since)
-    console = Console()
-    reader = open_reader(s)
-    try:
-        data = collect(reader, scope)
-    except Exception as exc:
-        Console(stderr=True).print(f"[red]error:[/] reading ClickHouse ({s.clickhouse_dsn}) failed: {exc}")
-        raise typer.Exit(1) from exc
-    finally:
-        close = getattr(reader, "close", None)
-        if close:
-            close()
-    print_report(data, console)
-    if html_report:
-        path = write_html(data, out_dir or s.reports_dir)
-        console.print(f"HTML report: {path}")

@@ -1,1 +1,1 @@
-pytest_plugins = ["wapipe.testing"]
+pytest_plugins = ["tests.harness"]

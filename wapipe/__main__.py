@@ -1,3 +1,3 @@
-from wapipe.cli import main
+from wapipe.app.cli import main
 
 main()

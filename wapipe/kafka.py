@@ -7,10 +7,9 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from wapipe.config import Settings
-from wapipe.kafka_edge import Endpoint, KafkaEndpoint, NoKafka, check_access, confluent_conf
-from wapipe.stack.local import StackState, state_file
+from wapipe.kafka_edge import Endpoint, NoKafka, confluent_conf
 
-__all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer", "resolve_bootstrap"]
+__all__ = ["JAVA_PARTITIONER", "NoKafka", "consumer", "producer"]
 
 
 # Kafka's Java client partitioner (murmur2), the one Faust's producer (aiokafka) uses: a keyed record
@@ -25,23 +24,6 @@ def partition_for(key: str, partitions: int) -> int:
     from aiokafka.partitioner import murmur2
 
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoint:
-    """KAFKA_BOOTSTRAP_SERVERS, else the broker `wapipe stack up` started; with the security of
-    ``settings``. A secured endpoint is tried once (``check``): refused credentials raise
-    ``KafkaAuthError`` (a ``NoKafka``) here, with the broker's reason, before any client retries."""
-    if settings.kafka_bootstrap_servers:
-        bootstrap = settings.kafka_bootstrap_servers
-    else:
-        st = StackState.load(state_file(settings))
-        if st is None:
-            raise NoKafka("no Kafka: run `wapipe stack up` or set KAFKA_BOOTSTRAP_SERVERS")
-        bootstrap = st.bootstrap
-    ep = KafkaEndpoint.from_settings(settings, bootstrap)
-    if check and ep.security.protocol != "PLAINTEXT":
-        check_access(ep)
-    return ep
 
 
 def producer(bootstrap: Endpoint, **overrides: Any) -> Producer:

@@ -123,7 +123,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
         return publisher[0]
     window = float(settings.normalise_dedup_window_s)
     # Its changelog topic is faust's default name, created (or altered) with its retention by
-    # ``seen_changelog`` before the app starts (cli.py).
+    # ``seen_changelog`` before the app starts (wapipe/app/commands/normalise.py).
     seen = app.Table(SEEN_TABLE, default=None, partitions=settings.topic_partitions, key_type=str, value_type=str,
                      help="event_id -> first seen (unix s)", options={"ttl": int(window)})
     counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0, "dead_items": 0}

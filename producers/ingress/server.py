@@ -145,14 +145,15 @@ def create_app():
     """Granian's app factory, run in each worker process: configuration from the environment."""
     from producers.ingress.app import IngressApp
     from wapipe import log as wlog
-    from wapipe.kafka import resolve_bootstrap
+    from wapipe.kafka_edge import KafkaEndpoint
 
     # A spawned (not forked) worker has not run the CLI's logging setup: logs go to stderr, never
     # to stdout where the READY line is.
     wlog.configure(level=os.environ.get("WAPIPE_LOG_LEVEL", "WARNING").upper())
     die_with_parent()
     settings = Settings()
-    return IngressApp(settings, resolve_bootstrap(settings))
+    # _serve_granian put the broker the command resolved (and checked) into the environment.
+    return IngressApp(settings, KafkaEndpoint.from_settings(settings, settings.kafka_bootstrap_servers))
 
 
 def _serve_granian(bootstrap: str, host: str, port: int, workers: int, out: TextIO, log_level: str) -> int:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wapipe.net import free_port
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 
 USERS = {"PLAIN": ("plain-user", "plain-secret"),
          "SCRAM-SHA-256": ("scram256-user", "scram256-secret"),
@@ -159,7 +159,7 @@ def _add_scram_users(admin) -> None:
 @contextlib.contextmanager
 def secure_broker(folder: Path, **settings_overrides) -> Iterator[SecureBroker]:
     """Start the broker (stopped at the end, also on failure), apply every topic, add SCRAM users."""
-    from wapipe.stack.local import KafkaProvider
+    from wapipe.app.stack.local import KafkaProvider
     from wapipe.topics import admin_client, apply_topics
 
     certs = make_certs(folder / "certs")

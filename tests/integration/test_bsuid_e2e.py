@@ -23,7 +23,7 @@ from producers.erp import template, text
 from sinks.reader import open_reader
 from tests.integration.test_send_pipeline import send_world  # noqa: F401  (the fixture)
 from wapipe.privacy.service import PrivacyService
-from wapipe.services import ServiceSpec
+from wapipe.app.services import ServiceSpec
 
 pytestmark = pytest.mark.integration
 

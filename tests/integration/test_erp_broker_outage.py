@@ -12,7 +12,7 @@ import pytest
 from producers.erp import ErpProducer, Lane, Routing, template
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.testing import dedicated_broker, make_settings
+from tests.harness import dedicated_broker, make_settings
 from wapipe.topics import SEND_REQUESTED_BULK
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

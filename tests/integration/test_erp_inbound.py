@@ -23,7 +23,7 @@ from tests.integration.test_poison_erp_inbound import start_group_at_end
 from wapipe.kafka import JAVA_PARTITIONER
 from wapipe.kafka import producer as make_producer
 from wapipe.privacy.kek import load_kek
-from wapipe.services import ServiceSpec
+from wapipe.app.services import ServiceSpec
 from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
 from wapipe.tenants.store import publish_tenant
 from wapipe.topics import ERP_DEAD, ERP_INBOUND, ERP_READS, INBOUND_MESSAGES, admin_client

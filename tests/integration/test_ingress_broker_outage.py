@@ -18,7 +18,7 @@ from connectors.meta.signature import sign
 from producers.ingress.process import IngressProcess, wait_until
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.testing import dedicated_broker
+from tests.harness import dedicated_broker
 from wapipe.topics import WEBHOOK_RAW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,7 +18,8 @@ import pytest
 
 from tests.integration.secure_kafka import CLIENT_KEY_PASSWORD, USERS, secure_broker
 from wapipe.config import Settings
-from wapipe.kafka import consumer, producer, resolve_bootstrap
+from wapipe.app.bootstrap import resolve_bootstrap
+from wapipe.kafka import consumer, producer
 from wapipe.kafka_edge import KafkaAuthError, KafkaEndpoint, KafkaSecurity, aiokafka_kwargs, check_access
 
 pytestmark = pytest.mark.integration
@@ -199,7 +200,7 @@ def test_a_running_client_refused_later_says_so_once(broker):
 def test_the_send_worker_runs_over_mtls(broker, tmp_path):
     """Faust with SSLCredentials, aiokafka followers and librdkafka clients with a client
     certificate: the worker prints READY only once its partitions are assigned."""
-    from wapipe.services import ServiceSpec, Supervisor
+    from wapipe.app.services import ServiceSpec, Supervisor
 
     unique = uuid.uuid4().hex[:8]
     env = {**os.environ, **broker.mtls_env(), "WAPIPE_STATE_DIR": str(tmp_path / "state"),

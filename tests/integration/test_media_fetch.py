@@ -33,7 +33,7 @@ from wapipe.privacy.subjects import pepper_from, subject_id
 from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import INBOUND_MESSAGES, MEDIA_DEAD, admin_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

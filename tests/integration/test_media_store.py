@@ -24,7 +24,7 @@ from wapipe.media.sealed import CorruptMedia, object_id_for, open_blob, seal_blo
 from wapipe.media.store import LocalMediaStore, S3MediaStore, check_id, open_store
 from wapipe.media.sweep import sweep
 from wapipe.privacy.errors import SubjectErased, UnsealError
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -154,7 +154,7 @@ def test_normalise_service_end_to_end(topics, tmp_path, unique):
         # Personal data is sealed with a real subject key: the recipient comes back with the KeyRing.
         from wapipe.privacy.kek import load_kek
         from wapipe.privacy.keyring import KeyRing
-        from wapipe.testing import make_settings
+        from tests.harness import make_settings
 
         s = make_settings(tmp_path / "state", kafka_bootstrap_servers=bootstrap)
         with KeyRing(s, bootstrap, load_kek(s)) as ring:

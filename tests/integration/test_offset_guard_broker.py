@@ -47,7 +47,7 @@ def test_end_offsets_come_back_after_a_broker_restart(tmp_path, caplog):
     from structlog.testing import capture_logs
 
     from wapipe.offset_guard import BrokerEnds
-    from wapipe.testing import dedicated_broker
+    from tests.harness import dedicated_broker
     from wapipe.topics import WEBHOOK_RAW
 
     parts = [(WEBHOOK_RAW, p) for p in range(4)]

@@ -25,11 +25,11 @@ from wapipe.privacy.kek import load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.subjects import pepper_from, subject_id
 from wapipe.privacy.wamids import WamidRefs
-from wapipe.services import ServiceSpec, Supervisor
+from wapipe.app.services import ServiceSpec, Supervisor
 from wapipe.tenants.models import PhoneNumber, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import ERP_DEAD, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS, admin_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

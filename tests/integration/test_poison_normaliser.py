@@ -70,7 +70,7 @@ def test_poison_webhooks_are_dead_lettered_and_the_next_one_is_normalised(topics
 
     # the pipeline keeps no wamid in clear: status events carry its keyed reference (wapipe/privacy/wamids.py)
     from wapipe.privacy.wamids import WamidRefs
-    from wapipe.testing import make_settings
+    from tests.harness import make_settings
 
     ref = WamidRefs.from_settings(make_settings(tmp_path / "state", kafka_bootstrap_servers=bootstrap))
     assert sorted(r["wamid"] for r in statuses) == sorted(ref(w) for w in (

@@ -13,7 +13,7 @@ from tests.integration.kafka_helpers import produce_one_by_one, read_all
 from wapipe.avro import AvroSerde
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import new_request
-from wapipe.testing import dedicated_broker, make_settings
+from tests.harness import dedicated_broker, make_settings
 from wapipe.topics import PRIVACY_DEAD, PRIVACY_REQUESTS
 
 pytestmark = pytest.mark.integration

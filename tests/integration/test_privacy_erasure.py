@@ -23,7 +23,7 @@ from wapipe.privacy import KeyRing, SubjectErased, load_kek, pepper_from, subjec
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.topicscan import scan
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import (AUDIT, INBOUND_MESSAGES, PRIVACY_REQUESTS, SEND_DEAD, SEND_REQUESTED, STATUS_EVENTS,
                            SUBJECT_KEYS, TOPICS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec)
 

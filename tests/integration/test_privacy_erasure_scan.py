@@ -27,8 +27,8 @@ import pytest
 from producers.erp import template
 from tests.integration.disk_scan import chdb_files, files_bytes, holds, rocksdb_dirs, rocksdb_items, wamid_payloads
 from tests.integration.test_send_pipeline import send_world  # noqa: F401 - the fixture
-from wapipe.services import ServiceSpec
-from wapipe.testing import make_settings
+from wapipe.app.services import ServiceSpec
+from tests.harness import make_settings
 from wapipe.topics import STATUS_EVENTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

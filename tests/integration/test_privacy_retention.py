@@ -16,7 +16,7 @@ from wapipe.privacy.topicscan import oldest_timestamps, scan
 from wapipe.tenants.models import Tenant
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics, spec
 
 pytestmark = pytest.mark.integration

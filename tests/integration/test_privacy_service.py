@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW, admin_client, apply_topics, spec
 
 pytestmark = pytest.mark.integration

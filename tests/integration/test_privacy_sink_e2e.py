@@ -20,7 +20,7 @@ from wapipe.avro import AvroSerde
 from wapipe.kafka import producer
 from wapipe.privacy.kek import load_kek
 from wapipe.privacy.keyring import KeyRing
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import (INBOUND_MESSAGES, SEND_REQUESTED, STATUS_EVENTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
                            admin_client, apply_topics, spec)
 

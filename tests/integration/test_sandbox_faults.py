@@ -148,7 +148,7 @@ def test_counters_and_message_list(meta_sandbox, graph):
 def test_wapipe_sandbox_process_ready_seed_and_sigterm(tmp_path):
     seed = tmp_path / "seed.json"
     seed.write_text(default_seed().model_dump_json())
-    proc = subprocess.Popen([sys.executable, "-m", "wapipe.cli", "sandbox", "--port", "0", "--seed", str(seed),
+    proc = subprocess.Popen([sys.executable, "-m", "wapipe.app.cli", "sandbox", "--port", "0", "--seed", str(seed),
                              "--latency-ms", "5"], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     try:
         line = proc.stdout.readline()
@@ -172,7 +172,7 @@ def test_wapipe_sandbox_process_ready_seed_and_sigterm(tmp_path):
 def test_invalid_seed_is_a_clear_cli_error(tmp_path):
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps({"numbers": [{"id": "1"}]}))
-    r = subprocess.run([sys.executable, "-m", "wapipe.cli", "sandbox", "--seed", str(seed)],
+    r = subprocess.run([sys.executable, "-m", "wapipe.app.cli", "sandbox", "--seed", str(seed)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "invalid seed" in r.stderr and "waba_id" in r.stderr
 

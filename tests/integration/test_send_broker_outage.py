@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.integration.test_send_pipeline import SendWorld, send_world  # noqa: F401 - the fixture
-from wapipe.testing import dedicated_broker
+from tests.harness import dedicated_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ from producers.erp import Lane, template
 from tests.integration.kafka_helpers import read_all
 from tests.integration.test_send_pipeline import _publish_raw, send_world  # noqa: F401  (the fixture)
 from wapipe.avro import AvroSerde
-from wapipe.services import ServiceSpec
+from wapipe.app.services import ServiceSpec
 from wapipe.topics import SUPPRESSIONS, WEBHOOK_DEAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

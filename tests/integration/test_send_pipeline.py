@@ -18,8 +18,8 @@ from pydantic import SecretStr
 
 from connectors.meta.messages import TemplateMessage
 from producers.erp import ErpProducer, Lane, ResultReader, Routing, template, text
-from wapipe.services import ServiceSpec, Supervisor
-from wapipe.testing import make_settings
+from wapipe.app.services import ServiceSpec, Supervisor
+from tests.harness import make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from wapipe.services import Supervisor, pipeline_services
+from wapipe.app.services import Supervisor, pipeline_services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from wapipe.services import Supervisor, pipeline_services
-from wapipe.testing import dedicated_broker
+from wapipe.app.services import Supervisor, pipeline_services
+from tests.harness import dedicated_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import pytest
 from sinks.retention import RetentionDays
 from sinks.worker import SinkWorker
 from tests.integration.test_sink_worker import _run, _status, _Topic, _wait
-from wapipe.testing import dedicated_broker, make_settings
+from tests.harness import dedicated_broker, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,7 +16,7 @@ import pytest
 from sinks.reader import HttpReader, ReaderError, endpoint_file, open_reader
 from wapipe.avro import AvroSerde
 from wapipe.kafka import producer
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 from wapipe.topics import (
     ACCOUNT_EVENTS,
     AUDIT,

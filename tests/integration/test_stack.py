@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wapipe.stack.jvm import pid_alive
+from wapipe.app.stack.jvm import pid_alive
 from wapipe.topics import TOPICS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,7 +63,7 @@ def test_stack_up_after_the_broker_died_keeps_its_address_and_data(tmp_path):
 
     from confluent_kafka import Consumer, Producer
 
-    from wapipe.stack.local import StackState
+    from wapipe.app.stack.local import StackState
 
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(WAPIPE_STATE_DIR=str(tmp_path / "state"), WAPIPE_JARS_DIR=str(REPO / ".wapipe" / "jars"),
@@ -114,7 +114,7 @@ def test_stack_up_after_the_broker_died_keeps_its_address_and_data(tmp_path):
 
 
 def test_broker_is_stopped_when_a_test_fails(tmp_path):
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["wapipe.testing"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.harness"]\n')
     (tmp_path / "test_fails.py").write_text(textwrap.dedent("""
         import os
         def test_uses_broker_then_fails(kafka_provider):
@@ -139,8 +139,8 @@ def test_broker_dies_with_a_killed_test_process(tmp_path):
         sys.path.insert(0, {str(REPO)!r})
         from pathlib import Path
         from wapipe import log; log.configure()
-        from wapipe.testing import make_settings
-        from wapipe.stack.local import KafkaProvider
+        from tests.harness import make_settings
+        from wapipe.app.stack.local import KafkaProvider
         p = KafkaProvider(make_settings(Path({str(tmp_path)!r})), data_dir=Path({str(tmp_path / 'kd')!r}), prefer="jvm")
         p.start()
         print(p.pid, flush=True)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.integration.kafka_helpers import read_all
-from wapipe.cli import app
+from wapipe.app.cli import app
 from wapipe.privacy.kek import load_kek
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.topics import AUDIT, TENANTS

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from connectors.meta.client import GraphClient
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
-from wapipe.cli import app
+from wapipe.app.cli import app
 from wapipe.tenants.models import TenantStatus
 from wapipe.tenants.onboarding import Onboarder, OnboardingFailed
 from wapipe.tenants.service import TenantService

@@ -19,7 +19,7 @@ from connectors.meta.signature import sign
 from sinks.reader import open_reader
 from wapipe.net import free_port
 from wapipe.privacy.wamids import WamidRefs
-from wapipe.testing import dedicated_broker, make_settings
+from tests.harness import dedicated_broker, make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

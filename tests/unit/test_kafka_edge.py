@@ -113,7 +113,7 @@ def test_settings_that_do_not_fit_together_are_named(kw, says):
 
 
 def test_resolve_bootstrap_reports_bad_security_settings_as_no_kafka(clean_env):
-    from wapipe.kafka import resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
 
     s = Settings(kafka_bootstrap_servers="h:1", kafka_security_protocol="SASL_SSL")
     with pytest.raises(NoKafka, match="KAFKA_SASL_MECHANISM"):

@@ -2,7 +2,7 @@
 is the one faust writes and recovers from, and the table lives in RocksDB under the state dir."""
 
 from processors.normalise.app import SEEN_TABLE, build_app, seen_changelog
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 
 
 def test_seen_table_uses_the_declared_changelog_and_a_persistent_store(tmp_path):

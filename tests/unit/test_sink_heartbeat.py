@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sinks.retention import RetentionDays
 from sinks.worker import SinkWorker
-from wapipe.testing import make_settings
+from tests.harness import make_settings
 
 
 def test_an_empty_flush_counts_as_a_flush(tmp_path):

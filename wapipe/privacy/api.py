@@ -184,33 +184,3 @@ def create_app(settings: Settings, service: PrivacyService, tenants: Any, *, rea
         Route("/privacy/{tenant}/requests/{code}", status, methods=["GET"]),
         Route("/privacy/{tenant}/export", export, methods=["GET"]),
     ])
-
-
-def serve_forever(host: str, port: int) -> None:
-    import uvicorn
-
-    from wapipe.kafka import resolve_bootstrap
-    from wapipe.net import free_port
-    from wapipe.tenants.registry import TenantRegistry
-
-    settings = Settings()
-    bootstrap = resolve_bootstrap(settings)
-    service = PrivacyService(settings, bootstrap).start()
-    tenants = TenantRegistry(settings, bootstrap).start()
-    tenants.wait_ready(60)
-
-    def reader():
-        from sinks.reader import open_reader
-
-        return open_reader(settings)
-
-    port = port or free_port()
-    config = uvicorn.Config(create_app(settings, service, tenants, reader_factory=reader), host=host, port=port,
-                            log_level="warning")
-    server = uvicorn.Server(config)
-    print(f"READY http://{host}:{port}", flush=True)
-    try:
-        server.run()
-    finally:
-        tenants.close()
-        service.close()

@@ -106,9 +106,7 @@ class DisconnectBody(BaseModel):
 
 
 def tenant_json(t) -> dict:
-    from wapipe.tenants.cli import tenant_view
-
-    return tenant_view(t)
+    return t.operator_view()
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:

@@ -133,6 +133,13 @@ class Tenant(BaseModel):
         return _ms(v)
 
     # --- reading ----------------------------------------------------------------------
+    def operator_view(self) -> dict:
+        """What operators see (the CLI and the admin API): everything but the token (only whether there is one)."""
+        d = self.model_dump(mode="json", exclude={"token", "api_key_sha256"})
+        d["token"] = f"sealed ({self.token.key_id})" if self.token else None
+        d["api_key"] = "set" if self.api_key_sha256 else None
+        return d
+
     @property
     def active(self) -> bool:
         return self.status == TenantStatus.ACTIVE

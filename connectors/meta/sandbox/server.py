@@ -122,7 +122,7 @@ class SandboxProcess:
         self.url: str | None = None
 
     def start(self, timeout: float = 30.0) -> "SandboxProcess":
-        args = [sys.executable, "-m", "connectors.meta.sandbox", "--host", self.host, "--port", "0"]
+        args = [sys.executable, "-m", "wapipe", "sandbox", "--host", self.host, "--port", "0"]
         if self.seed is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             path = self.workdir / "sandbox-seed.json"

@@ -15,7 +15,8 @@ campaign_app = typer.Typer(no_args_is_help=True, help="Pause, resume, stop a cam
 
 
 def _bootstrap(s: Settings) -> str:
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
 
     try:
         return resolve_bootstrap(s)

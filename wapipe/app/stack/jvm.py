@@ -20,7 +20,7 @@ from wapipe.config import REPO_ROOT
 from wapipe.log import get_logger
 from wapipe.net import free_port
 from wapipe.procs import die_with_parent, pid_alive
-from wapipe.stack.ready import wait_for_metadata
+from wapipe.app.stack.ready import wait_for_metadata
 
 log = get_logger(__name__)
 
@@ -32,7 +32,7 @@ class BrokerError(RuntimeError):
 
 
 def pom_path() -> Path:
-    for candidate in (REPO_ROOT / "kafka" / "pom.xml", Path(__file__).resolve().parent.parent / "_kafka" / "pom.xml"):
+    for candidate in (REPO_ROOT / "kafka" / "pom.xml", Path(__file__).resolve().parents[2] / "_kafka" / "pom.xml"):
         if candidate.exists():
             return candidate
     raise BrokerError("kafka/pom.xml not found")

@@ -1,14 +1,18 @@
-"""``wapipe``: the one entry point. Each area adds its command group in ``_register()``."""
+"""``wapipe``: the one entry point; each area's commands live in ``wapipe.app.commands``."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.table import Table
 
 from wapipe import log
+from wapipe.app.commands import erp, ingress, media, normalise, privacy, report, sandbox, send, sink, tenants, up
+from wapipe.app.demo.command import demo_command
 from wapipe.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="wapipe: ERP -> Kafka -> WhatsApp Cloud API")
@@ -37,7 +41,7 @@ def _main(log_level: str = typer.Option("WARNING", envvar="WAPIPE_LOG_LEVEL", he
 @stack_app.command("jars")
 def stack_jars() -> None:
     """Fetch the Kafka broker jars from Maven Central (cached; no-op when present)."""
-    from wapipe.stack.jvm import BrokerError, ensure_jars
+    from wapipe.app.stack.jvm import BrokerError, ensure_jars
 
     s = Settings()
     try:
@@ -51,7 +55,7 @@ def stack_jars() -> None:
 def stack_up() -> None:
     """Start (or find) Kafka, apply the topics, migrate ClickHouse. A local broker that died is
     started again on its old ports, so running services find it where they left it."""
-    from wapipe.stack.local import KafkaProvider, PortTaken, restart_ports, stack_status, state_file
+    from wapipe.app.stack.local import KafkaProvider, PortTaken, restart_ports, stack_status, state_file
     from wapipe.kafka_edge import endpoint_for
     from wapipe.topics import admin_client, apply_topics
 
@@ -97,7 +101,7 @@ def _migrate_line(s: Settings) -> str:
 @stack_app.command("down")
 def stack_down_cmd() -> None:
     """Stop the broker `stack up` started."""
-    from wapipe.stack.local import stack_down
+    from wapipe.app.stack.local import stack_down
 
     console.print(stack_down(Settings()))
 
@@ -105,7 +109,7 @@ def stack_down_cmd() -> None:
 @stack_app.command("status")
 def stack_status_cmd() -> None:
     """Is the broker up and answering metadata requests?"""
-    from wapipe.stack.local import stack_status
+    from wapipe.app.stack.local import stack_status
 
     st, status = stack_status(Settings())
     console.print(f"kafka: {status}" + (f" ({st.source} {st.bootstrap}, pid {st.pid})" if st else ""))
@@ -117,7 +121,8 @@ def stack_status_cmd() -> None:
 @topics_app.command("apply")
 def topics_apply() -> None:
     """Create missing topics and apply changed settings."""
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()
@@ -211,26 +216,32 @@ def health_cmd(
         raise typer.Exit(1)
 
 
-def _register() -> None:
-    """Command groups of the other areas. One line each; keep imports lazy inside them."""
-    from wapipe import demo
-
-    app.command("demo")(demo.demo_command)
-    app.command("up")(demo.up_command)
-    app.command("report")(__import__("sinks.report", fromlist=["report_command"]).report_command)
-    app.command("ingress")(__import__("producers.ingress.cli", fromlist=["ingress_command"]).ingress_command)
-    app.add_typer(__import__("wapipe.tenants.cli", fromlist=["app"]).app, name="tenants")
-    app.command("sandbox")(__import__("connectors.meta.sandbox.cli", fromlist=["sandbox_command"]).sandbox_command)
-    app.command("worker")(__import__("processors.send.cli", fromlist=["worker_command"]).worker_command)
-    app.add_typer(__import__("processors.send.cli", fromlist=["campaign_app"]).campaign_app, name="campaign")
-    app.command("normalise")(__import__("processors.normalise.cli", fromlist=["normalise_command"]).normalise_command)
-    app.command("sink")(__import__("sinks.cli", fromlist=["sink_command"]).sink_command)
-    app.add_typer(__import__("wapipe.privacy.cli", fromlist=["app"]).app, name="privacy")
-    app.add_typer(__import__("wapipe.media.cli", fromlist=["app"]).app, name="media")
-    app.add_typer(__import__("processors.erp_inbound.cli", fromlist=["app"]).app, name="erp")
+# --- the areas' commands ----------------------------------------------------------------
+# Each command module keeps its heavy imports inside its commands: `wapipe --help` stays fast.
+app.command("demo")(demo_command)
+app.command("up")(up.up_command)
+app.command("report")(report.report_command)
+app.command("ingress")(ingress.ingress_command)
+app.add_typer(tenants.app, name="tenants")
+app.command("sandbox")(sandbox.sandbox_command)
+app.command("worker")(send.worker_command)
+app.add_typer(send.campaign_app, name="campaign")
+app.command("normalise")(normalise.normalise_command)
+app.command("sink")(sink.sink_command)
+app.add_typer(privacy.app, name="privacy")
+app.add_typer(media.app, name="media")
+app.add_typer(erp.app, name="erp")
 
 
-_register()
+def command_exists(command: Iterable[str]) -> bool:
+    """Is ``wapipe <command...>`` registered? Walks the click tree of the CLI, in-process."""
+    node = typer.main.get_command(app)
+    for part in command:
+        children = getattr(node, "commands", None)  # a group (typer vendors its own click)
+        if not isinstance(children, dict) or part not in children:
+            return False
+        node = children[part]
+    return True
 
 
 def main() -> None:

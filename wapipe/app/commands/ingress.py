@@ -15,7 +15,8 @@ def ingress_command(
 ) -> None:
     """Webhook ingress: verify, write to wa.webhook.raw, answer 200 only after Kafka acked."""
     from producers.ingress.server import serve
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
 
     settings = Settings()
     try:

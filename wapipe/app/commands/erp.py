@@ -22,7 +22,8 @@ def inbound_command() -> None:
     from processors.erp_inbound.links import CommandLinks
     from wapipe.avro import AvroSerde
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.wamids import WamidRefs

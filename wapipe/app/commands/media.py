@@ -21,7 +21,8 @@ def _fail(msg: str, code: int = 1) -> None:
 
 
 def _bootstrap(settings) -> str:
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
 
     try:
         return resolve_bootstrap(settings)

@@ -15,10 +15,10 @@ from typing import Literal
 
 from wapipe.config import Settings
 from wapipe.kafka_edge import KafkaEndpoint, check_access
-from wapipe.stack.docker import ContainerBroker, docker_engine_available
+from wapipe.app.stack.docker import ContainerBroker, docker_engine_available
 from wapipe.net import port_free
-from wapipe.stack.jvm import JvmBroker, ensure_jars, pid_alive, stop_pid
-from wapipe.stack.ready import wait_for_metadata
+from wapipe.app.stack.jvm import JvmBroker, ensure_jars, pid_alive, stop_pid
+from wapipe.app.stack.ready import wait_for_metadata
 
 Source = Literal["env", "docker", "jvm"]
 

@@ -36,7 +36,8 @@ def _read_secret(path: Path | None, what: str) -> str | None:
 
 def _service(actor: str = "operator:cli"):
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.tenants.service import TenantError, TenantService
 
     s = Settings()
@@ -61,16 +62,8 @@ def _run(fn):
         svc.close()
 
 
-def tenant_view(t) -> dict:
-    """What operators see: everything but the token (only whether there is one)."""
-    d = t.model_dump(mode="json", exclude={"token", "api_key_sha256"})
-    d["token"] = f"sealed ({t.token.key_id})" if t.token else None
-    d["api_key"] = "set" if t.api_key_sha256 else None
-    return d
-
-
 def _print_tenant(t, as_json: bool) -> None:
-    view = tenant_view(t)
+    view = t.operator_view()
     if as_json:
         console.print_json(json.dumps(view))
         return
@@ -116,7 +109,7 @@ def list_(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every tenant on wa.tenants."""
     tenants = _run(lambda svc: svc.registry.tenants())
     if as_json:
-        console.print_json(json.dumps([tenant_view(t) for t in tenants]))
+        console.print_json(json.dumps([t.operator_view() for t in tenants]))
         return
     table = Table("tenant", "status", "waba", "numbers", "limit/24h", "token", "updated")
     for t in tenants:
@@ -239,7 +232,8 @@ def follow_cmd() -> None:
     import threading
 
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.probe import serving_probe
     from wapipe.tenants.follow import GROUP as FOLLOW_GROUP
     from wapipe.tenants.follow import follow
@@ -348,7 +342,8 @@ def serve_cmd() -> None:
     import uvicorn
 
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.net import free_port
     from wapipe.tenants.api import create_app
 
@@ -387,7 +382,8 @@ def serve_cmd() -> None:
 def audit_cmd(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
     """The tenant's audit trail on wa.audit (onboarding steps, changes, webhooks applied, disconnect)."""
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.tenants.audit import read_audit
 
     s = Settings()

@@ -42,7 +42,7 @@ def dedicated_broker(folder: Path, **overrides) -> Iterator:
     topic applied, for a test that stops it and starts it again (``provider._jvm.stop()`` /
     ``.start()``: same ports, same data) without touching the session's broker. Yields the
     ``KafkaProvider``; stopped at the end, also on failure."""
-    from wapipe.stack.local import KafkaProvider
+    from wapipe.app.stack.local import KafkaProvider
     from wapipe.topics import admin_client, apply_topics
 
     s = make_settings(folder / "state", kafka_bootstrap_servers=None, **overrides)
@@ -57,7 +57,7 @@ def dedicated_broker(folder: Path, **overrides) -> Iterator:
 
 @pytest.fixture(scope="session")
 def kafka_provider(tmp_path_factory):
-    from wapipe.stack.local import KafkaProvider
+    from wapipe.app.stack.local import KafkaProvider
 
     state = tmp_path_factory.mktemp("stack")
     provider = KafkaProvider(make_settings(state), broker_overrides=FAST_CLEANER, data_dir=state / "kafka-data")

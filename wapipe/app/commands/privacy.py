@@ -26,7 +26,8 @@ def _fail(msg: str) -> None:
 
 def _service():
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.privacy.errors import PrivacyError
     from wapipe.privacy.service import PrivacyService
 
@@ -163,7 +164,8 @@ def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
 def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHouse erasure here (when no sink runs)")) -> None:
     """The request processor: drives every request to COMPLETED. SIGTERM stops it cleanly."""
     from wapipe.config import Settings
-    from wapipe.kafka import NoKafka, resolve_bootstrap
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.kafka_edge import NoKafka
     from wapipe.privacy.metrics import ErasureMetrics
     from wapipe.privacy.processor import PrivacyProcessor
     from wapipe.probe import serving_probe
@@ -205,7 +207,6 @@ def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHous
 @app.command("serve")
 def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, help="0: a free port")) -> None:
     """The admin HTTP API for privacy requests (tenant API key or the operator key)."""
-    from wapipe.privacy.api import serve_forever
     from wapipe.config import Settings
     from wapipe.kafka import NoKafka
     from wapipe.probe import serving_probe
@@ -214,6 +215,39 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, hel
     with serving_probe(Settings(), "privacy-serve", alive=lambda: None) as probe:
         probe.mark_ready()
         try:
-            serve_forever(host, port)
+            _serve_forever(host, port)
         except NoKafka as exc:  # no broker configured, or it refused our credentials
             _fail(str(exc))
+
+
+def _serve_forever(host: str, port: int) -> None:
+    import uvicorn
+
+    from wapipe.app.bootstrap import resolve_bootstrap
+    from wapipe.config import Settings
+    from wapipe.net import free_port
+    from wapipe.privacy.api import create_app
+    from wapipe.privacy.service import PrivacyService
+    from wapipe.tenants.registry import TenantRegistry
+
+    settings = Settings()
+    bootstrap = resolve_bootstrap(settings)
+    service = PrivacyService(settings, bootstrap).start()
+    tenants = TenantRegistry(settings, bootstrap).start()
+    tenants.wait_ready(60)
+
+    def reader():
+        from sinks.reader import open_reader
+
+        return open_reader(settings)
+
+    port = port or free_port()
+    config = uvicorn.Config(create_app(settings, service, tenants, reader_factory=reader), host=host, port=port,
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    print(f"READY http://{host}:{port}", flush=True)
+    try:
+        server.run()
+    finally:
+        tenants.close()
+        service.close()

@@ -1,0 +1,1 @@
+"""The commands of each area (``wapipe <area> ...``), registered by ``wapipe.app.cli``."""

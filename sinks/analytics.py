@@ -34,18 +34,6 @@ class ClientReader:
         pass
 
 
-def open_reader(settings) -> Reader:
-    """The SINK's reader (through the running sink's endpoint with the embedded default), or a
-    direct client when that module is not there."""
-    try:
-        from sinks.reader import open_reader as sink_reader
-    except ImportError:
-        from wapipe.clickhouse import clickhouse_client
-
-        return ClientReader(clickhouse_client(settings.clickhouse_dsn))
-    return sink_reader(settings)
-
-
 @dataclass(frozen=True)
 class Scope:
     """Which send commands a report covers. Empty fields: no restriction."""

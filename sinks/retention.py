@@ -10,6 +10,8 @@ from wapipe.config import Settings
 class TenantLookup(Protocol):
     def tenant(self, tenant_id: str) -> Any: ...
 
+    def tenants(self) -> list[Any]: ...
+
 
 class RetentionDays:
     def __init__(self, settings: Settings, tenants: TenantLookup | None = None) -> None:
@@ -27,7 +29,7 @@ class RetentionDays:
     def table(self, kind: str) -> tuple[list[str], list[int], int]:
         """(tenant ids, their days, the default) for ClickHouse's ``transform`` (the Avro pass-through)."""
         tenants, days = [], []
-        if self._tenants is not None and hasattr(self._tenants, "tenants"):
+        if self._tenants is not None:
             for t in self._tenants.tenants():
                 d = (getattr(t, "retention_days", None) or {}).get(kind)
                 if d:

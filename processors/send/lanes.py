@@ -16,14 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-TRANSACTIONAL = "TRANSACTIONAL"
-CAMPAIGN = "CAMPAIGN"
-
+from wapipe.messages.send import TRANSACTIONAL, SendCommand
 
 @dataclass(eq=False)
 class Job:
     key: str  # tenant_id/idempotency_key
-    cmd: dict  # the decoded SendCommand
+    cmd: SendCommand
     partition: int
     lane: str
     attempt: int = 0  # Graph calls already made for this key
@@ -38,11 +36,11 @@ class Job:
 
     @property
     def campaign(self) -> str:
-        return self.cmd.get("campaign_id") or ""
+        return self.cmd.campaign_id or ""
 
     @property
     def subject(self) -> str:
-        return self.cmd.get("subject_id") or ""
+        return self.cmd.subject_id
 
 
 @dataclass

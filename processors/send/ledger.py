@@ -35,12 +35,10 @@ from wapipe.edge.clients import aiokafka_reader
 from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
+from wapipe.messages.send import DONE, DispatchEntry
 
 logger = log.get_logger(__name__)
 
-DISPATCHING = "DISPATCHING"
-RETRY = "RETRY"
-DONE = "DONE"
 MAX_AHEAD = 10_000  # acknowledged writes held above a gap before the frontier stops following writes
 
 
@@ -53,24 +51,24 @@ class Entry:
     wamid: str | None = None
     not_before_ms: int | None = None
     at_ms: int = 0
-    record: dict | None = field(default=None, repr=False, compare=False)  # the DispatchEntry as written
+    record: DispatchEntry | None = field(default=None, repr=False, compare=False)  # as written
 
     @classmethod
-    def from_record(cls, r: dict) -> "Entry":
-        nb = r.get("not_before")
-        return cls(r["state"], r.get("attempts") or 0, r["command_id"], r.get("outcome"), r.get("wamid"),
-                   int(nb.timestamp() * 1000) if nb else None, int(r["at"].timestamp() * 1000), r)
+    def from_record(cls, r: DispatchEntry) -> "Entry":
+        nb = r.not_before
+        return cls(r.state, r.attempts, r.command_id, r.outcome, r.wamid,
+                   int(nb.timestamp() * 1000) if nb else None, int(r.at.timestamp() * 1000), r)
 
 
-def tier_send(r: dict) -> TierSend | None:
+def tier_send(r: DispatchEntry) -> TierSend | None:
     """An accepted business-initiated (template) send: the messaging tier counts it for 24 h."""
-    if r.get("state") == DONE and r.get("outcome") == "ACCEPTED" and r.get("template"):
-        return TierSend(int(r["at"].timestamp() * 1000), r["tenant_id"], r.get("subject_id") or "")
+    if r.state == DONE and r.outcome == "ACCEPTED" and r.template:
+        return TierSend(int(r.at.timestamp() * 1000), r.tenant_id, r.subject_id)
     return None
 
 
-def is_unknown(r: dict) -> bool:
-    return r.get("state") == DONE and r.get("outcome") == "UNKNOWN"
+def is_unknown(r: DispatchEntry) -> bool:
+    return r.state == DONE and r.outcome == "UNKNOWN"
 
 
 @dataclass(frozen=True)
@@ -161,7 +159,9 @@ class Ledger:
     from the topic at each load and by this worker's own acknowledged writes."""
 
     def __init__(self, store: LedgerStore, serde: AvroSerde, write: Writer, reader: TopicReader, *,
-                 topic: str, write_many: Callable[[list], Awaitable[list]] | None = None) -> None:
+                 topic: str, write_many: Callable[[list], Awaitable[list]] | None = None,
+                 on_tier: Callable[[int, TierSend], None] | None = None,
+                 on_unknown: Callable[[int, DispatchEntry], None] | None = None) -> None:
         self.store = store
         self._write_many = write_many
         self.serde = serde
@@ -170,8 +170,8 @@ class Ledger:
         self._reader = reader
         # What a load hands over: the last 24 h of accepted template sends (to the tier budget)
         # and the UNKNOWN entries (to the reconciler), with the partition.
-        self.on_tier: Callable[[int, TierSend], None] | None = None
-        self.on_unknown: Callable[[int, dict], None] | None = None
+        self.on_tier = on_tier
+        self.on_unknown = on_unknown
         self._bound = False
         self._bind_lock = asyncio.Lock()
         self._loaded: set[int] = set()  # loaded since their last unload: what get() answers for
@@ -259,7 +259,7 @@ class Ledger:
         return read, end
 
     def _apply(self, partition: int, offset: int | None, key: str, value: bytes | None,
-               record: dict | None = None) -> None:
+               record: DispatchEntry | None = None) -> None:
         if value is not None and record is None:
             record = self._decode(value, partition=partition, offset=offset)
             if record is None:
@@ -267,9 +267,9 @@ class Ledger:
         self.store.apply(partition, offset, key, value, tier=tier_send(record) if record else None,
                          unknown=bool(record) and is_unknown(record))
 
-    def _decode(self, value: bytes, *, partition: int, offset: int | None) -> dict | None:
+    def _decode(self, value: bytes, *, partition: int, offset: int | None) -> DispatchEntry | None:
         try:
-            return self.serde.decode(value, LEDGER)
+            return DispatchEntry.from_avro(self.serde.decode(value, LEDGER))
         except SerdeError as exc:  # never guess about a ledger entry we cannot read
             logger.error("ledger.unreadable", partition=partition, offset=offset, error=str(exc))
             return None
@@ -296,21 +296,21 @@ class Ledger:
         self._front.pop(partition, None)
         self._ahead.pop(partition, None)
 
-    async def record(self, key: str, partition: int, record: dict) -> Entry:
-        """Write ``record`` (a DispatchEntry) and wait for the broker's acknowledgement."""
-        value = self.serde.encode(LEDGER, record, topic=self.topic)
+    async def record(self, key: str, partition: int, record: DispatchEntry) -> Entry:
+        """Write ``record`` and wait for the broker's acknowledgement."""
+        value = self.serde.encode(LEDGER, record.to_avro(), topic=self.topic)
         offset = await self._write(key, partition, value)
         self._apply(partition, offset, key, value, record)
         if offset is not None:
             self._advance(partition, offset)
         return Entry.from_record(record)
 
-    async def record_many(self, items: list[tuple[str, int, dict]], extra: list | None = None) -> list:
+    async def record_many(self, items: list[tuple[str, int, DispatchEntry]], extra: list | None = None) -> list:
         """Write several entries (key, partition, DispatchEntry) — and ``extra`` records for other
         topics (the results), in the same batch — and wait once for the broker to acknowledge them
         all. Returns the deliveries of ``extra``. Needs a batch writer (``write_many``)."""
         assert self._write_many is not None, "a Ledger built without write_many writes one entry at a time"
-        values = [self.serde.encode(LEDGER, record, topic=self.topic) for _, _, record in items]
+        values = [self.serde.encode(LEDGER, record.to_avro(), topic=self.topic) for _, _, record in items]
         records = [(self.topic, v, key.encode(), None, partition) for (key, partition, _), v in zip(items, values)]
         delivered = await self._write_many(records + list(extra or ()))
         touched: set[int] = set()

@@ -1,6 +1,6 @@
 """The send worker's figures for Prometheus, read from the dispatcher when scraped.
 
-The send path only bumps plain counters (``dispatcher.Stats``); this collector turns them, the
+The send path only bumps plain counters (``stats.Stats``); this collector turns them, the
 pacers and the number queues into metric families at scrape time, so measuring costs the hot path
 nothing beyond a dict increment. Names (all per worker process):
 
@@ -64,10 +64,9 @@ class DispatchMetrics:
         for number, n in dict(st.throttled_by_number).items():
             throttled.add_metric([number], n)
         now = time.monotonic()
-        for number, pacer in dict(d.pacers).items():
-            limits.add_metric([number], pacer.limit)
-            window.add_metric([number], pacer.window_now(now))
-        for number, q in dict(d.queues).items():
-            depth.add_metric([number], q.size)
+        for number, n in dict(d.numbers.by_id).items():
+            limits.add_metric([number], n.pacer.limit)
+            window.add_metric([number], n.pacer.window_now(now))
+            depth.add_metric([number], n.queue.size)
         ledger.add_metric([], count_value=st.ledger_writes, sum_value=st.ledger_write_s)
         return fams

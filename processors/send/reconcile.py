@@ -28,12 +28,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
 from processors.send.views import cancel
+from wapipe.messages.send import DispatchEntry, SendResult
 from wapipe import log
 
 logger = log.get_logger(__name__)
@@ -41,7 +41,7 @@ logger = log.get_logger(__name__)
 ACCEPTED_STATUSES = frozenset({"sent", "delivered", "read", "played"})
 REASON = "reconciled from status webhook"
 
-Emit = Callable[..., Awaitable[None]]  # (cmd, outcome, **SendResult fields) -> acknowledged
+Emit = Callable[[SendResult], Awaitable[None]]  # produce one result, acknowledged
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,28 @@ class Status:
                    err.get("code"), err.get("title") or err.get("message"), seen)
 
 
+class Unknowns:
+    """The keys the reconciler is to look at: an UNKNOWN just recorded (``add``) or found by a
+    ledger load (``loaded``, the ledger's hook), with the instant each was first seen."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.since: dict[str, float] = {}
+
+    def add(self, key: str) -> None:
+        self.since.setdefault(key, time.monotonic())
+        self.queue.put_nowait(key)
+
+    def loaded(self, partition: int, record: DispatchEntry) -> None:  # noqa: ARG002 - the ledger's hook shape
+        if record.state == DONE and record.outcome == str(R.Outcome.UNKNOWN):
+            self.add(record.key)
+
+
 class Reconciler:
     def __init__(self, ledger: Ledger, emit: Emit, *, memory_s: float, unknown_timeout_s: float,
-                 max_remembered: int = 200_000, wamid_ref: Callable[[str], str] | None = None) -> None:
+                 unknowns: Unknowns | None = None, max_remembered: int = 200_000,
+                 wamid_ref: Callable[[str], str] | None = None) -> None:
+        """``unknowns``: shared with the ledger (its load hook) and the outcomes (a new UNKNOWN)."""
         self.ledger = ledger
         # Statuses carry the wamid's keyed ref already (the normaliser's); one from an older
         # normaliser still carrying a wamid is turned into its ref before it is written anywhere.
@@ -83,8 +102,9 @@ class Reconciler:
         self.unknown_timeout_s = unknown_timeout_s
         self.max_remembered = max_remembered
         self._recent: OrderedDict[str, Status] = OrderedDict()  # key -> best status seen
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._unknown_since: dict[str, float] = {}
+        self.unknowns = unknowns or Unknowns()
+        self._queue = self.unknowns.queue
+        self._unknown_since = self.unknowns.since
         self._task: asyncio.Task | None = None
         self.reconciled = 0
 
@@ -104,14 +124,8 @@ class Reconciler:
         self._queue.put_nowait(st.key)
 
     def on_unknown(self, key: str) -> None:
-        """The dispatcher recorded UNKNOWN for ``key`` (a status may have arrived already)."""
-        self._unknown_since.setdefault(key, time.monotonic())
-        self._queue.put_nowait(key)
-
-    def on_loaded(self, partition: int, record: dict) -> None:
-        """Ledger load hook: an UNKNOWN this worker now owns."""
-        if record.get("state") == DONE and record.get("outcome") == str(R.Outcome.UNKNOWN):
-            self.on_unknown(R.dedup_key(record["tenant_id"], record["idempotency_key"]))
+        """UNKNOWN was recorded for ``key`` (a status may have arrived already)."""
+        self.unknowns.add(key)
 
     # --- the loop ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,14 +178,11 @@ class Reconciler:
         if entry is None or entry.state != DONE or entry.outcome != str(R.Outcome.UNKNOWN):
             return False
         partition = self.ledger.partition_of(key)
-        rec: dict[str, Any] = dict(entry.record or {})
-        if partition is None or not rec:
+        rec = entry.record
+        if partition is None or rec is None:
             return False
-        tenant_id, _, idem = key.partition("/")
-        cmd = {"tenant_id": tenant_id, "idempotency_key": idem, "command_id": entry.command_id,
-               "phone_number_id": rec.get("phone_number_id") or st.phone_number_id,
-               "subject_id": rec.get("subject_id") or st.subject_id or "", "campaign_id": rec.get("campaign_id"),
-               "lane": "CAMPAIGN" if rec.get("campaign_id") else "TRANSACTIONAL"}
+        rec = replace(rec, phone_number_id=rec.phone_number_id or st.phone_number_id,
+                      subject_id=rec.subject_id or st.subject_id or "")
         wamid = (self.wamid_ref(st.wamid) if self.wamid_ref else st.wamid) or None
         if st.status == "failed":
             outcome, kw = R.Outcome.FAILED, dict(error_code=st.error_code, wamid=wamid,
@@ -183,10 +194,11 @@ class Reconciler:
         # (a second identical result), where the other order could settle it without any result.
         # Once the ledger says DONE, a second status (or a replay) finds the key settled.
         at = R.now_utc()
-        await self._emit(cmd, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN), at=at, **kw)
-        done = {**rec, "state": DONE, "outcome": str(outcome), "wamid": kw.get("wamid"),
-                "message_status": kw.get("message_status"), "error_code": kw.get("error_code"), "error_subcode": None,
-                "at": at}
+        await self._emit(R.result(rec, outcome, attempts=entry.attempts, original_outcome=str(R.Outcome.UNKNOWN),
+                                  at=at, **kw))
+        done = replace(rec, state=DONE, outcome=str(outcome), wamid=kw.get("wamid"),
+                       message_status=kw.get("message_status"), error_code=kw.get("error_code"), error_subcode=None,
+                       at=at)
         await self.ledger.record(key, partition, done)
         self._unknown_since.pop(key, None)
         self.reconciled += 1

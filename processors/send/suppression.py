@@ -23,7 +23,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from processors.send.records import Outcome, is_template
+from wapipe.messages.send import Outcome, SendCommand
 
 MARKETING = "MARKETING"
 # What the ERP reads in SendResult.reason_code when a marketing send was refused for an opt-out.
@@ -58,12 +58,12 @@ def _ms(v: Any) -> int:
     return int(v)
 
 
-def decide(cmd: dict, category: str | None, entry: Entry | None) -> Refusal | None:
+def decide(cmd: SendCommand, category: str | None, entry: Entry | None) -> Refusal | None:
     """Pure: may ``cmd`` (a decoded SendCommand of template ``category``, None for a session message)
     go to a subject whose preference is ``entry``? None when it may."""
     if entry is None or not entry.suppressed:
         return None
-    if not is_template(cmd) or (category or "").upper() != MARKETING:
+    if not cmd.is_template or (category or "").upper() != MARKETING:
         return None
     return Refusal(Outcome.REJECTED,
                    f"the recipient stopped marketing messages from this business ({entry.source}); "
@@ -71,16 +71,16 @@ def decide(cmd: dict, category: str | None, entry: Entry | None) -> Refusal | No
                    "templates still are)")
 
 
-def category_of(cmd: dict, registry: Registry) -> str | None:
+def category_of(cmd: SendCommand, registry: Registry) -> str | None:
     """The template's category as the tenant registry holds it (Meta's), None for a session message
     or a template the registry does not know (validation refuses that one anyway)."""
-    if not is_template(cmd) or not cmd.get("template"):
+    ref = cmd.template
+    if ref is None:
         return None
-    tenant = registry.tenant(cmd["tenant_id"])
+    tenant = registry.tenant(cmd.tenant_id)
     if tenant is None:
         return None
-    ref = cmd["template"]
-    tpl = registry.template(getattr(tenant, "waba_id", None) or "", ref["name"], ref["language"])
+    tpl = registry.template(getattr(tenant, "waba_id", None) or "", ref.name, ref.language)
     return None if tpl is None else str(getattr(tpl, "category", "") or "").upper() or None
 
 
@@ -111,13 +111,13 @@ class SuppressionList:
         e = self.entry(tenant_id, subject_id)
         return e is not None and e.suppressed
 
-    def refusal(self, cmd: dict, registry: Registry) -> Refusal | None:
+    def refusal(self, cmd: SendCommand, registry: Registry) -> Refusal | None:
         """The hook's one call: ``decide`` for this command, looked up in its own tenant. A command
         naming the recipient by number and by BSUID has two subjects (``subject_id``,
         ``user_subject_id``): the latest entry of either is the person's choice."""
-        tenant = cmd.get("tenant_id") or ""
-        entry = self.entry(tenant, cmd.get("subject_id") or "")
-        other = cmd.get("user_subject_id")
+        tenant = cmd.tenant_id
+        entry = self.entry(tenant, cmd.subject_id)
+        other = cmd.user_subject_id
         if other and (e2 := self.entry(tenant, other)) is not None and (entry is None or e2.at_ms > entry.at_ms):
             entry = e2
         if entry is None or not entry.suppressed:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from processors.send.records import Outcome, is_template, ms, user_subjects
+from processors.send.records import ms
+from wapipe.messages.send import Outcome, SendCommand
 
 _SUBJECT = re.compile(r"[0-9a-f]{32}")  # wapipe.privacy.subjects.subject_id
 
@@ -38,49 +39,49 @@ class Refusal:
 WindowLookup = Callable[[str, str], "int | None"]  # (phone_number_id, subject_id) -> last inbound ms
 
 
-def validate(cmd: dict, registry: Registry, *, now_ms: int, last_inbound: WindowLookup,
+def validate(cmd: SendCommand, registry: Registry, *, now_ms: int, last_inbound: WindowLookup,
              window_s: int = 24 * 3600, is_restricted: Callable[[str], bool] | None = None) -> Refusal | None:
     """``None`` when ``cmd`` may be sent now, else why not."""
     for field in ("tenant_id", "idempotency_key", "phone_number_id", "subject_id", "command_id"):
-        if not cmd.get(field):
+        if not getattr(cmd, field):
             return Refusal(Outcome.REJECTED, f"{field} is empty")
-    other = cmd.get("user_subject_id")
+    other = cmd.user_subject_id
     if other is not None and not _SUBJECT.fullmatch(other):
         return Refusal(Outcome.REJECTED, "user_subject_id is not a subject id (32 hex digits from the SDK)")
-    valid_until = ms(cmd.get("valid_until"))
+    valid_until = ms(cmd.valid_until)
     if valid_until is not None and now_ms > valid_until:
         return Refusal(Outcome.EXPIRED, f"valid_until passed {(now_ms - valid_until) / 1000:.1f}s ago")
 
-    tenant = registry.tenant(cmd["tenant_id"])
+    tenant = registry.tenant(cmd.tenant_id)
     if tenant is None:
-        return Refusal(Outcome.REJECTED, f"unknown tenant {cmd['tenant_id']!r}")
+        return Refusal(Outcome.REJECTED, f"unknown tenant {cmd.tenant_id!r}")
     status = str(getattr(tenant, "status", ""))
     if status != "ACTIVE":
-        return Refusal(Outcome.REJECTED, f"tenant {cmd['tenant_id']!r} is {status or 'not active'}, not ACTIVE")
-    number = tenant.number(cmd["phone_number_id"])
+        return Refusal(Outcome.REJECTED, f"tenant {cmd.tenant_id!r} is {status or 'not active'}, not ACTIVE")
+    number = tenant.number(cmd.phone_number_id)
     if number is None:
         return Refusal(Outcome.REJECTED,
-                       f"phone number {cmd['phone_number_id']!r} does not belong to tenant {cmd['tenant_id']!r}")
+                       f"phone number {cmd.phone_number_id!r} does not belong to tenant {cmd.tenant_id!r}")
     if str(getattr(number, "status", "")).upper() in _DEAD_NUMBER_STATES:
-        return Refusal(Outcome.REJECTED, f"phone number {cmd['phone_number_id']!r} is {number.status}")
+        return Refusal(Outcome.REJECTED, f"phone number {cmd.phone_number_id!r} is {number.status}")
     if getattr(tenant, "token", True) is None:
-        return Refusal(Outcome.REJECTED, f"tenant {cmd['tenant_id']!r} has no Graph API token")
+        return Refusal(Outcome.REJECTED, f"tenant {cmd.tenant_id!r} has no Graph API token")
 
-    if is_template(cmd):
-        ref = cmd.get("template")
+    if cmd.is_template:
+        ref = cmd.template
         if ref is None:
             return Refusal(Outcome.REJECTED, "a TEMPLATE command without a template reference")
-        tpl = registry.template(tenant.waba_id or "", ref["name"], ref["language"])
+        tpl = registry.template(tenant.waba_id or "", ref.name, ref.language)
         if tpl is None:
-            return Refusal(Outcome.REJECTED, f"template {ref['name']!r} ({ref['language']}) is not known for this account")
+            return Refusal(Outcome.REJECTED, f"template {ref.name!r} ({ref.language}) is not known for this account")
         if tpl.status != "APPROVED":
-            return Refusal(Outcome.REJECTED, f"template {ref['name']!r} ({ref['language']}) is {tpl.status}, not APPROVED")
-        have = int(ref.get("parameter_count") or 0)
+            return Refusal(Outcome.REJECTED, f"template {ref.name!r} ({ref.language}) is {tpl.status}, not APPROVED")
+        have = ref.parameter_count
         if have != tpl.body_parameter_count:
-            return Refusal(Outcome.REJECTED, f"template {ref['name']!r} takes {tpl.body_parameter_count} body "
+            return Refusal(Outcome.REJECTED, f"template {ref.name!r} takes {tpl.body_parameter_count} body "
                                              f"parameter(s), the command has {have}")
     else:
-        seen = [t for t in (last_inbound(cmd["phone_number_id"], s) for s in user_subjects(cmd)) if t is not None]
+        seen = [t for t in (last_inbound(cmd.phone_number_id, s) for s in cmd.subjects) if t is not None]
         last = max(seen) if seen else None
         if last is None:
             return Refusal(Outcome.REJECTED, "session message but the recipient never wrote to this number "
@@ -89,6 +90,6 @@ def validate(cmd: dict, registry: Registry, *, now_ms: int, last_inbound: Window
             return Refusal(Outcome.REJECTED, f"session message outside the 24 h customer-service window "
                                              f"(last inbound {(now_ms - last) / 3600_000:.1f} h ago); send a template")
 
-    if is_restricted is not None and any(is_restricted(s) for s in user_subjects(cmd)):
+    if is_restricted is not None and any(is_restricted(s) for s in cmd.subjects):
         return Refusal(Outcome.REJECTED, "the recipient restricted the processing of their data")
     return None

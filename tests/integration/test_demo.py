@@ -13,18 +13,9 @@ import time
 
 import pytest
 
-from wapipe.app.services import command_exists
 from wapipe.app.stack.jvm import pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-REQUIRED = [("sandbox",), ("ingress",), ("worker",), ("normalise",), ("sink",)]
-
-
-def _require_services() -> None:
-    missing = [" ".join(c) for c in REQUIRED if not command_exists(c)]
-    if missing:
-        pytest.skip(f"not landed yet: wapipe {', wapipe '.join(missing)}")
 
 
 def demo_env(tmp_path, kafka, unique) -> dict[str, str]:
@@ -62,7 +53,6 @@ def assert_all_stopped(summary: dict) -> None:
 
 
 def test_demo_small_workload_report_equals_sandbox(tmp_path, topics, unique):
-    _require_services()
     env = demo_env(tmp_path, topics, unique)
     cmd = [sys.executable, "-m", "wapipe", "demo", "--messages", "300", "--transactional", "30", "--invalid", "6",
            "--failing", "6", "--duplicates", "4", "--timeout", "240"]
@@ -98,7 +88,6 @@ def test_demo_small_workload_report_equals_sandbox(tmp_path, topics, unique):
 
 
 def test_demo_stopped_midway_leaves_nothing_running(tmp_path, topics, unique):
-    _require_services()
     env = demo_env(tmp_path, topics, unique)
     cmd = [sys.executable, "-m", "wapipe", "demo", "--messages", "3000", "--timeout", "300"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

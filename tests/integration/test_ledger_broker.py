@@ -12,7 +12,9 @@ from aiokafka import AIOKafkaProducer
 from confluent_kafka.admin import NewTopic
 
 from processors.send import records as R
-from processors.send.ledger import DISPATCHING, DONE, KafkaLedgerReader, Ledger
+from tests.unit.commands import command
+from wapipe.messages.send import DISPATCHING, DONE, DispatchEntry
+from processors.send.ledger import KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
 from wapipe.avro import AvroSerde
 from wapipe.edge.clients import admin_client
@@ -37,9 +39,8 @@ class CountingReader(KafkaLedgerReader):
         return await super().read(partition, start, counting)
 
 
-def entry(key: str, state: str = DONE) -> dict:
-    cmd = {"tenant_id": "t1", "idempotency_key": key, "command_id": f"c-{key}", "phone_number_id": "391",
-           "subject_id": "s", "template": None}
+def entry(key: str, state: str = DONE) -> DispatchEntry:
+    cmd = command(tenant_id="t1", idempotency_key=key, command_id=f"c-{key}", phone_number_id="391", subject_id="s")
     return R.ledger_entry(cmd, state, attempts=1, outcome="ACCEPTED" if state == DONE else None)
 
 
@@ -86,7 +87,7 @@ def test_a_restart_reads_only_the_records_after_its_frontier_and_a_new_topic_emp
         # another owner (after a rebalance) writes to the partition; this worker does not hold it now
         ledger.unload(0)
         for key, state in (("k1", DISPATCHING), ("other", DONE)):
-            await (await producer.send(topic, SERDE.encode(R.LEDGER, entry(key, state)), key=f"t1/{key}".encode(),
+            await (await producer.send(topic, SERDE.encode(R.LEDGER, entry(key, state).to_avro()), key=f"t1/{key}".encode(),
                                        partition=0))
 
     r1 = asyncio.run(session(bootstrap, topic, store_dir, first))
@@ -106,7 +107,7 @@ def test_a_restart_reads_only_the_records_after_its_frontier_and_a_new_topic_emp
     async def recreated(ledger: Ledger, producer) -> None:
         # more records than the old frontier (82): only the topic's id tells the store is stale
         for i in range(90):
-            await producer.send(topic, SERDE.encode(R.LEDGER, entry(f"n{i}")), key=f"t1/n{i}".encode(), partition=0)
+            await producer.send(topic, SERDE.encode(R.LEDGER, entry(f"n{i}").to_avro()), key=f"t1/n{i}".encode(), partition=0)
         await producer.flush()
         await ledger.ensure_loaded(0)
         assert ledger.get("t1/k0") is None and ledger.get("t1/other") is None

@@ -65,8 +65,8 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     replay finds DONE with the same command_id: the result is answered again from the ledger
     (outcome, wamid, Meta's codes, decided_at), and nothing is sent again."""
     from processors.send import records as R
-    from processors.send.ledger import DONE
     from wapipe.avro import AvroSerde
+    from wapipe.messages.send import DONE, SendCommand
     from wapipe.edge.clients import producer as make_producer
     from wapipe.topics import SEND_LEDGER
 
@@ -82,9 +82,9 @@ def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_
     decided = R.now_utc().replace(microsecond=0) - dt.timedelta(seconds=5)
     for cmd, kw in ((ok, dict(outcome="ACCEPTED", wamid="wamid.before-the-crash", message_status="accepted")),
                     (bad, dict(outcome="FAILED", error_code=131026, error_subcode=2494010))):
-        entry = R.ledger_entry(cmd, DONE, attempts=1, at=decided, **kw)
-        p.produce(SEND_LEDGER, key=R.command_key(cmd).encode(), partition=partition,
-                  value=serde.encode(R.LEDGER, entry, topic=SEND_LEDGER))
+        entry = R.ledger_entry(SendCommand.from_avro(cmd), DONE, attempts=1, at=decided, **kw)
+        p.produce(SEND_LEDGER, key=entry.key.encode(), partition=partition,
+                  value=serde.encode(R.LEDGER, entry.to_avro(), topic=SEND_LEDGER))
     assert p.flush(10) == 0
     w.erp.publish([ok, bad])  # the commands, as the restarted worker reads them again
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from wapipe.config import REPO_ROOT, Settings
-from wapipe.app.services import command_exists
+from wapipe.app.cli import command_exists
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict = COMPOSE["services"]

@@ -16,6 +16,7 @@ from connectors.meta.messages import TemplateMessage, TextMessage, addressed
 from connectors.meta.sandbox.graph_errors import GraphError
 from connectors.meta.sandbox.validate import parse_send
 from processors.send.records import Outcome, graph_body
+from tests.unit.commands import command
 from producers.erp import Routing
 from producers.erp.commands import build_command, template, text
 from tests.unit.test_send_validate import REG, NOW
@@ -109,7 +110,7 @@ def test_a_v2_command_is_read_as_v3_without_a_bsuid():
 def _cmd(**kw):
     base = {"command_id": "c1", "tenant_id": "acme", "idempotency_key": "k", "phone_number_id": "111",
             "subject_id": "a" * 32, "kind": "TEXT", "template": None, "valid_until": None}
-    return base | kw
+    return command(**(base | kw))
 
 
 def test_the_window_is_open_when_the_person_wrote_under_either_subject():

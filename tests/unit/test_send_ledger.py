@@ -5,28 +5,31 @@ the real RocksDB one (tests/integration/test_ledger_broker.py runs the same agai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 
 import pytest
 
 from processors.send import records as R
-from processors.send.ledger import DISPATCHING, DONE, Ledger
+from processors.send.ledger import Ledger
 from processors.send.ledger_store import LedgerStore
+from tests.unit.commands import command
 from tests.unit.ledger_topic import ListTopic
+from wapipe.messages.send import DISPATCHING, DONE, DispatchEntry
 from wapipe.avro import AvroSerde
 
 SERDE = AvroSerde()
 
 
 def entry(key: str, state: str = DONE, outcome: str | None = "ACCEPTED", template: bool = True,
-          at: dt.datetime | None = None) -> dict:
-    cmd = {"tenant_id": "t1", "idempotency_key": key, "command_id": f"c-{key}", "phone_number_id": "391",
-           "subject_id": f"s-{key}", "template": {"name": "x"} if template else None}
+          at: dt.datetime | None = None) -> DispatchEntry:
+    cmd = command(tenant_id="t1", idempotency_key=key, command_id=f"c-{key}", phone_number_id="391",
+                  subject_id=f"s-{key}", template={"name": "x", "language": "en"} if template else None)
     return R.ledger_entry(cmd, state, attempts=1, outcome=outcome, at=at)
 
 
-def put(topic: ListTopic, partition: int, key: str, record: dict) -> None:
-    topic.append(partition, f"t1/{key}", SERDE.encode(R.LEDGER, record))
+def put(topic: ListTopic, partition: int, key: str, record: DispatchEntry) -> None:
+    topic.append(partition, f"t1/{key}", SERDE.encode(R.LEDGER, record.to_avro()))
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def open_ledger(store_dir, topic: ListTopic, loaded: list | None = None) -> Ledg
     ledger = Ledger(LedgerStore(store_dir, ttl_s=3600), SERDE, topic.write, topic, topic="wa.send.ledger")
     if loaded is not None:
         ledger.on_tier = lambda p, send: loaded.append(("tier", p, send.tenant, send.subject))
-        ledger.on_unknown = lambda p, r: loaded.append(("unknown", p, r["idempotency_key"]))
+        ledger.on_unknown = lambda p, r: loaded.append(("unknown", p, r.idempotency_key))
     return ledger
 
 
@@ -171,7 +174,7 @@ def test_a_load_hands_over_the_last_days_template_sends_and_the_unknowns(store_d
         await first.ensure_loaded(0)
         assert sorted(loaded) == [("tier", 0, "t1", "s-later"), ("tier", 0, "t1", "s-recent"), ("unknown", 0, "unknown")]
         # the reconciler settles the unknown; a restart hands over the same sends, not the settled key
-        await first.record("t1/unknown", 0, {**entry("unknown"), "template": False})
+        await first.record("t1/unknown", 0, dataclasses.replace(entry("unknown"), template=False))
         first.store.close()
         loaded.clear()
         again = open_ledger(store_dir, topic, loaded)

@@ -7,7 +7,9 @@ import random
 
 import pytest
 
-from processors.send.lanes import CAMPAIGN, TRANSACTIONAL, Job, NumberQueue
+from tests.unit.commands import command
+from processors.send.lanes import Job, NumberQueue
+from wapipe.messages.send import CAMPAIGN, TRANSACTIONAL
 from processors.send.pacing import NumberPacer, PairLimiter, TierBudget
 
 
@@ -99,8 +101,8 @@ def test_tier_budget_counts_unique_recipients_per_24h():
 
 
 def _job(i, lane=CAMPAIGN, campaign="c1"):
-    return Job(key=f"t/{i}", cmd={"campaign_id": campaign if lane == CAMPAIGN else None, "subject_id": f"s{i}"},
-               partition=0, lane=lane)
+    return Job(key=f"t/{i}", cmd=command(campaign_id=campaign if lane == CAMPAIGN else None, subject_id=f"s{i}",
+                                         lane=lane), partition=0, lane=lane)
 
 
 def test_transactional_lane_first_and_campaigns_round_robin_and_pause():

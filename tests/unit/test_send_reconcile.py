@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 
 from processors.send import records as R
-from processors.send.ledger import DONE, Ledger
+from processors.send.ledger import Ledger
 from processors.send.ledger_store import LedgerStore
 from processors.send.reconcile import Reconciler
+from tests.unit.commands import command
 from tests.unit.ledger_topic import ListTopic
+from wapipe.messages.send import DONE, SendCommand, SendResult
 from wapipe.avro import AvroSerde
 
 
-def _cmd(key: str) -> dict:
-    return {"tenant_id": "t1", "idempotency_key": key, "command_id": f"c-{key}", "phone_number_id": "391",
-            "subject_id": "s", "campaign_id": "camp", "lane": "CAMPAIGN"}
+def _cmd(key: str) -> SendCommand:
+    return command(tenant_id="t1", idempotency_key=key, command_id=f"c-{key}", phone_number_id="391",
+                   subject_id="s", campaign_id="camp", lane="CAMPAIGN")
 
 
 def _status(key: str | None, status: str, wamid: str = "wamid.X", tenant: str = "t1", code: int | None = None) -> dict:
@@ -32,7 +34,7 @@ def _status(key: str | None, status: str, wamid: str = "wamid.X", tenant: str = 
 class World:
     def __init__(self) -> None:
         self.writes: list[tuple[str, int, dict]] = []
-        self.results: list[tuple[dict, R.Outcome, dict]] = []
+        self.results: list[SendResult] = []
 
         self.topic = ListTopic()
 
@@ -42,10 +44,10 @@ class World:
 
         self.emit_fails = False
 
-        async def emit(cmd: dict, outcome: R.Outcome, **kw) -> None:
+        async def emit(result: SendResult) -> None:
             if self.emit_fails:
                 raise RuntimeError("wa.send.results not acknowledged")
-            self.results.append((cmd, outcome, kw))
+            self.results.append(result)
 
         self._dir = tempfile.TemporaryDirectory()  # the ledger's store, removed with the World
         self.ledger = Ledger(LedgerStore(Path(self._dir.name), ttl_s=3600), AvroSerde(), write, self.topic,
@@ -68,9 +70,9 @@ def test_sent_reconciles_once_and_settles_the_ledger() -> None:
         for s in ("sent", "sent", "delivered", "failed", "read"):
             w.rec.on_status(_status("t1/a", s))
         await w.drain()
-        assert [(o, kw["wamid"]) for _, o, kw in w.results] == [(R.Outcome.ACCEPTED, "wamid.X")]
-        cmd, _, kw = w.results[0]
-        assert cmd["campaign_id"] == "camp" and kw["original_outcome"] == "UNKNOWN"
+        assert [(r.outcome, r.wamid) for r in w.results] == [(R.Outcome.ACCEPTED, "wamid.X")]
+        r = w.results[0]
+        assert r.campaign_id == "camp" and r.lane == "CAMPAIGN" and r.original_outcome == "UNKNOWN"
         entry = w.ledger.get("t1/a")
         assert (entry.state, entry.outcome, entry.wamid) == (DONE, "ACCEPTED", "wamid.X")
         assert w.writes[-1][1] == 3  # the key's own ledger partition
@@ -84,7 +86,7 @@ def test_failed_status_gives_failed_with_metas_code() -> None:
         await w.unknown("f")
         w.rec.on_status(_status("t1/f", "failed", code=131026))
         await w.drain()
-        assert [(o, kw["error_code"]) for _, o, kw in w.results] == [(R.Outcome.FAILED, 131026)]
+        assert [(r.outcome, r.error_code) for r in w.results] == [(R.Outcome.FAILED, 131026)]
 
     asyncio.run(run())
 
@@ -102,7 +104,7 @@ def test_a_result_that_could_not_be_written_leaves_the_key_unknown_for_another_t
         assert w.ledger.get("t1/x").outcome == "UNKNOWN" and w.ledger.holds_unknown("t1/x")
         w.emit_fails = False
         assert await w.rec.reconcile("t1/x")
-        assert [(o, kw["wamid"]) for _, o, kw in w.results] == [(R.Outcome.ACCEPTED, "wamid.X")]
+        assert [(r.outcome, r.wamid) for r in w.results] == [(R.Outcome.ACCEPTED, "wamid.X")]
         assert w.ledger.get("t1/x").outcome == "ACCEPTED"
 
     asyncio.run(run())
@@ -117,7 +119,7 @@ def test_a_status_before_the_unknown_is_remembered() -> None:
         await w.unknown("early")
         w.rec.on_unknown("t1/early")
         await w.drain()
-        assert [o for _, o, _ in w.results] == [R.Outcome.ACCEPTED]
+        assert [r.outcome for r in w.results] == [R.Outcome.ACCEPTED]
 
     asyncio.run(run())
 
@@ -148,6 +150,6 @@ def test_a_key_of_a_revoked_partition_is_left_to_its_next_owner() -> None:
         assert not w.results and len(w.writes) == 1  # only the UNKNOWN itself
         await w.ledger.ensure_loaded(3)  # assigned back: held again, the remembered status settles it
         await w.rec.reconcile("t1/r")
-        assert [o for _, o, _ in w.results] == [R.Outcome.ACCEPTED]
+        assert [r.outcome for r in w.results] == [R.Outcome.ACCEPTED]
 
     asyncio.run(run())

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.send.records import Outcome
+from tests.unit.commands import command
+from wapipe.messages.send import SendCommand
 from processors.send.suppression import REASON_CODE, Entry, SuppressionList, category_of, decide
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -43,11 +45,11 @@ class _Registry:
 REG = _Registry()
 
 
-def _cmd(tenant="acme", subject="s1", template: str | None = "promo", **kw) -> dict:
+def _cmd(tenant="acme", subject="s1", template: str | None = "promo", **kw) -> SendCommand:
     cmd = {"tenant_id": tenant, "subject_id": subject, "kind": "TEMPLATE" if template else "TEXT",
            "template": {"name": template, "language": "en_US", "parameter_count": 0} if template else None}
     cmd.update(kw)
-    return cmd
+    return command(**cmd)
 
 
 def _rec(suppressed: bool, at_s: float, tenant="acme", subject="s1", source="user_preferences stop") -> dict:

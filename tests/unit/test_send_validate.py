@@ -8,21 +8,10 @@ import pytest
 
 from processors.send.records import Outcome
 from processors.send.validate import validate
+from tests.unit.commands import Registry, command
 from wapipe.tenants.models import PhoneNumber, SealedToken, Template, Tenant, TenantStatus
 
 NOW = 1_800_000_000_000
-
-
-class Registry:
-    def __init__(self, tenants, templates):
-        self._t = {t.tenant_id: t for t in tenants}
-        self._tpl = {(t.waba_id, t.name, t.language): t for t in templates}
-
-    def tenant(self, tenant_id):
-        return self._t.get(tenant_id)
-
-    def template(self, waba_id, name, language):
-        return self._tpl.get((waba_id, name, language))
 
 
 TOKEN = SealedToken(key_id="kek:x", nonce=b"n" * 12, ciphertext=b"c" * 20)
@@ -42,7 +31,7 @@ def cmd(**kw):
             "subject_id": "s1", "kind": "TEMPLATE", "template": {"name": "hello", "language": "en_US", "parameter_count": 0},
             "valid_until": None}
     base.update(kw)
-    return base
+    return command(**base)
 
 
 def check(c, last_inbound=lambda n, s: None, restricted=None):

@@ -5,6 +5,8 @@ bootstrap from the Settings object only (``wapipe.edge.clients.settings_endpoint
 
 from __future__ import annotations
 
+import typer
+
 from wapipe.app.stack.local import StackState, state_file
 from wapipe.config import Settings
 from wapipe.edge.clients import settings_endpoint
@@ -26,3 +28,13 @@ def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoin
     ``settings``. A secured endpoint is tried once (``check``): refused credentials raise
     ``KafkaAuthError`` (a ``NoKafka``) here, with the broker's reason, before any client retries."""
     return settings_endpoint(with_stack_bootstrap(settings), check=check)
+
+
+def bootstrap_or_exit(settings: Settings) -> KafkaEndpoint:
+    """``resolve_bootstrap`` for a command: no broker (or refused credentials) is one line
+    ``error: <reason>`` on stderr and exit code 1, not a traceback."""
+    try:
+        return resolve_bootstrap(settings)
+    except NoKafka as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -231,11 +231,15 @@ class KeyRing:
         return {"key_id": key, "nonce": nonce, "ciphertext": AESGCM(data_key).encrypt(nonce, _json(data), key.encode())}
 
     def unseal(self, sealed: dict) -> dict:
-        key = sealed.get("key_id") or ""
+        """The data a ``Sealed`` Avro dict holds."""
+        return self.open(sealed.get("key_id") or "", sealed["nonce"], sealed["ciphertext"])
+
+    def open(self, key: str, nonce: bytes, ciphertext: bytes) -> dict:
+        """The data sealed under data key ``key`` (``wapipe.messages.send.Sealed``'s fields)."""
         if not key:
             if self._settings.production:
                 raise UnsealError("cleartext Sealed value (empty key_id) refused in production")
-            return json.loads(bytes(sealed["ciphertext"]))
+            return json.loads(bytes(ciphertext))
         if key.startswith(KEK_PREFIX):
             raise UnsealError("a KEK-sealed value: open it with Kek.unseal")
         data_key = self._data_key(key)
@@ -245,7 +249,7 @@ class KeyRing:
                 self._aeads.clear()
             aead = self._aeads[(key, data_key)] = AESGCM(data_key)
         try:
-            plain = aead.decrypt(bytes(sealed["nonce"]), bytes(sealed["ciphertext"]), key.encode())
+            plain = aead.decrypt(bytes(nonce), bytes(ciphertext), key.encode())
         except InvalidTag:
             raise UnsealError(f"{key}: sealed value does not authenticate (tampered or relabelled)") from None
         return json.loads(plain)

@@ -16,11 +16,11 @@ def normalise_command(
     from processors.normalise.app import build_app, seen_changelog
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.edge.endpoint import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.log import quiet_libraries
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
+    from wapipe.privacy.restrictions import RestrictionRegistry
     from wapipe.privacy.subjects import pepper_from, subject_id
     from wapipe.privacy.wamids import WamidRefs
     from wapipe.tenants.registry import TenantRegistry
@@ -31,11 +31,7 @@ def normalise_command(
     from wapipe.topics import WEBHOOK_RAW, apply_topics
 
     settings = Settings()
-    try:
-        bootstrap = resolve_bootstrap(settings)
-    except NoKafka as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    bootstrap = bootstrap_or_exit(settings)
     # The seen table's changelog with its retention: created here if missing, altered if an older
     # version created it compacted only (its entries then never left).
     admin = admin_client(bootstrap)
@@ -53,16 +49,11 @@ def normalise_command(
         # fresh key, and both stay valid (keyring.py). Not calling KeyRing.wait_ready also avoids
         # its watermark query racing the ring's own consume() thread.
         registry.wait_ready(60)
-        restricted = None
-        try:  # PRIVACY's registry of restriction requests: inbound content of restricted subjects is not stored
-            from wapipe.privacy.restrictions import RestrictionRegistry
-
-            restrictions = RestrictionRegistry(settings, bootstrap).start()
-            restrictions.wait_ready(60)
-            closers.append(restrictions.close)
-            restricted = lambda scope, subject: restrictions.is_restricted(scope, subject)  # noqa: E731
-        except ImportError:
-            pass
+        # The registry of restriction requests: inbound content of restricted subjects is not stored.
+        restrictions = RestrictionRegistry(settings, bootstrap).start()
+        closers.append(restrictions.close)
+        restrictions.wait_ready(60)
+        restricted = lambda scope, subject: restrictions.is_restricted(scope, subject)  # noqa: E731
         normaliser = Normaliser(registry, keyring.seal, lambda scope, wa: subject_id(pepper, scope, wa),
                                 restricted=restricted, wamid_ref=WamidRefs.from_pepper(pepper))
 

@@ -17,6 +17,7 @@ def sink_command(
     port: int = typer.Option(None, help="port of the read endpoint (default: WAPIPE_SINK_READ_PORT, else any free one)"),
 ) -> None:
     """Load status, send, inbound, account and audit events into ClickHouse. Prints `READY sink <read-url>`."""
+    from sinks.erasure import ErasureWorker
     from sinks.metrics import SinkMetrics
     from sinks.reader import DirectReader, endpoint_file
     from sinks.retention import RetentionDays
@@ -24,19 +25,14 @@ def sink_command(
     from sinks.worker import DeadLetterLimit, SinkWorker
     from wapipe.clickhouse import MigrationError, clickhouse_client, migrate
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.edge.endpoint import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.log import get_logger
     from wapipe.net import free_port
     from wapipe.probe import serving_probe
 
     log = get_logger("sinks.cli")
     settings = Settings()
-    try:
-        bootstrap = resolve_bootstrap(settings)
-    except NoKafka as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    bootstrap = bootstrap_or_exit(settings)
     client = clickhouse_client(settings.clickhouse_dsn)
     try:
         migrate(client)
@@ -52,13 +48,7 @@ def sink_command(
         registry.wait_ready(60)
     except Exception as exc:  # retention falls back to Settings defaults; say so
         log.warning("sink.no_tenant_registry", error=str(exc))
-    erasure = None
-    try:
-        from sinks.erasure import ErasureWorker  # PRIVACY's; optional until it lands
-    except ImportError:
-        ErasureWorker = None  # noqa: N806
-    if ErasureWorker is not None:
-        erasure = ErasureWorker(settings, bootstrap)
+    erasure = ErasureWorker(settings, bootstrap)
 
     from sinks.passthrough import passthroughs
     from wapipe.avro import SchemaStore
@@ -108,9 +98,8 @@ def sink_command(
             ep_file.unlink()
         if registry is not None:
             registry.close()
-        if erasure is not None and hasattr(erasure, "close"):
-            with contextlib.suppress(Exception):
-                erasure.close()
+        with contextlib.suppress(Exception):
+            erasure.close()
         client.close()
     if code:
         raise typer.Exit(code)

@@ -1,4 +1,5 @@
-"""Kafka in a container through testcontainers, used when a Docker *engine* answers."""
+"""Kafka in a container through testcontainers, used when a Docker *engine* answers and the
+``docker`` extra is installed (``pip install 'wapipe[docker]'``); else the JVM broker runs."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def docker_engine_available() -> bool:
     """True only when an engine answers a ping (the docker CLI alone is not enough)."""
     try:
         import docker
-
+    except ImportError:  # the docker extra is not installed: the JVM broker it is
+        return False
+    try:
         client = docker.from_env(timeout=2)
         try:
             return bool(client.ping())
@@ -32,7 +35,10 @@ class ContainerBroker:
     container: Any = field(default=None, repr=False)
 
     def start(self) -> str:
-        from testcontainers.kafka import KafkaContainer
+        try:
+            from testcontainers.kafka import KafkaContainer
+        except ImportError as exc:
+            raise RuntimeError("a Kafka container needs the docker extra: pip install 'wapipe[docker]'") from exc
 
         self.container = KafkaContainer(image=KAFKA_IMAGE.format(version=self.version)).with_kraft()
         self.container.start()

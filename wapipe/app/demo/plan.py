@@ -1,0 +1,82 @@
+"""What the demo sends: its tenants, the workload's sizes, and what the report must add up to."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+APP_ID = "424242424242"
+INVALID_KINDS = ("unknown template", "wrong parameter count", "number of another tenant", "unknown tenant",
+                 "expired (valid_until passed)", "session message outside the 24 h window")
+UNKNOWN_TENANT = "demo-nobody"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on (the reason is for people)."""
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    tenant_id: str
+    display_name: str
+    business_id: str
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    throughput: int
+    token: str
+    index: int
+
+    def recipient(self, i: int) -> str:
+        """A stable WhatsApp id per (tenant, i): re-runs reach the same customers (their keys exist)."""
+        return f"49{self.index + 1:02d}{i:08d}"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    messages: int = 20_000  # bulk campaign, split over the tenants in proportion to their limits
+    transactional: int = 300
+    invalid: int = 30
+    failing: int = 20
+    duplicates: int = 20
+    unreadable: int = 3
+    throughputs: tuple[int, ...] = (80, 250, 1000)
+    timeout_s: float = 900.0
+    stall_s: float = 180.0  # fail when no command gets its final result for this long
+    read_ratio: float = 0.7
+
+    def tenants(self) -> list[DemoTenant]:
+        names = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
+        out = []
+        for i, mps in enumerate(self.throughputs):
+            name = names[i] if i < len(names) else f"tenant{i}"
+            out.append(DemoTenant(
+                tenant_id=f"demo-{name}", display_name=name.capitalize(), business_id=f"77{i + 1:04d}",
+                waba_id=f"88{i + 1:04d}", phone_number_id=f"99{i + 1:04d}", display_phone_number=f"1555010{i:04d}",
+                throughput=mps, token=f"demo-token-{name}", index=i))
+        return out
+
+    def campaign_split(self) -> list[int]:
+        """Campaign sizes per tenant in proportion to their throughput, so they finish together."""
+        total = sum(self.throughputs)
+        sizes = [self.messages * t // total for t in self.throughputs]
+        sizes[-1] += self.messages - sum(sizes)
+        return sizes
+
+
+@dataclass
+class Expected:
+    """What this run published, by kind: the numbers the report must add up to."""
+
+    campaign: Counter = field(default_factory=Counter)  # tenant -> commands
+    transactional: Counter = field(default_factory=Counter)
+    invalid: Counter = field(default_factory=Counter)  # reason -> commands
+    duplicates: int = 0
+    unreadable: int = 0
+    failing_recipients: int = 0
+    command_ids: set[str] = field(default_factory=set)
+    campaigns: dict[str, str] = field(default_factory=dict)  # tenant -> campaign id
+
+    @property
+    def commands(self) -> int:
+        return len(self.command_ids)

@@ -10,7 +10,6 @@ import uuid
 from confluent_kafka import Producer
 
 from wapipe.avro import AvroSerde
-from wapipe.edge.endpoint import confluent_conf
 from wapipe.tenants.models import utcnow
 from wapipe.tenants.store import _produce
 from wapipe.topics import AUDIT
@@ -36,40 +35,17 @@ def publish_audit(producer: Producer, *, actor: str, action: str, tenant_id: str
 
 
 def read_audit(bootstrap: str, tenant_id: str, *, serde: AvroSerde | None = None, timeout: float = 30.0) -> list[dict]:
-    """Every AuditEvent of ``tenant_id`` on ``wa.audit`` (keyed by tenant_id), oldest first."""
-    import time
-
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    """Every AuditEvent of ``tenant_id`` on ``wa.audit`` (keyed by tenant_id), oldest first; a record
+    that does not decode is passed; TimeoutError when the topic is not read to its end in time."""
+    from wapipe.privacy.topicscan import scan
 
     serde = serde or AvroSerde()
-    c = Consumer({**confluent_conf(bootstrap), "group.id": f"wapipe-audit-reader-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
-    try:
-        parts = c.list_topics(AUDIT, timeout=10).topics[AUDIT].partitions
-        pending = set()
-        for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(AUDIT, p), timeout=10)
-            if high > low:
-                pending.add(p)
-        c.assign([TopicPartition(AUDIT, p, OFFSET_BEGINNING) for p in pending])
-        key = tenant_id.encode()
-        out: list[dict] = []
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None:
+    key = tenant_id.encode()
+    out: list[dict] = []
+    for m in scan(bootstrap, AUDIT, timeout=timeout):
+        if m.key() == key:
+            try:
+                out.append(serde.decode(m.value(), "AuditEvent"))
+            except ValueError:
                 continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    pending.discard(m.partition())
-                continue
-            if m.key() == key:
-                try:
-                    out.append(serde.decode(m.value(), "AuditEvent"))
-                except ValueError:
-                    continue
-        if pending:
-            raise TimeoutError(f"wa.audit not read to its end within {timeout:.0f}s")
-        return sorted(out, key=lambda e: e["occurred_at"])
-    finally:
-        c.close()
+    return sorted(out, key=lambda e: e["occurred_at"])

@@ -21,15 +21,18 @@ jars: setup
 demo: jars
 	$(VENV)/bin/wapipe demo
 
+# lint-imports first: the layer contracts in pyproject.toml ([tool.importlinter]); a broken one fails the target.
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 # TEST_WORKERS pytest processes (pytest-xdist), each with its own broker: the suite mostly waits
 # on brokers, workers and timers (~25 % of 2 cores in one process), so 3 run it in ~40 % of the time.
 TEST_WORKERS ?= 3
 test: jars
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -ra --durations=15 -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests ran: failing"; exit 1; fi; exit $$rc
 
 test-fast: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench-ingress: jars

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from processors.normalise.status import rank
+from connectors.meta.statuses import rank
 from wapipe.topics import (
     ACCOUNT_EVENTS,
     AUDIT,

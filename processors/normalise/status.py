@@ -17,12 +17,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-RANK: dict[str, int] = {"sent": 1, "delivered": 2, "read": 3, "played": 3, "failed": 4}
-
-
-def rank(status: str) -> int:
-    return RANK.get(status, 0)
-
+from connectors.meta.statuses import rank
 
 @dataclass(frozen=True)
 class Observed:

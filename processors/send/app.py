@@ -123,7 +123,7 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     """Every collaborator, started, and the stages wired (``consumer``: the Faust app's, whose
     campaign partitions backpressure pauses)."""
     from connectors.meta.send_call import MessageSender
-    from producers.erp.client import wait_ready
+    from wapipe.ready import wait_ready
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.wamids import WamidRefs

@@ -31,32 +31,11 @@ from wapipe.avro import AvroSerde
 from wapipe.kafka import JAVA_PARTITIONER, producer as make_producer
 from wapipe.kafka_edge import Endpoint, confluent_conf, endpoint_for
 from wapipe.privacy.links import link_record
+from wapipe.ready import wait_ready
 
 
 class PublishError(RuntimeError):
     pass
-
-
-def wait_ready(component: Any, timeout: float) -> bool:
-    """``component.wait_ready(timeout)`` bounded by ``timeout`` even if the call itself hangs
-    (it runs in a daemon thread). Returns whether it finished."""
-    import threading
-
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            component.wait_ready(timeout)
-            box["ok"] = True
-        except Exception as exc:  # surfaced below
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="wait-ready", daemon=True)
-    t.start()
-    t.join(timeout + 1)
-    if "error" in box:
-        raise box["error"]
-    return bool(box.get("ok"))
 
 
 class ErpProducer:

@@ -28,7 +28,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from producers.erp.client import PublishError, wait_ready
+from producers.erp.client import PublishError
+from wapipe.ready import wait_ready
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.kafka import JAVA_PARTITIONER, partition_for

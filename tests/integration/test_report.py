@@ -16,7 +16,8 @@ import pytest
 from rich.console import Console
 
 from sinks.analytics import ClientReader, Scope, collect
-from sinks.report import print_report, render_html, write_html
+from sinks.report import print_report
+from sinks.report_html import render_html, write_html
 
 pytestmark = pytest.mark.integration
 
@@ -315,7 +316,7 @@ def test_the_terminal_report_reads_at_80_columns(loaded):
 
 def test_failures_in_one_second_plot_over_a_readable_span():
     """All failures in one bucket: the axis spans ten buckets, not a nanosecond."""
-    from sinks.report import failures_axis
+    from sinks.report_html import failures_axis
 
     t = T0.replace(tzinfo=None)
     lo, hi = failures_axis([(t, "131026", 3), (t, "131049", 1)], 10)

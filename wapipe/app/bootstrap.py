@@ -5,6 +5,8 @@ bootstrap from the Settings object only."""
 
 from __future__ import annotations
 
+import typer
+
 from wapipe.app.stack.local import StackState, state_file
 from wapipe.config import Settings
 from wapipe.kafka_edge import KafkaEndpoint, NoKafka, check_access
@@ -25,3 +27,13 @@ def resolve_bootstrap(settings: Settings, *, check: bool = True) -> KafkaEndpoin
     if check and ep.security.protocol != "PLAINTEXT":
         check_access(ep)
     return ep
+
+
+def bootstrap_or_exit(settings: Settings) -> KafkaEndpoint:
+    """``resolve_bootstrap`` for a command: no broker (or refused credentials) is one line
+    ``error: <reason>`` on stderr and exit code 1, not a traceback."""
+    try:
+        return resolve_bootstrap(settings)
+    except NoKafka as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

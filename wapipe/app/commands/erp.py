@@ -22,8 +22,7 @@ def inbound_command() -> None:
     from processors.erp_inbound.links import CommandLinks
     from wapipe.avro import AvroSerde
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.wamids import WamidRefs
@@ -31,11 +30,7 @@ def inbound_command() -> None:
     from wapipe.tenants.registry import TenantRegistry
 
     settings = Settings()
-    try:
-        bootstrap = resolve_bootstrap(settings)
-    except NoKafka as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    bootstrap = bootstrap_or_exit(settings)
     kek = load_kek(settings)
     serde = AvroSerde.from_settings(settings)
     stop = threading.Event()

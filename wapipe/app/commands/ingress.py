@@ -15,15 +15,10 @@ def ingress_command(
 ) -> None:
     """Webhook ingress: verify, write to wa.webhook.raw, answer 200 only after Kafka acked."""
     from producers.ingress.server import serve
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
 
     settings = Settings()
-    try:
-        bootstrap = resolve_bootstrap(settings)
-    except NoKafka as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    bootstrap = bootstrap_or_exit(settings)
     if server not in ("granian", "uvicorn"):
         typer.echo(f"error: unknown server {server!r} (granian or uvicorn)", err=True)
         raise typer.Exit(2)

@@ -21,14 +21,9 @@ def _fail(msg: str, code: int = 1) -> None:
 
 
 def _bootstrap(settings) -> str:
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
 
-    try:
-        return resolve_bootstrap(settings)
-    except NoKafka as exc:
-        _fail(str(exc))
-        raise  # unreachable
+    return bootstrap_or_exit(settings)
 
 
 @app.command("fetch")

@@ -16,8 +16,7 @@ def normalise_command(
     from processors.normalise.app import build_app, seen_changelog
     from processors.normalise.convert import Normaliser
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.log import quiet_libraries
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
@@ -31,11 +30,7 @@ def normalise_command(
     from wapipe.topics import WEBHOOK_RAW, admin_client, apply_topics
 
     settings = Settings()
-    try:
-        bootstrap = resolve_bootstrap(settings)
-    except NoKafka as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    bootstrap = bootstrap_or_exit(settings)
     # The seen table's changelog with its retention: created here if missing, altered if an older
     # version created it compacted only (its entries then never left).
     admin = admin_client(bootstrap)

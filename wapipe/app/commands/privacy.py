@@ -164,17 +164,13 @@ def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
 def run(with_clickhouse: bool = typer.Option(False, help="also run the ClickHouse erasure here (when no sink runs)")) -> None:
     """The request processor: drives every request to COMPLETED. SIGTERM stops it cleanly."""
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.privacy.metrics import ErasureMetrics
     from wapipe.privacy.processor import PrivacyProcessor
     from wapipe.probe import serving_probe
 
     s = Settings()
-    try:
-        bootstrap = resolve_bootstrap(s)
-    except NoKafka as exc:
-        _fail(str(exc))
+    bootstrap = bootstrap_or_exit(s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,4 +1,5 @@
-"""``wapipe report``: the delivery report from ClickHouse (sinks/report.py renders it)."""
+"""``wapipe report``: the delivery report from ClickHouse (rendered by sinks/report.py in the
+terminal, sinks/report_html.py as HTML)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,25 @@ def report_command(
     """The delivery report from ClickHouse: key tables here, plots in a self-contained HTML file."""
     from sinks.analytics import Scope, collect
     from sinks.reader import open_reader
+    from sinks.report import print_report
 
-    try:
-        from sinks.report import print_report, write_html
-    except ModuleNotFoundError as exc:  # plotly is the `report` extra
-        if (exc.name or "").partition(".")[0] != "plotly":
-            raise
-        typer.echo("error: the report needs plotly: pip install 'wapipe[report]'", err=True)
-        raise typer.Exit(1) from None
+    write_html = None
+    if html_report:
+        try:
+            from sinks.report_html import write_html
+        except ModuleNotFoundError as exc:  # plotly is the `report` extra
+            if (exc.name or "").partition(".")[0] != "plotly":
+                raise
+            typer.echo("error: the HTML report needs plotly: pip install 'wapipe[report]' (or --no-html)", err=True)
+            raise typer.Exit(1) from None
 
     s = Settings()
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=since_minutes) if since_minutes else None
     scope = Scope(tenants=tuple(tenant), campaigns=tuple(campaign), since=since)
     console = Console()
-    reader = open_reader(s)
+    reader = None
     try:
+        reader = open_reader(s)
         data = collect(reader, scope)
     except Exception as exc:
         Console(stderr=True).print(f"[red]error:[/] reading ClickHouse ({s.clickhouse_dsn}) failed: {exc}")
@@ -45,6 +50,6 @@ def report_command(
         if close:
             close()
     print_report(data, console)
-    if html_report:
+    if write_html is not None:
         path = write_html(data, out_dir or s.reports_dir)
         console.print(f"HTML report: {path}")

@@ -15,14 +15,9 @@ campaign_app = typer.Typer(no_args_is_help=True, help="Pause, resume, stop a cam
 
 
 def _bootstrap(s: Settings) -> str:
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
 
-    try:
-        return resolve_bootstrap(s)
-    except NoKafka as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    return bootstrap_or_exit(s)
 
 
 def worker_command(

@@ -25,19 +25,14 @@ def sink_command(
     from sinks.worker import DeadLetterLimit, SinkWorker
     from wapipe.clickhouse import MigrationError, clickhouse_client, migrate
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.log import get_logger
     from wapipe.net import free_port
     from wapipe.probe import serving_probe
 
     log = get_logger("sinks.cli")
     settings = Settings()
-    try:
-        bootstrap = resolve_bootstrap(settings)
-    except NoKafka as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
+    bootstrap = bootstrap_or_exit(settings)
     client = clickhouse_client(settings.clickhouse_dsn)
     try:
         migrate(client)

@@ -232,18 +232,14 @@ def follow_cmd() -> None:
     import threading
 
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.probe import serving_probe
     from wapipe.tenants.follow import GROUP as FOLLOW_GROUP
     from wapipe.tenants.follow import follow
     from wapipe.topics import ACCOUNT_EVENTS
 
     s = Settings()
-    try:
-        bootstrap = resolve_bootstrap(s)
-    except NoKafka as exc:
-        _fail(str(exc))
+    bootstrap = bootstrap_or_exit(s)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -342,16 +338,12 @@ def serve_cmd() -> None:
     import uvicorn
 
     from wapipe.config import Settings
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.net import free_port
     from wapipe.tenants.api import create_app
 
     s = Settings()
-    try:
-        bootstrap = resolve_bootstrap(s)
-    except NoKafka as exc:
-        _fail(str(exc))
+    bootstrap = bootstrap_or_exit(s)
     port = s.admin_port or free_port()
 
     class Server(uvicorn.Server):

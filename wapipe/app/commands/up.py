@@ -23,8 +23,7 @@ def up_command(
     """Run wapipe's services for real: Meta's Graph API with the configured apps, your Kafka and
     ClickHouse (KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or the local stack). No sandbox, no workload.
     Stops everything on Ctrl-C / SIGTERM; a service that dies is started again with backoff."""
-    from wapipe.app.bootstrap import resolve_bootstrap
-    from wapipe.kafka_edge import NoKafka
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.topics import admin_client, apply_topics
 
     s = Settings()
@@ -32,11 +31,7 @@ def up_command(
     if not s.meta_apps:
         err.print("[red]error:[/] no Meta app configured: set WAPIPE_META_APPS='{\"<app id>\": \"<app secret>\"}'")
         raise typer.Exit(1)
-    try:
-        bootstrap = resolve_bootstrap(s)
-    except NoKafka as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    bootstrap = bootstrap_or_exit(s)
     apply_topics(admin_client(bootstrap), s)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": str(bootstrap), "WAPIPE_STATE_DIR": str(s.state_dir)}
     mig = subprocess.run([sys.executable, "-m", "wapipe", "db", "migrate"], env=env, capture_output=True, text=True)

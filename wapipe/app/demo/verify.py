@@ -21,7 +21,8 @@ def finish(run: "DemoRun", tracker: Tracker, groups: Groups, deadline: float) ->
     """Statuses settle, the report is read back from ClickHouse, and checked against the sandbox."""
     from sinks.analytics import Scope, collect, totals
     from sinks.reader import open_reader
-    from sinks.report import print_report, write_html
+    from sinks.report import print_report
+    from sinks.report_html import write_html
 
     ctl = run.control()
     try:

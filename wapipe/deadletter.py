@@ -42,6 +42,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from wapipe.avro import AvroSerde
 from wapipe.log import get_logger
+from wapipe.messages.deadletter import DeadLetterRecord
 
 log = get_logger(__name__)
 
@@ -120,8 +121,8 @@ class DeadLetter:
     value: bytes | None = None
     failed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
 
-    def record(self, prefix: int | None = None) -> dict:
-        """The Avro record; ``prefix`` cuts key and value to that many bytes (``None``: whole)."""
+    def record(self, prefix: int | None = None) -> DeadLetterRecord:
+        """The record on the topic; ``prefix`` cuts key and value to that many bytes (``None``: whole)."""
         key = self.source.key
         value = self.value if self.value is not None else self.source.value
         headers = {str(k)[:200]: str(v)[:1000] for k, v in self.headers.items()}
@@ -132,22 +133,20 @@ class DeadLetter:
             headers["value_bytes"] = str(len(value or b""))
             key = None if key is None else bytes(key[:prefix])
             value = None if value is None else bytes(value[:prefix])
-        return {
-            "source_topic": self.source.topic, "partition": self.source.partition, "offset": self.source.offset,
-            "key": key, "value": value, "reason": reason, "error_type": self.error_type[:200],
-            "tenant_id": self.tenant_id, "subject_id": self.subject_id, "headers": headers,
-            "failed_at": self.failed_at,
-        }
+        return DeadLetterRecord(source_topic=self.source.topic, partition=self.source.partition,
+                                offset=self.source.offset, key=key, value=value, reason=reason,
+                                error_type=self.error_type[:200], tenant_id=self.tenant_id, subject_id=self.subject_id,
+                                headers=headers, failed_at=self.failed_at)
 
 
 def encode(serde: AvroSerde, letter: DeadLetter, topic: str, max_bytes: int) -> tuple[bytes, int | None]:
     """The dead letter's bytes, cut down when whole it would exceed ``max_bytes``; and the prefix
     it was cut to (``None``: whole)."""
-    whole = serde.encode(RECORD, letter.record(), topic=topic)
+    whole = serde.encode(RECORD, letter.record().to_avro(), topic=topic)
     if len(whole) <= max_bytes:
         return whole, None
     prefix = max(MIN_PREFIX, min(DEFAULT_PREFIX, max_bytes // 4))
-    return serde.encode(RECORD, letter.record(prefix), topic=topic), prefix
+    return serde.encode(RECORD, letter.record(prefix).to_avro(), topic=topic), prefix
 
 
 def _key(letter: DeadLetter, key: bytes | None) -> bytes | None:
@@ -179,7 +178,7 @@ class DeadLetters:
             except Exception as exc:
                 if refused_as_too_large(exc) and prefix != MIN_PREFIX:
                     prefix = MIN_PREFIX
-                    value = self.serde.encode(RECORD, letter.record(prefix), topic=self.topic)
+                    value = self.serde.encode(RECORD, letter.record(prefix).to_avro(), topic=self.topic)
                     continue
                 log.warning("dead_letter.write_failed", topic=self.topic, source=letter.source.topic,
                             offset=letter.source.offset, error=str(exc)[:300], retry_in_s=delay)
@@ -217,7 +216,7 @@ class SyncDeadLetters:
                 break
             if too_large(err.code()) and prefix != MIN_PREFIX:
                 prefix = MIN_PREFIX
-                value = self.serde.encode(RECORD, letter.record(prefix), topic=self.topic)
+                value = self.serde.encode(RECORD, letter.record(prefix).to_avro(), topic=self.topic)
                 continue
             if time.monotonic() + delay > deadline:
                 raise KafkaException(err)

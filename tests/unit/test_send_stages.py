@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,7 +185,9 @@ def test_a_revoked_partition_is_never_resumed_and_an_idle_number_resumes_its_own
 TOKEN = SealedToken(key_id="kek:x", nonce=b"n" * 12, ciphertext=b"c" * 20)
 ACME = Tenant(tenant_id="acme", status=TenantStatus.ACTIVE, waba_id="w1", token=TOKEN,
               numbers=(PhoneNumber(phone_number_id="111", throughput_mps=80), PhoneNumber(phone_number_id="222")))
-REG = Registry([ACME], [Template(tenant_id="acme", waba_id="w1", name="hello", language="en_US", status="APPROVED")])
+REG = Registry([ACME], [Template(tenant_id="acme", waba_id="w1", name="hello", language="en_US", status="APPROVED"),
+                        Template(tenant_id="acme", waba_id="w1", name="promo", language="en_US", status="APPROVED",
+                                 category="MARKETING")])
 
 
 def _admission(calls: Calls, **kw) -> tuple[Admission, Buffer, Numbers]:
@@ -292,7 +295,8 @@ class World:
         self.numbers = Numbers(s, registry=REG, buffer=self.buffer, slots=slots)
         self.ledger = Ledger(LedgerStore(tmp, ttl_s=3600), self.serde, write_one, self.topic, topic="wa.send.ledger",
                              write_many=write_many, on_tier=self.numbers.rebuild_tier)
-        stats, work, campaigns, suppressions = Stats(), Work(slots), CampaignStates(), SuppressionList()
+        stats, work = Stats(), Work(slots)
+        campaigns, suppressions = self.campaigns, self.suppressions = CampaignStates(), SuppressionList()
         self.unknown: list[str] = []
         results = Results(serde=self.serde, send=send, topic="wa.send.results", stats=stats)
         outcomes = Outcomes(s, ledger=self.ledger, results=results, send=send, serde=self.serde,
@@ -427,3 +431,87 @@ def test_a_full_partition_pauses_once_through_the_buffer(tmp_path):
 
     w = _run(tmp_path, [], script, most=12)  # its one number holds too little to keep it busy: the worker's most
     assert w.calls.log == [("pause", 0)] and w.buffer.total == 15 and not w.acked
+
+
+def test_a_replayed_decided_command_is_answered_again_from_the_ledger_once_and_never_sent(tmp_path):
+    decided = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=5)
+
+    async def script(w: World) -> None:
+        await w.ledger.record("acme/k1", 0, DispatchEntry(
+            tenant_id="acme", idempotency_key="k1", command_id="c1", phone_number_id="111", subject_id="s1",
+            state=DONE, attempts=1, outcome="ACCEPTED", wamid="ref:before", message_status="accepted", at=decided))
+        await w.submit(_text(1))  # its result may have been lost in a crash: answered again
+        await w.submit(_text(1))  # read twice by this process, which wrote that result: nothing more
+        await w.d.close()
+
+    w = _run(tmp_path, [], script)
+    assert not w.sender.calls and w.acked == ["c1", "c1"]
+    (r,) = w.results()
+    assert (str(r.outcome), r.wamid, r.message_status, r.decided_at, r.attempts) == (
+        "ACCEPTED", "ref:before", "accepted", decided, 1)
+    assert r.reason.startswith("result repeated")
+
+
+def test_precheck_decides_without_a_call_what_changed_while_a_command_waited(tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)
+    promo = {"kind": "TEMPLATE", "template": {"name": "promo", "language": "en_US", "parameter_count": 0}}
+
+    async def script(w: World) -> None:
+        sched = w.d.scheduler
+        job = lambda cmd: Job(key=cmd.key, cmd=cmd, partition=0, lane=cmd.lane, checked=time.monotonic())  # noqa: E731
+        campaign = _text(1, lane=CAMPAIGN, campaign_id="spring", **promo)
+        assert sched.precheck(job(campaign)) is None
+        w.campaigns.apply({"campaign_id": "spring", "tenant_id": "acme", "state": "STOPPED", "actor": "t", "at": now})
+        assert sched.precheck(job(campaign)) == (Outcome.CANCELLED, "campaign stopped")
+        assert sched.precheck(job(_text(2, lane=CAMPAIGN, campaign_id="other", **promo))) is None
+        w.suppressions.apply({"tenant_id": "acme", "subject_id": "s1", "category": "marketing_messages",
+                              "suppressed": True, "source": "user_preferences stop", "at": now})
+        refused = sched.precheck(job(_text(3, **promo)))
+        assert refused is not None and refused[0] == Outcome.REJECTED and refused[2] == "MARKETING_OPT_OUT"
+        assert sched.precheck(job(_text(4))) is None  # a session message still goes
+        late = job(_text(5, valid_until=now - dt.timedelta(seconds=1)))
+        assert sched.precheck(late) is None  # validated less than a second ago: not again yet
+        late.checked -= 2
+        assert sched.precheck(late)[0] == Outcome.EXPIRED
+
+    _run(tmp_path, [], script)
+
+
+COMMANDS = st.lists(st.fixed_dictionaries({
+    "tenant_id": st.sampled_from(["acme", "acme", "nobody", ""]),
+    "phone_number_id": st.sampled_from(["111", "111", "222", "999"]),
+    "idempotency_key": st.sampled_from(["k1", "k2", "k3", ""]),
+    "subject_id": st.sampled_from(["s1", "s2", ""]),
+    "template": st.sampled_from([None, {"name": "hello", "language": "en_US", "parameter_count": 0},
+                                 {"name": "nope", "language": "en_US", "parameter_count": 0},
+                                 {"name": "hello", "language": "en_US", "parameter_count": 3}]),
+    "expired": st.booleans(),
+}), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(COMMANDS)
+def test_any_mix_of_good_and_bad_commands_gets_one_ack_each_and_at_most_one_call_per_key(specs):
+    now = dt.datetime.now(dt.timezone.utc)
+    cmds = [_text(i, command_id=f"c{i}", tenant_id=sp["tenant_id"], phone_number_id=sp["phone_number_id"],
+                  idempotency_key=sp["idempotency_key"], subject_id=sp["subject_id"], template=sp["template"],
+                  kind="TEMPLATE" if sp["template"] else "TEXT",
+                  valid_until=now - dt.timedelta(seconds=1) if sp["expired"] else None)
+            for i, sp in enumerate(specs)]
+
+    async def script(w: World) -> None:
+        for cmd in cmds:
+            await w.submit(cmd)
+        await w.settle(until=lambda: len(w.acked) == len(cmds))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        w = _run(Path(tmp), [], script)
+    assert sorted(w.acked) == sorted(c.command_id for c in cmds)  # every record acknowledged, once
+    decided = {r.command_id for r in w.results()}
+    assert decided == {c.command_id for c in cmds}  # and every command answered
+    keys = [b["biz_opaque_callback_data"] for _, b in w.sender.calls]
+    assert len(keys) == len(set(keys))  # at most one Graph call per tenant/idempotency key
+    for r in w.results():
+        if str(r.outcome) == "ACCEPTED":
+            cmd = next(c for c in cmds if c.command_id == r.command_id)
+            assert cmd.tenant_id == "acme" and cmd.idempotency_key and not (cmd.valid_until and cmd.valid_until < now)

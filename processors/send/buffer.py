@@ -18,7 +18,7 @@ Only this class calls ``pause``/``resume``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from processors.send.lanes import Job
 from wapipe import log
@@ -68,9 +68,9 @@ class Buffer:
         p = job.partition
         return job.held and p not in self.paused and self.held[p] >= self.per_partition
 
-    def numbers(self, partition: int) -> list[str]:
-        """The numbers holding campaign jobs from ``partition``."""
-        return [pnid for pnid, n in self.held_by[partition].items() if n > 0]
+    def numbers(self, partition: int) -> Iterator[str]:
+        """The numbers holding campaign jobs from ``partition`` (lazily: a caller may stop early)."""
+        return (pnid for pnid, n in self.held_by[partition].items() if n > 0)
 
     def release(self, job: Job) -> None:
         if self._active.get(job.key) is job:

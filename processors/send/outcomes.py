@@ -82,12 +82,16 @@ class Results:
         self.stats = stats
 
     def encode(self, result: SendResult) -> bytes:
-        self.stats.outcomes[str(result.outcome)] += 1
         return self.serde.encode(R.RESULT, result.to_avro(), topic=self.topic)
+
+    def written(self, outcome: str) -> None:
+        """Count a result once the broker acknowledged it (``wapipe_send_outcomes``)."""
+        self.stats.outcomes[outcome] += 1
 
     async def emit(self, result: SendResult) -> None:
         """Produce ``result`` and wait for the broker's acknowledgement."""
         await self._send(self.topic, result.tenant_id.encode(), self.encode(result))
+        self.written(str(result.outcome))
 
 
 class Outcomes:
@@ -130,6 +134,7 @@ class Outcomes:
         # The DONE entry and the result leave with every other outcome of this loop turn.
         await self._batch.submit(((job.key, job.partition, entry),
                                   (self.topics.results, value, job.cmd.tenant_id.encode(), None, None)))
+        self.results.written(str(outcome))
         self.answered.add(job.key, job.cmd.command_id, str(outcome))
         self.buffer.release(job)
         if outcome == R.Outcome.UNKNOWN:

@@ -33,9 +33,9 @@ from processors.erp_inbound.reads import mark_read
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
-from wapipe.edge.batches import consume_batches
+from wapipe.edge.batches import Stopped, consume_batches, flush_acked
 from wapipe.edge.clients import JAVA_PARTITIONER
-from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.clients import patient_producer
 from wapipe.log import get_logger
 from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.wamids import WamidRefs
@@ -102,7 +102,7 @@ class ErpInbound:
     # --- the consumer loop ---------------------------------------------------------------------
     async def run(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
                   on_poll: Callable[[], None] | None = None, batch: int = 200) -> Stats:
-        producer = make_producer(bootstrap, partitioner=JAVA_PARTITIONER)  # the ERP SDK finds its tenant's partition
+        producer = patient_producer(bootstrap, partitioner=JAVA_PARTITIONER)  # the ERP SDK finds its tenant's partition
         letters = SyncDeadLetters(self.serde, ERP_DEAD, producer, self.s.dead_letter_max_bytes)
         self._stop = stop
 
@@ -110,14 +110,14 @@ class ErpInbound:
             errors: list[str] = []
             for m in good:
                 await self._one(m, producer, letters, errors)
-            left = await asyncio.to_thread(producer.flush, 60)
-            if left or errors:
-                raise RuntimeError(f"{ERP_INBOUND}: {left} record(s) not acknowledged, {errors[:1]}; not committing")
+            await flush_acked(producer, stop)  # waits out a broker restart
+            if errors:
+                raise RuntimeError(f"{ERP_INBOUND}: {len(errors)} record(s) refused, {errors[:1]}; not committing")
 
         try:
             await consume_batches(bootstrap, self.s.erp_inbound_group, SOURCES, stop, handle, batch=batch,
                                   ready=ready, on_poll=on_poll)
-        except _Stopped:
+        except (_Stopped, Stopped):
             log.warning("erp_inbound.stopped_while_retrying")
         finally:
             producer.flush(10)

@@ -68,3 +68,61 @@ def test_ready_and_on_poll_are_called_and_stop_ends_the_loop(kafka, unique):
                                                  ready=lambda: ready.append(1), on_poll=lambda: polls.append(1)),
                                  60))
     assert ready == [1] and len(polls) >= 1
+
+
+def test_the_loop_and_its_flush_ride_out_a_broker_restart(tmp_path, unique):
+    """The broker goes away right after a batch was handled, before its commit, and stays away
+    while the next batch's output waits for its acknowledgement: the loop neither raises nor loses
+    or repeats a record, and every offset is committed once the broker is back. (The broker is
+    stopped and started from the test's main thread: it dies with the thread that started it.)"""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from tests.harness import dedicated_broker
+    from wapipe.edge.batches import flush_acked
+    from wapipe.edge.clients import consumer as make_consumer
+    from wapipe.edge.clients import patient_producer
+
+    with dedicated_broker(tmp_path / "broker") as provider:
+        bootstrap, group = provider.bootstrap, f"restart-{unique}"
+        src, out = _topic(bootstrap, f"src-{unique}"), f"out-{unique}"
+        admin = admin_client(bootstrap)
+        admin.create_topics([NewTopic(out, 1, 1)])[out].result(15)
+        stop, seen, restarted = threading.Event(), [], threading.Event()
+        writer = patient_producer(bootstrap)
+
+        def restart() -> None:
+            provider._jvm.start()
+            restarted.set()
+
+        async def handle(batch) -> None:
+            for m in batch:
+                writer.produce(out, value=m.value())
+            await flush_acked(writer, stop)
+            seen.extend(m.value() for m in batch)
+            if len(seen) == len(batch):  # the first batch: the broker goes before its commit, for 8 s
+                provider._jvm.stop()
+                asyncio.get_running_loop().call_later(8, restart)
+            if len(seen) >= 20:
+                stop.set()
+
+        asyncio.run(asyncio.wait_for(consume_batches(bootstrap, group, [src], stop, handle, batch=7), 180))
+        assert restarted.is_set()
+        assert sorted(seen, key=lambda v: int(v[1:])) == [f"v{i}".encode() for i in range(20)]  # each once
+        c = make_consumer(bootstrap, group)
+        r = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{unique}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        try:
+            committed = c.committed([TopicPartition(src, p) for p in (0, 1)], timeout=15)
+            ends = [c.get_watermark_offsets(TopicPartition(src, p), timeout=15)[1] for p in (0, 1)]
+            assert [tp.offset for tp in committed] == ends
+            copies: list[bytes] = []
+            r.subscribe([out])
+            deadline = time.monotonic() + 30
+            while len(copies) < 20 and time.monotonic() < deadline:
+                copies += [m.value() for m in r.consume(50, 1.0) if m.error() is None]
+            assert sorted(copies, key=lambda v: int(v[1:])) == [f"v{i}".encode() for i in range(20)]
+        finally:
+            c.close()
+            r.close()

@@ -4,8 +4,12 @@ processors that hand records on (``processors/erp_inbound``, ``wapipe/media/fetc
 ``consume_batches`` polls in a thread (confluent-kafka blocks), hands each batch of records to
 ``await handle(batch)`` and commits the batch's offsets synchronously once ``handle`` returned. A
 ``handle`` that raises ends the loop without committing: the batch is read again after a restart
-(at-least-once; the handler makes sure what it wrote is acknowledged before it returns). Client
-errors other than a partition's end are logged, never handed on.
+(at-least-once; the handler makes sure what it wrote is acknowledged before it returns, e.g. with
+``flush_acked``). Client errors other than a partition's end are logged, never handed on.
+
+The broker going away stops nothing: a commit it refuses is logged and counted, and the next
+commit (which names the consumer's positions, so the earlier batch too) or the one made at stop
+carries it; if the group moved the partition meanwhile, its new owner reads the batch again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.endpoint import Endpoint
@@ -57,9 +61,36 @@ async def consume_batches(bootstrap: Endpoint, group: str, topics: Iterable[str]
                     return
                 continue
             await handle(good)
-            await asyncio.to_thread(consumer.commit, asynchronous=False)
+            await _commit(consumer, group)
+        await _commit(consumer, group)
     finally:
         consumer.close()
+
+
+async def _commit(consumer: Consumer, group: str) -> bool:
+    try:
+        await asyncio.to_thread(consumer.commit, asynchronous=False)
+        return True
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is not None and err.code() == KafkaError._NO_OFFSET:  # nothing consumed since the last one
+            return True
+        log.warning("consume.commit_failed", group=group, error=str(exc)[:300])
+        return False
+
+
+class Stopped(Exception):
+    """``stop`` was set while a flush waited for the broker: nothing acknowledged is lost, and the
+    batch is not committed (it is read again after the restart)."""
+
+
+async def flush_acked(producer: Producer, stop: threading.Event, *, poll_s: float = 1.0) -> None:
+    """Wait until every record ``producer`` holds is acknowledged, however long the broker is
+    away (pair it with a producer whose ``message.timeout.ms`` is 0, ``clients.patient_producer``);
+    ``Stopped`` when ``stop`` is set first. Delivery errors are the caller's to collect."""
+    while await asyncio.to_thread(producer.flush, poll_s):
+        if stop.is_set():
+            raise Stopped(f"{len(producer)} record(s) not acknowledged at stop")
 
 
 def read_to_end(consumer: Consumer) -> bool:

@@ -55,6 +55,13 @@ def producer(bootstrap: Endpoint, **overrides: Any) -> Producer:
     return Producer(conf)
 
 
+def patient_producer(bootstrap: Endpoint, **overrides: Any) -> Producer:
+    """``producer`` whose records wait for the broker however long it is away (no local timeout):
+    for a processor that commits its input only after its output is acknowledged
+    (``batches.flush_acked``), so a broker restart delays it instead of failing it."""
+    return producer(bootstrap, **{"message.timeout.ms": 0, **overrides})
+
+
 def consumer(bootstrap: Endpoint, group_id: str, **overrides: Any) -> Consumer:
     """Manual commits only: offsets move after the work is done, never before."""
     conf = {

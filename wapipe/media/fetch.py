@@ -37,8 +37,8 @@ from connectors.meta import errors as meta_errors
 from connectors.meta.client import GraphClient, MediaTooLarge
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
-from wapipe.edge.batches import consume_batches, read_to_end
-from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.batches import Stopped, consume_batches, flush_acked, read_to_end
+from wapipe.edge.clients import patient_producer
 from wapipe.log import get_logger
 from wapipe.media.sealed import Sealer, object_id_for, seal_blob
 from wapipe.media.store import MediaStore
@@ -156,7 +156,7 @@ class MediaFetcher:
 
     async def _run(self, bootstrap: str, stop: threading.Event, ready, batch: int, concurrency: int, *,
                    idle_stop: bool = False, on_poll: Callable[[], None] | None = None) -> None:
-        producer = make_producer(bootstrap)
+        producer = patient_producer(bootstrap)
         limit = asyncio.Semaphore(concurrency)
         loop = asyncio.get_running_loop()
         next_sweep = 0.0
@@ -175,8 +175,7 @@ class MediaFetcher:
                 async with limit:
                     await self._one(m, producer)
             await asyncio.gather(*(one(m) for m in good))
-            if producer.flush(30) != 0:
-                raise RuntimeError(f"{MEDIA_DEAD}: dead letters not acknowledged; not committing")
+            await flush_acked(producer, stop)  # dead letters acknowledged (waits out a broker restart)
 
         async def idle(consumer) -> bool:
             return idle_stop and await asyncio.to_thread(read_to_end, consumer)
@@ -184,6 +183,8 @@ class MediaFetcher:
         try:
             await consume_batches(bootstrap, self.s.media_group, [INBOUND_MESSAGES], stop, handle, batch=batch,
                                   ready=ready, on_poll=on_poll, before_poll=swept, on_idle=idle)
+        except Stopped:  # the batch is read again after the restart
+            log.warning("media.stopped_while_flushing")
         finally:
             producer.flush(10)
 

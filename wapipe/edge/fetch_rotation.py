@@ -1,37 +1,11 @@
 """How a Faust worker takes records from aiokafka: every partition served in turn, none held back.
 
-Three behaviours of the aiokafka consumer under Faust keep a record of a quiet topic (an OTP on the
-transactional topic) waiting seconds behind a busy one (a campaign's backlog), measured in
-``bench/dispatch.py`` with counters at each step:
-
-* **Polls serve the first buffered partition first.** ``Fetcher.fetched_records`` returns up to
-  ``max_poll_records`` records starting from the first partition in its buffer (an insertion-ordered
-  dict), and a partition stays first until its buffered fetch is used up: up to
-  ``consumer_max_fetch_size`` bytes (4 MiB by default), thousands of commands. Faust's own
-  round-robin (``DefaultSchedulingStrategy``) only interleaves the records of one poll.
-  → Partitions of the ``first`` topics (the transactional ones) move to the front before each
-  poll; after it, every partition it drained that still has buffered records moves to the end
-  of the buffer, so the next poll starts with another partition.
-* **A fetch to an idle partition is held by the broker for 1.5 s.** The Faust driver hard-codes
-  ``fetch_max_wait_ms=1500``, and aiokafka has one fetch in flight per broker, sent only for the
-  partitions with nothing buffered. While the busy partitions are buffered, that fetch names only
-  quiet ones, the broker holds it until ``fetch_max_wait_ms`` passes, and nothing else can be fetched
-  from that broker meanwhile — not the busy partitions as they drain, and not a quiet partition
-  that was buffered when the fetch left. Measured: 1.3–1.7 s from a transactional record's write
-  to its arrival in the buffer, then 0.5 s in the buffer, per hop.
-  → The worker's fetches wait at most ``max_wait_ms`` (default 50 ms) at the broker.
-* **Fresh data holds back the next fetch.** For ``prefetch_backoff`` (100 ms) after a partition's
-  fetch arrived, aiokafka sends no fetch to that broker while it is still buffered; busy partitions
-  are re-fetched all the time, so a quiet one got a fetch only in the gaps.
-  → 50 ms. Measured with rotation and the 50 ms wait only: 0.8–0.9 s from a transactional record's
-  write to the buffer, ≤ 0.65 s in it; with the transactional topics first and this: 0.1–0.35 s and ≤ 10 ms.
-
-The price is more, smaller fetches: bench/dispatch.py on 2026-11-29, same session, 20,000 campaign
-messages: transactional p99 0.51 s and 236 msg/s (3.93 CPU-s per 1,000) with these settings,
-0.99 s and 244 msg/s (3.74) with a 200 ms wait, 21.4 s and 256 msg/s (3.66) without any of this.
-
-Nothing is skipped or reordered within a partition (aiokafka keeps each partition's records and
-positions; only which partition is served next and when a fetch is sent change).
+``serve_partitions_in_turn(app, first=…, max_wait_ms=50, prefetch_backoff_s=0.05)`` (idempotent;
+False and a log when the driver has another shape): the buffered partitions of the ``first``
+topics are served first, every partition a poll drained moves behind the others, and a fetch waits
+at most ``max_wait_ms`` at the broker and ``prefetch_backoff_s`` after fresh data. ``PollPauses``
+applies a pause between two polls, never inside one. Nothing is skipped or reordered within a
+partition. The measurements behind each setting: docs/kafka-edge.md, "The poll order".
 """
 
 from __future__ import annotations
@@ -90,23 +64,13 @@ def serve_partitions_in_turn(app: Any, *, first: frozenset[str] = frozenset(), m
 
 
 class PollPauses:
-    """Pause partitions between two polls, never in the middle of one.
+    """Pause partitions between two polls, never in the middle of one (a pause inside a poll makes
+    Faust drop the rest of that poll's records of the partition: docs/kafka-edge.md).
 
-    Faust's ``Consumer.pause_partitions`` removes the partitions from the very set ``getmany`` is
-    filtering the current poll's records with, and ``getmany`` silently drops a record whose
-    partition is not in it — after aiokafka has already moved the position past it. A pause
-    called by an agent while that poll is being handed out (the campaign lane's backpressure does
-    exactly that) thus skips the rest of the partition's records in the poll. The offset guard
-    repairs such a skip when a later record of the partition arrives; when none does (the skipped
-    records were the partition's last), they wait until the next rebalance or restart. Found by
-    reading Faust while looking for the cause of a ``make demo`` run that left 62 campaign commands
-    without a result; most likely not that run's cause: the demo's backlog stays far below the
-    pause threshold (``WAPIPE_SEND_BUFFER_PER_PARTITION`` = 4,000; 231 at most in the next run).
-
-    Here a pause is recorded and applied by the consumer just before its next poll; a resume
-    takes effect at once (adding a partition to the set drops nothing), and a partition revoked
-    meanwhile is forgotten (a pause applied after its revocation would outlive a re-assignment).
-    A consumer without that step (``faust_internals.wrap_wait_next_records``) is paused at once."""
+    A pause is recorded and applied by the consumer just before its next poll; a resume takes
+    effect at once, and a partition revoked meanwhile is forgotten (a pause applied after its
+    revocation would outlive a re-assignment). A consumer without that step
+    (``faust_internals.wrap_wait_next_records``) is paused at once."""
 
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer

@@ -1,49 +1,19 @@
-"""A guard against records Faust skips: every agent shows it each record before handling it.
+"""Every agent shows the guard each record before handling it; the guard repairs the records
+Faust skipped.
 
-Faust (faust-streaming 0.15) can skip records of a partition around a rebalance or a table
-recovery (faust-streaming #216, #221): its fetch loop marks a record read when the flow is
-suspended before the record reached the stream, and a fetch that starts past the committed offset
-records the offsets in between as a legitimate "gap", which its commit logic later counts as
-acknowledged. Those records are never handled, and a restart does not bring them back. Seen here:
-a re-run of ``make demo`` left 7 transactional commands without a result; the consumer group's
-committed offset stood at the first one, the agent had handled the ones after them.
+Contract (for topics with contiguous offsets: no compaction, no transactions):
+* ``OffsetGuard.admit(consumer, event)`` → True: handle the record. False: skip it — either a
+  redelivery of a record handled in this assignment, or a record after a jump in offsets; then the
+  partition is sought back (in the consumer's thread, ``seek_wait``) to the first missing offset,
+  and again every ``reseek_s`` until that record arrives; after ``give_up_s`` the jump is taken as
+  a real gap and logged as an error (``faust.gap_accepted``).
+* The first record after an assignment is checked against the group's committed offset read from
+  the broker when the partitions were assigned (``broker_committed`` → ``assigned``), not against
+  Faust's own bookkeeping.
+* ``watch_stalls``: every few seconds a partition that has records on the broker but delivered
+  none for ``stall_s`` (and is not paused, recovering or under repair) is repaired the same way.
 
-Our topics carry contiguous offsets (no compaction, no transactions), so a record whose offset
-jumps over the last one handled (or, first after an assignment, over the committed offset) proves
-that records were skipped. The guard then leaves that record aside and seeks the partition back to
-the first missing offset, and keeps leaving aside every later record of the partition until the
-missing one arrives. A record at or below the last one handled in this assignment is a
-redelivery (Faust re-delivers around seeks and rebalances) and is skipped: handling it again would
-be harmless for the dedup table, the ledger and the seen table, but not for a dead letter, which
-would be written twice (seen in ``make demo``: 3 garbage commands, 6 dead letters). A record that
-arrives late inside a gap accepted as real (below) is handled.
-
-The committed offset the first record is checked against is read from the broker when the
-partitions are assigned (``broker_committed``, before Faust delivers anything of the assignment:
-Faust cannot commit a partition before one of its records was acknowledged), not looked up in
-Faust's own bookkeeping when the first record arrives: that can be empty then (the first record
-was taken on trust) or already past records nobody handled. Seen in ``make demo``: the first 30
-transactional commands of a run (``wa.send.requested`` p1, 3900..3929, published while the worker
-recovered its tables) never reached the intake; the first record it got was 3930, and nothing
-noticed.
-
-One seek is not enough: Faust delivers the rest of the batch it fetched before the seek, and every
-record it delivers moves its read offset past the missing ones again, so the re-fetched missing
-records are dropped as "already read" (seen in the SIGKILL test: 190..207 of wa.send.accepted
-skipped, one seek, 208.. handled, 190..207 never delivered, the commit stuck at 190). So while a
-repair is open the guard seeks again every ``reseek_s`` until the missing record comes; a seek
-after Faust's stale batch is exhausted sticks. If it has not come after ``give_up_s`` the jump is
-taken as a real gap (e.g. transaction markers written by another producer) and logged as an error.
-
-A skip is only seen when a later record of the partition arrives. When the skipped records are the
-partition's last (a campaign already wholly on the topic when a rebalance moved its partition), none
-does: seen once in nine full test suites, 105 commands of a taken-over partition left unsent, the
-consumer's fetch position at the partition's end while Faust's read offset stood at the committed
-offset. So ``stalled`` also compares, every few seconds, each assigned partition's next expected
-offset with its end on the broker: a partition that has records to deliver but delivered none for
-``stall_s`` (and is not paused, in recovery or under repair) is repaired the same way, from the
-expected offset. A partition whose agent is merely slow (its records buffered) gets a needless
-seek at worst: what it re-reads is skipped as redelivered.
+Why each rule exists, with the incidents that found it: docs/kafka-edge.md, "The offset guard".
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
                                 note=note if note else progress.tasks[t_camp[t.tenant_id]].fields["note"])
             progress.update(t_tx, completed=tracker.finished(groups.transactional))
             progress.update(t_odd, completed=tracker.finished(groups.invalid | groups.duplicate))
+            run.check_interrupted()
             if pub.error is not None:
                 raise DemoError(f"publishing the workload failed: {pub.error}")
             dead = run.sup.dead() if run.sup else []

@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from contextlib import ExitStack
@@ -43,6 +44,9 @@ class DemoRun:
         self.s = settings
         self.plan = plan
         self.console = out
+        # Set by SIGTERM. The handler also raises KeyboardInterrupt, but Python swallows an exception
+        # raised while a finalizer (__del__, a weakref callback) runs; the checks below see the flag.
+        self.interrupted = threading.Event()
         self.run_id = uuid.uuid4().hex[:8]
         self.started = dt.datetime.now(dt.timezone.utc)
         self.stages: list[Stage] = []
@@ -107,17 +111,19 @@ class DemoRun:
         code = 1
         with ExitStack() as stack:
             # Ctrl-C / SIGTERM: unwind the stack, which stops every service and the broker.
-            previous = signal.signal(signal.SIGTERM, _interrupt)
+            previous = signal.signal(signal.SIGTERM, self._on_sigterm)
             stack.callback(signal.signal, signal.SIGTERM, previous)
             try:
                 self.start_kafka(stack)
                 self.prepare_state()
                 self.sup = stack.enter_context(Supervisor(self.s.log_dir, env=self.service_env()))
                 stack.callback(lambda: self.console.print("stopping services ..."))
-                self.start_sandbox()
-                self.start_pipeline()
-                self.configure_world()
+                for step in (self.start_sandbox, self.start_pipeline, self.configure_world):
+                    self.check_interrupted()
+                    step()
+                self.check_interrupted()
                 code = self.run_workload()
+                self.check_interrupted()
             except KeyboardInterrupt:
                 self.console.print("[yellow]interrupted: stopping everything[/]")
                 code = 130
@@ -186,6 +192,7 @@ class DemoRun:
 
     def start_pipeline(self) -> None:
         for c in pipeline_services():
+            self.check_interrupted()
             ok = self.start_service(c.spec, required=False, role=c.role)
             if ok and c.spec.name == "ingress":
                 self.ingress_url = self.sup.get("ingress").ready_value.rstrip("/")
@@ -207,9 +214,16 @@ class DemoRun:
             ctl.close()
         self.stage("tenants", "ok", create_tenants(self.s, self.bootstrap, self.plan, self.sandbox_url))
 
+    def _on_sigterm(self, *_args: object) -> None:
+        self.interrupted.set()
+        raise KeyboardInterrupt
+
+    def check_interrupted(self) -> None:
+        """KeyboardInterrupt if SIGTERM came (also when its own KeyboardInterrupt was swallowed)."""
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
+
     def run_workload(self) -> int:
         return run_workload(self)
 
 
-def _interrupt(*_args) -> None:
-    raise KeyboardInterrupt

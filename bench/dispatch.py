@@ -96,7 +96,6 @@ class Bench:
 
     # --- set-up ----------------------------------------------------------------------------------
     def start(self) -> None:
-        from bench.own_broker import make_settings
         from wapipe.edge.clients import admin_client
         from wapipe.topics import apply_topics
 
@@ -107,11 +106,11 @@ class Bench:
         if not bootstrap:
             from wapipe.app.stack.local import KafkaProvider
 
-            self.provider = KafkaProvider(make_settings(self.tmp / "stack"), data_dir=self.tmp / "kafka")
+            self.provider = KafkaProvider(Settings.under(self.tmp / "stack"), data_dir=self.tmp / "kafka")
             bootstrap = self.provider.start()
             log(f"started a Kafka broker at {bootstrap}")
         self.bootstrap = bootstrap
-        self.s = make_settings(self.tmp / "state", kafka_bootstrap_servers=bootstrap, kek=SecretStr(kek),
+        self.s = Settings.under(self.tmp / "state", kafka_bootstrap_servers=bootstrap, kek=SecretStr(kek),
                                subject_pepper=SecretStr(pepper))
         apply_topics(admin_client(bootstrap), self.s)
         seed_path = self.tmp / "seed.json"

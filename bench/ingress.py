@@ -297,7 +297,6 @@ def main() -> int:
 
     from producers.ingress.process import IngressProcess, wait_until
     from wapipe.config import Settings
-    from bench.own_broker import make_settings
     from wapipe.edge.clients import admin_client
     from wapipe.topics import apply_topics
 
@@ -310,7 +309,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingress-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         base = Settings()
-        settings = make_settings(workdir / "state", kafka_bootstrap_servers=base.kafka_bootstrap_servers)
+        settings = Settings.under(workdir / "state", kafka_bootstrap_servers=base.kafka_bootstrap_servers)
         if settings.kafka_bootstrap_servers:
             bootstrap = settings.kafka_bootstrap_servers
             print(f"broker: {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)", flush=True)

@@ -28,10 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from own_broker import make_settings, own_broker  # noqa: E402
+from own_broker import own_broker  # noqa: E402
 from proc_cpu import cpu_seconds  # noqa: E402
 
 from wapipe.app.services import ServiceSpec, Supervisor  # noqa: E402
+from wapipe.config import Settings  # noqa: E402
 
 STATUSES = ("sent", "delivered", "read")
 
@@ -93,7 +94,7 @@ def measure(bootstrap: str, webhooks: int, per: int) -> int:
     from wapipe.topics import WEBHOOK_RAW, apply_topics
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-normalise-state-"))
-    settings = make_settings(tmp / "state", kafka_bootstrap_servers=bootstrap)
+    settings = Settings.under(tmp / "state", kafka_bootstrap_servers=bootstrap)
     apply_topics(admin_client(bootstrap), settings)
     serde = AvroSerde()
     run = uuid.uuid4().hex[:8]

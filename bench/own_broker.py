@@ -1,6 +1,6 @@
 """The broker a benchmark runs against: KAFKA_BOOTSTRAP_SERVERS when set, else one started here
 (``KafkaProvider``: testcontainers or the JVM broker) and stopped when the block ends; and the
-benchmarks' Settings (state under their own folder)."""
+benchmarks' Settings come from ``Settings.under`` (state under their own folder)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,6 @@ from pathlib import Path
 from wapipe.config import Settings
 
 
-def make_settings(state_dir: Path, **overrides) -> Settings:
-    """Settings from the environment, with state under ``state_dir`` (jars stay shared)."""
-    base = Settings()
-    fields = {"state_dir": state_dir, "jars_dir": base.jars_dir, "kafka_bootstrap_servers": base.kafka_bootstrap_servers}
-    fields.update(overrides)
-    return base.model_copy(update=fields)
-
-
 @contextlib.contextmanager
 def own_broker(tmp: Path) -> Iterator[str]:
     bootstrap = Settings().kafka_bootstrap_servers
@@ -28,7 +20,7 @@ def own_broker(tmp: Path) -> Iterator[str]:
         return
     from wapipe.app.stack.local import KafkaProvider
 
-    provider = KafkaProvider(make_settings(tmp / "stack"), data_dir=tmp / "kafka")
+    provider = KafkaProvider(Settings.under(tmp / "stack"), data_dir=tmp / "kafka")
     bootstrap = provider.start()
     print(f"[{time.strftime('%H:%M:%S')}] started a Kafka broker at {bootstrap}", flush=True)
     try:

@@ -44,9 +44,9 @@ from sinks.rows import CONVERTERS  # noqa: E402
 from sinks.worker import SinkWorker  # noqa: E402
 from wapipe.avro import AvroSerde  # noqa: E402
 from wapipe.clickhouse import clickhouse_client, migrate  # noqa: E402
+from wapipe.config import Settings  # noqa: E402
 from wapipe.edge.clients import consumer as make_consumer  # noqa: E402
 from wapipe.edge.clients import producer  # noqa: E402
-from bench.own_broker import make_settings  # noqa: E402
 from wapipe.edge.clients import admin_client
 from wapipe.topics import STATUS_EVENTS, WEBHOOK_RAW, apply_topics  # noqa: E402
 
@@ -275,7 +275,7 @@ def main() -> int:
 
     t_all = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="wapipe-bench-sink-"))
-    settings = make_settings(tmp / "state")
+    settings = Settings.under(tmp / "state")
     provider = None
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:

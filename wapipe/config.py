@@ -289,5 +289,13 @@ class Settings(BaseSettings):
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @classmethod
+    def under(cls, state_dir: Path, **overrides: Any) -> "Settings":
+        """Settings from the environment with their state under ``state_dir`` (a test's or a
+        benchmark's own folder); the Kafka jars stay shared."""
+        base = cls()
+        return base.model_copy(update={"state_dir": state_dir, "jars_dir": base.jars_dir,
+                                       "kafka_bootstrap_servers": base.kafka_bootstrap_servers, **overrides})
+
     # --- reports and the demo (`wapipe report`, `wapipe demo`) ---------------------------
     reports_dir: Path = Field(default=REPO_ROOT / "reports", description="where `wapipe report` writes HTML reports")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from enum import Enum
 
 import typer
 import typer.main
@@ -16,9 +17,18 @@ from wapipe.app.demo.command import demo_command
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="wapipe: ERP -> Kafka -> WhatsApp Cloud API")
 
 
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
 @app.callback()
-def _main(log_level: str = typer.Option("WARNING", envvar="WAPIPE_LOG_LEVEL", help="log level")) -> None:
-    log.configure(level=log_level.upper())
+def _main(log_level: LogLevel = typer.Option("WARNING", envvar="WAPIPE_LOG_LEVEL", case_sensitive=False,
+                                             help="log level")) -> None:
+    log.configure(level=log_level.value)
 
 
 # --- the commands ------------------------------------------------------------------------

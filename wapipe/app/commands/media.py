@@ -20,10 +20,16 @@ def _fail(msg: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _bootstrap(settings) -> str:
+def _open(settings):
+    """The broker and the media store of ``settings``; a clear error and exit 1 if either is wrong."""
     from wapipe.app.bootstrap import bootstrap_or_exit
+    from wapipe.media.store import open_store
 
-    return bootstrap_or_exit(settings)
+    bootstrap = bootstrap_or_exit(settings)
+    try:
+        return bootstrap, open_store(settings)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
 
 
 @app.command("fetch")
@@ -36,7 +42,6 @@ def fetch_command(
     from sinks.retention import RetentionDays
     from wapipe.config import Settings
     from wapipe.media.fetch import MediaFetcher
-    from wapipe.media.store import open_store
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.probe import serving_probe
@@ -44,11 +49,7 @@ def fetch_command(
     from wapipe.topics import INBOUND_MESSAGES
 
     settings = Settings()
-    bootstrap = _bootstrap(settings)
-    try:
-        store = open_store(settings)
-    except (ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+    bootstrap, store = _open(settings)
     kek = load_kek(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,18 +81,13 @@ def sweep_command() -> None:
     erased subjects (already unreadable)."""
     from sinks.retention import RetentionDays
     from wapipe.config import Settings
-    from wapipe.media.store import open_store
     from wapipe.media.sweep import sweep
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.tenants.registry import TenantRegistry
 
     settings = Settings()
-    bootstrap = _bootstrap(settings)
-    try:
-        store = open_store(settings)
-    except (ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+    bootstrap, store = _open(settings)
     with TenantRegistry(settings, bootstrap) as registry, KeyRing(settings, bootstrap, load_kek(settings)) as ring:
         registry.wait_ready(60)
         ring.wait_ready(60)
@@ -109,14 +105,12 @@ def get_command(
     """Open one stored file (only within its tenant). Exit 2 when absent, 3 when the subject is erased."""
     from wapipe.config import Settings
     from wapipe.media.sealed import CorruptMedia, object_id_for, open_blob
-    from wapipe.media.store import open_store
     from wapipe.privacy.errors import SubjectErased
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
 
     settings = Settings()
-    bootstrap = _bootstrap(settings)
-    store = open_store(settings)
+    bootstrap, store = _open(settings)
     try:
         oid = object_id_for(tenant, event_id)
         blob = asyncio.run(store.get(tenant, oid))
@@ -149,12 +143,13 @@ def upload_command(
 
     from connectors.meta.client import GraphClient, MediaTooLarge
     from connectors.meta.errors import MetaError
+    from wapipe.app.bootstrap import bootstrap_or_exit
     from wapipe.config import Settings
     from wapipe.privacy.kek import load_kek
     from wapipe.tenants.registry import TenantRegistry
 
     settings = Settings()
-    bootstrap = _bootstrap(settings)
+    bootstrap = bootstrap_or_exit(settings)
     mime = mime_type or mimetypes.guess_type(file.name)[0]
     if not mime:
         _fail(f"cannot tell the MIME type of {file.name}: give --type")

@@ -372,14 +372,15 @@ def positive(text: str) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--messages", type=positive, default=int(os.environ.get("BENCH_MESSAGES", 30_000)))
+    # string defaults: argparse runs ``type`` on them too, so BENCH_* values are checked like options
+    ap.add_argument("--messages", type=positive, default=os.environ.get("BENCH_MESSAGES", "30000"))
     ap.add_argument("--limits", type=limits_arg, default=os.environ.get("BENCH_LIMITS", "1000"),
                     help="throughput limit of each number (msg/s), comma-separated")
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--steady-s", type=float, default=5.0)
-    ap.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_WORKERS", 1)),
+    ap.add_argument("--workers", type=positive, default=os.environ.get("BENCH_WORKERS", "1"),
                     help="worker processes (partitions are shared among them)")
-    ap.add_argument("--baseline-messages", type=int, default=5_000)
+    ap.add_argument("--baseline-messages", type=positive, default="5000")
     args = ap.parse_args()
     b = Bench(args)
     try:

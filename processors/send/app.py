@@ -36,7 +36,7 @@ from processors.send.intake import Intake
 from processors.send.ledger import KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
 from processors.send.numbers import Numbers, Work
-from processors.send.outcomes import Outcomes, Results, Topics
+from processors.send.outcomes import Outcomes, Results
 from processors.send.reconcile import Reconciler, Unknowns
 from processors.send.scheduler import Scheduler
 from processors.send.slots import FairSlots
@@ -180,8 +180,8 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     wamid_ref = WamidRefs.from_settings(s)
     reconciler = Reconciler(ledger, results.emit, unknowns=unknowns, memory_s=s.send_reconcile_memory_s,
                             unknown_timeout_s=s.send_unknown_timeout_s, wamid_ref=wamid_ref)
-    outcomes = Outcomes(s, ledger=ledger, results=results, send=send, serde=serde,
-                        topics=Topics(results=T.SEND_RESULTS, retry=T.SEND_RETRY, dead=T.SEND_DEAD),
+    writer = LaneWriter(serde=serde, send=send, dead_topic=T.SEND_DEAD, max_bytes=s.dead_letter_max_bytes)
+    outcomes = Outcomes(s, ledger=ledger, results=results, send=send, letters=writer.letters, retry_topic=T.SEND_RETRY,
                         buffer=buffer, numbers=numbers, on_unknown=unknowns.add)
     work = Work(slots)
     graph = GraphCall(s, ledger=ledger, sender=sender, registry=registry, kek=kek, keyring=keyring,
@@ -190,13 +190,12 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
                           registry=registry, windows=windows, campaigns=campaigns, suppressions=suppressions,
                           is_restricted=restrictions.is_restricted)
     admission = Admission(numbers=numbers, buffer=buffer, scheduler=scheduler, campaigns=campaigns)
-    writer = LaneWriter(serde=serde, send=send, dead_topic=T.SEND_DEAD, max_bytes=s.dead_letter_max_bytes)
     partitions = Partitions(s.topic_partitions)
     intake = Intake(s, ledger=ledger, buffer=buffer, admission=admission, outcomes=outcomes, writer=writer,
                     partition_of=partitions.of, rekeyed=REKEYED, retry_topic=T.SEND_RETRY, registry=registry,
                     windows=windows, is_restricted=restrictions.is_restricted, suppressions=suppressions, stats=stats)
-    dispatcher = Dispatcher(s, intake=intake, admission=admission, scheduler=scheduler, graph=graph, outcomes=outcomes,
-                            buffer=buffer, numbers=numbers, work=work, slots=slots, ledger=ledger, stats=stats)
+    dispatcher = Dispatcher(s, intake=intake, scheduler=scheduler, graph=graph, buffer=buffer, numbers=numbers,
+                            work=work, slots=slots, ledger=ledger, stats=stats)
     reconciler.start()
     # Every worker follows every partition (statuses are keyed by number); the reconciler acts
     # only on keys of the ledger partitions this worker holds.

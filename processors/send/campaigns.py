@@ -27,8 +27,9 @@ from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer as make_producer
 from wapipe.edge.endpoint import confluent_conf
+from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED, CampaignControl
 
-STATES = ("RUNNING", "PAUSED", "STOPPED")
+STATES = (RUNNING, PAUSED, STOPPED)
 
 
 def control_key(tenant_id: str, campaign_id: str) -> bytes:
@@ -45,9 +46,9 @@ def publish_control(bootstrap: str, campaign_id: str, state: str, *, tenant_id: 
     if not campaign_id:
         raise ValueError("give the campaign id")
     serde = serde or AvroSerde()
-    value = serde.encode("CampaignControl", {"campaign_id": campaign_id, "tenant_id": tenant_id, "state": state,
-                                             "actor": actor, "at": dt.datetime.now(dt.timezone.utc)},
-                         topic=T.CAMPAIGN_CONTROL)
+    control = CampaignControl(campaign_id=campaign_id, tenant_id=tenant_id, state=state, actor=actor,
+                              at=dt.datetime.now(dt.timezone.utc))
+    value = serde.encode("CampaignControl", control.to_avro(), topic=T.CAMPAIGN_CONTROL)
     errors: list[str] = []
     p = make_producer(bootstrap)
     p.produce(T.CAMPAIGN_CONTROL, key=control_key(tenant_id, campaign_id), value=value,

@@ -15,13 +15,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from processors.send.admission import Admission
 from processors.send.buffer import Buffer
 from processors.send.graph_call import GraphCall
 from processors.send.intake import Intake
 from processors.send.ledger import Ledger
 from processors.send.numbers import Numbers, Work
-from processors.send.outcomes import Outcomes
 from processors.send.scheduler import Scheduler
 from processors.send.slots import FairSlots
 from processors.send.stats import Stats
@@ -31,10 +29,8 @@ from processors.send.stats import Stats
 class Dispatcher:
     settings: Any
     intake: Intake
-    admission: Admission
     scheduler: Scheduler
     graph: GraphCall
-    outcomes: Outcomes
     buffer: Buffer
     numbers: Numbers
     work: Work

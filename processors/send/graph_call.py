@@ -51,7 +51,11 @@ class Verdict:
     via_topic: bool = False
     tell: bool = False
     pacing: str | None = None
-    dead: bool = False
+
+    @property
+    def dead(self) -> bool:
+        """Retries used up: a dead letter, then DEAD."""
+        return self.outcome is R.Outcome.DEAD
 
 
 def classify(exc: meta_errors.MetaError, attempt: int, settings: Any, *, jitter: float = 1.0) -> Verdict:
@@ -69,7 +73,7 @@ def classify(exc: meta_errors.MetaError, attempt: int, settings: Any, *, jitter:
         return Verdict(None, reason, retry_in=min(exc.retry_after or 1.0, 60.0), pacing=THROTTLE)
     if isinstance(exc, meta_errors.Transient):
         if attempt >= s.send_max_attempts:
-            return Verdict(R.Outcome.DEAD, reason, dead=True)
+            return Verdict(R.Outcome.DEAD, reason)
         backoff = min(s.send_retry_max_s, s.send_retry_base_s * 2 ** (attempt - 1)) * jitter
         return Verdict(None, reason, retry_in=backoff, via_topic=True, tell=True)
     return Verdict(R.Outcome.FAILED, reason)  # Permanent, NumberBlocked, AuthError, MetaError without a class

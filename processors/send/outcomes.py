@@ -20,7 +20,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from connectors.meta import errors as meta_errors
@@ -31,8 +30,7 @@ from processors.send.lanes import Job
 from processors.send.ledger import Entry, Ledger
 from processors.send.numbers import Numbers
 from processors.send.stats import Stats
-from wapipe.deadletter import PROCESS_TALLY, DeadLetter, Source
-from wapipe.deadletter import encode as encode_dead_letter
+from wapipe.deadletter import DeadLetter, DeadLetters, Source
 from wapipe.messages.send import DONE, RETRY, SendCommand, SendResult
 
 REPEATED = "result repeated: its command was read again after a restart or rebalance (nothing sent again)"
@@ -42,13 +40,6 @@ REPEATED = "result repeated: its command was read again after a restart or rebal
 ANSWERED_REMEMBERED = 50_000
 
 Send = Callable[..., Awaitable[Any]]  # (topic, key, value, *, partition=None, headers=None) -> acked
-
-
-@dataclass(frozen=True)
-class Topics:
-    results: str
-    retry: str
-    dead: str
 
 
 class Answered:
@@ -95,15 +86,16 @@ class Results:
 
 
 class Outcomes:
-    def __init__(self, settings: Any, *, ledger: Ledger, results: Results, send: Send, serde: Any, topics: Topics,
-                 buffer: Buffer, numbers: Numbers, on_unknown: Callable[[str], None]) -> None:
-        """``on_unknown(key)``: a job ended UNKNOWN (the reconciler looks for its status webhooks)."""
+    def __init__(self, settings: Any, *, ledger: Ledger, results: Results, send: Send, letters: DeadLetters,
+                 retry_topic: str, buffer: Buffer, numbers: Numbers, on_unknown: Callable[[str], None]) -> None:
+        """``on_unknown(key)``: a job ended UNKNOWN (the reconciler looks for its status webhooks);
+        ``letters``: the worker's dead letters (wa.send.dead, cut down to fit, retried)."""
         self.s = settings
         self.ledger = ledger
         self.results = results
         self._send = send
-        self.serde = serde
-        self.topics = topics
+        self.letters = letters
+        self.retry_topic = retry_topic
         self.buffer = buffer
         self.numbers = numbers
         self.on_unknown = on_unknown
@@ -133,7 +125,7 @@ class Outcomes:
         value = self.results.encode(R.result(job.cmd, outcome, attempts=attempts, at=at, **kw))
         # The DONE entry and the result leave with every other outcome of this loop turn.
         await self._batch.submit(((job.key, job.partition, entry),
-                                  (self.topics.results, value, job.cmd.tenant_id.encode(), None, None)))
+                                  (self.results.topic, value, job.cmd.tenant_id.encode(), None, None)))
         self.results.written(str(outcome))
         self.answered.add(job.key, job.cmd.command_id, str(outcome))
         self.buffer.release(job)
@@ -156,7 +148,7 @@ class Outcomes:
             self.numbers.enqueue(job, front=True)
             return
         # Long wait: park it on wa.send.retry and let the source offset move on.
-        await self._send(self.topics.retry, job.cmd.phone_number_id.encode(), job.raw, partition=job.partition,
+        await self._send(self.retry_topic, job.cmd.phone_number_id.encode(), job.raw, partition=job.partition,
                          headers=[("attempt", str(attempts).encode()), ("not_before", str(nb_ms).encode())])
         await self._ack(job)
 
@@ -166,9 +158,7 @@ class Outcomes:
                             f"gave up after {attempts} attempts: {exc}"[:500], type(exc).__name__,
                             tenant_id=cmd.tenant_id, subject_id=cmd.subject_id,
                             headers={"idempotency_key": cmd.idempotency_key})
-        value, _ = encode_dead_letter(self.serde, letter, self.topics.dead, self.s.dead_letter_max_bytes)
-        await self._send(self.topics.dead, cmd.tenant_id.encode(), value)
-        PROCESS_TALLY.add(letter.error_type[:200])  # wapipe_dead_letters_total{service="worker"}
+        await self.letters.write(letter, key=cmd.tenant_id.encode())  # counted in wapipe_dead_letters_total
         await self.finish(job, R.Outcome.DEAD, attempts=attempts, reason=f"gave up after {attempts} attempts: {exc}"[:300],
                           error_code=exc.code, error_subcode=exc.subcode)
 

@@ -18,6 +18,7 @@ from aiokafka import TopicPartition
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import aiokafka_reader, topic_partitions
+from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED
 
 logger = log.get_logger(__name__)
 
@@ -143,11 +144,11 @@ class CampaignStates:
 
     def state(self, tenant_id: str, campaign_id: str | None) -> str:
         if not campaign_id:
-            return "RUNNING"
-        return self._state.get((tenant_id, campaign_id), "RUNNING")
+            return RUNNING
+        return self._state.get((tenant_id, campaign_id), RUNNING)
 
     def paused(self, tenant_id: str, campaign_id: str) -> bool:
-        return self.state(tenant_id, campaign_id) == "PAUSED"
+        return self.state(tenant_id, campaign_id) == PAUSED
 
     def stopped(self, tenant_id: str, campaign_id: str | None) -> bool:
-        return self.state(tenant_id, campaign_id) == "STOPPED"
+        return self.state(tenant_id, campaign_id) == STOPPED

@@ -30,7 +30,7 @@ class LaneWriter:
         """``send(topic, key, value)`` produces one record and waits for its acknowledgement."""
         self._send = send
         self.dead_topic = dead_topic
-        self._letters = DeadLetters(serde, dead_topic, lambda t, v, k: send(t, k, v), max_bytes)
+        self.letters = DeadLetters(serde, dead_topic, lambda t, v, k: send(t, k, v), max_bytes)
 
     async def write(self, w: Write) -> None:
         """Returns once the broker acknowledged the record (or its dead letter)."""
@@ -38,7 +38,7 @@ class LaneWriter:
         while True:
             try:
                 if w.letter is not None:  # cut down to fit, retried inside
-                    await self._letters.write(w.letter, key=w.key)
+                    await self.letters.write(w.letter, key=w.key)
                 else:
                     await self._send(w.topic, w.key, w.value)
                 return

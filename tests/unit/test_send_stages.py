@@ -26,7 +26,7 @@ from processors.send.lanes import Job
 from processors.send.ledger import Entry, Ledger
 from processors.send.ledger_store import LedgerStore
 from processors.send.numbers import Numbers, Work
-from processors.send.outcomes import Answered, Outcomes, Results, Topics
+from processors.send.outcomes import Answered, Outcomes, Results
 from processors.send.scheduler import Scheduler
 from processors.send.slots import FairSlots
 from processors.send.stats import Stats
@@ -299,9 +299,10 @@ class World:
         campaigns, suppressions = self.campaigns, self.suppressions = CampaignStates(), SuppressionList()
         self.unknown: list[str] = []
         results = Results(serde=self.serde, send=send, topic="wa.send.results", stats=stats)
-        outcomes = Outcomes(s, ledger=self.ledger, results=results, send=send, serde=self.serde,
-                            topics=Topics("wa.send.results", "wa.send.retry", "wa.send.dead"), buffer=self.buffer,
-                            numbers=self.numbers, on_unknown=self.unknown.append)
+        writer = LaneWriter(serde=self.serde, send=send, dead_topic="wa.send.dead", max_bytes=100_000)
+        outcomes = Outcomes(s, ledger=self.ledger, results=results, send=send, letters=writer.letters,
+                            retry_topic="wa.send.retry", buffer=self.buffer, numbers=self.numbers,
+                            on_unknown=self.unknown.append)
         graph = GraphCall(s, ledger=self.ledger, sender=self.sender, registry=REG, kek=Kek(), keyring=ClearRing(),
                           wamid_ref=lambda w: f"ref:{w}", numbers=self.numbers, slots=slots, work=work,
                           outcomes=outcomes, stats=stats)
@@ -311,14 +312,12 @@ class World:
                               outcomes=outcomes, registry=REG, windows=windows, campaigns=campaigns,
                               suppressions=suppressions, is_restricted=lambda s: False)
         admission = Admission(numbers=self.numbers, buffer=self.buffer, scheduler=scheduler, campaigns=campaigns)
-        writer = LaneWriter(serde=self.serde, send=send, dead_topic="wa.send.dead", max_bytes=100_000)
         intake = Intake(s, ledger=self.ledger, buffer=self.buffer, admission=admission, outcomes=outcomes,
                         writer=writer, partition_of=lambda pnid: 0, rekeyed={"TRANSACTIONAL": "tx", "CAMPAIGN": "bulk"},
                         retry_topic="wa.send.retry", registry=REG, windows=windows, is_restricted=lambda s: False,
                         suppressions=suppressions, stats=stats)
-        self.d = Dispatcher(s, intake=intake, admission=admission, scheduler=scheduler, graph=graph,
-                            outcomes=outcomes, buffer=self.buffer, numbers=self.numbers, work=work, slots=slots,
-                            ledger=self.ledger, stats=stats)
+        self.d = Dispatcher(s, intake=intake, scheduler=scheduler, graph=graph, buffer=self.buffer,
+                            numbers=self.numbers, work=work, slots=slots, ledger=self.ledger, stats=stats)
 
     async def submit(self, cmd, partition: int = 0) -> None:
         async def ack() -> None:

@@ -41,6 +41,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from wapipe.avro import AvroSerde
+from wapipe.edge.batches import Stopped
 from wapipe.log import get_logger
 from wapipe.messages.deadletter import DeadLetterRecord
 
@@ -194,21 +195,25 @@ class DeadLetters:
 class SyncDeadLetters:
     """Writes dead letters from a blocking loop, each acked before ``write`` returns. While the
     broker does not answer it retries up to ``timeout`` seconds, then raises ``KafkaException``
-    (the caller then does not commit, and a restart meets the record again)."""
+    (the caller then does not commit, and a restart meets the record again). With ``stop`` (for a
+    producer without a local timeout, ``edge.clients.patient_producer``) it waits however long the
+    broker is away, and raises ``edge.batches.Stopped`` once ``stop`` is set."""
 
     def __init__(self, serde: AvroSerde, topic: str, producer: Producer, max_bytes: int, *,
-                 timeout: float = 60.0, tally: DeadLetterTally = PROCESS_TALLY) -> None:
+                 timeout: float = 60.0, tally: DeadLetterTally = PROCESS_TALLY,
+                 stop: threading.Event | None = None) -> None:
         self.serde = serde
         self.topic = topic
         self.producer = producer
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.tally = tally
+        self.stop = stop
         self.written = 0
 
     def write(self, letter: DeadLetter, *, key: bytes | None = None) -> None:
         value, prefix = encode(self.serde, letter, self.topic, self.max_bytes)
-        deadline = time.monotonic() + self.timeout
+        deadline = None if self.stop is not None else time.monotonic() + self.timeout
         delay = 0.1
         while True:
             err = self._produce(value, _key(letter, key), deadline)
@@ -218,8 +223,9 @@ class SyncDeadLetters:
                 prefix = MIN_PREFIX
                 value = self.serde.encode(RECORD, letter.record(prefix).to_avro(), topic=self.topic)
                 continue
-            if time.monotonic() + delay > deadline:
+            if deadline is not None and time.monotonic() + delay > deadline:
                 raise KafkaException(err)
+            self._check_stop()
             log.warning("dead_letter.write_failed", topic=self.topic, source=letter.source.topic,
                         offset=letter.source.offset, error=err.str(), retry_in_s=delay)
             time.sleep(delay)
@@ -230,7 +236,11 @@ class SyncDeadLetters:
                     offset=letter.source.offset, error_type=letter.error_type, reason=letter.reason[:300],
                     cut=prefix is not None)
 
-    def _produce(self, value: bytes, key: bytes | None, deadline: float) -> KafkaError | None:
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped(f"{self.topic}: dead letter not acknowledged at stop")
+
+    def _produce(self, value: bytes, key: bytes | None, deadline: float | None) -> KafkaError | None:
         result: list[KafkaError | None] = []
 
         def done(err: KafkaError | None, _msg: Any) -> None:
@@ -245,6 +255,7 @@ class SyncDeadLetters:
             return KafkaError(KafkaError._QUEUE_FULL, "producer queue full")
         while not result:
             self.producer.poll(0.05)
-            if time.monotonic() > deadline + 30:  # message.timeout.ms ends it before this
+            if deadline is not None and time.monotonic() > deadline + 30:  # message.timeout.ms ends it before this
                 return KafkaError(KafkaError._MSG_TIMED_OUT, "no acknowledgement")
+            self._check_stop()
         return result[0]

@@ -103,7 +103,7 @@ class ErpInbound:
     async def run(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
                   on_poll: Callable[[], None] | None = None, batch: int = 200) -> Stats:
         producer = patient_producer(bootstrap, partitioner=JAVA_PARTITIONER)  # the ERP SDK finds its tenant's partition
-        letters = SyncDeadLetters(self.serde, ERP_DEAD, producer, self.s.dead_letter_max_bytes)
+        letters = SyncDeadLetters(self.serde, ERP_DEAD, producer, self.s.dead_letter_max_bytes, stop=stop)
         self._stop = stop
 
         async def handle(good: list[Any]) -> None:

@@ -38,7 +38,7 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, DeadLetters, Source
 from wapipe.edge.endpoint import faust_app_kwargs
-from wapipe.edge.faust_internals import as_current_event, check_shape
+from wapipe.edge.faust_internals import as_current_event
 from wapipe.log import get_logger
 from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.errors import PrivacyError, SubjectErased
@@ -112,9 +112,9 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                      help="event_id -> first seen (unix s)", options={"ttl": int(window)})
     counters = {"in": 0, "out": 0, "duplicates": 0, "dead": 0, "dead_items": 0}
 
-    check_shape(require=("current_event",))  # table writes name their event through Faust's internals
     guard = OffsetGuard("normalise")  # Faust can skip records around a rebalance: see wapipe/edge/offset_guard.py
-    watch_stalls(app, guard, bootstrap, [WEBHOOK_RAW])
+    # table writes name their event through Faust's internals: without them the normaliser does not start
+    watch_stalls(app, guard, bootstrap, [WEBHOOK_RAW], require=("current_event",))
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: Any, revoked: Any, **kw: Any) -> None:

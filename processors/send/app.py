@@ -123,7 +123,6 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     """Every collaborator, started, and the stages wired (``consumer``: the Faust app's, whose
     campaign partitions backpressure pauses)."""
     from connectors.meta.send_call import MessageSender
-    from wapipe.ready import wait_ready
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
     from wapipe.privacy.wamids import WamidRefs
@@ -135,8 +134,7 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     registry = TenantRegistry(s, bootstrap).start()
     keyring = KeyRing(s, bootstrap, kek).start()
     await loop.run_in_executor(None, registry.wait_ready, 60.0)
-    if not await loop.run_in_executor(None, wait_ready, keyring, 5.0):
-        logger.warning("worker.keyring_not_ready")
+    await loop.run_in_executor(None, keyring.wait_ready, 5.0)  # bounded by the key ring's own deadline
     restrictions = RestrictionRegistry(s, bootstrap)
     restrictions.start()
     await loop.run_in_executor(None, restrictions.wait_ready, 30.0)

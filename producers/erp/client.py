@@ -31,7 +31,6 @@ from wapipe.avro import AvroSerde
 from wapipe.edge.clients import JAVA_PARTITIONER, producer as make_producer
 from wapipe.edge.endpoint import Endpoint, confluent_conf, endpoint_for
 from wapipe.privacy.links import link_record
-from wapipe.ready import wait_ready
 
 
 class PublishError(RuntimeError):
@@ -62,7 +61,7 @@ class ErpProducer:
 
         bootstrap = endpoint_for(settings, bootstrap)
         ring = KeyRing(settings, bootstrap, load_kek(settings)).start()
-        wait_ready(ring, 30)
+        ring.wait_ready(30)  # raises when the keys are not read within 30 s
         p = cls(bootstrap, sealer=ring, pepper=pepper_from(settings), serde=AvroSerde.from_settings(settings))
         p._ring = ring  # closed with the producer
         return p

@@ -29,7 +29,6 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from producers.erp.client import PublishError
-from wapipe.ready import wait_ready
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import JAVA_PARTITIONER, partition_for
@@ -158,7 +157,7 @@ class ErpConsumer:
 
         bootstrap = endpoint_for(settings, bootstrap)
         ring = KeyRing(settings, bootstrap, load_kek(settings)).start()
-        wait_ready(ring, 30)
+        ring.wait_ready(30)  # raises when the keys are not read within 30 s
         c = cls(bootstrap, tenant_id, keys=ring, serde=AvroSerde.from_settings(settings), **kw)
         c._ring = ring  # closed with the consumer
         return c

@@ -13,12 +13,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from wapipe.avro import AvroSerde, SerdeError
+from wapipe.avro import AvroSerde
 from wapipe.edge.follow import TopicFollower
-from wapipe.log import get_logger
 from wapipe.topics import PRIVACY_REQUESTS
-
-log = get_logger(__name__)
 
 
 @dataclass
@@ -33,8 +30,8 @@ class PrivacyStatusView:
         self._by_code: dict[str, _Entry] = {}
         self._code_of: dict[str, str] = {}  # request_id -> confirmation code
         self._lock = threading.Lock()
+        # a record that does not decode is logged and counted by the follower (follow.unreadable)
         self._follower = TopicFollower(bootstrap, PRIVACY_REQUESTS, self._on_record, name="privacy-status")
-        self.unreadable = 0
 
     def start(self) -> None:
         # The ingress comes up whatever the broker's state: the topic is looked for in the thread.
@@ -74,12 +71,7 @@ class PrivacyStatusView:
                 if code:
                     self._by_code.pop(code, None)
             return
-        try:
-            rec = self._serde.decode(value, "PrivacyRequest")
-        except SerdeError as exc:
-            self.unreadable += 1
-            log.warning("unreadable privacy request record", error=str(exc))
-            return
+        rec = self._serde.decode(value, "PrivacyRequest")
         with self._lock:
             self._by_code[rec["confirmation_code"]] = _Entry(rec, from_topic=True)
             self._code_of[rec["request_id"]] = rec["confirmation_code"]

@@ -145,7 +145,7 @@ def create_app():
     """Granian's app factory, run in each worker process: configuration from the environment."""
     from producers.ingress.app import IngressApp
     from wapipe import log as wlog
-    from wapipe.edge.endpoint import KafkaEndpoint
+    from wapipe.edge.clients import settings_endpoint
 
     # A spawned (not forked) worker has not run the CLI's logging setup: logs go to stderr, never
     # to stdout where the READY line is.
@@ -153,7 +153,7 @@ def create_app():
     die_with_parent()
     settings = Settings()
     # _serve_granian put the broker the command resolved (and checked) into the environment.
-    return IngressApp(settings, KafkaEndpoint.from_settings(settings, settings.kafka_bootstrap_servers))
+    return IngressApp(settings, settings_endpoint(settings, check=False))  # checked by the command
 
 
 def _serve_granian(bootstrap: str, host: str, port: int, workers: int, out: TextIO, log_level: str) -> int:

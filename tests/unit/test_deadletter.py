@@ -49,3 +49,41 @@ def test_a_v3_status_event_reads_as_v4_with_no_recipient_type():
            "pricing_category": None, "pricing_type": None, "errors": [], "received_at": now, "extra": "{}"}
     back = SERDE.decode(SERDE.encode("StatusEvent", rec, version=3), "StatusEvent")
     assert back["recipient_type"] is None and back["wamid"] == "m"
+
+
+def test_a_dead_letter_with_stop_waits_out_an_absent_broker_until_stop():
+    """With ``stop`` the write waits however long the broker is away (no ``timeout``, a producer
+    without a local message timeout) and gives up only at stop, with ``Stopped``."""
+    import threading
+    import time
+
+    import pytest
+
+    from wapipe.deadletter import SyncDeadLetters
+    from wapipe.edge.batches import Stopped
+    from wapipe.edge.clients import patient_producer
+
+    stop = threading.Event()
+    producer = patient_producer("127.0.0.1:1")  # nothing listens there
+    letters = SyncDeadLetters(AvroSerde(), "wa.erp.dead", producer, 10_000, timeout=0.2, stop=stop)
+    letter = DeadLetter(Source("wa.send.results", 0, 7, b"k", b"v"), "bad", "SerdeError", tenant_id="t")
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            letters.write(letter)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=write)
+    t.start()
+    time.sleep(2.0)  # ten times its timeout: still waiting
+    assert outcome == [] and t.is_alive()
+    stop.set()
+    t.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], Stopped), outcome
+    assert letters.written == 0
+    with pytest.raises(Stopped):  # and at once while stop stays set
+        letters.write(letter)
+    producer.purge()

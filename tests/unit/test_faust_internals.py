@@ -80,14 +80,22 @@ def test_paused_partitions_follow_fausts_public_pause_and_resume(consumer):
 def test_committed_offset_reads_fausts_own_book(consumer):
     tp = TP("t", 1)
     assert fi.committed_offset(consumer, tp) is None
-    assert hasattr(consumer, "_committed_offset")  # the book exists on a real consumer
+    consumer._committed_offset[tp] = 7  # the book a real consumer keeps, as Faust writes it
+    assert fi.committed_offset(consumer, tp) == 7
 
 
 def test_wait_next_records_is_wrapped_on_a_real_consumer(consumer):
     calls: list[str] = []
-    original = consumer._wait_next_records
+    assert asyncio.iscoroutinefunction(consumer._wait_next_records)  # the step a real consumer has
+
+    async def poll_step(timeout: float) -> str:  # stands in for the wait itself, not for the wrapping
+        calls.append(f"wait {timeout}")
+        return "records"
+
+    consumer._wait_next_records = poll_step
     assert fi.wrap_wait_next_records(consumer, lambda: calls.append("before"))
-    assert consumer._wait_next_records is not original
+    assert asyncio.run(consumer._wait_next_records(0.5)) == "records"
+    assert calls == ["before", "wait 0.5"]
     assert fi.wrap_wait_next_records(object(), lambda: None) is False
 
 

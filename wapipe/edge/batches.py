@@ -7,7 +7,7 @@ processors that hand records on (``processors/erp_inbound``, ``wapipe/media/fetc
 (at-least-once; the handler makes sure what it wrote is acknowledged before it returns, e.g. with
 ``flush_acked``). Client errors other than a partition's end are logged, never handed on.
 
-The broker going away stops nothing: a commit it refuses is logged and counted, and the next
+The broker going away stops nothing: a commit it refuses is logged, and the next
 commit (which names the consumer's positions, so the earlier batch too) or the one made at stop
 carries it; if the group moved the partition meanwhile, its new owner reads the batch again.
 """
@@ -58,7 +58,7 @@ async def consume_batches(bootstrap: Endpoint, group: str, topics: Iterable[str]
                     log.warning("consume.kafka_error", group=group, error=err.str())
             if not good:
                 if on_idle is not None and await on_idle(consumer):
-                    return
+                    break  # through the commit at stop
                 continue
             await handle(good)
             await _commit(consumer, group)
@@ -67,16 +67,13 @@ async def consume_batches(bootstrap: Endpoint, group: str, topics: Iterable[str]
         consumer.close()
 
 
-async def _commit(consumer: Consumer, group: str) -> bool:
+async def _commit(consumer: Consumer, group: str) -> None:
     try:
         await asyncio.to_thread(consumer.commit, asynchronous=False)
-        return True
     except KafkaException as exc:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        if err is not None and err.code() == KafkaError._NO_OFFSET:  # nothing consumed since the last one
-            return True
-        log.warning("consume.commit_failed", group=group, error=str(exc)[:300])
-        return False
+        if err is None or err.code() != KafkaError._NO_OFFSET:  # _NO_OFFSET: nothing consumed since the last
+            log.warning("consume.commit_failed", group=group, error=str(exc)[:300])
 
 
 class Stopped(Exception):

@@ -265,14 +265,16 @@ async def broker_committed(bootstrap: str, group_id: str, tps: Iterable[Any],
 
 def watch_stalls(app: Any, guard: OffsetGuard, bootstrap: str, topics: Iterable[str], *,
                  ready: Callable[[], bool] = lambda: True, quiet: Callable[[], Iterable[Any]] = lambda: (),
-                 interval: float = 5.0) -> None:
+                 interval: float = 5.0, require: tuple[str, ...] = ()) -> None:
     """Every ``interval``: the app's assigned partitions of ``topics`` checked for a stall
     (``OffsetGuard.stalled``) against their end offsets on the broker, and repaired. Partitions
     Faust paused, or ``quiet()`` names, and all of them while tables recover, until ``ready()``
-    (the agents wait for their own start) and while the broker does not answer, are not judged."""
+    (the agents wait for their own start) and while the broker does not answer, are not judged.
+    First, once: what of Faust's internals the guards reach is gone is logged (``require``: those
+    whose absence is fatal, ``faust_internals.check_shape``)."""
     topics = frozenset(topics)
     reader = BrokerEnds(bootstrap)
-    fi.check_shape()  # what of Faust's internals the guards reach is gone: logged at start-up
+    fi.check_shape(require=require)
 
     @app.timer(interval=interval, name=f"{guard.name}.watch_stalls")
     async def watch() -> None:

@@ -24,6 +24,7 @@ its offset is committed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -32,7 +33,7 @@ from typing import Any
 from wapipe.avro import SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
-from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.batches import consume_batches
 from wapipe.log import get_logger
 from wapipe.tenants.limits import UNLIMITED, limit_for_tier, mps_for_level
 from wapipe.tenants.models import Template, Tenant, TenantStatus
@@ -196,41 +197,30 @@ class Follower:
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, on_ready=None, on_poll=None) -> None:
-        c = make_consumer(self.service.bootstrap, self.group)
-        c.subscribe([ACCOUNT_EVENTS])
-        ready = False
+        """Until ``stop``: account events in batches (``edge.batches.consume_batches``), each batch
+        committed after its events were applied; a refused commit or a broker away stops nothing."""
+        asyncio.run(consume_batches(self.service.bootstrap, self.group, [ACCOUNT_EVENTS], stop, self._batch,
+                                    batch=100, poll_s=0.2, ready=on_ready, on_poll=on_poll))
+
+    async def _batch(self, msgs: list) -> None:
+        for msg in msgs:
+            self._one(msg)
+
+    def _one(self, msg) -> None:
         try:
-            while not stop.is_set():
-                msg = c.poll(0.2)
-                if on_poll:
-                    on_poll()
-                if not ready and c.assignment():
-                    ready = True
-                    if on_ready:
-                        on_ready()
-                if msg is None:
-                    continue
-                if msg.error():
-                    log.warning("tenants.follow.kafka_error", error=msg.error().str())
-                    continue
-                try:
-                    ev = self.serde.decode(msg.value(), "AccountEvent")
-                except SerdeError as exc:
-                    self._dead(msg, str(exc), "SerdeError")
-                else:
-                    try:
-                        did = self.handle(ev)
-                    except PublishError:
-                        raise  # the broker refused our write: stop uncommitted, a restart retries
-                    except Exception as exc:  # one bad event never stops the follower
-                        log.error("tenants.follow.failed", waba_id=ev.get("waba_id"), field=ev.get("field"),
-                                  error=str(exc))
-                        self._dead(msg, f"{type(exc).__name__}: {exc}", type(exc).__name__, ev.get("tenant_id"))
-                    else:
-                        log.info("tenants.follow.applied", waba_id=ev["waba_id"], field=ev["field"], did=did)
-                c.commit(message=msg, asynchronous=False)
-        finally:
-            c.close()
+            ev = self.serde.decode(msg.value(), "AccountEvent")
+        except SerdeError as exc:
+            self._dead(msg, str(exc), "SerdeError")
+            return
+        try:
+            did = self.handle(ev)
+        except PublishError:
+            raise  # the broker refused our write: stop uncommitted, a restart retries
+        except Exception as exc:  # one bad event never stops the follower
+            log.error("tenants.follow.failed", waba_id=ev.get("waba_id"), field=ev.get("field"), error=str(exc))
+            self._dead(msg, f"{type(exc).__name__}: {exc}", type(exc).__name__, ev.get("tenant_id"))
+        else:
+            log.info("tenants.follow.applied", waba_id=ev["waba_id"], field=ev["field"], did=did)
 
     def _dead(self, msg, reason: str, error_type: str, tenant_id: str | None = None) -> None:
         """Acked before the caller commits the record's offset (raises when the broker does not answer)."""

@@ -23,7 +23,7 @@ from typing import Literal
 
 from confluent_kafka import Message
 
-from wapipe.avro import AvroSerde, SerdeError
+from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.edge.follow import FollowError, TopicFollower
 from wapipe.log import get_logger
@@ -141,21 +141,18 @@ class TenantRegistry:
 
     # --- the follower's thread ------------------------------------------------------------
     def _on_record(self, m: Message) -> None:
-        self._apply(m.topic(), m.key(), m.value(), m.offset())
+        self._apply(m.topic(), m.key(), m.value())
 
-    def _apply(self, topic: str, raw_key: bytes | None, value: bytes | None, offset: int) -> None:
+    def _apply(self, topic: str, raw_key: bytes | None, value: bytes | None) -> None:
+        # A record that does not decode raises here: the follower skips it loudly (follow.unreadable)
+        # and the table keeps its last good state.
         key = raw_key.decode() if raw_key else ""
-        try:
-            if topic == TENANTS:
-                new = Tenant.from_avro(self._serde.decode(value, TENANT_RECORD)) if value is not None else None
-                change = self._put_tenant(key, new)
-            else:
-                new = Template.from_avro(self._serde.decode(value, TEMPLATE_RECORD)) if value is not None else None
-                change = self._put_template(key, new)
-        except (SerdeError, ValueError) as exc:
-            # A record we cannot read is skipped loudly; the table keeps its last good state.
-            log.error("tenant_registry.unreadable", topic=topic, key=key, offset=offset, error=str(exc))
-            return
+        if topic == TENANTS:
+            new = Tenant.from_avro(self._serde.decode(value, TENANT_RECORD)) if value is not None else None
+            change = self._put_tenant(key, new)
+        else:
+            new = Template.from_avro(self._serde.decode(value, TEMPLATE_RECORD)) if value is not None else None
+            change = self._put_template(key, new)
         with self._lock:
             listeners = list(self._listeners)
         for cb in listeners:

@@ -10,7 +10,7 @@ from wapipe.config import Settings
 
 
 def demo_command(
-    messages: int = typer.Option(20_000, help="bulk campaign size (split over the tenants by their limits)"),
+    messages: int = typer.Option(20_000, help="bulk campaign size (split equally over the tenants)"),
     transactional: int = typer.Option(300, help="transactional messages sent during the campaign"),
     invalid: int = typer.Option(30, help="invalid commands (unknown template, wrong parameters, foreign number, ...)"),
     failing: int = typer.Option(20, help="campaign recipients whose messages fail at Meta (131026)"),

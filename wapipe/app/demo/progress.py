@@ -29,6 +29,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
         t_tx = progress.add_task("transactional (during the campaign)", total=plan.transactional or None, note="")
         t_odd = progress.add_task("invalid + duplicate commands", total=(plan.invalid + plan.duplicates) or None,
                                   note="")
+        sizes = dict(zip((t.tenant_id for t in tenants), plan.campaign_split()))
         last_rate: dict[str, tuple[float, int]] = {}
         last_moved, last_change = (-1, -1), time.monotonic()
         while True:
@@ -42,7 +43,7 @@ def show_progress(run: "DemoRun", pub: Publisher, tracker: Tracker, groups: Grou
                 rate = (done - prev_n) / (now - prev_t) if now - prev_t >= 2 else None
                 if rate is not None or t.tenant_id not in last_rate:
                     last_rate[t.tenant_id] = (now, done)
-                size = plan.messages // len(tenants) + (plan.messages % len(tenants) if t is tenants[-1] else 0)
+                size = sizes[t.tenant_id]
                 note = f"{rate:6.0f} msg/s" if rate is not None else ""
                 progress.update(t_camp[t.tenant_id], completed=done, total=size or None,
                                 note=note if note else progress.tasks[t_camp[t.tenant_id]].fields["note"])

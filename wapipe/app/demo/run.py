@@ -193,7 +193,7 @@ class DemoRun:
     def start_pipeline(self) -> None:
         for c in pipeline_services():
             self.check_interrupted()
-            ok = self.start_service(c.spec, required=False, role=c.role)
+            ok = self.start_service(c.spec, required=c.required, role=c.role)  # a required one raises
             if ok and c.spec.name == "ingress":
                 self.ingress_url = self.sup.get("ingress").ready_value.rstrip("/")
 

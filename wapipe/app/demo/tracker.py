@@ -7,7 +7,8 @@ import threading
 import uuid
 from collections import Counter
 
-from wapipe.edge.endpoint import confluent_conf
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.endpoint import Endpoint
 from wapipe.log import get_logger
 
 log = get_logger(__name__)
@@ -18,8 +19,8 @@ FINAL_OUTCOMES = {"ACCEPTED", "REJECTED", "FAILED", "UNKNOWN", "DEAD", "EXPIRED"
 class Tracker:
     """Reads this run's SendResults and dead letters from the offsets they had before it started."""
 
-    def __init__(self, bootstrap: str, serde) -> None:
-        from confluent_kafka import Consumer, TopicPartition
+    def __init__(self, bootstrap: Endpoint, serde) -> None:
+        from confluent_kafka import TopicPartition
 
         from wapipe.topics import SEND_DEAD, SEND_RESULTS
 
@@ -30,8 +31,7 @@ class Tracker:
         self.dead_letters = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._c = Consumer({**confluent_conf(bootstrap), "group.id": f"wapipe-demo-{uuid.uuid4().hex[:8]}",
-                            "enable.auto.commit": False, "isolation.level": "read_committed"})
+        self._c = make_consumer(bootstrap, f"wapipe-demo-{uuid.uuid4().hex[:8]}")  # never commits: assigned below
         assign = []
         for topic in (SEND_RESULTS, SEND_DEAD):
             md = self._c.list_topics(topic, timeout=10).topics[topic]

@@ -66,10 +66,8 @@ class Publisher(threading.Thread):
         from producers.erp.commands import Lane, Routing, template, text
 
         plan, tenants, run_id = self.run_.plan, self.run_.plan.tenants(), self.run_.run_id
-        sizes = [plan.messages // len(tenants)] * len(tenants)
-        sizes[-1] += plan.messages - sum(sizes)
+        sizes = plan.campaign_split()
         campaigns = {t.tenant_id: f"spring-{run_id}-{t.tenant_id.removeprefix('demo-')}" for t in tenants}
-        self.run_.expected.campaigns = campaigns
         # Failing recipients replace the first campaign recipients of each tenant.
         fail_by_tenant: dict[str, list[str]] = {}
         for i, wa in enumerate(self.run_.failing):
@@ -158,7 +156,6 @@ class Publisher(threading.Thread):
         for ch in chunks:
             for cmd in ch:
                 self.groups.campaign[cmd["tenant_id"]].add(cmd["command_id"])
-                self.run_.expected.campaign[cmd["tenant_id"]] += 1
             self._publish(ch)
         # Phase 3: while it runs, transactional messages arrive in waves, and the odd ones.
         slowest = max((n / t.throughput for t, n in zip(tenants, sizes)), default=0.0)
@@ -169,8 +166,6 @@ class Publisher(threading.Thread):
                 return
             wave = tx[w::waves]
             self.groups.transactional.update(c["command_id"] for c in wave)
-            for c in wave:
-                self.run_.expected.transactional[c["tenant_id"]] += 1
             if w == min(1, waves - 1):
                 for kind, c in bad:
                     self.groups.invalid.add(c["command_id"])
@@ -184,7 +179,6 @@ class Publisher(threading.Thread):
 
     def _publish(self, batch: list[dict]) -> None:
         if batch:
-            self.run_.expected.command_ids.update(c["command_id"] for c in batch)
             self.published += self.erp.publish(batch)
 
     def _unreadable(self) -> None:

@@ -16,9 +16,7 @@ COMMANDS = [("topics", "apply"), ("sink",), ("normalise",), ("worker",), ("erp",
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_no_kafka_is_one_clear_line(tmp_path, command):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "WAPIPE_", "CLICKHOUSE_"))}
-    env.update(WAPIPE_STATE_DIR=str(tmp_path / "state"), WAPIPE_PROBE_ENABLED="false",
-               WAPIPE_META_APPS=json.dumps({"1": "app-secret"}))
+    env = _env(tmp_path, WAPIPE_META_APPS=json.dumps({"1": "app-secret"}))
     p = subprocess.run([sys.executable, "-m", "wapipe", *command], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "error: no Kafka: run `wapipe stack up` or set KAFKA_BOOTSTRAP_SERVERS" in p.stderr, p.stdout + p.stderr
@@ -47,3 +45,12 @@ def test_an_unknown_log_level_is_a_usage_error(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "bogus" in p.stderr and "Traceback" not in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("option", [("ingress", "--server", "bogus"), ("ingress", "--port", "70000"),
+                                    ("sandbox", "--port", "99999999")], ids=" ".join)
+def test_a_bad_option_is_a_usage_error_before_anything_else(tmp_path, option):
+    p = subprocess.run([sys.executable, "-m", "wapipe", *option], env=_env(tmp_path),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stdout + p.stderr  # a usage error, not "no Kafka" (exit 1)
+    assert option[1] in p.stderr and "Traceback" not in p.stdout + p.stderr

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import typer
 
+from wapipe.app.commands.output import fail
+
 app = typer.Typer(help="Inbound media: fetch into tenant storage (sealed per subject), retention sweep, read.",
                   no_args_is_help=True)
 
-
-def _fail(msg: str, code: int = 1) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 def _open(settings):
@@ -29,7 +27,7 @@ def _open(settings):
     try:
         return bootstrap, open_store(settings)
     except (ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("fetch")
@@ -115,17 +113,17 @@ def get_command(
         oid = object_id_for(tenant, event_id)
         blob = asyncio.run(store.get(tenant, oid))
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyError:
-        _fail(f"no stored media for event {event_id} of tenant {tenant}", 2)
+        fail(f"no stored media for event {event_id} of tenant {tenant}", 2)
     with KeyRing(settings, bootstrap, load_kek(settings)) as ring:
         ring.wait_ready(60)
         try:
             f = open_blob(ring, tenant, oid, blob)
         except SubjectErased:
-            _fail("the sender's data was erased: the file can no longer be opened", 3)
+            fail("the sender's data was erased: the file can no longer be opened", 3)
         except CorruptMedia as exc:
-            _fail(str(exc), 4)
+            fail(str(exc), 4)
     out.write_bytes(f.content)
     sys.stdout.write(f"{out} {len(f.content)} bytes {f.mime_type or ''} sha256={f.sha256}\n")
 
@@ -152,18 +150,18 @@ def upload_command(
     bootstrap = bootstrap_or_exit(settings)
     mime = mime_type or mimetypes.guess_type(file.name)[0]
     if not mime:
-        _fail(f"cannot tell the MIME type of {file.name}: give --type")
+        fail(f"cannot tell the MIME type of {file.name}: give --type")
     with TenantRegistry(settings, bootstrap) as registry:
         registry.wait_ready(60)
         t = registry.tenant(tenant)
     if t is None:
-        _fail(f"unknown tenant {tenant}")
+        fail(f"unknown tenant {tenant}")
     if t.number(number) is None:  # a caller's identifiers are looked up within its tenant only
-        _fail(f"phone number {number} does not belong to tenant {tenant}")
+        fail(f"phone number {number} does not belong to tenant {tenant}")
     try:
         token = t.open_token(load_kek(settings))
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     async def go() -> str:
         async with GraphClient.from_settings(settings) as graph:
@@ -172,7 +170,7 @@ def upload_command(
     try:
         media_id = asyncio.run(go())
     except (MediaTooLarge, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except MetaError as exc:
-        _fail(f"Meta refused the upload: {exc}")
+        fail(f"Meta refused the upload: {exc}")
     typer.echo(media_id)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err = Console(stderr=True)
 
 
-def fail(msg: str) -> None:
-    err.print(f"[red]error:[/] {msg}")
-    raise typer.Exit(1)
+def fail(msg: str, code: int = 1) -> None:
+    """``error: <msg>`` on stderr, one line however long (a message is text, never markup), and exit."""
+    err.print(f"[red]error:[/] {escape(msg)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)

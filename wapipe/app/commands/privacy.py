@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from wapipe.app.commands.output import fail
 from wapipe.privacy.errors import UnknownSubject
 
 app = typer.Typer(no_args_is_help=True, help="Privacy: erasure, access/export, correction, restriction (docs/privacy.md).")
@@ -18,10 +19,6 @@ TENANT = typer.Option(..., "--tenant", help="tenant id")
 WA_ID = typer.Option(None, "--wa-id", help="the person's WhatsApp number, or their business-scoped user id (BSUID, e.g. US.13491208655302741918) for a username user")
 SUBJECT = typer.Option(None, "--subject", help="the subject id (instead of --wa-id)")
 
-
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(1)
 
 
 def _service():
@@ -35,7 +32,7 @@ def _service():
     try:
         return PrivacyService(s, resolve_bootstrap(s)).start()
     except (NoKafka, PrivacyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _show(rec: dict) -> None:
@@ -52,7 +49,7 @@ def _submit(kind: str, tenant: str, wa_id: str | None, subject: str | None, wait
         try:
             rec = svc.submit(kind, tenant_id=tenant, wa_id=wa_id, subject=subject)
         except (ValueError, UnknownSubject) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if wait > 0:
             rec = svc.wait(rec["request_id"], wait) or rec
         _show(rec)
@@ -88,7 +85,7 @@ def correct(tenant: str = TENANT, field: str = typer.Option(..., help="e.g. prof
         try:
             _show(svc.correct(tenant_id=tenant, field=field, value=value, wa_id=wa_id, subject=subject))
         except (ValueError, UnknownSubject) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     finally:
         svc.close()
 
@@ -99,12 +96,12 @@ def status(code: str = typer.Argument(..., help="confirmation code or request id
            meta: bool = typer.Option(False, "--meta", help="a request from Meta's data-deletion callback (no tenant)")) -> None:
     """A request's status and steps: only the given tenant's requests (or, with --meta, Meta's)."""
     if bool(tenant) == meta:
-        _fail("give --tenant T (the tenant's request) or --meta (a request from Meta's callback)")
+        fail("give --tenant T (the tenant's request) or --meta (a request from Meta's callback)")
     svc = _service()
     try:
         rec = svc.status(code, tenant_id=tenant or None)
         if rec is None:
-            _fail(f"no request with code or id {code}" + (f" for tenant {tenant}" if tenant else " from Meta"))
+            fail(f"no request with code or id {code}" + (f" for tenant {tenant}" if tenant else " from Meta"))
         _show(rec)
     finally:
         svc.close()
@@ -148,7 +145,7 @@ def export(tenant: str = TENANT, wa_id: str = WA_ID, subject: str = SUBJECT,
             doc = svc.export(tenant_id=tenant, owns_number=owns_number, wa_id=wa_id, subject=subject,
                              reader_factory=reader_factory)
         except (ValueError, UnknownSubject) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=str)
         if out:
             out.write_text(text)
@@ -213,7 +210,7 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(0, hel
         try:
             _serve_forever(host, port)
         except NoKafka as exc:  # no broker configured, or it refused our credentials
-            _fail(str(exc))
+            fail(str(exc))
 
 
 def _serve_forever(host: str, port: int) -> None:

@@ -11,7 +11,7 @@ from connectors.meta.sandbox.models import Dist
 
 def sandbox_command(
     host: str = typer.Option("127.0.0.1", help="address to bind (loopback only by default)"),
-    port: int = typer.Option(0, help="port; 0 = choose a free one (printed in the READY line)"),
+    port: int = typer.Option(0, min=0, max=65535, help="port; 0 = choose a free one (printed in the READY line)"),
     seed: Path | None = typer.Option(None, exists=True, dir_okay=False, help="seed JSON (see docs/sandbox.md)"),
     latency_ms: float | None = typer.Option(None, help="fixed added latency of every Graph call (overrides the seed)"),
 ) -> None:

@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 
+from wapipe.app.commands.output import console, err
 from wapipe.config import Settings
 
-console = Console()
-err = Console(stderr=True)
 campaign_app = typer.Typer(no_args_is_help=True, help="Pause, resume, stop a campaign; show its progress.")
-
-
-def _bootstrap(s: Settings) -> str:
-    from wapipe.app.bootstrap import bootstrap_or_exit
-
-    return bootstrap_or_exit(s)
 
 
 def worker_command(
@@ -25,17 +17,19 @@ def worker_command(
 ) -> None:
     """The send pipeline: validate, dedup, pace and dispatch to the Graph API (prints READY worker)."""
     from processors.send.app import run_worker
+    from wapipe.app.bootstrap import bootstrap_or_exit
 
     s = Settings()
-    run_worker(s, _bootstrap(s), loglevel=loglevel)
+    run_worker(s, bootstrap_or_exit(s), loglevel=loglevel)
 
 
 def _control(campaign_id: str, state: str, tenant: str) -> None:
     from processors.send.campaigns import publish_control
+    from wapipe.app.bootstrap import bootstrap_or_exit
 
     s = Settings()
     try:
-        publish_control(_bootstrap(s), campaign_id, state, tenant_id=tenant)
+        publish_control(bootstrap_or_exit(s), campaign_id, state, tenant_id=tenant)
     except (RuntimeError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
@@ -68,9 +62,10 @@ def progress_cmd(campaign_id: str = typer.Argument(...), tenant: str = TENANT,
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Queued, sent, failed, remaining (read from the topics) of the tenant's campaign."""
     from processors.send.campaigns import progress
+    from wapipe.app.bootstrap import bootstrap_or_exit
 
     s = Settings()
-    p = progress(_bootstrap(s), campaign_id, tenant_id=tenant)
+    p = progress(bootstrap_or_exit(s), campaign_id, tenant_id=tenant)
     if as_json:
         console.print_json(json.dumps(p.as_dict()))
     else:

@@ -8,17 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from wapipe.app.commands.output import console, err, fail
+
 app = typer.Typer(no_args_is_help=True, help="Tenants: create, onboard, update, templates, disconnect.")
-console = Console()
-err = Console(stderr=True)
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[red]error:[/] {msg}")
-    raise typer.Exit(1)
 
 
 def _read_secret(path: Path | None, what: str) -> str | None:
@@ -27,10 +21,10 @@ def _read_secret(path: Path | None, what: str) -> str | None:
     try:
         raw = sys.stdin.read() if str(path) == "-" else path.read_text()
     except OSError as exc:
-        _fail(f"{what}: cannot read {path}: {exc.strerror}")
+        fail(f"{what}: cannot read {path}: {exc.strerror}")
     value = raw.strip()
     if not value:
-        _fail(f"{what}: {path} is empty")
+        fail(f"{what}: {path} is empty")
     return value
 
 
@@ -44,7 +38,7 @@ def _service(actor: str = "operator:cli"):
     try:
         return TenantService(s, resolve_bootstrap(s), actor=actor)
     except (NoKafka, TenantError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _run(fn):
@@ -55,9 +49,9 @@ def _run(fn):
     try:
         return fn(svc)
     except TenantError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except Exception as exc:  # MetaError, PublishError, ...: say what, never a traceback with secrets
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     finally:
         svc.close()
 
@@ -95,7 +89,7 @@ def create(
         numbers = [parse_number(n) for n in number]
         ret = parse_pairs(retention, "--retention")
     except TenantError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     t = _run(lambda svc: svc.create(tenant_id, waba_id=waba_id, numbers=numbers, token=token,
                                     messaging_limit=messaging_limit, retention=ret, display_name=display_name))
     if as_json:
@@ -146,7 +140,7 @@ def update(
         thr = parse_pairs(throughput, "--throughput")
         numbers = [parse_number(n) for n in number]
     except TenantError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     t = _run(lambda svc: svc.update(tenant_id, retention=ret, throughput=thr, status=status,
                                     messaging_limit=messaging_limit, display_name=display_name,
                                     add_numbers=numbers, token=token))
@@ -199,7 +193,7 @@ def onboard(
             resume, code=code, waba_id=waba_id, pin=pin))
     else:
         if not tenant_id or not code:
-            _fail("give --tenant-id and --code (or --resume TENANT)")
+            fail("give --tenant-id and --code (or --resume TENANT)")
         t = _run_async(lambda svc, g: Onboarder(svc, g, _apps(svc.settings)).onboard(
             tenant_id, code=code, app_id=app_id, waba_id=waba_id, pin=pin, display_name=display_name))
     console.print(f"tenant {t.tenant_id} {t.status}: WABA {t.waba_id}, numbers "
@@ -297,13 +291,13 @@ def templates_create(
         try:
             components = json.loads(components_file.read_text())
         except (OSError, ValueError) as exc:
-            _fail(f"--components-file: {exc}")
+            fail(f"--components-file: {exc}")
         if not isinstance(components, list):
-            _fail("--components-file: expected a JSON list of components")
+            fail("--components-file: expected a JSON list of components")
     elif body:
         components = [{"type": "BODY", "text": body}]
     else:
-        _fail("give --body or --components-file")
+        fail("give --body or --components-file")
     t = _run_async(lambda svc, g: create_template(svc, g, svc.get(tenant_id), name=name, language=language,
                                                   category=category, components=components))
     console.print(f"template {t.name} ({t.language}) {t.status}, id {t.template_id}")
@@ -382,7 +376,7 @@ def audit_cmd(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option
     try:
         events = read_audit(resolve_bootstrap(s), tenant_id)
     except (NoKafka, TimeoutError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         console.print_json(json.dumps(events, default=str))
         return

@@ -9,12 +9,10 @@ import sys
 import threading
 
 import typer
-from rich.console import Console
 
+from wapipe.app.commands.output import console, err, fail
 from wapipe.app.services import Backoff, ServiceError, Supervisor, pipeline_services
 from wapipe.config import Settings
-
-console = Console()
 
 
 def up_command(
@@ -28,17 +26,14 @@ def up_command(
     from wapipe.topics import apply_topics
 
     s = Settings()
-    err = Console(stderr=True)
     if not s.meta_apps:
-        err.print("[red]error:[/] no Meta app configured: set WAPIPE_META_APPS='{\"<app id>\": \"<app secret>\"}'")
-        raise typer.Exit(1)
+        fail("no Meta app configured: set WAPIPE_META_APPS='{\"<app id>\": \"<app secret>\"}'")
     bootstrap = bootstrap_or_exit(s)
     apply_topics(admin_client(bootstrap), s)
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": str(bootstrap), "WAPIPE_STATE_DIR": str(s.state_dir)}
     mig = subprocess.run([sys.executable, "-m", "wapipe", "db", "migrate"], env=env, capture_output=True, text=True)
     if mig.returncode != 0:
-        err.print(f"[red]error:[/] ClickHouse migrations failed:\n{mig.stdout}{mig.stderr}")
-        raise typer.Exit(1)
+        fail(f"ClickHouse migrations failed:\n{mig.stdout}{mig.stderr}")
     console.print(f"Kafka {bootstrap} · ClickHouse {s.clickhouse_dsn} · Graph API {s.meta_graph_url}/{s.meta_graph_version}")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,18 @@ FAST_CLEANER = {
 
 
 make_settings = Settings.under  # the tests' name for it
+
+
+def eventually(fn, timeout: float = 20.0, every: float = 0.05):
+    """``fn()``'s first truthy value within ``timeout`` seconds, else AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout:.0f}s")
+        time.sleep(every)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from tests.harness import eventually
+
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer
 from wapipe.privacy import KeyRing, load_kek, pepper_from, subject_id
@@ -25,11 +27,6 @@ from wapipe.topics import AUDIT, INBOUND_MESSAGES
 pytestmark = pytest.mark.integration
 
 
-def eventually(check, timeout=20.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(every)
 
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ import pytest
 from sinks.reader import HttpReader, ReaderError, endpoint_file, open_reader
 from wapipe.avro import AvroSerde
 from wapipe.edge.clients import producer
-from tests.harness import make_settings
+from tests.harness import eventually, make_settings
 from wapipe.topics import (
     ACCOUNT_EVENTS,
     AUDIT,
@@ -129,11 +129,7 @@ def test_wapipe_sink_end_to_end(topics, tmp_path, unique):
             return [t for t, n in want.items() if m.get(f'wapipe_sink_rows_total{{table="{t}"}}', 0) < n]
 
         # a batch's rows can be read a moment before the sink counts them (it counts after its commit)
-        deadline, metrics = time.monotonic() + 30, scrape()
-        while short(metrics) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            metrics = scrape()
-        assert not short(metrics), short(metrics)
+        metrics = eventually(lambda: (m := scrape()) and not short(m) and m, timeout=30, every=0.5)
         assert metrics["wapipe_sink_insert_seconds_count"] >= 1 and metrics["wapipe_sink_insert_seconds_sum"] > 0
         assert metrics["wapipe_sink_last_flush_age_seconds"] < 30
         [(status, sent_at, retention)] = reader.query(

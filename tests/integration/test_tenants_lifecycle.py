@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from tests.harness import eventually
+
 from connectors.meta.client import GraphClient
 from processors.normalise.convert import Normaliser
 from tests.integration.kafka_helpers import read_all
@@ -32,14 +34,6 @@ from wapipe.topics import ACCOUNT_EVENTS, TOPICS
 pytestmark = pytest.mark.integration
 
 
-def eventually(fn, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout:.0f}s")
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.harness import eventually
+
 from wapipe.edge.clients import producer
 from wapipe.tenants.models import PhoneNumber, Template, Tenant, TenantStatus
 from wapipe.tenants.registry import TenantRegistry
@@ -16,14 +18,6 @@ from wapipe.tenants.store import delete_template, publish_template, publish_tena
 pytestmark = pytest.mark.integration
 
 
-def eventually(fn, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("condition not met within %.0fs" % timeout)
 
 
 @pytest.fixture

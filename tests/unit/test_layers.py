@@ -30,12 +30,6 @@ def copy(tmp_path) -> Path:
     return tmp_path
 
 
-def test_the_contracts_hold():
-    p = lint(REPO)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "0 broken" in p.stdout
-
-
 @pytest.mark.parametrize("module, line, says", [
     ("wapipe/topics.py", "from wapipe.app import cli", "wapipe.topics -> wapipe.app.cli"),
     ("wapipe/config.py", "import wapipe.tenants.models", "wapipe.config -> wapipe.tenants.models"),

@@ -135,7 +135,7 @@ def measure(bootstrap: str, webhooks: int, per: int) -> int:
 
     from wapipe.privacy.wamids import WamidRefs
 
-    norm = Normaliser(_NoTenants(), lambda scope, subject, data: {"key_id": "k", "ciphertext": b"x"},
+    norm = Normaliser(_NoTenants(), lambda scope, subject, data: {"key_id": "k", "nonce": b"", "ciphertext": b"x"},
                       lambda scope, wa: f"s-{wa}", wamid_ref=WamidRefs.from_pepper(b"bench-pepper-0123456789"))
     decoded = [serde.decode(serde.encode("RawWebhook", r, topic=WEBHOOK_RAW), "RawWebhook") for r in raws]
     b0 = time.process_time()

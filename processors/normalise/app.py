@@ -156,7 +156,7 @@ def build_app(settings: Settings, bootstrap: str, normaliser: Normaliser, *, ser
                         counters["duplicates"] += 1
                         continue
                     try:  # an event Avro cannot write is that item's dead letter, not a dead agent
-                        value = serde.encode(e.record_name, e.record, topic=e.topic)
+                        value = serde.encode(e.record_name, e.record.to_avro(), topic=e.topic)
                     except SerdeError as exc:
                         await _dead_item(event, e.path, str(exc)[:500], "SerdeError", None)
                         continue

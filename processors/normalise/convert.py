@@ -45,6 +45,8 @@ from confluent_kafka import KafkaException
 from connectors.meta.bsuid import is_bsuid
 from connectors.meta.webhooks import BadItem, InvalidWebhook, parse_items
 from processors.normalise import preferences
+from wapipe.messages.events import AccountEvent, InboundMessage, MetaError, StatusEvent, SubjectLink, Suppression
+from wapipe.messages.send import Sealed
 from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.subjects import digits
 from wapipe.privacy.links import link_record
@@ -72,7 +74,7 @@ class Tenants(Protocol):
     def tenant_for_waba(self, waba_id: str) -> Any: ...
 
 
-Seal = Callable[[str, str, dict], dict]
+Seal = Callable[[str, str, dict], dict]  # a Sealed Avro dict (KeyRing.seal)
 SubjectOf = Callable[[str, str], str]
 
 
@@ -80,17 +82,23 @@ class BadInput(ValueError):
     """One item of a webhook that cannot become an event (raised inside a conversion)."""
 
 
-@dataclass(frozen=True)
+Record = StatusEvent | InboundMessage | AccountEvent | Suppression | SubjectLink
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     topic: str
     key: str
-    record_name: str
-    record: dict
+    record: Record  # written with ``record.to_avro()`` as ``record.RECORD``
     path: str = ""  # where in the webhook it came from (for a dead letter if it cannot be written)
 
     @property
+    def record_name(self) -> str:
+        return self.record.RECORD
+
+    @property
     def event_id(self) -> str:
-        return self.record["event_id"]
+        return self.record.event_id
 
 
 def event_id(*parts: object) -> str:
@@ -211,9 +219,13 @@ class Normaliser:
         """A ``SubjectLink`` for each id of ``who`` besides the one ``subject`` comes from."""
         out = []
         for other in who.others():
-            rec = link_record(scope, subject, self.subject_of(scope, other), received)
-            out.append(Event(SUBJECT_LINKS, rec["key"], "SubjectLink", rec["record"], path))
+            link = link_record(scope, subject, self.subject_of(scope, other), received)
+            out.append(Event(SUBJECT_LINKS, link.key, link, path))
         return out
+
+    def _sealed(self, scope: str, subject: str, data: dict) -> Sealed:
+        s = self.seal(scope, subject, data)
+        return Sealed(s["key_id"], s["nonce"], s["ciphertext"])
 
     def _tenant(self, phone_number_id: str | None, waba_id: str) -> str | None:
         t = self.tenants.tenant_for_number(phone_number_id) if phone_number_id else None
@@ -226,7 +238,8 @@ class Normaliser:
         pnid = md.phone_number_id
         tenant = self._tenant(pnid, waba_id)
         scope = tenant or UNASSIGNED_TENANT
-        subject, pii = None, None
+        subject: str | None = None
+        pii: Sealed | None = None
         links: list[Event] = []
         ref = self._ref(st.id)
         extra = {k: v for k, v in _dump(st).items() if k not in _STATUS_NAMED}
@@ -243,43 +256,42 @@ class Normaliser:
                     sealed["recipient_user_id"] = st.recipient_user_id
                 if st.recipient_parent_user_id:
                     sealed["recipient_parent_user_id"] = st.recipient_parent_user_id
-                pii = self.seal(scope, subject, sealed)
+                pii = self._sealed(scope, subject, sealed)
                 links = self._links(scope, subject, who, received, path)
         conv, pricing = st.conversation, st.pricing
         if conv is not None and conv.model_extra:
             extra["conversation"] = conv.model_extra
         if pricing is not None and pricing.model_extra:
             extra["pricing"] = pricing.model_extra
-        rec = {
-            "event_id": event_id("status", pnid, st.id, st.status),
-            "tenant_id": tenant,
-            "waba_id": waba_id,
-            "phone_number_id": pnid,
-            "wamid": ref,
-            "status": st.status,
-            "timestamp": _ms(st.timestamp) or received,
-            "subject_id": subject,
-            "pii": pii,
-            "biz_opaque_callback_data": st.biz_opaque_callback_data,
-            "conversation_id": conv.id if conv else None,
-            "conversation_origin": conv.origin.type if conv and conv.origin else None,
-            "conversation_expires_at": _ms(conv.expiration_timestamp) if conv else None,
-            "pricing_billable": pricing.billable if pricing else None,
-            "pricing_model": pricing.pricing_model if pricing else None,
-            "pricing_category": pricing.category if pricing else None,
-            "pricing_type": pricing.type if pricing else None,
-            "errors": [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
-                       for e in st.errors],
-            "received_at": received,
-            "extra": _canonical(extra),
-            "recipient_type": st.recipient_type,
-        }
-        status = Event(STATUS_EVENTS, ref, "StatusEvent", rec, path)
+        rec = StatusEvent(
+            event_id=event_id("status", pnid, st.id, st.status),
+            tenant_id=tenant,
+            waba_id=waba_id,
+            phone_number_id=pnid,
+            wamid=ref,
+            status=st.status,
+            timestamp=_ms(st.timestamp) or received,
+            subject_id=subject,
+            pii=pii,
+            biz_opaque_callback_data=st.biz_opaque_callback_data,
+            conversation_id=conv.id if conv else None,
+            conversation_origin=conv.origin.type if conv and conv.origin else None,
+            conversation_expires_at=_ms(conv.expiration_timestamp) if conv else None,
+            pricing_billable=pricing.billable if pricing else None,
+            pricing_model=pricing.pricing_model if pricing else None,
+            pricing_category=pricing.category if pricing else None,
+            pricing_type=pricing.type if pricing else None,
+            errors=[MetaError(e.code, e.title, e.message, e.details) for e in st.errors],
+            received_at=received,
+            extra=_canonical(extra),
+            recipient_type=st.recipient_type,
+        )
+        status = Event(STATUS_EVENTS, ref, rec, path)
         optout = preferences.from_failed_status(  # error 131050: the user stopped marketing messages
             tenant_id=tenant, subject_id=subject, status=st.status, error_codes=[e.code for e in st.errors],
-            wamid_ref=ref, at=rec["timestamp"], received=received, phone_number_id=pnid)
+            wamid_ref=ref, at=rec.timestamp, received=received, phone_number_id=pnid)
         if optout is not None:
-            links.append(Event(preferences.TOPIC, optout[0], preferences.RECORD, optout[1], path))
+            links.append(Event(preferences.TOPIC, optout.key, optout, path))
         return [status, *links]
 
     # --- inbound messages -----------------------------------------------------------------
@@ -304,27 +316,27 @@ class Normaliser:
                          ("username", contact.profile.username if contact and contact.profile else None)):
                 if v:
                     sealed[k] = v
-            pii = self.seal(scope, subject, sealed)
+            pii = self._sealed(scope, subject, sealed)
         if msg.errors:
             extra["errors"] = [{"code": e.code, "title": e.title, "message": e.message, "details": e.details}
                                for e in msg.errors]
         if msg.context is not None and (msg.context.forwarded or msg.context.frequently_forwarded):
             extra["forwarded"] = True
-        rec = {
-            "event_id": event_id("inbound", pnid, msg.id),
-            "tenant_id": tenant,
-            "waba_id": waba_id,
-            "phone_number_id": pnid,
-            "message_id": self._ref(msg.id),
-            "type": msg.type,
-            "timestamp": _ms(msg.timestamp) or received,
-            "subject_id": subject,
-            "pii": pii,
-            "context_message_id": self._ref(msg.context.id) if msg.context else None,
-            "received_at": received,
-            "extra": _canonical(extra),
-        }
-        return [Event(INBOUND_MESSAGES, pnid, "InboundMessage", rec, path),
+        rec = InboundMessage(
+            event_id=event_id("inbound", pnid, msg.id),
+            tenant_id=tenant,
+            waba_id=waba_id,
+            phone_number_id=pnid,
+            message_id=self._ref(msg.id),
+            type=msg.type,
+            timestamp=_ms(msg.timestamp) or received,
+            subject_id=subject,
+            pii=pii,
+            context_message_id=self._ref(msg.context.id) if msg.context else None,
+            received_at=received,
+            extra=_canonical(extra),
+        )
+        return [Event(INBOUND_MESSAGES, pnid, rec, path),
                 *self._links(scope, subject, who, received, path)]
 
     # --- everything else --------------------------------------------------------------------
@@ -351,7 +363,7 @@ class Normaliser:
         tenant = self._tenant(str(pnid) if pnid else None, waba_id)
         found, bad = preferences.from_user_preferences(body, path, tenant_id=tenant, phone_number_id=pnid,
                                                        subject_of=self.subject_of, received=received)
-        return [Event(preferences.TOPIC, k, preferences.RECORD, rec, path) for k, rec in found] + bad
+        return [Event(preferences.TOPIC, s.key, s, path) for s in found] + bad
 
     def _error(self, waba_id: str, md: Any, err: Any, entry_time: int | None, received: dt.datetime,
                path: str) -> Event:
@@ -361,20 +373,18 @@ class Normaliser:
     def _account(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
                  entry_time: int | None, received: dt.datetime, path: str = "") -> Event:
         value = _canonical(_wamids_to_refs(body, self._ref))
-        rec = {
-            "event_id": event_id("account", waba_id, field_name, entry_time, value),
-            "tenant_id": self._tenant(str(pnid) if pnid else None, waba_id),
-            "waba_id": waba_id,
-            "phone_number_id": str(pnid) if pnid else None,
-            "field": field_name,
-            "event": None if event is None else str(event),
-            "value": value,
-            "timestamp": _ms(entry_time),
-            "received_at": received,
-            "subject_id": None,
-            "pii": None,
-        }
-        return Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec, path)
+        rec = AccountEvent(
+            event_id=event_id("account", waba_id, field_name, entry_time, value),
+            tenant_id=self._tenant(str(pnid) if pnid else None, waba_id),
+            waba_id=waba_id,
+            phone_number_id=str(pnid) if pnid else None,
+            field=field_name,
+            event=None if event is None else str(event),
+            value=value,
+            timestamp=_ms(entry_time),
+            received_at=received,
+        )
+        return Event(ACCOUNT_EVENTS, waba_id, rec, path)
 
     def _personal(self, waba_id: str, pnid: str | None, field_name: str, event: Any, body: Any,
                   entry_time: int | None, received: dt.datetime, path: str = "") -> list[Event] | None:
@@ -401,21 +411,21 @@ class Normaliser:
             if self.restricted is not None and self.restricted(scope, subject):
                 pii = None
             else:
-                pii = self.seal(scope, subject, {"field": field_name, "value": mine})
-            rec = {
-                "event_id": event_id("account", waba_id, field_name, entry_time, whole, subject),
-                "tenant_id": tenant,
-                "waba_id": waba_id,
-                "phone_number_id": str(pnid) if pnid else None,
-                "field": field_name,
-                "event": None if event is None else str(event),
-                "value": redacted,
-                "timestamp": _ms(entry_time),
-                "received_at": received,
-                "subject_id": subject,
-                "pii": pii,
-            }
-            out.append(Event(ACCOUNT_EVENTS, waba_id, "AccountEvent", rec, path))
+                pii = self._sealed(scope, subject, {"field": field_name, "value": mine})
+            rec = AccountEvent(
+                event_id=event_id("account", waba_id, field_name, entry_time, whole, subject),
+                tenant_id=tenant,
+                waba_id=waba_id,
+                phone_number_id=str(pnid) if pnid else None,
+                field=field_name,
+                event=None if event is None else str(event),
+                value=redacted,
+                timestamp=_ms(entry_time),
+                received_at=received,
+                subject_id=subject,
+                pii=pii,
+            )
+            out.append(Event(ACCOUNT_EVENTS, waba_id, rec, path))
         return out
 
 

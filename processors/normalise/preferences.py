@@ -25,10 +25,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from connectors.meta.webhooks import BadItem, UnixSeconds
+from wapipe.messages.events import MARKETING_MESSAGES, Suppression
 from wapipe.topics import SUPPRESSIONS
 
 FIELD = "user_preferences"
-CATEGORY = "marketing_messages"
+CATEGORY = MARKETING_MESSAGES
 OPTED_OUT_CODE = 131050
 RECORD = "Suppression"
 
@@ -55,14 +56,12 @@ def _event_id(*parts: object) -> str:
 
 
 def record(*, tenant_id: str, subject_id: str, suppressed: bool, source: str, at: dt.datetime,
-           received_at: dt.datetime, phone_number_id: str | None, cause: str) -> dict:
-    """A ``Suppression`` record; ``cause`` identifies what produced it (for a deterministic event id,
+           received_at: dt.datetime, phone_number_id: str | None, cause: str) -> Suppression:
+    """A ``Suppression``; ``cause`` identifies what produced it (for a deterministic event id,
     so the same webhook delivered twice is dropped by the normaliser's seen table)."""
-    return {
-        "event_id": _event_id("suppression", tenant_id, subject_id, suppressed, source, cause),
-        "tenant_id": tenant_id, "subject_id": subject_id, "category": CATEGORY, "suppressed": suppressed,
-        "source": source, "at": at, "phone_number_id": phone_number_id, "received_at": received_at,
-    }
+    return Suppression(event_id=_event_id("suppression", tenant_id, subject_id, suppressed, source, cause),
+                       tenant_id=tenant_id, subject_id=subject_id, category=CATEGORY, suppressed=suppressed,
+                       source=source, at=at, phone_number_id=phone_number_id, received_at=received_at)
 
 
 def _why(exc: ValidationError) -> str:
@@ -73,13 +72,13 @@ def _why(exc: ValidationError) -> str:
     return "; ".join(parts)[:300]
 
 
-Read = tuple[list[tuple[str, dict]], list[BadItem]]  # ((record key, Suppression record), ...), bad items
+Read = tuple[list[Suppression], list[BadItem]]  # the suppressions (record key: ``.key``), bad items
 
 
 def from_user_preferences(body: object, path: str, *, tenant_id: str | None, phone_number_id: str | None,
                           subject_of: Callable[[str, str], str], received: dt.datetime) -> Read:
-    """The suppression records of one ``user_preferences`` change value, and its bad items."""
-    out: list[tuple[str, dict]] = []
+    """The suppressions of one ``user_preferences`` change value, and its bad items."""
+    out: list[Suppression] = []
     bad: list[BadItem] = []
     items = body.get(FIELD) if isinstance(body, dict) else None
     vpath = f"{path}.value.{FIELD}"
@@ -105,20 +104,20 @@ def from_user_preferences(body: object, path: str, *, tenant_id: str | None, pho
             continue
         at = dt.datetime.fromtimestamp(pref.timestamp, dt.timezone.utc) if pref.timestamp is not None else received
         for subject in subjects:
-            out.append((key(tenant_id, subject), record(
+            out.append(record(
                 tenant_id=tenant_id, subject_id=subject, suppressed=pref.value == "stop",
                 source=f"{FIELD} {pref.value}", at=at, received_at=received, phone_number_id=phone_number_id,
-                cause=f"{pref.value}:{pref.timestamp if pref.timestamp is not None else received.isoformat()}")))
+                cause=f"{pref.value}:{pref.timestamp if pref.timestamp is not None else received.isoformat()}"))
     return out, bad
 
 
 def from_failed_status(*, tenant_id: str | None, subject_id: str | None, status: str, error_codes: list[int | None],
                        wamid_ref: str | None, at: dt.datetime, received: dt.datetime,
-                       phone_number_id: str | None) -> tuple[str, dict] | None:
+                       phone_number_id: str | None) -> Suppression | None:
     """The suppression a ``failed`` status with error 131050 implies, else None."""
     if status != "failed" or OPTED_OUT_CODE not in error_codes or not tenant_id or not subject_id:
         return None
-    return key(tenant_id, subject_id), record(
+    return record(
         tenant_id=tenant_id, subject_id=subject_id, suppressed=True, source=f"error {OPTED_OUT_CODE}", at=at,
         received_at=received, phone_number_id=phone_number_id, cause=f"status:{wamid_ref}")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
 from processors.send.views import cancel
+from wapipe.messages.events import StatusEvent
 from wapipe.messages.send import DispatchEntry, SendResult
 from wapipe import log
 
@@ -56,19 +57,19 @@ class Status:
     seen: float
 
     @classmethod
-    def from_event(cls, ev: dict, seen: float) -> "Status | None":
-        key = ev.get("biz_opaque_callback_data") or ""
+    def from_event(cls, ev: StatusEvent, seen: float) -> "Status | None":
+        key = ev.biz_opaque_callback_data or ""
         tenant, sep, idem = key.partition("/")
         if not sep or not tenant or not idem:
             return None  # not sent by wapipe (no or foreign callback data)
-        if ev.get("tenant_id") and ev["tenant_id"] != tenant:
+        if ev.tenant_id and ev.tenant_id != tenant:
             return None  # another tenant's number echoing a key that is not its own
-        status = (ev.get("status") or "").lower()
+        status = (ev.status or "").lower()
         if status not in ACCEPTED_STATUSES and status != "failed":
             return None
-        err = (ev.get("errors") or [None])[0] or {}
-        return cls(key, ev.get("wamid") or "", status, ev.get("phone_number_id") or "", ev.get("subject_id"),
-                   err.get("code"), err.get("title") or err.get("message"), seen)
+        err = ev.errors[0] if ev.errors else None
+        return cls(key, ev.wamid or "", status, ev.phone_number_id or "", ev.subject_id,
+                   err.code if err else None, (err.title or err.message) if err else None, seen)
 
 
 class Unknowns:
@@ -109,9 +110,10 @@ class Reconciler:
         self.reconciled = 0
 
     # --- inputs ------------------------------------------------------------------------------
-    def on_status(self, ev: dict) -> None:
-        """A StatusEvent from wa.status.events (TopicFollower callback, sync)."""
-        st = Status.from_event(ev, time.monotonic())
+    def on_status(self, record: dict) -> None:
+        """A decoded StatusEvent from wa.status.events (TopicFollower callback, sync). A record that
+        is not one raises KeyError, which the follower counts as unreadable and skips."""
+        st = Status.from_event(StatusEvent.from_avro(record), time.monotonic())
         if st is None:
             return
         prev = self._recent.get(st.key)

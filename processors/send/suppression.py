@@ -23,6 +23,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wapipe.messages.events import MARKETING_MESSAGES, Suppression
 from wapipe.messages.send import Outcome, SendCommand
 
 MARKETING = "MARKETING"
@@ -91,15 +92,15 @@ class SuppressionList:
         self._entries: dict[tuple[str, str], Entry] = {}
 
     def apply(self, record: dict) -> None:
-        """One ``Suppression`` record (the follower's callback). A record that is not one raises
-        KeyError/TypeError/ValueError, which the follower counts as unreadable and skips."""
-        tenant, subject = record["tenant_id"], record["subject_id"]
-        if not tenant or not subject:
+        """One decoded ``Suppression`` record (the follower's callback). A record that is not one
+        raises KeyError/TypeError/ValueError, which the follower counts as unreadable and skips."""
+        s = Suppression.from_avro(record)
+        if not s.tenant_id or not s.subject_id:
             raise ValueError("a suppression names a tenant and a subject")
-        if str(record.get("category") or "marketing_messages") != "marketing_messages":
+        if str(s.category or MARKETING_MESSAGES) != MARKETING_MESSAGES:
             return  # a preference category Meta may add later: not the one this list is about
-        new = Entry(bool(record["suppressed"]), _ms(record["at"]), str(record.get("source") or ""))
-        key = (tenant, subject)
+        new = Entry(bool(s.suppressed), _ms(s.at), str(s.source or ""))
+        key = (s.tenant_id, s.subject_id)
         old = self._entries.get(key)
         if old is None or new.at_ms >= old.at_ms:
             self._entries[key] = new

@@ -19,6 +19,7 @@ from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import aiokafka_reader, topic_partitions
 from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED
+from wapipe.messages.events import InboundMessage
 
 logger = log.get_logger(__name__)
 
@@ -116,9 +117,11 @@ class ServiceWindows:
         self.window_s = window_s
         self._last: dict[tuple[str, str], int] = {}
 
-    def apply(self, inbound: dict) -> None:
-        key = (inbound["phone_number_id"], inbound["subject_id"])
-        ts = _ms(inbound["timestamp"])
+    def apply(self, record: dict) -> None:
+        """One decoded ``InboundMessage`` (the follower's callback; KeyError when it is not one)."""
+        inbound = InboundMessage.from_avro(record)
+        key = (inbound.phone_number_id, inbound.subject_id)
+        ts = _ms(inbound.timestamp)
         if ts > self._last.get(key, 0):
             self._last[key] = ts
 

@@ -92,8 +92,8 @@ class ErpProducer:
             user_subject = cmd.get("user_subject_id")
             if user_subject and user_subject != cmd["subject_id"]:  # a number and a BSUID: one person
                 link = link_record(cmd["tenant_id"], cmd["subject_id"], user_subject, cmd["requested_at"])
-                produce(T.SUBJECT_LINKS, link["key"].encode(),
-                        self.serde.encode("SubjectLink", link["record"], topic=T.SUBJECT_LINKS))
+                produce(T.SUBJECT_LINKS, link.key.encode(),
+                        self.serde.encode(link.RECORD, link.to_avro(), topic=T.SUBJECT_LINKS))
             produce(topic, cmd["phone_number_id"].encode(), value)
             n += 1
             if n % 1000 == 0:

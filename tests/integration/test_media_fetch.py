@@ -125,7 +125,7 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
         [doc] = events(_webhook("inbound_document", sb.waba_id, sb.number_id, user, "document",
                                 {"id": m_pdf["id"], "sha256": b64(pdf), "mime_type": "application/pdf",
                                  "filename": "invoice-4711.pdf"}))
-        assert img.record["tenant_id"] == ta and foreign.record["tenant_id"] == tb and orphan.record["tenant_id"] is None
+        assert img.record.tenant_id == ta and foreign.record.tenant_id == tb and orphan.record.tenant_id is None
         positions: dict[str, tuple[int, int]] = {}
 
         def produce(name: str, key: bytes, value: bytes) -> None:
@@ -136,7 +136,7 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
         produce("poison", key, b"\x00not avro at all")
         for name, ev in (("image", img), ("text", text), ("foreign", foreign), ("orphan", orphan), ("missing", missing),
                          ("document", doc)):
-            produce(name, ev.key.encode(), serde.encode("InboundMessage", ev.record, topic=INBOUND_MESSAGES))
+            produce(name, ev.key.encode(), serde.encode("InboundMessage", ev.record.to_avro(), topic=INBOUND_MESSAGES))
         assert p.flush(30) == 0
 
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka, "WAPIPE_STATE_DIR": str(tmp_path / "state"),
@@ -149,7 +149,7 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
         # The files: in tenant A's folder under opaque names, sealed (no plaintext, no phone number).
         folder = tmp_path / "media" / ta
         names = sorted(f.name for f in folder.iterdir())
-        assert names == sorted([object_id_for(ta, img.record["event_id"]), object_id_for(ta, doc.record["event_id"])])
+        assert names == sorted([object_id_for(ta, img.record.event_id), object_id_for(ta, doc.record.event_id)])
         for f in folder.iterdir():
             raw = f.read_bytes()
             assert photo[:4096] not in raw and pdf[:4096] not in raw and user.encode() not in raw
@@ -170,12 +170,12 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
 
         # Reading back: within its tenant only; the content and name are the sender's.
         out = tmp_path / "out.pdf"
-        got = _run(env, "get", "--tenant", ta, "--event-id", doc.record["event_id"], "--out", str(out))
+        got = _run(env, "get", "--tenant", ta, "--event-id", doc.record.event_id, "--out", str(out))
         assert got.returncode == 0, got.stderr
         assert out.read_bytes() == pdf and "application/pdf" in got.stdout
-        other = _run(env, "get", "--tenant", tb, "--event-id", doc.record["event_id"], "--out", str(tmp_path / "x"))
+        other = _run(env, "get", "--tenant", tb, "--event-id", doc.record.event_id, "--out", str(tmp_path / "x"))
         assert other.returncode == 2 and "no stored media" in other.stderr
-        bad = _run(env, "get", "--tenant", "../" + ta, "--event-id", doc.record["event_id"], "--out", str(tmp_path / "x"))
+        bad = _run(env, "get", "--tenant", "../" + ta, "--event-id", doc.record.event_id, "--out", str(tmp_path / "x"))
         assert bad.returncode == 1 and "bad tenant id" in bad.stderr
 
         # Retention: nothing is older than the tenant's content days yet.
@@ -183,8 +183,8 @@ def test_inbound_media_is_fetched_sealed_stored_and_erasable(tmp_path, kafka, to
         assert swept.returncode == 0 and "deleted=0" in swept.stdout
 
         # Erasure: the subject's keys tombstoned -> the stored files can no longer be opened.
-        assert ring.erase(img.record["subject_id"]) >= 1
-        gone = _run(env, "get", "--tenant", ta, "--event-id", img.record["event_id"], "--out", str(tmp_path / "y"))
+        assert ring.erase(img.record.subject_id) >= 1
+        gone = _run(env, "get", "--tenant", ta, "--event-id", img.record.event_id, "--out", str(tmp_path / "y"))
         assert gone.returncode == 3 and "erased" in gone.stderr
         assert not (tmp_path / "y").exists()
         # ... and the next sweep removes the (unreadable) files: both were the erased sender's.

@@ -65,7 +65,7 @@ def _inbound(norm: Normaliser, pnid: str, waba: str, wa_id: str, text: str) -> d
     msg.update({"from": wa_id, "id": "wamid." + uuid.uuid4().hex, "text": {"body": text}})
     [ev] = norm.convert({"signature_verified": True, "received_at": dt.datetime.now(dt.timezone.utc),
                          "body": json.dumps(doc).encode()})
-    return ev.record
+    return ev.record.to_avro()
 
 
 def test_poison_on_every_input_is_a_dead_letter_and_the_next_record_goes_on(tmp_path, kafka, topics, meta_sandbox,

@@ -101,7 +101,7 @@ def _ingest(settings, bootstrap: str, clickhouse, normaliser: Normaliser, pnid: 
         "signature_verified": True, "headers": {}, "body": body}, topic=WEBHOOK_RAW), "RawWebhook")
     p.produce(WEBHOOK_RAW, key=pnid.encode(), value=serde.encode("RawWebhook", raw, topic=WEBHOOK_RAW))
     for ev in normaliser.convert(raw):
-        value = serde.encode(ev.record_name, ev.record, topic=ev.topic)
+        value = serde.encode(ev.record_name, ev.record.to_avro(), topic=ev.topic)
         p.produce(ev.topic, key=ev.key.encode(), value=value)
         conv = CONVERTERS.get(ev.topic)
         if conv is not None:

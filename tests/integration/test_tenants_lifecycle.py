@@ -107,7 +107,7 @@ def publish_account_event(bootstrap, registry, waba_id, field, value, at: float 
     assert [e.topic for e in events] == [ACCOUNT_EVENTS]
     p, serde = producer(bootstrap), AvroSerde()
     for e in events:
-        p.produce(e.topic, key=e.key.encode(), value=serde.encode(e.record_name, e.record, topic=e.topic))
+        p.produce(e.topic, key=e.key.encode(), value=serde.encode(e.record_name, e.record.to_avro(), topic=e.topic))
     assert p.flush(10) == 0
 
 

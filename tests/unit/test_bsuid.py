@@ -154,16 +154,16 @@ def test_inbound_from_a_username_user_is_the_bsuid_s_subject_sealed_and_linked_t
     events = n.convert(_raw(doc))
     [msg] = [e for e in events if e.topic == INBOUND_MESSAGES]
     user, parent = v["contacts"][0]["user_id"], v["contacts"][0]["parent_user_id"]
-    assert msg.record["subject_id"] == sid(user) and msg.record["tenant_id"] == "acme"
+    assert msg.record.subject_id == sid(user) and msg.record.tenant_id == "acme"
     [(scope, subject, data)] = sealed
     assert (scope, subject) == ("acme", sid(user))
     assert data["from"] is None and data["from_user_id"] == user and data["from_parent_user_id"] == parent
     assert data["username"] == "ines.duarte" and data["profile_name"] == "Ines Duarte"
     [link] = [e for e in events if e.topic == SUBJECT_LINKS]
     assert link.key == f"acme/{sid(parent)}"
-    assert (link.record["subject_id"], link.record["linked_subject_id"]) == (sid(user), sid(parent))
+    assert (link.record.subject_id, link.record.linked_subject_id) == (sid(user), sid(parent))
     for e in events:  # nothing names the person in clear, keys included
-        wire = e.key.encode() + SERDE.encode(e.record_name, e.record)
+        wire = e.key.encode() + SERDE.encode(e.record_name, e.record.to_avro())
         for secret in (user, parent, "ines.duarte", "Ines Duarte"):
             assert secret.encode() not in wire
 
@@ -173,16 +173,16 @@ def test_number_and_bsuid_together_keep_the_number_s_subject_and_link_the_bsuid(
     n, _ = _normaliser()
     events = n.convert(_raw(doc))
     [msg] = [e for e in events if e.topic == INBOUND_MESSAGES]
-    assert msg.record["subject_id"] == sid("46701234567")  # the subject this person always had
+    assert msg.record.subject_id == sid("46701234567")  # the subject this person always had
     [link] = [e for e in events if e.topic == SUBJECT_LINKS]
-    assert (link.record["subject_id"], link.record["linked_subject_id"]) == (sid("46701234567"),
+    assert (link.record.subject_id, link.record.linked_subject_id) == (sid("46701234567"),
                                                                              sid("SE.90817263544536271809"))
     # the read status of the same person, by number and BSUID: the same link (same id, same key)
     st_events = n.convert(_raw(_doc("status_read_phone_and_bsuid")))
     [st_link] = [e for e in st_events if e.topic == SUBJECT_LINKS]
     assert (st_link.key, st_link.event_id) == (link.key, link.event_id)
     [status] = [e for e in st_events if e.topic == STATUS_EVENTS]
-    assert status.record["subject_id"] == sid("46701234567")
+    assert status.record.subject_id == sid("46701234567")
 
 
 def test_status_to_a_username_user_is_the_bsuid_s_subject_and_bsuids_stay_out_of_extra():
@@ -191,14 +191,14 @@ def test_status_to_a_username_user_is_the_bsuid_s_subject_and_bsuids_stay_out_of
     n, sealed = _normaliser()
     events = n.convert(_raw(doc))
     [ev] = [e for e in events if e.topic == STATUS_EVENTS]
-    assert ev.record["subject_id"] == sid(st_doc["recipient_user_id"])
-    assert ev.record["recipient_type"] == "individual"
-    extra = json.loads(ev.record["extra"])
+    assert ev.record.subject_id == sid(st_doc["recipient_user_id"])
+    assert ev.record.recipient_type == "individual"
+    extra = json.loads(ev.record.extra)
     assert "recipient_user_id" not in extra and "recipient_parent_user_id" not in extra
     [(_, _, data)] = sealed
     assert data == {"recipient_id": None, "wamid": st_doc["id"], "recipient_user_id": st_doc["recipient_user_id"],
                     "recipient_parent_user_id": st_doc["recipient_parent_user_id"]}
-    assert [e.record["linked_subject_id"] for e in events if e.topic == SUBJECT_LINKS] == \
+    assert [e.record.linked_subject_id for e in events if e.topic == SUBJECT_LINKS] == \
         [sid(st_doc["recipient_parent_user_id"])]
 
 
@@ -207,9 +207,9 @@ def test_a_group_status_is_a_group_event_not_a_person():
     st_doc = _value(doc)["statuses"][0]
     n, sealed = _normaliser()
     [ev] = n.convert(_raw(doc))  # no link, no dead letter
-    assert ev.topic == STATUS_EVENTS and ev.record["recipient_type"] == "group"
-    assert ev.record["subject_id"] is None and ev.record["pii"] is None and sealed == []
-    assert json.loads(ev.record["extra"])["group_id"] == st_doc["recipient_id"]
+    assert ev.topic == STATUS_EVENTS and ev.record.recipient_type == "group"
+    assert ev.record.subject_id is None and ev.record.pii is None and sealed == []
+    assert json.loads(ev.record.extra)["group_id"] == st_doc["recipient_id"]
 
 
 def test_an_account_change_naming_a_user_by_bsuid_only_is_sealed_per_person():
@@ -220,10 +220,10 @@ def test_an_account_change_naming_a_user_by_bsuid_only_is_sealed_per_person():
            "entry": [{"id": "1", "changes": [{"field": "group_participants_update", "value": value}]}]}
     n, sealed = _normaliser()
     events = n.convert(_raw(doc))
-    assert sorted(e.record["subject_id"] for e in events) == sorted([sid("US.13491208655302741918"),
+    assert sorted(e.record.subject_id for e in events) == sorted([sid("US.13491208655302741918"),
                                                                      sid("GB.55512345678901234567")])
     for e in events:
-        assert b"US.1349" not in SERDE.encode(e.record_name, e.record) and b"kerry" not in e.record["value"].encode()
+        assert b"US.1349" not in SERDE.encode(e.record_name, e.record.to_avro()) and b"kerry" not in e.record.value.encode()
 
 
 bad_bsuids = st.one_of(st.text(max_size=30).filter(lambda s: not is_bsuid(s)), st.integers(), st.lists(st.integers()),
@@ -252,7 +252,7 @@ def test_a_bad_bsuid_dead_letters_its_item_only(bad, where):
     # the other message and both statuses (or both messages and the other status) still convert
     assert len([e for e in done.events if e.topic in (INBOUND_MESSAGES, STATUS_EVENTS)]) == 3
     for e in done.events:
-        SERDE.encode(e.record_name, e.record)
+        SERDE.encode(e.record_name, e.record.to_avro())
 
 
 def test_closure_follows_links_both_ways():

@@ -84,7 +84,7 @@ def events(doc: dict) -> list:
     raw = {"signature_verified": True, "received_at": NOW, "body": json.dumps(doc).encode()}
     done = NORMALISER.convert_items(raw)
     assert not done.bad, done.bad
-    return [SERDE.decode(SERDE.encode(e.record_name, e.record), e.record_name) | {"_topic": e.topic}
+    return [SERDE.decode(SERDE.encode(e.record_name, e.record.to_avro()), e.record_name) | {"_topic": e.topic}
             for e in done.events]
 
 

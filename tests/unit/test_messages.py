@@ -49,6 +49,8 @@ def records(schema) -> st.SearchStrategy:
         return st.sampled_from(schema["symbols"])
     if t == "map":
         return st.dictionaries(TEXT, records(schema["values"]), max_size=3)
+    if t == "array":
+        return st.lists(records(schema["items"]), max_size=3)
     return records(t)
 
 

@@ -42,10 +42,10 @@ def test_meta_fixtures_stop_and_resume_become_suppression_records():
         assert not done.bad
         [s] = _suppressions(done.events)
         assert s.key == f"acme/{subject}" and "16505551234" not in s.key
-        assert s.record["suppressed"] is suppressed and s.record["at"].timestamp() == ts
-        assert s.record["tenant_id"] == "acme" and s.record["subject_id"] == subject
+        assert s.record.suppressed is suppressed and s.record.at.timestamp() == ts
+        assert s.record.tenant_id == "acme" and s.record.subject_id == subject
         assert [e.topic for e in done.events].count(ACCOUNT_EVENTS) == 1  # the change is still kept (sealed)
-        wire = AvroSerde().encode("Suppression", s.record)
+        wire = AvroSerde().encode("Suppression", s.record.to_avro())
         assert b"16505551234" not in wire and b"Sheena" not in wire
 
 
@@ -53,7 +53,7 @@ def test_a_failed_status_with_131050_suppresses_and_other_failures_do_not():
     n, _ = _normaliser({"106540352242922": "acme"})
     events = n.convert(_raw((FIXTURES / "status_failed_marketing_opt_out.json").read_bytes()))
     [s] = _suppressions(events)
-    assert s.record["suppressed"] is True and s.record["source"] == "error 131050"
+    assert s.record.suppressed is True and s.record.source == "error 131050"
     assert s.key == f"acme/{subject_id(PEPPER, 'acme', '16505551234')}"
     assert [e.topic for e in events].count(STATUS_EVENTS) == 1
     assert not _suppressions(n.convert(_raw((FIXTURES / "status_failed.json").read_bytes())))  # 131049
@@ -74,7 +74,7 @@ def test_a_malformed_item_is_its_own_bad_item_and_the_others_convert():
     base = "entry[0].changes[0].value.user_preferences"
     assert set(bad) == {f"{base}[1]", f"{base}[2]", f"{base}[3]", f"{base}[4]"}, bad
     assert "value" in bad[f"{base}[1]"] and "timestamp" in bad[f"{base}[2]"] and "user" in bad[f"{base}[3]"]
-    got = {e.record["subject_id"]: e.record["suppressed"] for e in _suppressions(done.events)}
+    got = {e.record.subject_id: e.record.suppressed for e in _suppressions(done.events)}
     assert got == {subject_id(PEPPER, "acme", "491710000001"): True, subject_id(PEPPER, "acme", "491710000004"): False}
 
 
@@ -121,11 +121,11 @@ def test_any_items_convert_or_are_bad_items_never_both_and_never_crash(items):
             continue
         if ok and isinstance(it.get("wa_id"), str) and it["wa_id"].isdigit():
             subject = subject_id(PEPPER, "acme", it["wa_id"])
-            assert any(e.record["subject_id"] == subject and e.record["suppressed"] == (it["value"] == "stop")
+            assert any(e.record.subject_id == subject and e.record.suppressed == (it["value"] == "stop")
                        for e in sup), (i, it)
     assert len(sup) <= 2 * (len(items) - len(bad_idx))  # one per subject: by number and by BSUID
     for e in sup:
-        wire = e.key.encode() + serde.encode("Suppression", e.record)
+        wire = e.key.encode() + serde.encode("Suppression", e.record.to_avro())
         for it in items:
             if isinstance(it, dict) and isinstance(it.get("wa_id"), str) and len(it["wa_id"]) >= 8:
                 assert it["wa_id"].encode() not in wire
@@ -135,8 +135,8 @@ def test_record_shape_round_trips_through_avro():
     n, _ = _normaliser({"1001": "acme"})
     [s] = _suppressions(n.convert(_raw(_prefs(_item()))))
     serde = AvroSerde()
-    back = serde.decode(serde.encode("Suppression", s.record), "Suppression")
-    assert back == {**s.record, "at": back["at"], "received_at": back["received_at"]}
+    back = serde.decode(serde.encode("Suppression", s.record.to_avro()), "Suppression")
+    assert back == {**s.record.to_avro(), "at": back["at"], "received_at": back["received_at"]}
     assert json.loads(json.dumps(preferences.key("t", "s"))) == "t/s"
 
 
@@ -144,6 +144,6 @@ def test_an_item_with_a_number_and_a_bsuid_suppresses_both_subjects():
     n, _ = _normaliser({"1001": "acme"})
     bsuid = "US.13491208655302741918"
     done = n.convert_items(_raw(_prefs(_item("491711234567", user_id=bsuid))))
-    got = sorted(e.record["subject_id"] for e in _suppressions(done.events))
+    got = sorted(e.record.subject_id for e in _suppressions(done.events))
     assert got == sorted({subject_id(PEPPER, "acme", "491711234567"), subject_id(PEPPER, "acme", bsuid)})
     assert len({e.event_id for e in _suppressions(done.events)}) == 2

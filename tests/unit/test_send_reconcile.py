@@ -15,6 +15,7 @@ from processors.send.ledger_store import LedgerStore
 from processors.send.reconcile import Reconciler
 from tests.unit.commands import command
 from tests.unit.ledger_topic import ListTopic
+from wapipe.messages.events import MetaError, StatusEvent
 from wapipe.messages.send import DONE, SendCommand, SendResult
 from wapipe.avro import AvroSerde
 
@@ -25,10 +26,12 @@ def _cmd(key: str) -> SendCommand:
 
 
 def _status(key: str | None, status: str, wamid: str = "wamid.X", tenant: str = "t1", code: int | None = None) -> dict:
-    return {"biz_opaque_callback_data": key, "tenant_id": tenant, "wamid": wamid, "status": status,
-            "phone_number_id": "391", "subject_id": "s",
-            "errors": [{"code": code, "title": "Message undeliverable"}] if code else [],
-            "timestamp": dt.datetime.now(dt.timezone.utc)}
+    """A decoded StatusEvent record (every field of the schema, as the follower passes it)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return StatusEvent(event_id=f"e-{wamid}-{status}", waba_id="w1", biz_opaque_callback_data=key, tenant_id=tenant,
+                       wamid=wamid, status=status, phone_number_id="391", subject_id="s",
+                       errors=[MetaError(code, "Message undeliverable")] if code else [], timestamp=now,
+                       received_at=now).to_avro()
 
 
 class World:

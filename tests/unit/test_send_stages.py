@@ -463,8 +463,9 @@ def test_precheck_decides_without_a_call_what_changed_while_a_command_waited(tmp
         w.campaigns.apply({"campaign_id": "spring", "tenant_id": "acme", "state": "STOPPED", "actor": "t", "at": now})
         assert sched.precheck(job(campaign)) == (Outcome.CANCELLED, "campaign stopped")
         assert sched.precheck(job(_text(2, lane=CAMPAIGN, campaign_id="other", **promo))) is None
-        w.suppressions.apply({"tenant_id": "acme", "subject_id": "s1", "category": "marketing_messages",
-                              "suppressed": True, "source": "user_preferences stop", "at": now})
+        w.suppressions.apply({"event_id": "e1", "tenant_id": "acme", "subject_id": "s1",
+                              "category": "marketing_messages", "suppressed": True, "source": "user_preferences stop",
+                              "at": now, "phone_number_id": None, "received_at": now})
         refused = sched.precheck(job(_text(3, **promo)))
         assert refused is not None and refused[0] == Outcome.REJECTED and refused[2] == "MARKETING_OPT_OUT"
         assert sched.precheck(job(_text(4))) is None  # a session message still goes

@@ -53,8 +53,11 @@ def _cmd(tenant="acme", subject="s1", template: str | None = "promo", **kw) -> S
 
 
 def _rec(suppressed: bool, at_s: float, tenant="acme", subject="s1", source="user_preferences stop") -> dict:
-    return {"tenant_id": tenant, "subject_id": subject, "category": "marketing_messages", "suppressed": suppressed,
-            "source": source, "at": T0 + dt.timedelta(seconds=at_s)}
+    """A decoded Suppression record (every field of the schema, as fastavro returns it)."""
+    at = T0 + dt.timedelta(seconds=at_s)
+    return {"event_id": f"e-{tenant}-{subject}-{at_s}", "tenant_id": tenant, "subject_id": subject,
+            "category": "marketing_messages", "suppressed": suppressed, "source": source, "at": at,
+            "phone_number_id": None, "received_at": at}
 
 
 def test_decide_refuses_only_marketing_templates_to_a_suppressed_subject():

@@ -20,21 +20,17 @@ import hashlib
 from collections.abc import Iterable
 
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.messages.events import SubjectLink
 from wapipe.topics import SUBJECT_LINKS
 
-__all__ = ["link_key", "link_record", "linked_subjects", "closure", "read_links", "read_link_partitions"]
+__all__ = ["link_record", "linked_subjects", "closure", "read_links", "read_link_partitions"]
 
 
-def link_key(tenant_id: str, linked_subject_id: str) -> str:
-    return f"{tenant_id}/{linked_subject_id}"
-
-
-def link_record(tenant_id: str, subject_id: str, linked_subject_id: str, at: dt.datetime) -> dict:
-    """``{"key", "record"}`` of the link ``linked_subject_id`` → ``subject_id`` in ``tenant_id``."""
+def link_record(tenant_id: str, subject_id: str, linked_subject_id: str, at: dt.datetime) -> SubjectLink:
+    """The link ``linked_subject_id`` → ``subject_id`` in ``tenant_id`` (its record key: ``.key``)."""
     eid = hashlib.sha256("\x1f".join(("link", tenant_id, subject_id, linked_subject_id)).encode()).hexdigest()
-    return {"key": link_key(tenant_id, linked_subject_id),
-            "record": {"event_id": eid, "tenant_id": tenant_id, "subject_id": subject_id,
-                       "linked_subject_id": linked_subject_id, "linked_at": at}}
+    return SubjectLink(event_id=eid, tenant_id=tenant_id, subject_id=subject_id, linked_subject_id=linked_subject_id,
+                       linked_at=at)
 
 
 def closure(pairs: Iterable[tuple[str, str]], start: str) -> set[str]:
@@ -65,11 +61,11 @@ def read_links(bootstrap: str, serde: AvroSerde, tenant_id: str) -> list[tuple[s
             latest[key] = None
             continue
         try:
-            rec = serde.decode(m.value(), "SubjectLink")
+            link = SubjectLink.from_avro(serde.decode(m.value(), "SubjectLink"))
         except SerdeError:
             continue  # not a link: it links nobody
-        if rec.get("tenant_id") == tenant_id:
-            latest[key] = (rec["subject_id"], rec["linked_subject_id"])
+        if link.tenant_id == tenant_id:
+            latest[key] = (link.subject_id, link.linked_subject_id)
     return [p for p in latest.values() if p is not None]
 
 
@@ -89,9 +85,9 @@ def read_link_partitions(bootstrap: str, serde: AvroSerde, tenant_id: str, subje
         if not key.startswith(f"{tenant_id}/".encode()) or m.value() is None:
             continue
         try:
-            rec = serde.decode(m.value(), "SubjectLink")
+            link = SubjectLink.from_avro(serde.decode(m.value(), "SubjectLink"))
         except SerdeError:
             continue
-        if rec.get("tenant_id") == tenant_id and {rec["subject_id"], rec["linked_subject_id"]} & subjects:
+        if link.tenant_id == tenant_id and {link.subject_id, link.linked_subject_id} & subjects:
             out.setdefault(key, set()).add(m.partition())
     return out

@@ -27,7 +27,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status
+from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status, typed
 from processors.erp_inbound.links import CommandLinks
 from processors.erp_inbound.reads import mark_read
 from wapipe.avro import AvroSerde, SerdeError
@@ -88,10 +88,10 @@ class ErpInbound:
             self.stats.outcomes["read"] += 1
             return None
         if topic == INBOUND_MESSAGES:
-            out = await asyncio.to_thread(from_inbound, rec, link_of=self.links.get, open_=self.ring.unseal,
-                                          ref=self.refs)
+            out = await asyncio.to_thread(from_inbound, typed(_RECORDS[topic], rec), link_of=self.links.get,
+                                          open_=self.ring.unseal, ref=self.refs)
         else:
-            out = await asyncio.to_thread(from_status, rec, link_of=self.links.get)
+            out = await asyncio.to_thread(from_status, typed(_RECORDS[topic], rec), link_of=self.links.get)
         try:
             encoded = self.serde.encode("ErpInbound", out, topic=ERP_INBOUND)
         except SerdeError as exc:  # this record's dead letter, not a stopped stream

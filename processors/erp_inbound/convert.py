@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from processors.erp_inbound.links import CommandLink
+from wapipe.messages.events import InboundMessage, StatusEvent
 from wapipe.privacy.errors import SubjectErased, UnsealError
 
 class LinkOf(Protocol):
@@ -56,9 +57,19 @@ class Dead(Exception):
 _BUTTON_TYPES = {"button_reply": "BUTTON_REPLY", "list_reply": "LIST_REPLY"}
 
 
-def _extra(rec: dict) -> dict:
+def typed(record_name: str, rec: dict) -> InboundMessage | StatusEvent:
+    """The decoded ``InboundMessage`` or ``StatusEvent`` as its typed event; ``Dead`` when a field
+    the schema requires is absent (a record fastavro decoded always has them all)."""
+    cls = InboundMessage if record_name == InboundMessage.RECORD else StatusEvent
     try:
-        extra = json.loads(rec.get("extra") or "{}")
+        return cls.from_avro(rec)
+    except KeyError as exc:
+        raise Dead(f"{exc.args[0]} missing", "MissingField") from None
+
+
+def _extra(rec: InboundMessage) -> dict:
+    try:
+        extra = json.loads(rec.extra or "{}")
     except ValueError:
         raise Dead("extra is not JSON", "BadExtra") from None
     if not isinstance(extra, dict):
@@ -79,24 +90,29 @@ def _errors(items: Any) -> list[dict]:
     return out
 
 
-def _require(rec: dict, *names: str) -> None:
+def _require(rec: InboundMessage | StatusEvent, *names: str) -> None:
     for n in names:
-        if not isinstance(rec.get(n), str) or not rec[n]:
+        if not isinstance(getattr(rec, n), str) or not getattr(rec, n):
             raise Dead(f"{n} missing", "MissingField")
 
 
-def from_inbound(rec: dict, *, link_of: LinkOf, open_: Open, ref: Ref) -> dict:
-    """The ErpInbound of one ``InboundMessage`` (Avro dict as decoded)."""
-    tenant = rec.get("tenant_id")
+def _pii(rec: InboundMessage | StatusEvent) -> dict | None:
+    return None if rec.pii is None else rec.pii.to_avro()
+
+
+def from_inbound(rec: InboundMessage, *, link_of: LinkOf, open_: Open, ref: Ref) -> dict:
+    """The ErpInbound of one ``InboundMessage``."""
+    tenant = rec.tenant_id
     if not tenant:
         raise Skip("no_tenant")
     _require(rec, "event_id", "phone_number_id", "waba_id", "message_id", "type")
     extra = _extra(rec)
-    mtype = rec["type"]
+    mtype = rec.type
     message: dict | None = None
-    if rec.get("pii") is not None:
+    pii = _pii(rec)
+    if pii is not None:
         try:
-            content = open_(rec["pii"])
+            content = open_(pii)
         except SubjectErased:
             raise Skip("erased") from None
         except UnsealError as exc:
@@ -105,7 +121,7 @@ def from_inbound(rec: dict, *, link_of: LinkOf, open_: Open, ref: Ref) -> dict:
         if not isinstance(message, dict):
             raise Dead("sealed content has no message object", "BadContent")
     errors = _errors(extra.get("errors", []))
-    target = rec.get("context_message_id")  # already a ref (the normaliser's)
+    target = rec.context_message_id  # already a ref (the normaliser's)
     kind = "MESSAGE"
     if errors:
         kind = "FAILED"
@@ -122,32 +138,33 @@ def from_inbound(rec: dict, *, link_of: LinkOf, open_: Open, ref: Ref) -> dict:
     link = link_of(tenant, target) if target else None
     keep = {k: v for k, v in extra.items() if k != "errors"}
     return {
-        "event_id": rec["event_id"], "tenant_id": tenant, "kind": kind, "phone_number_id": rec["phone_number_id"],
-        "waba_id": rec["waba_id"], "subject_id": rec.get("subject_id"), "message_ref": rec["message_id"],
+        "event_id": rec.event_id, "tenant_id": tenant, "kind": kind, "phone_number_id": rec.phone_number_id,
+        "waba_id": rec.waba_id, "subject_id": rec.subject_id, "message_ref": rec.message_id,
         "message_type": mtype, "status": None, "command": link.avro() if link else None, "errors": errors,
-        "timestamp": rec["timestamp"], "received_at": rec["received_at"], "pii": rec.get("pii"),
+        "timestamp": rec.timestamp, "received_at": rec.received_at, "pii": pii,
         "extra": json.dumps(keep, sort_keys=True, ensure_ascii=False),
     }
 
 
-def from_status(rec: dict, *, link_of: LinkOf) -> dict:
+def from_status(rec: StatusEvent, *, link_of: LinkOf) -> dict:
     """The ErpInbound of one ``StatusEvent``; ``Skip`` when no command of the tenant sent the message."""
-    tenant = rec.get("tenant_id")
+    tenant = rec.tenant_id
     if not tenant:
         raise Skip("no_tenant")
     _require(rec, "event_id", "phone_number_id", "waba_id", "wamid", "status")
     # Every send of the worker carries biz_opaque_callback_data, and Meta echoes it: without an echo
     # naming this tenant, only a result already read links the status (no wait for the topic's end,
     # which would cost a watermark query per status of every message no command sent).
-    echo = _echoed(tenant, rec.get("biz_opaque_callback_data"), rec["wamid"])
-    link = link_of(tenant, rec["wamid"], wait=echo is not None) or echo
+    echo = _echoed(tenant, rec.biz_opaque_callback_data, rec.wamid)
+    link = link_of(tenant, rec.wamid, wait=echo is not None) or echo
     if link is None:
         raise Skip("not_a_command")
     return {
-        "event_id": rec["event_id"], "tenant_id": tenant, "kind": "STATUS", "phone_number_id": rec["phone_number_id"],
-        "waba_id": rec["waba_id"], "subject_id": rec.get("subject_id"), "message_ref": rec["wamid"],
-        "message_type": None, "status": rec["status"], "command": link.avro(), "errors": _errors(rec.get("errors") or []),
-        "timestamp": rec["timestamp"], "received_at": rec["received_at"], "pii": rec.get("pii"), "extra": "{}",
+        "event_id": rec.event_id, "tenant_id": tenant, "kind": "STATUS", "phone_number_id": rec.phone_number_id,
+        "waba_id": rec.waba_id, "subject_id": rec.subject_id, "message_ref": rec.wamid,
+        "message_type": None, "status": rec.status, "command": link.avro(),
+        "errors": _errors([e.to_avro() for e in rec.errors]),
+        "timestamp": rec.timestamp, "received_at": rec.received_at, "pii": _pii(rec), "extra": "{}",
     }
 
 

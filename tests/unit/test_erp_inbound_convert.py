@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.erp_inbound.app import ErpInbound
-from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status
+from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status, typed
+from wapipe.messages.events import InboundMessage, StatusEvent
 from processors.erp_inbound.links import CommandLink
 from processors.normalise.convert import Normaliser
 from wapipe.avro import AvroSerde
@@ -98,8 +99,8 @@ def fixture(name: str, **message) -> dict:
 
 def erp(rec: dict) -> dict:
     topic = rec.pop("_topic")
-    out = (from_inbound(rec, link_of=link_of, open_=KEYS.unseal, ref=REF) if topic == INBOUND_MESSAGES
-           else from_status(rec, link_of=link_of))
+    out = (from_inbound(InboundMessage.from_avro(rec), link_of=link_of, open_=KEYS.unseal, ref=REF)
+           if topic == INBOUND_MESSAGES else from_status(StatusEvent.from_avro(rec), link_of=link_of))
     SERDE.encode("ErpInbound", out, topic=ERP_INBOUND)  # always a valid record
     return out
 
@@ -200,7 +201,8 @@ def test_no_tenant_and_erased_are_skipped():
 
 def test_tampered_content_is_a_dead_letter():
     [rec] = events(fixture("inbound_text"))
-    bad = {**rec, "pii": {**rec["pii"], "ciphertext": bytes(rec["pii"]["ciphertext"])[:-1] + b"\x00"}}
+    sealed = bytes(rec["pii"]["ciphertext"])
+    bad = {**rec, "pii": {**rec["pii"], "ciphertext": sealed[:-1] + bytes([sealed[-1] ^ 1])}}  # (was 1/256 a no-op)
     with pytest.raises(Dead) as e:
         erp(bad)
     assert e.value.error_type == "UnsealError"
@@ -267,9 +269,8 @@ def test_a_status_waits_for_the_results_topic_only_when_metas_echo_names_the_ten
         return None
 
     with pytest.raises(Skip):
-        from_status({k: v for k, v in _status("status_read", "wamid.x").items() if k != "_topic"}, link_of=recording)
-    out = from_status({k: v for k, v in _status("status_read", "wamid.y", cb="acme/k9").items() if k != "_topic"},
-                      link_of=recording)
+        from_status(StatusEvent.from_avro(_status("status_read", "wamid.x")), link_of=recording)
+    out = from_status(StatusEvent.from_avro(_status("status_read", "wamid.y", cb="acme/k9")), link_of=recording)
     assert waits == [False, True] and out["command"]["idempotency_key"] == "k9"
 
 
@@ -395,3 +396,16 @@ def test_the_sdk_event_helpers_read_metas_shapes():
     assert ev("LIST_REPLY", {"interactive": {"type": "list_reply", "list_reply": {"id": "r"}}}).reply == {"id": "r"}
     assert ev("REACTION", {"reaction": {"message_id": "wamid.b"}}).reaction == ""  # removed
     assert ev("MESSAGE", {"id": "wamid.a"}).wamid == "wamid.a" and ev("MESSAGE", {}).sender == "4915"
+
+
+@pytest.mark.parametrize("topic", [INBOUND_MESSAGES, STATUS_EVENTS])
+def test_a_decoded_event_missing_a_required_field_is_a_missing_field_dead_letter(topic):
+    name = "InboundMessage" if topic == INBOUND_MESSAGES else "StatusEvent"
+    rec = {k: v for k, v in BASE[topic].items() if k != "_topic"}
+    assert typed(name, rec).event_id == rec["event_id"]
+    for f in SERDE.store.latest(name).schema["fields"]:
+        if "default" in f:
+            continue
+        with pytest.raises(Dead) as e:
+            typed(name, {k: v for k, v in rec.items() if k != f["name"]})
+        assert e.value.error_type == "MissingField" and f["name"] in e.value.reason

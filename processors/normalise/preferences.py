@@ -31,7 +31,6 @@ from wapipe.topics import SUPPRESSIONS
 FIELD = "user_preferences"
 CATEGORY = MARKETING_MESSAGES
 OPTED_OUT_CODE = 131050
-RECORD = "Suppression"
 
 
 class UserPreference(BaseModel):
@@ -45,10 +44,6 @@ class UserPreference(BaseModel):
     value: Literal["stop", "resume"]
     detail: str | None = None
     timestamp: UnixSeconds | None = None
-
-
-def key(tenant_id: str, subject_id: str) -> str:
-    return f"{tenant_id}/{subject_id}"
 
 
 def _event_id(*parts: object) -> str:

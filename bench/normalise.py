@@ -65,11 +65,13 @@ def count_status_events(bootstrap: str, run: str, want: int, timeout: float) -> 
     c.subscribe([STATUS_EVENTS])
     got, last = 0, time.monotonic()
     deadline = time.monotonic() + timeout
-    marker = f"wamid.{run}."
+    # by Meta's echo of our callback data: the events carry the wamid's keyed ref, never the wamid
+    marker = f"bench/{run}-"
     try:
         while got < want and time.monotonic() < deadline:
             for m in c.consume(num_messages=1000, timeout=0.5):
-                if m.error() is None and serde.decode(m.value(), "StatusEvent")["wamid"].startswith(marker):
+                if m.error() is None and (serde.decode(m.value(), "StatusEvent")["biz_opaque_callback_data"]
+                                          or "").startswith(marker):
                     got += 1
                     last = time.monotonic()
     finally:

@@ -224,8 +224,7 @@ class Normaliser:
         return out
 
     def _sealed(self, scope: str, subject: str, data: dict) -> Sealed:
-        s = self.seal(scope, subject, data)
-        return Sealed(s["key_id"], s["nonce"], s["ciphertext"])
+        return Sealed.from_avro(self.seal(scope, subject, data))
 
     def _tenant(self, phone_number_id: str | None, waba_id: str) -> str | None:
         t = self.tenants.tenant_for_number(phone_number_id) if phone_number_id else None

@@ -21,11 +21,11 @@ from wapipe.messages.send import Sealed
 
 
 def _sealed(r: dict[str, Any] | None) -> Sealed | None:
-    return None if r is None else Sealed(r["key_id"], r["nonce"], r["ciphertext"])
+    return None if r is None else Sealed.from_avro(r)
 
 
 def _avro(s: Sealed | None) -> dict[str, Any] | None:
-    return None if s is None else {"key_id": s.key_id, "nonce": s.nonce, "ciphertext": s.ciphertext}
+    return None if s is None else s.to_avro()
 
 
 @dataclass(slots=True)

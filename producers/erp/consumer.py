@@ -26,14 +26,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from producers.erp.client import PublishError
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import JAVA_PARTITIONER, partition_for
+from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer as make_producer
-from wapipe.edge.endpoint import Endpoint, confluent_conf, endpoint_for
+from wapipe.edge.endpoint import Endpoint, endpoint_for
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 
 
@@ -134,9 +135,8 @@ class ErpConsumer:
         self.keys = keys
         self.serde = serde or AvroSerde()
         self.timeout = timeout
-        self._c = Consumer(confluent_conf(bootstrap, **{
-            "group.id": group_id or f"erp-inbound-{tenant_id}", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest"}))
+        self._c = make_consumer(bootstrap, group_id or f"erp-inbound-{tenant_id}",
+                                **{"auto.offset.reset": "earliest" if from_beginning else "latest"})
         md = self._c.list_topics(T.ERP_INBOUND, timeout=10).topics[T.ERP_INBOUND]
         self.partition = partition_for(tenant_id, len(md.partitions))
         self._c.assign([TopicPartition(T.ERP_INBOUND, self.partition)])

@@ -11,7 +11,7 @@ from sinks.erasure import ErasureWorker, running_mutations, subject_tables
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer
 from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, new_request
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from wapipe.topics import AUDIT
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from wapipe.edge.clients import producer
 from wapipe.privacy import KeyRing, SubjectErased, load_kek, pepper_from, subject_id
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.processor import PrivacyProcessor
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from tests.harness import make_settings
 from wapipe.edge.clients import admin_client
 from wapipe.topics import (

@@ -21,7 +21,7 @@ from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.restrictions import RestrictionRegistry
 from wapipe.privacy.service import PrivacyService
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from wapipe.topics import AUDIT, INBOUND_MESSAGES
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.privacy.errors import SubjectErased, UnsealError
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from wapipe.topics import SUBJECT_KEYS, TOPICS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 
@@ -146,7 +146,7 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
     for t in TOPICS:
         if t.name == SUBJECT_KEYS:
             continue
-        for m in scan(bootstrap, t.name):
+        for m in scan(bootstrap, t.name, missing_ok=True):
             if not m.value():
                 continue
             try:

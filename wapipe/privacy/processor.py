@@ -50,7 +50,7 @@ from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.records import CLICKHOUSE_DONE, FINAL, Publisher, audit_event, ms, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.privacy.topicscan import oldest_timestamps, roll_segments, scan
+from wapipe.edge.scan import oldest_timestamps, roll_segments, scan
 from wapipe.topics import (AUDIT, PRIVACY_DEAD, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
                            desired_configs, spec, window_retention_ms)
 
@@ -349,7 +349,7 @@ class PrivacyProcessor:
         """How many records on wa.subject.keys still hold a key of the subject (superseded ones too)."""
         if "keys" not in self._tick_cache:
             held: dict[str, int] = {}
-            for m in scan(self.bootstrap, SUBJECT_KEYS):
+            for m in scan(self.bootstrap, SUBJECT_KEYS, missing_ok=True):
                 if m.value() and m.key() and b"/" in m.key():
                     subj = m.key().split(b"/", 1)[0].decode()
                     held[subj] = held.get(subj, 0) + 1
@@ -365,7 +365,8 @@ class PrivacyProcessor:
     def _raw_expired(self, requested_at_ms: int) -> bool:
         """Every raw (cleartext) record received up to the request has expired."""
         if "raw" not in self._tick_cache:
-            oldest = [ts for topic in RAW_TOPICS for ts in oldest_timestamps(self.bootstrap, topic).values() if ts is not None]
+            oldest = [ts for topic in RAW_TOPICS
+                      for ts in oldest_timestamps(self.bootstrap, topic, missing_ok=True).values() if ts is not None]
             self._tick_cache["raw"] = min(oldest) if oldest else None
         oldest_held = self._tick_cache["raw"]
         return oldest_held is None or oldest_held > requested_at_ms  # type: ignore[operator]

@@ -12,7 +12,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from wapipe.edge.clients import producer
-from wapipe.privacy.topicscan import _consumer
+from wapipe.edge.scan import _consumer
 from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ class _Delegating:
 
 
 def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics, unique, monkeypatch):
-    from wapipe.privacy import topicscan
+    from wapipe.edge import scan as edge_scan
 
     bootstrap, topic = topics, f"oldest.{unique}"
     admin = admin_client(bootstrap)
@@ -64,7 +64,7 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
         p.produce(topic, value=b"%d" % i, partition=2, timestamp=t0 + 1000 + i)
     assert p.flush(10) == 0
     admin.delete_records([TopicPartition(topic, 0, 1)])[TopicPartition(topic, 0, 1)].result()
-    assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: t0 + 1000}
+    assert edge_scan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: t0 + 1000}
 
     # retention empties p2 between the watermark request and the read: the read meets the end
     stale: dict[int, tuple[int, int]] = {}
@@ -77,9 +77,9 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
                     admin.delete_records([TopicPartition(topic, 2, 4)])[TopicPartition(topic, 2, 4)].result()
             return stale[tp.partition]
 
-    real_consumer = topicscan._consumer
-    monkeypatch.setattr(topicscan, "_consumer", lambda b: StaleWatermarks(real_consumer(b)))
-    assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: None}
+    real_consumer = edge_scan._consumer
+    monkeypatch.setattr(edge_scan, "_consumer", lambda b: StaleWatermarks(real_consumer(b)))
+    assert edge_scan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: None}
     assert stale[2] == (0, 4)  # it did ask for offset 0 of p2, which no longer existed
 
     # a partition whose first record does not come in time is not "nothing held": it raises
@@ -87,6 +87,6 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
         def assign(self, tps):
             self._real.assign([tp for tp in tps if tp.partition != 0])
 
-    monkeypatch.setattr(topicscan, "_consumer", lambda b: Stuck(real_consumer(b)))
+    monkeypatch.setattr(edge_scan, "_consumer", lambda b: Stuck(real_consumer(b)))
     with pytest.raises(TimeoutError, match=r"partitions \[0\]"):
-        topicscan.oldest_timestamps(bootstrap, topic, timeout=2)
+        edge_scan.oldest_timestamps(bootstrap, topic, timeout=2)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
-from processors.send.views import cancel
+from wapipe.edge.follow_aio import cancel
 from wapipe.messages.send import DispatchEntry, SendResult
 from wapipe import log
 
@@ -110,7 +110,7 @@ class Reconciler:
 
     # --- inputs ------------------------------------------------------------------------------
     def on_status(self, ev: dict) -> None:
-        """A StatusEvent from wa.status.events (TopicFollower callback, sync)."""
+        """A StatusEvent from wa.status.events (AsyncTopicFollower callback, sync)."""
         st = Status.from_event(ev, time.monotonic())
         if st is None:
             return

@@ -36,15 +36,14 @@ RESTRICTION / UNRESTRICTION complete at once (the registry applies them to every
 from __future__ import annotations
 
 import time
-import uuid
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Message
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
-from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.follow import TopicFollower
 from wapipe.log import get_logger
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
@@ -76,9 +75,9 @@ class PrivacyProcessor:
         self.registry = PrivacyRegistry(settings, bootstrap, serde=self.serde, on_unreadable=self._unreadable)
         self._producer = make_producer(bootstrap)
         self.pub = Publisher(self._producer, self.serde)
-        # The ClickHouse confirmations are read from the start of wa.audit on every start (a fresh
-        # group, offsets never committed): a confirmation read just before a crash is never lost.
-        self._audit = make_consumer(bootstrap, f"{group}-audit-{uuid.uuid4().hex}")
+        # The ClickHouse confirmations are read from the start of wa.audit on every start (nothing
+        # committed): a confirmation read just before a crash is never lost.
+        self._audit = TopicFollower(bootstrap, AUDIT, self._on_audit, name=f"{group}-audit")
         self._check_interval = settings.privacy_check_interval_s if check_interval_s is None else check_interval_s
         self._last_check: dict[str, float] = {}
         self._last_roll = 0.0
@@ -91,7 +90,7 @@ class PrivacyProcessor:
     def start(self) -> "PrivacyProcessor":
         self.keyring.start()
         self.registry.start()
-        self._audit.subscribe([AUDIT])
+        self._audit.start(wait_for_topics=True)  # read as it comes: no request waits for the whole trail
         self.keyring.wait_ready(60)
         self.registry.wait_ready(60)
         return self
@@ -118,7 +117,6 @@ class PrivacyProcessor:
     # --- one pass --------------------------------------------------------------------------
     def tick(self) -> int:
         """Advance every open request once; returns how many are still open."""
-        self._read_audit()
         self.expire_requests()
         self._tick_cache: dict[str, object] = {}  # one scan per tick, shared by every open request
         open_ = 0
@@ -133,21 +131,16 @@ class PrivacyProcessor:
                 open_ += 1
         return open_
 
-    def _read_audit(self) -> None:
-        try:
-            msgs = self._audit.consume(500, timeout=0.1)
-        except KafkaException as exc:  # pragma: no cover
-            log.warning("privacy.audit_read_failed", error=str(exc))
+    def _on_audit(self, m: Message) -> None:
+        """A record of wa.audit (the follower's thread): the sink's ClickHouse confirmations are kept."""
+        if m.value() is None:
             return
-        for m in msgs:
-            if m.error() is not None or m.value() is None:
-                continue
-            try:
-                ev = self.serde.decode(m.value(), "AuditEvent")
-            except SerdeError:
-                continue
-            if ev["action"] == CLICKHOUSE_DONE and ev.get("target"):
-                self._clickhouse_done[ev["target"]] = dict(ev.get("details") or {})
+        try:
+            ev = self.serde.decode(m.value(), "AuditEvent")
+        except SerdeError:
+            return  # not an AuditEvent: nothing of ours to confirm
+        if ev["action"] == CLICKHOUSE_DONE and ev.get("target"):
+            self._clickhouse_done[ev["target"]] = dict(ev.get("details") or {})
 
     # --- state machine -------------------------------------------------------------------------
     def _save(self, rec: dict, *, status: str | None = None, **steps: str) -> dict:

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.edge.scan import scan
 from wapipe.privacy.errors import SubjectErased, UnsealError
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.edge.scan import scan
 from wapipe.topics import SUBJECT_KEYS, TOPICS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 

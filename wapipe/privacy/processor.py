@@ -44,12 +44,12 @@ from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
 from wapipe.edge.clients import producer as make_producer
 from wapipe.edge.follow import TopicFollower
+from wapipe.edge.scan import oldest_timestamps, roll_segments, scan
 from wapipe.log import get_logger
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.records import CLICKHOUSE_DONE, FINAL, Publisher, audit_event, ms, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.edge.scan import oldest_timestamps, roll_segments, scan
 from wapipe.topics import (AUDIT, PRIVACY_DEAD, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
                            desired_configs, spec, window_retention_ms)
 

@@ -5,13 +5,14 @@
 committed), from the beginning or from ``since_ms()`` (the offsets of that time, asked of the
 brokers; a partition with nothing as recent starts at its end), forever, and hands each record's
 decoded value to ``apply`` on the loop (tombstones are passed). ``ready`` is set once every
-partition was read to the end it had when the follower started (or at once when the topic is
-not there after ~5 s: a view that waits for it would hold the worker). A record that does not
-decode, or that ``apply`` refuses (``KeyError``, ``TypeError``, ``ValueError``, which a
+partition was read to the end it had when the follower started; a topic still not there after
+~5 s is logged (``follower.no_topic``), ``ready`` is set and nothing is followed. A record that
+does not decode, or that ``apply`` refuses (``KeyError``, ``TypeError``, ``ValueError``, which a
 ``SerdeError`` is), is logged and counted in ``unreadable``; the next one is read. Any other
 error (the broker went away, metadata failed) restarts the follower from its start a second
-later. It runs on the send worker's hot loop (about one status event per message sent): one
-``getmany`` of up to 2,000 records per 200 ms, no work per record beyond ``decode`` and ``apply``.
+later. It runs on the send worker's hot loop (about one status event per message sent): each
+``getmany`` takes up to 2,000 records and waits at most 200 ms; no work per record beyond
+``decode`` and ``apply``.
 
 The consumer comes from ``clients.aiokafka_reader``, read_uncommitted (these topics are written
 without transactions).

@@ -88,7 +88,7 @@ def test_a_topic_not_read_to_its_end_in_time_is_a_one_line_error(cli, topics, un
     assert f"{T.CAMPAIGN_CONTROL}: not read to the end within 1s" in line
 
 
-# Each example writes to the session's broker and reads four topics whole: a few dozen keep it fast.
+# Each example writes to the session's broker and reads four topics whole (~3 s in a full suite): ten keep it fast.
 CONTROL = st.one_of(
     st.tuples(st.just("ours"), st.sampled_from([RUNNING, PAUSED, STOPPED])),
     st.tuples(st.just("theirs"), st.sampled_from([RUNNING, PAUSED, STOPPED])),
@@ -96,7 +96,7 @@ CONTROL = st.one_of(
 )
 
 
-@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(records=st.lists(CONTROL, max_size=8))
 def test_the_latest_control_record_of_the_tenants_campaign_wins(topics, records):
     import uuid

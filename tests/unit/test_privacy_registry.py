@@ -1,6 +1,9 @@
 """PrivacyRegistry's rules, fed records directly (the Kafka follower is exercised in integration tests)."""
 
+from dataclasses import replace
+
 from wapipe.config import Settings
+from wapipe.messages.privacy import PrivacyStatus, at_ms
 from wapipe.privacy.records import new_request
 from wapipe.privacy.registry import PrivacyRegistry, _sealed_from, sealed_to_detail
 
@@ -11,8 +14,7 @@ def reg() -> PrivacyRegistry:
 
 def req(kind, subject, at, status="RECEIVED", **details):
     r = new_request(kind, source="test", tenant_id="t", subject_id=subject, details=details)
-    r.update(requested_at=at, status=status)
-    return r
+    return replace(r, requested_at=at_ms(at), status=PrivacyStatus(status))
 
 
 def test_latest_restriction_request_wins_regardless_of_arrival_order():
@@ -41,5 +43,5 @@ def test_corrections_and_codes():
     first = req("CORRECTION", "s1", 1000, field="profile_name", sealed=sealed_to_detail(sealed))
     r.remember(first)
     assert r.corrections("s1") == [("profile_name", sealed)]
-    assert r.by_code(first["confirmation_code"])["request_id"] == first["request_id"]
+    assert r.by_code(first.confirmation_code).request_id == first.request_id
     assert _sealed_from("not json") is None

@@ -245,7 +245,7 @@ def test_cli_commands_refuse_another_tenants_ids(world):
     assert r.returncode == 1 and "no such subject" in r.stderr and w.b.secret not in r.stdout
     r = _cli(w.settings, "privacy", "erase", "--tenant", a, "--subject", w.sid_b)
     assert r.returncode == 1 and "no such subject" in r.stderr
-    code = w.svc.submit("RESTRICTION", tenant_id=b, subject=w.sid_b)["confirmation_code"]
+    code = w.svc.submit("RESTRICTION", tenant_id=b, subject=w.sid_b).confirmation_code
     w.svc.submit("UNRESTRICTION", tenant_id=b, subject=w.sid_b)
     r = _cli(w.settings, "privacy", "status", code, "--tenant", a)
     assert r.returncode == 1 and "no request" in r.stderr and code not in r.stdout
@@ -264,8 +264,8 @@ def test_processor_rejects_an_erasure_of_another_tenants_subject(world, topics, 
     proc = PrivacyProcessor(w.settings, topics, group=f"iso-{unique}", check_interval_s=0.2).start()
     try:
         deadline = time.monotonic() + 30
-        while (proc.registry.get(forged["request_id"]) or {}).get("status") != "REJECTED":
-            assert time.monotonic() < deadline, proc.registry.get(forged["request_id"])
+        while getattr(proc.registry.get(forged.request_id), "status", None) != "REJECTED":
+            assert time.monotonic() < deadline, proc.registry.get(forged.request_id)
             proc.tick()
             time.sleep(0.1)
         assert proc.keyring.keys_of(w.sid_b), "B's data keys must still be there"

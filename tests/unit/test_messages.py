@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from wapipe.avro import AvroSerde, schema_dir
 from wapipe.messages.campaign import CampaignControl
 from wapipe.messages.deadletter import DeadLetterRecord
+from wapipe.messages.erp import ErpInbound, ErpInboundKind, ReadCommand
 from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms, to_ms
 from wapipe.messages.send import DispatchEntry, SendCommand, SendResult
 
@@ -26,7 +27,8 @@ INT = st.integers(-(2**31), 2**31 - 1)
 # (schema name, versions read, the typed class)
 MESSAGES = [("SendCommand", (1, 2, 3), SendCommand), ("SendResult", (1, 2), SendResult),
             ("DispatchEntry", (1, 2), DispatchEntry), ("CampaignControl", (1,), CampaignControl),
-            ("DeadLetter", (1,), DeadLetterRecord), ("PrivacyRequest", (1,), PrivacyRequest)]
+            ("DeadLetter", (1,), DeadLetterRecord), ("PrivacyRequest", (1,), PrivacyRequest),
+            ("ReadCommand", (1,), ReadCommand), ("ErpInbound", (1,), ErpInbound)]
 CASES = [(name, v, cls) for name, versions, cls in MESSAGES for v in versions]
 
 
@@ -50,6 +52,8 @@ def records(schema) -> st.SearchStrategy:
         return st.sampled_from(schema["symbols"])
     if t == "map":
         return st.dictionaries(TEXT, records(schema["values"]), max_size=3)
+    if t == "array":
+        return st.lists(records(schema["items"]), max_size=3)
     return records(t)
 
 
@@ -102,10 +106,12 @@ def test_a_command_of_v1_reads_as_addressed_by_number_with_defaults():
     assert cmd.key == "t/k"
 
 
-def test_the_privacy_enums_are_the_schema_symbols():
+def test_the_enums_are_the_schema_symbols():
     fields = {f["name"]: f["type"] for f in raw_schema("PrivacyRequest", 1)["fields"]}
     assert list(PrivacyKind) == fields["kind"]["symbols"]
     assert list(PrivacyStatus) == fields["status"]["symbols"]
+    fields = {f["name"]: f["type"] for f in raw_schema("ErpInbound", 1)["fields"]}
+    assert list(ErpInboundKind) == fields["kind"]["symbols"]
 
 
 def test_a_request_gives_exact_milliseconds():

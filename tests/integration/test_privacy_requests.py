@@ -246,3 +246,15 @@ def test_an_erased_subject_is_unlinked_from_the_requests_once_nothing_is_left_to
     naming = sorted(r["kind"] for r in live if r.get("subject_id") == s_old)
     assert naming == ["RESTRICTION"], naming
     assert any(r["request_id"] == erased.request_id and r["status"] == "COMPLETED" for r in live)
+
+
+def test_an_erasure_under_way_without_a_subject_is_rejected_not_completed(settings, topics, processor, unique):
+    """An IN_PROGRESS erasure record naming no subject (only writable by hand: the processor
+    rejects a RECEIVED one without a subject) is rejected with the same reason; it erased nobody."""
+    req = replace(new_request("ERASURE", source="cli", tenant_id=f"t-{unique}"), status=PrivacyStatus.IN_PROGRESS)
+    Publisher(producer(topics), AvroSerde.from_settings(settings)).request(req)
+    processor.registry.wait_ready(30)
+    eventually(lambda: (processor.tick() or True) and processor.registry.get(req.request_id) is not None
+               and processor.registry.get(req.request_id).final)
+    done = processor.registry.get(req.request_id)
+    assert (done.status, done.details.get("reason"), done.steps) == ("REJECTED", "no subject", {})

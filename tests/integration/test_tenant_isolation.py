@@ -223,7 +223,7 @@ def test_another_tenants_subject_is_a_404_like_one_that_does_not_exist(world):
     # Nothing of B changed: no request of A names B's subject, B's subject is not restricted, no
     # correction of it exists, and B's data still opens.
     reg = w.svc.registry
-    assert not [r for r in reg.requests() if r.get("subject_id") == w.sid_b and r.get("tenant_id") != w.b.tenant_id]
+    assert not [r for r in reg.requests() if r.subject_id == w.sid_b and r.tenant_id != w.b.tenant_id]
     assert not reg.is_restricted(w.b.tenant_id, w.sid_b) and reg.corrections(w.sid_b) == []
     theirs = w.client.get(f"/privacy/{w.b.tenant_id}/export", params={"wa_id": w.customer}, headers=w.b.auth)
     assert w.b.secret in theirs.text and w.b.profile in theirs.text

@@ -125,12 +125,11 @@ def test_a_request_gives_exact_milliseconds():
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 4_102_444_800_000))
 def test_milliseconds_survive_the_datetime_fastavro_decodes_them_to(value):
-    from wapipe.privacy.records import ms
-
     at = SERDE.decode(SERDE.encode("PrivacyRequest", {
         "request_id": "r", "kind": "ACCESS", "source": "cli", "status": "RECEIVED", "confirmation_code": "C",
         "requested_at": value, "updated_at": value}), "PrivacyRequest")["requested_at"]
-    assert at == at_ms(value) and to_ms(at) == value and ms(at) == value and PrivacyRequest.from_avro(
+    # (wapipe.privacy.records.ms, int(at.timestamp() * 1000), was 1 ms short for ~0.6 % of them)
+    assert at == at_ms(value) and to_ms(at) == value and PrivacyRequest.from_avro(
         {"request_id": "r", "kind": "ACCESS", "source": "cli", "status": "RECEIVED", "confirmation_code": "C",
          "requested_at": at, "updated_at": at}).requested_ms == value
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import threading
 import time
@@ -11,13 +10,11 @@ import uuid
 from confluent_kafka import Producer
 
 from wapipe.avro import AvroSerde
-from wapipe.messages.privacy import FINAL, PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms, to_ms
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
 from wapipe.privacy.errors import PrivacyError
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 
 KINDS = tuple(PrivacyKind)
-__all__ = ["CLICKHOUSE_DONE", "FINAL", "KINDS", "SUBJECT_CHECKED", "Publisher", "audit_event", "confirmation_code",
-           "ms", "new_request", "now_ms"]
 # The audit action the ClickHouse erasure (sinks/erasure.py) writes when a request's rows are gone.
 CLICKHOUSE_DONE = "privacy.erasure.clickhouse_deleted"
 # The detail a request carries when its subject was checked to be its tenant's when it was made
@@ -28,13 +25,6 @@ SUBJECT_CHECKED = "subject_checked"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def ms(value: object) -> int:
-    """Avro timestamp-millis as decoded (datetime) or as written (int) -> int ms."""
-    if isinstance(value, dt.datetime):
-        return to_ms(value)
-    return int(value)  # type: ignore[arg-type]
 
 
 def confirmation_code() -> str:

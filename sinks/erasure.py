@@ -197,7 +197,8 @@ class ErasureWorker:
             if started and running_mutations(client) >= self.s.erasure_max_running_mutations:
                 break  # the rest next call; offsets stay uncommitted until then
             rec = self._pending[0]
-            deleted = erase_subject(client, rec.subject_id, targets=self._targets)  # type: ignore[arg-type]  # _read: named
+            # _read queues only requests that name their subject
+            deleted = erase_subject(client, rec.subject_id, targets=self._targets)  # type: ignore[arg-type]
             self._draining[rec.request_id] = Draining(rec, deleted, outdated_parts(client, sorted(deleted)))
             log.info("erasure.clickhouse_rewritten", request_id=rec.request_id, rows=sum(deleted.values()))
             self._pending.pop(0)

@@ -128,10 +128,10 @@ class MetaCallbacks:
             "subject_id": None, "action": f"privacy.{kind.lower()}.requested", "target": request_id,
             "outcome": "ok", "details": {"source": source, "confirmation_code": code, "app_id": sr.app_id},
         }
+        value = self._serde.encode("PrivacyRequest", record.to_avro(), topic=PRIVACY_REQUESTS)
         try:
             await asyncio.gather(
-                self._publisher.publish(PRIVACY_REQUESTS, self._serde.encode("PrivacyRequest", record.to_avro(), topic=PRIVACY_REQUESTS),
-                                        request_id.encode()),
+                self._publisher.publish(PRIVACY_REQUESTS, value, request_id.encode()),
                 self._publisher.publish(AUDIT, self._serde.encode("AuditEvent", audit, topic=AUDIT), None),
             )
         except PublishFailed as exc:

@@ -84,7 +84,8 @@ class PrivacyService:
         return subject
 
     def submit(self, kind: str, *, tenant_id: str, wa_id: str | None = None, subject: str | None = None,
-               source: str = "cli", actor: str = "operator:cli", details: dict[str, str] | None = None) -> PrivacyRequest:
+               source: str = "cli", actor: str = "operator:cli",
+               details: dict[str, str] | None = None) -> PrivacyRequest:
         sid = self.subject(tenant_id, wa_id, subject)
         checked = "number" if wa_id else "owned"
         linked = sorted(self.linked(tenant_id, sid) - {sid}) if kind in _FANNED_OUT else []
@@ -117,7 +118,8 @@ class PrivacyService:
         self.pub.request(rec)
         self.registry.remember(rec)
         self.pub.audit(audit_event(f"privacy.{kind.lower()}.requested", actor=actor, tenant_id=tenant_id, subject_id=None,
-                                   target=rec.request_id, details={"source": source, "confirmation_code": rec.confirmation_code}))
+                                   target=rec.request_id,
+                                   details={"source": source, "confirmation_code": rec.confirmation_code}))
         return rec
 
     def correct(self, *, tenant_id: str, field: str, value: str, wa_id: str | None = None, subject: str | None = None,

@@ -3,10 +3,9 @@
 One Faust read per send: the ERP SDK keys a SendCommand by its sender's ``phone_number_id``
 (docs/erp-producer.md), so a command arrives on its number's partition. Four lane agents —
 ``transactional_lane`` wa.send.requested, ``campaign_lane`` wa.send.requested.bulk, ``rekeyed``
-wa.send.accepted / wa.send.accepted.transactional, ``retries`` wa.send.retry — decode each record
-into a ``SendCommand`` (unreadable bytes become a dead letter) and submit it to the dispatcher's
-``Intake`` (processors/send/dispatcher.py), with manual acknowledgements in offset order
-(``InOrderAcks``): a record is acknowledged only once its outcome is durable.
+wa.send.accepted / wa.send.accepted.transactional, ``retries`` wa.send.retry — run a ``LaneReader``
+(processors/send/lane_reader.py): each record decoded into a ``SendCommand`` and submitted to the
+dispatcher's ``Intake``, acknowledged in offset order once its outcome is durable.
 
 All keyed topics have the same partition count, so Faust assigns partition *p* of every one of
 them (and of the ledger) to the same worker: each number's limits live in exactly one process.
@@ -27,12 +26,12 @@ import faust
 from faust.types import TP
 
 from processors.send import records as R
-from processors.send.acks import InOrderAcks
 from processors.send.admission import Admission
 from processors.send.buffer import Buffer
 from processors.send.dispatcher import Dispatcher
 from processors.send.graph_call import GraphCall
 from processors.send.intake import Intake
+from processors.send.lane_reader import LaneReader
 from processors.send.ledger import KafkaLedgerReader, Ledger
 from processors.send.ledger_store import LedgerStore
 from processors.send.numbers import Numbers, Work
@@ -44,16 +43,14 @@ from processors.send.stats import Stats
 from processors.send.suppression import SuppressionList
 from processors.send.suppression import follower as suppression_follower
 from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
-from processors.send.writes import LaneWriter, Write
+from processors.send.writes import LaneWriter
 from wapipe import log, topics as T
-from wapipe.avro import AvroSerde, SerdeError
+from wapipe.avro import AvroSerde
 from wapipe.config import Settings
-from wapipe.deadletter import DeadLetter, Source
 from wapipe.edge.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.edge.group_start import start_at_end
 from wapipe.edge.clients import admin_client, partition_for
 from wapipe.edge.endpoint import faust_app_kwargs
-from wapipe.messages.send import SendCommand
 from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.restrictions import RestrictionRegistry
 from wapipe.publisher import KafkaPublisher, for_processor
@@ -291,53 +288,14 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
     def topic(*names: str) -> Any:
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    lane_acks: list[InOrderAcks] = []  # one per lane agent; forgets revoked partitions
-
-    def dead_letter(event: Any, exc: Exception | str, error_type: str | None = None) -> Write:
-        letter = DeadLetter(Source.of_faust(event), str(exc)[:500], error_type or type(exc).__name__)
-        return Write(T.SEND_DEAD, event.message.key, None, letter)
-
     guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/edge/offset_guard.py
     watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=startup.ready,
                  quiet=lambda: startup.runtime.pauses.pending if startup.runtime is not None else ())
+    reader = LaneReader(startup=startup, guard=guard, consumer=lambda: app.consumer, yield_every_s=YIELD_EVERY_S)
 
     def lane_agent(source: Any, name: str) -> None:
         async def run(stream: Any) -> None:
-            manual = stream.noack()
-            acks = InOrderAcks(manual.ack)  # Faust misjudges a gap at the head of the acked run
-            lane_acks.append(acks)
-            clock = asyncio.get_running_loop().time
-            turn = clock()
-            async for event in manual.events():
-                rt = startup.runtime or await startup.started()
-                # A buffered burst never suspends this loop by itself: yield to the other lanes
-                # and the calls every YIELD_EVERY_S (a yield per record costs a loop turn each).
-                if clock() - turn > YIELD_EVERY_S:
-                    await asyncio.sleep(0)
-                    turn = clock()
-                if not await guard.admit(app.consumer, event):
-                    continue  # left unacknowledged: Faust delivers it again after the skipped ones
-                m = event.message
-                if rt.dispatcher.revoked(m.partition) and m.tp not in app.consumer.assignment():
-                    continue  # buffered before its partition moved away: its new owner replays it
-                entry = acks.started(event)
-
-                async def ack(entry: list = entry) -> None:
-                    await acks.done(entry)
-
-                try:
-                    record = rt.serde.decode(event.value, R.COMMAND)
-                except SerdeError as exc:
-                    await rt.writer.write(dead_letter(event, exc))
-                    await ack()
-                    continue
-                try:
-                    await rt.dispatcher.intake.submit(SendCommand.from_avro(record), raw=event.value,
-                                                      partition=m.partition, topic=m.topic, ack=ack)
-                except Exception as exc:  # a bug on one record must not stop the stream
-                    logger.exception("dispatch.admit_failed", topic=m.topic, offset=m.offset)
-                    await rt.writer.write(dead_letter(event, exc))
-                    await ack()
+            await reader.run(stream)
         run.__name__ = name
         app.agent(source, name=name)(run)
 
@@ -355,8 +313,7 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
     async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
         logger.info("partitions.revoked", partitions=_named(revoked))
         guard.forget(revoked)
-        for acks in lane_acks:
-            acks.forget(revoked)
+        reader.forget(revoked)
         rt = startup.runtime
         if rt is not None:
             rt.pauses.forget(revoked)
@@ -380,18 +337,8 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
 
     @app.timer(interval=5.0)
     async def report() -> None:
-        rt = startup.runtime
-        if rt is not None:
-            d, st = rt.dispatcher, rt.dispatcher.stats
-            logger.info("dispatcher.stats", backlog=d.backlog(), graph_calls=st.graph_calls,
-                        in_flight=d.slots.in_use, admitted=st.accepted, rekeyed=d.intake.rekeyed,
-                        queues={k: n.queue.size for k, n in d.numbers.by_id.items()},
-                        throttled=st.throttled, outcomes=dict(st.outcomes), ledger=len(d.ledger),
-                        tx_to_admit_s=round(st.tx_to_admit, 3), tx_admit_to_call_s=round(st.tx_admit_to_call, 3),
-                        reserve_to_write_ms=round(1000 * st.reserve_to_write_s / max(1, st.reserve_to_write_n), 2),
-                        reserve_to_write_max_ms=round(1000 * st.reserve_to_write_max, 1))
-            st.tx_to_admit = st.tx_admit_to_call = st.reserve_to_write_max = 0.0
-            st.reserve_to_write_s, st.reserve_to_write_n = 0.0, 0
+        if startup.runtime is not None:
+            startup.runtime.dispatcher.log_stats()
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: Any, **kw: Any) -> None:

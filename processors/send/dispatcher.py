@@ -23,6 +23,9 @@ from processors.send.numbers import Numbers, Work
 from processors.send.scheduler import Scheduler
 from processors.send.slots import FairSlots
 from processors.send.stats import Stats
+from wapipe import log
+
+logger = log.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,16 @@ class Dispatcher:
 
     def backlog(self) -> int:
         return self.numbers.backlog()
+
+    def log_stats(self) -> None:
+        """One ``dispatcher.stats`` log line; the interval's worst latencies start again from 0."""
+        st = self.stats
+        logger.info("dispatcher.stats", backlog=self.backlog(), graph_calls=st.graph_calls,
+                    in_flight=self.slots.in_use, admitted=st.accepted, rekeyed=self.intake.rekeyed,
+                    queues={k: n.queue.size for k, n in self.numbers.by_id.items()},
+                    throttled=st.throttled, outcomes=dict(st.outcomes), ledger=len(self.ledger),
+                    tx_to_admit_s=round(st.tx_to_admit, 3), tx_admit_to_call_s=round(st.tx_admit_to_call, 3),
+                    reserve_to_write_ms=round(1000 * st.reserve_to_write_s / max(1, st.reserve_to_write_n), 2),
+                    reserve_to_write_max_ms=round(1000 * st.reserve_to_write_max, 1))
+        st.tx_to_admit = st.tx_admit_to_call = st.reserve_to_write_max = 0.0
+        st.reserve_to_write_s, st.reserve_to_write_n = 0.0, 0

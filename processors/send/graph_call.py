@@ -123,9 +123,18 @@ class GraphCall:
         written together and acknowledged, then the calls."""
         pacer = number.pacer
         ready: list[tuple[Job, str, bytes]] = []
-        for job in jobs:
+        for i, job in enumerate(jobs):
             try:
-                token, body = self.prepare(job)
+                if self.keyring.opens_now(job.cmd.pii.key_id):
+                    token, body = self.prepare(job)
+                else:  # a data key not read yet (a new recipient's): the ring reads up to the topic's
+                    # end, a broker round trip or more, in a thread: the loop and the other numbers go on
+                    token, body = await asyncio.to_thread(self.prepare, job)
+            except asyncio.CancelledError:
+                for _ in range(len(ready) + len(jobs) - i):  # no call made: every slot not yet handed on
+                    pacer.release()
+                    self.slots.release()
+                raise
             except Exception as exc:  # erased subject, unreadable seal, no token: refused before any call
                 pacer.release()
                 self.work.call(job, self.outcomes.finish(

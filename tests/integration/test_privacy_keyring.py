@@ -41,13 +41,16 @@ def test_two_rings_share_keys_and_erasure_shreds_only_that_subject(rings, unique
     sealed1 = a.seal("t1", s1, {"to": "15550100001", "name": "Ana"})
     sealed2 = b.seal("t1", s2, {"to": "15550100002", "name": "Bo"})
     assert sealed1["key_id"].startswith(f"{s1}/") and b"15550100001" not in sealed1["ciphertext"]
+    assert a.opens_now(sealed1["key_id"]) and a.opens_now("") and not a.opens_now(f"subj-{unique}-never/k")
     # Each ring opens what the other sealed (it learns the key from the topic).
     assert b.unseal(sealed1) == {"to": "15550100001", "name": "Ana"}
+    assert b.opens_now(sealed1["key_id"])  # read now: the next open answers from memory
     assert a.unseal(sealed2)["name"] == "Bo"
 
     assert a.erase(s1) == 1
     with pytest.raises(SubjectErased):
         a.unseal(sealed1)
+    assert a.opens_now(sealed1["key_id"])  # erased: refused from memory, no read of the topic
 
     def b_sees_tombstone():
         try:

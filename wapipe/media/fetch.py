@@ -99,7 +99,8 @@ class MediaFetcher:
         if rec.get("pii") is None:
             return "restricted"  # processing restricted by the subject: content is not stored
         try:
-            content = self.keyring.unseal(rec["pii"])
+            # in a thread: a key not read yet makes the ring read its topic to the end (blocking)
+            content = await asyncio.to_thread(self.keyring.unseal, rec["pii"])
         except SubjectErased:
             return "erased"
         except UnsealError as e:

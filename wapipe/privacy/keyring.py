@@ -254,6 +254,15 @@ class KeyRing:
             raise UnsealError(f"{key}: sealed value does not authenticate (tampered or relabelled)") from None
         return json.loads(plain)
 
+    def opens_now(self, key: str) -> bool:
+        """Whether ``open`` under ``key`` answers from memory (a key read already, erased, empty or
+        KEK-sealed); else it first reads the topic up to its end, which blocks: an event loop calls
+        it in a thread."""
+        if not key or key.startswith(KEK_PREFIX):
+            return True
+        with self._lock:
+            return key in self._keys or key in self._dead
+
     def _data_key(self, key: str) -> bytes:
         with self._lock:
             if key in self._dead:

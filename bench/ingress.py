@@ -214,13 +214,12 @@ def run_python_load(url: str, seconds: int, connections: int, procs: int, tag: s
 # --- reading back --------------------------------------------------------------------------
 def end_offsets(bootstrap: str) -> dict[int, int]:
     """wa.webhook.raw's end offset per partition: where this run's records will start."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
+    from wapipe.edge.clients import consumer
     from wapipe.topics import WEBHOOK_RAW
 
-    from confluent_kafka import KafkaException
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    c = consumer(bootstrap, f"bench-{uuid.uuid4().hex}")
     deadline = time.monotonic() + 30  # a topic created a moment ago may not have its leaders yet
     try:
         while True:
@@ -244,12 +243,12 @@ def records_with_tags(bootstrap: str, tags: list[str], since: dict[int, int],
                       timeout: float = 90.0) -> dict[str, list[bytes]]:
     """Values on wa.webhook.raw written since ``since`` that carry each tag (the raw body is
     inside the Avro bytes, so no decoding is needed to find it)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
+    from wapipe.edge.clients import consumer
     from wapipe.topics import WEBHOOK_RAW
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "fetch.max.bytes": 64 * 1024 * 1024})
+    c = consumer(bootstrap, f"bench-{uuid.uuid4().hex}", **{"fetch.max.bytes": 64 * 1024 * 1024})
     found: dict[str, list[bytes]] = {t: [] for t in tags}
     needles = [(t, t.encode()) for t in tags]
     try:

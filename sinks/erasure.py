@@ -46,6 +46,7 @@ from wapipe.config import Settings
 from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer as make_producer
 from wapipe.log import get_logger
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus
 from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, audit_event, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
 from wapipe.topics import PRIVACY_REQUESTS
@@ -152,7 +153,7 @@ def outdated_parts(client: Any, tables: list[str]) -> set[tuple[str, str]]:
 @dataclass
 class Draining:
     """A request whose rows are rewritten; done once the replaced parts are gone from disk."""
-    rec: dict
+    rec: PrivacyRequest
     deleted: dict[str, int]
     parts: set[tuple[str, str]]
     since: float = field(default_factory=time.monotonic)
@@ -169,7 +170,7 @@ class ErasureWorker:
         self._consumer.subscribe([PRIVACY_REQUESTS])
         self._producer = make_producer(bootstrap)
         self._pub = Publisher(self._producer, self.serde)
-        self._pending: list[dict] = []  # read but not yet done (backpressure kept them waiting)
+        self._pending: list[PrivacyRequest] = []  # read but not yet done (backpressure kept them waiting)
         self._handled: set[str] = set()  # request ids done by this worker (later progress records repeat them)
         self._draining: dict[str, Draining] = {}  # rewritten, waiting for the replaced parts to leave the disk
         self._uncommitted = False
@@ -196,11 +197,12 @@ class ErasureWorker:
             if started and running_mutations(client) >= self.s.erasure_max_running_mutations:
                 break  # the rest next call; offsets stay uncommitted until then
             rec = self._pending[0]
-            deleted = erase_subject(client, rec["subject_id"], targets=self._targets)
-            self._draining[rec["request_id"]] = Draining(rec, deleted, outdated_parts(client, sorted(deleted)))
-            log.info("erasure.clickhouse_rewritten", request_id=rec["request_id"], rows=sum(deleted.values()))
+            # _read queues only requests that name their subject
+            deleted = erase_subject(client, rec.subject_id, targets=self._targets)  # type: ignore[arg-type]
+            self._draining[rec.request_id] = Draining(rec, deleted, outdated_parts(client, sorted(deleted)))
+            log.info("erasure.clickhouse_rewritten", request_id=rec.request_id, rows=sum(deleted.values()))
             self._pending.pop(0)
-            self._handled.add(rec["request_id"])
+            self._handled.add(rec.request_id)
             started += 1
         done += self._confirm_removed(client)
         if self._uncommitted and not self._pending and not self._draining:
@@ -219,14 +221,14 @@ class ErasureWorker:
             if m.error() is not None or m.value() is None:
                 continue
             try:
-                rec = self.serde.decode(m.value(), "PrivacyRequest")
-            except SerdeError as exc:
-                log.error("erasure.unreadable_request", offset=m.offset(), error=str(exc))
+                rec = PrivacyRequest.from_avro(self.serde.decode(m.value(), "PrivacyRequest"))
+            except (SerdeError, KeyError, ValueError) as exc:
+                log.error("erasure.unreadable_request", offset=m.offset(), error=f"{type(exc).__name__}: {exc}")
                 continue
-            if (rec["kind"] == "ERASURE" and rec["status"] == "IN_PROGRESS" and rec.get("subject_id")
-                    and (rec.get("steps") or {}).get("clickhouse") == "requested"
-                    and rec["request_id"] not in self._handled
-                    and all(p["request_id"] != rec["request_id"] for p in self._pending)):
+            if (rec.kind == PrivacyKind.ERASURE and rec.status == PrivacyStatus.IN_PROGRESS and rec.subject_id
+                    and rec.steps.get("clickhouse") == "requested"
+                    and rec.request_id not in self._handled
+                    and all(p.request_id != rec.request_id for p in self._pending)):
                 self._pending.append(rec)
 
     def _confirm_removed(self, client: Any) -> int:
@@ -246,7 +248,7 @@ class ErasureWorker:
                 continue
             rec, deleted = d.rec, d.deleted
             self._pub.audit(audit_event(
-                CLICKHOUSE_DONE, actor="system:sink", tenant_id=rec.get("tenant_id"), subject_id=None,
+                CLICKHOUSE_DONE, actor="system:sink", tenant_id=rec.tenant_id, subject_id=None,
                 target=request_id, details={"tables": str(len(deleted)), "rows": str(sum(deleted.values())),
                                             "method": "rewritten", "replaced_parts_removed": str(len(d.parts)),
                                             "seconds_to_removal": f"{time.monotonic() - d.since:.1f}",

@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from wapipe.config import Settings
 from wapipe.deadletter import PROCESS_TALLY, DeadLetterTally
-from wapipe.edge.endpoint import confluent_conf
+from wapipe.edge.clients import consumer as make_consumer
 from wapipe.log import get_logger
 
 log = get_logger(__name__)
@@ -150,11 +150,10 @@ class ConsumerLag:
             return rows
 
     def _read(self) -> list[tuple[str, int, int, int]]:
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
         # Never subscribes: reading a group's commits does not join (or disturb) the group.
-        c = Consumer({**confluent_conf(self.bootstrap), "group.id": self.group, "enable.auto.commit": False,
-                      **self.client_config})
+        c = make_consumer(self.bootstrap, self.group, **self.client_config)
         try:
             meta = c.list_topics(timeout=self.timeout)
             parts = [TopicPartition(t, p) for t in self.topics if t in meta.topics

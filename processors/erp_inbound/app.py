@@ -29,7 +29,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status, typed
 from processors.erp_inbound.links import CommandLinks
-from processors.erp_inbound.reads import mark_read
+from processors.erp_inbound.reads import mark_read, read_command
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
@@ -83,8 +83,8 @@ class ErpInbound:
         except SerdeError as exc:
             raise Dead(f"undecodable {_RECORDS[topic]}: {exc}", "SerdeError") from None
         if topic == ERP_READS:
-            await mark_read(rec, tenants=self.tenants, ring=self.ring, kek=self.kek, graph=self.graph, ref=self.refs,
-                            attempts=self.s.erp_read_attempts, backoff_s=self.backoff_s)
+            await mark_read(read_command(rec), tenants=self.tenants, ring=self.ring, kek=self.kek, graph=self.graph,
+                            ref=self.refs, attempts=self.s.erp_read_attempts, backoff_s=self.backoff_s)
             self.stats.outcomes["read"] += 1
             return None
         if topic == INBOUND_MESSAGES:

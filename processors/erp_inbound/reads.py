@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 from connectors.meta import errors as meta_errors
 from processors.erp_inbound.convert import Dead
+from wapipe.messages.erp import ReadCommand
+from wapipe.messages.send import Sealed
 from wapipe.privacy.errors import SubjectErased, UnsealError
 
 
@@ -33,12 +35,21 @@ class Graph(Protocol):
                         typing_indicator: bool = False) -> bool: ...
 
 
-async def mark_read(cmd: dict, *, tenants: Tenants, ring: Opener, kek: Any, graph: Graph,
+def read_command(rec: dict[str, Any]) -> ReadCommand:
+    """A decoded ReadCommand record as the typed command; one without a required field is
+    ``Dead("<field> missing", "MissingField")``, as an empty one is in ``mark_read``."""
+    try:
+        return ReadCommand.from_avro(rec)
+    except KeyError as exc:
+        raise Dead(f"{exc.args[0]} missing", "MissingField") from None
+
+
+async def mark_read(cmd: ReadCommand, *, tenants: Tenants, ring: Opener, kek: Any, graph: Graph,
                     ref: Callable[[str], str | None], attempts: int = 3, backoff_s: float = 0.5) -> str:
     """Carry out one ReadCommand; returns the outcome ("read"), raises ``Dead``."""
-    tenant_id, pnid, subject = cmd.get("tenant_id"), cmd.get("phone_number_id"), cmd.get("subject_id")
+    tenant_id, pnid, subject = cmd.tenant_id, cmd.phone_number_id, cmd.subject_id
     for name, v in (("tenant_id", tenant_id), ("phone_number_id", pnid), ("subject_id", subject),
-                    ("message_ref", cmd.get("message_ref"))):
+                    ("message_ref", cmd.message_ref)):
         if not isinstance(v, str) or not v:
             raise Dead(f"{name} missing", "MissingField")
     tenant = tenants.tenant(tenant_id)
@@ -46,19 +57,19 @@ async def mark_read(cmd: dict, *, tenants: Tenants, ring: Opener, kek: Any, grap
         raise Dead(f"tenant {tenant_id} unknown", "UnknownTenant")
     if tenant.number(pnid) is None:
         raise Dead(f"phone number {pnid} is not tenant {tenant_id}'s", "ForeignNumber")
-    sealed = cmd.get("pii")
-    if not isinstance(sealed, dict) or not str(sealed.get("key_id") or "").startswith(subject + "/"):
+    sealed = cmd.pii
+    if not isinstance(sealed, Sealed) or not str(sealed.key_id or "").startswith(subject + "/"):
         raise Dead("the sealed wamid is not under the subject's key", "ForeignKey")
     if tenant_id not in await asyncio.to_thread(ring.tenants_of, subject):
         raise Dead(f"subject {subject} is not tenant {tenant_id}'s", "ForeignSubject")
     try:
-        opened = await asyncio.to_thread(ring.unseal, sealed)
+        opened = await asyncio.to_thread(ring.unseal, sealed.to_avro())
     except SubjectErased:
         raise Dead("the user's data was erased: nothing to mark read", "SubjectErased") from None
     except UnsealError as exc:
         raise Dead(f"sealed wamid does not open: {exc}", "UnsealError") from None
     wamid = opened.get("wamid") if isinstance(opened, dict) else None
-    if not isinstance(wamid, str) or ref(wamid) != cmd["message_ref"]:
+    if not isinstance(wamid, str) or ref(wamid) != cmd.message_ref:
         raise Dead("the sealed wamid is not the message the command names", "RefMismatch")
     try:
         token = tenant.open_token(kek)
@@ -67,7 +78,7 @@ async def mark_read(cmd: dict, *, tenants: Tenants, ring: Opener, kek: Any, grap
     last: Exception | None = None
     for attempt in range(attempts):
         try:
-            await graph.mark_read(pnid, wamid, token=token, typing_indicator=bool(cmd.get("typing_indicator")))
+            await graph.mark_read(pnid, wamid, token=token, typing_indicator=bool(cmd.typing_indicator))
             return "read"
         except meta_errors.MetaError as exc:
             # a read receipt is idempotent: sending it again after an unknown outcome is harmless

@@ -42,7 +42,7 @@ from processors.send.slots import FairSlots
 from processors.send.stats import Stats
 from processors.send.suppression import SuppressionList
 from processors.send.suppression import follower as suppression_follower
-from processors.send.views import CampaignStates, ServiceWindows, TopicFollower
+from processors.send.views import CampaignStates, ServiceWindows
 from processors.send.writes import LaneWriter
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde
@@ -51,6 +51,7 @@ from wapipe.edge.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.edge.group_start import start_at_end
 from wapipe.edge.clients import admin_client, partition_for
 from wapipe.edge.endpoint import faust_app_kwargs
+from wapipe.edge.follow_aio import AsyncTopicFollower
 from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
 from wapipe.privacy.restrictions import RestrictionRegistry
 from wapipe.publisher import KafkaPublisher, for_processor
@@ -95,7 +96,7 @@ class Runtime:
     registry: TenantRegistry
     keyring: KeyRing
     restrictions: RestrictionRegistry
-    followers: tuple[TopicFollower, ...]
+    followers: tuple[AsyncTopicFollower, ...]
 
     async def drain(self) -> None:
         """No new Graph calls; wait for those under way (their outcomes written), then for every
@@ -141,9 +142,9 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     send = publishing(producer)
 
     windows, campaigns, suppressions = ServiceWindows(s.send_session_window_s), CampaignStates(), SuppressionList()
-    followers = [TopicFollower(bootstrap, T.INBOUND_MESSAGES, "InboundMessage", serde, windows.apply,
-                               since_ms=windows.since_ms),
-                 TopicFollower(bootstrap, T.CAMPAIGN_CONTROL, R.CONTROL, serde, campaigns.apply),
+    followers = [AsyncTopicFollower(bootstrap, T.INBOUND_MESSAGES, "InboundMessage", serde, windows.apply,
+                                    since_ms=windows.since_ms),
+                 AsyncTopicFollower(bootstrap, T.CAMPAIGN_CONTROL, R.CONTROL, serde, campaigns.apply),
                  suppression_follower(bootstrap, serde, suppressions)]  # marketing opt-outs
     for f in followers:
         f.start()
@@ -194,8 +195,8 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     reconciler.start()
     # Every worker follows every partition (statuses are keyed by number); the reconciler acts
     # only on keys of the ledger partitions this worker holds.
-    status = TopicFollower(bootstrap, T.STATUS_EVENTS, "StatusEvent", serde, reconciler.on_status,
-                           since_ms=lambda: int((time.time() - s.send_reconcile_memory_s) * 1000))
+    status = AsyncTopicFollower(bootstrap, T.STATUS_EVENTS, "StatusEvent", serde, reconciler.on_status,
+                                since_ms=lambda: int((time.time() - s.send_reconcile_memory_s) * 1000))
     status.start()
     followers.append(status)
     return Runtime(settings=s, serde=serde, producer=producer, writer=writer, ledger=ledger, pauses=pauses,

@@ -17,16 +17,14 @@ on ``wa.send.requested(.bulk)`` and the latest result per idempotency key on ``w
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-
-from confluent_kafka import Consumer, TopicPartition
 
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer as make_producer
-from wapipe.edge.endpoint import confluent_conf
+from wapipe.edge.endpoint import Endpoint
+from wapipe.edge.scan import scan
 from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED, CampaignControl
 
 STATES = (RUNNING, PAUSED, STOPPED)
@@ -75,34 +73,16 @@ class Progress:
         return asdict(self)
 
 
-def _read(bootstrap: str, topic: str, timeout: float = 30.0):
-    c = Consumer({**confluent_conf(bootstrap), "group.id": f"campaign-progress-{time.monotonic_ns()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        parts = [TopicPartition(topic, p, 0) for p in md.partitions]
-        ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
-        c.assign([TopicPartition(topic, p, -2) for p in ends])
-        done = {p for p, e in ends.items() if e == 0}
-        deadline = time.monotonic() + timeout
-        while len(done) < len(ends) and time.monotonic() < deadline:
-            for m in c.consume(5000, timeout=0.5):
-                if m.error():
-                    continue
-                if m.offset() >= ends[m.partition()] - 1:
-                    done.add(m.partition())
-                yield m
-    finally:
-        c.close()
-
-
-def progress(bootstrap: str, campaign_id: str, *, tenant_id: str, serde: AvroSerde | None = None) -> Progress:
+def progress(bootstrap: Endpoint, campaign_id: str, *, tenant_id: str, serde: AvroSerde | None = None,
+             timeout: float = 30.0) -> Progress:
     """The tenant's campaign only: commands, results and control records of other tenants are not
-    counted, whatever their campaign id."""
+    counted, whatever their campaign id. Each topic is read whole (``wapipe.edge.scan``): one not
+    read to its end within ``timeout`` raises ``TimeoutError``, an absent one ``ScanError``; a
+    count is never made of part of a topic."""
     serde = serde or AvroSerde()
     state = "RUNNING"
     key = control_key(tenant_id, campaign_id)
-    for m in _read(bootstrap, T.CAMPAIGN_CONTROL):
+    for m in scan(bootstrap, T.CAMPAIGN_CONTROL, timeout=timeout):
         if m.key() == key and m.value():
             try:
                 state = serde.decode(m.value(), "CampaignControl")["state"]
@@ -110,7 +90,7 @@ def progress(bootstrap: str, campaign_id: str, *, tenant_id: str, serde: AvroSer
                 pass
     keys: set[str] = set()
     for topic in (T.SEND_REQUESTED_BULK, T.SEND_REQUESTED):
-        for m in _read(bootstrap, topic):
+        for m in scan(bootstrap, topic, timeout=timeout):
             try:
                 c = serde.decode(m.value(), "SendCommand")
             except SerdeError:
@@ -118,7 +98,7 @@ def progress(bootstrap: str, campaign_id: str, *, tenant_id: str, serde: AvroSer
             if c.get("tenant_id") == tenant_id and c.get("campaign_id") == campaign_id:
                 keys.add(c["idempotency_key"])
     final: dict[str, str] = {}
-    for m in _read(bootstrap, T.SEND_RESULTS):
+    for m in scan(bootstrap, T.SEND_RESULTS, timeout=timeout):
         try:
             r = serde.decode(m.value(), "SendResult")
         except SerdeError:

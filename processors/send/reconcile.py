@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 from processors.send import records as R
 from processors.send.ledger import DONE, Ledger
-from processors.send.views import cancel
+from wapipe.edge.follow_aio import cancel
 from wapipe.messages.events import StatusEvent
 from wapipe.messages.send import DispatchEntry, SendResult
 from wapipe import log
@@ -111,8 +111,8 @@ class Reconciler:
 
     # --- inputs ------------------------------------------------------------------------------
     def on_status(self, record: dict) -> None:
-        """A decoded StatusEvent from wa.status.events (TopicFollower callback, sync). A record that
-        is not one raises KeyError, which the follower counts as unreadable and skips."""
+        """A decoded StatusEvent from wa.status.events (AsyncTopicFollower callback, sync). A record
+        that is not one raises KeyError, which the follower counts as unreadable and skips."""
         st = Status.from_event(StatusEvent.from_avro(record), time.monotonic())
         if st is None:
             return

@@ -4,7 +4,7 @@ The list lives on the compacted topic ``wa.suppressions`` (key ``<tenant_id>/<su
 ``Suppression`` record: no phone number anywhere). The normaliser writes it from Meta's
 ``user_preferences`` webhook (``stop`` / ``resume``) and from failed statuses with error 131050
 (``processors/normalise/preferences.py``). Every send worker follows the whole topic into memory
-(``SuppressionList`` fed by a ``TopicFollower``) and asks, just before a Graph call:
+(``SuppressionList`` fed by an ``AsyncTopicFollower``) and asks, just before a Graph call:
 
     reason = suppressions.refusal(cmd, registry)   # None: send; else a REJECTED result, no call
 
@@ -130,9 +130,9 @@ class SuppressionList:
 
 
 def follower(bootstrap: str, serde: Any, suppressions: SuppressionList) -> Any:
-    """A ``TopicFollower`` of the whole of ``wa.suppressions`` feeding ``suppressions``."""
-    from processors.send.views import TopicFollower
+    """A follower (``wapipe.edge.follow_aio``) of the whole of ``wa.suppressions`` feeding ``suppressions``."""
+    from wapipe.edge.follow_aio import AsyncTopicFollower
     from wapipe.topics import SUPPRESSIONS
 
-    return TopicFollower(bootstrap, SUPPRESSIONS, "Suppression", serde, suppressions.apply)
+    return AsyncTopicFollower(bootstrap, SUPPRESSIONS, "Suppression", serde, suppressions.apply)
 

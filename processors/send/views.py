@@ -1,5 +1,5 @@
 """Views every worker needs whole, whatever partitions it owns, each fed by a follower that reads
-all partitions of a topic without a consumer group:
+all partitions of a topic without a consumer group (``wapipe.edge.follow_aio.AsyncTopicFollower``):
 
 * ``ServiceWindows`` — last inbound message per (phone_number_id, subject_id) from
   ``wa.inbound.messages`` (the 24 h customer-service window), read from 24 h back.
@@ -9,103 +9,13 @@ all partitions of a topic without a consumer group:
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-
-from aiokafka import TopicPartition
 
 from wapipe import log
-from wapipe.avro import AvroSerde, SerdeError
-from wapipe.edge.clients import aiokafka_reader, topic_partitions
 from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED
 from wapipe.messages.events import InboundMessage
 
 logger = log.get_logger(__name__)
-
-
-async def cancel(task: asyncio.Task | None) -> None:
-    """Cancel ``task`` (if any) and wait until it has ended, whatever it raised."""
-    if task is not None:
-        task.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):
-            pass
-
-
-class TopicFollower:
-    """Reads every partition of ``topic`` from ``since_ms`` (None: the beginning), forever."""
-
-    def __init__(self, bootstrap: str, topic: str, record_name: str, serde: AvroSerde,
-                 apply: Callable[[dict], None], *, since_ms: Callable[[], int] | None = None) -> None:
-        self.bootstrap, self.topic, self.record_name, self.serde = bootstrap, topic, record_name, serde
-        self._apply = apply
-        self._since_ms = since_ms
-        self.ready = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self.unreadable = 0
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._forever())
-
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self._run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the broker went away, metadata failed: read again from the start
-                logger.exception("follower.failed", topic=self.topic)
-                await asyncio.sleep(1.0)
-
-    async def stop(self) -> None:
-        await cancel(self._task)
-
-    async def _run(self) -> None:
-        consumer = aiokafka_reader(self.bootstrap, isolation_level="read_uncommitted")
-        await consumer.start()
-        try:
-            parts: list[int] = []
-            for _ in range(50):
-                parts = await asyncio.to_thread(topic_partitions, self.bootstrap, self.topic)
-                if parts:
-                    break
-                await asyncio.sleep(0.1)
-            tps = [TopicPartition(self.topic, p) for p in parts]
-            if not tps:
-                logger.warning("follower.no_topic", topic=self.topic)
-                self.ready.set()
-                return
-            consumer.assign(tps)
-            if self._since_ms is not None:
-                found = await consumer.offsets_for_times({tp: self._since_ms() for tp in tps})
-                for tp in tps:
-                    if found.get(tp) is not None:
-                        consumer.seek(tp, found[tp].offset)
-                    else:
-                        await consumer.seek_to_end(tp)
-            else:
-                await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while True:
-                batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for msgs in batch.values():
-                    for msg in msgs:
-                        if msg.value is None:
-                            continue
-                        try:
-                            self._apply(self.serde.decode(msg.value, self.record_name))
-                        except (SerdeError, KeyError, TypeError, ValueError) as exc:
-                            self.unreadable += 1
-                            logger.warning("follower.unreadable", topic=self.topic, offset=msg.offset, error=str(exc))
-                if not self.ready.is_set():
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
-                        self.ready.set()
-        finally:
-            await consumer.stop()
 
 
 def _ms(v) -> int:

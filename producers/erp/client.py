@@ -22,14 +22,15 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from connectors.meta.messages import OutboundMessage
 from producers.erp.commands import Routing, Sealer, build_command
 from wapipe import topics as T
 from wapipe.avro import AvroSerde
 from wapipe.edge.clients import JAVA_PARTITIONER, producer as make_producer
-from wapipe.edge.endpoint import Endpoint, confluent_conf, endpoint_for
+from wapipe.edge.clients import consumer as make_consumer
+from wapipe.edge.endpoint import Endpoint, endpoint_for
 from wapipe.privacy.links import link_record
 
 
@@ -129,8 +130,8 @@ class ResultReader:
 
     def __init__(self, bootstrap: Endpoint, *, serde: AvroSerde | None = None, from_beginning: bool = True) -> None:
         self.serde = serde or AvroSerde()
-        self._c = Consumer({**confluent_conf(bootstrap), "group.id": f"erp-results-{time.monotonic_ns()}",
-                            "enable.auto.commit": False, "auto.offset.reset": "earliest" if from_beginning else "latest"})
+        self._c = make_consumer(bootstrap, f"erp-results-{time.monotonic_ns()}",
+                                **{"auto.offset.reset": "earliest" if from_beginning else "latest"})
         md = self._c.list_topics(T.SEND_RESULTS, timeout=10).topics[T.SEND_RESULTS]
         start = -2 if from_beginning else -1  # OFFSET_BEGINNING / OFFSET_END
         self._c.assign([TopicPartition(T.SEND_RESULTS, p, start) for p in md.partitions])

@@ -26,14 +26,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from producers.erp.client import PublishError
 from wapipe import topics as T
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import JAVA_PARTITIONER, partition_for
+from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer as make_producer
-from wapipe.edge.endpoint import Endpoint, confluent_conf, endpoint_for
+from wapipe.edge.endpoint import Endpoint, endpoint_for
+from wapipe.messages.erp import ErpInbound, ReadCommand
+from wapipe.messages.send import Sealed
 from wapipe.privacy.errors import PrivacyError, SubjectErased, UnsealError
 
 
@@ -134,9 +137,8 @@ class ErpConsumer:
         self.keys = keys
         self.serde = serde or AvroSerde()
         self.timeout = timeout
-        self._c = Consumer(confluent_conf(bootstrap, **{
-            "group.id": group_id or f"erp-inbound-{tenant_id}", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "auto.offset.reset": "earliest" if from_beginning else "latest"}))
+        self._c = make_consumer(bootstrap, group_id or f"erp-inbound-{tenant_id}",
+                                **{"auto.offset.reset": "earliest" if from_beginning else "latest"})
         md = self._c.list_topics(T.ERP_INBOUND, timeout=10).topics[T.ERP_INBOUND]
         self.partition = partition_for(tenant_id, len(md.partitions))
         self._c.assign([TopicPartition(T.ERP_INBOUND, self.partition)])
@@ -198,42 +200,45 @@ class ErpConsumer:
 
     def _event(self, offset: int, value: bytes | None) -> InboundEvent | None:
         try:
-            r = self.serde.decode(value, "ErpInbound")
+            r = ErpInbound.from_avro(self.serde.decode(value, "ErpInbound"))
         except SerdeError as exc:
             self.skipped.append((offset, str(exc)[:300]))
             return None
-        if r["tenant_id"] != self.tenant_id:
+        except (KeyError, ValueError) as exc:  # decoded, yet no ErpInbound: a required field missing
+            self.skipped.append((offset, f"not an ErpInbound: {type(exc).__name__}: {exc}"[:300]))
+            return None
+        if r.tenant_id != self.tenant_id:
             self.foreign += 1
             return None
         content, erased, problem = None, False, None
-        if r.get("pii") is not None:
+        if r.pii is not None:
             try:
-                content = self._open(r)
+                content = self._open(r.subject_id, r.pii)
             except SubjectErased:
                 erased = True
             except (UnsealError, PermissionError) as exc:
                 problem = str(exc)[:300]
                 self.refused.append((offset, problem))
-        cmd = r.get("command")
+        cmd = r.command
         try:
-            extra = json.loads(r.get("extra") or "{}")
+            extra = json.loads(r.extra or "{}")
         except ValueError:
             extra = {}
         return InboundEvent(
-            event_id=r["event_id"], tenant_id=r["tenant_id"], kind=r["kind"], phone_number_id=r["phone_number_id"],
-            subject_id=r.get("subject_id"), message_ref=r["message_ref"], message_type=r.get("message_type"),
-            status=r.get("status"), command=Command(**cmd) if cmd else None, errors=tuple(r.get("errors") or ()),
-            timestamp=r["timestamp"], received_at=r["received_at"], content=content, erased=erased,
-            content_error=problem, extra=extra if isinstance(extra, dict) else {})
+            event_id=r.event_id, tenant_id=r.tenant_id, kind=str(r.kind), phone_number_id=r.phone_number_id,
+            subject_id=r.subject_id, message_ref=r.message_ref, message_type=r.message_type, status=r.status,
+            command=None if cmd is None else Command(idempotency_key=cmd.idempotency_key, command_id=cmd.command_id,
+                                                     campaign_id=cmd.campaign_id, message_ref=cmd.message_ref),
+            errors=tuple(e.to_avro() for e in r.errors), timestamp=r.timestamp, received_at=r.received_at,
+            content=content, erased=erased, content_error=problem, extra=extra if isinstance(extra, dict) else {})
 
-    def _open(self, r: dict) -> dict:
+    def _open(self, subject: str | None, sealed: Sealed) -> dict:
         """The record's sealed content, opened only with this tenant's subject's key."""
-        subject, sealed = r.get("subject_id"), r["pii"]
-        if not subject or not str(sealed.get("key_id") or "").startswith(subject + "/"):
+        if not subject or not sealed.key_id.startswith(subject + "/"):
             raise PermissionError("sealed content is not under the record's subject's key")
         if self.tenant_id not in self.keys.tenants_of(subject):
             raise PermissionError(f"subject {subject} is not tenant {self.tenant_id}'s")
-        return self.keys.unseal(sealed)
+        return self.keys.unseal(sealed.to_avro())
 
     def commit(self) -> None:
         """Commit what ``poll`` returned so far (after the ERP stored it)."""
@@ -244,7 +249,7 @@ class ErpConsumer:
                 raise
 
     # --- mark as read ------------------------------------------------------------------------
-    def mark_read(self, event: InboundEvent, *, typing_indicator: bool = False) -> dict:
+    def mark_read(self, event: InboundEvent, *, typing_indicator: bool = False) -> ReadCommand:
         """Ask the pipeline to mark ``event``'s message read at Meta (and, with ``typing_indicator``,
         show the user that an answer is being typed). Returns the ``ReadCommand`` once Kafka
         acknowledged it; ``wapipe erp inbound`` carries it out with the tenant's token (a refusal
@@ -256,22 +261,21 @@ class ErpConsumer:
         wamid = event.message.get("id")
         if not wamid:
             raise ValueError("the message's content is not open (restricted, erased or unreadable): no wamid")
-        cmd = {
-            "command_id": str(uuid.uuid4()), "tenant_id": self.tenant_id, "phone_number_id": event.phone_number_id,
-            "subject_id": event.subject_id, "message_ref": event.message_ref,
-            "pii": self.keys.seal(self.tenant_id, event.subject_id, {"wamid": wamid}),
-            "typing_indicator": typing_indicator, "requested_at": dt.datetime.now(dt.timezone.utc),
-        }
+        cmd = ReadCommand(
+            command_id=str(uuid.uuid4()), tenant_id=self.tenant_id, phone_number_id=event.phone_number_id,
+            subject_id=event.subject_id, message_ref=event.message_ref,
+            pii=Sealed.from_avro(self.keys.seal(self.tenant_id, event.subject_id, {"wamid": wamid})),
+            typing_indicator=typing_indicator, requested_at=dt.datetime.now(dt.timezone.utc))
         self._publish(cmd)
         return cmd
 
-    def _publish(self, cmd: dict) -> None:
+    def _publish(self, cmd: ReadCommand) -> None:
         with self._lock:
             if self._producer is None:
                 self._producer = make_producer(self._bootstrap, partitioner=JAVA_PARTITIONER)
             errors: list[str] = []
             self._producer.produce(T.ERP_READS, key=self.tenant_id.encode(),
-                                   value=self.serde.encode("ReadCommand", cmd, topic=T.ERP_READS),
+                                   value=self.serde.encode("ReadCommand", cmd.to_avro(), topic=T.ERP_READS),
                                    on_delivery=lambda err, _m: errors.append(err.str()) if err else None)
             if self._producer.flush(self.timeout):
                 raise PublishError(f"read command not acknowledged within {self.timeout:.0f}s")

@@ -31,6 +31,7 @@ from producers.ingress.privacy_status import PrivacyStatusView
 from wapipe.avro import AvroSerde
 from wapipe.http_input import BadInput, read_body
 from wapipe.log import get_logger
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
 from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 
@@ -59,10 +60,12 @@ class MetaCallbacks:
         self._max_age = max_age_s
 
     async def data_deletion(self, request: Request) -> Response:
-        return await self._record(request, kind="ERASURE", source="meta_deletion_callback", endpoint="deletion")
+        return await self._record(request, kind=PrivacyKind.ERASURE, source="meta_deletion_callback",
+                                  endpoint="deletion")
 
     async def deauthorize(self, request: Request) -> Response:
-        return await self._record(request, kind="DISCONNECT", source="meta_deauthorize", endpoint="deauthorize")
+        return await self._record(request, kind=PrivacyKind.DISCONNECT, source="meta_deauthorize",
+                                  endpoint="deauthorize")
 
     async def status(self, request: Request) -> Response:
         code = request.path_params["code"]
@@ -74,18 +77,18 @@ class MetaCallbacks:
         while rec is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             rec = self._view.get(code)
-        if rec is None or rec.get("tenant_id"):
+        if rec is None or rec.tenant_id:
             # A tenant's request (API/CLI) is the tenant's to look up (privacy API, scoped by its key):
             # this public page answers only the requests Meta's callbacks made, and a tenant's code
             # is answered like an unknown one (docs/security.md, "Tenant isolation").
             return JSONResponse({"error": "unknown confirmation code"}, status_code=404)
         doc = {
-            "confirmation_code": rec["confirmation_code"],
-            "kind": rec["kind"],
-            "status": rec["status"],
-            "requested_at": _iso(rec["requested_at"]),
-            "updated_at": _iso(rec["updated_at"]),
-            "steps": rec.get("steps") or {},
+            "confirmation_code": rec.confirmation_code,
+            "kind": str(rec.kind),
+            "status": str(rec.status),
+            "requested_at": _iso(rec.requested_at),
+            "updated_at": _iso(rec.updated_at),
+            "steps": rec.steps,
         }
         if "text/html" in request.headers.get("accept", ""):
             rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in doc.items())
@@ -94,7 +97,7 @@ class MetaCallbacks:
         return JSONResponse(doc)
 
     # ---------------------------------------------------------------------------------------
-    async def _record(self, request: Request, *, kind: str, source: str, endpoint: str) -> Response:
+    async def _record(self, request: Request, *, kind: PrivacyKind, source: str, endpoint: str) -> Response:
         m = self._metrics
         try:
             raw = await read_body(request, MAX_FORM_BYTES)
@@ -116,22 +119,19 @@ class MetaCallbacks:
         now = int(time.time() * 1000)
         request_id = uuid.uuid4().hex
         code = confirmation_code()
-        record = {
-            "request_id": request_id, "kind": kind, "tenant_id": None, "subject_id": None,
-            "meta_user_id": sr.user_id, "source": source, "status": "RECEIVED", "confirmation_code": code,
-            "requested_at": now, "updated_at": now,
-            "details": {"app_id": sr.app_id, **({"issued_at": str(sr.issued_at)} if sr.issued_at else {})},
-            "steps": {},
-        }
+        record = PrivacyRequest(
+            request_id=request_id, kind=kind, meta_user_id=sr.user_id, source=source, status=PrivacyStatus.RECEIVED,
+            confirmation_code=code, requested_at=at_ms(now), updated_at=at_ms(now),
+            details={"app_id": sr.app_id, **({"issued_at": str(sr.issued_at)} if sr.issued_at else {})})
         audit = {
             "event_id": uuid.uuid4().hex, "occurred_at": now, "actor": "meta", "tenant_id": None,
             "subject_id": None, "action": f"privacy.{kind.lower()}.requested", "target": request_id,
             "outcome": "ok", "details": {"source": source, "confirmation_code": code, "app_id": sr.app_id},
         }
+        value = self._serde.encode("PrivacyRequest", record.to_avro(), topic=PRIVACY_REQUESTS)
         try:
             await asyncio.gather(
-                self._publisher.publish(PRIVACY_REQUESTS, self._serde.encode("PrivacyRequest", record, topic=PRIVACY_REQUESTS),
-                                        request_id.encode()),
+                self._publisher.publish(PRIVACY_REQUESTS, value, request_id.encode()),
                 self._publisher.publish(AUDIT, self._serde.encode("AuditEvent", audit, topic=AUDIT), None),
             )
         except PublishFailed as exc:

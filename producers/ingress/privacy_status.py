@@ -15,12 +15,13 @@ from confluent_kafka import Message
 
 from wapipe.avro import AvroSerde
 from wapipe.edge.follow import TopicFollower
+from wapipe.messages.privacy import PrivacyRequest
 from wapipe.topics import PRIVACY_REQUESTS
 
 
 @dataclass
 class _Entry:
-    record: dict
+    record: PrivacyRequest
     from_topic: bool
 
 
@@ -47,17 +48,17 @@ class PrivacyStatusView:
     def ready(self) -> bool:
         return self._follower.ready
 
-    def get(self, code: str) -> dict | None:
+    def get(self, code: str) -> PrivacyRequest | None:
         with self._lock:
             e = self._by_code.get(code)
-            return dict(e.record) if e else None
+            return e.record if e else None
 
-    def remember(self, record: dict) -> None:
+    def remember(self, record: PrivacyRequest) -> None:
         """What this process just wrote (acked), until the consumer delivers it."""
         with self._lock:
-            if record["confirmation_code"] not in self._by_code:
-                self._by_code[record["confirmation_code"]] = _Entry(record, from_topic=False)
-                self._code_of[record["request_id"]] = record["confirmation_code"]
+            if record.confirmation_code not in self._by_code:
+                self._by_code[record.confirmation_code] = _Entry(record, from_topic=False)
+                self._code_of[record.request_id] = record.confirmation_code
 
     # --- the follower's thread --------------------------------------------------------------
     def _on_record(self, m: Message) -> None:
@@ -71,7 +72,7 @@ class PrivacyStatusView:
                 if code:
                     self._by_code.pop(code, None)
             return
-        rec = self._serde.decode(value, "PrivacyRequest")
+        rec = PrivacyRequest.from_avro(self._serde.decode(value, "PrivacyRequest"))
         with self._lock:
-            self._by_code[rec["confirmation_code"]] = _Entry(rec, from_topic=True)
-            self._code_of[rec["request_id"]] = rec["confirmation_code"]
+            self._by_code[rec.confirmation_code] = _Entry(rec, from_topic=True)
+            self._code_of[rec.request_id] = rec.confirmation_code

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 
 
 def read_all(bootstrap: str, topic: str, *, timeout: float = 20.0, expect: int | None = None) -> list:

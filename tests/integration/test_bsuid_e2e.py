@@ -144,10 +144,10 @@ def test_a_username_user_writes_in_gets_answers_by_bsuid_and_is_exported_and_era
         raw = [i for r in doc["kafka"].get("wa.webhook.raw", []) for i in r["items"]]
         assert {i["kind"] for i in raw} >= {"messages", "statuses", "contacts"}
         rec = svc.submit("ERASURE", tenant_id=w.tenant_id, wa_id=phone)
-        assert rec["subject_id"] == w.subject(phone)
-        [linked_id] = rec["details"]["linked_requests"].split(",")
+        assert rec.subject_id == w.subject(phone)
+        [linked_id] = rec.details["linked_requests"].split(",")
         linked = svc.registry.get(linked_id)
-        assert (linked["kind"], linked["subject_id"], linked["details"]["linked_to"]) == \
+        assert (linked.kind, linked.subject_id, linked.details["linked_to"]) == \
             ("ERASURE", w.subject(other_user), w.subject(phone))
         assert svc.linked(w.tenant_id, w.subject(phone)) == {w.subject(phone)}  # links tombstoned
         assert svc.linked(w.tenant_id, w.subject(user)) == {w.subject(user), w.subject(parent)}  # others kept

@@ -99,3 +99,41 @@ def test_a_group_with_members_is_left_alone(kafka, topic, unique):
 def test_an_unknown_topic_is_an_error(kafka, unique):
     with pytest.raises(Exception, match="not found"):
         start_at_end(admin_client(kafka), f"g-{unique}", [f"no-such-topic-{unique}"])
+
+
+class LoadingCoordinator:
+    """The real admin client, but the group coordinator answers its first ``busy`` offset fetches
+    with COORDINATOR_LOAD_IN_PROGRESS, as a broker does while it loads its group state after a
+    start (seen stopping a worker's start in a full suite)."""
+
+    def __init__(self, admin, busy: int) -> None:
+        self._admin = admin
+        self.busy = busy
+
+    def __getattr__(self, name):
+        return getattr(self._admin, name)
+
+    def list_consumer_group_offsets(self, requests, **kw):
+        if self.busy > 0:
+            self.busy -= 1
+            from concurrent.futures import Future
+
+            from confluent_kafka import KafkaError, KafkaException
+
+            fut: Future = Future()
+            fut.set_exception(KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)))
+            return {r.group_id: fut for r in requests}
+        return self._admin.list_consumer_group_offsets(requests, **kw)
+
+
+def test_a_loading_coordinator_is_asked_again_and_another_error_is_raised(kafka, topic, unique):
+    admin = LoadingCoordinator(admin_client(kafka), busy=3)
+    done = start_at_end(admin, f"g-{unique}", [topic])
+    assert admin.busy == 0 and done.committed == {(topic, 0): 5, (topic, 1): 0, (topic, 2): 2}
+
+    # still loading when the time is up: the worker must not start blind
+    admin = LoadingCoordinator(admin_client(kafka), busy=10_000)
+    with pytest.raises(Exception, match="COORDINATOR_LOAD_IN_PROGRESS"):
+        start_at_end(admin, f"g2-{unique}", [topic], timeout=1.0)
+    with pytest.raises(Exception, match="not found"):
+        start_at_end(admin_client(kafka), f"g3-{unique}", [f"no-such-topic-{unique}"])

@@ -319,8 +319,8 @@ def test_a_tenants_request_code_is_not_served_by_the_public_page(http, topics, u
     Publisher(producer(topics), serde).request(req)
     meta = http.post("/meta/data-deletion", data={"signed_request": _signed()}).json()["confirmation_code"]
     assert wait_until(lambda: http.get(f"/meta/deletion-status/{meta}").status_code == 200, 15)
-    assert _privacy_requests(topics, req["confirmation_code"])  # on the topic the page follows
-    got, none = (http.get(f"/meta/deletion-status/{c}") for c in (req["confirmation_code"], "NOSUCHCODE"))
+    assert _privacy_requests(topics, req.confirmation_code)  # on the topic the page follows
+    got, none = (http.get(f"/meta/deletion-status/{c}") for c in (req.confirmation_code, "NOSUCHCODE"))
     assert (got.status_code, got.json()) == (none.status_code, none.json()) == (404, none.json())
 
 

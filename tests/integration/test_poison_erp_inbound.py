@@ -206,3 +206,41 @@ def test_the_sdk_consumer_neither_skips_nor_loses_a_record_when_the_key_ring_can
         assert tp.offset == high
     finally:
         c.close()
+
+
+def test_the_sdk_consumer_skips_a_decoded_record_missing_a_required_field_and_reads_the_next(kafka, topics, unique):
+    """A record that decodes but is no ErpInbound (here: a decoder that loses ``event_id`` of one)
+    is skipped with its offset and the field named; the records around it are read."""
+    from wapipe.edge.clients import JAVA_PARTITIONER
+    from wapipe.topics import ERP_INBOUND
+
+    tenant = f"tm{unique}"
+    now = dt.datetime.now(dt.timezone.utc)
+
+    class LosesEventIdOfE1(AvroSerde):
+        def decode(self, data, name):
+            r = super().decode(data, name)
+            if r.get("event_id") == "e1":
+                del r["event_id"]
+            return r
+
+    serde = LosesEventIdOfE1()
+    p = make_producer(kafka, partitioner=JAVA_PARTITIONER)
+    for i in range(3):
+        p.produce(ERP_INBOUND, key=tenant.encode(), value=serde.encode("ErpInbound", {
+            "event_id": f"e{i}", "tenant_id": tenant, "kind": "STATUS", "phone_number_id": "301", "waba_id": "201",
+            "subject_id": None, "message_ref": f"wref.{i}", "message_type": None, "status": "read",
+            "command": {"idempotency_key": f"k{i}", "command_id": None, "campaign_id": None, "message_ref": f"wref.{i}"},
+            "errors": [{"code": 131051, "title": None, "message": None, "details": None}], "timestamp": now,
+            "received_at": now, "extra": "{}", "pii": None}))
+    assert p.flush(10) == 0
+    with ErpConsumer(kafka, tenant, keys=None, serde=serde, group_id=f"erp-m-{unique}") as inbox:
+        got: list = []
+        deadline = time.monotonic() + 30
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += inbox.poll(0.5)
+        assert [(e.event_id, e.kind, e.command.idempotency_key, e.errors) for e in got] == [
+            ("e0", "STATUS", "k0", ({"code": 131051, "title": None, "message": None, "details": None},)),
+            ("e2", "STATUS", "k2", ({"code": 131051, "title": None, "message": None, "details": None},))]
+        [(offset, why)] = inbox.skipped
+        assert "event_id" in why and "not an ErpInbound" in why

@@ -31,12 +31,12 @@ def _poison_requests(settings, topics: str, unique: str) -> None:
     good = new_request("RESTRICTION", source="test", tenant_id=f"t-{unique}", subject_id=f"s-{unique}")
     produce_one_by_one(topics, PRIVACY_REQUESTS, [
         (f"poison-{unique}-1".encode(), huge), (f"poison-{unique}-2".encode(), b"not avro " + unique.encode()),
-        (good["request_id"].encode(), serde.encode("PrivacyRequest", good, topic=PRIVACY_REQUESTS))], partition=0)
+        (good.request_id.encode(), serde.encode("PrivacyRequest", good.to_avro(), topic=PRIVACY_REQUESTS))], partition=0)
 
     proc = PrivacyProcessor(settings, topics, group=f"privacy-poison-{unique}", check_interval_s=0.2).start()
     try:
         deadline = time.monotonic() + 30
-        while (proc.registry.get(good["request_id"]) or {}).get("status") != "COMPLETED":
+        while getattr(proc.registry.get(good.request_id), "status", None) != "COMPLETED":
             assert time.monotonic() < deadline, "the request after the poison ones was not completed"
             proc.tick()
             time.sleep(0.2)

@@ -4,14 +4,16 @@ subject_id (including one created after start), waits while mutations run, and r
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 
 from sinks.erasure import ErasureWorker, running_mutations, subject_tables
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer
+from wapipe.messages.privacy import PrivacyStatus
 from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, new_request
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from wapipe.topics import AUDIT
 
 pytestmark = pytest.mark.integration
@@ -40,7 +42,7 @@ def test_erasure_worker_deletes_everywhere_with_backpressure(settings, topics, c
 
     serde = AvroSerde.from_settings(settings)
     req = new_request("ERASURE", source="cli", tenant_id="t", subject_id=a)
-    req.update(status="IN_PROGRESS", steps={"clickhouse": "requested"})
+    req = replace(req, status=PrivacyStatus.IN_PROGRESS, steps={"clickhouse": "requested"})
     Publisher(producer(topics), serde).request(req)
 
     s = settings.model_copy(update={"erasure_max_running_mutations": 1, "erasure_old_parts_lifetime_s": 1})
@@ -70,10 +72,10 @@ def test_erasure_worker_deletes_everywhere_with_backpressure(settings, topics, c
             " attempts, decided_at, retention_days) VALUES ({c:String}, 't', 'k', 'p', {s:String}, 'L', 'SENT', 1,"
             " {at:DateTime64(3)}, 30)", parameters={"s": subject, "c": cid, "at": at})
 
-    requested = dt.datetime.fromtimestamp(req["requested_at"] / 1000, tz=dt.timezone.utc)
+    requested = req.requested_at
     insert(a, requested - dt.timedelta(minutes=1), "replayed")
     insert(a, requested + dt.timedelta(minutes=1), "came-back")
-    Publisher(producer(topics), serde).request({**req, "status": "COMPLETED", "steps": {"clickhouse": "done"}})
+    Publisher(producer(topics), serde).request(replace(req, status=PrivacyStatus.COMPLETED, steps={"clickhouse": "done"}))
     guard = ErasureWorker(s, topics, group=f"erasure2-{unique}")
     try:
         guard._registry.wait_ready(30)
@@ -90,7 +92,7 @@ def test_erasure_worker_deletes_everywhere_with_backpressure(settings, topics, c
             ev = serde.decode(m.value(), "AuditEvent")
         except SerdeError:
             continue
-        if ev["action"] == CLICKHOUSE_DONE and ev["target"] == req["request_id"]:
+        if ev["action"] == CLICKHOUSE_DONE and ev["target"] == req.request_id:
             done.append(ev)
     assert len(done) == 1 and done[0]["details"]["rows"] == "2"
 
@@ -124,13 +126,13 @@ def test_erasure_rewrites_the_parts_nothing_masked_or_on_disk_is_left(settings, 
     tables = subject_tables(clickhouse)
     serde = AvroSerde.from_settings(settings)
     req = new_request("ERASURE", source="cli", tenant_id="t", subject_id=a)
-    req.update(status="IN_PROGRESS", steps={"clickhouse": "requested"})
+    req = replace(req, status=PrivacyStatus.IN_PROGRESS, steps={"clickhouse": "requested"})
     Publisher(producer(topics), serde).request(req)
     worker = ErasureWorker(settings.model_copy(update={"erasure_old_parts_lifetime_s": 1}), topics,
                            group=f"erasure-{unique}")
     try:
         deadline = time.monotonic() + 60
-        while not confirmations(serde, topics, req["request_id"]):
+        while not confirmations(serde, topics, req.request_id):
             for _ in range(5):
                 worker.poll_once(clickhouse, timeout=0.2)
             assert time.monotonic() < deadline, "the ClickHouse erasure was not confirmed"
@@ -151,6 +153,6 @@ def test_erasure_rewrites_the_parts_nothing_masked_or_on_disk_is_left(settings, 
     assert not found_a, f"A's id still on disk: {sorted(found_a)}"
     assert len({p for p in found_b if "/store/" in p}) >= len(tables), f"the scan must see B in every table: {found_b}"
 
-    done = confirmations(serde, topics, req["request_id"])
+    done = confirmations(serde, topics, req.request_id)
     assert len(done) == 1 and done[0]["details"]["method"] == "rewritten"
     assert int(done[0]["details"]["replaced_parts_removed"]) >= len(tables)

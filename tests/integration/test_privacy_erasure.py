@@ -22,7 +22,7 @@ from wapipe.edge.clients import producer
 from wapipe.privacy import KeyRing, SubjectErased, load_kek, pepper_from, subject_id
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.processor import PrivacyProcessor
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from tests.harness import make_settings
 from wapipe.edge.clients import admin_client
 from wapipe.topics import (
@@ -178,15 +178,15 @@ def test_erasure_completes_and_nothing_of_the_subject_is_readable_anywhere(fast,
         while True:
             processor.tick()
             worker.poll_once(clickhouse, timeout=0.2)
-            rec = processor.registry.get(req["request_id"])
-            if rec and rec["status"] == "COMPLETED":
+            rec = processor.registry.get(req.request_id)
+            if rec and rec.status == "COMPLETED":
                 break
-            assert time.monotonic() - t0 < 90, f"erasure not completed in 90 s: {rec and rec['status']} {rec and rec['steps']}"
+            assert time.monotonic() - t0 < 90, f"erasure not completed in 90 s: {rec and rec.status} {rec and rec.steps}"
         elapsed = time.monotonic() - t0
     finally:
         worker.close()
         processor.close()
-    assert rec["steps"] == {"kafka_keys": "done", "kafka_compaction": "done", "raw_webhooks": "done", "clickhouse": "done"}
+    assert rec.steps == {"kafka_keys": "done", "kafka_compaction": "done", "raw_webhooks": "done", "clickhouse": "done"}
     print(f"erasure completed in {elapsed:.1f} s")
 
     # --- the proof, Kafka: every topic, every partition, from the beginning ----------------------
@@ -239,11 +239,11 @@ def test_erasure_completes_and_nothing_of_the_subject_is_readable_anywhere(fast,
             ev = serde.decode(m.value(), "AuditEvent")
         except SerdeError:
             continue
-        if ev.get("target") == req["request_id"]:
+        if ev.get("target") == req.request_id:
             actions.add(ev["action"])
     assert {"privacy.erasure.started", "privacy.erasure.kafka_keys_tombstoned", "privacy.erasure.kafka_compacted",
             "privacy.erasure.raw_webhooks_expired", "privacy.erasure.clickhouse_deleted",
             "privacy.erasure.completed"} <= actions
     final = [serde.decode(m.value(), "PrivacyRequest") for m in scan(topics, PRIVACY_REQUESTS)
-             if m.key() == req["request_id"].encode() and m.value()]
+             if m.key() == req.request_id.encode() and m.value()]
     assert final[-1]["status"] == "COMPLETED"

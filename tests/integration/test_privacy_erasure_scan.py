@@ -57,7 +57,7 @@ def test_an_erased_person_is_found_nowhere_and_another_is_untouched(send_world, 
     from sinks.reader import open_reader
     from wapipe.avro import AvroSerde
     from wapipe.privacy import KeyRing, SubjectErased, load_kek
-    from wapipe.privacy.topicscan import scan
+    from wapipe.edge.scan import scan
 
     w = send_world
     sb, ctl = w.sandbox, w.sandbox.control

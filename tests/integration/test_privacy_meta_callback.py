@@ -39,7 +39,7 @@ def test_deletion_callback_reaches_completed_on_the_status_page(settings, topics
 
             assert wait_until(completed, 30), http.get("/" + status_path).json()
             rec = processor.registry.by_code(code)
-            assert rec["details"]["outcome"] == "no data held" and rec["source"] == "meta_deletion_callback"
+            assert rec.details["outcome"] == "no data held" and rec.source == "meta_deletion_callback"
     finally:
         processor.close()
         ingress.stop()
@@ -79,13 +79,13 @@ def test_deletion_and_deauthorize_callbacks_reach_the_users_tenants(settings, to
             def done() -> bool:
                 processor.tick()
                 recs = [processor.registry.by_code(c) for c in codes.values() if c]
-                return all(r and r["status"] == "COMPLETED" for r in recs) and all(
+                return all(r and r.status == "COMPLETED" for r in recs) and all(
                     processor.tenants.registry.tenant(tenants[u]).status == TenantStatus.DISCONNECTED
                     for u in (erase_user, deauth_user))
 
             assert wait_until(done, 60), [processor.registry.by_code(c) for c in codes.values() if c]
             erased = processor.registry.by_code(codes[erase_user])
-            assert erased["details"]["outcome"].startswith("token and Meta user id deleted from 1 tenant")
+            assert erased.details["outcome"].startswith("token and Meta user id deleted from 1 tenant")
         reg = processor.tenants.registry
         for user in (erase_user, deauth_user):
             t = reg.tenant(tenants[user])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 
 import pytest
 
@@ -16,12 +17,13 @@ from tests.harness import eventually
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer
+from wapipe.messages.privacy import PrivacyStatus, at_ms
 from wapipe.privacy import KeyRing, load_kek, pepper_from, subject_id
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import Publisher, new_request
 from wapipe.privacy.restrictions import RestrictionRegistry
 from wapipe.privacy.service import PrivacyService
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from wapipe.topics import AUDIT, INBOUND_MESSAGES
 
 pytestmark = pytest.mark.integration
@@ -53,12 +55,12 @@ def test_restriction_reaches_another_process_and_can_be_lifted(settings, topics,
         tenant = f"t-{unique}"
         other = svc.subject(tenant, "15550109999")
         rec = svc.submit("RESTRICTION", tenant_id=tenant, wa_id="+1 555 010 0001")
-        sid = rec["subject_id"]
+        sid = rec.subject_id
         eventually(lambda: reg.is_restricted(sid))
         assert reg.is_restricted(tenant, sid) and not reg.is_restricted(other)
         processor.tick()
         eventually(lambda: (processor.tick() or True)
-                   and svc.status(rec["confirmation_code"], tenant_id=tenant)["status"] == "COMPLETED")
+                   and svc.status(rec.confirmation_code, tenant_id=tenant).status == "COMPLETED")
         svc.submit("UNRESTRICTION", tenant_id=tenant, subject=sid)
         eventually(lambda: not reg.is_restricted(sid))
         # A restriction of the same number in another tenant is another subject.
@@ -118,9 +120,9 @@ def test_meta_deletion_callback_for_unknown_user_completes_with_no_data_held(set
     req = new_request("ERASURE", source="meta_deletion_callback", meta_user_id=f"meta-{unique}")
     Publisher(producer(topics), serde).request(req)
     processor.registry.wait_ready(30)
-    eventually(lambda: (processor.tick() or True) and processor.registry.get(req["request_id"])["status"] == "COMPLETED")
-    done = processor.registry.get(req["request_id"])
-    assert done["details"]["outcome"] == "no data held"
+    eventually(lambda: (processor.tick() or True) and processor.registry.get(req.request_id).status == "COMPLETED")
+    done = processor.registry.get(req.request_id)
+    assert done.details["outcome"] == "no data held"
 
 
 @pytest.mark.slow  # several CLI processes
@@ -155,29 +157,29 @@ def test_final_requests_leave_the_topic_after_their_retention_a_restriction_in_e
 
     def final(kind, **kw):
         rec = new_request(kind, source="meta" if kw.get("meta_user_id") else "cli", tenant_id=f"t-{unique}", **kw)
-        rec.update(status="COMPLETED", requested_at=old, updated_at=old)
+        rec = replace(rec, status=PrivacyStatus.COMPLETED, requested_at=at_ms(old), updated_at=at_ms(old))
         pub.request(rec)
         return rec
 
     expired_erasure = final("ERASURE", meta_user_id=f"meta-{unique}")
     restricted_still = final("RESTRICTION", subject_id=f"r-{unique}")
     lifted = [final("RESTRICTION", subject_id=f"l-{unique}"), final("UNRESTRICTION", subject_id=f"l-{unique}")]
-    lifted[1].update(requested_at=old + 1000)
+    lifted[1] = replace(lifted[1], requested_at=at_ms(old + 1000))
     pub.request(lifted[1])
     young = new_request("ERASURE", source="cli", tenant_id=f"t-{unique}", subject_id=f"y-{unique}")
-    young.update(status="COMPLETED")
+    young = replace(young, status=PrivacyStatus.COMPLETED)
     pub.request(young)
 
     s = settings.model_copy(update={"privacy_request_retention_ms": day})
     processor = PrivacyProcessor(s, topics, group=f"privacy-{unique}").start()
     try:
         processor.tick()
-        gone = {expired_erasure["request_id"], lifted[0]["request_id"], lifted[1]["request_id"]}
+        gone = {expired_erasure.request_id, lifted[0].request_id, lifted[1].request_id}
         for rid in gone:
             assert processor.registry.get(rid) is None, rid
-        assert processor.registry.by_code(expired_erasure["confirmation_code"]) is None
+        assert processor.registry.by_code(expired_erasure.confirmation_code) is None
         for rec in (restricted_still, young):
-            assert processor.registry.get(rec["request_id"]) is not None
+            assert processor.registry.get(rec.request_id) is not None
         assert processor.registry.is_restricted(f"r-{unique}") and not processor.registry.is_restricted(f"l-{unique}")
     finally:
         processor.close()
@@ -186,13 +188,13 @@ def test_final_requests_leave_the_topic_after_their_retention_a_restriction_in_e
         last[m.key()] = m.value()
     for rid in gone:
         assert rid.encode() in last and last[rid.encode()] is None, f"{rid}: no tombstone on {PRIVACY_REQUESTS}"
-    assert last[restricted_still["request_id"].encode()] is not None and last[young["request_id"].encode()] is not None
+    assert last[restricted_still.request_id.encode()] is not None and last[young.request_id.encode()] is not None
     # a process started later (another processor, the ingress's status page) no longer knows them
     later = PrivacyService(s, topics).start()
     try:
         later.registry.wait_ready(30)
-        assert later.status(expired_erasure["confirmation_code"], tenant_id=f"t-{unique}") is None
-        assert later.status(restricted_still["confirmation_code"], tenant_id=f"t-{unique}") is not None
+        assert later.status(expired_erasure.confirmation_code, tenant_id=f"t-{unique}") is None
+        assert later.status(restricted_still.confirmation_code, tenant_id=f"t-{unique}") is not None
     finally:
         later.close()
 
@@ -213,26 +215,28 @@ def test_an_erased_subject_is_unlinked_from_the_requests_once_nothing_is_left_to
 
     def final(kind, subject, at):
         rec = new_request(kind, source="cli", tenant_id=f"t-{unique}", subject_id=subject)
-        rec.update(status="COMPLETED", requested_at=at, updated_at=at)
+        rec = replace(rec, status=PrivacyStatus.COMPLETED, requested_at=at_ms(at), updated_at=at_ms(at))
         pub.request(rec)
         return rec
 
     access, correction = final("ACCESS", s_old, now - 5 * day), final("CORRECTION", s_old, now - 5 * day)
     restriction = final("RESTRICTION", s_old, now - 5 * day)
     erased = final("ERASURE", s_old, now - 9 * day)  # older than the ledger's 7 + 1 days
-    for rec in (access, correction, restriction):  # made before the erasure
-        rec.update(requested_at=now - 10 * day, updated_at=now - 10 * day)
+    access, correction, restriction = (  # made before the erasure
+        replace(rec, requested_at=at_ms(now - 10 * day), updated_at=at_ms(now - 10 * day))
+        for rec in (access, correction, restriction))
+    for rec in (access, correction, restriction):
         pub.request(rec)
     recent = final("ERASURE", s_new, now - day)
 
     processor = PrivacyProcessor(settings, topics, group=f"privacy-unlink-{unique}").start()
     try:
         processor.tick()
-        assert processor.registry.get(erased["request_id"])["subject_id"] is None
-        assert processor.registry.get(recent["request_id"])["subject_id"] == s_new
-        assert processor.registry.get(access["request_id"]) is None
-        assert processor.registry.get(correction["request_id"]) is None
-        assert processor.registry.get(restriction["request_id"])["subject_id"] == s_old
+        assert processor.registry.get(erased.request_id).subject_id is None
+        assert processor.registry.get(recent.request_id).subject_id == s_new
+        assert processor.registry.get(access.request_id) is None
+        assert processor.registry.get(correction.request_id) is None
+        assert processor.registry.get(restriction.request_id).subject_id == s_old
     finally:
         processor.close()
     last: dict[bytes, bytes | None] = {}
@@ -241,4 +245,16 @@ def test_an_erased_subject_is_unlinked_from_the_requests_once_nothing_is_left_to
     live = [serde.decode(v, "PrivacyRequest") for v in last.values() if v is not None]
     naming = sorted(r["kind"] for r in live if r.get("subject_id") == s_old)
     assert naming == ["RESTRICTION"], naming
-    assert any(r["request_id"] == erased["request_id"] and r["status"] == "COMPLETED" for r in live)
+    assert any(r["request_id"] == erased.request_id and r["status"] == "COMPLETED" for r in live)
+
+
+def test_an_erasure_under_way_without_a_subject_is_rejected_not_completed(settings, topics, processor, unique):
+    """An IN_PROGRESS erasure record naming no subject (only writable by hand: the processor
+    rejects a RECEIVED one without a subject) is rejected with the same reason; it erased nobody."""
+    req = replace(new_request("ERASURE", source="cli", tenant_id=f"t-{unique}"), status=PrivacyStatus.IN_PROGRESS)
+    Publisher(producer(topics), AvroSerde.from_settings(settings)).request(req)
+    processor.registry.wait_ready(30)
+    eventually(lambda: (processor.tick() or True) and processor.registry.get(req.request_id) is not None
+               and processor.registry.get(req.request_id).final)
+    done = processor.registry.get(req.request_id)
+    assert (done.status, done.details.get("reason"), done.steps) == ("REJECTED", "no subject", {})

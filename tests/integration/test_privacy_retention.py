@@ -12,7 +12,7 @@ import pytest
 from sinks.retention import RetentionDays
 from wapipe.avro import AvroSerde
 from wapipe.edge.clients import producer
-from wapipe.privacy.topicscan import oldest_timestamps, scan
+from wapipe.edge.scan import oldest_timestamps, scan
 from wapipe.tenants.models import Tenant
 from wapipe.tenants.registry import TenantRegistry
 from wapipe.tenants.store import publish_tenant

@@ -14,7 +14,7 @@ import pytest
 
 from wapipe.avro import AvroSerde
 from wapipe.privacy import Kek
-from wapipe.privacy.topicscan import scan
+from wapipe.edge.scan import scan
 from wapipe.topics import TENANTS, TOPICS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # six CLI processes

@@ -20,7 +20,7 @@ def test_send_to_a_restricted_person_is_refused_and_not_sent(send_world):  # noq
     svc = PrivacyService(w.settings, w.bootstrap).start()
     try:
         req = svc.submit("RESTRICTION", tenant_id=w.tenant_id, wa_id=w.recipient(5), source="api")
-        assert req["subject_id"] == w.subject(w.recipient(5))
+        assert req.subject_id == w.subject(w.recipient(5))
     finally:
         svc.close()
     w.start_worker()

@@ -223,7 +223,7 @@ def test_another_tenants_subject_is_a_404_like_one_that_does_not_exist(world):
     # Nothing of B changed: no request of A names B's subject, B's subject is not restricted, no
     # correction of it exists, and B's data still opens.
     reg = w.svc.registry
-    assert not [r for r in reg.requests() if r.get("subject_id") == w.sid_b and r.get("tenant_id") != w.b.tenant_id]
+    assert not [r for r in reg.requests() if r.subject_id == w.sid_b and r.tenant_id != w.b.tenant_id]
     assert not reg.is_restricted(w.b.tenant_id, w.sid_b) and reg.corrections(w.sid_b) == []
     theirs = w.client.get(f"/privacy/{w.b.tenant_id}/export", params={"wa_id": w.customer}, headers=w.b.auth)
     assert w.b.secret in theirs.text and w.b.profile in theirs.text
@@ -245,7 +245,7 @@ def test_cli_commands_refuse_another_tenants_ids(world):
     assert r.returncode == 1 and "no such subject" in r.stderr and w.b.secret not in r.stdout
     r = _cli(w.settings, "privacy", "erase", "--tenant", a, "--subject", w.sid_b)
     assert r.returncode == 1 and "no such subject" in r.stderr
-    code = w.svc.submit("RESTRICTION", tenant_id=b, subject=w.sid_b)["confirmation_code"]
+    code = w.svc.submit("RESTRICTION", tenant_id=b, subject=w.sid_b).confirmation_code
     w.svc.submit("UNRESTRICTION", tenant_id=b, subject=w.sid_b)
     r = _cli(w.settings, "privacy", "status", code, "--tenant", a)
     assert r.returncode == 1 and "no request" in r.stderr and code not in r.stdout
@@ -264,8 +264,8 @@ def test_processor_rejects_an_erasure_of_another_tenants_subject(world, topics, 
     proc = PrivacyProcessor(w.settings, topics, group=f"iso-{unique}", check_interval_s=0.2).start()
     try:
         deadline = time.monotonic() + 30
-        while (proc.registry.get(forged["request_id"]) or {}).get("status") != "REJECTED":
-            assert time.monotonic() < deadline, proc.registry.get(forged["request_id"])
+        while getattr(proc.registry.get(forged.request_id), "status", None) != "REJECTED":
+            assert time.monotonic() < deadline, proc.registry.get(forged.request_id)
             proc.tick()
             time.sleep(0.1)
         assert proc.keyring.keys_of(w.sid_b), "B's data keys must still be there"

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from wapipe.avro import AvroSerde
 from wapipe.deadletter import DeadLetter, DeadLetters, DeadLetterTally, Source
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
 from wapipe.privacy.metrics import ErasureMetrics, erasure_backlog
 from wapipe.probe import DeadLetterMetrics, Probe
 
@@ -66,7 +67,10 @@ DAY = 24 * 3600.0
 
 
 def _req(kind, status, requested_s):
-    return {"request_id": f"r{requested_s}", "kind": kind, "status": status, "requested_at": int(requested_s * 1000)}
+    at = at_ms(int(requested_s * 1000))
+    return PrivacyRequest(request_id=f"r{requested_s}", kind=PrivacyKind(kind), source="test",
+                          status=PrivacyStatus(status), confirmation_code=f"c{requested_s}", requested_at=at,
+                          updated_at=at)
 
 
 def test_erasure_backlog_counts_open_erasures_only():

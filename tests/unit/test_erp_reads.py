@@ -5,6 +5,7 @@ call itself is tested against the sandbox (tests/integration/test_erp_inbound.py
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 
@@ -14,7 +15,9 @@ from hypothesis import strategies as st
 
 from connectors.meta import errors as meta_errors
 from processors.erp_inbound.convert import Dead
-from processors.erp_inbound.reads import mark_read
+from processors.erp_inbound.reads import mark_read, read_command
+from wapipe.messages.erp import ReadCommand
+from wapipe.messages.send import Sealed
 from wapipe.privacy.errors import SubjectErased
 from wapipe.privacy.kek import Kek
 from wapipe.privacy.wamids import WamidRefs
@@ -69,10 +72,22 @@ def command(**kw) -> dict:
     return base
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def typed(cmd: dict) -> ReadCommand:
+    """The command as ``read_command`` gives it, with whatever junk a test put in a field (a
+    ``pii`` with the three Sealed fields becomes a ``Sealed``; anything else stays as it is)."""
+    pii = cmd["pii"]
+    if isinstance(pii, dict) and set(pii) == {"key_id", "nonce", "ciphertext"}:
+        pii = Sealed.from_avro(pii)
+    return ReadCommand(**{**cmd, "pii": pii, "requested_at": EPOCH})
+
+
 def run(cmd: dict, graph: _Graph | None = None) -> tuple[str | Dead, _Graph]:
     graph = graph or _Graph()
     try:
-        out = asyncio.run(mark_read(cmd, tenants=_Directory(), ring=_Ring(), kek=KEK, graph=graph, ref=REF,
+        out = asyncio.run(mark_read(typed(cmd), tenants=_Directory(), ring=_Ring(), kek=KEK, graph=graph, ref=REF,
                                     backoff_s=0))
     except Dead as d:
         return d, graph
@@ -125,3 +140,14 @@ def test_any_mangled_read_command_is_sent_only_when_every_check_holds(changes):
         assert out.reason and graph.calls == []
     else:  # sent: only ever acme's message on acme's number with acme's token
         assert graph.calls == [("301", WAMID, "EAAacme", bool(cmd["typing_indicator"]))]
+
+
+@pytest.mark.parametrize("missing", ["command_id", "tenant_id", "phone_number_id", "subject_id", "message_ref", "pii",
+                                     "requested_at"])
+def test_a_decoded_command_missing_a_required_field_is_a_missing_field_dead_letter(missing):
+    rec = {**command(), "requested_at": EPOCH}
+    del rec[missing]
+    with pytest.raises(Dead) as err:
+        read_command(rec)
+    assert (err.value.reason, err.value.error_type) == (f"{missing} missing", "MissingField")
+    assert read_command({**command(), "requested_at": EPOCH}) == typed(command())

@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from wapipe.avro import AvroSerde, schema_dir
 from wapipe.messages.campaign import CampaignControl
 from wapipe.messages.deadletter import DeadLetterRecord
+from wapipe.messages.erp import ErpInbound, ErpInboundKind, ReadCommand
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms, to_ms
 from wapipe.messages.send import DispatchEntry, SendCommand, SendResult
 
 SERDE = AvroSerde()
@@ -25,7 +27,8 @@ INT = st.integers(-(2**31), 2**31 - 1)
 # (schema name, versions read, the typed class)
 MESSAGES = [("SendCommand", (1, 2, 3), SendCommand), ("SendResult", (1, 2), SendResult),
             ("DispatchEntry", (1, 2), DispatchEntry), ("CampaignControl", (1,), CampaignControl),
-            ("DeadLetter", (1,), DeadLetterRecord)]
+            ("DeadLetter", (1,), DeadLetterRecord), ("PrivacyRequest", (1,), PrivacyRequest),
+            ("ReadCommand", (1,), ReadCommand), ("ErpInbound", (1,), ErpInbound)]
 CASES = [(name, v, cls) for name, versions, cls in MESSAGES for v in versions]
 
 
@@ -101,3 +104,41 @@ def test_a_command_of_v1_reads_as_addressed_by_number_with_defaults():
     assert cmd.user_subject_id is None and cmd.subjects == ("s",) and cmd.valid_until is None
     assert cmd.metadata == {} and cmd.priority == 0 and cmd.is_template and cmd.template.parameter_count == 2
     assert cmd.key == "t/k"
+
+
+def test_the_enums_are_the_schema_symbols():
+    fields = {f["name"]: f["type"] for f in raw_schema("PrivacyRequest", 1)["fields"]}
+    assert list(PrivacyKind) == fields["kind"]["symbols"]
+    assert list(PrivacyStatus) == fields["status"]["symbols"]
+    fields = {f["name"]: f["type"] for f in raw_schema("ErpInbound", 1)["fields"]}
+    assert list(ErpInboundKind) == fields["kind"]["symbols"]
+
+
+def test_a_request_gives_exact_milliseconds():
+    # int(datetime.timestamp() * 1000) says ...079 for this one (float seconds * 1000 = ...079.9999)
+    at = EPOCH + dt.timedelta(milliseconds=1_096_703_517_080)
+    req = PrivacyRequest(request_id="r", kind=PrivacyKind.ERASURE, source="cli", status=PrivacyStatus.RECEIVED,
+                         confirmation_code="C", requested_at=at, updated_at=at + dt.timedelta(milliseconds=1))
+    assert (req.requested_ms, req.updated_ms) == (1_096_703_517_080, 1_096_703_517_081)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 4_102_444_800_000))
+def test_milliseconds_survive_the_datetime_fastavro_decodes_them_to(value):
+    at = SERDE.decode(SERDE.encode("PrivacyRequest", {
+        "request_id": "r", "kind": "ACCESS", "source": "cli", "status": "RECEIVED", "confirmation_code": "C",
+        "requested_at": value, "updated_at": value}), "PrivacyRequest")["requested_at"]
+    # (wapipe.privacy.records.ms, int(at.timestamp() * 1000), was 1 ms short for ~0.6 % of them)
+    assert at == at_ms(value) and to_ms(at) == value and PrivacyRequest.from_avro(
+        {"request_id": "r", "kind": "ACCESS", "source": "cli", "status": "RECEIVED", "confirmation_code": "C",
+         "requested_at": at, "updated_at": at}).requested_ms == value
+
+
+@pytest.mark.parametrize("missing", ["request_id", "kind", "source", "status", "confirmation_code",
+                                     "requested_at", "updated_at"])
+def test_a_decoded_request_missing_a_required_field_is_refused_naming_it(missing):
+    full = PrivacyRequest(request_id="r", kind=PrivacyKind.ERASURE, source="cli", status=PrivacyStatus.RECEIVED,
+                          confirmation_code="C", requested_at=EPOCH, updated_at=EPOCH).to_avro()
+    del full[missing]
+    with pytest.raises(KeyError, match=missing):
+        PrivacyRequest.from_avro(full)

@@ -1,6 +1,9 @@
 """PrivacyRegistry's rules, fed records directly (the Kafka follower is exercised in integration tests)."""
 
+from dataclasses import replace
+
 from wapipe.config import Settings
+from wapipe.messages.privacy import PrivacyStatus, at_ms
 from wapipe.privacy.records import new_request
 from wapipe.privacy.registry import PrivacyRegistry, _sealed_from, sealed_to_detail
 
@@ -11,8 +14,7 @@ def reg() -> PrivacyRegistry:
 
 def req(kind, subject, at, status="RECEIVED", **details):
     r = new_request(kind, source="test", tenant_id="t", subject_id=subject, details=details)
-    r.update(requested_at=at, status=status)
-    return r
+    return replace(r, requested_at=at_ms(at), status=PrivacyStatus(status))
 
 
 def test_latest_restriction_request_wins_regardless_of_arrival_order():
@@ -41,5 +43,35 @@ def test_corrections_and_codes():
     first = req("CORRECTION", "s1", 1000, field="profile_name", sealed=sealed_to_detail(sealed))
     r.remember(first)
     assert r.corrections("s1") == [("profile_name", sealed)]
-    assert r.by_code(first["confirmation_code"])["request_id"] == first["request_id"]
+    assert r.by_code(first.confirmation_code).request_id == first.request_id
     assert _sealed_from("not json") is None
+
+
+def test_a_decoded_request_missing_a_required_field_is_reported_and_the_next_one_applies():
+    """A record that decodes but cannot be a PrivacyRequest (here: a decoder that loses ``kind``)
+    goes to ``on_unreadable`` with the field named (the processor dead-letters it); the request
+    after it is applied."""
+    from confluent_kafka import Message
+
+    from wapipe.avro import AvroSerde
+    from wapipe.topics import PRIVACY_REQUESTS
+
+    bad, good = req("RESTRICTION", "s-bad", 1000), req("RESTRICTION", "s-good", 2000)
+
+    class LosesKindOfBad(AvroSerde):
+        def decode(self, data, name):
+            r = super().decode(data, name)
+            if r["request_id"] == bad.request_id:
+                del r["kind"]
+            return r
+
+    serde = LosesKindOfBad()
+    unreadable = []
+    r = PrivacyRegistry(Settings(), "127.0.0.1:1", serde=serde,
+                        on_unreadable=lambda m, reason, kind: unreadable.append((m.offset(), reason, kind)))
+    for offset, one in enumerate((bad, good)):
+        value = serde.encode("PrivacyRequest", one.to_avro(), topic=PRIVACY_REQUESTS)
+        r._apply(Message(topic=PRIVACY_REQUESTS, partition=0, offset=offset, key=one.request_id.encode(), value=value))
+    assert unreadable == [(0, "KeyError: 'kind'", "KeyError")]
+    assert r.get(bad.request_id) is None and not r.is_restricted("s-bad")
+    assert r.get(good.request_id) == good and r.is_restricted("s-good")

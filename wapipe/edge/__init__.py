@@ -2,6 +2,9 @@
 
 * ``endpoint``: where the brokers are and how to reach them (TLS/SASL), in each library's terms;
 * ``clients``: confluent-kafka producers and consumers with their delivery guarantees;
+* ``follow`` / ``follow_aio``: topics followed into memory (a thread; the send worker's event loop);
+* ``scan``: a topic read once to its end (erasure and retention checks, exports, campaign progress);
+* ``batches``: a consumer group's records in batches, each committed after its work;
 * ``group_start``: a consumer group's committed and end offsets, asked without joining it;
 * ``offset_guard``, ``fetch_rotation``, ``faust_internals``: what must still guard against (or
   reach into) Faust, aiokafka and mode; only ``faust_internals`` names their private attributes.

@@ -75,9 +75,9 @@ def consumer(bootstrap: Endpoint, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(conf)
 
 
-def admin_client(bootstrap: Endpoint) -> AdminClient:
+def admin_client(bootstrap: Endpoint, **overrides: Any) -> AdminClient:
     """A confluent-kafka admin client (topics, offsets, groups) with the endpoint's security."""
-    return AdminClient(confluent_conf(bootstrap))
+    return AdminClient({**confluent_conf(bootstrap), **overrides})
 
 
 def aiokafka_reader(bootstrap: Endpoint, **overrides: Any) -> Any:

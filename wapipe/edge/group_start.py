@@ -20,6 +20,7 @@ or skipped once a member has joined).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,11 @@ log = get_logger(__name__)
 
 # What the broker answers, per partition, to an offset change for a group that has members.
 _HAS_MEMBERS = frozenset({KafkaError.UNKNOWN_MEMBER_ID, KafkaError.NON_EMPTY_GROUP})
+# What a group coordinator answers while it loads its state or moves (a broker just started or
+# restarted): asked again shortly, it answers. Seen in a full suite: COORDINATOR_LOAD_IN_PROGRESS
+# stopped a worker's start.
+_COORDINATOR_BUSY = frozenset({KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+                               KafkaError.NOT_COORDINATOR})
 
 
 @dataclass
@@ -47,9 +53,24 @@ def start_at_end(admin: AdminClient, group_id: str, topics: Iterable[str], timeo
     """Commit the end offset of each partition of ``topics`` that ``group_id`` has not committed.
 
     Nothing is changed when every partition has a commit, or when the group has members (Kafka
-    refuses: they started it). Errors other than that are raised: a worker that cannot tell where
-    its group starts must not start."""
-    tps = _partitions(admin, sorted(set(topics)), timeout)
+    refuses: they started it). A busy coordinator (loading, moving) is asked again for up to
+    ``timeout``; other errors are raised: a worker that cannot tell where its group starts must
+    not start."""
+    topics = sorted(set(topics))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _start_at_end(admin, group_id, topics, timeout)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if code not in _COORDINATOR_BUSY or time.monotonic() > deadline:
+                raise
+            log.info("group_start.coordinator_busy", group=group_id, error=str(exc.args[0]))
+            time.sleep(0.25)
+
+
+def _start_at_end(admin: AdminClient, group_id: str, topics: list[str], timeout: float) -> GroupStart:
+    tps = _partitions(admin, topics, timeout)
     have = committed_offsets(admin, group_id, [(tp.topic, tp.partition) for tp in tps], timeout)
     missing = [tp for tp in tps if have.get((tp.topic, tp.partition)) is None]
     if not missing:

@@ -34,6 +34,7 @@ from connectors.meta.bsuid import BSUID_MAX_LENGTH, check_bsuid
 from wapipe.config import Settings
 from wapipe.http_input import BadInput, check_id, json_body, validation_message
 from wapipe.log import get_logger
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest
 from wapipe.privacy.errors import UnknownSubject
 from wapipe.privacy.export import jsonable
 from wapipe.privacy.service import PrivacyService
@@ -41,7 +42,8 @@ from wapipe.tenants.models import TENANT_ID_PATTERN
 
 log = get_logger(__name__)
 
-API_KINDS = {"erasure": "ERASURE", "restriction": "RESTRICTION", "unrestriction": "UNRESTRICTION"}
+API_KINDS = {"erasure": PrivacyKind.ERASURE, "restriction": PrivacyKind.RESTRICTION,
+             "unrestriction": PrivacyKind.UNRESTRICTION}
 
 
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
@@ -93,8 +95,9 @@ class CorrectionIn(SubjectRef):
     value: Annotated[str, Field(max_length=4096)]  # a WhatsApp text body's own limit
 
 
-def _status_doc(rec: dict) -> dict:
-    return jsonable({k: rec.get(k) for k in ("request_id", "kind", "status", "confirmation_code", "tenant_id",
+def _status_doc(req: PrivacyRequest) -> dict:
+    rec = req.to_avro()
+    return jsonable({k: rec[k] for k in ("request_id", "kind", "status", "confirmation_code", "tenant_id",
                                              "subject_id", "requested_at", "updated_at", "steps")}, str)
 
 

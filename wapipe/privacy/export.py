@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 from wapipe.avro import AvroSerde, SerdeError
+from wapipe.edge.scan import scan
 from wapipe.privacy.errors import SubjectErased, UnsealError
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.privacy.topicscan import scan
 from wapipe.topics import SUBJECT_KEYS, TOPICS, WEBHOOK_DEAD, WEBHOOK_RAW
 
 
@@ -146,7 +146,7 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
     for t in TOPICS:
         if t.name == SUBJECT_KEYS:
             continue
-        for m in scan(bootstrap, t.name):
+        for m in scan(bootstrap, t.name, missing_ok=True):
             if not m.value():
                 continue
             try:
@@ -180,8 +180,8 @@ def export_subject(*, bootstrap: str, serde: AvroSerde, keyring: KeyRing, regist
             rows = reader.query(f"SELECT {sel} FROM `{table}` WHERE {where}", {"s": subject_id, "t": tenant_id})
             if rows:
                 clickhouse[table] = [jsonable(dict(zip(cols, r)), open_sealed) for r in rows]
-    requests = [jsonable({k: v for k, v in r.items() if k != "details"}, open_sealed)
-                for r in registry.requests() if r.get("subject_id") == subject_id and r.get("tenant_id") == tenant_id]
+    requests = [jsonable({k: v for k, v in r.to_avro().items() if k != "details"}, open_sealed)
+                for r in registry.requests() if r.subject_id == subject_id and r.tenant_id == tenant_id]
     return {"tenant_id": tenant_id, "subject_id": subject_id,
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "kafka": kafka, "clickhouse": clickhouse, "requests": requests,

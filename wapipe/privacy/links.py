@@ -50,10 +50,10 @@ def closure(pairs: Iterable[tuple[str, str]], start: str) -> set[str]:
 
 def read_links(bootstrap: str, serde: AvroSerde, tenant_id: str) -> list[tuple[str, str]]:
     """The tenant's current links (latest record per key; tombstoned keys dropped) as pairs."""
-    from wapipe.privacy.topicscan import scan
+    from wapipe.edge.scan import scan
 
     latest: dict[bytes, tuple[str, str] | None] = {}
-    for m in scan(bootstrap, SUBJECT_LINKS):
+    for m in scan(bootstrap, SUBJECT_LINKS, missing_ok=True):
         key = m.key() or b""
         if not key.startswith(f"{tenant_id}/".encode()):
             continue
@@ -77,10 +77,10 @@ def linked_subjects(bootstrap: str, serde: AvroSerde, tenant_id: str, subject_id
 def read_link_partitions(bootstrap: str, serde: AvroSerde, tenant_id: str, subjects: set[str]) -> dict[bytes, set[int]]:
     """Keys (and the partitions holding them) of the tenant's links that touch ``subjects``: what
     an erasure of those subjects tombstones."""
-    from wapipe.privacy.topicscan import scan
+    from wapipe.edge.scan import scan
 
     out: dict[bytes, set[int]] = {}
-    for m in scan(bootstrap, SUBJECT_LINKS):
+    for m in scan(bootstrap, SUBJECT_LINKS, missing_ok=True):
         key = m.key() or b""
         if not key.startswith(f"{tenant_id}/".encode()) or m.value() is None:
             continue

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily
 
-from wapipe.privacy.records import FINAL, ms
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,10 @@ class Backlog:
     overdue: int
 
 
-def erasure_backlog(requests: Iterable[dict], *, now_s: float, legal_deadline_s: float,
+def erasure_backlog(requests: Iterable[PrivacyRequest], *, now_s: float, legal_deadline_s: float,
                     completion_deadline_s: float) -> Backlog:
     """The open erasures among ``requests`` (PrivacyRequest records) at ``now_s`` (epoch seconds)."""
-    started = sorted(ms(r["requested_at"]) / 1000 for r in requests
-                     if r.get("kind") == "ERASURE" and r.get("status") not in FINAL)
+    started = sorted(r.requested_ms / 1000 for r in requests if r.kind == PrivacyKind.ERASURE and not r.final)
     if not started:
         return Backlog(0, 0.0, None, 0)
     oldest = started[0]
@@ -43,7 +42,7 @@ def erasure_backlog(requests: Iterable[dict], *, now_s: float, legal_deadline_s:
 
 @dataclass(eq=False)  # a registry keys collectors by identity
 class ErasureMetrics:
-    requests: Callable[[], list[dict]]  # PrivacyRegistry.requests
+    requests: Callable[[], list[PrivacyRequest]]  # PrivacyRegistry.requests
     legal_deadline_s: float
     completion_deadline_s: float
     clock: Callable[[], float] = field(default=time.time)

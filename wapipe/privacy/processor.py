@@ -36,21 +36,25 @@ RESTRICTION / UNRESTRICTION complete at once (the registry applies them to every
 from __future__ import annotations
 
 import time
-import uuid
+from dataclasses import replace
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Message
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.deadletter import DeadLetter, Source, SyncDeadLetters
-from wapipe.edge.clients import consumer as make_consumer
 from wapipe.edge.clients import producer as make_producer
+from wapipe.edge.follow import TopicFollower
+from wapipe.edge.scan import oldest_timestamps, roll_segments, scan
 from wapipe.log import get_logger
+from wapipe.messages.privacy import PrivacyKind as Kind
+from wapipe.messages.privacy import PrivacyRequest
+from wapipe.messages.privacy import PrivacyStatus as Status
+from wapipe.messages.privacy import at_ms
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
-from wapipe.privacy.records import CLICKHOUSE_DONE, FINAL, Publisher, audit_event, ms, now_ms
+from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, audit_event, now_ms
 from wapipe.privacy.registry import PrivacyRegistry
-from wapipe.privacy.topicscan import oldest_timestamps, roll_segments, scan
 from wapipe.topics import (AUDIT, PRIVACY_DEAD, PRIVACY_REQUESTS, SUBJECT_KEYS, WEBHOOK_DEAD, WEBHOOK_RAW,
                            desired_configs, spec, window_retention_ms)
 
@@ -76,9 +80,9 @@ class PrivacyProcessor:
         self.registry = PrivacyRegistry(settings, bootstrap, serde=self.serde, on_unreadable=self._unreadable)
         self._producer = make_producer(bootstrap)
         self.pub = Publisher(self._producer, self.serde)
-        # The ClickHouse confirmations are read from the start of wa.audit on every start (a fresh
-        # group, offsets never committed): a confirmation read just before a crash is never lost.
-        self._audit = make_consumer(bootstrap, f"{group}-audit-{uuid.uuid4().hex}")
+        # The ClickHouse confirmations are read from the start of wa.audit on every start (nothing
+        # committed): a confirmation read just before a crash is never lost.
+        self._audit = TopicFollower(bootstrap, AUDIT, self._on_audit, name=f"{group}-audit")
         self._check_interval = settings.privacy_check_interval_s if check_interval_s is None else check_interval_s
         self._last_check: dict[str, float] = {}
         self._last_roll = 0.0
@@ -91,7 +95,7 @@ class PrivacyProcessor:
     def start(self) -> "PrivacyProcessor":
         self.keyring.start()
         self.registry.start()
-        self._audit.subscribe([AUDIT])
+        self._audit.start(wait_for_topics=True)  # read as it comes: no request waits for the whole trail
         self.keyring.wait_ready(60)
         self.registry.wait_ready(60)
         return self
@@ -118,66 +122,62 @@ class PrivacyProcessor:
     # --- one pass --------------------------------------------------------------------------
     def tick(self) -> int:
         """Advance every open request once; returns how many are still open."""
-        self._read_audit()
         self.expire_requests()
         self._tick_cache: dict[str, object] = {}  # one scan per tick, shared by every open request
         open_ = 0
-        for rec in sorted(self.registry.requests(), key=lambda r: ms(r["requested_at"])):
-            if rec["status"] in FINAL:
+        for rec in sorted(self.registry.requests(), key=lambda r: r.requested_at):
+            if rec.final:
                 continue
             try:
                 rec = self.advance(rec)
             except Exception as exc:  # keep the other requests moving; retried next pass
-                log.error("privacy.advance_failed", request_id=rec["request_id"], error=f"{type(exc).__name__}: {exc}")
-            if rec["status"] not in FINAL:
+                log.error("privacy.advance_failed", request_id=rec.request_id, error=f"{type(exc).__name__}: {exc}")
+            if not rec.final:
                 open_ += 1
         return open_
 
-    def _read_audit(self) -> None:
-        try:
-            msgs = self._audit.consume(500, timeout=0.1)
-        except KafkaException as exc:  # pragma: no cover
-            log.warning("privacy.audit_read_failed", error=str(exc))
+    def _on_audit(self, m: Message) -> None:
+        """A record of wa.audit (the follower's thread): the sink's ClickHouse confirmations are kept."""
+        if m.value() is None:
             return
-        for m in msgs:
-            if m.error() is not None or m.value() is None:
-                continue
-            try:
-                ev = self.serde.decode(m.value(), "AuditEvent")
-            except SerdeError:
-                continue
-            if ev["action"] == CLICKHOUSE_DONE and ev.get("target"):
-                self._clickhouse_done[ev["target"]] = dict(ev.get("details") or {})
+        try:
+            ev = self.serde.decode(m.value(), "AuditEvent")
+        except SerdeError:
+            return  # not an AuditEvent: nothing of ours to confirm
+        if ev["action"] == CLICKHOUSE_DONE and ev.get("target"):
+            self._clickhouse_done[ev["target"]] = dict(ev.get("details") or {})
 
     # --- state machine -------------------------------------------------------------------------
-    def _save(self, rec: dict, *, status: str | None = None, **steps: str) -> dict:
-        rec = {**rec, "steps": {**(rec.get("steps") or {}), **steps}, "updated_at": now_ms(),
-               "requested_at": ms(rec["requested_at"])}
-        if status:
-            rec["status"] = status
+    def _save(self, rec: PrivacyRequest, *, status: Status | None = None, details: dict[str, str] | None = None,
+              **steps: str) -> PrivacyRequest:
+        """The request's next state (``details`` added to its details, ``steps`` to its steps),
+        published and remembered."""
+        rec = replace(rec, status=status or rec.status, steps={**rec.steps, **steps}, updated_at=at_ms(now_ms()),
+                      details={**rec.details, **details} if details else rec.details)
         self.pub.request(rec)
         self.registry.remember(rec)  # read-your-writes before the follower sees it
         return rec
 
-    def _audit_step(self, rec: dict, action: str, outcome: str = "ok", **details: str) -> None:
+    def _audit_step(self, rec: PrivacyRequest, action: str, outcome: str = "ok", **details: str) -> None:
         # No subject id: the target (request id) links the event to its request, and the audit trail
         # (Kafka, ClickHouse audit_log) then holds nothing that outlives an erasure and points at the person.
-        self.pub.audit(audit_event(action, actor=ACTOR, tenant_id=rec.get("tenant_id"), subject_id=None,
-                                   target=rec["request_id"], outcome=outcome,
-                                   details={"kind": rec["kind"], "confirmation_code": rec["confirmation_code"], **details}))
+        self.pub.audit(audit_event(action, actor=ACTOR, tenant_id=rec.tenant_id, subject_id=None,
+                                   target=rec.request_id, outcome=outcome,
+                                   details={"kind": str(rec.kind), "confirmation_code": rec.confirmation_code,
+                                            **details}))
 
-    def advance(self, rec: dict) -> dict:
-        kind = rec["kind"]
-        if kind == "ERASURE":
+    def advance(self, rec: PrivacyRequest) -> PrivacyRequest:
+        kind = rec.kind
+        if kind == Kind.ERASURE:
             return self._erasure(rec)
-        if kind in ("RESTRICTION", "UNRESTRICTION", "CORRECTION"):
-            if not rec.get("subject_id"):
+        if kind in (Kind.RESTRICTION, Kind.UNRESTRICTION, Kind.CORRECTION):
+            if not rec.subject_id:
                 return self._reject(rec, "no subject")
-            rec = self._save(rec, status="COMPLETED", registry=DONE)
+            rec = self._save(rec, status=Status.COMPLETED, registry=DONE)
             self._audit_step(rec, f"privacy.{kind.lower()}.completed")
             return rec
-        if kind == "DISCONNECT" and rec["status"] == "RECEIVED":
-            if not rec.get("meta_user_id"):
+        if kind == Kind.DISCONNECT and rec.status == Status.RECEIVED:
+            if not rec.meta_user_id:
                 return self._reject(rec, "no Meta user")
             return self._meta_user(rec, "privacy.disconnect")
         return rec  # ACCESS / CORRECTION are served synchronously (CLI, API)
@@ -190,14 +190,14 @@ class PrivacyProcessor:
         n = self._unlink_erased()
         cutoff = now_ms() - self.s.privacy_request_retention_ms
         for rec in self.registry.requests():
-            if rec["status"] not in FINAL or ms(rec.get("updated_at") or rec["requested_at"]) > cutoff:
+            if not rec.final or rec.updated_ms > cutoff:
                 continue
-            if rec["kind"] == "RESTRICTION" and rec.get("subject_id") and self.registry.is_restricted(rec["subject_id"]):
+            if rec.kind == Kind.RESTRICTION and rec.subject_id and self.registry.is_restricted(rec.subject_id):
                 continue
-            self.pub.send(PRIVACY_REQUESTS, rec["request_id"].encode(), None)
-            self.registry.forget(rec["request_id"])
-            self.pub.audit(audit_event("privacy.request.expired", actor=ACTOR, tenant_id=rec.get("tenant_id"),
-                                       target=rec["request_id"], details={"kind": rec["kind"]}))
+            self.pub.send(PRIVACY_REQUESTS, rec.request_id.encode(), None)
+            self.registry.forget(rec.request_id)
+            self.pub.audit(audit_event("privacy.request.expired", actor=ACTOR, tenant_id=rec.tenant_id,
+                                       target=rec.request_id, details={"kind": str(rec.kind)}))
             n += 1
         if n:
             log.info("privacy.requests_expired", count=n)
@@ -218,28 +218,27 @@ class PrivacyProcessor:
         before = now_ms() - self.replay_window_ms
         done = 0
         for rec in self.registry.requests():
-            if not (rec["kind"] == "ERASURE" and rec["status"] == "COMPLETED" and rec.get("subject_id")
-                    and ms(rec["requested_at"]) < before):
+            if not (rec.kind == Kind.ERASURE and rec.status == Status.COMPLETED and rec.subject_id
+                    and rec.requested_ms < before):
                 continue
-            subject, at = rec["subject_id"], ms(rec["requested_at"])
+            subject, at = rec.subject_id, rec.requested_ms
             for other in self.registry.requests():
-                if (other.get("subject_id") == subject and other["request_id"] != rec["request_id"]
-                        and other["kind"] in ("ACCESS", "CORRECTION", "UNRESTRICTION") and other["status"] in FINAL
-                        and ms(other["requested_at"]) <= at):
-                    self.pub.send(PRIVACY_REQUESTS, other["request_id"].encode(), None)
-                    self.registry.forget(other["request_id"])
+                if (other.subject_id == subject and other.request_id != rec.request_id
+                        and other.kind in (Kind.ACCESS, Kind.CORRECTION, Kind.UNRESTRICTION) and other.final
+                        and other.requested_ms <= at):
+                    self.pub.send(PRIVACY_REQUESTS, other.request_id.encode(), None)
+                    self.registry.forget(other.request_id)
                     done += 1
-            self._save({**rec, "subject_id": None,
-                        "details": {**(rec.get("details") or {}),
-                                    "subject_id": "removed: nothing of the subject is left to replay"}})
-            self.pub.audit(audit_event("privacy.erasure.unlinked", actor=ACTOR, tenant_id=rec.get("tenant_id"),
-                                       target=rec["request_id"], details={"kind": "ERASURE"}))
+            self._save(replace(rec, subject_id=None),
+                       details={"subject_id": "removed: nothing of the subject is left to replay"})
+            self.pub.audit(audit_event("privacy.erasure.unlinked", actor=ACTOR, tenant_id=rec.tenant_id,
+                                       target=rec.request_id, details={"kind": str(Kind.ERASURE)}))
             done += 1
         return done
 
-    def _reject(self, rec: dict, reason: str) -> dict:
-        rec = self._save({**rec, "details": {**rec.get("details", {}), "reason": reason}}, status="REJECTED")
-        self._audit_step(rec, f"privacy.{rec['kind'].lower()}.rejected", outcome="rejected", reason=reason)
+    def _reject(self, rec: PrivacyRequest, reason: str) -> PrivacyRequest:
+        rec = self._save(rec, details={"reason": reason}, status=Status.REJECTED)
+        self._audit_step(rec, f"privacy.{rec.kind.lower()}.rejected", outcome="rejected", reason=reason)
         return rec
 
     @property
@@ -258,80 +257,82 @@ class PrivacyProcessor:
                        if t.meta_user_id == meta_user_id and (t.token is not None or t.meta_user_id)),
                       key=lambda t: t.tenant_id)
 
-    def _meta_user(self, rec: dict, prefix: str) -> dict:
+    def _meta_user(self, rec: PrivacyRequest, prefix: str) -> PrivacyRequest:
         """Meta's deletion or deauthorize callback: the user's token and id leave every tenant they
         connected, which is disconnected (a tenant without a token cannot send)."""
         from wapipe.tenants.models import TenantStatus
 
         self._audit_step(rec, f"{prefix}.started")
-        linked = self.tenants_for_meta_user(rec["meta_user_id"])
+        linked = self.tenants_for_meta_user(rec.meta_user_id or "")
         for t in linked:
             self.tenants.save(t.evolve(status=TenantStatus.DISCONNECTED, token=None, meta_user_id=None),
-                              "tenant.disconnected", details={"reason": rec["source"], "request_id": rec["request_id"],
+                              "tenant.disconnected", details={"reason": rec.source, "request_id": rec.request_id,
                                                               "token": "deleted", "meta_user_id": "deleted"})
         outcome = (f"token and Meta user id deleted from {len(linked)} tenant(s), now disconnected"
                    if linked else "no data held")
-        rec = self._save({**rec, "details": {**(rec.get("details") or {}), "outcome": outcome,
-                                             "tenants": str(len(linked))}},
-                         status="COMPLETED", tenants=DONE)
+        rec = self._save(rec, details={"outcome": outcome, "tenants": str(len(linked))},
+                         status=Status.COMPLETED, tenants=DONE)
         self._audit_step(rec, f"{prefix}.completed", outcome="ok" if linked else "no_data_held", tenants=str(len(linked)))
         return rec
 
-    def _erasure(self, rec: dict) -> dict:
-        steps = rec.get("steps") or {}
-        if rec["status"] == "RECEIVED":
+    def _erasure(self, rec: PrivacyRequest) -> PrivacyRequest:
+        steps = rec.steps
+        if rec.status == Status.RECEIVED:
             self._audit_step(rec, "privacy.erasure.started")
-            if not rec.get("subject_id"):
-                if rec.get("meta_user_id"):
+            if not rec.subject_id:
+                if rec.meta_user_id:
                     return self._meta_user(rec, "privacy.erasure")
                 return self._reject(rec, "no subject")
-            owners = self.keyring.tenants_of(rec["subject_id"])
-            if owners and rec.get("tenant_id") not in owners:
+            owners = self.keyring.tenants_of(rec.subject_id)
+            if owners and rec.tenant_id not in owners:
                 # Only a tenant's own subject is erased: a request naming another tenant's pseudonym
                 # (written before the API checked ownership, or by hand) changes nothing.
                 return self._reject(rec, "no such subject in this tenant")
-            rec = self._save(rec, status="IN_PROGRESS")
+            rec = self._save(rec, status=Status.IN_PROGRESS)
+        subject = rec.subject_id
+        if not subject:  # an erasure under way always names its subject (rejected above otherwise)
+            return self._reject(rec, "no subject")
         if steps.get("kafka_keys") != DONE:
-            n = self.keyring.erase(rec["subject_id"])
+            n = self.keyring.erase(subject)
             rec = self._save(rec, kafka_keys=DONE, kafka_compaction="waiting", raw_webhooks="waiting",
                              clickhouse="requested")
             self._audit_step(rec, "privacy.erasure.kafka_keys_tombstoned", keys=str(n))
             self._audit_step(rec, "privacy.erasure.clickhouse_requested")
-            steps = rec["steps"]
+            steps = rec.steps
 
         now = time.monotonic()
-        if now - self._last_check.get(rec["request_id"], 0.0) < self._check_interval:
+        if now - self._last_check.get(rec.request_id, 0.0) < self._check_interval:
             return rec
-        self._last_check[rec["request_id"]] = now
+        self._last_check[rec.request_id] = now
 
         if steps.get("kafka_compaction") != DONE:
-            held = self._key_copies(rec["subject_id"])
+            held = self._key_copies(subject)
             if held == 0:
                 rec = self._save(rec, kafka_compaction=DONE)
                 self._audit_step(rec, "privacy.erasure.kafka_compacted")
             else:
                 self._maybe_roll()
-        if steps.get("raw_webhooks") != DONE and self._raw_expired(ms(rec["requested_at"])):
+        if steps.get("raw_webhooks") != DONE and self._raw_expired(rec.requested_ms):
             rec = self._save(rec, raw_webhooks=DONE)
             self._audit_step(rec, "privacy.erasure.raw_webhooks_expired")
-        if steps.get("clickhouse") != DONE and rec["request_id"] in self._clickhouse_done:
-            ch = self._clickhouse_done[rec["request_id"]]
+        if steps.get("clickhouse") != DONE and rec.request_id in self._clickhouse_done:
+            ch = self._clickhouse_done[rec.request_id]
             # The sink confirms only once the rows are rewritten out of the parts and the replaced
             # parts are gone from disk (sinks/erasure.py); the request's details say so.
             said = (f"{ch.get('rows', '0')} rows rewritten out of their parts; "
                     f"{ch.get('replaced_parts_removed', '0')} replaced parts removed from disk"
                     if ch.get("method") == "rewritten" else "rows deleted")
-            rec = self._save({**rec, "details": {**(rec.get("details") or {}), "clickhouse": said}}, clickhouse=DONE)
+            rec = self._save(rec, details={"clickhouse": said}, clickhouse=DONE)
             self._audit_step(rec, "privacy.erasure.clickhouse_confirmed", **ch)
 
-        steps = rec["steps"]
+        steps = rec.steps
         if all(steps.get(k) == DONE for k in ("kafka_keys", "kafka_compaction", "raw_webhooks", "clickhouse")):
-            rec = self._save(rec, status="COMPLETED")
+            rec = self._save(rec, status=Status.COMPLETED)
             self._audit_step(rec, "privacy.erasure.completed",
-                             seconds=f"{(now_ms() - ms(rec['requested_at'])) / 1000:.1f}")
-            log.info("privacy.erasure_completed", request_id=rec["request_id"])
-        elif now_ms() - ms(rec["requested_at"]) > self.deadline_ms and rec["request_id"] not in self._overdue:
-            self._overdue.add(rec["request_id"])
+                             seconds=f"{(now_ms() - rec.requested_ms) / 1000:.1f}")
+            log.info("privacy.erasure_completed", request_id=rec.request_id)
+        elif now_ms() - rec.requested_ms > self.deadline_ms and rec.request_id not in self._overdue:
+            self._overdue.add(rec.request_id)
             self._audit_step(rec, "privacy.erasure.overdue", outcome="late",
                              pending=",".join(k for k, v in steps.items() if v != DONE))
         return rec
@@ -349,7 +350,7 @@ class PrivacyProcessor:
         """How many records on wa.subject.keys still hold a key of the subject (superseded ones too)."""
         if "keys" not in self._tick_cache:
             held: dict[str, int] = {}
-            for m in scan(self.bootstrap, SUBJECT_KEYS):
+            for m in scan(self.bootstrap, SUBJECT_KEYS, missing_ok=True):
                 if m.value() and m.key() and b"/" in m.key():
                     subj = m.key().split(b"/", 1)[0].decode()
                     held[subj] = held.get(subj, 0) + 1
@@ -365,7 +366,8 @@ class PrivacyProcessor:
     def _raw_expired(self, requested_at_ms: int) -> bool:
         """Every raw (cleartext) record received up to the request has expired."""
         if "raw" not in self._tick_cache:
-            oldest = [ts for topic in RAW_TOPICS for ts in oldest_timestamps(self.bootstrap, topic).values() if ts is not None]
+            oldest = [ts for topic in RAW_TOPICS
+                      for ts in oldest_timestamps(self.bootstrap, topic, missing_ok=True).values() if ts is not None]
             self._tick_cache["raw"] = min(oldest) if oldest else None
         oldest_held = self._tick_cache["raw"]
         return oldest_held is None or oldest_held > requested_at_ms  # type: ignore[operator]

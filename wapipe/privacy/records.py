@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import threading
 import time
@@ -11,11 +10,11 @@ import uuid
 from confluent_kafka import Producer
 
 from wapipe.avro import AvroSerde
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
 from wapipe.privacy.errors import PrivacyError
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 
-KINDS = ("ERASURE", "ACCESS", "CORRECTION", "RESTRICTION", "UNRESTRICTION", "DISCONNECT")
-FINAL = ("COMPLETED", "FAILED", "REJECTED")
+KINDS = tuple(PrivacyKind)
 # The audit action the ClickHouse erasure (sinks/erasure.py) writes when a request's rows are gone.
 CLICKHOUSE_DONE = "privacy.erasure.clickhouse_deleted"
 # The detail a request carries when its subject was checked to be its tenant's when it was made
@@ -28,29 +27,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def ms(value: object) -> int:
-    """Avro timestamp-millis as decoded (datetime) or as written (int) -> int ms."""
-    if isinstance(value, dt.datetime):
-        return int(value.timestamp() * 1000)
-    return int(value)  # type: ignore[arg-type]
-
-
 def confirmation_code() -> str:
     """128 random bits: unique without coordination (the ingress uses its own, also random)."""
     return secrets.token_hex(16).upper()
 
 
 def new_request(kind: str, *, source: str, tenant_id: str | None = None, subject_id: str | None = None,
-                meta_user_id: str | None = None, details: dict[str, str] | None = None) -> dict:
+                meta_user_id: str | None = None, details: dict[str, str] | None = None) -> PrivacyRequest:
     if kind not in KINDS:
         raise ValueError(f"unknown request kind {kind!r} (one of {', '.join(KINDS)})")
-    now = now_ms()
-    return {
-        "request_id": uuid.uuid4().hex, "kind": kind, "tenant_id": tenant_id, "subject_id": subject_id,
-        "meta_user_id": meta_user_id, "source": source, "status": "RECEIVED",
-        "confirmation_code": confirmation_code(), "requested_at": now, "updated_at": now,
-        "details": dict(details or {}), "steps": {},
-    }
+    now = at_ms(now_ms())
+    return PrivacyRequest(request_id=uuid.uuid4().hex, kind=PrivacyKind(kind), tenant_id=tenant_id,
+                          subject_id=subject_id, meta_user_id=meta_user_id, source=source,
+                          status=PrivacyStatus.RECEIVED, confirmation_code=confirmation_code(), requested_at=now,
+                          updated_at=now, details=dict(details or {}))
 
 
 def audit_event(action: str, *, actor: str, tenant_id: str | None = None, subject_id: str | None = None,
@@ -88,9 +78,9 @@ class Publisher:
         if errors:
             raise PrivacyError(f"{topic}: {errors[0]}")
 
-    def request(self, record: dict) -> None:
-        self.send(PRIVACY_REQUESTS, record["request_id"].encode(),
-                  self.serde.encode("PrivacyRequest", record, topic=PRIVACY_REQUESTS))
+    def request(self, record: PrivacyRequest) -> None:
+        self.send(PRIVACY_REQUESTS, record.request_id.encode(),
+                  self.serde.encode("PrivacyRequest", record.to_avro(), topic=PRIVACY_REQUESTS))
 
     def audit(self, event: dict) -> None:
         key = (event.get("tenant_id") or "").encode() or None

@@ -27,8 +27,9 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.config import Settings
 from wapipe.edge.follow import TopicFollower
 from wapipe.log import get_logger
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus
 from wapipe.privacy.errors import PrivacyError
-from wapipe.privacy.records import SUBJECT_CHECKED, ms
+from wapipe.privacy.records import SUBJECT_CHECKED
 from wapipe.topics import PRIVACY_REQUESTS
 
 log = get_logger(__name__)
@@ -58,7 +59,7 @@ class PrivacyRegistry:
         self._serde = serde or AvroSerde.from_settings(settings)
         self._on_unreadable = on_unreadable
         self._lock = threading.Lock()
-        self._requests: dict[str, dict] = {}
+        self._requests: dict[str, PrivacyRequest] = {}
         self._by_code: dict[str, str] = {}
         self._restriction: dict[str, tuple[int, bool]] = {}  # subject -> (requested_at, restricted)
         self._erased: dict[str, int] = {}  # subject -> earliest erasure requested_at (ms)
@@ -91,34 +92,34 @@ class PrivacyRegistry:
             self.forget(key)
             return
         try:
-            self.remember(self._serde.decode(m.value(), "PrivacyRequest"))
+            self.remember(PrivacyRequest.from_avro(self._serde.decode(m.value(), "PrivacyRequest")))
         except Exception as exc:  # one bad record never stops the registry
             reason = str(exc) if isinstance(exc, SerdeError) else f"{type(exc).__name__}: {exc}"
             log.error("privacy_registry.unreadable", offset=m.offset(), error=reason[:300])
             if self._on_unreadable is not None:
                 self._on_unreadable(m, reason, type(exc).__name__)
 
-    def remember(self, rec: dict) -> None:
+    def remember(self, rec: PrivacyRequest) -> None:
         """Apply a request record (from the topic, or one this process just wrote)."""
-        subject, kind, status = rec.get("subject_id"), rec["kind"], rec["status"]
-        at = ms(rec["requested_at"])
+        subject, kind, status = rec.subject_id, rec.kind, rec.status
+        at = rec.requested_ms
         with self._lock:
-            self._requests[rec["request_id"]] = rec
-            self._by_code[rec["confirmation_code"]] = rec["request_id"]
-            if subject and rec.get("tenant_id") and (rec.get("details") or {}).get(SUBJECT_CHECKED):
-                self._owners.setdefault(subject, set()).add(rec["tenant_id"])
-            if not subject or status in ("REJECTED", "FAILED"):
+            self._requests[rec.request_id] = rec
+            self._by_code[rec.confirmation_code] = rec.request_id
+            if subject and rec.tenant_id and rec.details.get(SUBJECT_CHECKED):
+                self._owners.setdefault(subject, set()).add(rec.tenant_id)
+            if not subject or status in (PrivacyStatus.REJECTED, PrivacyStatus.FAILED):
                 return
-            if kind in ("RESTRICTION", "UNRESTRICTION"):
+            if kind in (PrivacyKind.RESTRICTION, PrivacyKind.UNRESTRICTION):
                 prev = self._restriction.get(subject)
                 if prev is None or prev[0] <= at:
-                    self._restriction[subject] = (at, kind == "RESTRICTION")
-            elif kind == "ERASURE":
+                    self._restriction[subject] = (at, kind == PrivacyKind.RESTRICTION)
+            elif kind == PrivacyKind.ERASURE:
                 self._erased[subject] = min(at, self._erased.get(subject, at))
-                if status == "COMPLETED" or (rec.get("steps") or {}).get("clickhouse") == "done":
+                if status == PrivacyStatus.COMPLETED or rec.steps.get("clickhouse") == "done":
                     self._erased_done[subject] = min(at, self._erased_done.get(subject, at))
-            elif kind == "CORRECTION":
-                details = rec.get("details") or {}
+            elif kind == PrivacyKind.CORRECTION:
+                details = rec.details
                 sealed = _sealed_from(details.get("sealed"))
                 field = details.get("field")
                 if sealed and field:
@@ -130,8 +131,8 @@ class PrivacyRegistry:
         """A request deleted from the topic (its retention ended): no longer answered for."""
         with self._lock:
             rec = self._requests.pop(request_id, None)
-            if rec is not None and self._by_code.get(rec["confirmation_code"]) == request_id:
-                del self._by_code[rec["confirmation_code"]]
+            if rec is not None and self._by_code.get(rec.confirmation_code) == request_id:
+                del self._by_code[rec.confirmation_code]
 
     # --- questions ---------------------------------------------------------------------------
     def is_restricted(self, *ids: str) -> bool:
@@ -167,17 +168,17 @@ class PrivacyRegistry:
         with self._lock:
             return dict(self._erased_done if clickhouse_done else self._erased)
 
-    def get(self, request_id: str) -> dict | None:
+    # The requests answered are the records remembered, shared: values, never changed in place
+    # (``dataclasses.replace`` makes the next state; the processor publishes and remembers it).
+    def get(self, request_id: str) -> PrivacyRequest | None:
         with self._lock:
-            r = self._requests.get(request_id)
-            return dict(r) if r else None
+            return self._requests.get(request_id)
 
-    def by_code(self, code: str) -> dict | None:
+    def by_code(self, code: str) -> PrivacyRequest | None:
         with self._lock:
             rid = self._by_code.get(code)
-            r = self._requests.get(rid) if rid else None
-            return dict(r) if r else None
+            return self._requests.get(rid) if rid else None
 
-    def requests(self) -> list[dict]:
+    def requests(self) -> list[PrivacyRequest]:
         with self._lock:
-            return [dict(r) for r in self._requests.values()]
+            return list(self._requests.values())

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.edge.clients import producer as make_producer
+from wapipe.messages.privacy import PrivacyRequest, PrivacyStatus, at_ms
 from wapipe.privacy.errors import PrivacyError, UnknownSubject
 from wapipe.privacy.export import export_subject, merge_exports
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.links import linked_subjects, read_link_partitions
-from wapipe.privacy.records import FINAL, SUBJECT_CHECKED, Publisher, audit_event, new_request, now_ms
+from wapipe.privacy.records import SUBJECT_CHECKED, Publisher, audit_event, new_request, now_ms
 from wapipe.privacy.registry import PrivacyRegistry, sealed_to_detail
 from wapipe.privacy.subjects import pepper_from, subject_id
 from wapipe.topics import SUBJECT_LINKS
@@ -82,14 +84,15 @@ class PrivacyService:
         return subject
 
     def submit(self, kind: str, *, tenant_id: str, wa_id: str | None = None, subject: str | None = None,
-               source: str = "cli", actor: str = "operator:cli", details: dict[str, str] | None = None) -> dict:
+               source: str = "cli", actor: str = "operator:cli",
+               details: dict[str, str] | None = None) -> PrivacyRequest:
         sid = self.subject(tenant_id, wa_id, subject)
         checked = "number" if wa_id else "owned"
         linked = sorted(self.linked(tenant_id, sid) - {sid}) if kind in _FANNED_OUT else []
         others = [self._record(kind, tenant_id, other, source=source, actor=actor, checked="linked",
                                details={**(details or {}), "linked_to": sid}) for other in linked]
         if others:
-            details = {**(details or {}), "linked_requests": ",".join(r["request_id"] for r in others)}
+            details = {**(details or {}), "linked_requests": ",".join(r.request_id for r in others)}
         rec = self._record(kind, tenant_id, sid, source=source, actor=actor, details=details, checked=checked)
         if kind == "ERASURE":
             self._unlink(tenant_id, {sid, *linked})
@@ -108,30 +111,31 @@ class PrivacyService:
             raise PrivacyError(f"{SUBJECT_LINKS}: link tombstones not acknowledged within 30s")
 
     def _record(self, kind: str, tenant_id: str, sid: str, *, source: str, actor: str, checked: str,
-                details: dict[str, str] | None = None) -> dict:
+                details: dict[str, str] | None = None) -> PrivacyRequest:
         """Publish a request about ``sid``, a subject already resolved for the tenant (``subject``)."""
         rec = new_request(kind, source=source, tenant_id=tenant_id, subject_id=sid,
                           details={**(details or {}), SUBJECT_CHECKED: checked})
         self.pub.request(rec)
         self.registry.remember(rec)
         self.pub.audit(audit_event(f"privacy.{kind.lower()}.requested", actor=actor, tenant_id=tenant_id, subject_id=None,
-                                   target=rec["request_id"], details={"source": source, "confirmation_code": rec["confirmation_code"]}))
+                                   target=rec.request_id,
+                                   details={"source": source, "confirmation_code": rec.confirmation_code}))
         return rec
 
     def correct(self, *, tenant_id: str, field: str, value: str, wa_id: str | None = None, subject: str | None = None,
-                source: str = "cli", actor: str = "operator:cli") -> dict:
+                source: str = "cli", actor: str = "operator:cli") -> PrivacyRequest:
         sid = self.subject(tenant_id, wa_id, subject)
         sealed = self.keyring.seal(tenant_id, sid, {"value": value})  # personal data: sealed, never in clear
         return self._record("CORRECTION", tenant_id, sid, source=source, actor=actor,
                             checked="number" if wa_id else "owned",
                             details={"field": field, "sealed": sealed_to_detail(sealed)})
 
-    def status(self, code_or_id: str, *, tenant_id: str | None) -> dict | None:
+    def status(self, code_or_id: str, *, tenant_id: str | None) -> PrivacyRequest | None:
         """The request with this confirmation code (or request id) if it is ``tenant_id``'s; ``None``
         otherwise, as for an unknown code. ``tenant_id=None`` finds only requests without a tenant
         (Meta's data-deletion callback)."""
         rec = self.registry.by_code(code_or_id) or self.registry.get(code_or_id)
-        if rec is None or (rec.get("tenant_id") or None) != (tenant_id or None):
+        if rec is None or (rec.tenant_id or None) != (tenant_id or None):
             return None
         return rec
 
@@ -155,18 +159,19 @@ class PrivacyService:
             if reader is not None:
                 reader.close()
         doc = merge_exports(docs)
-        self.pub.request({**rec, "status": "COMPLETED", "steps": {"export": "done"}, "updated_at": now_ms()})
+        self.pub.request(replace(rec, status=PrivacyStatus.COMPLETED, steps={"export": "done"},
+                                 updated_at=at_ms(now_ms())))
         self.pub.audit(audit_event("privacy.access.completed", actor=actor, tenant_id=tenant_id, subject_id=None,
-                                   target=rec["request_id"],
+                                   target=rec.request_id,
                                    details={"kafka_records": str(sum(len(v) for v in doc["kafka"].values())),
                                             "clickhouse_rows": str(sum(len(v) for v in doc["clickhouse"].values()))}))
-        doc["request"] = {"request_id": rec["request_id"], "confirmation_code": rec["confirmation_code"]}
+        doc["request"] = {"request_id": rec.request_id, "confirmation_code": rec.confirmation_code}
         return doc
 
-    def wait(self, request_id: str, timeout: float) -> dict | None:
+    def wait(self, request_id: str, timeout: float) -> PrivacyRequest | None:
         deadline = time.monotonic() + timeout
         while True:
             rec = self.registry.get(request_id)
-            if (rec and rec["status"] in FINAL) or time.monotonic() > deadline:
+            if (rec and rec.final) or time.monotonic() > deadline:
                 return rec
             time.sleep(0.2)

@@ -37,12 +37,12 @@ def publish_audit(producer: Producer, *, actor: str, action: str, tenant_id: str
 def read_audit(bootstrap: str, tenant_id: str, *, serde: AvroSerde | None = None, timeout: float = 30.0) -> list[dict]:
     """Every AuditEvent of ``tenant_id`` on ``wa.audit`` (keyed by tenant_id), oldest first; a record
     that does not decode is passed; TimeoutError when the topic is not read to its end in time."""
-    from wapipe.privacy.topicscan import scan
+    from wapipe.edge.scan import scan
 
     serde = serde or AvroSerde()
     key = tenant_id.encode()
     out: list[dict] = []
-    for m in scan(bootstrap, AUDIT, timeout=timeout):
+    for m in scan(bootstrap, AUDIT, timeout=timeout, missing_ok=True):
         if m.key() == key:
             try:
                 out.append(serde.decode(m.value(), "AuditEvent"))

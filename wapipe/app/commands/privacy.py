@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from wapipe.app.commands.output import fail
+from wapipe.messages.privacy import PrivacyRequest
 from wapipe.privacy.errors import UnknownSubject
 
 app = typer.Typer(no_args_is_help=True, help="Privacy: erasure, access/export, correction, restriction (docs/privacy.md).")
@@ -35,9 +36,10 @@ def _service():
         fail(str(exc))
 
 
-def _show(rec: dict) -> None:
+def _show(req: PrivacyRequest) -> None:
     from wapipe.privacy.export import jsonable
 
+    rec = req.to_avro()
     typer.echo(json.dumps(jsonable({k: rec[k] for k in ("request_id", "kind", "status", "confirmation_code",
                                                        "tenant_id", "subject_id", "steps", "details", "updated_at")}, str),
                           indent=2))
@@ -51,7 +53,7 @@ def _submit(kind: str, tenant: str, wa_id: str | None, subject: str | None, wait
         except (ValueError, UnknownSubject) as exc:
             fail(str(exc))
         if wait > 0:
-            rec = svc.wait(rec["request_id"], wait) or rec
+            rec = svc.wait(rec.request_id, wait) or rec
         _show(rec)
     finally:
         svc.close()

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from wapipe.app.commands.output import console, err
+from wapipe.app.commands.output import console, err, fail
 from wapipe.config import Settings
 
 campaign_app = typer.Typer(no_args_is_help=True, help="Pause, resume, stop a campaign; show its progress.")
@@ -59,13 +59,19 @@ def stop(campaign_id: str = typer.Argument(...), tenant: str = TENANT) -> None:
 
 @campaign_app.command("progress")
 def progress_cmd(campaign_id: str = typer.Argument(...), tenant: str = TENANT,
-                 as_json: bool = typer.Option(False, "--json")) -> None:
+                 as_json: bool = typer.Option(False, "--json"),
+                 timeout: float = typer.Option(30.0, "--timeout", min=0.5, max=3600.0,
+                                               help="seconds to read each topic to its end")) -> None:
     """Queued, sent, failed, remaining (read from the topics) of the tenant's campaign."""
     from processors.send.campaigns import progress
     from wapipe.app.bootstrap import bootstrap_or_exit
+    from wapipe.edge.scan import ScanError
 
     s = Settings()
-    p = progress(bootstrap_or_exit(s), campaign_id, tenant_id=tenant)
+    try:
+        p = progress(bootstrap_or_exit(s), campaign_id, tenant_id=tenant, timeout=timeout)
+    except (ScanError, TimeoutError) as exc:  # a count of part of a topic is never shown
+        fail(f"campaign {campaign_id} of tenant {tenant}: progress not known: {exc}")
     if as_json:
         console.print_json(json.dumps(p.as_dict()))
     else:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka.admin import AdminClient
-
-from wapipe.edge.endpoint import Endpoint, confluent_conf
+from wapipe.edge.clients import admin_client
+from wapipe.edge.endpoint import Endpoint
 
 
 def wait_for_metadata(bootstrap: Endpoint, *, timeout: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:
-    admin = AdminClient({**confluent_conf(bootstrap), "log_level": 0, "logger": _quiet})
+    admin = admin_client(bootstrap, log_level=0, logger=_quiet)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:

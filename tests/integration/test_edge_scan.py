@@ -12,7 +12,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from wapipe.edge.clients import producer
-from wapipe.privacy.topicscan import _consumer
+from wapipe.edge.scan import _consumer
 from wapipe.edge.clients import admin_client
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ class _Delegating:
 
 
 def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics, unique, monkeypatch):
-    from wapipe.privacy import topicscan
+    from wapipe.edge import scan as edge_scan
 
     bootstrap, topic = topics, f"oldest.{unique}"
     admin = admin_client(bootstrap)
@@ -64,7 +64,7 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
         p.produce(topic, value=b"%d" % i, partition=2, timestamp=t0 + 1000 + i)
     assert p.flush(10) == 0
     admin.delete_records([TopicPartition(topic, 0, 1)])[TopicPartition(topic, 0, 1)].result()
-    assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: t0 + 1000}
+    assert edge_scan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: t0 + 1000}
 
     # retention empties p2 between the watermark request and the read: the read meets the end
     stale: dict[int, tuple[int, int]] = {}
@@ -77,9 +77,9 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
                     admin.delete_records([TopicPartition(topic, 2, 4)])[TopicPartition(topic, 2, 4)].result()
             return stale[tp.partition]
 
-    real_consumer = topicscan._consumer
-    monkeypatch.setattr(topicscan, "_consumer", lambda b: StaleWatermarks(real_consumer(b)))
-    assert topicscan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: None}
+    real_consumer = edge_scan._consumer
+    monkeypatch.setattr(edge_scan, "_consumer", lambda b: StaleWatermarks(real_consumer(b)))
+    assert edge_scan.oldest_timestamps(bootstrap, topic) == {0: t0 + 1, 1: None, 2: None}
     assert stale[2] == (0, 4)  # it did ask for offset 0 of p2, which no longer existed
 
     # a partition whose first record does not come in time is not "nothing held": it raises
@@ -87,6 +87,45 @@ def test_oldest_timestamps_says_nothing_held_only_when_the_broker_says_so(topics
         def assign(self, tps):
             self._real.assign([tp for tp in tps if tp.partition != 0])
 
-    monkeypatch.setattr(topicscan, "_consumer", lambda b: Stuck(real_consumer(b)))
+    monkeypatch.setattr(edge_scan, "_consumer", lambda b: Stuck(real_consumer(b)))
     with pytest.raises(TimeoutError, match=r"partitions \[0\]"):
-        topicscan.oldest_timestamps(bootstrap, topic, timeout=2)
+        edge_scan.oldest_timestamps(bootstrap, topic, timeout=2)
+
+
+def test_a_missing_topic_is_an_error_unless_the_caller_says_it_holds_nothing(topics, unique):
+    from wapipe.edge.scan import ScanError, oldest_timestamps, roll_segments, scan
+
+    missing = f"no-such-{unique}"
+    with pytest.raises(ScanError, match=missing):
+        list(scan(topics, missing))
+    with pytest.raises(ScanError, match=missing):
+        oldest_timestamps(topics, missing)
+    assert list(scan(topics, missing, missing_ok=True)) == []
+    assert oldest_timestamps(topics, missing, missing_ok=True) == {}
+    assert roll_segments(producer(topics), topics, missing) == 0  # nothing to roll
+    assert missing not in admin_client(topics).list_topics(timeout=10).topics  # and nothing created
+
+
+def test_a_scan_not_done_in_time_raises_instead_of_stopping_short(topics, unique, monkeypatch):
+    from wapipe.edge import scan as edge_scan
+
+    bootstrap, topic = topics, f"scan-short.{unique}"
+    admin = admin_client(bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result()
+    p = producer(bootstrap)
+    for i in range(6):
+        p.produce(topic, value=b"%d" % i, partition=i % 2)
+    assert p.flush(10) == 0
+    assert sorted(m.value() for m in edge_scan.scan(bootstrap, topic)) == [b"%d" % i for i in range(6)]
+
+    class OnePartition(_Delegating):  # as a broker that never answers p1's fetch
+        def assign(self, tps):
+            self._real.assign([tp for tp in tps if tp.partition != 1])
+
+    real_consumer = edge_scan._consumer
+    monkeypatch.setattr(edge_scan, "_consumer", lambda b: OnePartition(real_consumer(b)))
+    got = []
+    with pytest.raises(TimeoutError, match=r"partitions \[1\] short of it"):
+        for m in edge_scan.scan(bootstrap, topic, timeout=2):
+            got.append(m.value())
+    assert sorted(got) == [b"0", b"2", b"4"]  # what it read is handed on; the end is never claimed

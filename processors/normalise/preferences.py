@@ -29,7 +29,6 @@ from wapipe.messages.events import MARKETING_MESSAGES, Suppression
 from wapipe.topics import SUPPRESSIONS
 
 FIELD = "user_preferences"
-CATEGORY = MARKETING_MESSAGES
 OPTED_OUT_CODE = 131050
 
 
@@ -55,7 +54,7 @@ def record(*, tenant_id: str, subject_id: str, suppressed: bool, source: str, at
     """A ``Suppression``; ``cause`` identifies what produced it (for a deterministic event id,
     so the same webhook delivered twice is dropped by the normaliser's seen table)."""
     return Suppression(event_id=_event_id("suppression", tenant_id, subject_id, suppressed, source, cause),
-                       tenant_id=tenant_id, subject_id=subject_id, category=CATEGORY, suppressed=suppressed,
+                       tenant_id=tenant_id, subject_id=subject_id, suppressed=suppressed,
                        source=source, at=at, phone_number_id=phone_number_id, received_at=received_at)
 
 
@@ -90,7 +89,7 @@ def from_user_preferences(body: object, path: str, *, tenant_id: str | None, pho
         if not users:
             bad.append(BadItem(ipath, "names no user (neither wa_id nor user_id)", raw))
             continue
-        if pref.category != CATEGORY or tenant_id is None:
+        if pref.category != MARKETING_MESSAGES or tenant_id is None:
             continue  # nothing to suppress: another category, or no tenant claims the number
         try:  # the person's every subject here: by number and by BSUID (a send may name either)
             subjects = list(dict.fromkeys(subject_of(tenant_id, u) for u in users))

@@ -210,7 +210,7 @@ class Startup:
     def __init__(self, settings: Settings, bootstrap: str, consumer: Callable[[], Any]) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
-        self._consumer = consumer
+        self.consumer = consumer  # the Faust app's consumer, asked when needed
         self.runtime: Runtime | None = None
         self._started = asyncio.Event()
         self._starting = False
@@ -229,7 +229,7 @@ class Startup:
 
     async def _start(self) -> None:
         try:
-            self.runtime = await start_runtime(self.settings, self.bootstrap, self._consumer())
+            self.runtime = await start_runtime(self.settings, self.bootstrap, self.consumer())
         except Exception:
             logger.exception("worker.start_failed")
             print("worker failed to start; see the log", file=sys.stderr, flush=True)
@@ -292,7 +292,7 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
     guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/edge/offset_guard.py
     watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=startup.ready,
                  quiet=lambda: startup.runtime.pauses.pending if startup.runtime is not None else ())
-    reader = LaneReader(startup=startup, guard=guard, consumer=lambda: app.consumer, yield_every_s=YIELD_EVERY_S)
+    reader = LaneReader(startup=startup, guard=guard, yield_every_s=YIELD_EVERY_S)
 
     def lane_agent(source: Any, name: str) -> None:
         async def run(stream: Any) -> None:

@@ -13,7 +13,6 @@ loop: the reader yields every ``yield_every_s`` of work (a yield per record cost
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from processors.send import records as R
@@ -31,20 +30,18 @@ if TYPE_CHECKING:
 logger = log.get_logger(__name__)
 
 
-def dead_letter(event: Any, exc: Exception | str, error_type: str | None = None) -> Write:
+def dead_letter(event: Any, exc: Exception) -> Write:
     """The dead letter of a lane record (a Faust ``Event``) and why."""
-    letter = DeadLetter(Source.of_faust(event), str(exc)[:500], error_type or type(exc).__name__)
+    letter = DeadLetter(Source.of_faust(event), str(exc)[:500], type(exc).__name__)
     return Write(T.SEND_DEAD, event.message.key, None, letter)
 
 
 class LaneReader:
-    def __init__(self, *, startup: Startup, guard: OffsetGuard, consumer: Callable[[], Any],
-                 yield_every_s: float) -> None:
-        """``startup``: the worker's collaborators once started; ``consumer()``: the Faust
-        app's consumer (its assignment decides whether a revoked partition's record is stale)."""
+    def __init__(self, *, startup: Startup, guard: OffsetGuard, yield_every_s: float) -> None:
+        """``startup``: the worker's collaborators once started, and the Faust app's consumer (its
+        assignment decides whether a revoked partition's record is stale)."""
         self._startup = startup
         self._guard = guard
-        self._consumer = consumer
         self._yield_every_s = yield_every_s
         self.acks: list[InOrderAcks] = []  # one per running agent; forgets revoked partitions
 
@@ -64,7 +61,7 @@ class LaneReader:
             if clock() - turn > every:
                 await asyncio.sleep(0)
                 turn = clock()
-            consumer = self._consumer()
+            consumer = startup.consumer()
             if not await guard.admit(consumer, event):
                 continue  # left unacknowledged: Faust delivers it again after the skipped ones
             m = event.message

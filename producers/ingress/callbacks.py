@@ -145,7 +145,5 @@ class MetaCallbacks:
         return JSONResponse({"url": f"{base}{STATUS_PATH}{code}", "confirmation_code": code})
 
 
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
-    return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc).isoformat()  # type: ignore[arg-type]
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()

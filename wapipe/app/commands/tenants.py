@@ -370,12 +370,13 @@ def audit_cmd(tenant_id: str = typer.Argument(...), as_json: bool = typer.Option
     from wapipe.config import Settings
     from wapipe.app.bootstrap import resolve_bootstrap
     from wapipe.edge.endpoint import NoKafka
+    from wapipe.edge.scan import ScanError
     from wapipe.tenants.audit import read_audit
 
     s = Settings()
     try:
         events = read_audit(resolve_bootstrap(s), tenant_id)
-    except (NoKafka, TimeoutError) as exc:
+    except (NoKafka, ScanError, TimeoutError) as exc:
         fail(str(exc))
     if as_json:
         console.print_json(json.dumps(events, default=str))

@@ -37,6 +37,8 @@ from wapipe.edge.batches import Stopped, consume_batches, flush_acked
 from wapipe.edge.clients import JAVA_PARTITIONER
 from wapipe.edge.clients import patient_producer
 from wapipe.log import get_logger
+from wapipe.messages import erp as M
+from wapipe.messages.send import Sealed
 from wapipe.privacy.errors import PrivacyError
 from wapipe.privacy.wamids import WamidRefs
 from wapipe.topics import ERP_DEAD, ERP_INBOUND, ERP_READS, INBOUND_MESSAGES, STATUS_EVENTS
@@ -75,7 +77,7 @@ class ErpInbound:
         self._stop: threading.Event | None = None
 
     # --- one record ----------------------------------------------------------------------------
-    async def handle(self, topic: str, value: bytes | None) -> tuple[dict, bytes] | None:
+    async def handle(self, topic: str, value: bytes | None) -> tuple[M.ErpInbound, bytes] | None:
         """The ErpInbound record for the ERP and its encoding (None when there is nothing to
         write). Raises ``Dead`` or ``Skip``."""
         try:
@@ -89,15 +91,18 @@ class ErpInbound:
             return None
         if topic == INBOUND_MESSAGES:
             out = await asyncio.to_thread(from_inbound, typed(_RECORDS[topic], rec), link_of=self.links.get,
-                                          open_=self.ring.unseal, ref=self.refs)
+                                          open_=self._open, ref=self.refs)
         else:
             out = await asyncio.to_thread(from_status, typed(_RECORDS[topic], rec), link_of=self.links.get)
         try:
-            encoded = self.serde.encode("ErpInbound", out, topic=ERP_INBOUND)
+            encoded = self.serde.encode("ErpInbound", out.to_avro(), topic=ERP_INBOUND)
         except SerdeError as exc:  # this record's dead letter, not a stopped stream
             raise Dead(f"not a valid ErpInbound: {str(exc)[:500]}", "SerdeError") from None
-        self.stats.outcomes[out["kind"].lower()] += 1
+        self.stats.outcomes[out.kind.lower()] += 1
         return out, encoded
+
+    def _open(self, sealed: Sealed) -> dict:
+        return self.ring.open(sealed.key_id, sealed.nonce, sealed.ciphertext)
 
     # --- the consumer loop ---------------------------------------------------------------------
     async def run(self, bootstrap: str, stop: threading.Event, *, ready: Callable[[], None] | None = None,
@@ -154,7 +159,7 @@ class ErpInbound:
             if err is not None:
                 errors.append(err.str())
 
-        producer.produce(ERP_INBOUND, key=out["tenant_id"].encode(), value=value, on_delivery=delivered)
+        producer.produce(ERP_INBOUND, key=out.tenant_id.encode(), value=value, on_delivery=delivered)
         producer.poll(0)
 
     async def _dead(self, m: Any, letters: SyncDeadLetters, reason: str, error_type: str) -> None:

@@ -22,8 +22,9 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from processors.erp_inbound.links import CommandLink
-from wapipe.messages.events import InboundMessage, StatusEvent
+from wapipe.messages.erp import CommandLink, ErpInbound, ErpInboundKind
+from wapipe.messages.events import InboundMessage, MetaError, StatusEvent
+from wapipe.messages.send import Sealed
 from wapipe.privacy.errors import SubjectErased, UnsealError
 
 class LinkOf(Protocol):
@@ -33,7 +34,7 @@ class LinkOf(Protocol):
 
 
 
-Open = Callable[[dict], dict]  # KeyRing.unseal
+Open = Callable[[Sealed], dict]  # the key ring's open of a Sealed
 Ref = Callable[[str], str | None]  # WamidRefs
 
 
@@ -77,7 +78,7 @@ def _extra(rec: InboundMessage) -> dict:
     return extra
 
 
-def _errors(items: Any) -> list[dict]:
+def _errors(items: Any) -> list[MetaError]:
     if not isinstance(items, list):
         raise Dead("errors is not a list", "BadErrors")
     out = []
@@ -86,7 +87,7 @@ def _errors(items: Any) -> list[dict]:
         if isinstance(code, bool) or not isinstance(code, int) or not -2**31 <= code < 2**31:
             raise Dead("an error without an integer code", "BadErrors")
         text = lambda k: None if e.get(k) is None else str(e[k])[:2000]  # noqa: E731
-        out.append({"code": code, "title": text("title"), "message": text("message"), "details": text("details")})
+        out.append(MetaError(code, text("title"), text("message"), text("details")))
     return out
 
 
@@ -96,11 +97,7 @@ def _require(rec: InboundMessage | StatusEvent, *names: str) -> None:
             raise Dead(f"{n} missing", "MissingField")
 
 
-def _pii(rec: InboundMessage | StatusEvent) -> dict | None:
-    return None if rec.pii is None else rec.pii.to_avro()
-
-
-def from_inbound(rec: InboundMessage, *, link_of: LinkOf, open_: Open, ref: Ref) -> dict:
+def from_inbound(rec: InboundMessage, *, link_of: LinkOf, open_: Open, ref: Ref) -> ErpInbound:
     """The ErpInbound of one ``InboundMessage``."""
     tenant = rec.tenant_id
     if not tenant:
@@ -109,7 +106,7 @@ def from_inbound(rec: InboundMessage, *, link_of: LinkOf, open_: Open, ref: Ref)
     extra = _extra(rec)
     mtype = rec.type
     message: dict | None = None
-    pii = _pii(rec)
+    pii = rec.pii
     if pii is not None:
         try:
             content = open_(pii)
@@ -137,16 +134,14 @@ def from_inbound(rec: InboundMessage, *, link_of: LinkOf, open_: Open, ref: Ref)
             target = ref(reaction["message_id"])
     link = link_of(tenant, target) if target else None
     keep = {k: v for k, v in extra.items() if k != "errors"}
-    return {
-        "event_id": rec.event_id, "tenant_id": tenant, "kind": kind, "phone_number_id": rec.phone_number_id,
-        "waba_id": rec.waba_id, "subject_id": rec.subject_id, "message_ref": rec.message_id,
-        "message_type": mtype, "status": None, "command": link.avro() if link else None, "errors": errors,
-        "timestamp": rec.timestamp, "received_at": rec.received_at, "pii": pii,
-        "extra": json.dumps(keep, sort_keys=True, ensure_ascii=False),
-    }
+    return ErpInbound(event_id=rec.event_id, tenant_id=tenant, kind=ErpInboundKind(kind),
+                      phone_number_id=rec.phone_number_id, waba_id=rec.waba_id, subject_id=rec.subject_id,
+                      message_ref=rec.message_id, message_type=mtype, command=link, errors=errors,
+                      timestamp=rec.timestamp, received_at=rec.received_at, pii=pii,
+                      extra=json.dumps(keep, sort_keys=True, ensure_ascii=False))
 
 
-def from_status(rec: StatusEvent, *, link_of: LinkOf) -> dict:
+def from_status(rec: StatusEvent, *, link_of: LinkOf) -> ErpInbound:
     """The ErpInbound of one ``StatusEvent``; ``Skip`` when no command of the tenant sent the message."""
     tenant = rec.tenant_id
     if not tenant:
@@ -159,13 +154,11 @@ def from_status(rec: StatusEvent, *, link_of: LinkOf) -> dict:
     link = link_of(tenant, rec.wamid, wait=echo is not None) or echo
     if link is None:
         raise Skip("not_a_command")
-    return {
-        "event_id": rec.event_id, "tenant_id": tenant, "kind": "STATUS", "phone_number_id": rec.phone_number_id,
-        "waba_id": rec.waba_id, "subject_id": rec.subject_id, "message_ref": rec.wamid,
-        "message_type": None, "status": rec.status, "command": link.avro(),
-        "errors": _errors([e.to_avro() for e in rec.errors]),
-        "timestamp": rec.timestamp, "received_at": rec.received_at, "pii": _pii(rec), "extra": "{}",
-    }
+    return ErpInbound(event_id=rec.event_id, tenant_id=tenant, kind=ErpInboundKind.STATUS,
+                      phone_number_id=rec.phone_number_id, waba_id=rec.waba_id, subject_id=rec.subject_id,
+                      message_ref=rec.wamid, status=rec.status, command=link,
+                      errors=_errors([e.to_avro() for e in rec.errors]),
+                      timestamp=rec.timestamp, received_at=rec.received_at, pii=rec.pii)
 
 
 def _echoed(tenant: str, cb: str | None, ref: str) -> CommandLink | None:
@@ -176,4 +169,4 @@ def _echoed(tenant: str, cb: str | None, ref: str) -> CommandLink | None:
     owner, sep, key = cb.partition("/")
     if not sep or owner != tenant or not key:
         return None
-    return CommandLink(key, None, None, ref)
+    return CommandLink(idempotency_key=key, message_ref=ref)

@@ -18,7 +18,6 @@ default), about 300 bytes each.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from confluent_kafka import Message
 
@@ -26,6 +25,7 @@ from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.endpoint import Endpoint
 from wapipe.edge.follow import TopicFollower
 from wapipe.log import get_logger
+from wapipe.messages.erp import CommandLink
 from wapipe.topics import SEND_RESULTS
 
 log = get_logger(__name__)
@@ -33,18 +33,6 @@ log = get_logger(__name__)
 # Results that carry the wamid Meta gave the command's message. Not DUPLICATE: it repeats the first
 # command's wamid under the second command's id, and the message is the first's.
 _SENT = frozenset({"ACCEPTED", "UNKNOWN"})
-
-
-@dataclass(frozen=True, slots=True)
-class CommandLink:
-    idempotency_key: str
-    command_id: str | None
-    campaign_id: str | None
-    message_ref: str
-
-    def avro(self) -> dict:
-        return {"idempotency_key": self.idempotency_key, "command_id": self.command_id,
-                "campaign_id": self.campaign_id, "message_ref": self.message_ref}
 
 
 class CommandLinks:
@@ -88,8 +76,9 @@ class CommandLinks:
             return
         # the first result naming the wamid wins: a repeated final result changes nothing
         with self._lock:
-            self._links.setdefault((r["tenant_id"], ref), CommandLink(r["idempotency_key"], r.get("command_id"),
-                                                                      r.get("campaign_id"), ref))
+            self._links.setdefault((r["tenant_id"], ref), CommandLink(
+                idempotency_key=r["idempotency_key"], command_id=r.get("command_id"),
+                campaign_id=r.get("campaign_id"), message_ref=ref))
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until every result published before this call has been read."""

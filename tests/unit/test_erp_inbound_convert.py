@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from processors.erp_inbound.app import ErpInbound
 from processors.erp_inbound.convert import Dead, Skip, from_inbound, from_status, typed
 from wapipe.messages.events import InboundMessage, StatusEvent
-from processors.erp_inbound.links import CommandLink
+from wapipe.messages.erp import CommandLink
 from processors.normalise.convert import Normaliser
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
@@ -60,6 +60,9 @@ class _Keys:
         return {"key_id": kid, "nonce": nonce,
                 "ciphertext": AESGCM(key).encrypt(nonce, json.dumps(data).encode(), kid.encode())}
 
+    def open(self, key_id, nonce, ciphertext):
+        return self.unseal({"key_id": key_id, "nonce": nonce, "ciphertext": ciphertext})
+
     def unseal(self, sealed):
         subject = sealed["key_id"].split("/")[0]
         if subject not in self.keys:
@@ -74,7 +77,7 @@ class _Keys:
 KEYS = _Keys()
 NORMALISER = Normaliser(_Directory(), KEYS.seal, lambda scope, wa: f"s{scope}{''.join(c for c in wa if c.isdigit())}",
                         wamid_ref=REF)
-COMMAND = CommandLink("invoice-17", "cmd-1", None, REF(OUR_WAMID))
+COMMAND = CommandLink(idempotency_key="invoice-17", command_id="cmd-1", message_ref=REF(OUR_WAMID))
 
 
 def link_of(tenant, ref, *, wait=True):
@@ -99,8 +102,8 @@ def fixture(name: str, **message) -> dict:
 
 def erp(rec: dict) -> dict:
     topic = rec.pop("_topic")
-    out = (from_inbound(InboundMessage.from_avro(rec), link_of=link_of, open_=KEYS.unseal, ref=REF)
-           if topic == INBOUND_MESSAGES else from_status(StatusEvent.from_avro(rec), link_of=link_of))
+    out = (from_inbound(InboundMessage.from_avro(rec), link_of=link_of, open_=PROC._open, ref=REF)
+           if topic == INBOUND_MESSAGES else from_status(StatusEvent.from_avro(rec), link_of=link_of)).to_avro()
     SERDE.encode("ErpInbound", out, topic=ERP_INBOUND)  # always a valid record
     return out
 
@@ -121,7 +124,7 @@ def test_a_reply_is_linked_to_the_command_it_answers(name, kind, mtype):
     [rec] = events(fixture(name, **REPLY))
     out = erp(rec)
     assert (out["kind"], out["message_type"], out["tenant_id"]) == (kind, mtype, "acme")
-    assert out["command"] == COMMAND.avro()
+    assert out["command"] == COMMAND.to_avro()
     assert out["message_ref"].startswith("wref.") and out["pii"] == rec["pii"]  # content stays sealed
     assert OUR_WAMID not in json.dumps(out, default=str)
 
@@ -143,7 +146,7 @@ def test_a_reaction_is_linked_to_the_message_reacted_to():
     doc["entry"][0]["changes"][0]["value"]["messages"][0]["reaction"]["message_id"] = OUR_WAMID
     [rec] = events(doc)
     out = erp(rec)
-    assert out["kind"] == "REACTION" and out["command"] == COMMAND.avro()
+    assert out["kind"] == "REACTION" and out["command"] == COMMAND.to_avro()
 
 
 def test_failed_inbound_keeps_metas_error_code():
@@ -175,7 +178,7 @@ def _status(name: str, wamid: str, cb: str | None = None) -> dict:
 @pytest.mark.parametrize("name", ["status_sent", "status_delivered", "status_read", "status_failed"])
 def test_a_status_of_a_command_is_linked(name):
     out = erp(_status(name, OUR_WAMID))
-    assert out["kind"] == "STATUS" and out["status"] == name.split("_")[1] and out["command"] == COMMAND.avro()
+    assert out["kind"] == "STATUS" and out["status"] == name.split("_")[1] and out["command"] == COMMAND.to_avro()
     if name == "status_failed":
         assert out["errors"] and out["errors"][0]["code"]
 
@@ -250,7 +253,7 @@ def test_a_malformed_event_is_a_dead_letter_or_skipped_never_an_error(data, topi
         assert got.reason and got.error_type
     elif not isinstance(got, Skip):
         out, encoded = got
-        assert SERDE.decode(encoded, "ErpInbound")["event_id"] == out["event_id"]
+        assert SERDE.decode(encoded, "ErpInbound")["event_id"] == out.event_id
 
 
 @settings(max_examples=200, deadline=None)
@@ -271,7 +274,7 @@ def test_a_status_waits_for_the_results_topic_only_when_metas_echo_names_the_ten
     with pytest.raises(Skip):
         from_status(StatusEvent.from_avro(_status("status_read", "wamid.x")), link_of=recording)
     out = from_status(StatusEvent.from_avro(_status("status_read", "wamid.y", cb="acme/k9")), link_of=recording)
-    assert waits == [False, True] and out["command"]["idempotency_key"] == "k9"
+    assert waits == [False, True] and out.command.idempotency_key == "k9"
 
 
 # --- the loop's one-record step: an infrastructure failure waits, it is no dead letter -------------
@@ -330,7 +333,7 @@ def test_a_broker_timeout_is_retried_in_place_and_a_bad_record_is_a_dead_letter(
     asyncio.run(proc._one(_Msg(INBOUND_MESSAGES, SERDE.encode("InboundMessage", rec)), producer, letters, errors))
     assert len(calls) == 2 and letters.written == []
     [(topic, key, value)] = producer.produced
-    assert topic == ERP_INBOUND and key == b"acme" and SERDE.decode(value, "ErpInbound")["command"] == COMMAND.avro()
+    assert topic == ERP_INBOUND and key == b"acme" and SERDE.decode(value, "ErpInbound")["command"] == COMMAND.to_avro()
     asyncio.run(proc._one(_Msg(INBOUND_MESSAGES, b"garbage"), producer, letters, errors))
     [letter] = letters.written
     assert letter.error_type == "SerdeError" and "undecodable" in letter.reason and len(producer.produced) == 1

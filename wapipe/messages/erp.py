@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from wapipe.messages.events import MetaError
 from wapipe.messages.send import Sealed
 
 
@@ -69,23 +70,6 @@ class CommandLink:
                 "campaign_id": self.campaign_id, "message_ref": self.message_ref}
 
 
-@dataclass(slots=True)
-class ErpMetaError:
-    """One of Meta's ``errors`` on a FAILED message or a failed STATUS (ErpInbound's ``MetaError``)."""
-
-    code: int
-    title: str | None = None
-    message: str | None = None
-    details: str | None = None
-
-    @classmethod
-    def from_avro(cls, r: dict[str, Any]) -> ErpMetaError:
-        return cls(r["code"], r.get("title"), r.get("message"), r.get("details"))
-
-    def to_avro(self) -> dict[str, Any]:
-        return {"code": self.code, "title": self.title, "message": self.message, "details": self.details}
-
-
 @dataclass(slots=True, kw_only=True)
 class ErpInbound:
     """ErpInbound.v1.avsc (key: tenant_id): a user's message to one of the tenant's numbers, or a
@@ -103,7 +87,7 @@ class ErpInbound:
     message_type: str | None = None
     status: str | None = None
     command: CommandLink | None = None
-    errors: list[ErpMetaError] = field(default_factory=list)
+    errors: list[MetaError] = field(default_factory=list)
     pii: Sealed | None = None
     extra: str = "{}"
 
@@ -115,7 +99,7 @@ class ErpInbound:
                    timestamp=r["timestamp"], received_at=r["received_at"], subject_id=r.get("subject_id"),
                    message_type=r.get("message_type"), status=r.get("status"),
                    command=None if cmd is None else CommandLink.from_avro(cmd),
-                   errors=[ErpMetaError.from_avro(e) for e in r.get("errors") or ()],
+                   errors=[MetaError.from_avro(e) for e in r.get("errors") or ()],
                    pii=None if pii is None else Sealed.from_avro(pii), extra=r.get("extra", "{}"))
 
     def to_avro(self) -> dict[str, Any]:

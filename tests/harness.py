@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from wapipe.config import Settings
+from wapipe.log import configure as _real_configure  # before any test patches it
 
 # Broker settings that make compaction and retention observable within a test.
 FAST_CLEANER = {
@@ -125,3 +127,11 @@ def meta_sandbox() -> Iterator:
         yield sb
     finally:
         sb.stop()
+
+
+def quiet_configure(level="INFO", json=None):  # noqa: ARG001 - wapipe.log.configure's signature
+    """The CLI's log set-up onto the process's real stderr rather than CliRunner's (closed after
+    invoke: cached loggers would write to a closed file in later tests). Patched over
+    ``wapipe.log.configure`` by tests that invoke the CLI in process."""
+    with contextlib.redirect_stderr(sys.__stderr__):
+        _real_configure(level=level, json=True)

@@ -6,14 +6,13 @@ its deadline and counted what it had read)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from typer.testing import CliRunner
 
+from tests.harness import quiet_configure
 from processors.send.campaigns import control_key, progress, publish_control
 from wapipe import topics as T
 from wapipe.app.cli import app
@@ -24,11 +23,6 @@ from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED
 
 pytestmark = pytest.mark.integration
 
-
-def quiet_configure(level="INFO", json=None, _real=__import__("wapipe.log", fromlist=["configure"]).configure):
-    """The CLI's log set-up, onto the process's real stderr rather than CliRunner's (closed after invoke)."""
-    with contextlib.redirect_stderr(sys.__stderr__):
-        _real(level=level, json=True)
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 
 import json
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.harness import quiet_configure
 from tests.integration.kafka_helpers import read_all
 from wapipe.app.cli import app
 from wapipe.privacy.kek import load_kek
@@ -17,12 +16,6 @@ from wapipe.tenants.registry import TenantRegistry
 from wapipe.topics import AUDIT, TENANTS
 
 pytestmark = pytest.mark.integration
-
-
-def quiet_configure(level="INFO", json=None, _real=__import__("wapipe.log", fromlist=["configure"]).configure):
-    """The CLI's log set-up, onto the process's real stderr rather than CliRunner's (closed after invoke)."""
-    with contextlib.redirect_stderr(sys.__stderr__):
-        _real(level=level, json=True)
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ tenant resumes with a fresh code.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 
 import asyncio
 
@@ -17,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from tests.harness import quiet_configure
 from connectors.meta.client import GraphClient
 from tests.integration.kafka_helpers import read_all
 from wapipe.avro import AvroSerde
@@ -28,11 +27,6 @@ from wapipe.topics import AUDIT, TENANTS
 
 pytestmark = pytest.mark.integration
 
-
-def quiet_configure(level="INFO", json=None, _real=__import__("wapipe.log", fromlist=["configure"]).configure):
-    """The CLI's log set-up, onto the process's real stderr rather than CliRunner's (closed after invoke)."""
-    with contextlib.redirect_stderr(sys.__stderr__):
-        _real(level=level, json=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ and are written again unchanged)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -16,6 +17,7 @@ from wapipe.avro import AvroSerde, schema_dir
 from wapipe.messages.campaign import CampaignControl
 from wapipe.messages.deadletter import DeadLetterRecord
 from wapipe.messages.erp import ErpInbound, ErpInboundKind, ReadCommand
+from wapipe.messages.events import AccountEvent, InboundMessage, StatusEvent, SubjectLink, Suppression
 from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms, to_ms
 from wapipe.messages.send import DispatchEntry, SendCommand, SendResult
 
@@ -28,7 +30,10 @@ INT = st.integers(-(2**31), 2**31 - 1)
 MESSAGES = [("SendCommand", (1, 2, 3), SendCommand), ("SendResult", (1, 2), SendResult),
             ("DispatchEntry", (1, 2), DispatchEntry), ("CampaignControl", (1,), CampaignControl),
             ("DeadLetter", (1,), DeadLetterRecord), ("PrivacyRequest", (1,), PrivacyRequest),
-            ("ReadCommand", (1,), ReadCommand), ("ErpInbound", (1,), ErpInbound)]
+            ("ReadCommand", (1,), ReadCommand), ("ErpInbound", (1,), ErpInbound),
+            ("StatusEvent", (3, 4), StatusEvent), ("InboundMessage", (2,), InboundMessage),
+            ("AccountEvent", (1, 2), AccountEvent), ("Suppression", (1,), Suppression),
+            ("SubjectLink", (1,), SubjectLink)]
 CASES = [(name, v, cls) for name, versions, cls in MESSAGES for v in versions]
 
 
@@ -92,7 +97,8 @@ def test_every_version_read_decodes_into_the_typed_message(name, version, cls):
 def test_every_field_of_the_latest_schemas_is_a_field_of_its_message():
     for name, _, cls in MESSAGES:
         schema_fields = [f["name"] for f in SERDE.store.latest(name).schema["fields"]]
-        assert sorted(schema_fields) == sorted(cls.__dataclass_fields__), name
+        assert sorted(schema_fields) == sorted(f.name for f in dataclasses.fields(cls)), name
+        assert getattr(cls, "RECORD", name) == name
 
 
 def test_a_command_of_v1_reads_as_addressed_by_number_with_defaults():

@@ -46,11 +46,21 @@ def _partitions(c: Consumer, topic: str, missing_ok: bool) -> list[int]:
     raise ScanError(f"{topic}: {why} (run `wapipe topics apply`)")
 
 
-def _watermarks(c: Consumer, topic: str, partition: int) -> tuple[int, int]:
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-    except KafkaException as exc:
-        raise ScanError(f"{topic}[{partition}]: no end offset from the brokers: {exc}") from exc
+# A partition whose leadership is moving (a topic just created, a broker restarting) answers so
+# for a moment: asked again, it answers. Seen failing `campaign progress` right after topic creation.
+_LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+
+
+def _watermarks(c: Consumer, topic: str, partition: int, wait_s: float = 10.0) -> tuple[int, int]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or err.code() not in _LEADER_MOVING or time.monotonic() > deadline:
+                raise ScanError(f"{topic}[{partition}]: no end offset from the brokers: {exc}") from exc
+            time.sleep(0.2)
 
 
 def scan(bootstrap: Endpoint, topic: str, *, timeout: float = 30.0, missing_ok: bool = False) -> Iterator[Message]:

@@ -360,27 +360,32 @@ def limits_arg(text: str) -> list[int]:
     return limits
 
 
-def positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= n <= 10_000_000:
-        raise argparse.ArgumentTypeError("between 1 and 10,000,000")
-    return n
+def bounded(kind: type, lo: float, hi: float):
+    """An argparse type: a ``kind`` (int or float) between ``lo`` and ``hi``, else a usage error."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not lo <= v <= hi:  # (also refuses nan)
+            raise argparse.ArgumentTypeError(f"between {lo:,} and {hi:,}")
+        return v
+
+    return parse
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # string defaults: argparse runs ``type`` on them too, so BENCH_* values are checked like options
-    ap.add_argument("--messages", type=positive, default=os.environ.get("BENCH_MESSAGES", "30000"))
+    # every size bounded: the commands are built in memory, each worker is a process
+    ap.add_argument("--messages", type=bounded(int, 1, 1_000_000), default=os.environ.get("BENCH_MESSAGES", "30000"))
     ap.add_argument("--limits", type=limits_arg, default=os.environ.get("BENCH_LIMITS", "1000"),
                     help="throughput limit of each number (msg/s), comma-separated")
-    ap.add_argument("--latency-ms", type=float, default=50.0)
-    ap.add_argument("--steady-s", type=float, default=5.0)
-    ap.add_argument("--workers", type=positive, default=os.environ.get("BENCH_WORKERS", "1"),
+    ap.add_argument("--latency-ms", type=bounded(float, 0, 5_000), default="50")
+    ap.add_argument("--steady-s", type=bounded(float, 0, 600), default="5")
+    ap.add_argument("--workers", type=bounded(int, 1, 16), default=os.environ.get("BENCH_WORKERS", "1"),
                     help="worker processes (partitions are shared among them)")
-    ap.add_argument("--baseline-messages", type=positive, default="5000")
+    ap.add_argument("--baseline-messages", type=bounded(int, 1, 100_000), default="5000")
     args = ap.parse_args()
     b = Bench(args)
     try:

@@ -36,6 +36,7 @@ from processors.send.ledger_store import LedgerStore, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
 from wapipe.messages.send import DONE, DispatchEntry
+from wapipe.messages.times import to_ms
 
 logger = log.get_logger(__name__)
 
@@ -57,13 +58,13 @@ class Entry:
     def from_record(cls, r: DispatchEntry) -> "Entry":
         nb = r.not_before
         return cls(r.state, r.attempts, r.command_id, r.outcome, r.wamid,
-                   int(nb.timestamp() * 1000) if nb else None, int(r.at.timestamp() * 1000), r)
+                   to_ms(nb) if nb else None, to_ms(r.at), r)
 
 
 def tier_send(r: DispatchEntry) -> TierSend | None:
     """An accepted business-initiated (template) send: the messaging tier counts it for 24 h."""
     if r.state == DONE and r.outcome == "ACCEPTED" and r.template:
-        return TierSend(int(r.at.timestamp() * 1000), r.tenant_id, r.subject_id)
+        return TierSend(to_ms(r.at), r.tenant_id, r.subject_id)
     return None
 
 

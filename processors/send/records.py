@@ -12,6 +12,7 @@ from typing import Any
 
 from connectors.meta.messages import addressed
 from wapipe.messages.send import TRANSACTIONAL, DispatchEntry, Outcome, SendCommand, SendResult
+from wapipe.messages.times import to_ms
 
 RESULT = "SendResult"
 COMMAND = "SendCommand"
@@ -34,9 +35,7 @@ def ms(t: dt.datetime | int | float | None) -> int | None:
     if t is None:
         return None
     if isinstance(t, dt.datetime):
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=_UTC)
-        return int(t.timestamp() * 1000)
+        return to_ms(t)
     return int(t)
 
 

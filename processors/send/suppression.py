@@ -19,10 +19,10 @@ Ordering: per (tenant, subject) the entry with the latest ``at`` (Meta's event t
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from processors.send.records import ms
 from wapipe.messages.events import MARKETING_MESSAGES, Suppression
 from wapipe.messages.send import Outcome, SendCommand
 
@@ -49,14 +49,6 @@ class Refusal:
     outcome: Outcome
     reason: str
     code: str = REASON_CODE
-
-
-def _ms(v: Any) -> int:
-    if isinstance(v, dt.datetime):
-        if v.tzinfo is None:
-            v = v.replace(tzinfo=dt.timezone.utc)
-        return int(v.timestamp() * 1000)
-    return int(v)
 
 
 def decide(cmd: SendCommand, category: str | None, entry: Entry | None) -> Refusal | None:
@@ -99,7 +91,7 @@ class SuppressionList:
             raise ValueError("a suppression names a tenant and a subject")
         if str(s.category or MARKETING_MESSAGES) != MARKETING_MESSAGES:
             return  # a preference category Meta may add later: not the one this list is about
-        new = Entry(bool(s.suppressed), _ms(s.at), str(s.source or ""))
+        new = Entry(bool(s.suppressed), ms(s.at), str(s.source or ""))
         key = (s.tenant_id, s.subject_id)
         old = self._entries.get(key)
         if old is None or new.at_ms >= old.at_ms:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import time
 
+from processors.send.records import ms
 from wapipe import log
 from wapipe.messages.campaign import PAUSED, RUNNING, STOPPED
 from wapipe.messages.events import InboundMessage
 
 logger = log.get_logger(__name__)
-
-
-def _ms(v) -> int:
-    return int(v.timestamp() * 1000) if hasattr(v, "timestamp") else int(v)
 
 
 class ServiceWindows:
@@ -31,7 +28,7 @@ class ServiceWindows:
         """One decoded ``InboundMessage`` (the follower's callback; KeyError when it is not one)."""
         inbound = InboundMessage.from_avro(record)
         key = (inbound.phone_number_id, inbound.subject_id)
-        ts = _ms(inbound.timestamp)
+        ts = ms(inbound.timestamp)
         if ts > self._last.get(key, 0):
             self._last[key] = ts
 

@@ -31,7 +31,8 @@ from producers.ingress.privacy_status import PrivacyStatusView
 from wapipe.avro import AvroSerde
 from wapipe.http_input import BadInput, read_body
 from wapipe.log import get_logger
-from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus
+from wapipe.messages.times import at_ms
 from wapipe.publisher import KafkaPublisher, PublishFailed
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 

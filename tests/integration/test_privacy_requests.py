@@ -17,7 +17,8 @@ from tests.harness import eventually
 
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import producer
-from wapipe.messages.privacy import PrivacyStatus, at_ms
+from wapipe.messages.privacy import PrivacyStatus
+from wapipe.messages.times import at_ms
 from wapipe.privacy import KeyRing, load_kek, pepper_from, subject_id
 from wapipe.privacy.processor import PrivacyProcessor
 from wapipe.privacy.records import Publisher, new_request

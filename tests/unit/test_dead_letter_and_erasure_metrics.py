@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from wapipe.avro import AvroSerde
 from wapipe.deadletter import DeadLetter, DeadLetters, DeadLetterTally, Source
-from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus
+from wapipe.messages.times import at_ms
 from wapipe.privacy.metrics import ErasureMetrics, erasure_backlog
 from wapipe.probe import DeadLetterMetrics, Probe
 

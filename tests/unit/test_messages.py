@@ -18,7 +18,8 @@ from wapipe.messages.campaign import CampaignControl
 from wapipe.messages.deadletter import DeadLetterRecord
 from wapipe.messages.erp import ErpInbound, ErpInboundKind, ReadCommand
 from wapipe.messages.events import AccountEvent, InboundMessage, StatusEvent, SubjectLink, Suppression
-from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms, to_ms
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus
+from wapipe.messages.times import at_ms, to_ms
 from wapipe.messages.send import DispatchEntry, SendCommand, SendResult
 
 SERDE = AvroSerde()

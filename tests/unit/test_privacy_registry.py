@@ -3,7 +3,8 @@
 from dataclasses import replace
 
 from wapipe.config import Settings
-from wapipe.messages.privacy import PrivacyStatus, at_ms
+from wapipe.messages.privacy import PrivacyStatus
+from wapipe.messages.times import at_ms
 from wapipe.privacy.records import new_request
 from wapipe.privacy.registry import PrivacyRegistry, _sealed_from, sealed_to_detail
 

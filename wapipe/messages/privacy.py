@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-_MS = dt.timedelta(milliseconds=1)
+from wapipe.messages.times import to_ms
+
 
 
 class PrivacyKind(StrEnum):
@@ -37,16 +37,6 @@ class PrivacyStatus(StrEnum):
 
 # A request in one of these is done: nothing moves it on.
 FINAL = frozenset({PrivacyStatus.COMPLETED, PrivacyStatus.FAILED, PrivacyStatus.REJECTED})
-
-
-def at_ms(value: int) -> dt.datetime:
-    """Epoch milliseconds as the aware UTC ``datetime`` fastavro decodes them to."""
-    return EPOCH + dt.timedelta(milliseconds=value)
-
-
-def to_ms(value: dt.datetime) -> int:
-    """An aware ``datetime`` as epoch milliseconds (exact: what timestamp-millis writes)."""
-    return (value - EPOCH) // _MS
 
 
 @dataclass(slots=True, kw_only=True)

@@ -50,7 +50,7 @@ from wapipe.log import get_logger
 from wapipe.messages.privacy import PrivacyKind as Kind
 from wapipe.messages.privacy import PrivacyRequest
 from wapipe.messages.privacy import PrivacyStatus as Status
-from wapipe.messages.privacy import at_ms
+from wapipe.messages.times import at_ms
 from wapipe.privacy.kek import Kek, load_kek
 from wapipe.privacy.keyring import KeyRing
 from wapipe.privacy.records import CLICKHOUSE_DONE, Publisher, audit_event, now_ms

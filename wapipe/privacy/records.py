@@ -10,7 +10,8 @@ import uuid
 from confluent_kafka import Producer
 
 from wapipe.avro import AvroSerde
-from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus, at_ms
+from wapipe.messages.privacy import PrivacyKind, PrivacyRequest, PrivacyStatus
+from wapipe.messages.times import at_ms
 from wapipe.privacy.errors import PrivacyError
 from wapipe.topics import AUDIT, PRIVACY_REQUESTS
 

@@ -18,7 +18,8 @@ from typing import Any
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
 from wapipe.edge.clients import producer as make_producer
-from wapipe.messages.privacy import PrivacyRequest, PrivacyStatus, at_ms
+from wapipe.messages.privacy import PrivacyRequest, PrivacyStatus
+from wapipe.messages.times import at_ms
 from wapipe.privacy.errors import PrivacyError, UnknownSubject
 from wapipe.privacy.export import export_subject, merge_exports
 from wapipe.privacy.kek import Kek, load_kek

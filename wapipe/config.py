@@ -297,5 +297,11 @@ class Settings(BaseSettings):
         return base.model_copy(update={"state_dir": state_dir, "jars_dir": base.jars_dir,
                                        "kafka_bootstrap_servers": base.kafka_bootstrap_servers, **overrides})
 
+    # --- the local stack (`wapipe demo`, `wapipe up`) --------------------------------------
+    # The services behind the send path (sink, normaliser, privacy, media, erp-inbound, tenants
+    # follow) run at this niceness: on a shared machine they take the CPU the worker, the ingress
+    # and the broker leave, and catch up after a burst (0: all equal). docs/operations.md.
+    stack_background_nice: int = Field(default=10, ge=0, le=19)
+
     # --- reports and the demo (`wapipe report`, `wapipe demo`) ---------------------------
     reports_dir: Path = Field(default=REPO_ROOT / "reports", description="where `wapipe report` writes HTML reports")

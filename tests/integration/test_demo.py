@@ -13,7 +13,9 @@ import time
 
 import pytest
 
+from wapipe.app.demo.plan import DemoPlan
 from wapipe.app.stack.jvm import pid_alive
+from wapipe.config import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -77,7 +79,8 @@ def test_demo_small_workload_report_equals_sandbox(tmp_path, topics, unique):
     assert report["pending"] == 0
     assert summary["dead_letters"] == 3
     # No number was ever driven over its limit.
-    limits = {"990001": 80, "990002": 250, "990003": 1000}
+    limits = {t.phone_number_id: t.throughput for t in DemoPlan(partitions=Settings().topic_partitions).tenants()}
+    assert set(limits) == set(sandbox["numbers"])
     for number, c in sandbox["numbers"].items():
         assert c["max_accepted_1s"] <= limits[number], (number, c)
 

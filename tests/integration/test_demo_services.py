@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -179,3 +180,23 @@ def test_backoff_doubles_after_short_runs_and_starts_over_after_a_healthy_one():
         b.done("x")
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     assert b.schedule("x", 0.0, ran_for=61.0) == 1.0 and b.schedule("y", 0.0, ran_for=0.0) == 1.0
+
+
+def test_background_services_run_niced_and_the_send_path_does_not(tmp_path):
+    """The stack's services behind the send path take the CPU the worker and ingress leave."""
+    from wapipe.app.services import pipeline_services
+
+    niceness = py("""
+        import os, time
+        print("READY", os.nice(0), flush=True)
+        while True:
+            time.sleep(0.1)
+    """)
+    specs = {c.spec.name: c.spec for c in pipeline_services(background_nice=7)}
+    assert {n for n, s in specs.items() if s.nice == 0} == {"worker", "ingress"}
+    base = os.nice(0)  # this process's own niceness, which children inherit
+    with Supervisor(tmp_path / "logs") as sup:
+        for name in ("sink", "worker"):
+            spec = specs[name]
+            svc = sup.start(ServiceSpec(name, spec.command, program=niceness, nice=spec.nice))
+            assert int(svc.ready_value) == base + spec.nice

@@ -54,6 +54,12 @@ class ServiceSpec:
     stop_timeout: float = 15.0
     # A program other than wapipe (full argv); then ``command`` is only a label.
     program: tuple[str, ...] | None = None
+    nice: int = 0  # added to the service's niceness (lower CPU priority), 0..19
+
+    def preexec(self) -> None:  # pragma: no cover - runs in the child between fork and exec
+        die_with_parent()
+        if self.nice:
+            os.nice(self.nice)
 
     def argv(self) -> list[str]:
         if self.program is not None:
@@ -126,7 +132,7 @@ class Supervisor:
             f.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(spec.argv())}\n".encode())
         proc = subprocess.Popen(
             spec.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=die_with_parent,
+            start_new_session=True, preexec_fn=spec.preexec,
         )
         svc = RunningService(spec=spec, proc=proc, log_path=log_path)
         self.services.append(svc)
@@ -269,21 +275,28 @@ class Catalogued:
     role: str  # one line for people
 
 
-def pipeline_services(*, ingress_port: int = 0, ready_timeout: float = 120.0) -> list[Catalogued]:
+def pipeline_services(*, ingress_port: int = 0, ready_timeout: float = 120.0,
+                      background_nice: int = 0) -> list[Catalogued]:
     """wapipe's own services (everything but the sandbox), in start order: consumers of a topic
-    start before the producers that feed them would matter, and stop after them (reverse order)."""
+    start before the producers that feed them would matter, and stop after them (reverse order).
 
-    def spec(name: str, *command: str, args: tuple[str, ...] = ()) -> ServiceSpec:
-        return ServiceSpec(name, command, args=args, ready_timeout=ready_timeout, stop_timeout=20.0)
+    ``background_nice``: the niceness of the services behind the send path (everything but the
+    worker and the ingress, whose delays a user or Meta sees): on a machine they share, a campaign
+    burst is sent at the number's limit and the statuses are stored a little later."""
+
+    def spec(name: str, *command: str, args: tuple[str, ...] = (), background: bool = True) -> ServiceSpec:
+        return ServiceSpec(name, command, args=args, ready_timeout=ready_timeout, stop_timeout=20.0,
+                           nice=background_nice if background else 0)
 
     return [
         Catalogued(spec("sink", "sink"), True, "Kafka → ClickHouse (owns the embedded engine, answers reads)"),
         Catalogued(spec("tenants-follow", "tenants", "follow"), False, "number/template/account webhooks → tenant settings"),
         Catalogued(spec("privacy", "privacy", "run"), False, "privacy requests, erasure, retention"),
         Catalogued(spec("normalise", "normalise"), True, "raw webhooks → status/inbound/account events"),
-        Catalogued(spec("worker", "worker"), True, "send commands → validate, dedup, pace, Graph API"),
+        Catalogued(spec("worker", "worker", background=False), True, "send commands → validate, dedup, pace, Graph API"),
         Catalogued(spec("media", "media", "fetch"), False, "inbound media → tenant storage, sealed per subject"),
         Catalogued(spec("erp-inbound", "erp", "inbound"), False,
                    "inbound messages and command statuses → the ERP (wa.erp.inbound); mark-as-read"),
-        Catalogued(spec("ingress", "ingress", args=("--port", str(ingress_port))), True, "Meta webhooks → Kafka"),
+        Catalogued(spec("ingress", "ingress", args=("--port", str(ingress_port)), background=False), True,
+                   "Meta webhooks → Kafka"),
     ]

@@ -40,7 +40,7 @@ def up_command(
     code = 0
     try:
         with Supervisor(s.log_dir, env=env) as sup:
-            for c in pipeline_services(ingress_port=ingress_port):
+            for c in pipeline_services(ingress_port=ingress_port, background_nice=s.stack_background_nice):
                 if stop.is_set():
                     break
                 svc = sup.start(c.spec)

@@ -25,6 +25,7 @@ def demo_command(
         raise typer.BadParameter("--throughputs: comma-separated whole numbers, e.g. 80,250,1000") from None
     if not limits or any(not 1 <= x <= 1000 for x in limits):
         raise typer.BadParameter("--throughputs: each between 1 and 1000 msg/s")
+    settings = Settings()
     plan = DemoPlan(messages=messages, transactional=transactional, invalid=invalid, failing=failing,
-                    duplicates=duplicates, throughputs=limits, timeout_s=timeout)
-    raise typer.Exit(DemoRun(Settings(), plan).execute())
+                    duplicates=duplicates, throughputs=limits, timeout_s=timeout, partitions=settings.topic_partitions)
+    raise typer.Exit(DemoRun(settings, plan).execute())

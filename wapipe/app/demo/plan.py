@@ -44,15 +44,17 @@ class DemoPlan:
     timeout_s: float = 900.0
     stall_s: float = 180.0  # fail when no command gets its final result for this long
     read_ratio: float = 0.7
+    partitions: int = 4  # of the keyed topics: the numbers are spread over them (number_ids)
 
     def tenants(self) -> list[DemoTenant]:
         names = ["acme", "globex", "initech", "umbrella", "hooli", "stark"]
         out = []
+        ids = number_ids(len(self.throughputs), self.partitions)
         for i, mps in enumerate(self.throughputs):
             name = names[i] if i < len(names) else f"tenant{i}"
             out.append(DemoTenant(
                 tenant_id=f"demo-{name}", display_name=name.capitalize(), business_id=f"77{i + 1:04d}",
-                waba_id=f"88{i + 1:04d}", phone_number_id=f"99{i + 1:04d}", display_phone_number=f"1555010{i:04d}",
+                waba_id=f"88{i + 1:04d}", phone_number_id=ids[i], display_phone_number=f"1555010{i:04d}",
                 throughput=mps, token=f"demo-token-{name}", index=i))
         return out
 
@@ -62,6 +64,26 @@ class DemoPlan:
         sizes = [self.messages // n] * n
         sizes[-1] += self.messages - sum(sizes)
         return sizes
+
+
+def number_ids(n: int, partitions: int) -> list[str]:
+    """``n`` phone number ids on as many different partitions as there are (Kafka's partitioner),
+    as the numbers of different businesses mostly are. Numbers sharing a partition share one
+    ordered log: the fast number's commands are read only as fast as the slow one's are read
+    past (docs/send-pipeline.md, "Numbers sharing a partition")."""
+    from wapipe.edge.clients import partition_for
+
+    ids: list[str] = []
+    taken: set[int] = set()
+    for i in range(n):
+        base = f"99{i + 1:04d}"
+        if len(taken) >= partitions:
+            taken.clear()  # more numbers than partitions: spread them evenly again
+        pick = next(c for c in (base, *(f"{base}{k}" for k in range(1, 1000)))
+                    if partition_for(c, partitions) not in taken)
+        taken.add(partition_for(pick, partitions))
+        ids.append(pick)
+    return ids
 
 
 @dataclass

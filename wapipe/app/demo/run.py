@@ -191,7 +191,7 @@ class DemoRun:
         self.sup.env.update(self.service_env())
 
     def start_pipeline(self) -> None:
-        for c in pipeline_services():
+        for c in pipeline_services(background_nice=self.s.stack_background_nice):
             self.check_interrupted()
             ok = self.start_service(c.spec, required=c.required, role=c.role)  # a required one raises
             if ok and c.spec.name == "ingress":

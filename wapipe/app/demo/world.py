@@ -63,8 +63,9 @@ def create_tenants(s: Settings, bootstrap: Endpoint, plan: DemoPlan, sandbox_url
                            app_id=APP_ID)
                 created += 1
             else:
-                svc.update(t.tenant_id, throughput={t.phone_number_id: t.throughput}, messaging_limit=100_000,
-                           token=t.token, status="ACTIVE")
+                new = [] if any(n.phone_number_id == t.phone_number_id for n in have.numbers) else [number]
+                svc.update(t.tenant_id, add_numbers=new, throughput={t.phone_number_id: t.throughput},
+                           messaging_limit=100_000, token=t.token, status="ACTIVE")
                 updated += 1
             tenant = svc.get(t.tenant_id)
             graph = GraphClient(base_url=sandbox_url, version=s.meta_graph_version)

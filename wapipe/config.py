@@ -156,11 +156,12 @@ class Settings(BaseSettings):
     # has 2 s of sendable work queued, or when the worker holds this many campaign commands in all
     # (a paused campaign's commands are held, so the other numbers of its partition go on).
     send_held_max: int = Field(default=50_000, ge=100, description="campaign commands held in memory per worker")
-    # Faust's fetch-and-deliver loop for the worker: records per poll and per stream buffer.
-    # bench/dispatch.py, 2026-12-05, one number at 1,000/s: 100/256 gave 409 msg/s (transactional
-    # p99 0.79 s), 200/1000 585 msg/s (0.84 s), 300/1000 519-794 msg/s (1.4-2.3 s), 1000/2000 663 (3.5 s).
-    send_max_poll_records: int = Field(default=200, ge=1, le=10_000)
-    send_stream_buffer: int = Field(default=1000, ge=1, le=100_000)
+    # The worker's reading (wapipe/edge/lane_consumer.py, processors/send/lane_reader.py): records
+    # taken from librdkafka per poll (one hand-over to the event loop each), and campaign records
+    # taken but not read yet before the campaign topics pause. Larger polls bring a transactional
+    # record past the campaign records fetched before it sooner (each hand-over waits for the GIL).
+    send_max_poll_records: int = Field(default=2000, ge=1, le=10_000)
+    send_read_ahead: int = Field(default=4000, ge=100, le=100_000)
     # The most the server counts a call later after its request was written than another call
     # (processors/send/pacing.py: NumberPacer.window_wait); a larger value trades throughput for
     # tolerance of a slow or stalling server.

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.types import TP
+from faust.app.base import BootStrategy
 
 from processors.send import records as R
 from processors.send.admission import Admission
@@ -47,12 +47,11 @@ from processors.send.writes import LaneWriter
 from wapipe import log, topics as T
 from wapipe.avro import AvroSerde
 from wapipe.config import Settings
-from wapipe.edge.fetch_rotation import PollPauses, serve_partitions_in_turn
 from wapipe.edge.group_start import start_at_end
 from wapipe.edge.clients import admin_client, partition_for
 from wapipe.edge.endpoint import faust_app_kwargs
 from wapipe.edge.follow_aio import AsyncTopicFollower
-from wapipe.edge.offset_guard import OffsetGuard, broker_committed, watch_stalls
+from wapipe.edge.lane_consumer import LaneConsumer
 from wapipe.privacy.restrictions import RestrictionRegistry
 from wapipe.publisher import KafkaPublisher, for_processor
 
@@ -65,14 +64,14 @@ logger = log.get_logger(__name__)
 # The topics the dispatcher reads commands from (its ledger partitions follow theirs).
 LANE_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_REQUESTED_BULK, T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX,
                          T.SEND_RETRY})
-# The topics whose agents show each record to the offset guard.
-GUARDED_TOPICS = LANE_TOPICS
-# Every topic the worker's consumer group reads (its agents' sources).
+# Every topic the worker's consumer group reads.
 SOURCE_TOPICS = LANE_TOPICS
-# Served before any other buffered partition in each poll (see wapipe/edge/fetch_rotation.py).
-TRANSACTIONAL_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX})
+# Read before any campaign record taken (processors/send/lane_reader.py); retries have waited already.
+FIRST_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY})
 # The campaign topics: what the buffer holds comes from them; backpressure pauses them.
 CAMPAIGN_TOPICS = (T.SEND_REQUESTED_BULK, T.SEND_ACCEPTED)
+# How often the offsets of the records whose work is done are committed.
+COMMIT_EVERY_S = 0.5
 # How long a lane agent works through buffered records before it lets the loop run others.
 YIELD_EVERY_S = 0.002
 # Where a command read on another number's partition is moved to (keyed by its number).
@@ -90,7 +89,6 @@ class Runtime:
     producer: KafkaPublisher
     writer: LaneWriter
     ledger: Ledger
-    pauses: PollPauses
     dispatcher: Dispatcher
     reconciler: Reconciler
     registry: TenantRegistry
@@ -117,9 +115,10 @@ def publishing(producer: KafkaPublisher) -> Send:
     return send
 
 
-async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
-    """Every collaborator, started, and the stages wired (``consumer``: the Faust app's, whose
-    campaign partitions backpressure pauses)."""
+async def start_runtime(s: Settings, bootstrap: str, *, pause: Callable[[int], None],
+                        resume: Callable[[int], None]) -> Runtime:
+    """Every collaborator, started, and the stages wired (``pause(p)`` / ``resume(p)``: stop and
+    restart reading partition ``p`` of the campaign topics, for backpressure)."""
     from connectors.meta.send_call import MessageSender
     from wapipe.privacy.kek import load_kek
     from wapipe.privacy.keyring import KeyRing
@@ -149,16 +148,6 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
     for f in followers:
         f.start()
     await asyncio.wait_for(asyncio.gather(*(f.ready.wait() for f in followers)), 60)
-
-    pauses = PollPauses(consumer)  # never inside a poll: see PollPauses
-
-    def pause(p: int) -> None:
-        for t in CAMPAIGN_TOPICS:
-            pauses.pause(TP(t, p))
-
-    def resume(p: int) -> None:
-        for t in CAMPAIGN_TOPICS:
-            pauses.resume(TP(t, p))
 
     buffer = Buffer(per_partition=s.send_buffer_per_partition, most=s.send_held_max, pause=pause, resume=resume)
     slots = FairSlots(s.send_max_in_flight)  # Graph calls in flight, fair between tenants
@@ -199,42 +188,16 @@ async def start_runtime(s: Settings, bootstrap: str, consumer: Any) -> Runtime:
                                 since_ms=lambda: int((time.time() - s.send_reconcile_memory_s) * 1000))
     status.start()
     followers.append(status)
-    return Runtime(settings=s, serde=serde, producer=producer, writer=writer, ledger=ledger, pauses=pauses,
+    return Runtime(settings=s, serde=serde, producer=producer, writer=writer, ledger=ledger,
                    dispatcher=dispatcher, reconciler=reconciler, registry=registry, keyring=keyring,
                    restrictions=restrictions, followers=tuple(followers))
 
 
 class Startup:
-    """The runtime, started on the agents' first record; a start that fails stops the process."""
+    """The runtime, once started (``runtime`` is None before)."""
 
-    def __init__(self, settings: Settings, bootstrap: str, consumer: Callable[[], Any]) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
-        self.consumer = consumer  # the Faust app's consumer, asked when needed
+    def __init__(self) -> None:
         self.runtime: Runtime | None = None
-        self._started = asyncio.Event()
-        self._starting = False
-
-    def ready(self) -> bool:
-        return self.runtime is not None
-
-    async def started(self) -> Runtime:
-        if self.runtime is None:
-            if not self._starting:
-                self._starting = True
-                asyncio.ensure_future(self._start())
-            await self._started.wait()
-        assert self.runtime is not None
-        return self.runtime
-
-    async def _start(self) -> None:
-        try:
-            self.runtime = await start_runtime(self.settings, self.bootstrap, self.consumer())
-        except Exception:
-            logger.exception("worker.start_failed")
-            print("worker failed to start; see the log", file=sys.stderr, flush=True)
-            raise SystemExit(1)
-        self._started.set()
 
 
 def ledger_dir(settings: Settings) -> Path:
@@ -267,74 +230,75 @@ class SendWorker:
     startup: Startup
 
 
+class _NoFaustKafka(BootStrategy):
+    """Faust hosts the worker (its lifecycle, signals, timers); the lanes are read by a
+    ``LaneConsumer`` and written through librdkafka, so Faust's own Kafka clients never start."""
+
+    enable_kafka_consumer = False
+    enable_kafka_producer = False
+
+
+class _WorkerApp(faust.App):
+    BootStrategy = _NoFaustKafka
+
+
 def create_app(settings: Settings, bootstrap: str) -> SendWorker:
     s = settings
     (s.state_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust creates only the last level
-    app = faust.App(
+    app = _WorkerApp(
         s.send_app_id, **faust_app_kwargs(bootstrap), web_enabled=False,
         datadir=str(s.state_dir / "faust" / s.send_app_id),  # not "<app id>-data" in the working directory
-        topic_partitions=s.topic_partitions, topic_replication_factor=s.replication_factor,
-        topic_disable_leader=True, stream_wait_empty=False, broker_commit_interval=0.5,
-        # Never "latest" here: Kafka would apply it to any partition without a commit, also one a
-        # dead member had read. A new group is started at the end by run_worker (wapipe/edge/group_start.py).
-        consumer_auto_offset_reset="earliest", producer_acks=-1,
-        # Small fetches and buffers: a record of the transactional topics is never far behind a
-        # campaign burst in faust's single fetch-and-deliver loop.
-        stream_buffer_maxsize=s.send_stream_buffer, broker_max_poll_records=s.send_max_poll_records,
-        # A worker that died is noticed after this long and its partitions move on.
-        broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
     )
-    startup = Startup(s, bootstrap, lambda: app.consumer)
+    startup = Startup()
+    reader = LaneReader(first=FIRST_TOPICS, campaign=frozenset(CAMPAIGN_TOPICS), yield_every_s=YIELD_EVERY_S,
+                        raw_max=s.send_read_ahead)
+    lanes: dict[str, LaneConsumer] = {}
+    announced = asyncio.Event()
 
-    def topic(*names: str) -> Any:
-        return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    def _named(tps: list[tuple[str, int]]) -> list[str]:
+        return sorted(f"{t}:{p}" for t, p in tps)
 
-    guard = OffsetGuard("send")  # Faust can skip records around a rebalance: see wapipe/edge/offset_guard.py
-    watch_stalls(app, guard, bootstrap, GUARDED_TOPICS, ready=startup.ready,
-                 quiet=lambda: startup.runtime.pauses.pending if startup.runtime is not None else ())
-    reader = LaneReader(startup=startup, guard=guard, yield_every_s=YIELD_EVERY_S)
-
-    def lane_agent(source: Any, name: str) -> None:
-        async def run(stream: Any) -> None:
-            await reader.run(stream)
-        run.__name__ = name
-        app.agent(source, name=name)(run)
-
-    lane_agent(topic(T.SEND_REQUESTED_BULK), "campaign_lane")
-    lane_agent(topic(T.SEND_REQUESTED), "transactional_lane")
-    lane_agent(topic(T.SEND_ACCEPTED, T.SEND_ACCEPTED_TX), "rekeyed")
-    lane_agent(topic(T.SEND_RETRY), "retries")
-
-    ready = {"printed": False}
-
-    def _named(tps: Any) -> list[str]:
-        return sorted(f"{tp.topic}:{tp.partition}" for tp in tps if tp.topic in LANE_TOPICS)
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: Any, revoked: Any, **kw: Any) -> None:
-        logger.info("partitions.revoked", partitions=_named(revoked))
-        guard.forget(revoked)
-        reader.forget(revoked)
-        rt = startup.runtime
-        if rt is not None:
-            rt.pauses.forget(revoked)
-            await rt.dispatcher.on_revoked({tp.partition for tp in revoked if tp.topic in LANE_TOPICS})
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app: Any, assigned: Any, **kw: Any) -> None:
-        logger.info("partitions.assigned", partitions=_named(assigned))
-        guard.forget(assigned)
-        guard.assigned(await broker_committed(bootstrap, s.send_app_id, assigned))
-        # a campaign's backlog never holds the transactional topics back
-        serve_partitions_in_turn(app, first=TRANSACTIONAL_TOPICS)
-        if not ready["printed"]:
-            asyncio.ensure_future(_announce())
-
-    async def _announce() -> None:
-        await startup.started()
-        if not ready["printed"]:
-            ready["printed"] = True
+    async def on_assigned(tps: list[tuple[str, int]]) -> None:
+        logger.info("partitions.assigned", partitions=_named(tps))
+        reader.assigned(tps)
+        if not announced.is_set():
+            announced.set()
             print("\nREADY worker", flush=True)  # own line: faust may have left a cursor escape
+
+    async def on_revoked(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        logger.info("partitions.revoked", partitions=_named(tps))
+        rt = startup.runtime
+        assert rt is not None
+        return await reader.revoked(tps, rt.dispatcher.on_revoked)
+
+    @app.task
+    async def lanes_task() -> None:
+        loop = asyncio.get_running_loop()
+        consumer = lanes["consumer"] = LaneConsumer(
+            bootstrap, s.send_app_id, SOURCE_TOPICS, loop=loop, on_records=reader.on_records,
+            on_assigned=on_assigned, on_revoked=on_revoked, batch=s.send_max_poll_records)
+        reader.pause, reader.resume, reader.commit_offsets = consumer.pause, consumer.resume, consumer.commit
+        try:
+            startup.runtime = reader.runtime = await start_runtime(
+                s, bootstrap,
+                pause=lambda p: consumer.pause([(t, p) for t in CAMPAIGN_TOPICS], "buffer"),
+                resume=lambda p: consumer.resume([(t, p) for t in CAMPAIGN_TOPICS], "buffer"))
+        except Exception:
+            logger.exception("worker.start_failed")
+            print("worker failed to start; see the log", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+        consumer.start()
+        await asyncio.gather(reader.run(), _watch(consumer))
+
+    async def _watch(consumer: LaneConsumer) -> None:
+        await consumer.closed.wait()
+        if consumer.error is not None:  # the lanes are not read any more: stop, be restarted
+            print(f"worker's consumer failed: {consumer.error!r}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+
+    @app.timer(interval=COMMIT_EVERY_S)
+    async def commit() -> None:
+        reader.commit()
 
     @app.timer(interval=5.0)
     async def report() -> None:
@@ -343,11 +307,14 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
 
     @app.on_before_shutdown.connect
     async def on_shutdown(app: Any, **kw: Any) -> None:
-        # SIGTERM: Faust's consumer has stopped, the agents not yet. The Graph calls under way
-        # finish and their outcomes reach the broker, so a restart finds them DONE, not
-        # DISPATCHING (which it would have to report UNKNOWN).
+        # SIGTERM: the Graph calls under way finish and their outcomes reach the broker, so a
+        # restart finds them DONE, not DISPATCHING (which it would have to report UNKNOWN); then
+        # the offsets of the work done are committed and the group is left.
         if startup.runtime is not None:
             await startup.runtime.drain()
+        reader.commit()
+        if "consumer" in lanes:
+            await lanes["consumer"].close()
 
     return SendWorker(app, startup)
 

@@ -1,87 +1,156 @@
-"""A lane agent's loop: the records of one lane's topics, in order, handed to the intake.
+"""The lanes' records, in order, handed to the intake: transactional first, campaigns in turn.
 
-Contract: ``LaneReader.run(stream)`` reads a Faust stream with manual acknowledgements. Each
-record is shown to the offset guard (a record Faust delivered past a gap is left unacknowledged:
-it comes again after the skipped ones), dropped when its partition moved away while it was
-buffered (its new owner replays it), decoded into a ``SendCommand`` and submitted to the intake
-with an ``ack`` that acknowledges it in offset order (``InOrderAcks``) once its outcome is durable.
-Unreadable bytes, and a command the intake raised on, become a dead letter on wa.send.dead and
-are acknowledged: one record never stops the stream. A buffered burst does not hold the event
-loop: the reader yields every ``yield_every_s`` of work (a yield per record costs a loop turn each).
+Contract: ``LaneReader.on_records(messages)`` takes a batch from the worker's ``LaneConsumer``
+(wapipe/edge/lane_consumer.py; confluent-kafka ``Message`` objects) and ``run()`` works through
+what was taken: records of the ``first`` topics (the transactional request topics and retries)
+before any campaign record, each decoded into a ``SendCommand`` and submitted to the intake with
+an ``ack`` that moves its partition's committable offset (``InOrderOffsets``) once its outcome is
+durable. Unreadable bytes, and a command the intake raised on, become a dead letter on
+wa.send.dead and are acknowledged: one record never stops the lane. ``commit()`` hands the moved
+offsets to the consumer (every ``commit_every_s``).
+
+A campaign burst does not hold the event loop (a yield every ``yield_every_s`` of work) nor the
+transactional records (they are taken from the consumer as they come, and go first), and it does
+not pile up unread here: past ``raw_max`` campaign records taken and not yet read, the campaign
+topics are paused, and resumed at half.
+
+A rebalance: ``revoked(tps)`` drops the records of those partitions not read yet (their next owner
+reads them from the committed offset), lets the dispatcher finish with the partitions, and returns
+the offsets to commit before they are given up.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from processors.send import records as R
-from processors.send.acks import InOrderAcks
+from processors.send.acks import InOrderOffsets
 from processors.send.writes import Write
 from wapipe import log, topics as T
 from wapipe.avro import SerdeError
 from wapipe.deadletter import DeadLetter, Source
-from wapipe.edge.offset_guard import OffsetGuard
 from wapipe.messages.send import SendCommand
 
 if TYPE_CHECKING:
-    from processors.send.app import Startup
+    from processors.send.app import Runtime
 
 logger = log.get_logger(__name__)
 
+TP = tuple[str, int]
+BACKLOG = "backlog"  # the pause reason of campaign topics read faster than the intake takes them
 
-def dead_letter(event: Any, exc: Exception) -> Write:
-    """The dead letter of a lane record (a Faust ``Event``) and why."""
-    letter = DeadLetter(Source.of_faust(event), str(exc)[:500], type(exc).__name__)
-    return Write(T.SEND_DEAD, event.message.key, None, letter)
+
+def dead_letter(m: Any, exc: Exception) -> Write:
+    """The dead letter of a lane record (a confluent-kafka ``Message``) and why."""
+    letter = DeadLetter(Source.of_kafka(m), str(exc)[:500], type(exc).__name__)
+    return Write(T.SEND_DEAD, m.key(), None, letter)
 
 
 class LaneReader:
-    def __init__(self, *, startup: Startup, guard: OffsetGuard, yield_every_s: float) -> None:
-        """``startup``: the worker's collaborators once started, and the Faust app's consumer (its
-        assignment decides whether a revoked partition's record is stale)."""
-        self._startup = startup
-        self._guard = guard
-        self._yield_every_s = yield_every_s
-        self.acks: list[InOrderAcks] = []  # one per running agent; forgets revoked partitions
+    def __init__(self, *, first: frozenset[str], campaign: frozenset[str], yield_every_s: float,
+                 raw_max: int = 4000) -> None:
+        self.first = first
+        self.campaign = campaign
+        self.yield_every_s = yield_every_s
+        self.raw_max = raw_max
+        self.runtime: Runtime | None = None  # set once the worker's collaborators are up
+        self.pause: Callable[[list[TP], str], None] = lambda tps, reason: None
+        self.resume: Callable[[list[TP], str], None] = lambda tps, reason: None
+        self.commit_offsets: Callable[[dict[TP, int]], None] = lambda offsets: None
+        self.assignment: set[TP] = set()
+        self.offsets = InOrderOffsets()
+        self._urgent: deque[Any] = deque()
+        self._bulk: deque[Any] = deque()
+        self._backlog_paused = False
+        self._wake = asyncio.Event()
 
-    def forget(self, revoked: Any) -> None:
-        for acks in self.acks:
-            acks.forget(revoked)
+    # --- from the consumer --------------------------------------------------------------------
+    def on_records(self, msgs: list[Any]) -> None:
+        first, urgent, bulk = self.first, self._urgent, self._bulk
+        for m in msgs:
+            (urgent if m.topic() in first else bulk).append(m)
+        if len(bulk) > self.raw_max and not self._backlog_paused:
+            self._backlog_paused = True
+            self.pause([tp for tp in self.assignment if tp[0] in self.campaign], BACKLOG)
+        self._wake.set()
 
-    async def run(self, stream: Any) -> None:
-        manual = stream.noack()
-        acks = InOrderAcks(manual.ack)  # Faust misjudges a gap at the head of the acked run
-        self.acks.append(acks)
+    def assigned(self, tps: list[TP]) -> None:
+        self.assignment |= set(tps)
+        if self._backlog_paused:
+            self.pause([tp for tp in tps if tp[0] in self.campaign], BACKLOG)
+
+    async def revoked(self, tps: list[TP], on_partitions: Callable[[set[int]], Any]) -> dict[TP, int]:
+        """Stop reading ``tps``; ``on_partitions(partitions)`` (the dispatcher's revocation) is awaited
+        before the offsets to commit are taken."""
+        gone = set(tps)
+        self.assignment -= gone
+        for q in (self._urgent, self._bulk):
+            if any((m.topic(), m.partition()) in gone for m in q):
+                kept = [m for m in q if (m.topic(), m.partition()) not in gone]
+                q.clear()
+                q.extend(kept)
+        await on_partitions({p for _t, p in tps})
+        offsets = self.offsets.committable(tps)
+        self.offsets.forget(tps)
+        return offsets
+
+    def commit(self) -> None:
+        moved = self.offsets.take()
+        if moved:
+            self.commit_offsets(moved)
+
+    def held(self) -> int:
+        """Records taken from the consumer and not read yet."""
+        return len(self._urgent) + len(self._bulk)
+
+    # --- the loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
         clock = asyncio.get_running_loop().time
-        guard, every, startup = self._guard, self._yield_every_s, self._startup
-        turn = clock()
-        async for event in manual.events():
-            rt = startup.runtime or await startup.started()
-            if clock() - turn > every:
-                await asyncio.sleep(0)
-                turn = clock()
-            consumer = startup.consumer()
-            if not await guard.admit(consumer, event):
-                continue  # left unacknowledged: Faust delivers it again after the skipped ones
-            m = event.message
-            if rt.dispatcher.revoked(m.partition) and m.tp not in consumer.assignment():
-                continue  # buffered before its partition moved away: its new owner replays it
-            entry = acks.started(event)
+        urgent, bulk, every = self._urgent, self._bulk, self.yield_every_s
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            rt = self.runtime
+            assert rt is not None, "records before the runtime: the consumer starts after it"
+            turn = clock()
+            while urgent or bulk:
+                m = urgent.popleft() if urgent else bulk.popleft()
+                await self._read(rt, m)
+                if clock() - turn > every:
+                    await asyncio.sleep(0)
+                    turn = clock()
+                    self._resume_backlog()
+            self._resume_backlog()
 
-            async def ack(entry: list = entry) -> None:
-                await acks.done(entry)
+    def _resume_backlog(self) -> None:
+        if self._backlog_paused and len(self._bulk) <= self.raw_max // 2:
+            self._backlog_paused = False
+            self.resume([tp for tp in self.assignment if tp[0] in self.campaign], BACKLOG)
 
-            try:
-                record = rt.serde.decode(event.value, R.COMMAND)
-            except SerdeError as exc:
-                await rt.writer.write(dead_letter(event, exc))
-                await ack()
-                continue
-            try:
-                await rt.dispatcher.intake.submit(SendCommand.from_avro(record), raw=event.value,
-                                                  partition=m.partition, topic=m.topic, ack=ack)
-            except Exception as exc:  # a bug on one record must not stop the stream
-                logger.exception("dispatch.admit_failed", topic=m.topic, offset=m.offset)
-                await rt.writer.write(dead_letter(event, exc))
-                await ack()
+    async def _read(self, rt: Runtime, m: Any) -> None:
+        topic, partition = m.topic(), m.partition()
+        if (topic, partition) not in self.assignment:
+            return  # taken before its partition moved away: its new owner reads it
+        entry = self.offsets.started((topic, partition), m.offset())
+        done = self.offsets.done
+
+        async def ack(entry: list = entry) -> None:
+            done(entry)
+
+        value = m.value()
+        try:
+            record = rt.serde.decode(value, R.COMMAND)
+        except SerdeError as exc:
+            await rt.writer.write(dead_letter(m, exc))
+            done(entry)
+            return
+        try:
+            await rt.dispatcher.intake.submit(SendCommand.from_avro(record), raw=value, partition=partition,
+                                              topic=topic, ack=ack)
+        except Exception as exc:  # a bug on one record must not stop the lane
+            logger.exception("dispatch.admit_failed", topic=topic, offset=m.offset())
+            await rt.writer.write(dead_letter(m, exc))
+            done(entry)

@@ -509,7 +509,8 @@ def _scrape(w: SendWorld) -> dict[str, float]:
 def test_transactional_commands_do_not_wait_behind_a_campaign_backlog(send_world):
     """A campaign backlog the worker needs seconds to read (its CPU is the limit here, not the number's
     1,000/s): a transactional command published meanwhile is sent within a second or two, not after
-    the backlog. Before wapipe/edge/fetch_rotation.py it waited for the campaign's whole buffered fetch."""
+    the backlog. Under Faust's aiokafka fetcher it waited for the campaign's whole buffered fetch;
+    under librdkafka's default fetch.queue.backoff.ms (1 s) for a second whenever its queue was full."""
     import copy
 
     w = send_world

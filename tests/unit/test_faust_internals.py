@@ -20,8 +20,6 @@ def test_the_installed_libraries_have_every_internal_the_edge_reaches():
 
 @pytest.mark.parametrize("module, cls, name, key", [
     ("faust.streams", None, "_current_event", "current_event"),
-    ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread", "_fetch_records", "fetch_records"),
-    ("faust.transport.consumer", "Consumer", "_wait_next_records", "wait_next_records"),
 ])
 def test_a_missing_internal_is_reported_by_name(monkeypatch, module, cls, name, key):
     import importlib
@@ -82,22 +80,3 @@ def test_committed_offset_reads_fausts_own_book(consumer):
     assert fi.committed_offset(consumer, tp) is None
     consumer._committed_offset[tp] = 7  # the book a real consumer keeps, as Faust writes it
     assert fi.committed_offset(consumer, tp) == 7
-
-
-def test_wait_next_records_is_wrapped_on_a_real_consumer(consumer):
-    calls: list[str] = []
-    assert asyncio.iscoroutinefunction(consumer._wait_next_records)  # the step a real consumer has
-
-    async def poll_step(timeout: float) -> str:  # stands in for the wait itself, not for the wrapping
-        calls.append(f"wait {timeout}")
-        return "records"
-
-    consumer._wait_next_records = poll_step
-    assert fi.wrap_wait_next_records(consumer, lambda: calls.append("before"))
-    assert asyncio.run(consumer._wait_next_records(0.5)) == "records"
-    assert calls == ["before", "wait 0.5"]
-    assert fi.wrap_wait_next_records(object(), lambda: None) is False
-
-
-def test_a_consumer_not_started_has_no_fetch_internals_yet(consumer):
-    assert fi.fetch_internals(consumer) is None  # its aiokafka consumer is made at start

@@ -6,8 +6,9 @@
 * ``scan``: a topic read once to its end (erasure and retention checks, exports, campaign progress);
 * ``batches``: a consumer group's records in batches, each committed after its work;
 * ``group_start``: a consumer group's committed and end offsets, asked without joining it;
-* ``offset_guard``, ``fetch_rotation``, ``faust_internals``: what must still guard against (or
-  reach into) Faust, aiokafka and mode; only ``faust_internals`` names their private attributes.
+* ``lane_consumer``: the send worker's group member, its records handed to the loop in batches;
+* ``offset_guard``, ``faust_internals``: what must still guard against (or reach into) Faust,
+  aiokafka and mode for the normaliser; only ``faust_internals`` names their private attributes.
 
 Nothing here imports the app layer (``wapipe.app``).
 """

@@ -15,8 +15,12 @@ What is kept from the httpx path, unchanged in meaning:
   a wamid or with a body that is not JSON ``UnknownOutcome``.
 
 ``CallTrace.written_at`` is the instant (``time.monotonic``) the request body was handed to the
-socket, from aiohttp's ``on_request_chunk_sent`` trace signal: the pacer counts a call in its
-window until 1 s after it (``processors/send/pacing.py``), not until after the response.
+socket, from aiohttp's ``on_request_chunk_sent`` trace signal: with a jitter bound
+(``WAPIPE_SEND_WINDOW_JITTER_S``) the pacer counts a call in its window until 1 s after it
+(``processors/send/pacing.py``), not until after the response. Only then is the trace installed
+(``trace_writes``): a session with a trace config builds trace objects and fires its signals on
+every request, ~3 % of the worker's CPU (py-spy, bench/dispatch.py, 2026-12-05), for an instant
+the default rule does not use.
 """
 
 from __future__ import annotations
@@ -55,13 +59,14 @@ class MessageSender:
 
     def __init__(self, base_url: str = DEFAULT_BASE_URL, version: str = DEFAULT_VERSION, *,
                  max_connections: int = 100, connect_timeout: float = 5.0, keepalive_expiry: float = 30.0,
-                 user_agent: str = "wapipe-graph-client/0.1") -> None:
+                 user_agent: str = "wapipe-graph-client/0.1", trace_writes: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.version = version.strip("/")
         self.connect_timeout = connect_timeout
         self._max_connections = max_connections
         self._keepalive = keepalive_expiry
         self._agent = user_agent
+        self._trace_writes = trace_writes
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, str] = {}
         self._headers: dict[str, dict[str, str]] = {}
@@ -73,11 +78,14 @@ class MessageSender:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_chunk_sent.append(_on_chunk_sent)
+            traces = []
+            if self._trace_writes:
+                trace = aiohttp.TraceConfig()
+                trace.on_request_chunk_sent.append(_on_chunk_sent)
+                traces.append(trace)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive),
-                cookie_jar=aiohttp.DummyCookieJar(), trace_configs=[trace], auto_decompress=True)
+                cookie_jar=aiohttp.DummyCookieJar(), trace_configs=traces, auto_decompress=True)
         return self._session
 
     def _url(self, phone_number_id: str) -> str:
@@ -106,7 +114,8 @@ class MessageSender:
     async def send(self, phone_number_id: str, body: bytes, *, token: str, timeout: float,
                    trace: CallTrace | None = None) -> SendAccepted:
         """Send one message (``body``: the JSON bytes of the Graph request). A return means Meta
-        accepted it; every failure is a ``MetaError``."""
+        accepted it; every failure is a ``MetaError``. ``trace.written_at`` is set when the sender
+        traces writes."""
         url = self._url(phone_number_id)
         try:
             async with self._client().post(url, data=body, headers=self._auth(token), timeout=self._timeout(timeout),

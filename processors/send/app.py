@@ -135,7 +135,9 @@ async def start_runtime(s: Settings, bootstrap: str, *, pause: Callable[[int], N
     restrictions = RestrictionRegistry(s, bootstrap)
     restrictions.start()
     await loop.run_in_executor(None, restrictions.wait_ready, 30.0)
-    sender = MessageSender.from_settings(s, max_connections=s.send_max_in_flight)
+    # the instant a request was written is needed only by the jitter rule (connectors/meta/send_call.py)
+    sender = MessageSender.from_settings(s, max_connections=s.send_max_in_flight,
+                                         trace_writes=s.send_window_jitter_s is not None)
     producer = for_processor(bootstrap)
     producer.start(loop)
     send = publishing(producer)

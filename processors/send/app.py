@@ -1,15 +1,17 @@
-"""The send pipeline as a Faust app (``wapipe worker``): the wiring of its agents and stages.
+"""The send pipeline (``wapipe worker``): a Faust app hosting the lane consumer, the lane reader
+and the stages, and their wiring.
 
-One Faust read per send: the ERP SDK keys a SendCommand by its sender's ``phone_number_id``
-(docs/erp-producer.md), so a command arrives on its number's partition. Four lane agents —
-``transactional_lane`` wa.send.requested, ``campaign_lane`` wa.send.requested.bulk, ``rekeyed``
-wa.send.accepted / wa.send.accepted.transactional, ``retries`` wa.send.retry — run a ``LaneReader``
-(processors/send/lane_reader.py): each record decoded into a ``SendCommand`` and submitted to the
-dispatcher's ``Intake``, acknowledged in offset order once its outcome is durable.
+One read per send: the ERP SDK keys a SendCommand by its sender's ``phone_number_id``
+(docs/erp-producer.md), so a command arrives on its number's partition. One librdkafka consumer
+(``wapipe/edge/lane_consumer.py``) reads the lane topics — wa.send.requested, wa.send.requested.bulk,
+wa.send.accepted / wa.send.accepted.transactional (re-keyed), wa.send.retry — and hands batches
+to the ``LaneReader`` (processors/send/lane_reader.py): each record decoded into a ``SendCommand``
+and submitted to the dispatcher's ``Intake``; its offset is committed once its outcome is durable.
 
-All keyed topics have the same partition count, so Faust assigns partition *p* of every one of
-them (and of the ledger) to the same worker: each number's limits live in exactly one process.
-The collaborators are built once the event loop runs (``start_runtime``) into a ``Runtime``.
+All keyed topics have the same partition count and the group assigns by range, so partition *p* of
+every one of them (and of the ledger) goes to the same worker: each number's limits live in
+exactly one process. Faust hosts the process (lifecycle, signals, timers) without its own Kafka
+clients. The collaborators are built once the event loop runs (``start_runtime``) into a ``Runtime``.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ FIRST_TOPICS = frozenset({T.SEND_REQUESTED, T.SEND_ACCEPTED_TX, T.SEND_RETRY})
 CAMPAIGN_TOPICS = (T.SEND_REQUESTED_BULK, T.SEND_ACCEPTED)
 # How often the offsets of the records whose work is done are committed.
 COMMIT_EVERY_S = 0.5
-# How long a lane agent works through buffered records before it lets the loop run others.
+# How long the lane reader works through taken records before it lets the loop run others.
 YIELD_EVERY_S = 0.002
 # Where a command read on another number's partition is moved to (keyed by its number).
 REKEYED = {"TRANSACTIONAL": T.SEND_ACCEPTED_TX, "CAMPAIGN": T.SEND_ACCEPTED}
@@ -273,8 +275,13 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
         assert rt is not None
         return await reader.revoked(tps, rt.dispatcher.on_revoked)
 
-    @app.task
-    async def lanes_task() -> None:
+    def _stop(message: str) -> None:
+        """Leave the process with code 1 and one clear line (a SystemExit from a Faust task would be
+        reported as a crash with a traceback)."""
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(1)
+
+    async def _start() -> None:
         loop = asyncio.get_running_loop()
         consumer = lanes["consumer"] = LaneConsumer(
             bootstrap, s.send_app_id, SOURCE_TOPICS, loop=loop, on_records=reader.on_records,
@@ -287,16 +294,20 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
                 resume=lambda p: consumer.resume([(t, p) for t in CAMPAIGN_TOPICS], "buffer"))
         except Exception:
             logger.exception("worker.start_failed")
-            print("worker failed to start; see the log", file=sys.stderr, flush=True)
-            raise SystemExit(1)
+            _stop("worker failed to start; see the log")
         consumer.start()
-        await asyncio.gather(reader.run(), _watch(consumer))
-
-    async def _watch(consumer: LaneConsumer) -> None:
-        await consumer.closed.wait()
+        reading = asyncio.ensure_future(reader.run())
+        await asyncio.wait([reading, asyncio.ensure_future(consumer.closed.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        if reading.done() and not reading.cancelled() and reading.exception() is not None:
+            logger.error("worker.reader_failed", error=repr(reading.exception()))
+            _stop(f"worker's lane reader failed: {reading.exception()!r}; see the log")
         if consumer.error is not None:  # the lanes are not read any more: stop, be restarted
-            print(f"worker's consumer failed: {consumer.error!r}", file=sys.stderr, flush=True)
-            raise SystemExit(1)
+            _stop(f"worker's consumer failed: {consumer.error!r}; see the log")
+
+    @app.task
+    async def lanes_task() -> None:
+        asyncio.ensure_future(_start())  # outside Faust's task: a SystemExit there ends the process plainly
 
     @app.timer(interval=COMMIT_EVERY_S)
     async def commit() -> None:
@@ -314,8 +325,7 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
         # the offsets of the work done are committed and the group is left.
         if startup.runtime is not None:
             await startup.runtime.drain()
-        reader.commit()
-        if "consumer" in lanes:
+        if "consumer" in lanes:  # the revocation at close commits what was done
             await lanes["consumer"].close()
 
     return SendWorker(app, startup)

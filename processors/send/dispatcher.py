@@ -41,10 +41,6 @@ class Dispatcher:
     ledger: Ledger
     stats: Stats
 
-    def revoked(self, partition: int) -> bool:
-        """Revoked from this worker and not seen again since (the caller checks the live assignment)."""
-        return partition in self.buffer.revoked
-
     async def on_revoked(self, partitions: set[int]) -> None:
         """Stop working on ``partitions``: drop what is queued (its next owner replays it) and
         wait for the Graph calls under way, so their outcomes are in the ledger before the

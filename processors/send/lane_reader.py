@@ -10,13 +10,15 @@ wa.send.dead and are acknowledged: one record never stops the lane. ``commit()``
 offsets to the consumer (every ``commit_every_s``).
 
 A campaign burst does not hold the event loop (a yield every ``yield_every_s`` of work) nor the
-transactional records (they are taken from the consumer as they come, and go first), and it does
-not pile up unread here: past ``raw_max`` campaign records taken and not yet read, the campaign
-topics are paused, and resumed at half.
+transactional records (they are taken from the consumer as they come, and go first), and nothing
+piles up unread here: past ``raw_max`` records of one kind (campaign, or first) taken and not yet
+read, that kind's topics are paused, and resumed at half.
 
-A rebalance: ``revoked(tps)`` drops the records of those partitions not read yet (their next owner
-reads them from the committed offset), lets the dispatcher finish with the partitions, and returns
-the offsets to commit before they are given up.
+A rebalance: ``revoked(tps)`` waits for the record being read if it is of those partitions (a
+command must be queued, or not, before the dispatcher drops the partitions' jobs: queued after,
+its next owner could send it too), drops their records not read yet (their next owner reads
+them from the committed offset), lets the dispatcher finish with the partitions, and returns the
+offsets to commit before they are given up.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 logger = log.get_logger(__name__)
 
 TP = tuple[str, int]
-BACKLOG = "backlog"  # the pause reason of campaign topics read faster than the intake takes them
+BACKLOG = "backlog"  # the pause reason of topics read faster than the intake takes them
 
 
 def dead_letter(m: Any, exc: Exception) -> Write:
@@ -64,7 +66,8 @@ class LaneReader:
         self.offsets = InOrderOffsets()
         self._urgent: deque[Any] = deque()
         self._bulk: deque[Any] = deque()
-        self._backlog_paused = False
+        self._backlog_paused = {"first": False, "campaign": False}
+        self._reading: TP | None = None  # the partition of the record being read
         self._wake = asyncio.Event()
 
     # --- from the consumer --------------------------------------------------------------------
@@ -72,21 +75,28 @@ class LaneReader:
         first, urgent, bulk = self.first, self._urgent, self._bulk
         for m in msgs:
             (urgent if m.topic() in first else bulk).append(m)
-        if len(bulk) > self.raw_max and not self._backlog_paused:
-            self._backlog_paused = True
-            self.pause([tp for tp in self.assignment if tp[0] in self.campaign], BACKLOG)
+        for kind, q in (("first", urgent), ("campaign", bulk)):
+            if len(q) > self.raw_max and not self._backlog_paused[kind]:
+                self._backlog_paused[kind] = True
+                self.pause([tp for tp in self.assignment if self._kind(tp) == kind], BACKLOG)
         self._wake.set()
+
+    def _kind(self, tp: TP) -> str:
+        return "first" if tp[0] in self.first else "campaign" if tp[0] in self.campaign else ""
 
     def assigned(self, tps: list[TP]) -> None:
         self.assignment |= set(tps)
-        if self._backlog_paused:
-            self.pause([tp for tp in tps if tp[0] in self.campaign], BACKLOG)
+        held = [tp for tp in tps if self._backlog_paused.get(self._kind(tp))]
+        if held:
+            self.pause(held, BACKLOG)
 
     async def revoked(self, tps: list[TP], on_partitions: Callable[[set[int]], Any]) -> dict[TP, int]:
         """Stop reading ``tps``; ``on_partitions(partitions)`` (the dispatcher's revocation) is awaited
         before the offsets to commit are taken."""
         gone = set(tps)
         self.assignment -= gone
+        while self._reading in gone:  # its command is queued (or refused) before the dispatcher lets go
+            await asyncio.sleep(0.005)
         for q in (self._urgent, self._bulk):
             if any((m.topic(), m.partition()) in gone for m in q):
                 kept = [m for m in q if (m.topic(), m.partition()) not in gone]
@@ -98,9 +108,10 @@ class LaneReader:
         return offsets
 
     def commit(self) -> None:
-        moved = self.offsets.take()
-        if moved:
-            self.commit_offsets(moved)
+        """Commit when an offset moved: every partition's (a commit the broker refused, seen by
+        nobody, is carried by the next one)."""
+        if self.offsets.take():
+            self.commit_offsets(self.offsets.committable(self.assignment))
 
     def held(self) -> int:
         """Records taken from the consumer and not read yet."""
@@ -118,7 +129,11 @@ class LaneReader:
             turn = clock()
             while urgent or bulk:
                 m = urgent.popleft() if urgent else bulk.popleft()
-                await self._read(rt, m)
+                self._reading = (m.topic(), m.partition())
+                try:
+                    await self._read(rt, m)
+                finally:
+                    self._reading = None
                 if clock() - turn > every:
                     await asyncio.sleep(0)
                     turn = clock()
@@ -126,9 +141,10 @@ class LaneReader:
             self._resume_backlog()
 
     def _resume_backlog(self) -> None:
-        if self._backlog_paused and len(self._bulk) <= self.raw_max // 2:
-            self._backlog_paused = False
-            self.resume([tp for tp in self.assignment if tp[0] in self.campaign], BACKLOG)
+        for kind, q in (("first", self._urgent), ("campaign", self._bulk)):
+            if self._backlog_paused[kind] and len(q) <= self.raw_max // 2:
+                self._backlog_paused[kind] = False
+                self.resume([tp for tp in self.assignment if self._kind(tp) == kind], BACKLOG)
 
     async def _read(self, rt: Runtime, m: Any) -> None:
         topic, partition = m.topic(), m.partition()

@@ -15,7 +15,9 @@ record). Nothing is skipped or reordered within a partition.
 * Every call on the librdkafka consumer is made by the polling thread: the loop's ``commit``,
   ``pause`` and ``resume`` are queued to it and done before its next poll (within ``poll_s``). A
   commit made from the loop's thread while the polling thread waited in ``consume`` blocked the
-  loop (measured: the worker stood still in ``Consumer.commit``).
+  loop (measured: the worker stood still in ``Consumer.commit``). An operation queued before a
+  revocation is dropped: it was meant for the assignment before (a pause carried into the next
+  one would hold a partition nobody resumes, a commit could move an offset back).
 * **Pauses** have reasons (``pause(tps, reason)`` / ``resume(tps, reason)``): a partition is fetched
   again only when no reason holds it any more. Records fetched before a pause still arrive.
 * ``close()`` stops polling and leaves the group (the last revocation runs ``on_revoked``).
@@ -75,7 +77,8 @@ class LaneConsumer:
         })
         self._held: dict[TP, set[str]] = defaultdict(set)  # tp -> reasons it is paused for
         self.assignment: set[TP] = set()
-        self._ops: deque[Callable[[], None]] = deque()  # queued by the loop, done by the polling thread
+        self._ops: deque[tuple[int, Callable[[], None]]] = deque()  # (generation, op): loop → polling thread
+        self._generation = 0  # bumped at each revocation
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lane-consumer-{group}", daemon=True)
         self.closed = asyncio.Event()
@@ -89,11 +92,11 @@ class LaneConsumer:
 
     # --- the polling thread ----------------------------------------------------------------
     def _run(self) -> None:
-        consume, deliver, ops = self._consumer.consume, self._deliver, self._ops
+        consume, deliver, ops = self._consumer.consume, self._on_records, self._ops
+        closed = False
         try:
             while not self._stop.is_set():
-                while ops:
-                    ops.popleft()()
+                self._run_ops()
                 msgs = consume(num_messages=self._batch, timeout=self._poll_s)
                 if msgs:
                     good = [m for m in msgs if m.error() is None]
@@ -103,17 +106,26 @@ class LaneConsumer:
                                 logger.warning("lane_consumer.error", error=str(m.error()))
                     if good:
                         self._loop.call_soon_threadsafe(deliver, good)
-            while ops:
-                ops.popleft()()
+            self._run_ops()
+            closed = True
             self._consumer.close()  # leaves the group: the last revocation runs on_revoked
         except BaseException as exc:  # reported on the loop: the process must not run on deaf
             self.error = exc
             logger.exception("lane_consumer.failed")
+            if not closed:
+                try:
+                    self._consumer.close()  # leave the group now, not after the session timeout
+                except Exception:
+                    logger.exception("lane_consumer.close_failed")
         finally:
             self._loop.call_soon_threadsafe(self.closed.set)
 
-    def _deliver(self, msgs: list[Any]) -> None:
-        self._on_records(msgs)
+    def _run_ops(self) -> None:
+        ops, generation = self._ops, self._generation
+        while ops:
+            queued_in, op = ops.popleft()
+            if queued_in == generation:
+                op()
 
     def _wait(self, coro: Awaitable[Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self._rebalance_timeout_s)
@@ -126,6 +138,7 @@ class LaneConsumer:
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
+        self._generation += 1  # what the loop queued until now was for the assignment before
         try:
             offsets = self._wait(self._on_revoked(tps))
             if offsets:
@@ -142,7 +155,10 @@ class LaneConsumer:
         """Commit ``offsets`` (next offset to read per partition) without waiting; only those of
         partitions still assigned (a revoked one's were committed at its revocation)."""
         if offsets:
-            self._ops.append(lambda: self._commit(offsets))
+            self._queue(lambda: self._commit(offsets))
+
+    def _queue(self, op: Callable[[], None]) -> None:
+        self._ops.append((self._generation, op))
 
     def _commit(self, offsets: Offsets) -> None:
         mine = {tp: o for tp, o in offsets.items() if tp in self.assignment}
@@ -155,11 +171,11 @@ class LaneConsumer:
 
     def pause(self, tps: Iterable[TP], reason: str) -> None:
         tps = list(tps)
-        self._ops.append(lambda: self._pause(tps, reason))
+        self._queue(lambda: self._pause(tps, reason))
 
     def resume(self, tps: Iterable[TP], reason: str) -> None:
         tps = list(tps)
-        self._ops.append(lambda: self._resume(tps, reason))
+        self._queue(lambda: self._resume(tps, reason))
 
     def _pause(self, tps: list[TP], reason: str) -> None:
         first = []
@@ -181,9 +197,6 @@ class LaneConsumer:
                     last.append(tp)
         self._apply(self._consumer.resume, last)
 
-    def paused(self, tp: TP) -> bool:
-        return bool(self._held.get(tp))
-
     def _apply(self, op: Callable[[list[TopicPartition]], None], tps: list[TP]) -> None:
         if not tps:
             return
@@ -192,7 +205,7 @@ class LaneConsumer:
         except KafkaException as exc:  # revoked meanwhile: its next assignment starts unpaused
             logger.info("lane_consumer.pause_skipped", error=str(exc))
 
-    async def close(self, timeout_s: float = 30.0) -> None:
+    async def close(self, timeout_s: float = 60.0) -> None:
         """Stop polling and leave the group; returns once the consumer is closed (or the timeout)."""
         self._stop.set()
         if self._thread.is_alive():

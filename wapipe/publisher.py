@@ -305,13 +305,14 @@ class KafkaPublisher:
             log.info("producer error", error=err.str())
 
 
-def for_processor(bootstrap: str, *, message_max_bytes: int | None = None) -> KafkaPublisher:
+def for_processor(bootstrap: str, *, message_max_bytes: int | None = None, linger_ms: int = 1) -> KafkaPublisher:
     """The writer of a stream processor (the send worker, the normaliser): a write waits up to two
     minutes for the broker (an outage) before it fails, and keyed records land where Faust's own
     producer would put them (``JAVA_PARTITIONER``). librdkafka, not Faust's aiokafka producer: a
     third of the CPU per write (bench/faust_hop.py). ``message_max_bytes``: for a processor that
-    writes records over 1 MB (the normaliser's dead letters of big webhooks)."""
-    return KafkaPublisher(bootstrap, message_timeout_ms=120_000, deadline_ms=125_000, linger_ms=1,
+    writes records over 1 MB (the normaliser's dead letters of big webhooks); ``linger_ms``: how long
+    librdkafka gathers records into one request (fewer, larger requests cost the broker less)."""
+    return KafkaPublisher(bootstrap, message_timeout_ms=120_000, deadline_ms=125_000, linger_ms=linger_ms,
                           partitioner=kafka.JAVA_PARTITIONER, message_max_bytes=message_max_bytes)
 
 

@@ -140,7 +140,7 @@ async def start_runtime(s: Settings, bootstrap: str, *, pause: Callable[[int], N
     # the instant a request was written is needed only by the jitter rule (connectors/meta/send_call.py)
     sender = MessageSender.from_settings(s, max_connections=s.send_max_in_flight,
                                          trace_writes=s.send_window_jitter_s is not None)
-    producer = for_processor(bootstrap)
+    producer = for_processor(bootstrap, linger_ms=s.send_linger_ms)  # fewer, larger requests
     producer.start(loop)
     send = publishing(producer)
 

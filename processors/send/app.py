@@ -198,10 +198,11 @@ async def start_runtime(s: Settings, bootstrap: str, *, pause: Callable[[int], N
 
 
 class Startup:
-    """The runtime, once started (``runtime`` is None before)."""
+    """The runtime and the lane consumer, once started (None before)."""
 
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
+        self.consumer: LaneConsumer | None = None
 
 
 def ledger_dir(settings: Settings) -> Path:
@@ -256,7 +257,6 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
     startup = Startup()
     reader = LaneReader(first=FIRST_TOPICS, campaign=frozenset(CAMPAIGN_TOPICS), yield_every_s=YIELD_EVERY_S,
                         raw_max=s.send_read_ahead)
-    lanes: dict[str, LaneConsumer] = {}
     announced = asyncio.Event()
 
     def _named(tps: list[tuple[str, int]]) -> list[str]:
@@ -283,7 +283,7 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
 
     async def _start() -> None:
         loop = asyncio.get_running_loop()
-        consumer = lanes["consumer"] = LaneConsumer(
+        consumer = startup.consumer = LaneConsumer(
             bootstrap, s.send_app_id, SOURCE_TOPICS, loop=loop, on_records=reader.on_records,
             on_assigned=on_assigned, on_revoked=on_revoked, batch=s.send_max_poll_records)
         reader.pause, reader.resume, reader.commit_offsets = consumer.pause, consumer.resume, consumer.commit
@@ -325,8 +325,8 @@ def create_app(settings: Settings, bootstrap: str) -> SendWorker:
         # the offsets of the work done are committed and the group is left.
         if startup.runtime is not None:
             await startup.runtime.drain()
-        if "consumer" in lanes:  # the revocation at close commits what was done
-            await lanes["consumer"].close()
+        if startup.consumer is not None:  # the revocation at close commits what was done
+            await startup.consumer.close()
 
     return SendWorker(app, startup)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from processors.send import records as R
@@ -51,11 +52,20 @@ def dead_letter(m: Any, exc: Exception) -> Write:
     return Write(T.SEND_DEAD, m.key(), None, letter)
 
 
+@dataclass
+class _Taken:
+    """Records of one kind (``topics``) taken from the consumer and not read yet, and whether
+    those topics are paused because there are too many."""
+
+    topics: frozenset[str]
+    records: deque[Any] = field(default_factory=deque)
+    paused: bool = False
+
+
 class LaneReader:
     def __init__(self, *, first: frozenset[str], campaign: frozenset[str], yield_every_s: float,
                  raw_max: int = 4000) -> None:
         self.first = first
-        self.campaign = campaign
         self.yield_every_s = yield_every_s
         self.raw_max = raw_max
         self.runtime: Runtime | None = None  # set once the worker's collaborators are up
@@ -64,29 +74,28 @@ class LaneReader:
         self.commit_offsets: Callable[[dict[TP, int]], None] = lambda offsets: None
         self.assignment: set[TP] = set()
         self.offsets = InOrderOffsets()
-        self._urgent: deque[Any] = deque()
-        self._bulk: deque[Any] = deque()
-        self._backlog_paused = {"first": False, "campaign": False}
+        self._urgent = _Taken(first)
+        self._bulk = _Taken(campaign)
         self._reading: TP | None = None  # the partition of the record being read
         self._wake = asyncio.Event()
 
     # --- from the consumer --------------------------------------------------------------------
     def on_records(self, msgs: list[Any]) -> None:
-        first, urgent, bulk = self.first, self._urgent, self._bulk
+        first, urgent, bulk = self.first, self._urgent.records, self._bulk.records
         for m in msgs:
             (urgent if m.topic() in first else bulk).append(m)
-        for kind, q in (("first", urgent), ("campaign", bulk)):
-            if len(q) > self.raw_max and not self._backlog_paused[kind]:
-                self._backlog_paused[kind] = True
-                self.pause([tp for tp in self.assignment if self._kind(tp) == kind], BACKLOG)
+        for taken in (self._urgent, self._bulk):
+            if len(taken.records) > self.raw_max and not taken.paused:
+                taken.paused = True
+                self.pause(self._assigned_of(taken), BACKLOG)
         self._wake.set()
 
-    def _kind(self, tp: TP) -> str:
-        return "first" if tp[0] in self.first else "campaign" if tp[0] in self.campaign else ""
+    def _assigned_of(self, taken: _Taken) -> list[TP]:
+        return [tp for tp in self.assignment if tp[0] in taken.topics]
 
     def assigned(self, tps: list[TP]) -> None:
         self.assignment |= set(tps)
-        held = [tp for tp in tps if self._backlog_paused.get(self._kind(tp))]
+        held = [tp for tp in tps for taken in (self._urgent, self._bulk) if taken.paused and tp[0] in taken.topics]
         if held:
             self.pause(held, BACKLOG)
 
@@ -97,9 +106,9 @@ class LaneReader:
         self.assignment -= gone
         while self._reading in gone:  # its command is queued (or refused) before the dispatcher lets go
             await asyncio.sleep(0.005)
-        for q in (self._urgent, self._bulk):
-            if any((m.topic(), m.partition()) in gone for m in q):
-                kept = [m for m in q if (m.topic(), m.partition()) not in gone]
+        for q in (self._urgent.records, self._bulk.records):  # in place: run() holds these deques
+            kept = [m for m in q if (m.topic(), m.partition()) not in gone]
+            if len(kept) != len(q):
                 q.clear()
                 q.extend(kept)
         await on_partitions({p for _t, p in tps})
@@ -115,12 +124,12 @@ class LaneReader:
 
     def held(self) -> int:
         """Records taken from the consumer and not read yet."""
-        return len(self._urgent) + len(self._bulk)
+        return len(self._urgent.records) + len(self._bulk.records)
 
     # --- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         clock = asyncio.get_running_loop().time
-        urgent, bulk, every = self._urgent, self._bulk, self.yield_every_s
+        urgent, bulk, every = self._urgent.records, self._bulk.records, self.yield_every_s
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -141,10 +150,10 @@ class LaneReader:
             self._resume_backlog()
 
     def _resume_backlog(self) -> None:
-        for kind, q in (("first", self._urgent), ("campaign", self._bulk)):
-            if self._backlog_paused[kind] and len(q) <= self.raw_max // 2:
-                self._backlog_paused[kind] = False
-                self.resume([tp for tp in self.assignment if self._kind(tp) == kind], BACKLOG)
+        for taken in (self._urgent, self._bulk):
+            if taken.paused and len(taken.records) <= self.raw_max // 2:
+                taken.paused = False
+                self.resume(self._assigned_of(taken), BACKLOG)
 
     async def _read(self, rt: Runtime, m: Any) -> None:
         topic, partition = m.topic(), m.partition()

@@ -92,32 +92,28 @@ class LaneConsumer:
 
     # --- the polling thread ----------------------------------------------------------------
     def _run(self) -> None:
-        consume, deliver, ops = self._consumer.consume, self._on_records, self._ops
-        closed = False
+        consume, deliver = self._consumer.consume, self._on_records
         try:
             while not self._stop.is_set():
                 self._run_ops()
-                msgs = consume(num_messages=self._batch, timeout=self._poll_s)
-                if msgs:
-                    good = [m for m in msgs if m.error() is None]
-                    if len(good) != len(msgs):
-                        for m in msgs:
-                            if m.error() is not None:
-                                logger.warning("lane_consumer.error", error=str(m.error()))
-                    if good:
-                        self._loop.call_soon_threadsafe(deliver, good)
+                good = []
+                for m in consume(num_messages=self._batch, timeout=self._poll_s):
+                    if m.error() is None:
+                        good.append(m)
+                    else:
+                        logger.warning("lane_consumer.error", error=str(m.error()))
+                if good:
+                    self._loop.call_soon_threadsafe(deliver, good)
             self._run_ops()
-            closed = True
-            self._consumer.close()  # leaves the group: the last revocation runs on_revoked
         except BaseException as exc:  # reported on the loop: the process must not run on deaf
             self.error = exc
             logger.exception("lane_consumer.failed")
-            if not closed:
-                try:
-                    self._consumer.close()  # leave the group now, not after the session timeout
-                except Exception:
-                    logger.exception("lane_consumer.close_failed")
         finally:
+            try:
+                self._consumer.close()  # leaves the group now (the last revocation runs on_revoked)
+            except Exception as exc:
+                self.error = self.error or exc
+                logger.exception("lane_consumer.close_failed")
             self._loop.call_soon_threadsafe(self.closed.set)
 
     def _run_ops(self) -> None:

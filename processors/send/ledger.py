@@ -32,7 +32,7 @@ from typing import Protocol
 from wapipe import log
 from wapipe.avro import AvroSerde, SerdeError
 from wapipe.edge.clients import aiokafka_reader
-from processors.send.ledger_store import LedgerStore, TierSend
+from processors.send.ledger_store import LedgerStore, OwnWrite, TierSend
 from processors.send.pacing import TIER_PERIOD_S
 from processors.send.records import LEDGER
 from wapipe.messages.send import DONE, DispatchEntry
@@ -259,9 +259,10 @@ class Ledger:
         self.store.set_frontier(partition, end)
         return read, end
 
-    def _apply(self, partition: int, offset: int | None, key: str, value: bytes | None,
-               record: DispatchEntry | None = None) -> None:
-        if value is not None and record is None:
+    def _apply(self, partition: int, offset: int, key: str, value: bytes | None) -> None:
+        """A record read from the topic at a load (the store keeps the newer of it and what it holds)."""
+        record = None
+        if value is not None:
             record = self._decode(value, partition=partition, offset=offset)
             if record is None:
                 return
@@ -283,7 +284,7 @@ class Ledger:
                 self.on_tier(partition, send)
                 n += 1
         if self.on_unknown is not None:
-            for key in list(self.store.unknown_keys(partition)):
+            for key in self.store.unknown_keys(partition):
                 entry = self.get(key)  # the partition is loaded: get() answers for it
                 if entry is not None and entry.record is not None:
                     self.on_unknown(partition, entry.record)
@@ -300,10 +301,9 @@ class Ledger:
     async def record(self, key: str, partition: int, record: DispatchEntry) -> Entry:
         """Write ``record`` and wait for the broker's acknowledgement."""
         value = self.serde.encode(LEDGER, record.to_avro(), topic=self.topic)
+        held = self._holding([partition])
         offset = await self._write(key, partition, value)
-        self._apply(partition, offset, key, value, record)
-        if offset is not None:
-            self._advance(partition, offset)
+        self._keep_own([(key, partition, record)], [value], [offset], held)
         return Entry.from_record(record)
 
     async def record_many(self, items: list[tuple[str, int, DispatchEntry]], extra: list | None = None) -> list:
@@ -313,26 +313,39 @@ class Ledger:
         assert self._write_many is not None, "a Ledger built without write_many writes one entry at a time"
         values = [self.serde.encode(LEDGER, record.to_avro(), topic=self.topic) for _, _, record in items]
         records = [(self.topic, v, key.encode(), None, partition) for (key, partition, _), v in zip(items, values)]
+        held = self._holding({partition for _, partition, _ in items})
         delivered = await self._write_many(records + list(extra or ()))
-        touched: set[int] = set()
-        for (key, partition, record), value, d in zip(items, values, delivered):
-            offset = d.offset if d is not None else None
-            self._apply(partition, offset, key, value, record)
-            if offset is not None:
-                self._advance(partition, offset, persist=False)
-                touched.add(partition)
-        for partition in touched:  # the frontier once per batch, not once per entry
-            front = self._front.get(partition)
-            if front is not None:
-                self.store.set_frontier(partition, front)
+        self._keep_own(items, values, [d.offset if d is not None else None for d in delivered[:len(items)]], held)
         return delivered[len(items):]
 
-    def _advance(self, partition: int, offset: int, *, persist: bool = True) -> None:
+    def _holding(self, partitions) -> dict[int, int]:
+        """The partitions of a write about to start that this worker holds, with their unload
+        counts: the store keeps the write only if the partition is still held, unbroken, when
+        the acknowledgement comes (then nobody else wrote to it in between)."""
+        return {p: self._unloads.get(p, 0) for p in partitions if p in self._loaded}
+
+    def _keep_own(self, items: list[tuple[str, int, DispatchEntry]], values: list[bytes],
+                  offsets: list[int | None], held: dict[int, int]) -> None:
+        """Put this worker's acknowledged writes in the store, and the frontiers they move, in one
+        write. A write to a partition not held throughout is left to the next load to read."""
+        kept: list[OwnWrite] = []
+        touched: set[int] = set()
+        for (key, partition, record), value, offset in zip(items, values, offsets):
+            if held.get(partition) != self._unloads.get(partition, 0) or partition not in self._loaded:
+                continue
+            kept.append(OwnWrite(partition, offset, key, value, tier_send(record), is_unknown(record)))
+            if offset is not None and self._advance(partition, offset):
+                touched.add(partition)
+        if kept:
+            self.store.put_own(kept, {p: self._front[p] for p in touched if p in self._front})
+
+    def _advance(self, partition: int, offset: int) -> bool:
         """Move the frontier over this worker's own acknowledged writes, as long as they are
-        contiguous with it (anything else in between is read at the next load)."""
+        contiguous with it (anything else in between is read at the next load); True if it moved
+        (the caller saves it)."""
         front, ahead = self._front.get(partition), self._ahead.get(partition)
         if front is None or ahead is None or offset < front:
-            return
+            return False
         ahead.add(offset)
         moved = front
         while moved in ahead:
@@ -340,11 +353,11 @@ class Ledger:
             moved += 1
         if moved != front:
             self._front[partition] = moved
-            if persist:
-                self.store.set_frontier(partition, moved)
-        elif len(ahead) > MAX_AHEAD:  # a gap that will not fill (a write that failed): stop following
+            return True
+        if len(ahead) > MAX_AHEAD:  # a gap that will not fill (a write that failed): stop following
             self._front.pop(partition, None)
             self._ahead.pop(partition, None)
+        return False
 
     def __len__(self) -> int:
         return self.store.estimated_keys()

@@ -14,6 +14,10 @@ Layout (raw bytes keys, one database per worker):
   messaging tier counts them for 24 h), in time order, so a load finds the last day's without
   reading (or decoding) the rest;
 * ``u/<partition>/<key>``     → an entry whose outcome is UNKNOWN (the reconciler's work);
+
+  both indexes are checked against the entry's header when read (at a load): the worker's own
+  writes do not read the entry they replace, so an index entry its earlier value left behind
+  stays until then;
 * ``m/topic_id``              → the ledger topic's id: a store written against another topic
   (a new broker, a topic deleted and re-created) is emptied before use.
 
@@ -23,7 +27,7 @@ Entries expire by RocksDB's TTL (the dedup window plus a day, like the topic's r
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +63,17 @@ class TierSend:
     at_ms: int
     tenant: str
     subject: str
+
+
+@dataclass(frozen=True)
+class OwnWrite:
+    """An entry this worker wrote and the broker acknowledged, as the store keeps it."""
+    partition: int
+    offset: int | None  # None: acknowledged without an offset
+    key: str
+    value: bytes
+    tier: TierSend | None
+    unknown: bool
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,24 @@ class LedgerStore:
         self._db.write(batch)
         return True
 
+    def put_own(self, writes: Iterable[OwnWrite], frontiers: dict[int, int]) -> None:
+        """Keep this worker's own acknowledged writes, and the frontiers they moved, in one write
+        and without reading first: each is the newest record of its key, because its writer held
+        the partition from its load until the acknowledgement (the ledger checks that). Index
+        entries of the values they replace are dropped when a load reads the indexes."""
+        batch = WriteBatch(raw_mode=True)
+        for w in writes:
+            header = _HEADER.pack(w.partition, -1 if w.offset is None else w.offset,
+                                  -1 if w.tier is None else w.tier.at_ms, int(w.unknown))
+            batch.put(_entry_key(w.key), header + w.value)
+            if w.tier is not None:
+                batch.put(_tier_key(w.partition, w.tier.at_ms, w.key), w.tier.tenant.encode() + b"\0" + w.tier.subject.encode())
+            if w.unknown:
+                batch.put(_unknown_prefix(w.partition) + w.key.encode(), b"")
+        for partition, offset in frontiers.items():
+            batch.put(_frontier_key(partition), b"%d" % offset)
+        self._db.write(batch)
+
     # --- what a load hands to the tier and the reconciler ------------------------------------
     def tier_sends(self, partition: int, since_ms: int) -> Iterator[TierSend]:
         """Accepted template sends at or after ``since_ms``, oldest first; older index entries
@@ -148,18 +181,30 @@ class LedgerStore:
         stale: list[bytes] = []
         for k, v in self._scan(prefix):
             at_ms = int(k[len(prefix):len(prefix) + 13])
-            if at_ms < since_ms:
-                stale.append(k)
+            held = self.get(k[len(prefix) + 14:].decode())
+            if at_ms < since_ms or held is None or (held.partition, held.tier_at_ms) != (partition, at_ms):
+                stale.append(k)  # forgotten by the tier, or left by a value since replaced
                 continue
             tenant, _, subject = v.partition(b"\0")
             yield TierSend(at_ms, tenant.decode(), subject.decode())
         for k in stale:
             self._db.delete(k)
 
-    def unknown_keys(self, partition: int) -> Iterator[str]:
+    def unknown_keys(self, partition: int) -> list[str]:
+        """The keys of ``partition`` whose entry's outcome is UNKNOWN; index entries left by a value
+        since replaced are removed on the way."""
         prefix = _unknown_prefix(partition)
+        keys, stale = [], []
         for k, _ in self._scan(prefix):
-            yield k[len(prefix):].decode()
+            key = k[len(prefix):].decode()
+            held = self.get(key)
+            if held is not None and held.unknown and held.partition == partition:
+                keys.append(key)
+            else:
+                stale.append(k)
+        for k in stale:
+            self._db.delete(k)
+        return keys
 
     def estimated_keys(self) -> int:
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)

@@ -182,3 +182,53 @@ def test_a_load_hands_over_the_last_days_template_sends_and_the_unknowns(store_d
         assert sorted(loaded) == [("tier", 0, "t1", "s-later"), ("tier", 0, "t1", "s-recent")]
 
     asyncio.run(go())
+
+
+def test_own_writes_replace_indexed_entries_without_reading_them_and_a_load_skips_the_stale_index(store_dir):
+    async def go():
+        topic = ListTopic()
+        now = dt.datetime.now(dt.timezone.utc)
+        put(topic, 0, "sent", entry("sent", at=now - dt.timedelta(hours=1)))  # counted by the tier
+        put(topic, 0, "lost", entry("lost", outcome="UNKNOWN"))  # the reconciler's work
+        first = open_ledger(store_dir, topic)
+        await first.ensure_loaded(0)
+        # both keys are replaced by this worker's own writes (the indexes' old entries stay behind)
+        await first.record("t1/sent", 0, entry("sent", at=now - dt.timedelta(minutes=5)))
+        await first.record("t1/lost", 0, dataclasses.replace(entry("lost"), template=False))
+        assert not first.holds_unknown("t1/lost")
+        first.store.close()
+        loaded: list = []
+        again = open_ledger(store_dir, topic, loaded)
+        await again.ensure_loaded(0)
+        assert topic.reads[-1] == (0, 4)  # the own writes were kept: nothing read again
+        assert sorted(loaded) == [("tier", 0, "t1", "s-sent")]  # once, at its new time; "lost" settled
+        at_ms = [s.at_ms for s in again.store.tier_sends(0, 0)]
+        assert at_ms == [int((now - dt.timedelta(minutes=5)).timestamp() * 1000)]  # the stale one is gone
+        assert again.store.unknown_keys(0) == []
+
+    asyncio.run(go())
+
+
+def test_an_own_write_acknowledged_after_its_partition_changed_hands_is_left_to_the_next_load(store_dir):
+    async def go():
+        topic = ListTopic()
+        gate = asyncio.Event()
+
+        async def slow_write(key: str, partition: int, value: bytes) -> int:
+            offset = topic.append(partition, key, value)
+            await gate.wait()  # acknowledged late
+            return offset
+
+        ledger = Ledger(LedgerStore(store_dir, ttl_s=3600), SERDE, slow_write, topic, topic="wa.send.ledger")
+        await ledger.ensure_loaded(0)
+        ours = asyncio.ensure_future(ledger.record("t1/a", 0, entry("a", DISPATCHING, outcome=None)))
+        await asyncio.sleep(0.01)
+        ledger.unload(0)  # revoked; the next owner settles the key; assigned back here
+        put(topic, 0, "a", entry("a", outcome="FAILED"))
+        await ledger.ensure_loaded(0)
+        gate.set()
+        await ours
+        assert ledger.get("t1/a").outcome == "FAILED"  # the later record stands
+        assert ledger.store.frontier(0) == 2
+
+    asyncio.run(go())

@@ -46,14 +46,18 @@ class NumberPacer:
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
+    _cap: tuple = (None, 0)  # ((limit, factor, safety), cap): cap is read several times per call
 
     @property
     def cap(self) -> int:
         """Most sends allowed in any sliding 1 s window: the limit less a margin of at least one
         message (rounding, and a counting jitter a little over ``jitter``)."""
-        top = max(1, math.floor(self.limit * self.factor))
-        margin = max(1, math.ceil(top * (1 - self.safety) / 2))
-        return max(1, top - margin)
+        of = (self.limit, self.factor, self.safety)
+        if self._cap[0] != of:
+            top = max(1, math.floor(self.limit * self.factor))
+            margin = max(1, math.ceil(top * (1 - self.safety) / 2))
+            self._cap = (of, max(1, top - margin))
+        return self._cap[1]
 
     @property
     def lag(self) -> float:

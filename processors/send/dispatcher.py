@@ -75,6 +75,8 @@ class Dispatcher:
                     in_flight=self.slots.in_use, admitted=st.accepted, rekeyed=self.intake.rekeyed,
                     queues={k: n.queue.size for k, n in self.numbers.by_id.items()},
                     throttled=st.throttled, outcomes=dict(st.outcomes), ledger=len(self.ledger),
+                    intents_per_batch=round(st.ledger_writes / max(1, st.intent_batches), 2),
+                    intent_ack_ms=round(1000 * st.ledger_write_s / max(1, st.ledger_writes), 1),
                     tx_to_admit_s=round(st.tx_to_admit, 3), tx_admit_to_call_s=round(st.tx_admit_to_call, 3),
                     reserve_to_write_ms=round(1000 * st.reserve_to_write_s / max(1, st.reserve_to_write_n), 2),
                     reserve_to_write_max_ms=round(1000 * st.reserve_to_write_max, 1))

@@ -161,6 +161,7 @@ class GraphCall:
             await asyncio.sleep(0.5)
             return
         self.stats.ledger_writes += len(ready)
+        self.stats.intent_batches += 1
         self.stats.ledger_write_s += (time.monotonic() - written) * len(ready)
         for job, token, body in ready:
             self.work.call(job, self.call(number, job, token, body))

@@ -18,6 +18,7 @@ class Stats:
     meta_errors: dict = field(default_factory=lambda: defaultdict(int))  # Meta error code -> answers
     ledger_writes: int = 0
     ledger_write_s: float = 0.0  # total seconds the DISPATCHING writes took to be acknowledged
+    intent_batches: int = 0  # DISPATCHING writes acknowledged together (one per number and pacing turn)
     # transactional lane: worst seconds from requested_at to admission, and admission to the call
     tx_to_admit: float = 0.0
     tx_admit_to_call: float = 0.0

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import orjson
 from confluent_kafka import Message
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -252,7 +253,7 @@ class KeyRing:
             plain = aead.decrypt(bytes(nonce), bytes(ciphertext), key.encode())
         except InvalidTag:
             raise UnsealError(f"{key}: sealed value does not authenticate (tampered or relabelled)") from None
-        return json.loads(plain)
+        return orjson.loads(plain)  # the send worker opens one per message: orjson, ~3x json's speed
 
     def opens_now(self, key: str) -> bool:
         """Whether ``open`` under ``key`` answers from memory (a key read already, erased, empty or

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wapipe.config import Settings
 
@@ -33,6 +33,11 @@ _LABEL = b"wapipe/wamid-ref/v1"
 @dataclass(frozen=True)
 class WamidRefs:
     key: bytes
+    # HMAC with the key already absorbed: each ref copies it (the send worker makes one per message)
+    _keyed: "hmac.HMAC" = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.key, digestmod=hashlib.sha256))
 
     @classmethod
     def from_pepper(cls, pepper: bytes) -> "WamidRefs":
@@ -48,7 +53,9 @@ class WamidRefs:
         """``ref(wamid)``; None and empty stay as they are, and a ref is not hashed twice."""
         if not wamid or wamid.startswith(PREFIX):
             return wamid
-        return PREFIX + hmac.new(self.key, wamid.encode(), hashlib.sha256).hexdigest()[:40]
+        h = self._keyed.copy()
+        h.update(wamid.encode())
+        return PREFIX + h.hexdigest()[:40]
 
 
 def is_ref(value: str | None) -> bool:

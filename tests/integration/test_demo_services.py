@@ -188,7 +188,11 @@ def test_background_services_run_niced_and_the_send_path_does_not(tmp_path):
 
     niceness = py("""
         import os, time
-        print("READY", os.nice(0), flush=True)
+        try:  # Linux's autogroup: "/autogroup-N nice K"; the CPU is shared between groups first
+            group = int(open("/proc/self/autogroup").read().split()[-1])
+        except OSError:
+            group = None
+        print("READY", f"{os.nice(0)},{group}", flush=True)
         while True:
             time.sleep(0.1)
     """)
@@ -199,4 +203,6 @@ def test_background_services_run_niced_and_the_send_path_does_not(tmp_path):
         for name in ("sink", "worker"):
             spec = specs[name]
             svc = sup.start(ServiceSpec(name, spec.command, program=niceness, nice=spec.nice))
-            assert int(svc.ready_value) == base + spec.nice
+            own, group = svc.ready_value.split(",")
+            assert int(own) == base + spec.nice
+            assert group == "None" or int(group) == spec.nice  # its session's group is niced too

@@ -327,13 +327,24 @@ class Ledger:
     def _keep_own(self, items: list[tuple[str, int, DispatchEntry]], values: list[bytes],
                   offsets: list[int | None], held: dict[int, int]) -> None:
         """Put this worker's acknowledged writes in the store, and the frontiers they move, in one
-        write. A write to a partition not held throughout is left to the next load to read."""
+        write and without reading first, when their partition was held throughout. A write whose
+        partition was given up meanwhile and is held again goes the way of a load's records (read,
+        compared by offset: the reload may or may not have read it); one not held now is left to
+        the next load. Acks come back in offset order per partition and one write per key is in
+        flight at a time, so a batch's writes never replace a later write of this worker."""
         kept: list[OwnWrite] = []
         touched: set[int] = set()
         for (key, partition, record), value, offset in zip(items, values, offsets):
-            if held.get(partition) != self._unloads.get(partition, 0) or partition not in self._loaded:
+            if partition not in self._loaded:
                 continue
-            kept.append(OwnWrite(partition, offset, key, value, tier_send(record), is_unknown(record)))
+            tier, unknown = tier_send(record), is_unknown(record)
+            if held.get(partition) != self._unloads.get(partition, 0):  # held again since
+                if offset is not None:
+                    self.store.apply(partition, offset, key, value, tier=tier, unknown=unknown)
+                    if self._advance(partition, offset):
+                        self.store.set_frontier(partition, self._front[partition])
+                continue
+            kept.append(OwnWrite(partition, offset, key, value, tier, unknown))
             if offset is not None and self._advance(partition, offset):
                 touched.add(partition)
         if kept:

@@ -46,7 +46,8 @@ class NumberPacer:
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
-    _cap: tuple = (None, 0)  # ((limit, factor, safety), cap): cap is read several times per call
+    # ((limit, factor, safety), cap): cap is read several times per call
+    _cap: tuple = field(default=(None, 0), init=False, repr=False, compare=False)
 
     @property
     def cap(self) -> int:

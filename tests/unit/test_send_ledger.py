@@ -232,3 +232,32 @@ def test_an_own_write_acknowledged_after_its_partition_changed_hands_is_left_to_
         assert ledger.store.frontier(0) == 2
 
     asyncio.run(go())
+
+
+def test_an_own_write_that_lands_after_the_partition_came_back_is_kept(store_dir):
+    async def go():
+        topic = ListTopic()
+        late: list[asyncio.Event] = []  # when set up, a write reaches the topic only once it is set
+
+        async def write(key: str, partition: int, value: bytes) -> int:
+            if late:
+                await late[0].wait()
+            return topic.append(partition, key, value)
+
+        ledger = Ledger(LedgerStore(store_dir, ttl_s=3600), SERDE, write, topic, topic="wa.send.ledger")
+        await ledger.ensure_loaded(0)
+        await ledger.record("t1/a", 0, entry("a", DISPATCHING, outcome=None))  # offset 0
+        late.append(asyncio.Event())
+        done = asyncio.ensure_future(ledger.record("t1/a", 0, entry("a")))
+        await asyncio.sleep(0.01)
+        ledger.unload(0)  # revoked with the outcome in flight, and assigned back to this worker
+        await ledger.ensure_loaded(0)  # reads up to offset 1: the outcome is not there yet
+        late[0].set()
+        await done  # acknowledged at offset 1
+        assert ledger.get("t1/a").state == DONE and ledger.store.frontier(0) == 2
+        ledger.store.close()
+        again = open_ledger(store_dir, topic)
+        await again.ensure_loaded(0)
+        assert topic.reads[-1] == (0, 2) and again.get("t1/a").state == DONE
+
+    asyncio.run(go())

@@ -303,10 +303,13 @@ class Settings(BaseSettings):
         return base.model_copy(update={"state_dir": state_dir, "jars_dir": base.jars_dir,
                                        "kafka_bootstrap_servers": base.kafka_bootstrap_servers, **overrides})
 
-    # --- the local stack (`wapipe demo`, `wapipe up`) --------------------------------------
-    # The services behind the send path (sink, normaliser, privacy, media, erp-inbound, tenants
-    # follow) run at this niceness: on a shared machine they take the CPU the worker, the ingress
-    # and the broker leave, and catch up after a burst (0: all equal). docs/operations.md.
+    # --- the local stack (`wapipe demo`) ------------------------------------------------------
+    # The demo's services behind the send path (sink, normaliser, privacy, media, erp-inbound,
+    # tenants follow) run at this niceness: on the demo's machine they take the CPU the worker, the
+    # ingress, the broker and the sandbox leave, and catch up after the burst (0: all equal). Each
+    # service is a session of its own, so with Linux's autogroups its group is niced too, and it
+    # yields to everything else on the machine (`wapipe up` leaves them at 0 unless asked,
+    # `--background-nice`). docs/send-pipeline.md, "The demo's niceness did nothing".
     stack_background_nice: int = Field(default=10, ge=0, le=19)
 
     # --- reports and the demo (`wapipe report`, `wapipe demo`) ---------------------------

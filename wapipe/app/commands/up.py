@@ -17,6 +17,10 @@ from wapipe.config import Settings
 
 def up_command(
     ingress_port: int = typer.Option(8080, help="port of the webhook ingress (0: any free one)"),
+    background_nice: int = typer.Option(0, min=0, max=19, help="niceness of the services behind the send "
+                                        "path (sink, normaliser, privacy, media, erp-inbound, tenants "
+                                        "follow); with Linux's autogroups a niced service yields to "
+                                        "everything else on the machine, not only to the worker"),
 ) -> None:
     """Run wapipe's services for real: Meta's Graph API with the configured apps, your Kafka and
     ClickHouse (KAFKA_BOOTSTRAP_SERVERS / CLICKHOUSE_URL, or the local stack). No sandbox, no workload.
@@ -40,7 +44,7 @@ def up_command(
     code = 0
     try:
         with Supervisor(s.log_dir, env=env) as sup:
-            for c in pipeline_services(ingress_port=ingress_port, background_nice=s.stack_background_nice):
+            for c in pipeline_services(ingress_port=ingress_port, background_nice=background_nice):
                 if stop.is_set():
                     break
                 svc = sup.start(c.spec)

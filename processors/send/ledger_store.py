@@ -65,6 +65,17 @@ class TierSend:
     subject: str
 
 
+def _put(batch: WriteBatch, partition: int, offset: int | None, key: str, value: bytes, tier: TierSend | None,
+         unknown: bool) -> None:
+    """The entry with its header, and its index entries (tier send, UNKNOWN), into ``batch``."""
+    header = _HEADER.pack(partition, -1 if offset is None else offset, -1 if tier is None else tier.at_ms, int(unknown))
+    batch.put(_entry_key(key), header + value)
+    if tier is not None:
+        batch.put(_tier_key(partition, tier.at_ms, key), tier.tenant.encode() + b"\0" + tier.subject.encode())
+    if unknown:
+        batch.put(_unknown_prefix(partition) + key.encode(), b"")
+
+
 @dataclass(frozen=True)
 class OwnWrite:
     """An entry this worker wrote and the broker acknowledged, as the store keeps it."""
@@ -145,13 +156,7 @@ class LedgerStore:
         if value is None:
             batch.delete(_entry_key(key))
         else:
-            header = _HEADER.pack(partition, -1 if offset is None else offset, -1 if tier is None else tier.at_ms,
-                                  int(unknown))
-            batch.put(_entry_key(key), header + value)
-            if tier is not None:
-                batch.put(_tier_key(partition, tier.at_ms, key), tier.tenant.encode() + b"\0" + tier.subject.encode())
-            if unknown:
-                batch.put(_unknown_prefix(partition) + key.encode(), b"")
+            _put(batch, partition, offset, key, value, tier, unknown)
         self._db.write(batch)
         return True
 
@@ -162,13 +167,7 @@ class LedgerStore:
         entries of the values they replace are dropped when a load reads the indexes."""
         batch = WriteBatch(raw_mode=True)
         for w in writes:
-            header = _HEADER.pack(w.partition, -1 if w.offset is None else w.offset,
-                                  -1 if w.tier is None else w.tier.at_ms, int(w.unknown))
-            batch.put(_entry_key(w.key), header + w.value)
-            if w.tier is not None:
-                batch.put(_tier_key(w.partition, w.tier.at_ms, w.key), w.tier.tenant.encode() + b"\0" + w.tier.subject.encode())
-            if w.unknown:
-                batch.put(_unknown_prefix(w.partition) + w.key.encode(), b"")
+            _put(batch, w.partition, w.offset, w.key, w.value, w.tier, w.unknown)
         for partition, offset in frontiers.items():
             batch.put(_frontier_key(partition), b"%d" % offset)
         self._db.write(batch)

@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     # 1,016 of 1,000 in a window; 50 ms held in the bench on a quiet machine but gave 8 and 16
     # 130429s in `make demo` beside a test run. Set it only for a server whose jitter is known.
     send_window_jitter_s: float | None = Field(default=None, ge=0.0, le=1.0)
+    # The learned window rule (processors/send/pacing.py: NumberPacer.window_wait), used when no
+    # jitter is set: a call answered counts until 1 s after its response less the fastest round
+    # trip seen (from its slot's reservation) less this margin. False: until 1 s after the
+    # response, which assumes nothing and costs the round trip on every slot.
+    send_window_learn: bool = True
+    send_window_margin_ms: float = Field(default=5.0, ge=0.0, le=500.0)
     send_session_window_s: int = Field(default=24 * 3600, ge=1, description="customer-service window")
     send_graph_timeout_s: float = Field(default=15.0, gt=0)
     send_reconcile_memory_s: float = Field(default=3600.0, gt=0, description="status webhooks remembered for UNKNOWN outcomes recorded later")

@@ -185,12 +185,20 @@ class GraphCall:
         if job.lane == TRANSACTIONAL:
             st.tx_admit_to_call = max(st.tx_admit_to_call, time.monotonic() - job.enqueued)
         trace = CallTrace()
+        answered = False  # a response came back (an error response too): the window rule learns from it
         try:
             try:
                 accepted = await self.sender.send(cmd.phone_number_id, body, token=token,
                                                   timeout=self.s.send_graph_timeout_s, trace=trace)
+                answered = True
+            except meta_errors.MetaError as exc:
+                answered = exc.http_status is not None
+                raise
             finally:
-                pacer.finish(time.monotonic(), written_at=trace.written_at)
+                ended = time.monotonic()
+                pacer.finish(ended, written_at=trace.written_at, reserved_at=job.reserved_at, answered=answered)
+                st.trip_s += ended - job.reserved_at
+                st.trip_n += 1
                 if trace.written_at is not None:
                     lag = trace.written_at - job.reserved_at
                     st.reserve_to_write_s += lag

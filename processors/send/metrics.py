@@ -45,6 +45,8 @@ class DispatchMetrics:
             CounterMetricFamily("wapipe_number_throttled", "Throttles Meta answered for the number",
                                 labels=["number"]),
             SummaryMetricFamily("wapipe_ledger_write_seconds", "DISPATCHING ledger writes until acknowledged"),
+            GaugeMetricFamily("wapipe_number_window_credit_seconds",
+                              "What the learned window rule takes off each answered call's 1 s tail", labels=["number"]),
         ]
 
     def collect(self) -> Iterable:
@@ -52,7 +54,7 @@ class DispatchMetrics:
         d = self.dispatcher()
         if d is None:
             return fams
-        outcomes, calls, errors, by_number, limits, window, depth, throttled, ledger = fams
+        outcomes, calls, errors, by_number, limits, window, depth, throttled, ledger, credit = fams
         st = d.stats
         for outcome, n in dict(st.outcomes).items():
             outcomes.add_metric([str(outcome)], n)
@@ -68,5 +70,6 @@ class DispatchMetrics:
             limits.add_metric([number], n.pacer.limit)
             window.add_metric([number], n.pacer.window_now(now))
             depth.add_metric([number], n.queue.size)
+            credit.add_metric([number], n.pacer.credit)
         ledger.add_metric([], count_value=st.ledger_writes, sum_value=st.ledger_write_s)
         return fams

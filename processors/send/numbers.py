@@ -58,7 +58,8 @@ class Numbers:
             s = self.s
             n = self.by_id[pnid] = Number(pnid, NumberQueue(),
                                           NumberPacer(self.limit(pnid), safety=s.send_rate_safety,
-                                                      jitter=s.send_window_jitter_s),
+                                                      jitter=s.send_window_jitter_s, learn=s.send_window_learn,
+                                                      margin=s.send_window_margin_ms / 1000.0),
                                           PairLimiter(s.send_pair_interval_s, s.send_pair_burst))
         return n
 

@@ -3,10 +3,10 @@
 * ``NumberPacer`` — one per phone number: even spacing at ``safety`` × the number's limit
   (no bursts), plus a hard cap on the count in any sliding 1 s window, and an adaptive factor
   that a throttle error lowers and quiet time restores. The cap counts each call from the instant
-  its slot is reserved until 1 s plus ``jitter`` after its request was written to the socket (see
-  ``window_wait``), so the server's count stays under the cap as long as the server counts a call
-  within ``jitter`` of the others' delay, and a call whose slot was reserved never has to wait for
-  the window once its ledger entry is written.
+  its slot is reserved until 1 s after its response, less the fastest round trip seen (the learned
+  rule, the default; its one assumption and proof in ``window_wait``), so a call whose slot was
+  reserved never has to wait for the window once its ledger entry is written, and a slot costs
+  1 s plus how much slower its call was than the fastest, not 1 s plus the whole round trip.
 * ``PairLimiter`` — one message per ``interval`` to the same recipient with a borrowed burst
   (a token bucket per recipient), and Meta's 4^X backoff after a 131056.
 * ``TierBudget`` — unique recipients of business-initiated messages per moving 24 h
@@ -42,7 +42,17 @@ class NumberPacer:
     poll: float = 0.002  # how soon to look again when only a call under way can free the window
     # The most the server counts a call after its request was written, beyond the least any call
     # takes (network and server-side jitter, not the delay itself): an assumption, see window_wait.
-    jitter: float | None = None  # None: count to the response (no assumption; the default)
+    jitter: float | None = None  # None: no bound on it assumed (the default)
+    # The learned rule (the default, ``window_wait``): once ``learn_after`` calls were answered, a
+    # call answered at ``f`` counts until ``f + 1 s - credit``, the credit being the fastest round
+    # trip seen (reservation to response) less ``margin``, at most ``max_credit``. Off: until f + 1 s.
+    learn: bool = True
+    margin: float = 0.005  # doubled by each throttle episode: a wrong assumption weakens itself
+    learn_after: int = 100
+    max_credit: float = 0.5
+    _floor: float = math.inf  # fastest round trip of an answered call, from its reservation
+    _answered: int = 0
+    _credit: float = 0.0  # applies to every tail at once, so a lower floor lengthens all of them
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
@@ -61,6 +71,11 @@ class NumberPacer:
         return self._cap[1]
 
     @property
+    def credit(self) -> float:
+        """Seconds the learned rule takes off every answered call's tail (0 until learned)."""
+        return self._credit
+
+    @property
     def lag(self) -> float:
         """How far behind the pace may be caught up: ``max_lag``, or 4 slots at a slow pace (at
         80 msg/s 20 ms is less than two slots, and a loop late by more lost them)."""
@@ -75,8 +90,8 @@ class NumberPacer:
         self.limit = float(max(1.0, limit))
 
     def _prune(self, now: float) -> None:
-        tails = self._tails
-        while tails and tails[0] <= now:
+        tails, end = self._tails, now + self._credit
+        while tails and tails[0] <= end:
             tails.popleft()
 
     def _recover(self, now: float) -> None:
@@ -90,23 +105,36 @@ class NumberPacer:
     def window_wait(self, now: float) -> float:
         """Seconds until the sliding window has room for one more reservation (0: now).
 
-        A call counts from its ``reserve`` until 1 s after ``min(f, w + jitter)``: ``w`` the instant
-        its request was written, ``f`` the instant it ended (``finish``). The server counts call i
-        at ``s_i``, before its response (``s_i <= f_i``) and — the one assumption — within
-        ``jitter`` of its write beyond any other call's delay (``s_i - w_i`` varies by at most
-        ``jitter``; a delay common to all calls shifts every window alike). Take any server window
-        (t-1, t] and the last call k counted in it to have been reserved: every other call j
-        counted there was reserved before k, and ``s_j > s_k - 1``, so both
-        ``f_j >= s_j > s_k - 1 >= reserve_k - 1`` and ``w_j + jitter > reserve_k - 1`` hold
-        (``s_k >= w_k >= reserve_k`` up to the common delay) — at ``reserve_k`` call j was reserved,
-        under way, or within its tail: ``window_wait`` counted it. Hence at most ``cap`` calls in
-        any server window, however long the round trips, and whatever stalls in this process do
-        to when requests leave, since ``w`` is taken when the request is written. Without a known
-        ``w`` the tail runs from ``f``, which needs no assumption. (Until 2026-12 a call counted
-        until 1 s after its response: the round trip was added to every slot.) A server that
-        stalls longer than ``jitter`` between a request's arrival and its count breaks the
-        assumption; the cap's margin absorbs a little of it (bench/dispatch.py on a 2-core
-        machine running four test suites beside it: 84 in a window of 80 with a 10 ms jitter).
+        A call counts from its ``reserve`` (``r``) until 1 s after it ended (``f``, ``finish``),
+        less a credit that rests on one assumption, in one of two rules. The server counts call i
+        at ``s_i``, with ``r_i <= s_i <= f_i``. Take any server window (t-1, t] and the call k
+        counted in it that was reserved last: every other call j counted there was reserved before
+        k and ``s_j > s_k - 1``. If call j's tail (the instant it leaves our window) is after
+        ``r_k``, then at ``r_k`` call j was reserved, under way or within its tail, so
+        ``window_wait`` counted it, and the server's window holds at most ``cap`` calls, however
+        long the round trips and whatever stalls in this process do to when requests leave.
+
+        * No credit: the tail ``f_j + 1 > s_j + 1 > s_k >= r_k``. No assumption; every slot costs
+          1 s plus the whole round trip (at most cap / (1 s + round trip) per second).
+        * The learned rule (``learn``, the default): write ``D_i = s_i - r_i`` (ledger write,
+          queueing, the network and the server until it counts) and ``U_i = f_i - s_i`` (the
+          server's work after counting and the way back). The assumption: the fastest answered
+          call seen was (within ``margin``) fastest in both halves, so ``D_k + U_j >= floor -
+          margin`` for any two calls, ``floor`` the fastest ``f - r`` seen. The tail ``f_j + 1 -
+          credit`` (credit ``= floor - margin``) is ``s_j + U_j + 1 - credit > s_k + U_j -
+          credit = r_k + D_k + U_j - credit >= r_k``. A server that stalls before counting some
+          call makes that call's round trip longer too, so it is covered; what breaks the rule is a
+          server that counts a call much later, or answers it much sooner, than it did the fastest
+          call while the round trip stays short. The credit is one number applied to every tail
+          when the window is read, so a faster call seen later lengthens every tail still held,
+          and when it rises (learned, or learned again) every tail held is moved by the rise, so
+          none ends sooner; calls without an answer (a transport failure, our timeout) get none; a
+          throttle drops it and doubles ``margin`` before it is learned again.
+        * The jitter rule (``jitter`` set): the tail is 1 s after ``min(f, w + jitter)``, ``w`` the
+          instant the request was written, assuming ``s_i - w_i`` varies by at most ``jitter``.
+          The bench's sandbox, stalled on a loaded 2-core machine, counted 84 in a window of 80
+          with a 10 ms jitter: a stall before counting breaks it, since it does not look at how
+          long the call took.
         """
         return self._wait(now, self._reserved)
 
@@ -122,7 +150,7 @@ class NumberPacer:
             return 0.0
         expire = busy - self.cap  # index of the tail whose end makes room
         if expire < len(self._tails):
-            return max(self.poll, self._tails[expire] - now)
+            return max(self.poll, self._tails[expire] - self._credit - now)
         return self.poll  # only a call under way can make room
 
     def ready_at(self, now: float) -> float:
@@ -163,14 +191,22 @@ class NumberPacer:
         self._reserved = max(0, self._reserved - 1)
         self._in_flight += 1
 
-    def finish(self, now: float, written_at: float | None = None) -> None:
+    def finish(self, now: float, written_at: float | None = None, *, reserved_at: float | None = None,
+               answered: bool = False) -> None:
         """The call ended at ``now`` (its response, its error, or our giving up on it);
-        ``written_at``: when its request was written, if known. It counts until 1 s after the
-        earlier of ``now`` and ``written_at + jitter`` (1 s after ``now`` when not known)."""
+        ``written_at``: when its request was written, if known; ``reserved_at``: when its slot was
+        reserved; ``answered``: the server answered it (a response, an error response), as
+        opposed to a transport failure or our giving up, which never teach the learned rule."""
         self._in_flight = max(0, self._in_flight - 1)
-        # The server counted it before its response arrived, and (the assumption) within
-        # ``jitter`` of its write; the earlier of the two bounds it.
-        tail = (now if written_at is None or self.jitter is None else min(now, written_at + self.jitter)) + 1.0
+        if self.jitter is not None:  # the jitter rule (the learned one is off: its credit stays 0)
+            # The server counted it before its response arrived, and (the assumption) within
+            # ``jitter`` of its write; the earlier of the two bounds it.
+            tail = (now if written_at is None else min(now, written_at + self.jitter)) + 1.0
+        elif answered and reserved_at is not None and self.learn:
+            self._learn(now - reserved_at)
+            tail = now + 1.0  # less the credit, applied when the window is read
+        else:  # no answer, so nothing bounds its count but ``now``: no credit (a rise shifts every tail)
+            tail = now + 1.0 + self._credit
         tails = self._tails
         if not tails or tails[-1] <= tail:
             tails.append(tail)
@@ -180,6 +216,17 @@ class NumberPacer:
                 i -= 1
             tails.insert(i, tail)
 
+    def _learn(self, trip: float) -> None:
+        if trip < self._floor:
+            self._floor = trip
+        self._answered += 1
+        if self._answered >= self.learn_after:
+            credit = max(0.0, min(self.max_credit, self._floor - self.margin))
+            if credit > self._credit:  # learned (again): no tail already held may end sooner for it
+                rise = credit - self._credit
+                self._tails = deque(t + rise for t in self._tails)
+            self._credit = credit
+
     def try_take(self, now: float) -> bool:
         """``reserve``, ``start`` and ``finish`` at once (a call answered instantly)."""
         if not self.reserve(now):
@@ -188,7 +235,7 @@ class NumberPacer:
             self.release()
             return False
         self.start(now)
-        self.finish(now)
+        self.finish(now, reserved_at=now, answered=True)
         return True
 
     def on_throttled(self, now: float, pause: float = 1.0) -> None:
@@ -196,13 +243,17 @@ class NumberPacer:
         already in flight answer the same, so one throttle episode (1 s) counts once."""
         if now - self._last_throttle > 1.0:
             self.factor = max(self.min_factor, self.factor * 0.8)
+            # The learned rule's assumption may be what failed: learn again, with twice the margin.
+            self.margin = min(self.max_credit, self.margin * 2)
+            self._credit, self._floor, self._answered = 0.0, math.inf, 0
         self._last_throttle = now
         self._paused_until = max(self._paused_until, now + pause)
 
     def window_now(self, now: float) -> int:
         """``sent_in_last_second`` without changing anything: for a metrics scrape from another
         thread (``tuple`` copies the deque in one step under the GIL; nothing is pruned)."""
-        return sum(1 for t in tuple(self._tails) if t > now) + self._in_flight + self._reserved
+        end = now + self._credit
+        return sum(1 for t in tuple(self._tails) if t > end) + self._in_flight + self._reserved
 
     def sent_in_last_second(self, now: float) -> int:
         """Calls counted in the window now: reserved, under way, or within their tail."""

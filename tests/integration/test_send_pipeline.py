@@ -489,6 +489,7 @@ def test_throughput_is_paced_under_the_limit_and_transactional_never_waits(send_
         assert metrics[f'wapipe_number_calls_total{{number="{n}"}}'] == nums[n]["accepted"], n
         assert metrics[f'wapipe_number_limit_mps{{number="{n}"}}'] == 40
         assert metrics[f'wapipe_number_queue_depth{{number="{n}"}}'] == 0
+        assert 0 <= metrics[f'wapipe_number_window_credit_seconds{{number="{n}"}}'] < 0.5
     accepted = sum(nums[n]["accepted"] for n in w.numbers)
     assert metrics['wapipe_send_outcomes_total{outcome="ACCEPTED"}'] == accepted
     assert metrics["wapipe_ledger_write_seconds_count"] >= accepted and metrics["wapipe_ledger_write_seconds_sum"] > 0

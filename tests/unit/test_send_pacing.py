@@ -197,7 +197,7 @@ def test_the_round_trip_no_longer_costs_throughput(limit):
     the response admitted ~cap / 1.2."""
     p = NumberPacer(limit, jitter=0.05)
     _, calls = run_calls(p, 10.0, seed=4, rtt=(0.2, 0.2))
-    old = NumberPacer(limit)  # the default: no jitter assumed, counted to the response
+    old = NumberPacer(limit, learn=False)  # no assumption: counted to the response
     _, old_calls = run_calls(old, 10.0, seed=4, rtt=(0.2, 0.2))
     assert calls / 10.0 >= 0.93 * limit
     assert old_calls / 10.0 < 0.85 * limit
@@ -211,10 +211,10 @@ def test_calls_count_until_one_second_and_jitter_after_their_write():
     p.finish(0.6, written_at=0.1)  # a slow response: counted from its write (+ jitter)
     assert p.window_wait(0.6) == pytest.approx(0.1 + p.jitter + 1.0 - 0.6)
     assert p.window_wait(1.1 + p.jitter + 1e-6) == 0.0
-    q = NumberPacer(10)
+    q = NumberPacer(10, learn=False)
     for _ in range(q.cap):
         q.start(0.0)
-    q.finish(0.6, written_at=0.1)  # the default assumes no jitter bound: counted from the end
+    q.finish(0.6, written_at=0.1)  # no rule with an assumption: counted from the end
     assert q.window_wait(1.6 - 1e-6) > 0 and q.window_wait(1.6 + 1e-6) == 0.0
     r = NumberPacer(10, jitter=0.05)
     for _ in range(r.cap):
@@ -239,3 +239,105 @@ def test_reserved_slots_count_in_the_window_until_started_or_released():
     assert p.sent_in_last_second(now) == p.cap - 1
     assert p.reserve(now + 0.2)  # its slot is free again
     assert not p.reserve(now + 0.4)  # and the window is full
+
+
+def run_learned(pacer: NumberPacer, seconds: float, *, seed: int, d_min: float = 0.008, u_min: float = 0.052,
+                excess: float = 0.02, step: float = 0.0005) -> tuple[list[float], int]:
+    """Calls whose time from reservation to the server's count is ``d_min`` plus an excess, and
+    from the count to the response ``u_min`` plus another, each excess 0 for 30 % of the calls and
+    up to ``excess`` otherwise (so some calls are fastest in both halves: the learned rule's
+    assumption holds), and about once in 5 s a server stall that counts every call arriving
+    meanwhile at its end and answers them after it. Returns the server's count instants and the
+    number of calls."""
+    rnd = random.Random(seed)
+
+    def extra() -> float:
+        return 0.0 if rnd.random() < 0.3 else rnd.uniform(0.0, excess)
+
+    now, server, flying, calls = 0.0, [], [], 0  # flying: [response instant, count instant, reserved]
+    while now < seconds:
+        if rnd.random() < 0.0001:
+            hold = now + rnd.uniform(0.05, 0.4)
+            for f in flying:
+                if f[1] > now:  # not counted yet: counted at the stall's end, answered after it
+                    f[0] += hold - f[1]
+                    f[1] = hold
+        for f in [f for f in flying if f[0] <= now]:
+            pacer.finish(now, reserved_at=f[2], answered=True)
+            server.append(f[1])
+        flying = [f for f in flying if f[0] > now]
+        while pacer.reserve(now):
+            pacer.start(now)
+            calls += 1
+            s = now + d_min + extra()
+            flying.append([s + u_min + extra(), s, now])
+        now += step
+    server.extend(f[1] for f in flying)
+    return server, calls
+
+
+@pytest.mark.parametrize("limit", [80, 1000])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_learned_rule_keeps_the_cap_and_gives_back_the_round_trip(limit, seed):
+    """With the fastest call fastest in both halves, the learned credit keeps every server window
+    at the cap, stalls included, and sends ~the pace; counting to the response sends ~cap / 1.08."""
+    p = NumberPacer(limit)
+    server, calls = run_learned(p, 10.0, seed=seed)
+    assert max_in_any_window(server) <= p.cap < limit
+    assert p._credit == pytest.approx(0.06 - p.margin, abs=1e-9)
+    assert calls / 10.0 >= 0.96 * limit
+    q = NumberPacer(limit, learn=False)
+    q_server, q_calls = run_learned(q, 10.0, seed=seed)
+    assert max_in_any_window(q_server) <= q.cap and q_calls / 10.0 < 0.94 * limit
+
+
+def test_learned_rule_over_counts_when_its_assumption_fails():
+    """The check above can fail: a server that counts calls 50 ms later than the fastest call's
+    half while the round trip stays the fastest's (D grows, U shrinks) puts more than the cap into
+    one of its windows once the credit is learned."""
+    p = NumberPacer(1000)
+    rnd = random.Random(5)
+    now, server, flying = 0.0, [], []
+    while now < 6.0:
+        for f in [f for f in flying if f[0] <= now]:
+            p.finish(now, reserved_at=f[2], answered=True)
+            server.append(f[1])
+        flying = [f for f in flying if f[0] > now]
+        while p.reserve(now):
+            p.start(now)
+            late = now > 3.0 and rnd.random() < 0.5
+            flying.append([now + 0.06, now + (0.058 if late else 0.002), now])
+        now += 0.0005
+    assert max_in_any_window(server) > p.cap
+
+
+def test_learned_credit_follows_the_fastest_answer_and_only_answers():
+    p = NumberPacer(10, learn_after=3, margin=0.005)
+    for reserved, ended in [(0.0, 0.2), (0.0, 0.1), (0.0, 0.15)]:
+        p.start(reserved)
+        p.finish(ended, reserved_at=reserved, answered=True)
+    assert p._credit == pytest.approx(0.095)  # fastest trip 0.1, less the margin
+    # the tails held when it was learned keep their ends (1 s after their answers)
+    assert p.sent_in_last_second(1.2 - 1e-6) == 1 and p.sent_in_last_second(1.2 + 1e-6) == 0
+    p.start(1.5)
+    p.finish(1.6, reserved_at=1.5, answered=True)  # learned since: 1 s after its answer less the credit
+    assert p.sent_in_last_second(2.6 - 0.095 - 1e-6) == 1 and p.sent_in_last_second(2.6 - 0.095 + 1e-6) == 0
+    p.start(2.0)
+    p.finish(2.3, reserved_at=2.0, answered=False)  # a timeout: nothing bounds its count but the end
+    assert p.sent_in_last_second(3.3 - 1e-6) == 1 and p.sent_in_last_second(3.3 + 1e-6) == 0
+    p.start(4.0)
+    p.finish(4.2, reserved_at=4.0, answered=True)
+    p.start(4.0)
+    p.finish(4.05, reserved_at=4.0, answered=True)  # faster: the credit shrinks for every held tail
+    assert p._credit == pytest.approx(0.045)
+    assert p.sent_in_last_second(5.2 - 0.045 - 1e-6) == 1
+    p.on_throttled(5.0)  # the assumption may have failed: no credit until learned again, twice the margin
+    assert p._credit == 0.0 and p.margin == pytest.approx(0.01)
+    assert p.sent_in_last_second(5.2 - 1e-6) == 1
+
+
+def test_jitter_rule_turns_the_learned_one_off():
+    p = NumberPacer(10, jitter=0.05, learn_after=1)
+    p.start(0.0)
+    p.finish(0.5, written_at=0.1, reserved_at=0.0, answered=True)
+    assert p._credit == 0.0 and p.window_now(1.15 - 1e-6) == 1 and p.window_now(1.15 + 1e-6) == 0

@@ -81,6 +81,8 @@ class Dispatcher:
                     reserve_to_write_ms=round(1000 * st.reserve_to_write_s / max(1, st.reserve_to_write_n), 2),
                     reserve_to_write_max_ms=round(1000 * st.reserve_to_write_max, 1),
                     trip_ms=round(1000 * st.trip_s / max(1, st.trip_n), 1),
-                    window_credit_ms={k: round(1000 * n.pacer.credit, 1) for k, n in self.numbers.by_id.items()})
+                    window_credit_ms={k: round(1000 * n.pacer.credit, 1) for k, n in self.numbers.by_id.items()},
+                    pace_late_ms={k: round(1000 * n.pacer.late_s) for k, n in self.numbers.by_id.items()},
+                    start_waits=st.start_waits)
         st.tx_to_admit = st.tx_admit_to_call = st.reserve_to_write_max = st.trip_s = 0.0
         st.reserve_to_write_s, st.reserve_to_write_n, st.trip_n = 0.0, 0, 0

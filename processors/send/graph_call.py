@@ -167,18 +167,22 @@ class GraphCall:
             self.work.call(job, self.call(number, job, token, body))
 
     async def call(self, number: Number, job: Job, token: str, body: bytes) -> None:
-        """One Graph call, whose intent is on the ledger. The slot reserved before the ledger write
-        already counts in the window, so the call leaves now, unless a throttle lowered the cap
-        meanwhile; it then counts until 1 s after its request was written (``NumberPacer``)."""
+        """One Graph call, whose intent is on the ledger. Its slot, reserved before the ledger
+        write, counted in the window; the call leaves now, unless its write was acknowledged
+        sooner than the reservation looked ahead or a throttle lowered the cap meanwhile: then it
+        waits here for room (``NumberPacer.start_wait``, the check that bounds the server's count)."""
         cmd, pacer = job.cmd, number.pacer
         attempt = job.attempt + 1
+        ready_after = time.monotonic() - job.reserved_at
         try:
             while (wait := pacer.start_wait(time.monotonic())) > 0:
+                self.stats.start_waits += 1
                 await asyncio.sleep(wait)
         except BaseException:
             pacer.release()
             raise
-        pacer.start(time.monotonic())
+        started = time.monotonic()
+        pacer.start(started, ready_after=ready_after)
         st = self.stats
         st.graph_calls += 1
         st.calls_by_number[cmd.phone_number_id] += 1
@@ -192,12 +196,13 @@ class GraphCall:
                                                   timeout=self.s.send_graph_timeout_s, trace=trace)
                 answered = True
             except meta_errors.MetaError as exc:
-                answered = exc.http_status is not None
+                # a 5xx may come from a gateway that still passes the call on: not an answer
+                answered = exc.http_status is not None and exc.http_status < 500
                 raise
             finally:
                 ended = time.monotonic()
-                pacer.finish(ended, written_at=trace.written_at, reserved_at=job.reserved_at, answered=answered)
-                st.trip_s += ended - job.reserved_at
+                pacer.finish(ended, written_at=trace.written_at, started_at=started, answered=answered)
+                st.trip_s += ended - started
                 st.trip_n += 1
                 if trace.written_at is not None:
                     lag = trace.written_at - job.reserved_at

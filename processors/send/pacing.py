@@ -45,15 +45,19 @@ class NumberPacer:
     jitter: float | None = None  # None: no bound on it assumed (the default)
     # The learned rule (the default, ``window_wait``): once ``learn_after`` calls were answered, a
     # call answered at ``f`` counts until ``f + 1 s - credit``, the credit being the fastest round
-    # trip seen (reservation to response) less ``margin``, at most ``max_credit``. Off: until f + 1 s.
+    # trip seen (the call's start to its response) less the margin, at most ``max_credit``. Off:
+    # until f + 1 s.
     learn: bool = True
-    margin: float = 0.005  # doubled by each throttle episode: a wrong assumption weakens itself
+    margin: float = 0.005
     learn_after: int = 100
     max_credit: float = 0.5
-    _floor: float = math.inf  # fastest round trip of an answered call, from its reservation
+    _widen: int = 0  # throttle episodes since the factor was last back at 1: the margin doubles for each
+    _floor: float = math.inf  # fastest round trip of an answered call, from its start
     _answered: int = 0
     _credit: float = 0.0  # applies to every tail at once, so a lower floor lengthens all of them
+    late_s: float = 0.0  # pace given up because the loop came back later than ``lag`` (s, cumulative)
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
+    _lead: float = 0.0  # recent fastest reservation-to-start (the ledger write): how far reservations look ahead
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
     # ((limit, factor, safety), cap): cap is read several times per call
@@ -100,57 +104,81 @@ class NumberPacer:
             start = max(self._last_recover, self._last_throttle + 3.0)
             if now > start:
                 self.factor = min(1.0, self.factor + 0.02 * (now - start))
+                if self.factor == 1.0:
+                    self._widen = 0
         self._last_recover = now
 
     def window_wait(self, now: float) -> float:
-        """Seconds until the sliding window has room for one more reservation (0: now).
+        """Seconds until the sliding window has room for one more reservation (0: now), looking
+        ``lead`` ahead: the call will not start before its ledger write is acknowledged.
 
-        A call counts from its ``reserve`` (``r``) until 1 s after it ended (``f``, ``finish``),
-        less a credit that rests on one assumption, in one of two rules. The server counts call i
-        at ``s_i``, with ``r_i <= s_i <= f_i``. Take any server window (t-1, t] and the call k
-        counted in it that was reserved last: every other call j counted there was reserved before
-        k and ``s_j > s_k - 1``. If call j's tail (the instant it leaves our window) is after
-        ``r_k``, then at ``r_k`` call j was reserved, under way or within its tail, so
-        ``window_wait`` counted it, and the server's window holds at most ``cap`` calls, however
-        long the round trips and whatever stalls in this process do to when requests leave.
+        The server counts call i at ``s_i``, with ``r_i <= c_i <= s_i <= f_i``: ``r`` its slot's
+        reservation, ``c`` its start (after its ledger write), ``f`` its end (``finish``). A call
+        counts in our window from ``r`` until its tail, 1 s after ``f`` less a credit that rests
+        on one assumption. What keeps the server's count at the cap is the check at each call's
+        start (``start_wait``, with no await before ``start``). Take any server window (t-1, t]
+        and the call k counted in it that started last: every other call j counted there started
+        before k and ``s_j > s_k - 1``. If call j's tail is after ``c_k``, then at ``c_k`` call j
+        was under way or within its tail, so ``start_wait`` counted it, and the server's window
+        holds at most ``cap`` calls, however long the round trips and whatever stalls in this
+        process do to when requests leave. The reservation's check only keeps a call from waiting
+        at its start, so it may look ahead by ``lead``, how long calls recently took from their
+        reservation to their start; a call that starts sooner waits there for the room it
+        counted on, its ledger entry written.
 
-        * No credit: the tail ``f_j + 1 > s_j + 1 > s_k >= r_k``. No assumption; every slot costs
-          1 s plus the whole round trip (at most cap / (1 s + round trip) per second).
-        * The learned rule (``learn``, the default): write ``D_i = s_i - r_i`` (ledger write,
-          queueing, the network and the server until it counts) and ``U_i = f_i - s_i`` (the
-          server's work after counting and the way back). The assumption: the fastest answered
-          call seen was (within ``margin``) fastest in both halves, so ``D_k + U_j >= floor -
-          margin`` for any two calls, ``floor`` the fastest ``f - r`` seen. The tail ``f_j + 1 -
-          credit`` (credit ``= floor - margin``) is ``s_j + U_j + 1 - credit > s_k + U_j -
-          credit = r_k + D_k + U_j - credit >= r_k``. A server that stalls before counting some
-          call makes that call's round trip longer too, so it is covered; what breaks the rule is a
-          server that counts a call much later, or answers it much sooner, than it did the fastest
-          call while the round trip stays short. The credit is one number applied to every tail
-          when the window is read, so a faster call seen later lengthens every tail still held,
-          and when it rises (learned, or learned again) every tail held is moved by the rise, so
-          none ends sooner; calls without an answer (a transport failure, our timeout) get none; a
-          throttle drops it and doubles ``margin`` before it is learned again.
+        * No credit (``learn`` off): the tail ``f_j + 1 > s_j + 1 > s_k >= c_k``. No assumption;
+          every slot costs 1 s plus the whole round trip (at most cap / (1 s + round trip) per
+          second).
+        * The learned rule (``learn``, the default): write ``D_i = s_i - c_i`` (the connection
+          pool, the network and the server until it counts) and ``U_i = f_i - s_i`` (the server's
+          work after counting and the way back). The assumption: the fastest answered call seen
+          was (within the margin) fastest in both halves, so ``D_k + U_j >= floor - margin`` for
+          any two calls, ``floor`` the fastest ``f - c`` seen. The tail ``f_j + 1 - credit``
+          (credit ``= floor - margin``) is ``s_j + U_j + 1 - credit > s_k + U_j - credit = c_k +
+          D_k + U_j - credit >= c_k``. A server that stalls before counting some call makes that
+          call's round trip longer too, so it is covered; what breaks the rule is a call counted
+          much later after its start, or answered much sooner after its count, than the fastest
+          call while its round trip stays short, or a whole path that got faster than anything
+          seen, until its first call is answered (one round trip). The trip runs from the start,
+          not the reservation: our own ledger write and key reads come before the start, and a
+          ledger that sped up after a slow spell (a broker recovering) would otherwise let calls
+          count sooner after their reservation than the floor allows (review, 2026-12-06: a
+          ledger write falling from 100 ms to 2 ms put 1,059 calls into a server window of 992).
+          The credit is one number applied to every tail when the window is read, so a faster
+          call seen later lengthens every tail still held, and when it rises (learned, or learned
+          again) every tail held is moved by the rise, so none ends sooner; calls without an
+          answer (a transport failure, our timeout, a 5xx from a gateway that may still pass the
+          call on) get none; a throttle drops it and doubles the margin before it is learned
+          again, until the factor is back at 1.
         * The jitter rule (``jitter`` set): the tail is 1 s after ``min(f, w + jitter)``, ``w`` the
           instant the request was written, assuming ``s_i - w_i`` varies by at most ``jitter``.
           The bench's sandbox, stalled on a loaded 2-core machine, counted 84 in a window of 80
           with a 10 ms jitter: a stall before counting breaks it, since it does not look at how
           long the call took.
         """
-        return self._wait(now, self._reserved)
+        return self._wait(now, self._reserved, self._lead)
 
     def start_wait(self, now: float) -> float:
-        """``window_wait`` for a call that holds a reservation (its own is not counted): 0 unless
-        the cap was lowered (a throttle, a new limit) since the reservation."""
-        return self._wait(now, max(0, self._reserved - 1))
+        """The window's room for a call about to start: the calls under way and the tails
+        (reservations not started yet do not count: each checks for itself when it starts). 0
+        unless it starts sooner than its reservation looked ahead, or the cap was lowered (a
+        throttle, a new limit) since."""
+        return self._wait(now, 0, 0.0)
 
-    def _wait(self, now: float, reserved: int) -> float:
+    def _wait(self, now: float, reserved: int, ahead: float) -> float:
         self._prune(now)
-        busy = len(self._tails) + self._in_flight + reserved
+        tails = self._tails
+        gone = 0  # tails that will have ended ``ahead`` from now
+        if ahead > 0.0:
+            end, n = now + self._credit + ahead, len(tails)
+            while gone < n and tails[gone] <= end:
+                gone += 1
+        busy = len(tails) - gone + self._in_flight + reserved
         if busy < self.cap:
             return 0.0
-        expire = busy - self.cap  # index of the tail whose end makes room
-        if expire < len(self._tails):
-            return max(self.poll, self._tails[expire] - self._credit - now)
+        expire = gone + busy - self.cap  # index of the tail whose end makes room
+        if expire < len(tails):
+            return max(self.poll, tails[expire] - self._credit - ahead - now)
         return self.poll  # only a call under way can make room
 
     def ready_at(self, now: float) -> float:
@@ -176,7 +204,11 @@ class NumberPacer:
             return False
         # Slots are spaced 1/rate apart; a late caller does not get the missed slots back
         # beyond ``max_lag`` (that would be a burst).
-        self._next = max(self._next, now - self.lag) + 1.0 / self.rate
+        behind = now - self.lag - self._next
+        if behind > 0:
+            self.late_s += behind
+            self._next += behind
+        self._next += 1.0 / self.rate
         self._reserved += 1
         return True
 
@@ -184,26 +216,32 @@ class NumberPacer:
         """A reserved slot whose call will not start."""
         self._reserved = max(0, self._reserved - 1)
 
-    def start(self, now: float) -> None:
+    def start(self, now: float, ready_after: float | None = None) -> None:
         """A call is about to leave (checked with ``start_wait`` just before, with no await in
         between): its reservation, if it holds one, becomes a call under way. Every ``start``
-        must be followed by one ``finish``."""
+        must be followed by one ``finish``. ``ready_after``: how long after its reservation the
+        call was ready to start (its ledger write acknowledged; any wait at ``start_wait`` left
+        out), which moves ``lead`` (down at once, up by a twentieth)."""
         self._reserved = max(0, self._reserved - 1)
         self._in_flight += 1
+        if ready_after is not None:
+            lead = self._lead
+            self._lead = ready_after if ready_after < lead else lead + 0.05 * (ready_after - lead)
 
-    def finish(self, now: float, written_at: float | None = None, *, reserved_at: float | None = None,
+    def finish(self, now: float, written_at: float | None = None, *, started_at: float | None = None,
                answered: bool = False) -> None:
         """The call ended at ``now`` (its response, its error, or our giving up on it);
-        ``written_at``: when its request was written, if known; ``reserved_at``: when its slot was
-        reserved; ``answered``: the server answered it (a response, an error response), as
-        opposed to a transport failure or our giving up, which never teach the learned rule."""
+        ``written_at``: when its request was written, if known; ``started_at``: the ``start`` of
+        the call (after its ledger write); ``answered``: the server answered it (a response, a
+        4xx error), as opposed to a transport failure, a 5xx or our giving up, which never teach
+        the learned rule."""
         self._in_flight = max(0, self._in_flight - 1)
         if self.jitter is not None:  # the jitter rule (the learned one is off: its credit stays 0)
             # The server counted it before its response arrived, and (the assumption) within
             # ``jitter`` of its write; the earlier of the two bounds it.
             tail = (now if written_at is None else min(now, written_at + self.jitter)) + 1.0
-        elif answered and reserved_at is not None and self.learn:
-            self._learn(now - reserved_at)
+        elif answered and started_at is not None and self.learn:
+            self._learn(now - started_at)
             tail = now + 1.0  # less the credit, applied when the window is read
         else:  # no answer, so nothing bounds its count but ``now``: no credit (a rise shifts every tail)
             tail = now + 1.0 + self._credit
@@ -221,7 +259,7 @@ class NumberPacer:
             self._floor = trip
         self._answered += 1
         if self._answered >= self.learn_after:
-            credit = max(0.0, min(self.max_credit, self._floor - self.margin))
+            credit = max(0.0, min(self.max_credit, self._floor - self.margin * 2 ** self._widen))
             if credit > self._credit:  # learned (again): no tail already held may end sooner for it
                 rise = credit - self._credit
                 self._tails = deque(t + rise for t in self._tails)
@@ -235,7 +273,7 @@ class NumberPacer:
             self.release()
             return False
         self.start(now)
-        self.finish(now, reserved_at=now, answered=True)
+        self.finish(now)
         return True
 
     def on_throttled(self, now: float, pause: float = 1.0) -> None:
@@ -244,7 +282,7 @@ class NumberPacer:
         if now - self._last_throttle > 1.0:
             self.factor = max(self.min_factor, self.factor * 0.8)
             # The learned rule's assumption may be what failed: learn again, with twice the margin.
-            self.margin = min(self.max_credit, self.margin * 2)
+            self._widen = min(self._widen + 1, 16)
             self._credit, self._floor, self._answered = 0.0, math.inf, 0
         self._last_throttle = now
         self._paused_until = max(self._paused_until, now + pause)

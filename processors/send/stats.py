@@ -26,7 +26,8 @@ class Stats:
     reserve_to_write_s: float = 0.0
     reserve_to_write_n: int = 0
     reserve_to_write_max: float = 0.0
-    # from a slot's reservation to its call's end (what a slot costs the window beyond 1 s, less
+    # from a call's start to its end (what a slot costs the window beyond 1 s, less
     # the learned credit: NumberPacer.window_wait)
     trip_s: float = 0.0
     trip_n: int = 0
+    start_waits: int = 0  # times a call whose intent was written found no room yet (NumberPacer.start_wait)

@@ -92,36 +92,45 @@ class Scheduler:
                     await asyncio.sleep(t - now)
                     continue
                 batch: list[Job] = []
-                for i in range(pacer.due(now, BATCH_MOST)):
-                    if i == 0:
-                        await self.slots.acquire(q.tenant, urgent=bool(q.tx), who=n.pnid)
-                    elif not self.slots.try_acquire():  # never wait holding a batch's slots
-                        break
-                    now = time.monotonic()
-                    job = q.pop(now, paused=paused)
-                    if job is None:
-                        self.slots.release()
-                        break
-                    ready = pairs.ready_at(job.subject, now)
-                    if ready > now:  # this recipient must wait; others go on
-                        q.size += 1
-                        q.defer(job, ready)
-                        self.slots.release()
-                        continue
-                    early = self.precheck(job)
-                    if early is not None:  # decided without a Graph call: no slot used
-                        self.work.call(job, self._settle(job, *early))
-                        continue
-                    if not pacer.reserve(now):
-                        q.push(job, front=True)
-                        self.slots.release()
-                        break
-                    pairs.take(job.subject, now)
-                    job.reserved_at = now
-                    batch.append(job)
-                if batch:
-                    self.work.batch(batch, self.graph.dispatch(n, batch))
-                else:
+                try:
+                    for i in range(pacer.due(now, BATCH_MOST)):
+                        if i == 0:
+                            await self.slots.acquire(q.tenant, urgent=bool(q.tx), who=n.pnid)
+                        elif not self.slots.try_acquire():  # never wait holding a batch's slots
+                            break
+                        now = time.monotonic()
+                        job = q.pop(now, paused=paused)
+                        if job is None:
+                            self.slots.release()
+                            break
+                        try:
+                            ready = pairs.ready_at(job.subject, now)
+                            early = None if ready > now else self.precheck(job)
+                        except Exception as exc:  # a bug on one command: it fails, with why; the rest go on
+                            logger.exception("dispatcher.precheck_failed", key=job.key)
+                            self.work.call(job, self.outcomes.finish(
+                                job, R.Outcome.FAILED, attempts=job.attempt,
+                                reason=f"internal error before the call: {type(exc).__name__}: {exc}"[:300]))
+                            continue
+                        if ready > now:  # this recipient must wait; others go on
+                            q.size += 1
+                            q.defer(job, ready)
+                            self.slots.release()
+                            continue
+                        if early is not None:  # decided without a Graph call: no slot used
+                            self.work.call(job, self._settle(job, *early))
+                            continue
+                        if not pacer.reserve(now):
+                            q.push(job, front=True)
+                            self.slots.release()
+                            break
+                        pairs.take(job.subject, now)
+                        job.reserved_at = now
+                        batch.append(job)
+                finally:  # what was reserved is dispatched, whatever ended the turn
+                    if batch:
+                        self.work.batch(batch, self.graph.dispatch(n, batch))
+                if not batch:
                     await asyncio.sleep(0)  # nothing reserved this turn: let the loop run
             except asyncio.CancelledError:
                 raise

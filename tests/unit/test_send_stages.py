@@ -527,6 +527,34 @@ def test_precheck_decides_without_a_call_what_changed_while_a_command_waited(tmp
     _run(tmp_path, [], script)
 
 
+def test_a_bug_before_one_call_fails_that_command_and_the_others_of_its_turn_still_go(tmp_path):
+    """A precheck that raises on one command (a bug) in the middle of a pacing turn: that command
+    gets FAILED with the error, the ones reserved before it in the same turn are sent, and every
+    command is acknowledged once. Before, the turn's reserved commands were dropped unsent and
+    unacknowledged, and their pacing slots and in-flight slots were never given back."""
+    async def script(w: World) -> None:
+        sched = w.d.scheduler
+        checks = sched.precheck
+
+        def precheck(job):
+            if job.cmd.idempotency_key == "k3":
+                raise RuntimeError("boom")
+            return checks(job)
+
+        sched.precheck = precheck
+        for i in range(6):
+            await w.submit(_text(i))
+        await w.settle(until=lambda: len(w.acked) == 6)
+
+    w = _run(tmp_path, [], script)
+    assert sorted(w.acked) == [f"c{i}" for i in range(6)]
+    outcomes = {r.command_id: (str(r.outcome), r.reason) for r in w.results()}
+    assert outcomes["c3"][0] == "FAILED" and "RuntimeError: boom" in outcomes["c3"][1]
+    assert all(outcomes[f"c{i}"][0] == "ACCEPTED" for i in (0, 1, 2, 4, 5)), outcomes
+    assert sorted(b["biz_opaque_callback_data"] for _, b in w.sender.calls) == [f"acme/k{i}" for i in (0, 1, 2, 4, 5)]
+    assert w.d.scheduler.slots.in_use == 0 and all(n.pacer._reserved == 0 for n in w.numbers.by_id.values())
+
+
 COMMANDS = st.lists(st.fixed_dictionaries({
     "tenant_id": st.sampled_from(["acme", "acme", "nobody", ""]),
     "phone_number_id": st.sampled_from(["111", "111", "222", "999"]),

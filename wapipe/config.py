@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     send_window_jitter_s: float | None = Field(default=None, ge=0.0, le=1.0)
     # The learned window rule (processors/send/pacing.py: NumberPacer.window_wait), used when no
     # jitter is set: a call answered counts until 1 s after its response less the fastest round
-    # trip seen (from its slot's reservation) less this margin. False: until 1 s after the
+    # trip seen (from the call's start, after its ledger write) less this margin. False: until 1 s after the
     # response, which assumes nothing and costs the round trip on every slot.
     send_window_learn: bool = True
     send_window_margin_ms: float = Field(default=5.0, ge=0.0, le=500.0)

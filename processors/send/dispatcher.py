@@ -78,11 +78,13 @@ class Dispatcher:
                     intents_per_batch=round(st.ledger_writes / max(1, st.intent_batches), 2),
                     intent_ack_ms=round(1000 * st.ledger_write_s / max(1, st.ledger_writes), 1),
                     tx_to_admit_s=round(st.tx_to_admit, 3), tx_admit_to_call_s=round(st.tx_admit_to_call, 3),
-                    reserve_to_write_ms=round(1000 * st.reserve_to_write_s / max(1, st.reserve_to_write_n), 2),
-                    reserve_to_write_max_ms=round(1000 * st.reserve_to_write_max, 1),
+                    reserve_to_ready_ms=round(1000 * st.reserve_to_ready_s / max(1, st.reserve_to_ready_n), 2),
+                    reserve_to_ready_max_ms=round(1000 * st.reserve_to_ready_max, 1),
                     trip_ms=round(1000 * st.trip_s / max(1, st.trip_n), 1),
                     window_credit_ms={k: round(1000 * n.pacer.credit, 1) for k, n in self.numbers.by_id.items()},
-                    pace_late_ms={k: round(1000 * n.pacer.late_s) for k, n in self.numbers.by_id.items()},
+                    pace_lost_ms={k: round(1000 * n.pacer.lost_s) for k, n in self.numbers.by_id.items()},
                     start_waits=st.start_waits)
-        st.tx_to_admit = st.tx_admit_to_call = st.reserve_to_write_max = st.trip_s = 0.0
-        st.reserve_to_write_s, st.reserve_to_write_n, st.trip_n = 0.0, 0, 0
+        for n in self.numbers.by_id.values():
+            n.pacer.lost_s = 0.0
+        st.tx_to_admit = st.tx_admit_to_call = st.reserve_to_ready_max = st.trip_s = st.reserve_to_ready_s = 0.0
+        st.trip_n = st.reserve_to_ready_n = 0

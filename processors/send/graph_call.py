@@ -173,17 +173,21 @@ class GraphCall:
         waits here for room (``NumberPacer.start_wait``, the check that bounds the server's count)."""
         cmd, pacer = job.cmd, number.pacer
         attempt = job.attempt + 1
-        ready_after = time.monotonic() - job.reserved_at
+        ready = time.monotonic() - job.reserved_at
+        pacer.ready(ready)
+        st = self.stats
+        st.reserve_to_ready_s += ready
+        st.reserve_to_ready_n += 1
+        st.reserve_to_ready_max = max(st.reserve_to_ready_max, ready)
         try:
             while (wait := pacer.start_wait(time.monotonic())) > 0:
-                self.stats.start_waits += 1
+                st.start_waits += 1
                 await asyncio.sleep(wait)
         except BaseException:
             pacer.release()
             raise
         started = time.monotonic()
-        pacer.start(started, ready_after=ready_after)
-        st = self.stats
+        pacer.start(started)
         st.graph_calls += 1
         st.calls_by_number[cmd.phone_number_id] += 1
         if job.lane == TRANSACTIONAL:
@@ -204,11 +208,6 @@ class GraphCall:
                 pacer.finish(ended, written_at=trace.written_at, started_at=started, answered=answered)
                 st.trip_s += ended - started
                 st.trip_n += 1
-                if trace.written_at is not None:
-                    lag = trace.written_at - job.reserved_at
-                    st.reserve_to_write_s += lag
-                    st.reserve_to_write_n += 1
-                    st.reserve_to_write_max = max(st.reserve_to_write_max, lag)
         except meta_errors.MetaError as exc:
             await self.answered_with_error(number, job, exc, attempt)
             return

@@ -4,9 +4,10 @@
   (no bursts), plus a hard cap on the count in any sliding 1 s window, and an adaptive factor
   that a throttle error lowers and quiet time restores. The cap counts each call from the instant
   its slot is reserved until 1 s after its response, less the fastest round trip seen (the learned
-  rule, the default; its one assumption and proof in ``window_wait``), so a call whose slot was
-  reserved never has to wait for the window once its ledger entry is written, and a slot costs
-  1 s plus how much slower its call was than the fastest, not 1 s plus the whole round trip.
+  rule, the default; its one assumption and proof in ``window_wait``), so a slot costs 1 s plus
+  its ledger write plus how much slower its call was than the fastest, not 1 s plus the whole
+  round trip. The cap is enforced as each call starts; the reservation looks ahead by the recent
+  ledger write, so a call waits after its ledger entry is written only when that write was faster.
 * ``PairLimiter`` — one message per ``interval`` to the same recipient with a borrowed burst
   (a token bucket per recipient), and Meta's 4^X backoff after a 131056.
 * ``TierBudget`` — unique recipients of business-initiated messages per moving 24 h
@@ -55,11 +56,13 @@ class NumberPacer:
     _floor: float = math.inf  # fastest round trip of an answered call, from its start
     _answered: int = 0
     _credit: float = 0.0  # applies to every tail at once, so a lower floor lengthens all of them
-    late_s: float = 0.0  # pace given up because the loop came back later than ``lag`` (s, cumulative)
     _tails: deque = field(default_factory=deque)  # instants counted calls leave the window, ascending
     _lead: float = 0.0  # recent fastest reservation-to-start (the ledger write): how far reservations look ahead
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
+    # pace given up while the number had work (a full window, a late loop, the in-flight pool),
+    # beyond the ``lag`` a late turn may catch up: seconds, read and zeroed by the stats line
+    lost_s: float = field(default=0.0, init=False, repr=False, compare=False)
     # ((limit, factor, safety), cap): cap is read several times per call
     _cap: tuple = field(default=(None, 0), init=False, repr=False, compare=False)
 
@@ -206,7 +209,7 @@ class NumberPacer:
         # beyond ``max_lag`` (that would be a burst).
         behind = now - self.lag - self._next
         if behind > 0:
-            self.late_s += behind
+            self.lost_s += behind
             self._next += behind
         self._next += 1.0 / self.rate
         self._reserved += 1
@@ -216,17 +219,24 @@ class NumberPacer:
         """A reserved slot whose call will not start."""
         self._reserved = max(0, self._reserved - 1)
 
-    def start(self, now: float, ready_after: float | None = None) -> None:
+    def ready(self, after: float) -> None:
+        """A reserved call is ready to start ``after`` seconds from its reservation (its ledger
+        write acknowledged), before any wait at ``start_wait``: ``lead`` follows it, down at
+        once, up by a twentieth."""
+        lead = self._lead
+        self._lead = after if after < lead else lead + 0.05 * (after - lead)
+
+    def idle(self, now: float) -> None:
+        """Nothing is ready to send: the pace starts again from ``now`` (what ``reserve`` would
+        do), so the idle time is not counted in ``lost_s``."""
+        self._next = max(self._next, now - self.lag)
+
+    def start(self, now: float) -> None:
         """A call is about to leave (checked with ``start_wait`` just before, with no await in
         between): its reservation, if it holds one, becomes a call under way. Every ``start``
-        must be followed by one ``finish``. ``ready_after``: how long after its reservation the
-        call was ready to start (its ledger write acknowledged; any wait at ``start_wait`` left
-        out), which moves ``lead`` (down at once, up by a twentieth)."""
+        must be followed by one ``finish``."""
         self._reserved = max(0, self._reserved - 1)
         self._in_flight += 1
-        if ready_after is not None:
-            lead = self._lead
-            self._lead = ready_after if ready_after < lead else lead + 0.05 * (ready_after - lead)
 
     def finish(self, now: float, written_at: float | None = None, *, started_at: float | None = None,
                answered: bool = False) -> None:

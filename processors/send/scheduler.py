@@ -79,6 +79,7 @@ class Scheduler:
                     await self._cancel_stopped(n)
                 if not q.has_ready(now, paused=paused):
                     self.buffer.idle(q.partition)
+                    pacer.idle(now)
                     due = q.next_due()
                     wake.clear()
                     timeout = 0.25 if due is None else min(0.25, max(0.0, due - now))
@@ -92,6 +93,7 @@ class Scheduler:
                     await asyncio.sleep(t - now)
                     continue
                 batch: list[Job] = []
+                held: Job | None = None  # popped, its in-flight slot taken, not handed on yet
                 try:
                     for i in range(pacer.due(now, BATCH_MOST)):
                         if i == 0:
@@ -99,10 +101,15 @@ class Scheduler:
                         elif not self.slots.try_acquire():  # never wait holding a batch's slots
                             break
                         now = time.monotonic()
-                        job = q.pop(now, paused=paused)
+                        try:
+                            job = q.pop(now, paused=paused)
+                        except BaseException:
+                            self.slots.release()
+                            raise
                         if job is None:
                             self.slots.release()
                             break
+                        held = job
                         try:
                             ready = pairs.ready_at(job.subject, now)
                             early = None if ready > now else self.precheck(job)
@@ -111,23 +118,31 @@ class Scheduler:
                             self.work.call(job, self.outcomes.finish(
                                 job, R.Outcome.FAILED, attempts=job.attempt,
                                 reason=f"internal error before the call: {type(exc).__name__}: {exc}"[:300]))
+                            held = None
                             continue
                         if ready > now:  # this recipient must wait; others go on
+                            held = None
                             q.size += 1
                             q.defer(job, ready)
                             self.slots.release()
                             continue
                         if early is not None:  # decided without a Graph call: no slot used
+                            held = None
                             self.work.call(job, self._settle(job, *early))
                             continue
                         if not pacer.reserve(now):
+                            held = None
                             q.push(job, front=True)
                             self.slots.release()
                             break
-                        pairs.take(job.subject, now)
                         job.reserved_at = now
                         batch.append(job)
-                finally:  # what was reserved is dispatched, whatever ended the turn
+                        held = None
+                        pairs.take(job.subject, now)
+                finally:  # whatever ended the turn: what was reserved is dispatched, a job half way goes back
+                    if held is not None:
+                        q.push(held, front=True)
+                        self.slots.release()
                     if batch:
                         self.work.batch(batch, self.graph.dispatch(n, batch))
                 if not batch:

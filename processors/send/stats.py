@@ -22,10 +22,10 @@ class Stats:
     # transactional lane: worst seconds from requested_at to admission, and admission to the call
     tx_to_admit: float = 0.0
     tx_admit_to_call: float = 0.0
-    # from a slot's reservation to its request written (what a slot costs the window beyond 1 s)
-    reserve_to_write_s: float = 0.0
-    reserve_to_write_n: int = 0
-    reserve_to_write_max: float = 0.0
+    # from a slot's reservation to its call being ready to start (its ledger write acknowledged)
+    reserve_to_ready_s: float = 0.0
+    reserve_to_ready_n: int = 0
+    reserve_to_ready_max: float = 0.0
     # from a call's start to its end (what a slot costs the window beyond 1 s, less
     # the learned credit: NumberPacer.window_wait)
     trip_s: float = 0.0

@@ -163,7 +163,7 @@ def run_calls(pacer: NumberPacer, seconds: float, *, seed: int, step: float = 0.
             server.append(s)
         flying = [f for f in flying if f[0] > now]
         while pacer.reserve(now):
-            assert pacer.start_wait(now) == 0  # a reserved slot is never kept waiting
+            assert pacer.start_wait(now) == 0  # no look-ahead here (lead 0): room at the start too
             pacer.start(now)
             calls += 1
             w = now + rnd.uniform(0.0, 0.005)
@@ -225,7 +225,8 @@ def test_calls_count_until_one_second_and_jitter_after_their_write():
 
 def test_reserved_slots_count_in_the_window_until_started_or_released():
     """The loop reserves a slot, then the call writes its ledger entry before it starts: slots
-    reserved meanwhile count, so the calls behind them never wait (holding DISPATCHING) for room."""
+    reserved meanwhile count in the reservation's check, so no more are reserved than the window
+    holds (the check at the start counts only calls under way and tails)."""
     p = NumberPacer(10, safety=1.0)
     now, reserved = 0.0, 0
     while now < 2.0:  # nothing starts for 2 s (a slow ledger write)
@@ -275,7 +276,8 @@ def run_learned(pacer: NumberPacer, seconds: float, *, seed: int, d_min: float =
                 held += written <= now
                 later.append((written, reserved))
                 continue
-            pacer.start(now, ready_after=written - reserved)
+            pacer.ready(written - reserved)
+            pacer.start(now)
             s = now + d_min + extra()
             flying.append([s + u_min + extra(), s, now])
         waiting = later
@@ -371,3 +373,49 @@ def test_jitter_rule_turns_the_learned_one_off():
     p.start(0.0)
     p.finish(0.5, written_at=0.1, started_at=0.0, answered=True)
     assert p._credit == 0.0 and p.window_now(1.15 - 1e-6) == 1 and p.window_now(1.15 + 1e-6) == 0
+
+
+def test_the_reservation_looks_ahead_by_the_ledger_write_and_the_start_enforces_the_cap():
+    p = NumberPacer(10, safety=1.0, learn=False)
+    for _ in range(p.cap):  # a full window whose tails end at 1.0 ... 1.0 + 0.001 * (cap - 1)
+        p.start(0.0)
+    for i in range(p.cap):
+        p.finish(0.001 * i)
+    assert p.window_wait(0.95) == pytest.approx(0.05)  # no look-ahead yet: room when the first tail ends
+    p.ready(0.03)  # calls become ready 30 ms after their reservation: the look-ahead rises a twentieth at a time
+    assert p._lead == pytest.approx(0.0015)
+    for _ in range(400):
+        p.ready(0.03)
+    assert p._lead == pytest.approx(0.03, abs=1e-6)
+    assert p.window_wait(0.95) == pytest.approx(0.02)  # room counted 30 ms ahead
+    assert p.window_wait(0.9705) == 0.0 and p.reserve(0.9705)
+    assert p.start_wait(0.98) == pytest.approx(0.02)  # ready sooner than looked ahead: it waits
+    assert p.start_wait(1.0 + 1e-9) == 0.0
+    p.ready(0.05)  # a slower write moves the look-ahead up by a twentieth only
+    assert p._lead == pytest.approx(0.031, abs=1e-6)
+    p.ready(0.01)  # a faster one at once
+    assert p._lead == pytest.approx(0.01)
+
+
+def test_wait_agrees_with_a_count_of_the_tails():
+    """``_wait`` against a brute-force count: the first instant at which fewer than ``cap`` calls
+    would be busy, looking ``ahead``."""
+    rnd = random.Random(3)
+    for _ in range(300):
+        p = NumberPacer(rnd.choice([5, 10, 80]), learn=False)
+        tails = sorted(rnd.uniform(0.0, 2.0) for _ in range(rnd.randint(0, p.cap + 3)))
+        p._tails.extend(tails)
+        p._in_flight = rnd.randint(0, 3)
+        p._reserved = rnd.randint(0, 3)
+        now, ahead = rnd.uniform(0.0, 1.0), rnd.choice([0.0, rnd.uniform(0.0, 0.5)])
+
+        def busy(t: float) -> int:
+            return sum(1 for x in tails if x > t + ahead) + p._in_flight + p._reserved
+
+        got = p._wait(now, p._reserved, ahead)
+        if busy(now) < p.cap:
+            assert got == 0.0
+        else:
+            later = [x - ahead for x in tails if x - ahead > now and busy(x - ahead) < p.cap]
+            want = max(p.poll, later[0] - now) if later else p.poll
+            assert got == pytest.approx(want), (tails, now, ahead)

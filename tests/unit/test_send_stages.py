@@ -555,6 +555,44 @@ def test_a_bug_before_one_call_fails_that_command_and_the_others_of_its_turn_sti
     assert w.d.scheduler.slots.in_use == 0 and all(n.pacer._reserved == 0 for n in w.numbers.by_id.values())
 
 
+@pytest.mark.parametrize("breaks", ["pairs.take", "queue.pop"])
+def test_a_bug_in_the_pacing_turn_itself_loses_no_command_and_no_slot(tmp_path, breaks):
+    """A bug in the turn's own machinery (after a command was reserved, or while taking the next
+    one off its queue) ends the turn: what it reserved is still dispatched, the command half way
+    goes back to its queue, and no pacing or in-flight slot is kept."""
+    async def script(w: World) -> None:
+        number = w.numbers.get("111")
+        failed = []
+        if breaks == "pairs.take":
+            target, name = number.pairs, "take"
+        else:
+            target, name = number.queue, "pop"
+        real = getattr(target, name)
+        calls = {"n": 0}
+
+        def flaky(*a, **kw):
+            calls["n"] += 1
+            if calls["n"] == 3 and not failed:
+                failed.append(True)
+                if breaks == "queue.pop":
+                    raise RuntimeError("boom")  # before the third command leaves the queue
+                real(*a, **kw)
+                raise RuntimeError("boom")  # after the third command was reserved and its pair taken
+            return real(*a, **kw)
+
+        setattr(target, name, flaky)
+        for i in range(6):
+            await w.submit(_text(i))
+        await w.settle(until=lambda: len(w.acked) == 6, timeout=8.0)
+        assert failed
+
+    w = _run(tmp_path, [], script)
+    assert sorted(w.acked) == [f"c{i}" for i in range(6)]
+    assert {str(r.outcome) for r in w.results()} == {"ACCEPTED"}
+    assert sorted(b["biz_opaque_callback_data"] for _, b in w.sender.calls) == [f"acme/k{i}" for i in range(6)]
+    assert w.d.scheduler.slots.in_use == 0 and all(n.pacer._reserved == 0 for n in w.numbers.by_id.values())
+
+
 COMMANDS = st.lists(st.fixed_dictionaries({
     "tenant_id": st.sampled_from(["acme", "acme", "nobody", ""]),
     "phone_number_id": st.sampled_from(["111", "111", "222", "999"]),

@@ -209,7 +209,8 @@ class NumberPacer:
         # beyond ``max_lag`` (that would be a burst).
         behind = now - self.lag - self._next
         if behind > 0:
-            self.lost_s += behind
+            if self._next > 0.0:  # the first reservation starts the pace: nothing lost before it
+                self.lost_s += behind
             self._next += behind
         self._next += 1.0 / self.rate
         self._reserved += 1

@@ -79,7 +79,6 @@ class Scheduler:
                     await self._cancel_stopped(n)
                 if not q.has_ready(now, paused=paused):
                     self.buffer.idle(q.partition)
-                    pacer.idle(now)
                     due = q.next_due()
                     wake.clear()
                     timeout = 0.25 if due is None else min(0.25, max(0.0, due - now))
@@ -87,6 +86,7 @@ class Scheduler:
                         await asyncio.wait_for(wake.wait(), timeout)
                     except asyncio.TimeoutError:
                         pass
+                    pacer.idle(time.monotonic())  # time with nothing to send is not pace lost
                     continue
                 t = pacer.ready_at(now)
                 if t > now:

@@ -419,3 +419,12 @@ def test_wait_agrees_with_a_count_of_the_tails():
             later = [x - ahead for x in tails if x - ahead > now and busy(x - ahead) < p.cap]
             want = max(p.poll, later[0] - now) if later else p.poll
             assert got == pytest.approx(want), (tails, now, ahead)
+
+
+def test_pace_lost_counts_a_late_turn_with_work_but_not_idle_time():
+    p = NumberPacer(10)
+    assert p.reserve(100.0) and p.lost_s == 0.0  # the first reservation starts the pace
+    p.idle(150.0)  # nothing to send for 50 s
+    assert p.reserve(150.0) and p.lost_s == 0.0
+    assert p.reserve(152.0)  # the loop came back 2 s later with work waiting
+    assert p.lost_s == pytest.approx(2.0 - 1.0 / p.rate)

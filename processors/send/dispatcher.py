@@ -82,9 +82,7 @@ class Dispatcher:
                     reserve_to_ready_max_ms=round(1000 * st.reserve_to_ready_max, 1),
                     trip_ms=round(1000 * st.trip_s / max(1, st.trip_n), 1),
                     window_credit_ms={k: round(1000 * n.pacer.credit, 1) for k, n in self.numbers.by_id.items()},
-                    pace_lost_ms={k: round(1000 * n.pacer.lost_s) for k, n in self.numbers.by_id.items()},
+                    pace_lost_ms={k: round(1000 * n.pacer.take_lost()) for k, n in self.numbers.by_id.items()},
                     start_waits=st.start_waits)
-        for n in self.numbers.by_id.values():
-            n.pacer.lost_s = 0.0
         st.tx_to_admit = st.tx_admit_to_call = st.reserve_to_ready_max = st.trip_s = st.reserve_to_ready_s = 0.0
         st.trip_n = st.reserve_to_ready_n = 0

@@ -61,7 +61,7 @@ class NumberPacer:
     _in_flight: int = 0  # calls started and not finished
     _reserved: int = 0  # slots reserved for calls not started yet
     # pace given up while the number had work (a full window, a late loop, the in-flight pool),
-    # beyond the ``lag`` a late turn may catch up: seconds, read and zeroed by the stats line
+    # beyond the ``lag`` a late turn may catch up: seconds, since the last ``take_lost``
     lost_s: float = field(default=0.0, init=False, repr=False, compare=False)
     # ((limit, factor, safety), cap): cap is read several times per call
     _cap: tuple = field(default=(None, 0), init=False, repr=False, compare=False)
@@ -208,10 +208,9 @@ class NumberPacer:
         # Slots are spaced 1/rate apart; a late caller does not get the missed slots back
         # beyond ``max_lag`` (that would be a burst).
         behind = now - self.lag - self._next
-        if behind > 0:
-            if self._next > 0.0:  # the first reservation starts the pace: nothing lost before it
-                self.lost_s += behind
-            self._next += behind
+        if behind > 0 and self._next > 0.0:  # the first reservation starts the pace: nothing lost before it
+            self.lost_s += behind
+        self.idle(now)
         self._next += 1.0 / self.rate
         self._reserved += 1
         return True
@@ -228,9 +227,14 @@ class NumberPacer:
         self._lead = after if after < lead else lead + 0.05 * (after - lead)
 
     def idle(self, now: float) -> None:
-        """Nothing is ready to send: the pace starts again from ``now`` (what ``reserve`` would
-        do), so the idle time is not counted in ``lost_s``."""
+        """The pace goes on from ``now`` less ``lag`` at the earliest (``reserve`` does this for
+        each slot; the scheduler after a wait with nothing ready, so that time is not ``lost_s``)."""
         self._next = max(self._next, now - self.lag)
+
+    def take_lost(self) -> float:
+        """``lost_s`` since the last call (the stats line's interval), zeroed."""
+        lost, self.lost_s = self.lost_s, 0.0
+        return lost
 
     def start(self, now: float) -> None:
         """A call is about to leave (checked with ``start_wait`` just before, with no await in

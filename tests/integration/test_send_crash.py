@@ -32,10 +32,17 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     # process typically does: joining while the dead member is still in the group makes Faust
     # rebalance twice, and its table recovery was seen to stall in that case (see the report).
     time.sleep(11)
+    # What the dead worker left on the ledger (its last writes have long reached the broker): the
+    # commands whose last entry says a call may be under way.
+    open_at_kill = _dispatching(w)
+    interrupted = {k for k in keys if f"{w.tenant_id}/{k}" in open_at_kill}
+    assert len(interrupted) < N // 4  # the calls under way at the kill: ~rate x (ledger ack + round trip)
     w.start_worker("worker-2", warm=False)  # same group: it resumes from the committed offsets
     final, sent, outcomes = w.settled_at_most_once(keys, timeout=90)
-    # UNKNOWN only for the few calls the kill interrupted; each sent at most once
-    assert outcomes["UNKNOWN"] <= 20, outcomes
+    # UNKNOWN exactly for the calls the kill interrupted (how many grows with the machine's load:
+    # 1-2 alone, 62 beside `make demo`); each sent at most once
+    unknown = {k for k, r in final.items() if r["outcome"] == "UNKNOWN"}
+    assert unknown == interrupted, (sorted(unknown - interrupted), sorted(interrupted - unknown))
     never_sent = [k for k in keys if sent[f"{w.tenant_id}/{k}"] == 0]
     assert all(final[k]["outcome"] == "UNKNOWN" for k in never_sent)
     print(f"\nkilled after {at_kill} accepted; outcomes {dict(outcomes)}; "
@@ -57,6 +64,24 @@ def test_sigterm_mid_campaign_lets_the_calls_under_way_finish(send_world: SendWo
     assert outcomes == {"ACCEPTED": N}, outcomes
     assert all(sent[f"{w.tenant_id}/{k}"] == 1 for k in keys)
     print(f"\nstopped after {at_stop} accepted; outcomes {dict(outcomes)}")
+
+
+def _dispatching(w: SendWorld) -> set[str]:
+    """Ledger keys (``tenant_id/idempotency_key``) whose last entry on wa.send.ledger is
+    DISPATCHING."""
+    from processors.send import records as R
+    from tests.integration.kafka_helpers import read_all
+    from wapipe.avro import AvroSerde
+    from wapipe.topics import SEND_LEDGER
+
+    serde, last = AvroSerde(), {}
+    for m in read_all(w.bootstrap, SEND_LEDGER):
+        key = m.key().decode()
+        if m.value() is None:
+            last.pop(key, None)
+        else:
+            last[key] = serde.decode(m.value(), R.LEDGER)["state"]
+    return {k for k, state in last.items() if state == "DISPATCHING"}
 
 
 def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_world: SendWorld):

@@ -69,7 +69,9 @@ def test_broker_outage_gives_503_fast_and_no_acked_event_is_lost_or_doubled(own_
         own_broker._jvm.stop()  # the dedicated broker only; ports and data folder are kept
         during = [send(n, "during") for n in range(5)]
         assert [code for code, _ in during] == [503] * 5
-        assert max(elapsed for _, elapsed in during) < 1.0, during  # well under Meta's timeout
+        # well under Meta's timeout, and far from the 5 s the deadline cuts short (a loaded 2-core
+        # machine adds a few hundred ms to the 600/850 ms bounds)
+        assert max(elapsed for _, elapsed in during) < 2.5, during
         assert http.get("/readyz").status_code == 503
 
         own_broker._jvm.start(timeout=60)  # same ports, same data folder

@@ -399,7 +399,7 @@ def test_a_data_key_not_read_yet_is_waited_for_off_the_event_loop(tmp_path):
     topic up to its end then takes a broker round trip or more. That wait must not stop the event
     loop (every number's pacing, the other calls, the lane agents): it ran on the loop before, and a
     stream of commands to new recipients cut a number's rate at 80 msg/s from ~75 to 41-62 msg/s."""
-    ring = LateRing(catch_up_s=0.3)
+    ring = LateRing(catch_up_s=1.0)  # the read blocks its thread for 1 s
     ticks: list[float] = []
 
     async def script(w: World) -> None:
@@ -420,7 +420,7 @@ def test_a_data_key_not_read_yet_is_waited_for_off_the_event_loop(tmp_path):
     assert [b["biz_opaque_callback_data"] for _, b in w.sender.calls] == ["acme/k1"]
     assert [str(r.outcome) for r in w.results()] == ["ACCEPTED"]
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    assert max(gaps) < 0.15, f"the event loop stood still for {max(gaps):.3f} s"
+    assert max(gaps) < 0.5, f"the event loop stood still for {max(gaps):.3f} s"  # 1 s if the read ran on it
 
 
 def test_a_key_left_dispatching_is_unknown_and_never_called(tmp_path):

@@ -335,7 +335,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     """Run the worker in this process until SIGTERM/SIGINT."""
     import uvloop
 
-    from processors.send.metrics import DispatchMetrics
+    from processors.send.metrics import DispatchMetrics, FollowerMetrics
     from wapipe.faust_worker import Worker
     from wapipe.log import quiet_libraries
     from wapipe.probe import beat_every_second, serving_probe
@@ -349,6 +349,7 @@ def run_worker(settings: Settings, bootstrap: str, *, loglevel: str = "WARNING")
     app, startup = worker.app, worker.startup
     with serving_probe(settings, "worker", lag=(bootstrap, settings.send_app_id, tuple(sorted(SOURCE_TOPICS)))) as probe:
         probe.registry.register(DispatchMetrics(lambda: startup.runtime.dispatcher if startup.runtime else None))
+        probe.registry.register(FollowerMetrics(lambda: startup.runtime.followers if startup.runtime else ()))
         beat_every_second(app, probe)
         app.finalize()
         Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

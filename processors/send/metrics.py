@@ -13,6 +13,11 @@ nothing beyond a dict increment. Names (all per worker process):
 ``wapipe_number_queue_depth{number}``             commands waiting for the number
 ``wapipe_number_throttled_total{number}``         throttles (130429, 131048) Meta answered for it
 ``wapipe_ledger_write_seconds_{sum,count}``       DISPATCHING ledger writes until acknowledged
+``wapipe_follower_records_total{topic}``          records the worker's views applied (inbound messages,
+                                                  campaign control, opt-outs, status events)
+``wapipe_follower_unreadable_total{topic}``       records they skipped as unreadable
+``wapipe_follower_position{topic,partition}``     the next offset each view reads: it has seen every
+                                                  record before it
 """
 
 from __future__ import annotations
@@ -72,4 +77,32 @@ class DispatchMetrics:
             depth.add_metric([number], n.queue.size)
             credit.add_metric([number], n.pacer.credit)
         ledger.add_metric([], count_value=st.ledger_writes, sum_value=st.ledger_write_s)
+        return fams
+
+
+@dataclass(eq=False)
+class FollowerMetrics:
+    """The worker's topic followers (its views of inbound messages, campaign control, opt-outs and
+    status events): what each applied and skipped, so a view that lags shows."""
+
+    followers: Callable[[], Iterable[Any]]  # the worker's followers once started, else ()
+
+    def describe(self) -> Iterable:
+        return self._families()
+
+    def _families(self) -> list:
+        return [CounterMetricFamily("wapipe_follower_records", "Records a view of the worker applied",
+                                    labels=["topic"]),
+                CounterMetricFamily("wapipe_follower_unreadable", "Records a view of the worker skipped as unreadable",
+                                    labels=["topic"]),
+                GaugeMetricFamily("wapipe_follower_position", "The next offset a view of the worker reads",
+                                  labels=["topic", "partition"])]
+
+    def collect(self) -> Iterable:
+        applied, unreadable, position = fams = self._families()
+        for f in self.followers():
+            applied.add_metric([f.topic], f.applied)
+            unreadable.add_metric([f.topic], f.unreadable)
+            for partition, offset in dict(f.positions).items():
+                position.add_metric([f.topic, str(partition)], offset)
         return fams

@@ -23,6 +23,7 @@ from producers.erp import template, text
 from sinks.reader import open_reader
 from tests.integration.test_send_pipeline import send_world  # noqa: F401  (the fixture)
 from wapipe.privacy.service import PrivacyService
+from wapipe.topics import INBOUND_MESSAGES
 from wapipe.app.services import ServiceSpec
 
 pytestmark = pytest.mark.integration
@@ -74,7 +75,7 @@ def test_a_username_user_writes_in_gets_answers_by_bsuid_and_is_exported_and_era
 
     # 2. The ERP answers by BSUID: a session text (the window is the BSUID subject's) and a template;
     #    and a template to a number and another BSUID: Meta sends to the number.
-    time.sleep(1.0)  # the worker's window view reads wa.inbound.messages
+    w.followed_to_end(INBOUND_MESSAGES)  # the worker's window view has read it
     w.send(text(None, "Lamentamos! Enviamos outra.", recipient=user), w.routing("u-text"))
     w.send(template(None, "hello_world", recipient=user), w.routing("u-tpl"))
     w.send(template(phone, "hello_world", recipient=other_user), w.routing("u-both"))

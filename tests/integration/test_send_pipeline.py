@@ -109,9 +109,39 @@ class SendWorld:
                "phone_number_id": pnid, "message_id": f"wamid.in{uuid.uuid4().hex}", "type": "text", "timestamp": at,
                "subject_id": self.subject(wa_id), "pii": None, "context_message_id": None, "received_at": at,
                "extra": "{}"}
-        p = make_producer(self.bootstrap)
-        p.produce(INBOUND_MESSAGES, key=pnid.encode(), value=AvroSerde().encode("InboundMessage", rec))
-        assert p.flush(10) == 0
+        p, landed = make_producer(self.bootstrap), []
+        p.produce(INBOUND_MESSAGES, key=pnid.encode(), value=AvroSerde().encode("InboundMessage", rec),
+                  on_delivery=lambda err, m: landed.append((err, m.partition(), m.offset())))
+        assert p.flush(10) == 0 and landed and landed[0][0] is None, landed
+        if self.worker is not None and self.worker.proc.poll() is None:  # (else the worker reads it as it starts)
+            self.followed(INBOUND_MESSAGES, *landed[0][1:])
+
+    def followed_to_end(self, topic: str) -> None:
+        """Return once the running worker's view of ``topic`` has read every record on it now."""
+        from confluent_kafka import TopicPartition
+
+        from wapipe.edge.clients import consumer
+
+        c = consumer(self.bootstrap, f"ends-{uuid.uuid4().hex}")
+        try:
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        finally:
+            c.close()
+        for partition, end in ends.items():
+            if end > 0:
+                self.followed(topic, partition, end - 1)
+
+    def followed(self, topic: str, partition: int, offset: int, timeout: float = 60.0) -> None:
+        """Return once the running worker's view of ``topic`` has read the record at ``offset``
+        (``wapipe_follower_position`` on its /metrics), not after a guess of how long that takes."""
+        name = f'wapipe_follower_position{{partition="{partition}",topic="{topic}"}}'  # labels as /metrics sorts them
+        deadline = time.monotonic() + timeout
+        while _scrape(self).get(name, -1) <= offset:
+            assert time.monotonic() < deadline, (f"the worker's view of {topic} did not read offset {offset} in "
+                                                 f"{timeout:g} s", {k: v for k, v in _scrape(self).items()
+                                                                    if k.startswith("wapipe_follower_position")})
+            time.sleep(0.05)
 
     def send(self, message, routing: Routing, **kw) -> dict:
         return self.erp.send(message, routing, **kw)
@@ -242,8 +272,7 @@ def _by_key(results: list[dict]) -> dict[str, list[dict]]:
 def test_template_and_session_messages_are_sent_once(send_world):
     w = send_world
     w.start_worker()
-    w.inbound(w.recipient(2))  # opens recipient 2's window
-    time.sleep(0.5)
+    w.inbound(w.recipient(2))  # opens recipient 2's window (the worker's view has read it when this returns)
     w.send(template(w.recipient(1), "order_update", "en_US", body=["A-1", "shipped"]), w.routing("k1"))
     w.send(text(w.recipient(2), "your invoice is ready"), w.routing("k2"))
     w.send(template(w.recipient(3), "hello_world"), w.routing("k3"))
@@ -282,7 +311,6 @@ def test_every_validation_failure_is_a_clear_result_and_nothing_is_sent(send_wor
     publish_tenant(make_producer(w.bootstrap), suspended)
     w.start_worker()
     w.inbound(w.recipient(7), hours_ago=25)  # a window that closed an hour ago
-    time.sleep(0.5)
     r = w.recipient
     soon_past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
     cases = {

@@ -59,6 +59,8 @@ class AsyncTopicFollower:
         self._since_ms = since_ms
         self.ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.applied = 0  # records applied
+        self.positions: dict[int, int] = {}  # partition -> the next offset to read (has the view seen a write?)
         self.unreadable = 0
 
     def start(self) -> None:
@@ -106,12 +108,14 @@ class AsyncTopicFollower:
             ends = await consumer.end_offsets(tps)
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for msgs in batch.values():
+                for tp, msgs in batch.items():
                     for msg in msgs:
+                        self.positions[tp.partition] = msg.offset + 1
                         if msg.value is None:
                             continue
                         try:
                             self._apply(self.serde.decode(msg.value, self.record_name))
+                            self.applied += 1
                         except UNREADABLE as exc:
                             self.unreadable += 1
                             logger.warning("follower.unreadable", topic=self.topic, offset=msg.offset, error=str(exc))

@@ -40,7 +40,7 @@ def test_sigkill_mid_campaign_then_restart_dispatches_each_command_at_most_once(
     final, sent, outcomes = w.settled_at_most_once(keys, timeout=90)
     # UNKNOWN exactly for the calls the kill interrupted (how many grows with the machine's load:
     # 1-2 alone, 62 beside `make demo`); each sent at most once
-    unknown = {k for k, r in final.items() if r["outcome"] == "UNKNOWN"}
+    unknown = _unknown(final)
     assert unknown == interrupted, (sorted(unknown - interrupted), sorted(interrupted - unknown))
     never_sent = [k for k in keys if sent[f"{w.tenant_id}/{k}"] == 0]
     assert all(final[k]["outcome"] == "UNKNOWN" for k in never_sent)
@@ -83,6 +83,8 @@ def _dispatching(w: SendWorld, *, partitions: set[int] | None = None,
         if cutoff is not None and m.timestamp()[1] > cutoff:
             continue
         key = m.key().decode()
+        if not key.startswith(f"{w.tenant_id}/"):  # the session's broker holds every test's ledger
+            continue
         if m.value() is None:
             last.pop(key, None)
         else:
@@ -95,11 +97,25 @@ def _interrupted(w: SendWorld, keys: list[str], open_at_kill: dict[str, dt.datet
     """The campaign's keys the kill left DISPATCHING. Each entry was written at most a call's
     timeout (plus its wait for room, and a loaded machine's delays) before the kill: one older
     would be a call nobody ever finished."""
-    ours = {k: at for k, at in open_at_kill.items() if k.startswith(f"{w.tenant_id}/")}  # the broker is shared
-    oldest = killed_at - dt.timedelta(seconds=w.settings.send_graph_timeout_s + 15)
-    stale = {k: at.isoformat() for k, at in ours.items() if at < oldest}
+    timeout = float(w.env.get("WAPIPE_SEND_GRAPH_TIMEOUT_S", w.settings.send_graph_timeout_s))
+    oldest = killed_at - dt.timedelta(seconds=timeout + 15)
+    stale = {k: at.isoformat() for k, at in open_at_kill.items() if at < oldest}
     assert not stale, f"DISPATCHING entries older than any call can take: {stale}"
-    return {k for k in keys if f"{w.tenant_id}/{k}" in ours}
+    return {k for k in keys if f"{w.tenant_id}/{k}" in open_at_kill}
+
+
+INTERRUPTED = "worker stopped during the Graph call"  # the reason of an UNKNOWN the ledger found DISPATCHING
+
+
+def _unknown(final: dict[str, dict]) -> set[str]:
+    """The keys UNKNOWN because a kill interrupted their call. An UNKNOWN for another reason (a call
+    our timeout gave up on, on a loaded machine) is a call that was answered by no one, not one the
+    ledger found DISPATCHING; it is allowed and printed."""
+    unknown = {k: r["reason"] or "" for k, r in final.items() if r["outcome"] == "UNKNOWN"}
+    other = {k: why for k, why in unknown.items() if not why.startswith(INTERRUPTED)}
+    if other:
+        print(f"\nUNKNOWN for another reason: {other}")
+    return set(unknown) - set(other)
 
 
 def test_a_result_lost_in_a_crash_after_the_ledger_write_is_answered_again(send_world: SendWorld):
@@ -170,8 +186,11 @@ def test_a_worker_killed_beside_another_its_partitions_move_and_nothing_is_sent_
     # dead worker's sending rate x the time from a ledger acknowledgement to the response: 2-64
     # beside two busy loops at 8 x 50 msg/s, over 80 once in a run of 3 test processes), so it is
     # compared with the ledger, not with a count.
-    interrupted = _interrupted(w, keys, _dispatching(w, partitions=set(loaded_after), before=killed_at), killed_at)
-    unknown = {k for k, r in final.items() if r["outcome"] == "UNKNOWN"}
+    # worker-a's partitions at the kill (its last assignment; the ledger is partitioned as the lanes
+    # are): worker-b may have reloaded partitions of its own after the rebalance too
+    held = {int(tp.rsplit(":", 1)[1]) for tp in _log_events(w, "worker-a", "partitions.assigned")[-1]["partitions"]}
+    interrupted = _interrupted(w, keys, _dispatching(w, partitions=held, before=killed_at), killed_at)
+    unknown = _unknown(final)
     assert unknown == interrupted, (sorted(unknown - interrupted), sorted(interrupted - unknown))
     print(f"\nkilled worker-a after {at_kill} accepted; worker-b then loaded partitions {loaded_after}; "
           f"outcomes {dict(outcomes)}; unknown but not sent: {unknown_not_sent}")

@@ -105,20 +105,22 @@ class AsyncTopicFollower:
                         await consumer.seek_to_end(tp)
             else:
                 await consumer.seek_to_beginning(*tps)
+            for tp in tps:  # where each partition starts (one the window skipped to its end has no record to read)
+                self.positions[tp.partition] = await consumer.position(tp)
             ends = await consumer.end_offsets(tps)
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for tp, msgs in batch.items():
                     for msg in msgs:
+                        if msg.value is not None:
+                            try:
+                                self._apply(self.serde.decode(msg.value, self.record_name))
+                                self.applied += 1
+                            except UNREADABLE as exc:
+                                self.unreadable += 1
+                                logger.warning("follower.unreadable", topic=self.topic, offset=msg.offset,
+                                               error=str(exc))
                         self.positions[tp.partition] = msg.offset + 1
-                        if msg.value is None:
-                            continue
-                        try:
-                            self._apply(self.serde.decode(msg.value, self.record_name))
-                            self.applied += 1
-                        except UNREADABLE as exc:
-                            self.unreadable += 1
-                            logger.warning("follower.unreadable", topic=self.topic, offset=msg.offset, error=str(exc))
                 if not self.ready.is_set():
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):

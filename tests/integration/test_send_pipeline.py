@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from connectors.meta.messages import TemplateMessage
 from producers.erp import ErpProducer, Lane, ResultReader, Routing, template, text
 from wapipe.app.services import ServiceSpec, Supervisor
+from wapipe.topics import CAMPAIGN_CONTROL
 from tests.harness import make_settings
 
 pytestmark = pytest.mark.integration
@@ -667,6 +668,7 @@ def test_campaign_pause_resume_stop_and_progress(send_world):
     w.publish(a + b)
     time.sleep(0.5)
     publish_control(w.bootstrap, f"A{w.tenant_id}", "PAUSED", tenant_id=w.tenant_id)
+    w.followed_to_end(CAMPAIGN_CONTROL)  # the worker's view has it; then the calls under way finish
     time.sleep(1.5)  # honoured within a second
     before = w.sandbox.control.counters()["numbers"][w.numbers[0]]["accepted"]
     time.sleep(1.0)
@@ -867,7 +869,7 @@ def test_a_paused_campaign_does_not_hold_up_another_number_of_its_partition(send
     w.start_worker()
     held, other = f"X{w.tenant_id}", f"Y{w.tenant_id}"
     publish_control(w.bootstrap, held, "PAUSED", tenant_id=w.tenant_id)
-    time.sleep(1.0)
+    w.followed_to_end(CAMPAIGN_CONTROL)  # paused in the worker's view before its commands come
     w.publish([(template(w.recipient(i), "hello_world"), w.routing(f"x-{i}", lane=Lane.CAMPAIGN, campaign=held))
                for i in range(600)])
     w.erp.publish([w.erp.command(template(w.recipient(1000 + i), "hello_world"),

@@ -26,6 +26,7 @@ from processors.normalise.convert import Normaliser
 from sinks.reader import DirectReader
 from sinks.rows import CONVERTERS, convert
 from wapipe.avro import AvroSerde
+from wapipe.topics import CAMPAIGN_CONTROL
 from wapipe.edge.clients import producer as make_producer
 from wapipe.privacy.api import create_app
 from wapipe.privacy.kek import load_kek
@@ -317,7 +318,6 @@ def test_another_tenants_campaign_stop_does_not_touch_ours(send_world, unique):
     from collections import Counter
 
     from producers.erp import Lane, template
-    from wapipe.topics import CAMPAIGN_CONTROL
 
     w = send_world
     other = f"x{unique}"
@@ -350,7 +350,7 @@ def test_another_tenants_campaign_stop_does_not_touch_ours(send_world, unique):
     # Positive control: our own stop of "promo" cancels what is left of it.
     r = _campaign_cli(w.env, "stop", "promo", "--tenant", w.tenant_id)
     assert r.returncode == 0, r.stderr
-    time.sleep(1.5)  # honoured within a second
+    w.followed_to_end(CAMPAIGN_CONTROL)  # the worker's view has the stop
     later = [f"q-{i}" for i in range(10)]
     w.publish([(template(w.recipient(100 + i), "hello_world"), w.routing(k, lane=Lane.CAMPAIGN, campaign="promo"))
                for i, k in enumerate(later)])

@@ -139,6 +139,10 @@ def decide(cmd: SendCommand, *, active: Job | None, entry: Entry | None, answere
 
 
 # --- the stage -----------------------------------------------------------------------------------
+# The reason of an UNKNOWN whose call a stopped worker left DISPATCHING on the ledger
+INTERRUPTED_REASON = "worker stopped during the Graph call; reconciled from status webhooks"
+
+
 class Intake:
     def __init__(self, settings: Any, *, ledger: Ledger, buffer: Buffer, admission: Admission, outcomes: Outcomes,
                  writer: LaneWriter, partition_of: Callable[[str], int], rekeyed: dict[str, str],
@@ -202,7 +206,7 @@ class Intake:
         elif type(d) is Interrupted:
             job = Job(key=key, cmd=cmd, partition=partition, lane=cmd.lane, ack=ack, source=topic, raw=raw)
             await self.outcomes.finish(job, R.Outcome.UNKNOWN, attempts=d.attempts,
-                                       reason="worker stopped during the Graph call; reconciled from status webhooks")
+                                       reason=INTERRUPTED_REASON)
         else:
             if type(d) is Duplicate:
                 await self.outcomes.emit(cmd, R.Outcome.DUPLICATE, reason=d.reason, original_outcome=d.original_outcome,

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from processors.send.intake import INTERRUPTED_REASON
 from producers.erp import template
 from tests.integration.test_send_pipeline import SendWorld, send_world  # noqa: F401 - the fixture
 
@@ -104,15 +105,12 @@ def _interrupted(w: SendWorld, keys: list[str], open_at_kill: dict[str, dt.datet
     return {k for k in keys if f"{w.tenant_id}/{k}" in open_at_kill}
 
 
-INTERRUPTED = "worker stopped during the Graph call"  # the reason of an UNKNOWN the ledger found DISPATCHING
-
-
 def _unknown(final: dict[str, dict]) -> set[str]:
     """The keys UNKNOWN because a kill interrupted their call. An UNKNOWN for another reason (a call
     our timeout gave up on, on a loaded machine) is a call that was answered by no one, not one the
     ledger found DISPATCHING; it is allowed and printed."""
     unknown = {k: r["reason"] or "" for k, r in final.items() if r["outcome"] == "UNKNOWN"}
-    other = {k: why for k, why in unknown.items() if not why.startswith(INTERRUPTED)}
+    other = {k: why for k, why in unknown.items() if why != INTERRUPTED_REASON}
     if other:
         print(f"\nUNKNOWN for another reason: {other}")
     return set(unknown) - set(other)

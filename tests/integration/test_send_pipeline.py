@@ -119,17 +119,9 @@ class SendWorld:
 
     def followed_to_end(self, topic: str) -> None:
         """Return once the running worker's view of ``topic`` has read every record on it now."""
-        from confluent_kafka import TopicPartition
+        from wapipe.edge.scan import end_offsets
 
-        from wapipe.edge.clients import consumer
-
-        c = consumer(self.bootstrap, f"ends-{uuid.uuid4().hex}")
-        try:
-            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        finally:
-            c.close()
-        for partition, end in ends.items():
+        for partition, end in end_offsets(self.bootstrap, topic).items():
             if end > 0:
                 self.followed(topic, partition, end - 1)
 

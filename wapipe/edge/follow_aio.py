@@ -110,20 +110,21 @@ class AsyncTopicFollower:
             ends = await consumer.end_offsets(tps)
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=2000)
-                for tp, msgs in batch.items():
+                for msgs in batch.values():
                     for msg in msgs:
-                        if msg.value is not None:
-                            try:
-                                self._apply(self.serde.decode(msg.value, self.record_name))
-                                self.applied += 1
-                            except UNREADABLE as exc:
-                                self.unreadable += 1
-                                logger.warning("follower.unreadable", topic=self.topic, offset=msg.offset,
-                                               error=str(exc))
-                        self.positions[tp.partition] = msg.offset + 1
-                if not self.ready.is_set():
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
-                        self.ready.set()
+                        if msg.value is None:
+                            continue
+                        try:
+                            self._apply(self.serde.decode(msg.value, self.record_name))
+                            self.applied += 1
+                        except UNREADABLE as exc:
+                            self.unreadable += 1
+                            logger.warning("follower.unreadable", topic=self.topic, offset=msg.offset, error=str(exc))
+                # the next offset each partition reads, past what was applied (and past offsets compaction
+                # removed): the ready check and /metrics read it
+                for tp in (batch if self.ready.is_set() else tps):
+                    self.positions[tp.partition] = await consumer.position(tp)
+                if not self.ready.is_set() and all(self.positions[tp.partition] >= ends[tp] for tp in tps):
+                    self.ready.set()
         finally:
             await consumer.stop()

@@ -97,6 +97,16 @@ def scan(bootstrap: Endpoint, topic: str, *, timeout: float = 30.0, missing_ok: 
         c.close()
 
 
+def end_offsets(bootstrap: Endpoint, topic: str, *, missing_ok: bool = False) -> dict[int, int]:
+    """Partition -> the offset the next record written to it will get (its end now). An absent
+    topic: ``ScanError``, or {} with ``missing_ok``."""
+    c = _consumer(bootstrap)
+    try:
+        return {p: _watermarks(c, topic, p)[1] for p in _partitions(c, topic, missing_ok)}
+    finally:
+        c.close()
+
+
 def oldest_timestamps(bootstrap: Endpoint, topic: str, *, timeout: float = 15.0,
                       missing_ok: bool = False) -> dict[int, int | None]:
     """Partition -> timestamp (ms) of its oldest record still held (None: nothing held).
